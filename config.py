@@ -1,0 +1,62 @@
+"""Every setting of the retouch pipeline, in one place.
+
+Edit the constants below, or override any of them for one run with ``--set NAME=VALUE`` on any script, e.g.
+``python train.py --set EPOCHS=20 --set ENCODER=resnet18``. Each script saves the settings it actually used as
+``config.json`` beside its outputs (and inside every checkpoint), so a run can be reproduced.
+
+Conventions: arrays are ``(z, y, x)`` = (B-scan, depth, width); SimpleITK spacing is ``(x, y, z)`` in mm.
+"""
+
+# --------------------------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------------------------
+DATA_ROOT = "data"  # RETOUCH download (read only): every oct.mhd below it, at any depth, is a case
+WORK_DIR = "work"  # everything the pipeline writes: prepared slices, CSVs, runs, predictions
+SYNTHETIC_ROOT = "work/synthetic_retouch"  # where `make demo` writes synthetic data when DATA_ROOT is empty
+SLICES_SUBDIR = "slices"  # WORK_DIR/<this>/<case>/{oct,reference,roi}/<case>_<zzz>.png
+SLICE_INDEX_CSV = "slice_index.csv"  # WORK_DIR/<this>: one row per B-scan of every case
+SPLIT_CSV = "split.csv"  # WORK_DIR/<this>: one row per case with its split (train / val / test)
+SPLIT_SLICES_CSV = "slices_{split}.csv"  # WORK_DIR/<this>: the slice index rows of one split
+RUNS_SUBDIR = "runs"  # WORK_DIR/<this>/<run name>/: training runs
+
+# --------------------------------------------------------------------------------------------------------------
+# Labels and vendors (the RETOUCH reference.mhd codes)
+# --------------------------------------------------------------------------------------------------------------
+BACKGROUND = 0
+IRF = 1  # intraretinal fluid
+SRF = 2  # subretinal fluid
+PED = 3  # pigment epithelial detachment
+N_CLASSES = 4
+FLUIDS = {"IRF": IRF, "SRF": SRF, "PED": PED}
+VENDORS = ("Cirrus", "Spectralis", "Topcon")
+
+# --------------------------------------------------------------------------------------------------------------
+# Preprocessing (prepare_data.py preprocess)
+# --------------------------------------------------------------------------------------------------------------
+# Spectralis oct.mhd (relative to DATA_ROOT, or absolute) whose histogram Cirrus and Topcon volumes are matched
+# to. Empty: the first Spectralis case found (sorted by path); the one used is recorded in config.json.
+HISTOGRAM_REFERENCE = ""
+HISTOGRAM_MATCH_VENDORS = ("Cirrus", "Topcon")
+MEDIAN_VENDORS = ("Cirrus", "Topcon")  # vendors whose B-scans are median filtered (noisier than Spectralis)
+MEDIAN_SLICES = 3  # median over each B-scan and its neighbours (odd; 1 = off)
+MEDIAN_INPLANE = 3  # then an in-plane median of this size (odd; 1 = off)
+PNG_COMPRESS_LEVEL = 1  # 0-9: slice PNGs are lossless whatever the level; 1 is fast and about 2x smaller than 0
+
+# --------------------------------------------------------------------------------------------------------------
+# Split (prepare_data.py split): by case, stratified by vendor
+# --------------------------------------------------------------------------------------------------------------
+SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+SPLIT_SEED = 7
+
+# --------------------------------------------------------------------------------------------------------------
+# ROI masks (prepare_data.py roi): entropy threshold + closing + column fill
+# --------------------------------------------------------------------------------------------------------------
+ENTROPY_DISK_RADIUS = 15
+ENTROPY_THRESHOLD = 1e-2  # on entropy / max(entropy) of the B-scan
+CLOSING_DISK_RADIUS = 55
+
+# --------------------------------------------------------------------------------------------------------------
+# Patches (train.py)
+# --------------------------------------------------------------------------------------------------------------
+PATCH_SHAPE = (256, 128)  # (height, width) in pixels at Spectralis depth resolution
+SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches span the same mm on every vendor

@@ -1,0 +1,117 @@
+"""Loading config.py with ``--set NAME=VALUE`` overrides, and saving the effective config as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import config as default_config
+
+from utils.files import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """An override that names no setting or has a value of the wrong type."""
+
+
+def default_settings() -> dict[str, Any]:
+    """The upper-case constants of config.py, by name."""
+    return {name: getattr(default_config, name) for name in dir(default_config) if name.isupper()}
+
+
+def _parse_value(text: str) -> Any:
+    """A Python literal (``3``, ``1e-3``, ``(256, 128)``, ``True``), else the text itself as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default``, or ConfigError saying what was expected."""
+    expected = type(default)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, str):
+        return str(value)
+    elif isinstance(default, (tuple, list)):
+        if isinstance(value, (tuple, list)):
+            return expected(value)
+        if isinstance(value, str) and isinstance(default, tuple) and all(isinstance(v, str) for v in default):
+            return tuple(v for v in value.split(",") if v)  # VENDORS=Cirrus,Topcon
+    elif isinstance(default, dict):
+        if isinstance(value, dict):
+            return value
+    elif default is None:
+        return value
+    raise ConfigError(f"--set {name}={value!r}: expected a {expected.__name__} like {default!r}, "
+                      f"got a {type(value).__name__}")
+
+
+def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Returns a copy of ``settings`` with each ``NAME=VALUE`` of ``overrides`` applied, type-checked.
+
+    Raises:
+        ConfigError: malformed override, unknown name (the nearest known name is suggested) or a value whose type
+            does not match the constant in config.py.
+    """
+    result = dict(settings)
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE, e.g. --set EPOCHS=10")
+        if name not in settings:
+            close = difflib.get_close_matches(name.upper(), list(settings), n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see config.py for the names"
+            raise ConfigError(f"--set {name}: config.py has no setting of that name{hint}")
+        result[name] = _coerce(name, _parse_value(text.strip()), settings[name])
+    return result
+
+
+def load_config(overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> types.SimpleNamespace:
+    """The effective config: ``base`` (default: config.py) with ``overrides`` applied, as attributes."""
+    settings = default_settings() if base is None else dict(base)
+    return types.SimpleNamespace(**apply_overrides(settings, overrides or []))
+
+
+def config_to_dict(cfg: types.SimpleNamespace) -> dict[str, Any]:
+    """The settings of ``cfg`` as a JSON-friendly dict (tuples become lists)."""
+    return json.loads(json.dumps(vars(cfg)))
+
+
+def save_config(cfg: types.SimpleNamespace, path: str | Path) -> None:
+    """Writes ``cfg`` as indented JSON to ``path``, atomically."""
+    atomic_write_text(Path(path), json.dumps(vars(cfg), indent=2, sort_keys=True) + "\n")
+
+
+def config_from_dict(saved: dict[str, Any]) -> types.SimpleNamespace:
+    """Rebuilds a config saved by :func:`save_config` (JSON lists back to tuples where config.py has tuples).
+
+    Settings that config.py no longer has are kept; settings it gained since are taken from config.py.
+    """
+    settings = default_settings()
+    for name, value in saved.items():
+        default = settings.get(name)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        settings[name] = value
+    return types.SimpleNamespace(**settings)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--set NAME=VALUE`` (repeatable) to a script's parser."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a constant of config.py for this run (repeatable), e.g. --set EPOCHS=5")
