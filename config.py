@@ -60,3 +60,6 @@ CLOSING_DISK_RADIUS = 55
 # --------------------------------------------------------------------------------------------------------------
 PATCH_SHAPE = (256, 128)  # (height, width) in pixels at Spectralis depth resolution
 SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches span the same mm on every vendor
+PATCHES_PER_BSCAN = 8  # ROI-centred patches sampled from each B-scan
+RANDOM_PATCH_SHARE = 0.2  # plus this share of patches centred anywhere in the ROI (the original added ~20%)
+PATCH_BORDER = 16  # pixels ignored on each side of a patch when flagging the fluids it holds
