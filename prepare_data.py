@@ -1,0 +1,132 @@
+"""Turns RETOUCH volumes into what train.py needs: preprocessed B-scans, the split, ROI masks.
+
+    python prepare_data.py [--data-root DIR] [--work-dir DIR] [--split-file CSV] [--workers N]
+                           [--set NAME=VALUE ...] [preprocess|split|roi ...]
+
+With no step named, all three run in order. Reads only from the data root; writes under the work dir:
+    slices/<case>/{oct,reference,roi}/<case>_<zzz>.png   preprocessed B-scans, label codes, ROI masks
+    slice_index.csv      one row per B-scan: image_name, vendor, root, slice, is_IRF, is_SRF, is_PED, ...
+    split.csv            one row per case: case, vendor, root, split (train / val / test), ...
+    slices_<split>.csv   the slice index rows of each split
+    histogram_reference.json, prepare_config.json
+A rerun skips cases whose outputs are complete. Problems with a case are reported in one line naming the file;
+the other cases go on, and the run ends with a summary and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from utils.cases import find_cases
+from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
+from utils.files import atomic_write_text
+from utils.parallel import default_workers
+from utils.preprocessing import (choose_histogram_reference, histogram_reference, preprocess_oct_images,
+                                 read_slice_index)
+from utils.roi import create_roi_masks
+from utils.splits import create_test_train_set
+
+STEPS = ("preprocess", "split", "roi")
+CONFIG_JSON = "prepare_config.json"
+
+__all__ = ["preprocess_oct_images", "create_test_train_set", "create_roi_masks", "main"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("steps", nargs="*", metavar="STEP",
+                        help=f"steps to run, from {', '.join(STEPS)} (default: all, in order)")
+    parser.add_argument("--data-root", help="folder with the RETOUCH volumes (default: config DATA_ROOT)")
+    parser.add_argument("--work-dir", help="output folder (default: config WORK_DIR)")
+    parser.add_argument("--split-file", help="use this split CSV as it is (default: WORK_DIR/split.csv, made "
+                                             "when missing)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes (default: all cores)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    unknown = [step for step in args.steps if step not in STEPS]
+    if unknown:
+        parser.error(f"unknown step {unknown[0]!r}; the steps are {', '.join(STEPS)}")
+    return args
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    return path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Runs the requested steps; returns one line per problem (empty when all went well)."""
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"DATA_ROOT={args.data_root}")
+    if args.work_dir:
+        overrides.append(f"WORK_DIR={args.work_dir}")
+    cfg = load_config(overrides)
+    data_root, work_dir = Path(cfg.DATA_ROOT), Path(cfg.WORK_DIR)
+    steps = [step for step in STEPS if step in args.steps] or list(STEPS)
+    errors: list[str] = []
+
+    if "preprocess" in steps:
+        if not data_root.is_dir():
+            return [f"{data_root}: data root is not a folder; pass --data-root or set DATA_ROOT in config.py"]
+        if _is_inside(work_dir, data_root):
+            return [f"{work_dir}: the work dir lies inside the data root {data_root}; the pipeline never writes "
+                    f"there: pass another --work-dir"]
+        cases, errors = find_cases(data_root)
+        if not cases and not errors:
+            return [f"{data_root}: no oct.mhd found at any depth; point --data-root at the RETOUCH download "
+                    f"(or make synthetic data: python -m utils.synthetic --out DIR)"]
+        print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
+            f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
+        try:
+            reference_path = choose_histogram_reference(cases, cfg, data_root)
+            reference = histogram_reference(reference_path) if reference_path else None
+        except (OSError, ValueError) as error:
+            return errors + [str(error)]
+        cfg.HISTOGRAM_REFERENCE = str(reference_path or "")
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if reference:
+            atomic_write_text(work_dir / cfg.HISTOGRAM_REFERENCE_JSON, json.dumps(reference) + "\n")
+        index, case_errors = preprocess_oct_images(cases, work_dir, cfg, reference, args.workers)
+        errors += case_errors
+    else:
+        try:
+            index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV)
+        except (OSError, ValueError) as error:
+            return [str(error)]
+
+    if "split" in steps:
+        try:
+            split, split_errors = create_test_train_set(index, work_dir, cfg, args.split_file)
+        except ValueError as error:
+            split, split_errors = None, [str(error)]
+        errors += split_errors
+        if split is not None:
+            print("split (cases): " + ", ".join(
+                f"{name} {count}" for name, count in split["split"].value_counts().sort_index().items()))
+    if "roi" in steps:
+        errors += create_roi_masks(index, work_dir, cfg, args.workers)
+    save_config(cfg, work_dir / CONFIG_JSON)
+    print(f"{len(index)} B-scans of {index['case'].nunique()} case(s) prepared in {work_dir}")
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        errors = run(args)
+    except ConfigError as error:
+        errors = [str(error)]
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    if errors:
+        print(f"prepare_data: {len(errors)} problem(s); see the lines above", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
