@@ -88,7 +88,7 @@ def _disk_entropy(levels: np.ndarray, half_widths: np.ndarray) -> np.ndarray:  #
                         total += 1
             # H = -sum p log2 p with p = c / n  ==  log2 n - sum(c log2 c) / n
             entropy = math.log2(total) - sum_c_log_c / total
-            out[y, x] = entropy if entropy > 0.0 else 0.0
+            out[y, x] = entropy if entropy > 1e-9 else 0.0  # rounding; the least non-zero entropy is ~1e-3
     return out
 
 
@@ -184,13 +184,14 @@ def roi_mask_reference(bscan: np.ndarray, fluid_mask: np.ndarray | None, entropy
     from skimage.morphology import binary_closing
 
     normalised = bscan.astype(np.float32) / 128.0 - 1.0
-    with warnings.catch_warnings():  # rank filters warn that they convert the float image to uint8
+    # rank filters warn that they convert the float image to uint8; binary_closing is deprecated in 0.26
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         entropy = rank_entropy(normalised, disk(entropy_radius))
-    roi = entropy / (entropy.max() + 1e-16) > threshold
-    if fluid_mask is not None:
-        roi |= fluid_mask > 0
-    closed = binary_closing(roi, disk(closing_radius))
+        roi = entropy / (entropy.max() + 1e-16) > threshold
+        if fluid_mask is not None:
+            roi |= fluid_mask > 0
+        closed = binary_closing(roi, disk(closing_radius))
     filled = closed.copy()
     for column in range(closed.shape[1]):
         rows = np.nonzero(closed[:, column])[0]

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from utils.configuration import ConfigError, apply_overrides, config_from_dict, load_config, save_config
+
+BASE = {"EPOCHS": 10, "LEARNING_RATE": 2e-4, "PATCH_SHAPE": (256, 128), "ENCODER": "resnet18",
+        "USE_BF16": True, "VENDORS": ("Cirrus", "Spectralis"), "SPLIT_FRACTIONS": {"train": 0.7}}
+
+
+@pytest.mark.parametrize("override, name, expected", [
+    ("EPOCHS=3", "EPOCHS", 3),
+    ("LEARNING_RATE=1e-3", "LEARNING_RATE", 1e-3),
+    ("LEARNING_RATE=1", "LEARNING_RATE", 1.0),
+    ("PATCH_SHAPE=(128, 64)", "PATCH_SHAPE", (128, 64)),
+    ("PATCH_SHAPE=[128,64]", "PATCH_SHAPE", (128, 64)),
+    ("ENCODER=resnet34", "ENCODER", "resnet34"),
+    ("USE_BF16=False", "USE_BF16", False),
+    ("VENDORS=Cirrus,Topcon", "VENDORS", ("Cirrus", "Topcon")),
+    ("SPLIT_FRACTIONS={'train': 1.0}", "SPLIT_FRACTIONS", {"train": 1.0}),
+])
+def test_override_is_typed(override, name, expected):
+    result = apply_overrides(BASE, [override])
+    assert result[name] == expected and type(result[name]) is type(expected)
+    assert BASE["EPOCHS"] == 10  # the base is not changed
+
+
+@pytest.mark.parametrize("override, message", [
+    ("EPOCHS=3.5", "expected a int"),
+    ("EPOCHS=many", "expected a int"),
+    ("USE_BF16=1", "expected a bool"),
+    ("PATCH_SHAPE=12", "expected a tuple"),
+    ("EPOCH=3", "did you mean EPOCHS?"),
+    ("learning_rate=0.1", "did you mean LEARNING_RATE?"),
+    ("EPOCHS", "expected NAME=VALUE"),
+])
+def test_bad_override_is_rejected_with_a_hint(override, message):
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
+        apply_overrides(BASE, [override])
+
+
+def test_load_config_reads_config_py():
+    cfg = load_config(["EPOCHS=2"] if hasattr(__import__("config"), "EPOCHS") else [])
+    assert cfg.IRF == 1 and cfg.SRF == 2 and cfg.PED == 3 and cfg.N_CLASSES == 4
+    assert cfg.PATCH_SHAPE == (256, 128)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(["ENTROPY_THRESHOLD=0.02", "PATCH_SHAPE=(128, 64)"])
+    save_config(cfg, tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["ENTROPY_THRESHOLD"] == 0.02
+    restored = config_from_dict(saved)
+    assert restored.PATCH_SHAPE == (128, 64) and restored.VENDORS == cfg.VENDORS
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left behind

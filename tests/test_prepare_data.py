@@ -1,0 +1,169 @@
+"""prepare_data.py end to end on tiny trees, and every bad-input path."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import prepare_data
+from utils.files import read_png
+from utils.mhd_io import Geometry, read_volume, write_volume
+from volume_factory import write_case
+
+
+def _run(data, work, *extra):
+    return prepare_data.main(["--data-root", str(data), "--work-dir", str(work), "--workers", "1", *extra])
+
+
+def _snapshot(folder):
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def test_prepares_everything_and_flags_match_the_references(tiny_tree, tmp_path):
+    work = tmp_path / "work"
+    before = _snapshot(tiny_tree)
+    assert _run(tiny_tree, work) == 0
+    assert _snapshot(tiny_tree) == before  # nothing written into the data root
+
+    index = pd.read_csv(work / "slice_index.csv")
+    assert list(index.columns[:7]) == ["image_name", "vendor", "root", "slice", "is_IRF", "is_SRF", "is_PED"]
+    assert index["case"].nunique() == 9 and set(index["vendor"]) == {"Cirrus", "Spectralis", "Topcon"}
+    for case, rows in index.groupby("case"):
+        oct_path = rows["oct_path"].iloc[0]
+        labels, geometry = read_volume(oct_path.replace("oct.mhd", "reference.mhd"))
+        assert len(rows) == labels.shape[0] and (rows["height"] == labels.shape[1]).all()
+        assert rows["spacing_y_mm"].iloc[0] == pytest.approx(geometry.spacing_mm[1])
+        for row in rows.itertuples():
+            z = row.slice
+            assert row.is_IRF == int((labels[z] == 1).any())
+            assert row.is_SRF == int((labels[z] == 2).any())
+            assert row.is_PED == int((labels[z] == 3).any())
+            image = read_png(work / row.root / "oct" / row.image_name)
+            mask = read_png(work / row.root / "reference" / row.image_name)
+            roi = read_png(work / row.root / "roi" / row.image_name)
+            assert image.shape == mask.shape == roi.shape == labels[z].shape
+            np.testing.assert_array_equal(mask, labels[z])
+            assert set(np.unique(roi)) <= {0, 255}
+            assert (roi[labels[z] > 0] == 255).all()  # fluid always lies inside the ROI
+
+    split = pd.read_csv(work / "split.csv")
+    assert split["case"].is_unique and set(split["case"]) == set(index["case"])
+    assert {"case", "vendor", "root", "split"} <= set(split.columns)
+    lists = {name: pd.read_csv(work / f"slices_{name}.csv") for name in ("train", "val", "test")}
+    cases_of = {name: set(rows["case"]) for name, rows in lists.items()}
+    assert not (cases_of["train"] & cases_of["val"] or cases_of["train"] & cases_of["test"]
+                or cases_of["val"] & cases_of["test"])
+    assert sum(len(rows) for rows in lists.values()) == len(index)
+    for vendor in ("Cirrus", "Spectralis", "Topcon"):  # every vendor trains
+        assert vendor in set(lists["train"]["vendor"])
+    assert (work / "prepare_config.json").is_file() and (work / "histogram_reference.json").is_file()
+
+
+def test_rerun_skips_finished_cases_and_redoes_an_interrupted_one(tiny_tree, tmp_path):
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work) == 0
+    pngs = sorted(work.glob("slices/*/*/*.png"))
+    before = {p: p.stat().st_mtime_ns for p in pngs}
+    assert _run(tiny_tree, work) == 0
+    assert {p: p.stat().st_mtime_ns for p in pngs} == before  # nothing rewritten
+
+    # An interruption inside TRAIN004: a truncated PNG and no completion marker. Only that case is redone.
+    victim = work / "slices" / "TRAIN004"
+    (victim / "preprocess.json").unlink()
+    (victim / "oct" / "TRAIN004_001.png").write_bytes(b"\x89PNG")
+    assert _run(tiny_tree, work) == 0
+    after = {p: p.stat().st_mtime_ns for p in pngs}
+    changed = {p.parent.parent.name for p in pngs if after[p] != before[p]}
+    assert changed == {"TRAIN004"}
+    assert read_png(victim / "oct" / "TRAIN004_001.png").shape == (40, 32)  # Spectralis
+    assert not list(work.rglob("*.tmp*"))
+
+
+def test_changed_setting_redoes_the_affected_cases(tiny_tree, tmp_path):
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work, "preprocess") == 0
+    image = work / "slices" / "TRAIN001" / "oct" / "TRAIN001_002.png"
+    spectralis = work / "slices" / "TRAIN004" / "oct" / "TRAIN004_002.png"
+    stamp, spectralis_stamp = image.stat().st_mtime_ns, spectralis.stat().st_mtime_ns
+    assert _run(tiny_tree, work, "preprocess", "--set", "MEDIAN_INPLANE=1") == 0
+    assert image.stat().st_mtime_ns != stamp  # Cirrus is median filtered: redone
+    assert spectralis.stat().st_mtime_ns == spectralis_stamp  # Spectralis is not: kept
+
+
+def test_steps_run_separately(tiny_tree, tmp_path):
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work, "preprocess") == 0
+    assert not (work / "split.csv").exists() and not list(work.glob("slices/*/roi"))
+    assert _run(tiny_tree, work, "split", "roi") == 0
+    assert (work / "split.csv").exists() and len(list(work.glob("slices/*/roi/*.png"))) == 9 * 5 - 3
+
+
+def test_bad_cases_are_reported_and_the_others_prepared(tiny_tree, tmp_path, capsys, rng):
+    cirrus = tiny_tree / "RETOUCH-TrainingSet-Cirrus"
+    (cirrus / "TRAIN001" / "oct.raw").unlink()  # missing .raw
+    (cirrus / "TRAIN002" / "oct.mhd").write_text("garbage\n")  # unreadable header
+    write_volume(cirrus / "TRAIN003" / "reference.mhd", np.zeros((5, 10, 32), np.uint8),
+                 Geometry((1.0, 1.0, 1.0)))  # size mismatch
+    write_volume(tiny_tree / "misc" / "X1" / "oct.mhd", np.zeros((2, 30, 8), np.uint8),
+                 Geometry((1.0, 1.0, 1.0)))  # unknown vendor
+    labels, _ = read_volume(tiny_tree / "RETOUCH-TrainingSet-Topcon" / "TRAIN007" / "reference.mhd")
+    labels[0, 0, 0] = 9
+    write_volume(tiny_tree / "RETOUCH-TrainingSet-Topcon" / "TRAIN007" / "reference.mhd", labels,
+                 Geometry((0.047, 0.0523, 0.047)))  # a label that is no fluid code
+
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work) == 1
+    err = capsys.readouterr().err
+    expected = ["TRAIN001/oct.mhd: its data file oct.raw is missing",
+                "TRAIN002/oct.mhd: not a MetaImage header",
+                "TRAIN003/reference.mhd: size (z, y, x) (5, 10, 32) differs from its oct.mhd (5, 48, 32)",
+                "X1/oct.mhd: unknown vendor",
+                "TRAIN007/reference.mhd: label 9 found"]
+    for message in expected:
+        assert sum(message in line for line in err.splitlines()) == 1, message
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 5  # one line per problem
+    assert "5 problem(s)" in err
+    index = pd.read_csv(work / "slice_index.csv")
+    assert set(index["case"]) == {"TRAIN004", "TRAIN005", "TRAIN006", "TRAIN008", "TRAIN009"}
+    assert len(list(work.glob("slices/*/roi/*.png"))) == len(index)
+
+
+def test_empty_data_root(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    assert _run(tmp_path / "data", tmp_path / "work") == 1
+    assert "data: no oct.mhd found at any depth" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
+def test_work_dir_inside_data_root_is_refused(tiny_tree, capsys):
+    assert _run(tiny_tree, tiny_tree / "work") == 1
+    assert "lies inside the data root" in capsys.readouterr().err
+    assert not (tiny_tree / "work").exists()
+
+
+def test_split_file_naming_unknown_cases(tiny_tree, tmp_path, capsys):
+    given = tmp_path / "my_split.csv"
+    pd.DataFrame({"case": ["TRAIN001", "TRAIN004", "GHOST"], "split": ["train", "val", "test"]}).to_csv(
+        given, index=False)
+    assert _run(tiny_tree, tmp_path / "work", "--split-file", str(given)) == 1
+    err = capsys.readouterr().err
+    assert "my_split.csv: names case(s) that are not among the prepared cases: GHOST" in err
+    assert set(pd.read_csv(tmp_path / "work" / "slices_train.csv")["case"]) == {"TRAIN001"}
+    assert set(pd.read_csv(tmp_path / "work" / "slices_val.csv")["case"]) == {"TRAIN004"}
+
+
+def test_test_set_cases_without_reference(tmp_path, rng, capsys):
+    data = tmp_path / "data"
+    write_case(data / "Spectralis" / "TEST001", "Spectralis", rng, with_reference=False)
+    write_case(data / "Cirrus" / "TEST002", "Cirrus", rng, with_reference=False)
+    assert _run(data, tmp_path / "work") == 0
+    index = pd.read_csv(tmp_path / "work" / "slice_index.csv")
+    assert index["is_IRF"].isna().all() and not index["has_reference"].any()
+    assert set(pd.read_csv(tmp_path / "work" / "split.csv")["split"]) == {"test"}
+    assert not list((tmp_path / "work").glob("slices/*/reference"))
+    assert len(list((tmp_path / "work").glob("slices/*/roi/*.png"))) == 4 + 5
+
+
+def test_unknown_override_is_one_line(tiny_tree, tmp_path, capsys):
+    assert _run(tiny_tree, tmp_path / "work", "--set", "ENTROPY_TRESHOLD=0.1") == 1
+    assert "did you mean ENTROPY_THRESHOLD?" in capsys.readouterr().err
