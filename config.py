@@ -67,3 +67,8 @@ SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches 
 PATCHES_PER_BSCAN = 8  # ROI-centred patches sampled from each B-scan
 RANDOM_PATCH_SHARE = 0.2  # plus this share of patches centred anywhere in the ROI (the original added ~20%)
 PATCH_BORDER = 16  # pixels ignored on each side of a patch when flagging the fluids it holds
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation (evaluate.py)
+# --------------------------------------------------------------------------------------------------------------
+SPACING_RTOL = 1e-4  # relative tolerance when a prediction's voxel spacing is compared with its reference's
