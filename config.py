@@ -67,6 +67,33 @@ SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches 
 PATCHES_PER_BSCAN = 8  # ROI-centred patches sampled from each B-scan
 RANDOM_PATCH_SHARE = 0.2  # plus this share of patches centred anywhere in the ROI (the original added ~20%)
 PATCH_BORDER = 16  # pixels ignored on each side of a patch when flagging the fluids it holds
+PATCH_JITTER = 0.1  # ROI-centred patch centres move up to this share of the patch height off the band middle
+
+# --------------------------------------------------------------------------------------------------------------
+# Training (train.py)
+# --------------------------------------------------------------------------------------------------------------
+ENCODER = "resnet18"  # smp encoder of the U-Net (measured choice: see README, bench/bench_train.py)
+ENCODER_WEIGHTS = ""  # "" = random initialisation; nothing is downloaded at run time
+EPOCHS = 30
+BATCHES_PER_EPOCH = 50
+BATCH_SIZE = 16
+LEARNING_RATE = 2e-4  # Adam, as the method
+ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
+CE_WEIGHT = 0.5  # loss = CE_WEIGHT x class-balanced cross-entropy + DICE_WEIGHT x Dice loss
+DICE_WEIGHT = 0.5
+ADVERSARIAL = False  # add the method's adversarial loss (a discriminator on (image, segmentation) pairs)
+ADVERSARIAL_WEIGHT = 0.05  # lambda: segmenter loss += lambda x adversarial loss
+DISCRIMINATOR_LEARNING_RATE = 2e-4
+EMPTY_PATCH_DROP_PROB = 0.8  # probability of dropping a training patch that holds no fluid
+FLIP_PROB = 0.5  # left-right flip of a training B-scan
+ROTATE_PROB = 0.5  # rotation of a training B-scan by an angle drawn from [-ROTATE_MAX_DEGREES, ROTATE_MAX_DEGREES]
+ROTATE_MAX_DEGREES = 10.0
+VAL_BSCANS = 48  # validation B-scans (fixed seed, half with fluid where possible); their patches are scored
+SEED = 0
+DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
+MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU
+CHANNELS_LAST = True  # NHWC memory layout for the network
+LOADER_WORKERS = 1  # processes running the patch pipeline beside the model (0 = in the training process)
 
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation (evaluate.py)

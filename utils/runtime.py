@@ -1,0 +1,92 @@
+"""Where and how the network runs: device, mixed precision, memory layout, and torchrun (DDP) set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return torch.backends.cpu.get_cpu_capability() in ("AMX", "AVX512_BF16")
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """How this process runs the network.
+
+    Attributes:
+        device: ``cuda:<local rank>`` when CUDA is present, else ``cpu``.
+        autocast_dtype: bf16 on a bf16-capable CPU (when enabled), bf16/fp16 on GPU (when enabled), else None.
+        channels_last: NHWC memory layout (faster convolutions on CPU with oneDNN and on tensor cores).
+        rank, world_size, local_rank: the torchrun process layout (0, 1, 0 without torchrun).
+    """
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes logs and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for forward passes (a no-op when disabled)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Moves a batch to the device, NHWC when channels_last (4-D tensors only)."""
+        tensor = tensor.to(self.device, non_blocking=True)
+        if self.channels_last and tensor.ndim == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+
+def select_runtime(cfg, device: str | None = None) -> Runtime:
+    """The runtime for this process from the config (``DEVICE``, ``MIXED_PRECISION``) and torchrun's variables.
+
+    Under torchrun (``WORLD_SIZE`` > 1) this initialises the process group (nccl on GPU, gloo on CPU) and gives
+    each rank its own GPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    name = device or cfg.DEVICE
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("DEVICE=cuda but torch sees no CUDA device; use DEVICE=auto or DEVICE=cpu")
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device(name)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+    autocast_dtype = None
+    if cfg.MIXED_PRECISION:
+        if torch_device.type == "cuda":
+            autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif torch_device.type == "cpu" and cpu_supports_bf16():
+            autocast_dtype = torch.bfloat16
+    channels_last = cfg.CHANNELS_LAST and torch_device.type in ("cpu", "cuda")
+    return Runtime(torch_device, autocast_dtype, channels_last, rank, world_size, local_rank)
