@@ -25,3 +25,18 @@ def tiny_tree(tmp_path: Path, rng: np.random.Generator) -> Path:
             write_case(root / f"RETOUCH-TrainingSet-{vendor}" / f"TRAIN{number:03d}", vendor, rng, fluid_code)
             number += 1
     return root
+
+
+@pytest.fixture(scope="session")
+def prepared_work(tmp_path_factory) -> Path:
+    """A work dir that prepare_data.py made from a small synthetic RETOUCH tree (shared by the whole session:
+    tests must not change it)."""
+    import prepare_data
+    from utils.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root / "data", cases_per_vendor=4, small=True, seed=3)
+    status = prepare_data.main(["--data-root", str(root / "data"), "--work-dir", str(root / "work"),
+                                "--workers", "1"])
+    assert status == 0
+    return root / "work"

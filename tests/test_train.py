@@ -1,0 +1,107 @@
+"""train.py on the small synthetic set: loss goes down, checkpoints reload, --resume continues, DDP on CPU."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import train
+from utils.model import load_checkpoint, model_from_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["--set", "PATCH_SHAPE=(128, 64)", "--set", "PATCH_BORDER=8", "--set", "BATCH_SIZE=8",
+         "--set", "VAL_BSCANS=8", "--set", "LEARNING_RATE=1e-3", "--set", "LOADER_WORKERS=0"]
+
+
+def _train(work, run_dir, *extra):
+    return train.main(["--work-dir", str(work), "--run-dir", str(run_dir), *QUICK, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained_run(prepared_work, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "quick"
+    assert _train(prepared_work, run_dir, "--set", "EPOCHS=3", "--set", "BATCHES_PER_EPOCH=10",
+                  "--set", "LOADER_WORKERS=1") == 0
+    return run_dir
+
+
+def test_short_run_lowers_the_loss_and_writes_the_run_folder(trained_run):
+    log = pd.read_csv(trained_run / "log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3]
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    assert {"val_loss", "dice_IRF", "dice_SRF", "dice_PED", "dice_mean_fluid", "iou_mean_fluid"} <= set(log)
+    for name in ("config.json", "train.log", "curves.png", "best.pt", "last.pt"):
+        assert (trained_run / name).is_file(), name
+
+
+def test_checkpoint_reloads_with_weights_only(trained_run, prepared_work):
+    checkpoint = load_checkpoint(trained_run / "last.pt")  # torch.load(weights_only=True) inside
+    assert checkpoint["epoch"] == 3
+    assert checkpoint["config"]["PATCH_SHAPE"] == [128, 64]
+    assert checkpoint["histogram_reference"]["path"].endswith("oct.mhd")
+    assert len(checkpoint["histogram_reference"]["counts"]) == 256
+    assert checkpoint["metrics"]["epoch"] == 3 and "dice_mean_fluid" in checkpoint["metrics"]
+    model = model_from_checkpoint(checkpoint)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, 4, 64, 64)
+    best = load_checkpoint(trained_run / "best.pt")
+    assert 1 <= best["epoch"] <= 3
+
+
+def test_resume_continues_from_the_saved_epoch(trained_run, prepared_work, tmp_path):
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(trained_run, run_dir)
+    before = load_checkpoint(run_dir / "last.pt")
+    steps_before = max(int(s["step"]) for s in before["optimizer_state"]["state"].values())
+    assert train.main(["--work-dir", str(prepared_work), "--run-dir", str(run_dir), "--resume",
+                       "--set", "EPOCHS=4"]) == 0
+    log = pd.read_csv(run_dir / "log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3, 4]
+    after = load_checkpoint(run_dir / "last.pt")
+    assert after["epoch"] == 4
+    steps_after = max(int(s["step"]) for s in after["optimizer_state"]["state"].values())
+    assert steps_after == steps_before + 10  # Adam went on from its saved state: 10 more batches, not 10 fresh
+    assert after["config"]["BATCHES_PER_EPOCH"] == 10  # the run's own settings were kept
+
+
+def test_resume_without_a_run_is_an_error(prepared_work, tmp_path, capsys):
+    assert train.main(["--work-dir", str(prepared_work), "--run-dir", str(tmp_path / "none"), "--resume"]) == 1
+    assert "none/last.pt: no such checkpoint" in capsys.readouterr().err
+
+
+def test_no_val_cases_keeps_the_last_as_best(prepared_work, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(prepared_work, work)
+    val = pd.read_csv(work / "slices_val.csv")
+    val.iloc[0:0].to_csv(work / "slices_val.csv", index=False)
+    assert _train(work, tmp_path / "run", "--set", "EPOCHS=2", "--set", "BATCHES_PER_EPOCH=2") == 0
+    assert capsys.readouterr().out.count("no val cases") == 1
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 2
+
+
+def test_adversarial_training_runs(prepared_work, tmp_path):
+    assert _train(prepared_work, tmp_path / "adv", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=3",
+                  "--set", "ADVERSARIAL=True") == 0
+    checkpoint = load_checkpoint(tmp_path / "adv" / "last.pt")
+    assert "discriminator_state" in checkpoint and "discriminator_optimizer_state" in checkpoint
+
+
+def test_two_process_ddp_on_cpu(prepared_work, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(REPO / "train.py"), "--work-dir", str(prepared_work), "--run-dir", str(run_dir), *QUICK,
+               "--set", "EPOCHS=2", "--set", "BATCHES_PER_EPOCH=3", "--set", "DEVICE=cpu"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    log = pd.read_csv(run_dir / "log.csv")
+    assert log["epoch"].tolist() == [1, 2]  # one writer: rank 0
+    assert result.stdout.count("epoch 2: train loss") == 1
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
