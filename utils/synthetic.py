@@ -101,13 +101,16 @@ _FLUID_NAMES = {code: name for name, code in config.FLUIDS.items()}
 _IRF_NAME, _SRF_NAME, _PED_NAME = _FLUID_NAMES[config.IRF], _FLUID_NAMES[config.SRF], _FLUID_NAMES[config.PED]
 # The fluids of the i-th case of each vendor (cycled): any 3 consecutive cases of a vendor hold every fluid type
 # and one case without fluid; most cases hold one or two types.
+# Like the real set, most volumes hold two or three fluids and a few none; each fluid is in 4 of 6 cases, so that a
+# validation or test split of one case per vendor rarely misses a fluid. Any 3 cases in a row of one vendor hold
+# every fluid type, and the cycle's second case none.
 FLUID_PLAN: tuple[tuple[str, ...], ...] = (
-    (_IRF_NAME, _SRF_NAME), (_PED_NAME,), (), (_IRF_NAME,),
-    (_SRF_NAME, _PED_NAME), (_IRF_NAME, _PED_NAME), (_SRF_NAME,), (),
+    (_IRF_NAME, _SRF_NAME), (), (_IRF_NAME, _PED_NAME), (_SRF_NAME, _PED_NAME),
+    (_IRF_NAME, _SRF_NAME, _PED_NAME), (_IRF_NAME, _SRF_NAME, _PED_NAME),
 )
 
 MARKER_FILE = "synthetic_retouch.json"  # written at the top of a generated tree: what made it, to rerun safely
-FORMAT_VERSION = 1  # bump when the generated volumes change, so that an old tree is not silently extended
+FORMAT_VERSION = 2  # bump when the generated volumes change, so that an old tree is not silently extended
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -515,7 +518,7 @@ def _claim_folder(out_root: Path, settings: dict) -> None:
     atomic_write_text(marker, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def generate_dataset(out_root: str | Path, cases_per_vendor: int = 4, small: bool = False,
+def generate_dataset(out_root: str | Path, cases_per_vendor: int = config.SYNTHETIC_CASES_PER_VENDOR, small: bool = False,
                      n_bscans: int | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
     """Writes a synthetic data set in the RETOUCH training-set layout, skipping cases already written.
 
@@ -573,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default=config.SYNTHETIC_ROOT, help="destination folder (default: %(default)s)")
     parser.add_argument("--small", action="store_true",
                         help=f"tiny volumes for tests: {SMALL_N_BSCANS} B-scans of {SMALL_SCALE:g}x height/width")
-    parser.add_argument("--cases-per-vendor", type=int, default=4, help="default: %(default)s")
+    parser.add_argument("--cases-per-vendor", type=int, default=config.SYNTHETIC_CASES_PER_VENDOR, help="default: %(default)s")
     parser.add_argument("--bscans", type=int, default=None,
                         help="B-scans per volume, covering the vendor's usual 6 mm (default: the vendor's count)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")

@@ -1,0 +1,374 @@
+"""Segments OCT volumes with a trained U-Net: label volumes, fluid volumes and presence scores.
+
+    python predict.py [--checkpoint FILE] [--out DIR] [--overlays [N|all]] [--set NAME=VALUE ...] INPUT...
+
+INPUT: ``oct.mhd`` files, or folders searched for them at any depth (the RETOUCH layout; see utils/cases.py). A
+case is named after the folder of its ``oct.mhd``. Default checkpoint: ``best.pt`` of the most recent run under
+``WORK_DIR/runs``; default ``--out``: ``WORK_DIR/predictions/<run name>``. Nothing is written next to the inputs.
+
+Each volume gets exactly the preprocessing and depth resolution the model was trained with: the settings come from
+the checkpoint; ``--set`` changes only those about this machine and inference (``LOCAL_SETTINGS``), and any
+other override that differs from the checkpoint is ignored with a note.
+Writes, per case, ``OUT/<case>/segmentation.mhd`` (+ ``.raw``: uint8 labels 0..3 with the input's size, spacing,
+origin and direction), with ``--overlays`` PNGs of some or all B-scans under ``OUT/<case>/overlays/``, and last
+``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a case whose marker matches);
+then ``OUT/volumes.csv`` (one row per case in OUT made with this checkpoint) and ``OUT/config.json``. Presence
+scores are defined in utils/inference.py.
+
+Exit status 1 when a case failed (the others are still segmented) or there was nothing to do, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from utils import inference
+from utils.cases import OCT_FILE, Case, detect_vendor, find_cases
+from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
+                                 load_config, save_config)
+from utils.files import atomic_path, atomic_write_csv, atomic_write_text
+from utils.mhd_io import read_volume, write_volume
+from utils.model import load_checkpoint, model_from_checkpoint
+from utils.parallel import CASE_ERRORS
+from utils.preprocessing import preprocess_volume
+from utils.runtime import Runtime, select_runtime
+from utils.training import BEST_CHECKPOINT
+
+SEGMENTATION_FILE = "segmentation.mhd"  # OUT/<case>/<this> (+ .raw); evaluate.py reads this name
+MARKER_FILE = "prediction.json"  # OUT/<case>/<this>: written last, marks the case complete
+OVERLAY_FOLDER = "overlays"  # OUT/<case>/<this>/<case>_<zzz>.png
+VOLUMES_CSV = "volumes.csv"  # OUT/<this>; evaluate.py reads this name
+CONFIG_JSON = "config.json"  # OUT/<this>: the effective config
+VOLUMES_COLUMNS = ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3", "PED_volume_mm3",
+                   "IRF_presence", "SRF_presence", "PED_presence"]
+DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
+
+# Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
+# others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
+INFERENCE_SETTINGS = ("INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP",
+                      "PRESENCE_MIN_VOLUME_MM3")
+LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
+                  "CHANNELS_LAST") + INFERENCE_SETTINGS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="oct.mhd files, or folders searched for them at any depth")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="model checkpoint (default: best.pt of the most recent run under WORK_DIR/runs)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: WORK_DIR/predictions/<run name>)")
+    parser.add_argument("--overlays", nargs="?", const=str(DEFAULT_OVERLAYS), default=None, metavar="N|all",
+                        help=f"also write PNGs of N evenly spread B-scans (bare: {DEFAULT_OVERLAYS}) or of all, "
+                             f"fluids coloured over the grey B-scan")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.overlays is not None:
+        if args.overlays == "all":
+            args.overlays = 0  # 0: every B-scan
+        elif not (args.overlays.isdigit() and int(args.overlays) > 0):
+            parser.error(f"--overlays {args.overlays}: expected a number of B-scans >= 1 or 'all'")
+        else:
+            args.overlays = int(args.overlays)
+    try:
+        args.local_cfg = load_config(args.overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    args.set_names = [item.partition("=")[0].strip() for item in args.overrides]
+    return args
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoint, config, cases
+# --------------------------------------------------------------------------------------------------------------
+def latest_checkpoint(runs_dir: Path) -> Path:
+    """The ``best.pt`` written most recently under ``runs_dir/<run>/``.
+
+    Raises:
+        FileNotFoundError: there is none.
+    """
+    checkpoints = sorted(Path(runs_dir).glob(f"*/{BEST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime)
+    if not checkpoints:
+        raise FileNotFoundError(f"{runs_dir}: no run with a {BEST_CHECKPOINT}; train one with `python train.py`, "
+                                f"or name a checkpoint with --checkpoint FILE")
+    return checkpoints[-1]
+
+
+def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> tuple[types.SimpleNamespace,
+                                                                                        list[str]]:
+    """The effective config: the checkpoint's settings, with ``LOCAL_SETTINGS`` from ``local_cfg`` on top.
+
+    Args:
+        checkpoint: a loaded checkpoint (its ``config``).
+        local_cfg: config.py with this command's ``--set`` overrides.
+        set_names: the names this command's ``--set`` overrides.
+
+    Returns:
+        ``(cfg, notes)``: one note per overridden setting that is not local and differs from the checkpoint's
+        (ignored: the model is used with the settings it was trained with).
+    """
+    settings = vars(config_from_dict(checkpoint.get("config") or {}))
+    notes = [f"--set {name}={getattr(local_cfg, name)!r} ignored: predict.py uses the model's own settings "
+             f"({name}={settings[name]!r} in the checkpoint); only {', '.join(LOCAL_SETTINGS)} can be set"
+             for name in dict.fromkeys(set_names)
+             if name not in LOCAL_SETTINGS and getattr(local_cfg, name) != settings.get(name)]
+    settings.update({name: getattr(local_cfg, name) for name in LOCAL_SETTINGS})
+    return load_config([], base=settings), notes
+
+
+def collect_cases(inputs: list[Path]) -> tuple[list[Case], list[str]]:
+    """The cases named by the command line: ``.mhd`` files, and every ``oct.mhd`` below folders.
+
+    Returns:
+        ``(cases, errors)``: cases with distinct names (the same file named twice counts once), and one line per
+        input that cannot be used (missing, not a MetaImage header, unknown vendor, a case name already taken).
+    """
+    cases: list[Case] = []
+    errors: list[str] = []
+    for path in inputs:
+        if path.is_dir():
+            found, problems = find_cases(path)
+            cases += found
+            errors += problems
+            if not found and not problems:
+                errors.append(f"{path}: no {OCT_FILE} below this folder")
+        elif path.is_file():
+            if path.suffix.lower() != ".mhd":
+                errors.append(f"{path}: not a MetaImage header (.mhd); give oct.mhd files or folders")
+                continue
+            try:
+                cases.append(Case(path.resolve().parent.name, detect_vendor(path), path, None))
+            except CASE_ERRORS as error:
+                errors.append(str(error))
+        else:
+            errors.append(f"{path}: no such file or folder")
+    unique: dict[str, Case] = {}
+    for case in cases:
+        other = unique.get(case.name)
+        if other is None:
+            unique[case.name] = case
+        elif other.oct_path.resolve() != case.oct_path.resolve():
+            errors.append(f"{case.oct_path}: case name {case.name} is taken by {other.oct_path}; segment it in a "
+                          f"separate run with another --out")
+    return list(unique.values()), errors
+
+
+def check_out_dir(out_dir: Path, cases: list[Case]) -> None:
+    """Raises ValueError when a case's outputs would land in (or below) the folder of an input volume."""
+    out_dir = out_dir.resolve()
+    for case in cases:
+        folder = case.oct_path.resolve().parent
+        if out_dir == folder or folder in out_dir.parents or (out_dir / case.name) == folder:
+            raise ValueError(f"--out {out_dir} would write next to the input {case.oct_path}; choose a folder "
+                             f"outside the data")
+
+
+def check_inference_settings(cfg, multiple: int) -> None:
+    """Raises ValueError naming the first inference setting of ``cfg`` that cannot work."""
+    inference.check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
+    if cfg.INFERENCE_BATCH_SIZE < 1:
+        raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {cfg.INFERENCE_BATCH_SIZE}")
+    if cfg.PRESENCE_MIN_VOLUME_MM3 < 0:
+        raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {cfg.PRESENCE_MIN_VOLUME_MM3}")
+
+
+def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
+    """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise."""
+    return {"checkpoint": str(checkpoint_path.resolve()), "epoch": checkpoint.get("epoch"),
+            "settings": {name: getattr(cfg, name) for name in ("INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP",
+                                                               "PRESENCE_MIN_VOLUME_MM3")}}
+
+
+def _read_marker(case_dir: Path) -> dict | None:
+    try:
+        return json.loads((case_dir / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _marker_matches(marker: dict | None, identity: dict) -> bool:
+    # through JSON, so tuples and lists compare equal
+    expected = json.loads(json.dumps(identity))
+    return marker is not None and all(marker.get(key) == value for key, value in expected.items())
+
+
+def finished_result(case: Case, case_dir: Path, identity: dict) -> dict | None:
+    """The saved volumes.csv row of a case already segmented from the same volume with this identity, else None."""
+    marker = _read_marker(case_dir)
+    segmentation = case_dir / SEGMENTATION_FILE
+    if not (_marker_matches(marker, identity) and marker.get("oct_path") == str(case.oct_path.resolve())
+            and segmentation.is_file() and segmentation.with_suffix(".raw").is_file()):
+        return None
+    return marker.get("result")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One case
+# --------------------------------------------------------------------------------------------------------------
+def write_overlays(folder: Path, case_name: str, volume: np.ndarray, labels: np.ndarray, count: int, cfg) -> None:
+    """PNGs of ``count`` evenly spread B-scans (0: all): the preprocessed B-scan in grey, fluids in colour."""
+    for z in inference.overlay_indices(volume.shape[0], count or None):
+        rgb = inference.overlay_bscan(volume[z], labels[z], cfg.FLUIDS)
+        with atomic_path(folder / f"{case_name}_{z:03d}.png") as tmp:
+            Image.fromarray(rgb).save(tmp, format="PNG", compress_level=cfg.PNG_COMPRESS_LEVEL)
+
+
+def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, reference_counts: np.ndarray | None,
+                 case_dir: Path, identity: dict, overlays: int | None = None) -> dict:
+    """Segments one case and writes its outputs (segmentation, overlays, marker last).
+
+    Returns:
+        Its ``volumes.csv`` row (columns ``VOLUMES_COLUMNS``).
+
+    Raises:
+        VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
+    """
+    if case.vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
+        raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
+                         f"no histogram reference")
+    (case_dir / MARKER_FILE).unlink(missing_ok=True)  # an old marker must not vouch for half-replaced outputs
+    volume, geometry = read_volume(case.oct_path)
+    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
+        result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
+                                          on_batch=bar.update)
+    write_volume(case_dir / SEGMENTATION_FILE, result.labels, geometry)
+    if overlays is not None:
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, result.labels, overlays, cfg)
+    volumes = inference.fluid_volumes_mm3(result.labels, geometry, cfg.FLUIDS)
+    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(volume.shape[0]),
+           **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
+           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS}}
+    marker = {**identity, "oct_path": str(case.oct_path.resolve()), "result": row}
+    atomic_write_text(case_dir / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
+    return row
+
+
+def redraw_overlays(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, count: int) -> None:
+    """Overlays of a case segmented before, from its saved labels (no network needed)."""
+    labels, _ = read_volume(case_dir / SEGMENTATION_FILE)
+    volume, _ = read_volume(case.oct_path)
+    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, count, cfg)
+
+
+def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runtime,
+                  reference_counts: np.ndarray | None, out_dir: Path, identity: dict, overlays: int | None,
+                  ) -> tuple[int, int, list[str]]:
+    """:func:`predict_case` for every case not done before; one line per case, one per failure (stderr).
+
+    Returns:
+        ``(cases segmented, cases skipped, oct.mhd paths of the cases that failed)``.
+    """
+    segmented, skipped, failed = 0, 0, []
+    for number, case in enumerate(cases, 1):
+        case_dir = out_dir / case.name
+        start = time.perf_counter()
+        try:
+            if finished_result(case, case_dir, identity) is not None:
+                skipped += 1
+                print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
+                if overlays is not None:
+                    redraw_overlays(case, case_dir, cfg, reference_counts, overlays)
+                continue
+            row = predict_case(case, model, cfg, runtime, reference_counts, case_dir, identity, overlays)
+        except CASE_ERRORS as error:
+            print(f"error: {_with_file(str(error), case)}", file=sys.stderr)
+            failed.append(str(case.oct_path))
+            continue
+        segmented += 1
+        volumes = " ".join(f"{fluid} {row[f'{fluid}_volume_mm3']:.3f}" for fluid in cfg.FLUIDS)
+        print(f"[{number}/{len(cases)}] {case.name} ({case.vendor}, {row['n_bscans']} B-scans): {volumes} mm³ "
+              f"({time.perf_counter() - start:.1f} s)")
+    return segmented, skipped, failed
+
+
+def volumes_table(out_dir: Path, identity: dict) -> tuple[pd.DataFrame, list[str]]:
+    """The ``volumes.csv`` rows of every case folder in ``out_dir`` whose marker matches ``identity``.
+
+    Returns:
+        ``(table sorted by case, names of case folders left out because another checkpoint or setting made them)``.
+    """
+    rows, others = [], []
+    for marker_path in sorted(Path(out_dir).glob(f"*/{MARKER_FILE}")):
+        marker = _read_marker(marker_path.parent)
+        if _marker_matches(marker, identity) and isinstance(marker.get("result"), dict):
+            rows.append(marker["result"])
+        else:
+            others.append(marker_path.parent.name)
+    return pd.DataFrame(rows, columns=VOLUMES_COLUMNS), others
+
+
+def _with_file(message: str, case: Case) -> str:
+    return message if str(case.oct_path) in message else f"{case.oct_path}: {message}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    local_cfg = args.local_cfg
+    try:
+        checkpoint_path = args.checkpoint or latest_checkpoint(Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR)
+        checkpoint = load_checkpoint(checkpoint_path)
+        cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
+        out_dir = args.out or Path(cfg.WORK_DIR) / cfg.PREDICTIONS_SUBDIR / checkpoint_path.resolve().parent.name
+        cases, errors = collect_cases(args.inputs)
+        check_out_dir(out_dir, cases)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    if not cases:
+        print("error: no case to segment", file=sys.stderr)
+        return 1
+
+    runtime = select_runtime(cfg)
+    model = model_from_checkpoint(checkpoint).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    try:
+        check_inference_settings(cfg, inference.input_multiple(model))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    reference = checkpoint.get("histogram_reference")
+    reference_counts = np.asarray(reference["counts"]) if reference else None
+    identity = run_identity(checkpoint_path, checkpoint, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / CONFIG_JSON)
+    print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
+          f"({runtime.autocast_dtype or 'fp32'}); output in {out_dir}")
+
+    segmented, skipped, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
+                                               args.overlays)
+    failed = errors + failed
+    table, others = volumes_table(out_dir, identity)
+    atomic_write_csv(out_dir / VOLUMES_CSV, table)
+    if others:
+        print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
+              f"in {VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)
+    print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {VOLUMES_CSV} "
+          f"({len(table)} case(s)) and {CONFIG_JSON} in {out_dir}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""predict.py end to end on tiny volumes with a freshly initialised U-Net checkpoint."""
+
+import json
+import os
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import config
+import evaluate
+import predict
+from utils.configuration import config_to_dict, load_config
+from utils.mhd_io import Geometry, read_volume, write_volume
+from utils.model import build_unet, save_checkpoint
+from utils.preprocessing import histogram_reference
+from volume_factory import TINY_SPECS, tiny_volume
+
+UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
+ROTATED = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # 90 degrees about z: not the identity
+# The tiny volumes have ~0.045 mm rows; a training reference spacing near that keeps them small after depth scaling.
+TRAINING_SETTINGS = {"SPECTRALIS_AXIAL_SPACING_MM": 0.03}
+OTHER_MEDIAN = config.MEDIAN_INPLANE + 2  # a preprocessing setting unlike the checkpoint's
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from more threads, and OpenMP threads waiting on busy cores cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """One case per vendor in the RETOUCH layout, each with its own origin and a rotated direction."""
+    root = tmp_path_factory.mktemp("predict") / "data"
+    rng = np.random.default_rng(5)
+    for number, vendor in enumerate(TINY_SPECS, 1):
+        geometry = Geometry(spacing_mm=TINY_SPECS[vendor][2], origin_mm=(1.0, 2.0, float(number)),
+                            direction=ROTATED)
+        write_volume(root / f"RETOUCH-TrainingSet-{vendor}" / f"TRAIN{number:03d}" / "oct.mhd",
+                     tiny_volume(vendor, rng), geometry)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data, tmp_path_factory):
+    """``work/runs/quick/best.pt``: random U-Net weights with the config and histogram reference train.py saves."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("work") / "runs" / "quick" / "best.pt"
+    cfg = load_config([f"{name}={value}" for name, value in TRAINING_SETTINGS.items()])
+    spectralis = next(data.glob("*Spectralis/*/oct.mhd"))
+    save_checkpoint(path, {"model_args": UNET, "model_state": build_unet(UNET).state_dict(), "epoch": 4,
+                           "config": config_to_dict(cfg), "metrics": {},
+                           "histogram_reference": histogram_reference(spectralis)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def predicted(data, checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "pred"
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--overlays", "2", str(data)]) == 0
+    return out
+
+
+def test_outputs_have_the_input_geometry_and_labels(data, predicted):
+    cases = sorted(path.parent for path in data.glob("*/*/oct.mhd"))
+    assert len(cases) == 3
+    for folder in cases:
+        volume, geometry = read_volume(folder / "oct.mhd")
+        labels, out_geometry = read_volume(predicted / folder.name / predict.SEGMENTATION_FILE)
+        assert labels.shape == volume.shape and labels.dtype == np.uint8
+        assert out_geometry == geometry and out_geometry.direction == ROTATED
+        assert labels.max() < config.N_CLASSES
+        assert len(list((predicted / folder.name / predict.OVERLAY_FOLDER).glob("*.png"))) == 2
+    assert sorted(path.name for path in next(data.glob("*Cirrus/*")).iterdir()) == ["oct.mhd", "oct.raw"]
+
+
+def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
+    table = pd.read_csv(predicted / predict.VOLUMES_CSV, dtype={"case": str})
+    assert list(table.columns) == predict.VOLUMES_COLUMNS
+    assert table["case"].tolist() == ["TRAIN001", "TRAIN002", "TRAIN003"]
+    assert table["vendor"].tolist() == list(TINY_SPECS)
+    for row in table.itertuples():
+        labels, geometry = read_volume(predicted / row.case / predict.SEGMENTATION_FILE)
+        assert row.n_bscans == labels.shape[0]
+        for fluid, code in config.FLUIDS.items():
+            expected = np.count_nonzero(labels == code) * math.prod(geometry.spacing_mm)
+            assert getattr(row, f"{fluid}_volume_mm3") == pytest.approx(expected, rel=1e-9)
+            assert 0.0 <= getattr(row, f"{fluid}_presence") <= 1.0
+    assert evaluate.PREDICTION_FILE == predict.SEGMENTATION_FILE and evaluate.VOLUMES_CSV == predict.VOLUMES_CSV
+    saved = json.loads((predicted / predict.CONFIG_JSON).read_text())
+    assert saved["SPECTRALIS_AXIAL_SPACING_MM"] == TRAINING_SETTINGS["SPECTRALIS_AXIAL_SPACING_MM"]  # the model's
+    assert saved["INFERENCE_BATCH_SIZE"] >= 1
+
+
+def test_rerun_skips_finished_cases_and_redoes_changed_settings(data, checkpoint, predicted, tmp_path, capsys):
+    out = tmp_path / "pred"
+    shutil.copytree(predicted, out)
+    segmentation = out / "TRAIN002" / predict.SEGMENTATION_FILE
+    before = segmentation.stat().st_mtime_ns
+    (out / predict.VOLUMES_CSV).unlink()
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", f"MEDIAN_INPLANE={OTHER_MEDIAN}", "--set",
+                         "SPECTRALIS_AXIAL_SPACING_MM=0.03", str(data)]) == 0  # the model's settings stay
+    captured = capsys.readouterr()
+    assert "0 case(s) segmented, 3 already done" in captured.out
+    assert f"--set MEDIAN_INPLANE={OTHER_MEDIAN} ignored" in captured.err
+    assert f"MEDIAN_INPLANE={config.MEDIAN_INPLANE} in the checkpoint" in captured.err
+    assert "SPECTRALIS_AXIAL_SPACING_MM" not in captured.err  # the same as the checkpoint's
+    assert json.loads((out / predict.CONFIG_JSON).read_text())["MEDIAN_INPLANE"] == config.MEDIAN_INPLANE
+    assert segmentation.stat().st_mtime_ns == before
+    assert len(pd.read_csv(out / predict.VOLUMES_CSV)) == 3  # rebuilt from the markers
+
+    cirrus = next(data.glob("*Cirrus/*/oct.mhd"))
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set",
+                         "PRESENCE_MIN_VOLUME_MM3=0.5", str(cirrus)]) == 0
+    captured = capsys.readouterr()
+    assert "1 case(s) segmented, 0 already done" in captured.out
+    assert "2 case folder(s)" in captured.err  # made with the old setting: left out of volumes.csv
+    assert pd.read_csv(out / predict.VOLUMES_CSV)["case"].tolist() == ["TRAIN001"]
+
+
+def test_failing_case_is_reported_and_the_others_written(data, checkpoint, tmp_path, capsys):
+    broken = tmp_path / "data"
+    shutil.copytree(data, broken)
+    raw = next(broken.glob("*Spectralis/*/oct.raw"))
+    raw.unlink()
+    out = tmp_path / "pred"
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(broken)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(raw.with_suffix(".mhd")) in errors[0] and "oct.raw is missing" in errors[0]
+    assert sorted(path.parent.name for path in out.glob(f"*/{predict.SEGMENTATION_FILE}")) == ["TRAIN001", "TRAIN003"]
+    assert pd.read_csv(out / predict.VOLUMES_CSV)["case"].tolist() == ["TRAIN001", "TRAIN003"]
+
+
+def test_default_checkpoint_is_the_latest_run_and_default_out_its_predictions(data, checkpoint, tmp_path, capsys):
+    work = tmp_path / "work"
+    older = work / "runs" / "older" / "best.pt"
+    latest = work / "runs" / "latest" / "best.pt"
+    for path in (older, latest):
+        path.parent.mkdir(parents=True)
+        shutil.copy(checkpoint, path)
+    os.utime(older, (1e9, 1e9))  # modified long before the latest
+    topcon = next(data.glob("*Topcon/*/oct.mhd"))
+    assert predict.main(["--set", f"WORK_DIR={work}", str(topcon)]) == 0
+    out = work / "predictions" / "latest"
+    assert (out / topcon.parent.name / predict.SEGMENTATION_FILE).is_file()
+    assert pd.read_csv(out / predict.VOLUMES_CSV)["vendor"].tolist() == ["Topcon"]  # vendor from the path
+
+
+def test_no_checkpoint_is_an_error_naming_the_runs_folder(data, tmp_path, capsys):
+    assert predict.main(["--set", f"WORK_DIR={tmp_path}", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'runs'}: no run with a best.pt" in err and "--checkpoint" in err
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_bad_arguments(data, checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        predict.main(["--set", "INFERENCE_BATCH_SIZ=2", str(data)])
+    assert "did you mean INFERENCE_BATCH_SIZE" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path), "--set",
+                         "INFERENCE_TILE_SHAPE=(100, 64)", str(data)]) == 2
+    assert "INFERENCE_TILE_SHAPE must be (height, width), positive multiples of 32" in capsys.readouterr().err
+    case_dir = next(data.glob("*Cirrus/*"))
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(case_dir.parent), str(data)]) == 1
+    assert "would write next to the input" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path), str(tmp_path / "nothing")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
