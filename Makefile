@@ -1,5 +1,6 @@
 # make test : create/refresh .venv from requirements.txt, then run the test suite
 # make demo : the whole pipeline on DATA_ROOT (the synthetic set when it holds no volumes)
+# make bench: the benchmark scripts of bench/ (tables as in the README)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,6 +18,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) demo.py
+
+bench: $(STAMP)
+	$(PY) bench/bench_prepare.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_predict.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,6 +24,8 @@ SPLIT_CSV = "split.csv"  # WORK_DIR/<this>: one row per case with its split (tra
 SPLIT_SLICES_CSV = "slices_{split}.csv"  # WORK_DIR/<this>: the slice index rows of one split
 RUNS_SUBDIR = "runs"  # WORK_DIR/<this>/<run name>/: training runs
 PREDICTIONS_SUBDIR = "predictions"  # WORK_DIR/<this>/<run name>/: predict.py's default output folder
+SEGMENTATION_FILE = "segmentation.mhd"  # predictions: OUT/<case>/<this> (+ .raw), read by evaluate.py
+VOLUMES_CSV = "volumes.csv"  # predictions: OUT/<this>, fluid volumes and presence scores, read by evaluate.py
 
 # --------------------------------------------------------------------------------------------------------------
 # Labels and vendors (the RETOUCH reference.mhd codes)
@@ -52,7 +54,7 @@ PNG_COMPRESS_LEVEL = 1  # 0-9: slice PNGs are lossless whatever the level; 1 is 
 # Split (prepare_data.py split): by case, stratified by vendor
 # --------------------------------------------------------------------------------------------------------------
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
-SPLIT_SEED = 3  # any seed works; with 3, the val and test cases of the default synthetic set hold every fluid
+SPLIT_SEED = 3  # with 3 (as with most seeds) the val and test cases of the default synthetic set hold every fluid
 
 # --------------------------------------------------------------------------------------------------------------
 # ROI masks (prepare_data.py roi): entropy threshold + closing + column fill
@@ -76,7 +78,7 @@ PATCH_JITTER = 0.1  # ROI-centred patch centres move up to this share of the pat
 # --------------------------------------------------------------------------------------------------------------
 ENCODER = "resnet18"  # smp encoder of the U-Net (measured choice: see README, bench/bench_train.py)
 ENCODER_WEIGHTS = ""  # "" = random initialisation; nothing is downloaded at run time
-EPOCHS = 30
+EPOCHS = 20
 BATCHES_PER_EPOCH = 50
 BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method

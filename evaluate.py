@@ -21,14 +21,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+import config
 from utils import volume_metrics
 from utils.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
 from utils.files import atomic_write_csv
 from utils.mhd_io import VolumeError
 
-PREDICTION_FILE = "segmentation.mhd"  # PRED/<case>/<this>
-VOLUMES_CSV = "volumes.csv"  # PRED/<this>: per-case volumes and presence scores
+PREDICTION_FILE = config.SEGMENTATION_FILE  # PRED/<case>/<this>
+VOLUMES_CSV = config.VOLUMES_CSV  # PRED/<this>: per-case volumes and presence scores
 DEFAULT_OUT_SUBDIR = "evaluation"  # PRED/<this>/ when --out is not given
 
 
@@ -83,19 +84,24 @@ def _names(names: list[str]) -> str:
     return ", ".join(sorted(names))
 
 
-def main(argv: list[str] | None = None) -> None:
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = args.cfg
     fluids = cfg.FLUIDS
     data_root = args.data_root if args.data_root is not None else Path(cfg.DATA_ROOT)
     out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
     if not args.pred.is_dir():
-        sys.exit(f"error: {args.pred}: prediction folder is not a folder")
+        return _fail(f"error: {args.pred}: prediction folder is not a folder")
     try:
         cases, case_errors = find_cases(data_root)
         selected = read_split(args.split_file, args.split) if args.split_file is not None else None
     except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+        return _fail(f"error: {error}")
     for line in case_errors:
         print(f"warning: {line}", file=sys.stderr)
 
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{_names(no_reference)}", file=sys.stderr)
     pairs = [(case, predictions[name]) for name, case in references.items() if name in predictions]
     if not pairs:
-        sys.exit(f"error: no case has both a prediction in {args.pred} and a reference under {data_root}")
+        return _fail(f"error: no case has both a prediction in {args.pred} and a reference under {data_root}")
 
     failed = []
     scores = None
@@ -164,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     print(f"{per_case['case'].nunique()} case(s) scored; per_case.csv, summary.csv, config.json in {out_dir}")
     if failed:
-        print(f"error: {len(failed)} input(s) could not be used: {', '.join(failed)}", file=sys.stderr)
-        sys.exit(1)
+        return _fail(f"error: {len(failed)} input(s) could not be used: {', '.join(failed)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+import config
 from utils import inference
 from utils.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
@@ -45,10 +46,10 @@ from utils.preprocessing import preprocess_volume
 from utils.runtime import Runtime, select_runtime
 from utils.training import BEST_CHECKPOINT
 
-SEGMENTATION_FILE = "segmentation.mhd"  # OUT/<case>/<this> (+ .raw); evaluate.py reads this name
+SEGMENTATION_FILE = config.SEGMENTATION_FILE
 MARKER_FILE = "prediction.json"  # OUT/<case>/<this>: written last, marks the case complete
 OVERLAY_FOLDER = "overlays"  # OUT/<case>/<this>/<case>_<zzz>.png
-VOLUMES_CSV = "volumes.csv"  # OUT/<this>; evaluate.py reads this name
+VOLUMES_CSV = config.VOLUMES_CSV
 CONFIG_JSON = "config.json"  # OUT/<this>: the effective config
 VOLUMES_COLUMNS = ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3", "PED_volume_mm3",
                    "IRF_presence", "SRF_presence", "PED_presence"]
