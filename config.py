@@ -98,6 +98,7 @@ DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
 MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU
 CHANNELS_LAST = True  # NHWC memory layout for the network
 LOADER_WORKERS = 1  # processes running the patch pipeline beside the model (0 = in the training process)
+DEMO_EPOCHS = 6  # `make demo` trains this many epochs (about 6 minutes on a 2-core CPU) instead of EPOCHS
 
 # --------------------------------------------------------------------------------------------------------------
 # Inference (predict.py)

@@ -63,14 +63,18 @@ def _synchronise(runtime) -> None:
         torch.cuda.synchronize()
 
 
-def time_model(cfg, runtime, n_batches: int) -> float:
-    """Patches per second of forward + backward + Adam step on random batches."""
+def fresh_model(cfg, runtime):
+    """A newly initialised U-Net on the runtime's device and layout, its Adam optimiser, and the method's loss."""
     torch.manual_seed(0)
     model = build_unet(unet_arguments(cfg)).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE)
-    loss_fn = balanced_ce_dice_loss()
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE), balanced_ce_dice_loss()
+
+
+def time_model(cfg, runtime, n_batches: int) -> float:
+    """Patches per second of forward + backward + Adam step on random batches."""
+    model, optimizer, loss_fn = fresh_model(cfg, runtime)
     images = torch.rand(cfg.BATCH_SIZE, 3, *cfg.PATCH_SHAPE) * 2 - 1
     masks = torch.randint(0, cfg.N_CLASSES, (cfg.BATCH_SIZE, *cfg.PATCH_SHAPE))
     for _ in range(2):
@@ -85,12 +89,7 @@ def time_model(cfg, runtime, n_batches: int) -> float:
 
 def time_together(records, work_dir, cfg, runtime, n_batches: int) -> float:
     """Patches per second of the real loop: DataLoader (LOADER_WORKERS processes) feeding model steps."""
-    torch.manual_seed(0)
-    model = build_unet(unet_arguments(cfg)).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE)
-    loss_fn = balanced_ce_dice_loss()
+    model, optimizer, loss_fn = fresh_model(cfg, runtime)
     threads = torch.get_num_threads()
     if runtime.device.type == "cpu" and cfg.LOADER_WORKERS > 0:
         torch.set_num_threads(max(1, threads - cfg.LOADER_WORKERS))  # as train.py does

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from volume_factory import TINY_SPECS, write_case
 
@@ -40,3 +41,12 @@ def prepared_work(tmp_path_factory) -> Path:
                                 "--workers", "1"])
     assert status == 0
     return root / "work"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from more threads, and OpenMP threads waiting on busy cores cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

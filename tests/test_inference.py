@@ -18,13 +18,7 @@ CPU = Runtime(torch.device("cpu"), autocast_dtype=None, channels_last=False)
 CPU_NHWC = Runtime(torch.device("cpu"), autocast_dtype=None, channels_last=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from more threads, and OpenMP threads waiting on busy cores cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**settings):

@@ -26,13 +26,7 @@ TRAINING_SETTINGS = {"SPECTRALIS_AXIAL_SPACING_MM": 0.03}
 OTHER_MEDIAN = config.MEDIAN_INPLANE + 2  # a preprocessing setting unlike the checkpoint's
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from more threads, and OpenMP threads waiting on busy cores cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
