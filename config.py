@@ -97,7 +97,10 @@ SEED = 0
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
 MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU
 CHANNELS_LAST = True  # NHWC memory layout for the network
-LOADER_WORKERS = 1  # processes running the patch pipeline beside the model (0 = in the training process)
+# Processes running the patch pipeline beside the model; 0 = in the training process; -1 = auto: 0 on CPU (on 2
+# cores the pipeline outruns the model step, and a worker process only takes a core from it: bench/bench_train.py),
+# on GPU up to 8 per process, as the cores allow (there the model step outruns one pipeline).
+LOADER_WORKERS = -1
 DEMO_EPOCHS = 6  # `make demo` trains this many epochs (about 6 minutes on a 2-core CPU) instead of EPOCHS
 
 # --------------------------------------------------------------------------------------------------------------

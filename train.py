@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -26,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict, config_to_dict, load_config,
                                  save_config)
-from utils.data_pipeline import read_split_slices, slice_records, training_loader, validation_batches
+from utils.data_pipeline import (loader_workers, read_split_slices, slice_records, training_loader,
+                                 validation_batches)
 from utils.losses import balanced_ce_dice_loss
 from utils.model import Discriminator, build_unet, load_checkpoint, save_checkpoint, unet_arguments
 from utils.runtime import Runtime, select_runtime
@@ -109,8 +111,9 @@ def run(args: argparse.Namespace) -> Path:
         dist.barrier()
     _setup_logging(run_dir, runtime.is_main)
     _seed_everything(cfg.SEED + runtime.rank)
-    if runtime.device.type == "cpu" and cfg.LOADER_WORKERS > 0:
-        torch.set_num_threads(max(1, torch.get_num_threads() - cfg.LOADER_WORKERS))
+    workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if runtime.device.type == "cpu" and workers > 0:
+        torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
 
     train_records = slice_records(read_split_slices(work_dir, "train", cfg))
     if not train_records:
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> Path:
              f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
              f"run folder {run_dir}")
 
-    batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, start_epoch))
+    batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, start_epoch, workers))
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
     for epoch in range(start_epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prepare_data  # noqa: E402
 from utils.configuration import load_config  # noqa: E402
-from utils.data_pipeline import (read_split_slices, slice_records, training_batches,  # noqa: E402
-                                 training_loader)
+from utils.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
+                                 training_batches, training_loader)
 from utils.losses import balanced_ce_dice_loss  # noqa: E402
 from utils.model import build_unet, unet_arguments  # noqa: E402
 from utils.runtime import select_runtime  # noqa: E402
@@ -91,9 +91,10 @@ def time_together(records, work_dir, cfg, runtime, n_batches: int) -> float:
     """Patches per second of the real loop: DataLoader (LOADER_WORKERS processes) feeding model steps."""
     model, optimizer, loss_fn = fresh_model(cfg, runtime)
     threads = torch.get_num_threads()
-    if runtime.device.type == "cpu" and cfg.LOADER_WORKERS > 0:
-        torch.set_num_threads(max(1, threads - cfg.LOADER_WORKERS))  # as train.py does
-    batches = iter(training_loader(records, work_dir, cfg, seed=0))
+    workers = loader_workers(cfg, runtime.device.type)
+    if runtime.device.type == "cpu" and workers > 0:
+        torch.set_num_threads(max(1, threads - workers))  # as train.py does
+    batches = iter(training_loader(records, work_dir, cfg, seed=0, workers=workers))
     for _ in range(2):
         model_step(model, optimizer, loss_fn, runtime, *next(batches))
     _synchronise(runtime)
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoders", default="resnet18,resnet34", help="comma-separated smp encoders")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--loader-workers", default="0,1", help="LOADER_WORKERS values for the combined run")
+    parser.add_argument("--loader-workers", default="0,1,-1",
+                        help="LOADER_WORKERS values for the combined run (-1: the automatic choice)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         precision = str(runtime.autocast_dtype or "fp32").replace("torch.", "")
         for workers in (int(w) for w in args.loader_workers.split(",")):
             loop_cfg = load_config([f"DEVICE={args.device}", f"LOADER_WORKERS={workers}"])
-            print(f"| pipeline + model step | {cfg.ENCODER} | {precision} | {workers} | "
+            shown = f"auto = {loader_workers(loop_cfg, runtime.device.type)}" if workers < 0 else workers
+            print(f"| pipeline + model step | {cfg.ENCODER} | {precision} | {shown} | "
                   f"{time_together(records, work_dir, loop_cfg, runtime, args.batches):.1f} |", flush=True)
 
 

@@ -95,3 +95,12 @@ def test_ranks_and_workers_draw_different_patches(prepared_work, cfg, train_reco
     resumed = next(iter(PatchBatches(train_records, prepared_work, cfg, seed=0, rank=0, start_epoch=3)))
     assert torch.equal(rank0[0], again[0])
     assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[0], resumed[0])
+
+
+def test_loader_workers_auto_choice():
+    from utils.data_pipeline import loader_workers
+
+    assert loader_workers(load_config(["LOADER_WORKERS=-1"]), "cpu") == 0
+    assert 1 <= loader_workers(load_config(["LOADER_WORKERS=-1"]), "cuda") <= 8
+    assert loader_workers(load_config(["LOADER_WORKERS=-1"]), "cuda", processes_per_node=64) == 1
+    assert loader_workers(load_config(["LOADER_WORKERS=3"]), "cpu") == 3

@@ -12,6 +12,7 @@ Validation: a fixed set of B-scans (fixed seed, no augmentation), their patches 
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Iterator
@@ -189,10 +190,19 @@ class PatchBatches(torch.utils.data.IterableDataset):
         return training_batches(self.records, self.work_dir, self.cfg, seed)
 
 
+def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
+    """DataLoader worker processes: ``cfg.LOADER_WORKERS``, or with -1 the automatic choice (see config.py)."""
+    if cfg.LOADER_WORKERS >= 0:
+        return cfg.LOADER_WORKERS
+    if device_type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // max(1, processes_per_node) - 1))
+
+
 def training_loader(records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
-                    start_epoch: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader over :class:`PatchBatches` with ``cfg.LOADER_WORKERS`` worker processes."""
-    workers = cfg.LOADER_WORKERS
+                    start_epoch: int = 0, workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one)."""
     return torch.utils.data.DataLoader(
         PatchBatches(records, work_dir, cfg, seed, rank, start_epoch), batch_size=None, num_workers=workers,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
