@@ -93,7 +93,8 @@ def _histogram_reference(work_dir: Path, cfg) -> dict | None:
 
 def run(args: argparse.Namespace) -> Path:
     """Trains as the arguments say; returns the run folder."""
-    cfg = load_config(args.overrides + ([f"WORK_DIR={args.work_dir}"] if args.work_dir else []))
+    overrides = args.overrides + ([f"WORK_DIR={args.work_dir}"] if args.work_dir else [])
+    cfg = load_config(overrides)
     work_dir = Path(cfg.WORK_DIR)
     runs_dir = work_dir / cfg.RUNS_SUBDIR
     checkpoint = None
@@ -102,7 +103,13 @@ def run(args: argparse.Namespace) -> Path:
         run_dir = run_dir or latest_run(runs_dir)
         checkpoint = load_checkpoint(run_dir / LAST_CHECKPOINT)
         # the run's own settings, with this command's overrides (e.g. more EPOCHS) on top
-        cfg = load_config(args.overrides, base=vars(config_from_dict(checkpoint["config"])))
+        cfg = load_config(overrides, base=vars(config_from_dict(checkpoint["config"])))
+    # read the data first, so that a missing or empty split leaves no empty run folder behind
+    train_records = slice_records(read_split_slices(work_dir, "train", cfg))
+    if not train_records:
+        raise ValueError(f"{work_dir / cfg.SPLIT_SLICES_CSV.format(split='train')}: no labelled B-scans to train "
+                         f"on; check the split")
+    val_records = slice_records(read_split_slices(work_dir, "val", cfg))
     runtime = select_runtime(cfg)
     run_dir = _shared_run_dir(run_dir, runs_dir, runtime)
     if runtime.is_main:
@@ -115,11 +122,6 @@ def run(args: argparse.Namespace) -> Path:
     if runtime.device.type == "cpu" and workers > 0:
         torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
 
-    train_records = slice_records(read_split_slices(work_dir, "train", cfg))
-    if not train_records:
-        raise ValueError(f"{work_dir / cfg.SPLIT_SLICES_CSV.format(split='train')}: no labelled B-scans to train "
-                         f"on; check the split")
-    val_records = slice_records(read_split_slices(work_dir, "val", cfg))
     if not val_records:
         log.info("note: the split has no val cases; no validation, and best.pt is the last epoch")
     reference = checkpoint.get("histogram_reference") if checkpoint else _histogram_reference(work_dir, cfg)
