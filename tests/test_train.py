@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,10 +93,17 @@ def test_adversarial_training_runs(prepared_work, tmp_path):
     assert "discriminator_state" in checkpoint and "discriminator_optimizer_state" in checkpoint
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_process_ddp_on_cpu(prepared_work, tmp_path):
     run_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(_free_port()),
                str(REPO / "train.py"), "--work-dir", str(prepared_work), "--run-dir", str(run_dir), *QUICK,
                "--set", "EPOCHS=2", "--set", "BATCHES_PER_EPOCH=3", "--set", "DEVICE=cpu"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
