@@ -99,8 +99,8 @@ def test_rerun_skips_finished_cases_and_redoes_changed_settings(data, checkpoint
     segmentation = out / "TRAIN002" / predict.SEGMENTATION_FILE
     before = segmentation.stat().st_mtime_ns
     (out / predict.VOLUMES_CSV).unlink()
-    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", f"MEDIAN_INPLANE={OTHER_MEDIAN}", "--set",
-                         "SPECTRALIS_AXIAL_SPACING_MM=0.03", str(data)]) == 0  # the model's settings stay
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", f"MEDIAN_INPLANE={OTHER_MEDIAN}",
+                         "--set", "SPECTRALIS_AXIAL_SPACING_MM=0.03", str(data)]) == 0  # the model's settings stay
     captured = capsys.readouterr()
     assert "0 case(s) segmented, 3 already done" in captured.out
     assert f"--set MEDIAN_INPLANE={OTHER_MEDIAN} ignored" in captured.err

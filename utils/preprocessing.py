@@ -275,7 +275,8 @@ def read_slice_index(path: str | Path) -> pd.DataFrame:
     """Reads a slice index CSV (fluid flags as nullable integers: blank for cases without reference)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `python prepare_data.py` first (its preprocess and split steps)")
+        raise FileNotFoundError(f"{path}: not found; run `python prepare_data.py` first (its preprocess and split "
+                                f"steps)")
     index = pd.read_csv(path, dtype={"is_IRF": "Int64", "is_SRF": "Int64", "is_PED": "Int64", "case": str,
                                      "image_name": str, "root": str})
     missing = [column for column in SLICE_INDEX_COLUMNS if column not in index.columns]

@@ -14,7 +14,8 @@ vendors' intensity distributions differ as in the real data (Cirrus: bright nois
 contrast, uint8; Spectralis: averaged, little speckle, high dynamic range over the whole uint16 range).
 
 All anatomy is drawn in mm (axial spacing included), so a retina is ~0.25-0.35 mm thick on every vendor and at any
-sampling; the same settings and seed give the same bytes. Arrays are ``(z, y, x)`` = (B-scan, depth, width); spacing and extents are SimpleITK ``(x, y, z)`` in mm.
+sampling; the same settings and seed give the same bytes. Arrays are ``(z, y, x)`` = (B-scan, depth, width);
+spacing and extents are SimpleITK ``(x, y, z)`` in mm.
 
 Usage::
 
@@ -518,8 +519,9 @@ def _claim_folder(out_root: Path, settings: dict) -> None:
     atomic_write_text(marker, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def generate_dataset(out_root: str | Path, cases_per_vendor: int = config.SYNTHETIC_CASES_PER_VENDOR, small: bool = False,
-                     n_bscans: int | None = None, seed: int = 0, progress: bool = True) -> list[Path]:
+def generate_dataset(out_root: str | Path, cases_per_vendor: int = config.SYNTHETIC_CASES_PER_VENDOR,
+                     small: bool = False, n_bscans: int | None = None, seed: int = 0,
+                     progress: bool = True) -> list[Path]:
     """Writes a synthetic data set in the RETOUCH training-set layout, skipping cases already written.
 
     ``out_root/RETOUCH-TrainingSet-<Vendor>/TRAIN<nnn>/{oct,reference}.mhd`` (+ ``.raw``), numbered across vendors
@@ -576,7 +578,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default=config.SYNTHETIC_ROOT, help="destination folder (default: %(default)s)")
     parser.add_argument("--small", action="store_true",
                         help=f"tiny volumes for tests: {SMALL_N_BSCANS} B-scans of {SMALL_SCALE:g}x height/width")
-    parser.add_argument("--cases-per-vendor", type=int, default=config.SYNTHETIC_CASES_PER_VENDOR, help="default: %(default)s")
+    parser.add_argument("--cases-per-vendor", type=int, default=config.SYNTHETIC_CASES_PER_VENDOR,
+                        help="default: %(default)s")
     parser.add_argument("--bscans", type=int, default=None,
                         help="B-scans per volume, covering the vendor's usual 6 mm (default: the vendor's count)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
