@@ -27,6 +27,7 @@ from utils.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
 from utils.files import atomic_write_csv
 from utils.mhd_io import VolumeError
+from utils.splits import read_split_table
 
 PREDICTION_FILE = config.SEGMENTATION_FILE  # PRED/<case>/<this>
 VOLUMES_CSV = config.VOLUMES_CSV  # PRED/<this>: per-case volumes and presence scores
@@ -61,14 +62,7 @@ def read_split(path: Path, split: str) -> set[str]:
     Raises:
         ValueError: unreadable file, missing columns, or no case of that split; the message names the file.
     """
-    try:
-        table = pd.read_csv(path, dtype=str)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise ValueError(f"{path}: cannot read the split file ({str(error).strip().splitlines()[0]})") from None
-    missing = [c for c in ("case", "split") if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; a split file has columns case, vendor, "
-                         f"root, split")
+    table = read_split_table(path)
     names = set(table.loc[table["split"] == split, "case"])
     if not names:
         raise ValueError(f"{path}: no case of split {split!r}; it has {', '.join(sorted(table['split'].unique()))}")

@@ -44,7 +44,7 @@ from utils.model import load_checkpoint, model_from_checkpoint
 from utils.parallel import CASE_ERRORS
 from utils.preprocessing import preprocess_volume
 from utils.runtime import Runtime, select_runtime
-from utils.training import BEST_CHECKPOINT
+from utils.training import BEST_CHECKPOINT, latest_checkpoint
 
 SEGMENTATION_FILE = config.SEGMENTATION_FILE
 MARKER_FILE = "prediction.json"  # OUT/<case>/<this>: written last, marks the case complete
@@ -95,19 +95,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------------------------
 # Checkpoint, config, cases
 # --------------------------------------------------------------------------------------------------------------
-def latest_checkpoint(runs_dir: Path) -> Path:
-    """The ``best.pt`` written most recently under ``runs_dir/<run>/``.
-
-    Raises:
-        FileNotFoundError: there is none.
-    """
-    checkpoints = sorted(Path(runs_dir).glob(f"*/{BEST_CHECKPOINT}"), key=lambda path: path.stat().st_mtime)
-    if not checkpoints:
-        raise FileNotFoundError(f"{runs_dir}: no run with a {BEST_CHECKPOINT}; train one with `python train.py`, "
-                                f"or name a checkpoint with --checkpoint FILE")
-    return checkpoints[-1]
-
-
 def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> tuple[types.SimpleNamespace,
                                                                                         list[str]]:
     """The effective config: the checkpoint's settings, with ``LOCAL_SETTINGS`` from ``local_cfg`` on top.
@@ -324,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     local_cfg = args.local_cfg
     try:
-        checkpoint_path = args.checkpoint or latest_checkpoint(Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR)
+        checkpoint_path = args.checkpoint or latest_checkpoint(
+            Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, BEST_CHECKPOINT,
+            "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")
         checkpoint = load_checkpoint(checkpoint_path)
         cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
         out_dir = args.out or Path(cfg.WORK_DIR) / cfg.PREDICTIONS_SUBDIR / checkpoint_path.resolve().parent.name

@@ -33,7 +33,7 @@ from utils.losses import balanced_ce_dice_loss
 from utils.model import Discriminator, build_unet, load_checkpoint, save_checkpoint, unet_arguments
 from utils.runtime import Runtime, select_runtime
 from utils.training import (BEST_CHECKPOINT, CURVES_PNG, LAST_CHECKPOINT, Adversary, EpochTimer, append_log,
-                            plot_curves, score_of, train_epoch, validate)
+                            latest_checkpoint, plot_curves, score_of, train_epoch, validate)
 
 log = logging.getLogger("train")
 
@@ -47,14 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                               "recent run) from its last.pt")
     add_config_arguments(parser)
     return parser.parse_args(argv)
-
-
-def latest_run(runs_dir: Path) -> Path:
-    """The most recently modified run folder holding a last.pt."""
-    runs = sorted((path.parent for path in runs_dir.glob(f"*/{LAST_CHECKPOINT}")), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"{runs_dir}: no run with a {LAST_CHECKPOINT} to resume")
-    return runs[-1]
 
 
 def _shared_run_dir(run_dir: Path | None, runs_dir: Path, runtime: Runtime) -> Path:
@@ -100,7 +92,7 @@ def run(args: argparse.Namespace) -> Path:
     checkpoint = None
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume:
-        run_dir = run_dir or latest_run(runs_dir)
+        run_dir = run_dir or latest_checkpoint(runs_dir, LAST_CHECKPOINT, " to resume").parent
         checkpoint = load_checkpoint(run_dir / LAST_CHECKPOINT)
         # the run's own settings, with this command's overrides (e.g. more EPOCHS) on top
         cfg = load_config(overrides, base=vars(config_from_dict(checkpoint["config"])))

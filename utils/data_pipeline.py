@@ -12,7 +12,6 @@ Validation: a fixed set of B-scans (fixed seed, no augmentation), their patches 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +26,7 @@ from skimage.transform import rotate
 from utils import layout
 from utils.custom_nuts import ImagePatchesByMaskRetouch_resampled
 from utils.files import read_png
+from utils.parallel import default_workers
 from utils.preprocessing import read_slice_index
 
 # Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm)
@@ -196,8 +196,7 @@ def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
         return cfg.LOADER_WORKERS
     if device_type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // max(1, processes_per_node) - 1))
+    return max(1, min(8, default_workers() // max(1, processes_per_node) - 1))
 
 
 def training_loader(records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,

@@ -71,14 +71,11 @@ def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> p
     return cases[SPLIT_COLUMNS]
 
 
-def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Reads a split CSV (at least ``case`` and ``split`` columns) and checks it against the prepared cases.
-
-    Returns:
-        ``(split, errors)``: the usable rows, and one line per problem (unknown case, unknown split name).
+def read_split_table(path: str | Path) -> pd.DataFrame:
+    """Reads a split CSV: at least ``case`` and ``split`` columns; split names stripped and lower-cased.
 
     Raises:
-        ValueError: the file is not a CSV with ``case`` and ``split`` columns.
+        ValueError: the file is not a CSV with ``case`` and ``split`` columns; the message names the file.
     """
     path = Path(path)
     try:
@@ -90,6 +87,19 @@ def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFra
         raise ValueError(f"{path}: split file lacks the column(s) {sorted(missing)}; expected at least "
                          f"case, split (and vendor, root)")
     split["split"] = split["split"].str.strip().str.lower()
+    return split
+
+
+def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Reads a split CSV (:func:`read_split_table`) and checks it against the prepared cases.
+
+    Returns:
+        ``(split, errors)``: the usable rows, and one line per problem (unknown case, unknown split name).
+
+    Raises:
+        ValueError: the file is not a CSV with ``case`` and ``split`` columns.
+    """
+    split = read_split_table(path)
     errors = []
     unknown = sorted(set(split["case"]) - known_cases)
     if unknown:

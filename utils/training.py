@@ -139,6 +139,18 @@ def _mean_over_ranks(total: float, count: int) -> float:
     return total / count if count else math.nan
 
 
+def latest_checkpoint(runs_dir: Path, name: str, hint: str = "") -> Path:
+    """The checkpoint ``name`` (best.pt, last.pt) written most recently under ``runs_dir/<run>/``.
+
+    Raises:
+        FileNotFoundError: there is none; the message ends with ``hint``.
+    """
+    checkpoints = sorted(Path(runs_dir).glob(f"*/{name}"), key=lambda path: path.stat().st_mtime)
+    if not checkpoints:
+        raise FileNotFoundError(f"{runs_dir}: no run with a {name}{hint}")
+    return checkpoints[-1]
+
+
 def score_of(metrics: dict[str, float]) -> float:
     """The number that picks the best checkpoint: mean fluid Dice, NaN counted as the worst."""
     value = metrics.get(BEST_METRIC, math.nan)
