@@ -23,6 +23,9 @@ SLICE_INDEX_CSV = "slice_index.csv"  # WORK_DIR/<this>: one row per B-scan of ev
 SPLIT_CSV = "split.csv"  # WORK_DIR/<this>: one row per case with its split (train / val / test)
 SPLIT_SLICES_CSV = "slices_{split}.csv"  # WORK_DIR/<this>: the slice index rows of one split
 RUNS_SUBDIR = "runs"  # WORK_DIR/<this>/<run name>/: training runs
+BEST_CHECKPOINT = "best.pt"  # run folder: the checkpoint of the best validation epoch (predict.py's default)
+LAST_CHECKPOINT = "last.pt"  # run folder: the checkpoint of the last epoch (train.py --resume)
+CONFIG_JSON = "config.json"  # beside every script's outputs: the effective settings
 PREDICTIONS_SUBDIR = "predictions"  # WORK_DIR/<this>/<run name>/: predict.py's default output folder
 SEGMENTATION_FILE = "segmentation.mhd"  # predictions: OUT/<case>/<this> (+ .raw), read by evaluate.py
 VOLUMES_CSV = "volumes.csv"  # predictions: OUT/<this>, fluid volumes and presence scores, read by evaluate.py
@@ -80,9 +83,11 @@ ENCODER = "resnet18"  # smp encoder of the U-Net (measured choice: see README, b
 ENCODER_WEIGHTS = ""  # "" = random initialisation; nothing is downloaded at run time
 EPOCHS = 20
 BATCHES_PER_EPOCH = 50
+TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop after the epoch in which this much wall-clock training time has passed
 BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
+LOSS = "balanced_ce_dice"  # balanced_ce_dice: CE_WEIGHT x class-balanced cross-entropy + DICE_WEIGHT x Dice
 CE_WEIGHT = 0.5  # loss = CE_WEIGHT x class-balanced cross-entropy + DICE_WEIGHT x Dice loss
 DICE_WEIGHT = 0.5
 ADVERSARIAL = False  # add the method's adversarial loss (a discriminator on (image, segmentation) pairs)

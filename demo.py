@@ -23,7 +23,7 @@ import evaluate
 import predict
 import prepare_data
 import train
-from utils.cases import find_cases
+from utils.io.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config
 from utils.synthetic import generate_dataset
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(cfg.WORK_DIR)
 
     data_root = Path(cfg.DATA_ROOT)
-    if not data_root.is_dir() or not find_cases(data_root)[0]:
+    if not data_root.is_dir() or not find_cases(data_root, cfg.VENDORS)[0]:
         _step(f"no volumes in {data_root}: synthetic RETOUCH-like data in {cfg.SYNTHETIC_ROOT}")
         data_root = Path(cfg.SYNTHETIC_ROOT)
         generate_dataset(data_root, cases_per_vendor=cfg.SYNTHETIC_CASES_PER_VENDOR, seed=cfg.SEED)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _step("train.py")
     run_dir = work_dir / cfg.RUNS_SUBDIR / "demo"
-    resume = ["--resume"] if (run_dir / "last.pt").is_file() else []
+    resume = ["--resume"] if (run_dir / cfg.LAST_CHECKPOINT).is_file() else []
     if train.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), *resume,
                    "--set", f"EPOCHS={cfg.DEMO_EPOCHS}", *overrides]):
         return 1
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: the split has no test cases to predict", file=sys.stderr)
         return 1
     predictions = work_dir / "predictions" / "demo"
-    status = predict.main(["--checkpoint", str(run_dir / "best.pt"), "--out", str(predictions), *overrides,
+    status = predict.main(["--checkpoint", str(run_dir / cfg.BEST_CHECKPOINT), "--out", str(predictions), *overrides,
                            *inputs])
 
     _step("evaluate.py")

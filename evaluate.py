@@ -22,12 +22,12 @@ import pandas as pd
 from tqdm import tqdm
 
 import config
-from utils import volume_metrics
-from utils.cases import find_cases
+from utils.evaluate import volume_metrics
+from utils.io.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
-from utils.files import atomic_write_csv
-from utils.mhd_io import VolumeError
-from utils.splits import read_split_table
+from utils.io.files import atomic_write_csv
+from utils.io.mhd_io import VolumeError
+from utils.io.tables import read_split_table
 
 PREDICTION_FILE = config.SEGMENTATION_FILE  # PRED/<case>/<this>
 VOLUMES_CSV = config.VOLUMES_CSV  # PRED/<this>: per-case volumes and presence scores
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.pred.is_dir():
         return _fail(f"error: {args.pred}: prediction folder is not a folder")
     try:
-        cases, case_errors = find_cases(data_root)
+        cases, case_errors = find_cases(data_root, cfg.VENDORS)
         selected = read_split(args.split_file, args.split) if args.split_file is not None else None
     except (FileNotFoundError, ValueError) as error:
         return _fail(f"error: {error}")

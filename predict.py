@@ -33,26 +33,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-import config
-from utils import inference
-from utils.cases import OCT_FILE, Case, detect_vendor, find_cases
+from utils.predict import inference
+from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
                                  load_config, save_config)
-from utils.files import atomic_path, atomic_write_csv, atomic_write_text
-from utils.mhd_io import read_volume, write_volume
-from utils.model import load_checkpoint, model_from_checkpoint
-from utils.parallel import CASE_ERRORS
-from utils.preprocessing import preprocess_volume
-from utils.runtime import Runtime, select_runtime
-from utils.training import BEST_CHECKPOINT, latest_checkpoint
+from utils.io.files import atomic_path, atomic_write_csv, atomic_write_text
+from utils.io.mhd_io import read_volume, write_volume
+from utils.model.checkpoints import latest_checkpoint, load_checkpoint, model_from_checkpoint
+from utils.io.parallel import CASE_ERRORS
+from utils.prepare.preprocessing import preprocess_volume
+from utils.model.runtime import Runtime, select_runtime
 
-SEGMENTATION_FILE = config.SEGMENTATION_FILE
 MARKER_FILE = "prediction.json"  # OUT/<case>/<this>: written last, marks the case complete
 OVERLAY_FOLDER = "overlays"  # OUT/<case>/<this>/<case>_<zzz>.png
-VOLUMES_CSV = config.VOLUMES_CSV
-CONFIG_JSON = "config.json"  # OUT/<this>: the effective config
-VOLUMES_COLUMNS = ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3", "PED_volume_mm3",
-                   "IRF_presence", "SRF_presence", "PED_presence"]
 DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
@@ -117,7 +110,7 @@ def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> 
     return load_config([], base=settings), notes
 
 
-def collect_cases(inputs: list[Path]) -> tuple[list[Case], list[str]]:
+def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
     """The cases named by the command line: ``.mhd`` files, and every ``oct.mhd`` below folders.
 
     Returns:
@@ -128,7 +121,7 @@ def collect_cases(inputs: list[Path]) -> tuple[list[Case], list[str]]:
     errors: list[str] = []
     for path in inputs:
         if path.is_dir():
-            found, problems = find_cases(path)
+            found, problems = find_cases(path, vendors)
             cases += found
             errors += problems
             if not found and not problems:
@@ -138,7 +131,7 @@ def collect_cases(inputs: list[Path]) -> tuple[list[Case], list[str]]:
                 errors.append(f"{path}: not a MetaImage header (.mhd); give oct.mhd files or folders")
                 continue
             try:
-                cases.append(Case(path.resolve().parent.name, detect_vendor(path), path, None))
+                cases.append(Case(path.resolve().parent.name, detect_vendor(path, vendors), path, None))
             except CASE_ERRORS as error:
                 errors.append(str(error))
         else:
@@ -193,10 +186,10 @@ def _marker_matches(marker: dict | None, identity: dict) -> bool:
     return marker is not None and all(marker.get(key) == value for key, value in expected.items())
 
 
-def finished_result(case: Case, case_dir: Path, identity: dict) -> dict | None:
+def finished_result(case: Case, case_dir: Path, identity: dict, cfg) -> dict | None:
     """The saved volumes.csv row of a case already segmented from the same volume with this identity, else None."""
     marker = _read_marker(case_dir)
-    segmentation = case_dir / SEGMENTATION_FILE
+    segmentation = case_dir / cfg.SEGMENTATION_FILE
     if not (_marker_matches(marker, identity) and marker.get("oct_path") == str(case.oct_path.resolve())
             and segmentation.is_file() and segmentation.with_suffix(".raw").is_file()):
         return None
@@ -219,7 +212,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     """Segments one case and writes its outputs (segmentation, overlays, marker last).
 
     Returns:
-        Its ``volumes.csv`` row (columns ``VOLUMES_COLUMNS``).
+        Its ``volumes.csv`` row (columns :func:`volumes_columns`).
 
     Raises:
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
@@ -233,7 +226,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
                                           on_batch=bar.update)
-    write_volume(case_dir / SEGMENTATION_FILE, result.labels, geometry)
+    write_volume(case_dir / cfg.SEGMENTATION_FILE, result.labels, geometry)
     if overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, result.labels, overlays, cfg)
     volumes = inference.fluid_volumes_mm3(result.labels, geometry, cfg.FLUIDS)
@@ -247,7 +240,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
 
 def redraw_overlays(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, count: int) -> None:
     """Overlays of a case segmented before, from its saved labels (no network needed)."""
-    labels, _ = read_volume(case_dir / SEGMENTATION_FILE)
+    labels, _ = read_volume(case_dir / cfg.SEGMENTATION_FILE)
     volume, _ = read_volume(case.oct_path)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
     write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, count, cfg)
@@ -266,7 +259,7 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
         case_dir = out_dir / case.name
         start = time.perf_counter()
         try:
-            if finished_result(case, case_dir, identity) is not None:
+            if finished_result(case, case_dir, identity, cfg) is not None:
                 skipped += 1
                 print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
                 if overlays is not None:
@@ -284,7 +277,14 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
     return segmented, skipped, failed
 
 
-def volumes_table(out_dir: Path, identity: dict) -> tuple[pd.DataFrame, list[str]]:
+def volumes_columns(fluids) -> list[str]:
+    """The columns of ``volumes.csv``: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and ``<fluid>_presence``
+    for each fluid of ``FLUIDS``."""
+    return (["case", "vendor", "n_bscans"] + [f"{fluid}_volume_mm3" for fluid in fluids]
+            + [f"{fluid}_presence" for fluid in fluids])
+
+
+def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, list[str]]:
     """The ``volumes.csv`` rows of every case folder in ``out_dir`` whose marker matches ``identity``.
 
     Returns:
@@ -297,7 +297,7 @@ def volumes_table(out_dir: Path, identity: dict) -> tuple[pd.DataFrame, list[str
             rows.append(marker["result"])
         else:
             others.append(marker_path.parent.name)
-    return pd.DataFrame(rows, columns=VOLUMES_COLUMNS), others
+    return pd.DataFrame(rows, columns=volumes_columns(fluids)), others
 
 
 def _with_file(message: str, case: Case) -> str:
@@ -312,12 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     local_cfg = args.local_cfg
     try:
         checkpoint_path = args.checkpoint or latest_checkpoint(
-            Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, BEST_CHECKPOINT,
+            Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, local_cfg.BEST_CHECKPOINT,
             "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")
         checkpoint = load_checkpoint(checkpoint_path)
         cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
         out_dir = args.out or Path(cfg.WORK_DIR) / cfg.PREDICTIONS_SUBDIR / checkpoint_path.resolve().parent.name
-        cases, errors = collect_cases(args.inputs)
+        cases, errors = collect_cases(args.inputs, cfg.VENDORS)
         check_out_dir(out_dir, cases)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -343,20 +343,20 @@ def main(argv: list[str] | None = None) -> int:
     reference_counts = np.asarray(reference["counts"]) if reference else None
     identity = run_identity(checkpoint_path, checkpoint, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / CONFIG_JSON)
+    save_config(cfg, out_dir / cfg.CONFIG_JSON)
     print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
           f"({runtime.autocast_dtype or 'fp32'}); output in {out_dir}")
 
     segmented, skipped, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
                                                args.overlays)
     failed = errors + failed
-    table, others = volumes_table(out_dir, identity)
-    atomic_write_csv(out_dir / VOLUMES_CSV, table)
+    table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
+    atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
     if others:
         print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
-              f"in {VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)
-    print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {VOLUMES_CSV} "
-          f"({len(table)} case(s)) and {CONFIG_JSON} in {out_dir}")
+              f"in {cfg.VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)
+    print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {cfg.VOLUMES_CSV} "
+          f"({len(table)} case(s)) and {cfg.CONFIG_JSON} in {out_dir}")
     return 1 if failed else 0
 
 

@@ -20,14 +20,14 @@ import json
 import sys
 from pathlib import Path
 
-from utils.cases import find_cases
+from utils.io.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
-from utils.files import atomic_write_text
-from utils.parallel import default_workers
-from utils.preprocessing import (choose_histogram_reference, histogram_reference, preprocess_oct_images,
-                                 read_slice_index)
-from utils.roi import create_roi_masks
-from utils.splits import create_test_train_set
+from utils.io.files import atomic_write_text
+from utils.io.parallel import default_workers
+from utils.io.tables import read_slice_index
+from utils.prepare.preprocessing import choose_histogram_reference, histogram_reference, preprocess_oct_images
+from utils.prepare.roi import create_roi_masks
+from utils.prepare.splits import create_test_train_set
 
 STEPS = ("preprocess", "split", "roi")
 CONFIG_JSON = "prepare_config.json"
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> list[str]:
         if _is_inside(work_dir, data_root):
             return [f"{work_dir}: the work dir lies inside the data root {data_root}; the pipeline never writes "
                     f"there: pass another --work-dir"]
-        cases, errors = find_cases(data_root)
+        cases, errors = find_cases(data_root, cfg.VENDORS)
         if not cases and not errors:
             return [f"{data_root}: no oct.mhd found at any depth; point --data-root at the RETOUCH download "
                     f"(or make synthetic data: python -m utils.synthetic --out DIR)"]
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> list[str]:
         errors += case_errors
     else:
         try:
-            index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV)
+            index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV, cfg.FLUIDS)
         except (OSError, ValueError) as error:
             return [str(error)]
 

@@ -5,12 +5,16 @@
 
 Writes a run folder (default WORK_DIR/runs/<date-time>): config.json, train.log, log.csv (one row per epoch),
 curves.png, last.pt and best.pt (by validation mean fluid Dice). ``--resume`` continues a run from last.pt with
-its optimiser state; without ``--run-dir`` it resumes the most recent run.
+its optimiser state; without ``--run-dir`` it resumes the most recent run. An existing run is never trained over
+without ``--resume``. ``TRAIN_BUDGET_MINUTES`` stops training after the epoch in which the budget runs out.
+
+Exit status: 0 done, 1 the prepared data could not be used (named in the message), 2 bad arguments or settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -18,22 +22,25 @@ import os
 import random
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict, config_to_dict, load_config,
                                  save_config)
-from utils.data_pipeline import (loader_workers, read_split_slices, slice_records, training_loader,
-                                 validation_batches)
-from utils.losses import balanced_ce_dice_loss
-from utils.model import Discriminator, build_unet, load_checkpoint, save_checkpoint, unet_arguments
-from utils.runtime import Runtime, select_runtime
-from utils.training import (BEST_CHECKPOINT, CURVES_PNG, LAST_CHECKPOINT, Adversary, EpochTimer, append_log,
-                            latest_checkpoint, plot_curves, score_of, train_epoch, validate)
+from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from utils.model.networks import Discriminator, build_unet, unet_arguments
+from utils.model.runtime import Runtime, select_runtime
+from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records, training_loader,
+                                       validation_batches)
+from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, append_log, plot_curves, score_of, train_epoch,
+                              validate)
+from utils.train.losses import make_loss
 
 log = logging.getLogger("train")
 
@@ -49,75 +56,93 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _shared_run_dir(run_dir: Path | None, runs_dir: Path, runtime: Runtime) -> Path:
-    """The run folder, named by rank 0 and shared with the other ranks."""
+@dataclasses.dataclass
+class TrainingState:
+    """The network and what trains it, at the start of the next epoch."""
+
+    model_args: dict
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    adversary: Adversary | None
+    epoch: int = 0  # epochs completed
+    best_score: float = -math.inf
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path | None, dict | None]:
+    """The effective config, the run folder (None: a new one) and, with ``--resume``, the checkpoint to continue.
+
+    Raises:
+        ConfigError: ``--run-dir`` holds a run and ``--resume`` was not given.
+    """
+    overrides = args.overrides + ([f"WORK_DIR={args.work_dir}"] if args.work_dir else [])
+    cfg = load_config(overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if not args.resume:
+        if run_dir is not None and (run_dir / cfg.LAST_CHECKPOINT).exists():
+            raise ConfigError(f"{run_dir}: already holds a run ({cfg.LAST_CHECKPOINT}); continue it with --resume "
+                              f"or choose another --run-dir")
+        return cfg, run_dir, None
+    runs_dir = Path(cfg.WORK_DIR) / cfg.RUNS_SUBDIR
+    run_dir = run_dir or latest_checkpoint(runs_dir, cfg.LAST_CHECKPOINT, " to resume").parent
+    checkpoint = load_checkpoint(run_dir / cfg.LAST_CHECKPOINT)
+    # the run's own settings, with this command's overrides (e.g. more EPOCHS) on top
+    cfg = load_config(overrides, base=vars(config_from_dict(checkpoint["config"])))
+    return cfg, run_dir, checkpoint
+
+
+def read_records(work_dir: Path, cfg) -> tuple[list[tuple], list[tuple]]:
+    """The training and validation B-scans of the split (read before any run folder is made).
+
+    Raises:
+        ValueError: the split has no labelled training B-scan.
+    """
+    train_records = slice_records(read_split_slices(work_dir, "train", cfg), cfg.FLUIDS)
+    if not train_records:
+        raise ValueError(f"{work_dir / cfg.SPLIT_SLICES_CSV.format(split='train')}: no labelled B-scans to train "
+                         f"on; check the split")
+    return train_records, slice_records(read_split_slices(work_dir, "val", cfg), cfg.FLUIDS)
+
+
+def open_run_dir(run_dir: Path | None, cfg, runtime: Runtime) -> Path:
+    """The run folder (named by rank 0 and shared with the other ranks), created, with logging set up in it."""
     if run_dir is None:
-        run_dir = runs_dir / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(cfg.WORK_DIR) / cfg.RUNS_SUBDIR / time.strftime("%Y%m%d-%H%M%S")
     if runtime.distributed:
         shared = [str(run_dir)]
         dist.broadcast_object_list(shared, src=0)
         run_dir = Path(shared[0])
-    return run_dir
-
-
-def _setup_logging(run_dir: Path, is_main: bool) -> None:
-    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if runtime.distributed:
+        dist.barrier()
+    log.setLevel(logging.INFO if runtime.is_main else logging.WARNING)
     log.handlers.clear()
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
-    if is_main:
+    if runtime.is_main:
         file_handler = logging.FileHandler(run_dir / "train.log")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(file_handler)
+    return run_dir
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def _histogram_reference(work_dir: Path, cfg) -> dict | None:
+def histogram_reference(work_dir: Path, cfg, checkpoint: dict | None) -> dict | None:
+    """The preprocessing's histogram reference, stored in every checkpoint for predict.py."""
+    if checkpoint:
+        return checkpoint.get("histogram_reference")
     path = work_dir / cfg.HISTOGRAM_REFERENCE_JSON
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Trains as the arguments say; returns the run folder."""
-    overrides = args.overrides + ([f"WORK_DIR={args.work_dir}"] if args.work_dir else [])
-    cfg = load_config(overrides)
-    work_dir = Path(cfg.WORK_DIR)
-    runs_dir = work_dir / cfg.RUNS_SUBDIR
-    checkpoint = None
-    run_dir = Path(args.run_dir) if args.run_dir else None
-    if args.resume:
-        run_dir = run_dir or latest_checkpoint(runs_dir, LAST_CHECKPOINT, " to resume").parent
-        checkpoint = load_checkpoint(run_dir / LAST_CHECKPOINT)
-        # the run's own settings, with this command's overrides (e.g. more EPOCHS) on top
-        cfg = load_config(overrides, base=vars(config_from_dict(checkpoint["config"])))
-    # read the data first, so that a missing or empty split leaves no empty run folder behind
-    train_records = slice_records(read_split_slices(work_dir, "train", cfg))
-    if not train_records:
-        raise ValueError(f"{work_dir / cfg.SPLIT_SLICES_CSV.format(split='train')}: no labelled B-scans to train "
-                         f"on; check the split")
-    val_records = slice_records(read_split_slices(work_dir, "val", cfg))
-    runtime = select_runtime(cfg)
-    run_dir = _shared_run_dir(run_dir, runs_dir, runtime)
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if runtime.distributed:
-        dist.barrier()
-    _setup_logging(run_dir, runtime.is_main)
-    _seed_everything(cfg.SEED + runtime.rank)
-    workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if runtime.device.type == "cpu" and workers > 0:
-        torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
-
-    if not val_records:
-        log.info("note: the split has no val cases; no validation, and best.pt is the last epoch")
-    reference = checkpoint.get("histogram_reference") if checkpoint else _histogram_reference(work_dir, cfg)
-
+def build_training(cfg, runtime: Runtime, checkpoint: dict | None) -> TrainingState:
+    """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
     model_args = unet_arguments(cfg)
     model = build_unet(model_args).to(runtime.device)
     if runtime.channels_last:
@@ -129,52 +154,86 @@ def run(args: argparse.Namespace) -> Path:
         adversary = Adversary(discriminator, torch.optim.Adam(discriminator.parameters(),
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT)
-    start_epoch, best_score = 0, -math.inf
+    state = TrainingState(model_args, model, optimizer, adversary)
     if checkpoint:
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         if adversary and checkpoint.get("discriminator_state"):
             adversary.discriminator.load_state_dict(checkpoint["discriminator_state"])
             adversary.optimizer.load_state_dict(checkpoint["discriminator_optimizer_state"])
-        start_epoch, best_score = checkpoint["epoch"], checkpoint.get("best_score", -math.inf)
-        log.info(f"resuming {run_dir} after epoch {start_epoch}")
-    network = DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
-                                      else None) if runtime.distributed else model
-    loss_fn = balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)
-    if runtime.is_main:
-        save_config(cfg, run_dir / "config.json")
-    log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {cfg.ENCODER} U-Net on "
-             f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
-             f"run folder {run_dir}")
+        state.epoch, state.best_score = checkpoint["epoch"], checkpoint.get("best_score", -math.inf)
+    return state
 
-    batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, start_epoch, workers))
+
+def epoch_summary(epoch: int, train_loss: float, metrics: dict[str, float], seconds: float, fluids,
+                  improved: bool) -> str:
+    """One console line per epoch."""
+    line = f"epoch {epoch}: train loss {train_loss:.4f}"
+    if metrics:
+        dice = " ".join(f"{name} {metrics[f'dice_{name}']:.3f}" for name in fluids)
+        line += f", val loss {metrics['val_loss']:.4f}, Dice {dice} mean {metrics['dice_mean_fluid']:.3f}"
+    return line + f" ({seconds:.0f} s){' *' if improved else ''}"
+
+
+def fit(state: TrainingState, train_records: list[tuple], val_records: list[tuple], work_dir: Path, run_dir: Path,
+        cfg, runtime: Runtime, reference: dict | None, workers: int) -> None:
+    """Trains epochs ``state.epoch + 1 .. EPOCHS`` (or until the time budget runs out), logging and saving
+    ``last.pt`` after each and ``best.pt`` when validation improves."""
+    network = DistributedDataParallel(state.model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
+                                      else None) if runtime.distributed else state.model
+    loss_fn = make_loss(cfg)
+    batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers))
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
-    for epoch in range(start_epoch + 1, cfg.EPOCHS + 1):
+    budget = EpochTimer()
+    for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
-        train_loss = train_epoch(network, batches, cfg.BATCHES_PER_EPOCH, optimizer, loss_fn, runtime, adversary,
-                                 description=f"epoch {epoch}/{cfg.EPOCHS}")
+        train_loss = train_epoch(network, batches, cfg.BATCHES_PER_EPOCH, state.optimizer, loss_fn, runtime,
+                                 state.adversary, description=f"epoch {epoch}/{cfg.EPOCHS}")
         metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
             else {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
         score = score_of(metrics) if val_batches else math.inf
-        improved = score > best_score or not val_batches or epoch == 1
-        best_score = max(best_score, score)
-        log.info(f"epoch {epoch}: train loss {train_loss:.4f}" + (
-            f", val loss {metrics['val_loss']:.4f}, Dice IRF {metrics['dice_IRF']:.3f} SRF {metrics['dice_SRF']:.3f}"
-            f" PED {metrics['dice_PED']:.3f} mean {metrics['dice_mean_fluid']:.3f}" if metrics else "")
-            + f" ({timer.seconds:.0f} s){' *' if improved and val_batches else ''}")
+        improved = score > state.best_score or not val_batches or epoch == 1
+        state.best_score, state.epoch = max(state.best_score, score), epoch
+        log.info(epoch_summary(epoch, train_loss, metrics, timer.seconds, cfg.FLUIDS, improved and bool(val_batches)))
         if runtime.is_main:
-            plot_curves(append_log(run_dir, row), run_dir / CURVES_PNG)
-            state = {"model_args": model_args, "model_state": {k: v.cpu() for k, v in model.state_dict().items()},
-                     "optimizer_state": optimizer.state_dict(), "epoch": epoch, "config": config_to_dict(cfg),
-                     "metrics": {k: float(v) for k, v in row.items()}, "best_score": best_score,
-                     "histogram_reference": reference}
-            if adversary:
-                state["discriminator_state"] = adversary.discriminator.state_dict()
-                state["discriminator_optimizer_state"] = adversary.optimizer.state_dict()
+            plot_curves(append_log(run_dir, row), run_dir / CURVES_PNG, loss_name=loss_fn.name)
+            adversary = state.adversary
+            checkpoint = make_checkpoint(state.model_args, state.model, state.optimizer, epoch, config_to_dict(cfg),
+                                         row, state.best_score, reference,
+                                         adversary.discriminator if adversary else None,
+                                         adversary.optimizer if adversary else None)
             if improved:
-                save_checkpoint(run_dir / BEST_CHECKPOINT, state)
-            save_checkpoint(run_dir / LAST_CHECKPOINT, state)
+                save_checkpoint(run_dir / cfg.BEST_CHECKPOINT, checkpoint)
+            save_checkpoint(run_dir / cfg.LAST_CHECKPOINT, checkpoint)
+        if cfg.TRAIN_BUDGET_MINUTES > 0 and budget.seconds >= 60 * cfg.TRAIN_BUDGET_MINUTES and epoch < cfg.EPOCHS:
+            log.info(f"time budget of {cfg.TRAIN_BUDGET_MINUTES:g} min reached after epoch {epoch}")
+            break
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Trains as the arguments say; returns the run folder."""
+    cfg, run_dir, checkpoint = resolve_run(args)
+    work_dir = Path(cfg.WORK_DIR)
+    train_records, val_records = read_records(work_dir, cfg)
+    runtime = select_runtime(cfg)
+    run_dir = open_run_dir(run_dir, cfg, runtime)
+    seed_everything(cfg.SEED + runtime.rank)
+    workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if runtime.device.type == "cpu" and workers > 0:
+        torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
+    if not val_records:
+        log.info(f"note: the split has no val cases; no validation, and {cfg.BEST_CHECKPOINT} is the last epoch")
+    state = build_training(cfg, runtime, checkpoint)
+    if checkpoint:
+        log.info(f"resuming {run_dir} after epoch {state.epoch}")
+    if runtime.is_main:
+        save_config(cfg, run_dir / cfg.CONFIG_JSON)
+    log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {cfg.ENCODER} U-Net on "
+             f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
+             f"run folder {run_dir}")
+    fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
+        histogram_reference(work_dir, cfg, checkpoint), workers)
     if runtime.distributed:
         dist.barrier()
     return run_dir
@@ -184,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run_dir = run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

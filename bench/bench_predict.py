@@ -3,7 +3,7 @@
     python bench/bench_predict.py [--device auto|cpu|cuda] [--vendors Cirrus,Topcon] [--bscans N] [--set NAME=VALUE]
 
 For each vendor a noise volume of the vendor's usual size, type and spacing is written to a temporary folder and
-put through the same steps as ``predict.py`` (read, preprocess, :func:`utils.inference.predict_volume`, write), with
+put through the same steps as ``predict.py`` (read, preprocess, :func:`utils.predict.inference.predict_volume`, write), with
 a freshly initialised U-Net of the default config (``ENCODER``; no weights are downloaded). The network's FLOPs
 are counted for every input shape it was called with (``torch.utils.flop_counter``), so the achieved GFLOP/s is
 exact, and set against the best time of a large matrix multiply in the network's precision on the same device.
@@ -26,12 +26,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import inference  # noqa: E402
+from utils.predict import inference  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
-from utils.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
-from utils.model import build_unet, unet_arguments  # noqa: E402
-from utils.preprocessing import intensity_histogram, preprocess_volume, to_uint8_intensity  # noqa: E402
-from utils.runtime import Runtime, select_runtime  # noqa: E402
+from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
+from utils.model.networks import build_unet, unet_arguments  # noqa: E402
+from utils.prepare.preprocessing import intensity_histogram, preprocess_volume, to_uint8_intensity  # noqa: E402
+from utils.model.runtime import Runtime, select_runtime  # noqa: E402
 
 # The vendors' usual RETOUCH volumes: (z, y, x), dtype, spacing (x, y, z) mm. Benchmark inputs only: predict.py
 # reads every spacing from the header.
@@ -52,7 +52,7 @@ class CountingModel(nn.Module):
         self.seconds = 0.0
 
     @property
-    def encoder(self) -> nn.Module:  # utils.inference.input_multiple reads the encoder's output stride
+    def encoder(self) -> nn.Module:  # utils.predict.inference.input_multiple reads the encoder's output stride
         return self.model.encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

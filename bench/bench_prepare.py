@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prepare_data  # noqa: E402
 from utils.configuration import load_config  # noqa: E402
-from utils.files import atomic_write_png  # noqa: E402
-from utils.mhd_io import read_volume  # noqa: E402
-from utils.preprocessing import (histogram_reference, match_histogram, median_across_bscans,  # noqa: E402
+from utils.io.files import atomic_write_png  # noqa: E402
+from utils.io.mhd_io import read_volume  # noqa: E402
+from utils.prepare.preprocessing import (histogram_reference, match_histogram, median_across_bscans,  # noqa: E402
                                  median_inplane, to_uint8_intensity)
-from utils.roi import (ENTROPY_LEVELS, binary_closing_disk, fill_columns, local_entropy,  # noqa: E402
+from utils.prepare.roi import (ENTROPY_LEVELS, binary_closing_disk, fill_columns, local_entropy,  # noqa: E402
                        roi_mask_reference)
 from utils.synthetic import case_spec, generate_volume  # noqa: E402
-from utils.mhd_io import write_volume  # noqa: E402
+from utils.io.mhd_io import write_volume  # noqa: E402
 
 
 class Stopwatch:

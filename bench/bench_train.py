@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import prepare_data  # noqa: E402
 from utils.configuration import load_config  # noqa: E402
-from utils.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
+from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
                                  training_batches, training_loader)
-from utils.losses import balanced_ce_dice_loss  # noqa: E402
-from utils.model import build_unet, unet_arguments  # noqa: E402
-from utils.runtime import select_runtime  # noqa: E402
+from utils.train.losses import balanced_ce_dice_loss  # noqa: E402
+from utils.model.networks import build_unet, unet_arguments  # noqa: E402
+from utils.model.runtime import select_runtime  # noqa: E402
 from utils.synthetic import generate_dataset  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(args.work_dir) if args.work_dir else prepared_synthetic(Path(tmp))
         cfg = load_config([f"DEVICE={args.device}"])
-        records = slice_records(read_split_slices(work_dir, "train", cfg))
+        records = slice_records(read_split_slices(work_dir, "train", cfg), cfg.FLUIDS)
         print(f"\nbatch {cfg.BATCH_SIZE} x {cfg.PATCH_SHAPE} patches, {torch.get_num_threads()} torch threads, "
               f"{len(records)} training B-scans\n")
         pipeline = time_pipeline(records, work_dir, cfg, args.batches)

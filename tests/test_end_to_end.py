@@ -6,7 +6,7 @@ import pandas as pd
 import evaluate
 import predict
 import train
-from utils.mhd_io import read_volume
+from utils.io.mhd_io import read_volume
 
 
 def test_synthetic_to_evaluation(prepared_work, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 import config
 import evaluate
-from utils.mhd_io import Geometry, write_volume
+from utils.io.mhd_io import Geometry, write_volume
 
 SHAPE = (2, 4, 5)  # (z, y, x)
 GEOMETRY = Geometry(spacing_mm=(0.5, 0.25, 2.0))  # (x, y, z): 0.25 mm³ per voxel

@@ -14,9 +14,10 @@ import config
 import evaluate
 import predict
 from utils.configuration import config_to_dict, load_config
-from utils.mhd_io import Geometry, read_volume, write_volume
-from utils.model import build_unet, save_checkpoint
-from utils.preprocessing import histogram_reference
+from utils.io.mhd_io import Geometry, read_volume, write_volume
+from utils.model.checkpoints import save_checkpoint
+from utils.model.networks import build_unet
+from utils.prepare.preprocessing import histogram_reference
 from volume_factory import TINY_SPECS, tiny_volume
 
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
@@ -67,7 +68,7 @@ def test_outputs_have_the_input_geometry_and_labels(data, predicted):
     assert len(cases) == 3
     for folder in cases:
         volume, geometry = read_volume(folder / "oct.mhd")
-        labels, out_geometry = read_volume(predicted / folder.name / predict.SEGMENTATION_FILE)
+        labels, out_geometry = read_volume(predicted / folder.name / config.SEGMENTATION_FILE)
         assert labels.shape == volume.shape and labels.dtype == np.uint8
         assert out_geometry == geometry and out_geometry.direction == ROTATED
         assert labels.max() < config.N_CLASSES
@@ -76,19 +77,19 @@ def test_outputs_have_the_input_geometry_and_labels(data, predicted):
 
 
 def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
-    table = pd.read_csv(predicted / predict.VOLUMES_CSV, dtype={"case": str})
-    assert list(table.columns) == predict.VOLUMES_COLUMNS
+    table = pd.read_csv(predicted / config.VOLUMES_CSV, dtype={"case": str})
+    assert list(table.columns) == ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3",
+                                   "PED_volume_mm3", "IRF_presence", "SRF_presence", "PED_presence"]
     assert table["case"].tolist() == ["TRAIN001", "TRAIN002", "TRAIN003"]
     assert table["vendor"].tolist() == list(TINY_SPECS)
     for row in table.itertuples():
-        labels, geometry = read_volume(predicted / row.case / predict.SEGMENTATION_FILE)
+        labels, geometry = read_volume(predicted / row.case / config.SEGMENTATION_FILE)
         assert row.n_bscans == labels.shape[0]
         for fluid, code in config.FLUIDS.items():
             expected = np.count_nonzero(labels == code) * math.prod(geometry.spacing_mm)
             assert getattr(row, f"{fluid}_volume_mm3") == pytest.approx(expected, rel=1e-9)
             assert 0.0 <= getattr(row, f"{fluid}_presence") <= 1.0
-    assert evaluate.PREDICTION_FILE == predict.SEGMENTATION_FILE and evaluate.VOLUMES_CSV == predict.VOLUMES_CSV
-    saved = json.loads((predicted / predict.CONFIG_JSON).read_text())
+    saved = json.loads((predicted / config.CONFIG_JSON).read_text())
     assert saved["SPECTRALIS_AXIAL_SPACING_MM"] == TRAINING_SETTINGS["SPECTRALIS_AXIAL_SPACING_MM"]  # the model's
     assert saved["INFERENCE_BATCH_SIZE"] >= 1
 
@@ -96,9 +97,9 @@ def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
 def test_rerun_skips_finished_cases_and_redoes_changed_settings(data, checkpoint, predicted, tmp_path, capsys):
     out = tmp_path / "pred"
     shutil.copytree(predicted, out)
-    segmentation = out / "TRAIN002" / predict.SEGMENTATION_FILE
+    segmentation = out / "TRAIN002" / config.SEGMENTATION_FILE
     before = segmentation.stat().st_mtime_ns
-    (out / predict.VOLUMES_CSV).unlink()
+    (out / config.VOLUMES_CSV).unlink()
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", f"MEDIAN_INPLANE={OTHER_MEDIAN}",
                          "--set", "SPECTRALIS_AXIAL_SPACING_MM=0.03", str(data)]) == 0  # the model's settings stay
     captured = capsys.readouterr()
@@ -106,9 +107,9 @@ def test_rerun_skips_finished_cases_and_redoes_changed_settings(data, checkpoint
     assert f"--set MEDIAN_INPLANE={OTHER_MEDIAN} ignored" in captured.err
     assert f"MEDIAN_INPLANE={config.MEDIAN_INPLANE} in the checkpoint" in captured.err
     assert "SPECTRALIS_AXIAL_SPACING_MM" not in captured.err  # the same as the checkpoint's
-    assert json.loads((out / predict.CONFIG_JSON).read_text())["MEDIAN_INPLANE"] == config.MEDIAN_INPLANE
+    assert json.loads((out / config.CONFIG_JSON).read_text())["MEDIAN_INPLANE"] == config.MEDIAN_INPLANE
     assert segmentation.stat().st_mtime_ns == before
-    assert len(pd.read_csv(out / predict.VOLUMES_CSV)) == 3  # rebuilt from the markers
+    assert len(pd.read_csv(out / config.VOLUMES_CSV)) == 3  # rebuilt from the markers
 
     cirrus = next(data.glob("*Cirrus/*/oct.mhd"))
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set",
@@ -116,7 +117,7 @@ def test_rerun_skips_finished_cases_and_redoes_changed_settings(data, checkpoint
     captured = capsys.readouterr()
     assert "1 case(s) segmented, 0 already done" in captured.out
     assert "2 case folder(s)" in captured.err  # made with the old setting: left out of volumes.csv
-    assert pd.read_csv(out / predict.VOLUMES_CSV)["case"].tolist() == ["TRAIN001"]
+    assert pd.read_csv(out / config.VOLUMES_CSV)["case"].tolist() == ["TRAIN001"]
 
 
 def test_failing_case_is_reported_and_the_others_written(data, checkpoint, tmp_path, capsys):
@@ -128,8 +129,8 @@ def test_failing_case_is_reported_and_the_others_written(data, checkpoint, tmp_p
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(broken)]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(raw.with_suffix(".mhd")) in errors[0] and "oct.raw is missing" in errors[0]
-    assert sorted(path.parent.name for path in out.glob(f"*/{predict.SEGMENTATION_FILE}")) == ["TRAIN001", "TRAIN003"]
-    assert pd.read_csv(out / predict.VOLUMES_CSV)["case"].tolist() == ["TRAIN001", "TRAIN003"]
+    assert sorted(path.parent.name for path in out.glob(f"*/{config.SEGMENTATION_FILE}")) == ["TRAIN001", "TRAIN003"]
+    assert pd.read_csv(out / config.VOLUMES_CSV)["case"].tolist() == ["TRAIN001", "TRAIN003"]
 
 
 def test_default_checkpoint_is_the_latest_run_and_default_out_its_predictions(data, checkpoint, tmp_path, capsys):
@@ -143,8 +144,8 @@ def test_default_checkpoint_is_the_latest_run_and_default_out_its_predictions(da
     topcon = next(data.glob("*Topcon/*/oct.mhd"))
     assert predict.main(["--set", f"WORK_DIR={work}", str(topcon)]) == 0
     out = work / "predictions" / "latest"
-    assert (out / topcon.parent.name / predict.SEGMENTATION_FILE).is_file()
-    assert pd.read_csv(out / predict.VOLUMES_CSV)["vendor"].tolist() == ["Topcon"]  # vendor from the path
+    assert (out / topcon.parent.name / config.SEGMENTATION_FILE).is_file()
+    assert pd.read_csv(out / config.VOLUMES_CSV)["vendor"].tolist() == ["Topcon"]  # vendor from the path
 
 
 def test_no_checkpoint_is_an_error_naming_the_runs_folder(data, tmp_path, capsys):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import prepare_data
-from utils.files import read_png
-from utils.mhd_io import Geometry, read_volume, write_volume
+from utils.io.files import read_png
+from utils.io.mhd_io import Geometry, read_volume, write_volume
 from volume_factory import write_case
 
 

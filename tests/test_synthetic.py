@@ -10,8 +10,8 @@ from scipy import ndimage
 
 import config
 from utils import synthetic
-from utils.cases import check_case, find_cases
-from utils.mhd_io import read_volume
+from utils.io.cases import check_case, find_cases
+from utils.io.mhd_io import read_volume
 
 SEED = 11
 CASES_PER_VENDOR = 4
@@ -38,7 +38,7 @@ def small_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Pat
 def small_cases(small_tree: tuple[Path, list[Path]]) -> list[dict]:
     """Every case of ``small_tree`` read back: vendor, index within its vendor, arrays and geometry."""
     root, _ = small_tree
-    cases, errors = find_cases(root)
+    cases, errors = find_cases(root, config.VENDORS)
     assert not errors
     read = []
     for number, case in enumerate(cases):
@@ -249,7 +249,7 @@ def test_vendor_intensity_distributions_differ(small_cases):
 # --------------------------------------------------------------------------------------------------------------
 def test_tree_is_found_with_vendors_and_references(small_tree):
     root, paths = small_tree
-    cases, errors = find_cases(root)
+    cases, errors = find_cases(root, config.VENDORS)
     assert errors == []
     assert [case.oct_path for case in cases] == sorted(paths)
     numbers = sorted(int(case.name.removeprefix("TRAIN")) for case in cases)
@@ -311,7 +311,7 @@ def test_command_line(tmp_path, capsys):
     out = tmp_path / "cli"
     synthetic.main(["--out", str(out), "--small", "--cases-per-vendor", "1", "--bscans", "3", "--seed", "5"])
     assert "3 cases" in capsys.readouterr().out
-    cases, errors = find_cases(out)
+    cases, errors = find_cases(out, config.VENDORS)
     assert len(cases) == 3 and not errors
     assert read_volume(cases[0].oct_path)[0].shape[0] == 3
     with pytest.raises(SystemExit):  # other settings into the same folder: refused

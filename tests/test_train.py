@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import train
-from utils.model import load_checkpoint, model_from_checkpoint
+from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--set", "PATCH_SHAPE=(128, 64)", "--set", "PATCH_BORDER=8", "--set", "BATCH_SIZE=8",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.mhd_io import Geometry, write_volume
+from utils.io.mhd_io import Geometry, write_volume
 
 TINY_SPECS = {  # vendor: ((z, y, x), dtype, spacing (x, y, z) mm)
     "Cirrus": ((5, 48, 32), np.uint8, (0.047, 0.0417, 0.047)),

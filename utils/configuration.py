@@ -12,7 +12,7 @@ from typing import Any
 
 import config as default_config
 
-from utils.files import atomic_write_text
+from utils.io.files import atomic_write_text
 
 
 class ConfigError(ValueError):

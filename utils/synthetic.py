@@ -37,9 +37,9 @@ import numpy as np
 from tqdm import tqdm
 
 import config
-from utils.cases import OCT_FILE, REFERENCE_FILE
-from utils.files import atomic_write_text
-from utils.mhd_io import Geometry, write_volume
+from utils.io.cases import OCT_FILE, REFERENCE_FILE
+from utils.io.files import atomic_write_text
+from utils.io.mhd_io import Geometry, write_volume
 
 CIRRUS, SPECTRALIS, TOPCON = config.VENDORS  # alphabetical: the order in which RETOUCH numbers its cases
 

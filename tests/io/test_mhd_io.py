@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from utils.io.mhd_io import Geometry, VolumeError, read_volume, write_volume
+
+
+def test_round_trip_keeps_array_and_geometry(tmp_path, rng):
+    geometry = Geometry(spacing_mm=(0.0117, 0.00195, 0.047), origin_mm=(-3.0, 1.5, 2.25),
+                        direction=(0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    array = rng.integers(0, 65535, (3, 7, 5)).astype(np.uint16)
+    write_volume(tmp_path / "case" / "oct.mhd", array, geometry)
+    read, read_geometry = read_volume(tmp_path / "case" / "oct.mhd")
+    assert read.dtype == np.uint16 and read.shape == (3, 7, 5)
+    np.testing.assert_array_equal(read, array)
+    np.testing.assert_allclose(read_geometry.spacing_mm, geometry.spacing_mm)
+    np.testing.assert_allclose(read_geometry.origin_mm, geometry.origin_mm)
+    np.testing.assert_allclose(read_geometry.direction, geometry.direction)
+    assert read_geometry.voxel_volume_mm3 == pytest.approx(0.0117 * 0.00195 * 0.047)
+    assert sorted(p.name for p in (tmp_path / "case").iterdir()) == ["oct.mhd", "oct.raw"]
+    assert "ElementDataFile = oct.raw" in (tmp_path / "case" / "oct.mhd").read_text()
+
+
+def test_missing_raw_names_the_file(tmp_path):
+    write_volume(tmp_path / "oct.mhd", np.zeros((2, 3, 4), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    (tmp_path / "oct.raw").unlink()
+    with pytest.raises(VolumeError, match=r"oct\.mhd: its data file oct\.raw is missing"):
+        read_volume(tmp_path / "oct.mhd")
+
+
+def test_unreadable_header(tmp_path):
+    (tmp_path / "oct.mhd").write_text("this is not a header\n")
+    with pytest.raises(VolumeError, match=r"oct\.mhd: not a MetaImage header"):
+        read_volume(tmp_path / "oct.mhd")
+    with pytest.raises(VolumeError, match=r"missing\.mhd: no such header file"):
+        read_volume(tmp_path / "missing.mhd")
+
+
+def test_truncated_raw_is_an_error(tmp_path):
+    write_volume(tmp_path / "oct.mhd", np.zeros((4, 8, 8), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    (tmp_path / "oct.raw").write_bytes(b"\0" * 10)
+    with pytest.raises(VolumeError, match=r"oct\.mhd: SimpleITK cannot read it"):
+        read_volume(tmp_path / "oct.mhd")
+
+
+def test_write_rejects_2d(tmp_path):
+    with pytest.raises(ValueError, match="expected a \\(z, y, x\\) array"):
+        write_volume(tmp_path / "x.mhd", np.zeros((3, 4), np.uint8), Geometry((1.0, 1.0, 1.0)))

@@ -1,0 +1,197 @@
+"""utils/inference.py: neighbours, depth scaling, tiling and stitching, presence scores, volumes, overlays."""
+
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import config
+from utils.predict import inference
+from utils.configuration import load_config
+from utils.model.input_scale import physical_patch_shape
+from utils.train.data_pipeline import normalise
+from utils.io.mhd_io import Geometry
+from utils.model.runtime import Runtime
+
+CPU = Runtime(torch.device("cpu"), autocast_dtype=None, channels_last=False)
+CPU_NHWC = Runtime(torch.device("cpu"), autocast_dtype=None, channels_last=True)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _cfg(**settings):
+    return load_config([], base={**vars(load_config([])), **settings})
+
+
+def _pointwise_model(seed=0):
+    """A 1x1 convolution: each output pixel a function of its input pixel alone, so tiling must not change it."""
+    torch.manual_seed(seed)
+    return nn.Conv2d(3, config.N_CLASSES, kernel_size=1).eval()
+
+
+def test_stack_neighbours_repeats_the_edge_bscans():
+    volume = np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((4, 2, 3), np.uint8)
+    stacked = inference.stack_neighbours(volume, 0, 4)
+    assert stacked.shape == (4, 2, 3, 3) and stacked.dtype == np.uint8
+    assert stacked[:, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert inference.stack_neighbours(volume, 3, 4)[0, 0, 0].tolist() == [2, 3, 3]
+    with pytest.raises(ValueError, match="outside a volume of 4 B-scans"):
+        inference.stack_neighbours(volume, 2, 5)
+
+
+@pytest.mark.parametrize("height, axial_mm, expected", [
+    (1024, 0.001953125, 513),  # Cirrus: crop 511 rows -> 256, as training resized its patches
+    (496, 0.003872, 492),      # Spectralis: crop 258 -> 256
+    (885, 0.0026, 590),        # Topcon: crop 384 -> 256
+    (650, 0.0035, 584),        # Topcon 650 rows: crop 285 -> 256
+])
+def test_depth_scaling_uses_the_training_patch_factor(height, axial_mm, expected):
+    cfg = load_config([])
+    crop, _ = physical_patch_shape(cfg.PATCH_SHAPE, axial_mm, cfg.SPECTRALIS_AXIAL_SPACING_MM)
+    assert inference.depth_scale_factor(axial_mm, cfg) == cfg.PATCH_SHAPE[0] / crop
+    assert inference.scaled_height(height, axial_mm, cfg) == expected
+
+
+def test_depth_scaling_round_trip_gives_back_the_height_and_the_image():
+    rows = np.linspace(0, 255, 96, dtype=np.float32)
+    images = np.broadcast_to(rows[None, :, None, None], (2, 96, 8, 3)).astype(np.uint8)  # smooth ramp in depth
+    scaled = inference.scale_depth(images, 48)
+    assert scaled.shape == (2, 48, 8, 3) and scaled.dtype == np.uint8
+    back = inference.restore_depth(torch.from_numpy(scaled).permute(0, 3, 1, 2).float(), 96)
+    assert back.shape == (2, 3, 96, 8)
+    interior = back[:, :, 2:-2].numpy() - images.transpose(0, 3, 1, 2)[:, :, 2:-2]
+    assert np.abs(interior).max() <= 2.0  # a linear ramp survives halving and doubling
+
+
+def test_restored_probabilities_still_sum_to_one():
+    probabilities = torch.softmax(torch.randn(2, 4, 7, 5, generator=torch.Generator().manual_seed(0)), dim=1)
+    restored = inference.restore_depth(probabilities, 13)
+    assert restored.shape == (2, 4, 13, 5)
+    torch.testing.assert_close(restored.sum(dim=1), torch.ones(2, 13, 5))
+
+
+def test_network_input_is_the_training_normalisation_in_either_layout():
+    image = np.random.default_rng(0).integers(0, 256, (1, 6, 5, 3), dtype=np.uint8)
+    for runtime in (CPU, CPU_NHWC):
+        tensor = inference.to_network_input(image, runtime)
+        assert tensor.shape == (1, 3, 6, 5) and tensor.dtype == torch.float32
+        np.testing.assert_array_equal(tensor[0].numpy(), normalise(image[0]))
+    assert inference.to_network_input(image, CPU_NHWC).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(64, 64, 16), (160, 64, 16), (100, 32, 0), (97, 64, 63)])
+def test_tiles_cover_everything_and_overlap_enough(length, tile, overlap):
+    starts = inference.tile_starts(length, tile, overlap)
+    covered = np.zeros(length, int)
+    for start in starts:
+        covered[start:start + tile] += 1
+    assert covered.min() >= 1 and starts[0] == 0 and starts[-1] + tile == max(length, tile)
+    for a, b in zip(starts, starts[1:]):
+        assert a + tile - b >= overlap
+
+
+def test_blend_weights_ramp_over_the_overlap_and_stay_positive():
+    weights = inference.blend_weights((6, 8), overlap=2)
+    assert weights.min() == pytest.approx(1 / 9) and weights.max() == 1.0
+    np.testing.assert_allclose(weights[:, 3], [1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3], rtol=1e-6)
+    assert np.all(inference.blend_weights((5, 5), overlap=0) == 1.0)
+
+
+@pytest.mark.parametrize("tile_shape, overlap", [((64, 64), 16), ((32, 96), 0), ((64, 32), 24)])
+def test_tiled_probabilities_equal_the_whole_image_for_a_pointwise_model(tile_shape, overlap):
+    model = _pointwise_model()
+    images = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        whole = inference.sliding_window_probabilities(model, images, (96, 160), overlap, CPU)
+        tiled = inference.sliding_window_probabilities(model, images, tile_shape, overlap, CPU_NHWC)
+    assert whole.shape == (2, config.N_CLASSES, 96, 160)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_tiling_settings_are_checked():
+    assert inference.check_tiling((64, 96), 16) == (64, 96)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        inference.check_tiling((64, 100), 16)
+    with pytest.raises(ValueError, match="INFERENCE_TILE_OVERLAP must be in"):
+        inference.check_tiling((64, 64), 64)
+
+
+def test_volume_probabilities_are_the_same_whole_or_tiled_and_match_the_labels():
+    rng = np.random.default_rng(2)
+    volume = rng.integers(0, 256, (3, 70, 90), dtype=np.uint8)
+    geometry = Geometry(spacing_mm=(0.01, 0.002, 0.05))  # depth scaled ~0.5 -> 35 rows, padded to 64 x 96
+    model = _pointwise_model(3)
+    whole_cfg = _cfg(SPECTRALIS_AXIAL_SPACING_MM=0.004)
+    tiled_cfg = _cfg(SPECTRALIS_AXIAL_SPACING_MM=0.004, INFERENCE_TILE_SHAPE=(32, 64), INFERENCE_TILE_OVERLAP=8)
+    whole = inference.predict_probabilities(model, volume, geometry.axial_spacing_mm, whole_cfg, CPU, batch_size=2)
+    tiled = inference.predict_probabilities(model, volume, geometry.axial_spacing_mm, tiled_cfg, CPU, batch_size=3)
+    assert whole.shape == (config.N_CLASSES, 3, 70, 90) and whole.dtype == np.float32
+    np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole.sum(axis=0), 1.0, atol=1e-5)
+
+    result = inference.predict_volume(model, volume, geometry, whole_cfg, CPU, batch_size=2)
+    assert result.labels.dtype == np.uint8 and result.labels.shape == volume.shape
+    np.testing.assert_array_equal(result.labels, whole.argmax(axis=0))
+    k = inference.presence_voxel_count(whole_cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
+    for fluid, code in config.FLUIDS.items():
+        assert result.presence[fluid] == pytest.approx(np.sort(whole[code].ravel())[-k], abs=1e-6)
+
+
+def test_bad_inputs_are_refused():
+    cfg = _cfg()
+    with pytest.raises(ValueError, match="uint8 volume"):
+        next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint16), 0.004, cfg, CPU, 1))
+    with pytest.raises(ValueError, match="INFERENCE_BATCH_SIZE must be >= 1"):
+        next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint8), 0.004, cfg, CPU, 0))
+
+
+@pytest.mark.parametrize("min_volume, voxel, n, expected", [
+    (0.001, 1e-6, 10**6, 1000), (0.001, 3e-4, 100, 4), (0.0, 1e-6, 10, 1), (1.0, 1e-6, 10, 10)])
+def test_presence_voxel_count(min_volume, voxel, n, expected):
+    assert inference.presence_voxel_count(min_volume, voxel, n) == expected
+
+
+def test_presence_score_is_the_kth_largest_probability_over_all_batches():
+    fluids = {"IRF": 1, "SRF": 2}
+
+    def batch(irf, srf):  # (n=1, C=3, 1, len) with background chosen so nothing matters but the fluid channels
+        return torch.tensor([[[irf], [irf], [srf]]], dtype=torch.float32).reshape(1, 3, 1, -1)
+
+    scores = inference.PresenceScores(fluids, k=2)
+    scores.update(batch([0.1, 0.9, 0.5], [0.0, 0.0, 0.3]))
+    scores.update(batch([0.7, 0.2, 0.0], [0.0, 0.0, 0.0]))
+    assert scores.scores() == pytest.approx({"IRF": 0.7, "SRF": 0.0})
+    few = inference.PresenceScores(fluids, k=10)  # more than all voxels: the smallest
+    few.update(batch([0.4, 0.6], [0.2, 0.8]))
+    assert few.scores() == pytest.approx({"IRF": 0.4, "SRF": 0.2})
+    assert inference.PresenceScores(fluids, k=3).scores() == {"IRF": 0.0, "SRF": 0.0}
+
+
+def test_fluid_volumes_are_voxel_counts_times_voxel_volume():
+    labels = np.zeros((2, 3, 4), np.uint8)
+    labels[0, 0, :3] = config.IRF
+    labels[1, 2, 1] = config.PED
+    geometry = Geometry(spacing_mm=(0.5, 0.25, 2.0))  # 0.25 mm³ per voxel
+    assert inference.fluid_volumes_mm3(labels, geometry, config.FLUIDS) == {"IRF": 0.75, "SRF": 0.0, "PED": 0.25}
+
+
+def test_overlay_colours_fluid_pixels_only():
+    bscan = np.full((2, 3), 100, np.uint8)
+    labels = np.array([[0, config.IRF, config.SRF], [config.PED, 0, 0]], np.uint8)
+    rgb = inference.overlay_bscan(bscan, labels, config.FLUIDS, alpha=1.0)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [100, 100, 100]
+    assert rgb[0, 1].tolist() == list(inference.FLUID_COLOURS["IRF"])
+    assert rgb[1, 0].tolist() == list(inference.FLUID_COLOURS["PED"])
+    assert inference.overlay_indices(10, 3) == [0, 4, 9]
+    assert inference.overlay_indices(4, None) == [0, 1, 2, 3] and inference.overlay_indices(4, 9) == [0, 1, 2, 3]
+
+
+def test_arg_max_labels_in_either_layout_take_the_first_of_equal_probabilities():
+    probabilities = torch.tensor([[0.1, 0.4, 0.4, 0.1], [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.2, 0.8]])
+    probabilities = probabilities.T.reshape(1, 4, 1, 3)
+    for tensor in (probabilities, probabilities.contiguous(memory_format=torch.channels_last)):
+        labels = inference.arg_max_labels(tensor)
+        assert labels.dtype == torch.uint8 and labels.tolist() == [[[1, 0, 3]]]

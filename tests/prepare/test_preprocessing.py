@@ -1,0 +1,90 @@
+import types
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.exposure import match_histograms
+
+import config
+from utils.prepare.preprocessing import (histogram_matching_lut, intensity_histogram, match_histogram,
+                                 median_across_bscans, median_inplane, preprocess_volume, to_uint8_intensity)
+
+
+def test_spectralis_scaled_as_the_method():
+    volume = np.array([[[0, 255, 256, 32768, 65535]]], dtype=np.uint16)
+    np.testing.assert_array_equal(to_uint8_intensity(volume)[0, 0], [0, 0, 0, 127, 254])
+    cirrus = np.array([[[0, 17, 255]]], dtype=np.uint8)
+    assert to_uint8_intensity(cirrus) is cirrus
+
+
+def test_other_dtypes_rejected():
+    with pytest.raises(ValueError, match="oct.mhd: OCT voxels are float32"):
+        to_uint8_intensity(np.zeros((1, 2, 2), np.float32), "oct.mhd")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_histogram_matching_equals_scikit_image(seed):
+    rng = np.random.default_rng(seed)
+    source = rng.gamma(2.0, 25.0, (3, 20, 30)).clip(0, 255).astype(np.uint8)
+    reference = rng.normal(90, 40, (2, 25, 30)).clip(0, 255).astype(np.uint8)
+    expected = np.clip(np.rint(match_histograms(source, reference)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(match_histogram(source, intensity_histogram(reference)), expected)
+
+
+def test_matched_histogram_follows_the_reference():
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 80, (4, 50, 50)).astype(np.uint8)
+    reference = rng.integers(100, 250, (4, 50, 50)).astype(np.uint8)
+    matched = match_histogram(source, intensity_histogram(reference))
+    assert abs(matched.mean() - reference.mean()) < 2.0
+    assert histogram_matching_lut(intensity_histogram(source), intensity_histogram(reference)).dtype == np.uint8
+
+
+def test_median_across_bscans_keeps_edges_and_takes_the_median_inside():
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 256, (6, 5, 4)).astype(np.uint8)
+    out = median_across_bscans(volume, 3)
+    np.testing.assert_array_equal(out[0], volume[0])
+    np.testing.assert_array_equal(out[-1], volume[-1])
+    np.testing.assert_array_equal(out[1:-1], np.median(np.stack([volume[:-2], volume[1:-1], volume[2:]]), axis=0))
+    np.testing.assert_array_equal(out, ndimage.median_filter(volume, size=(3, 1, 1), mode="reflect"))
+    np.testing.assert_array_equal(median_across_bscans(volume, 5),
+                                  ndimage.median_filter(volume, size=(5, 1, 1), mode="reflect"))
+    with pytest.raises(ValueError, match="must be odd"):
+        median_across_bscans(volume, 4)
+
+
+def test_median_inplane_is_per_bscan():
+    volume = np.zeros((2, 5, 5), np.uint8)
+    volume[0, 2, 2] = 255  # an isolated speck disappears; B-scan 1 is not touched by B-scan 0
+    volume[1] = 100
+    out = median_inplane(volume, 3)
+    assert out[0].max() == 0 and (out[1] == 100).all()
+
+
+def _cfg(**changes):
+    settings = {name: getattr(config, name) for name in dir(config) if name.isupper()}
+    settings.update(changes)
+    return types.SimpleNamespace(**settings)
+
+
+def test_cirrus_gets_the_cross_bscan_median_the_original_skipped():
+    rng = np.random.default_rng(2)
+    volume = rng.integers(0, 256, (5, 12, 12)).astype(np.uint8)
+    reference = intensity_histogram(volume)  # matching to itself is the identity
+    cfg = _cfg(MEDIAN_INPLANE=1)
+    out = preprocess_volume(volume, "Cirrus", reference, cfg)
+    np.testing.assert_array_equal(out, median_across_bscans(volume, 3))
+    assert not np.array_equal(out, volume)
+
+
+def test_spectralis_is_neither_matched_nor_filtered():
+    rng = np.random.default_rng(3)
+    volume = rng.integers(0, 65535, (3, 8, 8)).astype(np.uint16)
+    out = preprocess_volume(volume, "Spectralis", None, _cfg())
+    np.testing.assert_array_equal(out, to_uint8_intensity(volume))
+
+
+def test_matching_needs_a_reference():
+    with pytest.raises(ValueError, match="no reference histogram"):
+        preprocess_volume(np.zeros((1, 4, 4), np.uint8), "Topcon", None, _cfg(), "x/oct.mhd")

@@ -1,0 +1,146 @@
+"""Hand-computed tables for utils/losses.py and the loss base in utils/base.py."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import config
+from utils.configuration import ConfigError
+from utils.train import losses
+from utils.train.base import Loss, WeightedSum, check_segmentation_inputs
+
+# One row of 4 pixels: three background, one IRF; SRF and PED absent.
+TARGET = torch.tensor([[[0, 0, 0, 1]]])
+
+
+def one_hot_logits(labels, n_classes=config.N_CLASSES, margin=20.0):
+    """(N, C, H, W) float scores, ``margin`` on the true class and 0 elsewhere."""
+    return margin * torch.nn.functional.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
+
+
+def random_batch(seed=0, shape=(2, config.N_CLASSES, 8, 6)):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=generator, requires_grad=True)
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=generator)
+    return logits, target
+
+
+ALL_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss]
+
+
+def test_class_balanced_weights_inverse_frequency_and_absent_classes():
+    # Counts (3, 1, 0, 0): 1/count -> (1/3, 1, 0, 0), normalised by 4/3.
+    weights = losses.class_balanced_weights(TARGET, config.N_CLASSES)
+    assert weights.tolist() == pytest.approx([0.25, 0.75, 0.0, 0.0])
+    assert losses.class_balanced_weights(torch.zeros(1, 2, 2, dtype=torch.int64), 4).tolist() == [1.0, 0, 0, 0]
+
+
+def test_balanced_cross_entropy_hand_value():
+    # Background pixels score (0, 0): CE ln 2. The IRF pixel scores (0, ln 3): p = 3/4, CE ln(4/3).
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[0, 1, 0, 3] = math.log(3.0)
+    expected = (math.log(2.0) + math.log(4 / 3)) / 2  # the mean of the two class means
+    unweighted = (3 * math.log(2.0) + math.log(4 / 3)) / 4
+    value = losses.BalancedCrossEntropyLoss()(logits, TARGET).item()
+    assert value == pytest.approx(expected)
+    assert value != pytest.approx(unweighted)
+
+
+@pytest.mark.parametrize("loss, expected", [
+    # Zero logits over 4 classes: p = 1/4 on each of the 4 pixels. Absent SRF and PED contribute 0 to the mean.
+    # Dice: background 2*0.75/(1+3) = 0.375, IRF 2*0.25/(1+1) = 0.25 -> (0.625 + 0.75 + 0 + 0) / 4.
+    (losses.DiceLoss(), (0.625 + 0.75) / 4),
+    (losses.DiceLoss(classes=[1, 2, 3]), 0.75 / 3),
+    # Every class at p = 1/4: each class mean CE is ln 4.
+    (losses.BalancedCrossEntropyLoss(), math.log(4.0)),
+])
+def test_loss_hand_values_on_uniform_scores(loss, expected):
+    assert loss(torch.zeros(1, config.N_CLASSES, 1, 4), TARGET).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("make", [losses.DiceLoss, losses.BalancedCrossEntropyLoss])
+def test_perfect_logits_give_near_zero_loss(make):
+    target = torch.tensor([[[0, 1, 2], [3, 3, 0]], [[2, 2, 1], [0, 0, 0]]])
+    assert make()(one_hot_logits(target), target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_combination_equals_half_ce_plus_half_dice():
+    logits, target = random_batch()
+    combined = losses.balanced_ce_dice_loss()
+    ce = losses.BalancedCrossEntropyLoss()(logits, target)
+    dice = losses.DiceLoss()(logits, target)
+    assert combined(logits, target).item() == pytest.approx(0.5 * ce.item() + 0.5 * dice.item())
+    assert combined.name == "0.5*balanced_ce + 0.5*dice"
+    made = losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dice", CE_WEIGHT=0.25, DICE_WEIGHT=0.75))
+    assert made.name == "0.25*balanced_ce + 0.75*dice"
+
+
+def test_loss_arithmetic_names_and_flattening():
+    dice, ce = losses.DiceLoss(), losses.BalancedCrossEntropyLoss()
+    assert (dice + ce).name == "dice + balanced_ce"
+    nested = 2 * (0.25 * dice + ce)
+    assert isinstance(nested, WeightedSum)
+    assert nested.weights == [0.5, 2.0]
+    assert nested.name == "0.5*dice + 2*balanced_ce"
+    logits, target = random_batch(seed=1)
+    expected = 0.5 * dice(logits, target) + 2 * ce(logits, target)
+    assert nested(logits, target).item() == pytest.approx(expected.item())
+    with pytest.raises(TypeError):
+        dice * "0.5"
+
+
+@pytest.mark.parametrize("make", ALL_LOSSES)
+def test_gradients_flow(make):
+    logits, target = random_batch(seed=2)
+    make()(logits, target).backward()
+    assert logits.grad is not None
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("make", ALL_LOSSES)
+@pytest.mark.parametrize("fill", [0, 1])  # only background (every fluid absent), or no background at all
+def test_no_nan_when_classes_are_absent(make, fill):
+    logits, _ = random_batch(seed=3)
+    target = torch.full((2, 8, 6), fill)
+    value = make()(logits, target)
+    value.backward()
+    assert torch.isfinite(value)
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("logits, target, message", [
+    (torch.zeros(4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64), r"expected shape \(N, C, H, W\), got \(4, 2, 2\)"),
+    (torch.zeros(1, 4, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64),
+     r"float tensor .*got dtype torch.int64"),
+    (torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64), r"C >= 2"),
+    (torch.zeros(1, 4, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), r"expected shape \(N, H, W\) = \(1, 2, 2\)"),
+    (torch.zeros(2, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64), r"got \(1, 2, 2\)"),
+    (torch.zeros(1, 4, 2, 3), torch.zeros(1, 3, 2, dtype=torch.int64), r"got \(1, 3, 2\)"),
+    (torch.zeros(1, 4, 2, 2), torch.zeros(1, 2, 2), r"target: expected dtype torch.int64 .* \.long\(\)"),
+    (torch.zeros(1, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.uint8), r"got torch.uint8"),
+    (torch.zeros(1, 4, 2, 2), torch.full((1, 2, 2), 4), r"codes 0\.\.3, got values from 4 to 4"),
+    (torch.zeros(0, 4, 2, 2), torch.zeros(0, 2, 2, dtype=torch.int64), r"at least one pixel"),
+    (torch.zeros(1, 4, 2, 2).numpy(), torch.zeros(1, 2, 2, dtype=torch.int64), r"got ndarray"),
+])
+@pytest.mark.parametrize("make", ALL_LOSSES)
+def test_bad_inputs_raise_value_error(make, logits, target, message):
+    with pytest.raises(ValueError, match=message):
+        make()(logits, target)
+
+
+def test_check_segmentation_inputs_n_classes():
+    with pytest.raises(ValueError, match=r"C = 4 class channels"):
+        check_segmentation_inputs(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64), n_classes=4)
+
+
+def test_make_loss_suggests_the_nearest_name():
+    with pytest.raises(ConfigError, match="did you mean 'balanced_ce_dice'"):
+        losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dise", CE_WEIGHT=0.5, DICE_WEIGHT=0.5))
+
+
+def test_base_loss_needs_compute():
+    with pytest.raises(NotImplementedError):
+        Loss()(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.int64))

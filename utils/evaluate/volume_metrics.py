@@ -1,0 +1,320 @@
+"""The RETOUCH challenge metrics on whole label volumes: Dice, absolute volume difference, detection ROC-AUC.
+
+Label volumes are ``(z, y, x)`` integer arrays (uint8 in RETOUCH): ``config.BACKGROUND`` (0) and the codes of
+``config.FLUIDS`` (IRF 1, SRF 2, PED 3). Volumes are in mm³: voxel count x voxel volume, the voxel volume taken
+from the reference header's spacing (a prediction must have the reference's size and, within ``SPACING_RTOL``,
+its spacing).
+
+Per case and fluid:
+
+- Dice ``2 TP / (2 TP + FP + FN)`` over voxels, in [0, 1].
+- Absolute volume difference ``|predicted - reference|`` in mm³, and both volumes.
+- A fluid is *present* in a volume when at least one voxel carries its code.
+
+**A fluid absent from both prediction and reference** (common: IRF is absent from 15 of the 70 RETOUCH training
+cases, SRF from 33, PED from 37): Dice is 0/0, undefined, and is stored as NaN; the volume difference is 0.
+Summaries report Dice two ways:
+
+- ``dice_mean_with_fluid``: the mean over cases whose reference *or* prediction holds the fluid, i.e. the NaN
+  cases are left out. This is the stricter number and does not reward empty predictions.
+- ``dice_mean_all``: the mean over all cases, each NaN counted as 1.0, since an empty prediction of an empty
+  reference is perfect.
+
+A prediction holding a fluid the reference lacks has Dice 0 and counts in both means (and vice versa).
+
+**Detection ROC-AUC** per fluid over cases: a presence score in [0, 1] per case against whether the reference
+holds the fluid, by the Mann-Whitney statistic (ties count 1/2). The AUC is undefined, NaN, when all cases of the
+group are positive or all negative (and when the group is empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+import config
+from utils.io.mhd_io import Geometry, VolumeError, read_volume
+
+# Relative tolerance when comparing a prediction's spacing with its reference's: headers written by different
+# tools print the same spacing with different numbers of digits.
+SPACING_RTOL = 1e-4
+
+PER_CASE_COLUMNS = ("case", "vendor", "fluid", "dice", "abs_volume_diff_mm3", "reference_volume_mm3",
+                    "predicted_volume_mm3", "reference_present", "predicted_present", "presence_score")
+SUMMARY_COLUMNS = ("vendor", "fluid", "n_cases", "n_reference_present", "n_with_fluid", "dice_mean_with_fluid",
+                   "dice_mean_all", "abs_volume_diff_mean_mm3", "auc")
+ALL_VENDORS = "all"  # the vendor column of the summary rows over every case
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure functions on arrays
+# --------------------------------------------------------------------------------------------------------------
+def dice_from_counts(tp: int, fp: int, fn: int) -> float:
+    """Dice ``2 TP / (2 TP + FP + FN)`` in [0, 1]; NaN when the fluid is in neither volume (all counts 0)."""
+    denominator = 2 * tp + fp + fn
+    return float("nan") if denominator == 0 else 2.0 * tp / denominator
+
+
+def dice_score(prediction_mask: np.ndarray, reference_mask: np.ndarray) -> float:
+    """Dice of two boolean masks of the same shape (any shape); NaN when both are empty.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    if prediction_mask.shape != reference_mask.shape:
+        raise ValueError(f"dice_score: prediction shape {prediction_mask.shape} differs from reference shape "
+                         f"{reference_mask.shape}")
+    prediction_mask = prediction_mask.astype(bool, copy=False)
+    reference_mask = reference_mask.astype(bool, copy=False)
+    tp = int(np.count_nonzero(prediction_mask & reference_mask))
+    return dice_from_counts(tp, int(np.count_nonzero(prediction_mask)) - tp,
+                            int(np.count_nonzero(reference_mask)) - tp)
+
+
+def check_labels(labels: np.ndarray, allowed_codes: Sequence[int], name: str | Path) -> None:
+    """Checks that a label volume is an integer array holding only ``allowed_codes``.
+
+    Args:
+        labels: label volume, any shape.
+        allowed_codes: the background code and the fluid codes.
+        name: the file, for the message.
+
+    Raises:
+        VolumeError: a non-integer dtype or other values, naming ``name`` and the values found.
+    """
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise VolumeError(f"{name}: expected an integer label volume, got dtype {labels.dtype}")
+    if labels.size == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if high - low < len(allowed_codes) and set(range(low, high + 1)) <= set(allowed_codes):
+        return  # every value in [min, max] is allowed: a quick pass over a whole RETOUCH volume
+    unexpected = np.isin(labels, np.asarray(allowed_codes), invert=True)
+    if unexpected.any():
+        values = np.unique(labels[unexpected])
+        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+        raise VolumeError(f"{name}: unexpected label values {shown}; expected only {sorted(allowed_codes)} "
+                          f"(background and the codes of config.FLUIDS)")
+
+
+def check_same_grid(prediction_shape: tuple[int, ...], prediction_geometry: Geometry,
+                    reference_shape: tuple[int, ...], reference_geometry: Geometry, prediction_name: str | Path,
+                    spacing_rtol: float = SPACING_RTOL) -> None:
+    """Checks that a prediction lies on its reference's voxel grid: same ``(z, y, x)`` size, same spacing.
+
+    Args:
+        prediction_shape, reference_shape: ``(z, y, x)`` sizes.
+        prediction_geometry, reference_geometry: their geometries (spacing ``(x, y, z)`` in mm).
+        prediction_name: the prediction file, for the message.
+        spacing_rtol: relative tolerance on each spacing component.
+
+    Raises:
+        VolumeError: naming ``prediction_name``, what it has and what the reference has.
+    """
+    if tuple(prediction_shape) != tuple(reference_shape):
+        raise VolumeError(f"{prediction_name}: size (z, y, x) {tuple(prediction_shape)} differs from its "
+                          f"reference's {tuple(reference_shape)}")
+    if not np.allclose(prediction_geometry.spacing_mm, reference_geometry.spacing_mm, rtol=spacing_rtol, atol=0):
+        raise VolumeError(f"{prediction_name}: spacing (x, y, z) {prediction_geometry.spacing_mm} mm differs from "
+                          f"its reference's {reference_geometry.spacing_mm} mm (relative tolerance {spacing_rtol})")
+
+
+def case_fluid_metrics(prediction: np.ndarray, reference: np.ndarray, voxel_volume_mm3: float,
+                       fluids: Mapping[str, int] | None = None) -> list[dict]:
+    """Dice and volumes of each fluid for one case.
+
+    Args:
+        prediction: ``(z, y, x)`` integer label volume.
+        reference: ``(z, y, x)`` integer label volume of the same shape.
+        voxel_volume_mm3: volume of one voxel in mm³ (from the reference header), > 0.
+        fluids: fluid name -> label code; default ``config.FLUIDS``.
+
+    Returns:
+        One dict per fluid, in the order of ``fluids``, with ``fluid`` (name), ``dice`` (float in [0, 1], NaN when
+        the fluid is in neither volume), ``abs_volume_diff_mm3``, ``reference_volume_mm3``,
+        ``predicted_volume_mm3`` (floats, mm³), ``reference_present`` and ``predicted_present`` (bool).
+
+    Raises:
+        ValueError: shapes differ or the voxel volume is not positive.
+    """
+    fluids = config.FLUIDS if fluids is None else fluids
+    if prediction.shape != reference.shape:
+        raise ValueError(f"case_fluid_metrics: prediction shape {prediction.shape} differs from reference shape "
+                         f"{reference.shape}")
+    if not voxel_volume_mm3 > 0:
+        raise ValueError(f"case_fluid_metrics: voxel_volume_mm3 must be > 0, got {voxel_volume_mm3}")
+    rows = []
+    for fluid, code in fluids.items():
+        predicted, expected = prediction == code, reference == code
+        tp = int(np.count_nonzero(predicted & expected))
+        n_predicted, n_reference = int(np.count_nonzero(predicted)), int(np.count_nonzero(expected))
+        rows.append({
+            "fluid": fluid,
+            "dice": dice_from_counts(tp, n_predicted - tp, n_reference - tp),
+            "abs_volume_diff_mm3": abs(n_predicted - n_reference) * voxel_volume_mm3,
+            "reference_volume_mm3": n_reference * voxel_volume_mm3,
+            "predicted_volume_mm3": n_predicted * voxel_volume_mm3,
+            "reference_present": n_reference > 0,
+            "predicted_present": n_predicted > 0,
+        })
+    return rows
+
+
+def presence_from_labels(prediction: np.ndarray, fluids: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Presence scores of a method that gives only label volumes: 1.0 where the volume holds the fluid, else 0.0.
+
+    Args:
+        prediction: integer label volume, any shape.
+        fluids: fluid name -> label code; default ``config.FLUIDS``.
+    """
+    fluids = config.FLUIDS if fluids is None else fluids
+    return {fluid: float(np.any(prediction == code)) for fluid, code in fluids.items()}
+
+
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
+    """Area under the ROC curve by the Mann-Whitney statistic, tied scores counting 1/2.
+
+    ``AUC = (sum of the positives' ranks - P (P + 1) / 2) / (P N)`` with average ranks for ties: the share of
+    (positive, negative) pairs in which the positive scores higher.
+
+    Args:
+        scores: ``(n,)`` finite floats, higher = more likely positive.
+        labels: ``(n,)`` bools (or 0/1): whether each case is positive.
+
+    Returns:
+        The AUC in [0, 1]; NaN when there are no positives or no negatives (including ``n = 0``).
+
+    Raises:
+        ValueError: lengths differ, a score is not finite, or a label is not 0/1.
+    """
+    scores = np.asarray(scores, dtype=float).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"roc_auc: {scores.size} scores but {labels.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"roc_auc: scores must be finite, got {scores[~np.isfinite(scores)][:5].tolist()}")
+    if not np.all((labels == 0) | (labels == 1)):
+        raise ValueError(f"roc_auc: labels must be 0/1 or bool, got {np.unique(labels)[:5].tolist()}")
+    positive = labels.astype(bool)
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    if n_positive == 0 or n_negative == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # ties get their average rank
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
+
+
+def summarize(per_case: pd.DataFrame, vendors: Sequence[str] | None = None,
+              fluids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Means per vendor and over all cases, per fluid.
+
+    Args:
+        per_case: one row per case and fluid with the columns ``PER_CASE_COLUMNS`` (as :func:`case_fluid_metrics`
+            rows plus ``case``, ``vendor`` and ``presence_score``).
+        vendors: the order of the vendor rows (default ``config.VENDORS``); vendors without cases get no rows,
+            vendors not listed come after them in sorted order.
+        fluids: the order of the fluid rows (default the keys of ``config.FLUIDS``).
+
+    Returns:
+        One row per vendor (then ``ALL_VENDORS``) and fluid with the columns ``SUMMARY_COLUMNS``: ``n_cases``,
+        ``n_reference_present`` (cases whose reference holds the fluid), ``n_with_fluid`` (whose reference or
+        prediction holds it), ``dice_mean_with_fluid`` (mean over those; NaN if none), ``dice_mean_all`` (mean
+        over all cases, a fluid in neither volume counting 1.0), ``abs_volume_diff_mean_mm3`` and ``auc``
+        (:func:`roc_auc` of ``presence_score`` against ``reference_present``).
+    """
+    vendors = list(config.VENDORS if vendors is None else vendors)
+    fluids = list(config.FLUIDS if fluids is None else fluids)
+    present = list(pd.unique(per_case["vendor"])) if len(per_case) else []
+    groups = [v for v in vendors if v in present] + sorted(v for v in present if v not in vendors)
+    rows = []
+    for vendor, frame in [(v, per_case[per_case["vendor"] == v]) for v in groups] + [(ALL_VENDORS, per_case)]:
+        for fluid in fluids:
+            part = frame[frame["fluid"] == fluid]
+            dice = part["dice"].to_numpy(dtype=float)
+            defined = np.isfinite(dice)
+            rows.append({
+                "vendor": vendor,
+                "fluid": fluid,
+                "n_cases": len(part),
+                "n_reference_present": int(part["reference_present"].astype(bool).sum()),
+                "n_with_fluid": int(defined.sum()),
+                "dice_mean_with_fluid": float(dice[defined].mean()) if defined.any() else float("nan"),
+                "dice_mean_all": float(np.where(defined, dice, 1.0).mean()) if len(part) else float("nan"),
+                "abs_volume_diff_mean_mm3": float(part["abs_volume_diff_mm3"].mean()) if len(part) else float("nan"),
+                "auc": roc_auc(part["presence_score"].to_numpy(dtype=float),
+                               part["reference_present"].to_numpy(dtype=bool)),
+            })
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------------------
+def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path,
+                        fluids: Mapping[str, int] | None = None, background: int = config.BACKGROUND,
+                        spacing_rtol: float = SPACING_RTOL) -> tuple[list[dict], dict[str, float]]:
+    """Reads a predicted and a reference label volume and scores them.
+
+    Args:
+        prediction_path: the predicted ``segmentation.mhd``.
+        reference_path: the case's ``reference.mhd``; its spacing gives the voxel volume.
+        fluids: fluid name -> label code; default ``config.FLUIDS``.
+        background: the background code.
+        spacing_rtol: see :func:`check_same_grid`.
+
+    Returns:
+        ``(rows, presence)``: the :func:`case_fluid_metrics` rows, and :func:`presence_from_labels` of the
+        prediction (the presence scores to use when the method gives none).
+
+    Raises:
+        VolumeError: an unreadable volume, other label values, or a prediction not on the reference's grid;
+            the message names the file.
+    """
+    fluids = config.FLUIDS if fluids is None else fluids
+    allowed = [background, *fluids.values()]
+    reference, reference_geometry = read_volume(reference_path)
+    check_labels(reference, allowed, reference_path)
+    prediction, prediction_geometry = read_volume(prediction_path)
+    check_same_grid(prediction.shape, prediction_geometry, reference.shape, reference_geometry, prediction_path,
+                    spacing_rtol)
+    check_labels(prediction, allowed, prediction_path)
+    rows = case_fluid_metrics(prediction, reference, reference_geometry.voxel_volume_mm3, fluids)
+    return rows, presence_from_labels(prediction, fluids)
+
+
+def read_presence_scores(path: str | Path, fluids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Presence scores from a prediction folder's ``volumes.csv``.
+
+    Args:
+        path: CSV with a ``case`` column and a ``<fluid>_presence`` column per fluid (other columns ignored).
+        fluids: fluid names; default the keys of ``config.FLUIDS``.
+
+    Returns:
+        case -> fluid -> score in [0, 1].
+
+    Raises:
+        ValueError: unreadable file, missing columns, a case listed twice, or a score that is not a number in
+            [0, 1]; the message names the file.
+    """
+    fluids = list(config.FLUIDS if fluids is None else fluids)
+    try:
+        table = pd.read_csv(path, dtype={"case": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"{path}: cannot read it as CSV ({str(error).strip().splitlines()[0]})") from None
+    columns = ["case"] + [f"{fluid}_presence" for fluid in fluids]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected at least {', '.join(columns)}")
+    duplicated = table["case"][table["case"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"{path}: case(s) listed more than once: {', '.join(duplicated)}")
+    scores = table[columns[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(scores) & (scores >= 0) & (scores <= 1))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(f"{path}: {columns[1 + column]} of case {table['case'].iloc[row]} is "
+                         f"{table[columns[1 + column]].iloc[row]}; expected a number in [0, 1]")
+    return {case: dict(zip(fluids, map(float, values))) for case, values in zip(table["case"], scores)}

@@ -1,0 +1,66 @@
+"""The CSV tables the stages hand to one another: the slice index (one row per B-scan) and the split (one row per
+case). prepare_data.py writes them; train.py, evaluate.py and demo.py read them here, so no later stage reaches
+into the preparation code. Every name column is read as text (case folders named ``NA`` or ``001`` stay names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+SPLIT_COLUMNS = ["case", "vendor", "root", "split", "n_slices", "has_reference"]
+
+
+def fluid_flag_columns(fluids: Mapping[str, int]) -> list[str]:
+    """The slice index's fluid flag columns, ``is_<fluid>`` for each fluid of ``FLUIDS``."""
+    return [f"is_{fluid}" for fluid in fluids]
+
+
+def slice_index_columns(fluids: Mapping[str, int]) -> list[str]:
+    """The columns of the slice index, in order."""
+    return (["image_name", "vendor", "root", "slice"] + fluid_flag_columns(fluids)
+            + ["case", "n_slices", "height", "width", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm",
+               "has_reference", "oct_path"])
+
+
+def read_slice_index(path: str | Path, fluids: Mapping[str, int]) -> pd.DataFrame:
+    """Reads a slice index CSV (fluid flags as nullable integers: blank for cases without reference).
+
+    Raises:
+        FileNotFoundError: no such file (prepare_data.py has not run).
+        ValueError: a column is missing; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `python prepare_data.py` first (its preprocess and split "
+                                f"steps)")
+    flags = {column: "Int64" for column in fluid_flag_columns(fluids)}
+    index = pd.read_csv(path, dtype={**flags, "case": str, "image_name": str, "root": str, "vendor": str,
+                                     "oct_path": str}, keep_default_na=False, na_values={c: [""] for c in flags})
+    expected = slice_index_columns(fluids)
+    missing = [column for column in expected if column not in index.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {expected}")
+    return index
+
+
+def read_split_table(path: str | Path) -> pd.DataFrame:
+    """Reads a split CSV: at least ``case`` and ``split`` columns; split names stripped and lower-cased.
+
+    Raises:
+        ValueError: the file is not a CSV with ``case`` and ``split`` columns; the message names the file.
+    """
+    path = Path(path)
+    try:
+        split = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the split file ({error})") from None
+    missing = {"case", "split"} - set(split.columns)
+    if missing:
+        raise ValueError(f"{path}: split file lacks the column(s) {sorted(missing)}; expected at least "
+                         f"case, split (and vendor, root)")
+    split["split"] = split["split"].str.strip().str.lower()
+    return split

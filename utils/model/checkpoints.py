@@ -1,0 +1,89 @@
+"""Checkpoints: what a training run saves and what prediction rebuilds the model from.
+
+A checkpoint is a plain dict that loads with ``torch.load(weights_only=True)`` and holds everything needed to
+rebuild and use the model without config.py: the network's constructor arguments, the effective config, the
+epoch, the optimiser state(s), the epoch's metrics and the histogram-matching reference of the preprocessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.io.files import atomic_path
+from utils.model.networks import build_unet
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Writes ``checkpoint`` with ``torch.save``, atomically (temp file + rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def make_checkpoint(model_args: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                    config: dict[str, Any], metrics: dict[str, float], best_score: float,
+                    histogram_reference: dict | None, discriminator: nn.Module | None = None,
+                    discriminator_optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """The checkpoint dict of a training state (tensors on the CPU), as :func:`load_checkpoint` expects it.
+
+    Args:
+        model_args: the network's constructor arguments (:func:`utils.model.networks.unet_arguments`).
+        model: the network (not DDP-wrapped).
+        optimizer: its optimiser.
+        epoch: epochs completed, >= 1.
+        config: the effective settings (``config_to_dict``).
+        metrics: this epoch's log row.
+        best_score: the best validation score so far (what picks ``best.pt``).
+        histogram_reference: the preprocessing's histogram reference (None when there was none).
+        discriminator, discriminator_optimizer: the adversarial part, when trained.
+    """
+    checkpoint = {"model_args": model_args, "model_state": {k: v.cpu() for k, v in model.state_dict().items()},
+                  "optimizer_state": optimizer.state_dict(), "epoch": epoch, "config": config,
+                  "metrics": {k: float(v) for k, v in metrics.items()}, "best_score": best_score,
+                  "histogram_reference": histogram_reference}
+    if discriminator is not None:
+        checkpoint["discriminator_state"] = discriminator.state_dict()
+        checkpoint["discriminator_optimizer_state"] = discriminator_optimizer.state_dict()
+    return checkpoint
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads a checkpoint written by :func:`save_checkpoint` with ``weights_only=True`` (no code is unpickled).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a retouch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged or foreign file
+        raise ValueError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    if not isinstance(checkpoint, dict) or "model_args" not in checkpoint or "model_state" not in checkpoint:
+        raise ValueError(f"{path}: not a retouch checkpoint (expected a dict with model_args and model_state)")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """The U-Net of a checkpoint, with its weights, in eval mode."""
+    model = build_unet(checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model_state"])
+    return model.eval()
+
+
+def latest_checkpoint(runs_dir: Path, name: str, hint: str = "") -> Path:
+    """The checkpoint ``name`` (best.pt, last.pt) written most recently under ``runs_dir/<run>/``.
+
+    Raises:
+        FileNotFoundError: there is none; the message ends with ``hint``.
+    """
+    checkpoints = sorted(Path(runs_dir).glob(f"*/{name}"), key=lambda path: path.stat().st_mtime)
+    if not checkpoints:
+        raise FileNotFoundError(f"{runs_dir}: no run with a {name}{hint}")
+    return checkpoints[-1]

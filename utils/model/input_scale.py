@@ -1,0 +1,112 @@
+"""The network's input scale, shared by training patches and whole-volume inference: every vendor's B-scans are
+resized in depth so that one row spans the same millimetres (the Spectralis axial spacing).
+
+Conventions: a B-scan or patch is ``(H, W)`` or ``(H, W, C)`` (rows = depth, columns = A-scans); a shape is
+``(height, width)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure helpers: geometry, cropping, resizing, flags
+# ----------------------------------------------------------------------------------------------------------------
+def check_patch_shape(pshape: Sequence[int], name: str = "pshape") -> tuple[int, int]:
+    """``pshape`` as two positive ints, or ValueError."""
+    try:
+        h, w = (int(v) for v in pshape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width) in pixels, got {pshape!r}") from None
+    if h < 1 or w < 1 or (h, w) != tuple(pshape):
+        raise ValueError(f"{name} must be two positive integers (height, width), got {pshape!r}")
+    return h, w
+
+
+def physical_patch_shape(pshape: Sequence[int], axial_spacing_mm: float,
+                         reference_spacing_mm: float) -> tuple[int, int]:
+    """The crop size that covers the depth of a ``pshape`` patch at ``reference_spacing_mm`` on this volume.
+
+    The original hard-coded a factor per B-scan height ({1024: 2, 496: 1, 650: 0.004 / 0.0035, 885: 0.004 / 0.0026});
+    we derive it from the header spacing instead, so any height (and any future device) works. With the Spectralis
+    spacing 0.0039 mm as reference, Cirrus (0.00195 mm) gives 2 as before, Topcon 0.0026 mm gives 1.5 (the original:
+    0.004 / 0.0026 = 1.54) and Topcon 0.0035 mm 1.11 (original 1.14).
+
+    Args:
+        pshape: ``(height, width)`` of the patch in pixels at the reference spacing, e.g. ``config.PATCH_SHAPE``.
+        axial_spacing_mm: this volume's depth per row in mm (SimpleITK spacing ``[1]``), > 0.
+        reference_spacing_mm: depth per row in mm that ``pshape[0]`` refers to, > 0.
+
+    Returns:
+        ``(round(height * reference_spacing_mm / axial_spacing_mm), width)``, height at least 1. The width is kept:
+        the lateral spacing of the three vendors is about the same (6 mm over 512 A-scans).
+
+    Raises:
+        ValueError: a spacing that is not a finite positive number, or a malformed ``pshape``.
+    """
+    h, w = check_patch_shape(pshape)
+    for name, value in (("axial_spacing_mm", axial_spacing_mm), ("reference_spacing_mm", reference_spacing_mm)):
+        if not (isinstance(value, (int, float, np.number)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of mm, got {value!r}; read it from the volume's "
+                             f"header (SimpleITK spacing (x, y, z): y is the axial spacing)")
+    return max(1, int(round(h * float(reference_spacing_mm) / float(axial_spacing_mm)))), w
+
+
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` output pixels: nearest pixel centre (the skimage ``order=0`` grid)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.intp), n_in - 1)
+
+
+def _pil_resize(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A uint8 ``(H, W)``/``(H, W, 3)`` or float32 ``(H, W)`` array resized by Pillow's anti-aliased bilinear filter."""
+    resized = Image.fromarray(np.ascontiguousarray(plane)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.array(resized)  # np.array, not asarray: a writable copy for in-place augmentation downstream
+
+
+def resize_patch(patch: np.ndarray, shape: Sequence[int], order: int = 1) -> np.ndarray:
+    """A patch resized to ``shape``.
+
+    ``order=1`` is for images: linear interpolation, anti-aliased when shrinking (Pillow's BILINEAR filter, whose
+    triangle kernel widens with the shrink factor; about 50x faster than ``skimage.transform.resize`` with
+    ``anti_aliasing=True`` here and equivalent in intent). ``order=0`` is for label masks: nearest neighbour on
+    pixel centres without any smoothing, so the result holds only values of the input.
+
+    Args:
+        patch: ``(h, w)`` or ``(h, w, C)``. For ``order=1`` any numeric dtype (uint8 is fastest), not bool.
+        shape: ``(height, width)`` of the result.
+        order: 0 (nearest, for masks) or 1 (anti-aliased linear, for images).
+
+    Returns:
+        ``(height, width)`` or ``(height, width, C)`` array of the dtype of ``patch`` (integers rounded and clipped
+        to the dtype's range), a new array even if no resizing was needed.
+
+    Raises:
+        ValueError: ``order`` not 0 or 1, or ``order=1`` on a bool array.
+    """
+    shape = check_patch_shape(shape, "shape")
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (nearest, masks) or 1 (linear, images), got {order!r}")
+    if patch.shape[:2] == shape:
+        return patch.copy()
+    if order == 0:
+        rows, cols = _nearest_index(patch.shape[0], shape[0]), _nearest_index(patch.shape[1], shape[1])
+        return patch[rows][:, cols]
+    dtype = patch.dtype
+    if dtype == np.bool_:
+        raise ValueError("a bool patch is a mask: resize it with order=0")
+    if dtype == np.uint8 and (patch.ndim == 2 or patch.shape[2] == 3):
+        return _pil_resize(patch, shape)
+    planes = patch if patch.ndim == 3 else patch[..., None]
+    if dtype == np.uint8:
+        out = [_pil_resize(planes[..., k], shape) for k in range(planes.shape[2])]
+        return np.stack(out, axis=-1).reshape(shape + patch.shape[2:])
+    out = np.stack([_pil_resize(planes[..., k].astype(np.float32), shape) for k in range(planes.shape[2])], axis=-1)
+    out = out.reshape(shape + patch.shape[2:])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(dtype)

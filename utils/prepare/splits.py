@@ -1,0 +1,131 @@
+"""Train / validation / test split by case (never by B-scan), stratified by vendor, seeded.
+
+The split CSV (``WORK_DIR/split.csv``, one row per case: ``case, vendor, root, split, n_slices, has_reference``)
+is made once; a user may edit it in a spreadsheet, and an existing file (or one named with ``--split-file``) is
+used as it is, never regenerated. From it, the per-split slice lists ``slices_<split>.csv`` that train.py reads
+are written on every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils.io.files import atomic_write_csv
+from utils.io.tables import SPLIT_COLUMNS, SPLITS, read_split_table
+
+
+def case_table(slice_index: pd.DataFrame) -> pd.DataFrame:
+    """One row per case of the slice index: ``case, vendor, root, n_slices, has_reference``."""
+    return (slice_index.groupby("case", sort=True)
+            .agg(vendor=("vendor", "first"), root=("root", "first"), n_slices=("slice", "size"),
+                 has_reference=("has_reference", "first"))
+            .reset_index())
+
+
+def split_counts(n_cases: int, fractions: dict[str, float]) -> dict[str, int]:
+    """How many of ``n_cases`` go to each split: val and test rounded from their fractions, train the rest.
+
+    Train keeps at least one case whenever there is one; val and test get one only when the rounding gives it.
+    """
+    total = sum(fractions.values())
+    n_val = int(round(n_cases * fractions.get("val", 0.0) / total))
+    n_test = int(round(n_cases * fractions.get("test", 0.0) / total))
+    while n_cases and n_val + n_test >= n_cases:  # leave train at least one case
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return {"train": n_cases - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.DataFrame:
+    """Assigns each case a split, stratified by vendor, reproducibly for a given seed.
+
+    Cases without a reference (test-set volumes) cannot be trained or validated on: they all go to ``test``.
+
+    Args:
+        cases: :func:`case_table` rows.
+        fractions: e.g. ``{"train": 0.7, "val": 0.15, "test": 0.15}``.
+        seed: seeds the shuffle within each vendor.
+
+    Returns:
+        ``cases`` with a ``split`` column, columns :data:`SPLIT_COLUMNS`, sorted by vendor and case.
+    """
+    unknown = set(fractions) - set(SPLITS)
+    if unknown or any(value < 0 for value in fractions.values()) or sum(fractions.values()) <= 0:
+        raise ValueError(f"SPLIT_FRACTIONS = {fractions}: expected non-negative fractions of {SPLITS}")
+    rng = np.random.default_rng(seed)
+    cases = cases.sort_values(["vendor", "case"]).reset_index(drop=True)
+    split = pd.Series("test", index=cases.index)
+    for _, group in cases[cases["has_reference"].astype(bool)].groupby("vendor", sort=True):
+        order = group.index.to_numpy()[rng.permutation(len(group))]
+        counts = split_counts(len(group), fractions)
+        split[order[:counts["train"]]] = "train"
+        split[order[counts["train"]:counts["train"] + counts["val"]]] = "val"
+    cases["split"] = split
+    return cases[SPLIT_COLUMNS]
+
+
+
+def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Reads a split CSV (:func:`read_split_table`) and checks it against the prepared cases.
+
+    Returns:
+        ``(split, errors)``: the usable rows, and one line per problem (unknown case, unknown split name).
+
+    Raises:
+        ValueError: the file is not a CSV with ``case`` and ``split`` columns.
+    """
+    split = read_split_table(path)
+    errors = []
+    unknown = sorted(set(split["case"]) - known_cases)
+    if unknown:
+        errors.append(f"{path}: names case(s) that are not among the prepared cases: {', '.join(unknown)}")
+    bad = split[~split["split"].isin(SPLITS)]
+    if len(bad):
+        errors.append(f"{path}: split must be one of {', '.join(SPLITS)}; rows of case(s) "
+                      f"{', '.join(bad['case'].astype(str))} say {', '.join(sorted(set(bad['split'].astype(str))))}")
+    usable = split[split["case"].isin(known_cases) & split["split"].isin(SPLITS)]
+    return usable, errors
+
+
+def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
+                          split_file: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The method's ``create_test_train_set`` step: the case split and the per-split slice lists.
+
+    Args:
+        slice_index: the slice index of the prepared cases.
+        work_dir: where ``cfg.SPLIT_CSV`` and ``cfg.SPLIT_SLICES_CSV`` files are written.
+        cfg: effective config (SPLIT_FRACTIONS, SPLIT_SEED).
+        split_file: a split CSV to use as it is; default ``work_dir/SPLIT_CSV``, made when it does not exist.
+
+    Returns:
+        ``(split, errors)``: one row per case with its split, and one line per problem in a given split file.
+    """
+    work_dir = Path(work_dir)
+    cases = case_table(slice_index)
+    errors: list[str] = []
+    path = Path(split_file) if split_file else work_dir / cfg.SPLIT_CSV
+    if split_file or path.is_file():
+        given, errors = read_split_file(path, set(cases["case"]))
+        split = cases.merge(given[["case", "split"]], on="case", how="inner")[SPLIT_COLUMNS]
+        unlabelled = split["split"].isin(["train", "val"]) & ~split["has_reference"].astype(bool)
+        if unlabelled.any():
+            errors.append(f"{path}: case(s) {', '.join(split.loc[unlabelled, 'case'])} have no reference.mhd "
+                          f"and cannot be in train or val; they are left out")
+            split = split[~unlabelled]
+        unlisted = sorted(set(cases["case"]) - set(given["case"]))
+        if unlisted:
+            print(f"note: {path} does not list {len(unlisted)} prepared case(s) ({', '.join(unlisted[:5])}"
+                  f"{', ...' if len(unlisted) > 5 else ''}); they are left out of every split")
+    else:
+        split = make_split(cases, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED)
+        atomic_write_csv(path, split)
+    for name in SPLITS:
+        members = set(split.loc[split["split"] == name, "case"])
+        atomic_write_csv(work_dir / cfg.SPLIT_SLICES_CSV.format(split=name),
+                         slice_index[slice_index["case"].isin(members)])
+    return split, errors

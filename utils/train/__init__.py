@@ -1,0 +1,2 @@
+"""Stage 2, train.py: the method's patch sampling nuts, the data pipeline, losses and their base, training
+metrics from confusion counts, and the epoch loop with its log."""

@@ -1,0 +1,371 @@
+"""Patch sampling for training, as nuts-ml nuts: ROI-centred patches of B-scans, resampled to one physical depth.
+
+A sample of the training stream is one B-scan with its labels and ROI (the retina band found by its entropy, see
+``prepare_data.py roi``). :func:`ImagePatchesByMaskRetouch_resampled` turns each sample into several patch samples:
+
+- ``npos`` patches centred in the middle of the ROI band, their columns stratified across the B-scan width
+  (:func:`sample_oct_patch_centers`);
+- ``round(npos * random_share)`` patches centred on random ROI pixels (the original added these, ~20 %, through
+  nuts-ml's ``sample_patch_centers``);
+- ``nneg`` patches centred outside the ROI (vitreous, choroid: where no fluid can be), as nuts-ml's "negatives".
+
+Each patch spans the same depth in millimetres on every vendor: it is cropped ``PATCH_SHAPE[0] * reference spacing /
+this volume's axial spacing`` rows high, then resized to ``PATCH_SHAPE``. Flags say which fluids lie inside the
+patch away from its border.
+
+Conventions: a B-scan is ``(H, W)`` or ``(H, W, C)`` (rows = depth, columns = A-scans); a patch shape is
+``(height, width)``; a centre is ``(row, col)`` and the patch of shape ``(h, w)`` around it covers rows
+``row - h // 2 .. row - h // 2 + h - 1`` (the convention of nuts-ml's ``extract_patch``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from nutsflow import nut_processor
+import config
+from utils.model.input_scale import check_patch_shape, physical_patch_shape, resize_patch
+
+FLUID_CODES = (config.IRF, config.SRF, config.PED)  # the order of the flags every function here returns
+
+RngLike = np.random.Generator | int | None
+
+
+
+def pad_to_shape(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``array`` zero-padded at the bottom and right to at least ``shape`` rows and columns.
+
+    Args:
+        array: ``(H, W)`` or ``(H, W, C)``, any dtype.
+        shape: ``(height, width)`` the result must at least have.
+
+    Returns:
+        ``array`` itself if it is large enough, else a padded copy of shape ``(max(H, height), max(W, width), ...)``
+        and the same dtype; existing pixels keep their ``(row, col)``.
+    """
+    pad_r, pad_c = max(0, shape[0] - array.shape[0]), max(0, shape[1] - array.shape[1])
+    if not pad_r and not pad_c:
+        return array
+    return np.pad(array, [(0, pad_r), (0, pad_c)] + [(0, 0)] * (array.ndim - 2))
+
+
+def crop_patch(array: np.ndarray, center: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """The ``shape`` patch of ``array`` around ``center`` (a view, no copy).
+
+    Args:
+        array: ``(H, W)`` or ``(H, W, C)``, any dtype.
+        center: ``(row, col)``; the patch covers rows ``row - h // 2`` to ``row - h // 2 + h - 1``, same for columns.
+        shape: ``(h, w)`` in pixels.
+
+    Returns:
+        ``(h, w)`` or ``(h, w, C)`` view of ``array``, same dtype.
+
+    Raises:
+        ValueError: the patch would reach outside ``array`` (clamp the centre, or pad with :func:`pad_to_shape`).
+    """
+    h, w = check_patch_shape(shape, "shape")
+    r0, c0 = int(center[0]) - h // 2, int(center[1]) - w // 2
+    if r0 < 0 or c0 < 0 or r0 + h > array.shape[0] or c0 + w > array.shape[1]:
+        raise ValueError(f"a {h}x{w} patch centred at {tuple(center)} reaches outside the {array.shape[:2]} array; "
+                         f"clamp the centre with clamp_centers() or pad the array with pad_to_shape()")
+    return array[r0:r0 + h, c0:c0 + w]
+
+
+def clamp_centers(centers: np.ndarray, image_shape: Sequence[int], pshape: Sequence[int]) -> np.ndarray:
+    """Centres moved the least so that their ``pshape`` patch lies inside an image of ``image_shape``.
+
+    Args:
+        centers: ``(n, 2)`` int ``(row, col)``.
+        image_shape: ``(H, W, ...)``, at least ``pshape``.
+        pshape: ``(h, w)``.
+
+    Returns:
+        ``(n, 2)`` int64 centres with ``h // 2 <= row <= H - h + h // 2`` and likewise for columns.
+    """
+    h, w = pshape
+    lo = np.array([h // 2, w // 2])
+    hi = np.array([image_shape[0] - h + h // 2, image_shape[1] - w + w // 2])
+    return np.clip(np.asarray(centers, dtype=np.int64).reshape(-1, 2), lo, hi)
+
+
+
+def fluid_flags(mask_patch: np.ndarray, border: int, codes: Sequence[int] = FLUID_CODES) -> tuple[int, ...]:
+    """Which labels occur in a mask patch once ``border`` pixels are ignored on each side.
+
+    Args:
+        mask_patch: ``(h, w)`` integer labels (0 background, ``config.IRF``/``SRF``/``PED``).
+        border: pixels ignored at each side, ``0 <= border`` and ``2 * border < min(h, w)``; fluid cut by the patch
+            edge is often a sliver the network cannot recognise, so it does not count.
+        codes: the labels to report, by default ``(IRF, SRF, PED)``.
+
+    Returns:
+        One int per code: 1 if ``np.any(mask_patch[border:h - border, border:w - border] == code)``, else 0.
+
+    Raises:
+        ValueError: a negative border, or one that leaves no pixel.
+    """
+    h, w = mask_patch.shape[:2]
+    if border < 0 or 2 * border >= min(h, w):
+        raise ValueError(f"patch border {border} must be >= 0 and leave pixels inside a {h}x{w} patch "
+                         f"(2 * border < {min(h, w)})")
+    inner = np.asarray(mask_patch[border:h - border, border:w - border])
+    present = np.zeros(max(max(codes), int(inner.max())) + 1, dtype=bool)  # labels are small non-negative ints
+    present[inner.ravel()] = True
+    return tuple(int(present[c]) for c in codes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling patch centres
+# ----------------------------------------------------------------------------------------------------------------
+def _band_extent(roi: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last ROI row of each of ``cols`` (columns that hold ROI): two ``(k,)`` int arrays."""
+    # Only on the chosen columns: argmax down every column of a 1024x512 B-scan takes ~0.5 ms, 25x an any().
+    band = roi[:, cols]
+    return band.argmax(axis=0), roi.shape[0] - 1 - band[::-1].argmax(axis=0)
+
+
+def sample_oct_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: int, pos: int = 1, neg: int = 0,
+                             rng: RngLike = None, jitter: float = 0.1) -> np.ndarray:
+    """Patch centres in the middle of the retina, spread across the B-scan width.
+
+    The columns are stratified: the ROI columns where a centred patch fits in the image are cut into ``npos``
+    equal runs and one column is drawn at random from each, so the patches cover the whole width. The row is the
+    midpoint of the first and last ROI pixel of that column, moved by a random jitter of up to
+    ``jitter * h`` rows but kept inside the column's ROI band. Centres are finally clamped so the patch lies in
+    the image (only then can a centre leave the band: a band touching the top or bottom of the image).
+    Columns without ROI are never drawn; if the ROI lies only where no patch fits, its columns are used and the
+    centres clamped.
+
+    Args:
+        roimask: ``(H, W)`` ROI mask (uint8 or bool), ``H >= h`` and ``W >= w`` (pad smaller images with
+            :func:`pad_to_shape` first).
+        pshape: ``(h, w)`` patch shape in pixels.
+        npos: number of centres, >= 0.
+        pos: ROI mask value inside the retina.
+        neg: ROI mask value outside; kept for parity with nuts-ml's ``sample_patch_centers`` (any value other than
+            ``pos`` counts as outside).
+        rng: numpy Generator, or a seed for one.
+        jitter: largest row offset from the band's middle as a fraction of the patch height, >= 0.
+
+    Returns:
+        ``(npos, 2)`` int64 ``(row, col)`` centres in stratum order (left to right), or ``(0, 2)`` if the ROI is
+        empty or ``npos`` is 0.
+
+    Raises:
+        ValueError: ``roimask`` not 2-D or smaller than ``pshape``, negative ``npos`` or ``jitter``.
+    """
+    h, w = check_patch_shape(pshape)
+    roi = np.asarray(roimask) == pos
+    if roi.ndim != 2:
+        raise ValueError(f"roimask must be a 2-D (H, W) mask, got shape {roi.shape}")
+    if roi.shape[0] < h or roi.shape[1] < w:
+        raise ValueError(f"roimask {roi.shape} is smaller than the patch {(h, w)}; pad it with pad_to_shape()")
+    if npos < 0 or jitter < 0:
+        raise ValueError(f"npos and jitter must be >= 0, got npos={npos!r}, jitter={jitter!r}")
+    rng = np.random.default_rng(rng)
+    cols = np.flatnonzero(roi.any(axis=0))
+    if npos == 0 or cols.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    fits = (cols >= w // 2) & (cols <= roi.shape[1] - w + w // 2)
+    if fits.any():
+        cols = cols[fits]
+    edges = np.linspace(0, cols.size, npos + 1)
+    cols = cols[np.minimum((edges[:-1] + rng.random(npos) * np.diff(edges)).astype(np.intp), cols.size - 1)]
+    first, last = _band_extent(roi, cols)
+    max_offset = int(round(jitter * h))
+    rows = (first + last) // 2 + rng.integers(-max_offset, max_offset + 1, size=npos)
+    rows = np.clip(rows, first, last)
+    return clamp_centers(np.stack([rows, cols], axis=1), roi.shape, (h, w))
+
+
+def _sample_region_centers(region: np.ndarray, pshape: tuple[int, int], n: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """``n`` random pixels of the bool ``(H, W)`` ``region`` as ``(n, 2)`` int64 centres whose patch fits.
+
+    Like nuts-ml's ``sample_mask``, only pixels whose patch lies inside the image are drawn (uniformly, with
+    replacement); if there are none, any region pixel is drawn and clamped. ``(0, 2)`` for an empty region.
+    """
+    if n <= 0:
+        return np.empty((0, 2), dtype=np.int64)
+    h, w = pshape
+    r0, c0 = h // 2, w // 2
+    inner = region[r0:region.shape[0] - h + r0 + 1, c0:region.shape[1] - w + c0 + 1]
+    # Rejection sampling first: the ROI or its complement is a large share of the B-scan, so a few draws suffice
+    # and we avoid listing its ~10^5 pixels; np.flatnonzero only for small regions.
+    draws = rng.integers((0, 0), inner.shape, size=(8 * n, 2))
+    hits = draws[inner[draws[:, 0], draws[:, 1]]]
+    if len(hits) >= n:
+        return hits[:n] + np.array([r0, c0])
+    for candidates, offset in ((inner, (r0, c0)), (region, (0, 0))):
+        idx = np.flatnonzero(candidates)
+        if idx.size:
+            idx = idx[rng.integers(idx.size, size=n)]
+            centers = np.stack(np.unravel_index(idx, candidates.shape), axis=1) + np.array(offset)
+            return clamp_centers(centers, region.shape, pshape)
+    return np.empty((0, 2), dtype=np.int64)
+
+
+def _patch_centers(roi: np.ndarray, pshape: tuple[int, int], npos: int, nneg: int | Callable[[int], int],
+                   random_share: float, jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """All centres of one B-scan: ROI-centred, random ROI pixels, outside the ROI (``(n, 2)`` int64, that order)."""
+    nneg = int(nneg(npos)) if callable(nneg) else int(nneg)
+    if nneg < 0 or not 0 <= random_share:
+        raise ValueError(f"nneg and random_share must be >= 0, got nneg={nneg!r}, random_share={random_share!r}")
+    n_random = int(round(npos * random_share))
+    return np.concatenate([
+        sample_oct_patch_centers(roi, pshape, npos, pos=True, rng=rng, jitter=jitter),
+        _sample_region_centers(roi, pshape, n_random, rng),
+        _sample_region_centers(~roi, pshape, nneg, rng),
+    ])
+
+
+def _prepare_arrays(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pos: int,
+                    pshape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checks sizes; returns image, mask and bool ROI, zero-padded to at least ``pshape``."""
+    img, mask, roimask = np.asarray(img), np.asarray(mask), np.asarray(roimask)
+    if img.ndim not in (2, 3) or mask.shape != img.shape[:2] or roimask.shape != img.shape[:2]:
+        raise ValueError(f"expected image (H, W) or (H, W, C) with mask and roimask (H, W) of the same size, got "
+                         f"image {img.shape}, mask {mask.shape}, roimask {roimask.shape}")
+    # Deliberate difference: the original assumed every B-scan is at least a patch; a smaller one is padded with
+    # zeros (image, mask background, outside the ROI) at the bottom/right instead of failing.
+    return pad_to_shape(img, pshape), pad_to_shape(mask, pshape), pad_to_shape(roimask == pos, pshape)
+
+
+def _sample_crops(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int], npos: int,
+                  nneg: int | Callable[[int], int], pos: int, random_share: float, jitter: float,
+                  rng: RngLike) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(image, mask, bool ROI)`` crop views of shape ``pshape`` for every sampled centre."""
+    pshape = check_patch_shape(pshape)
+    if npos < 0:
+        raise ValueError(f"npos must be >= 0, got {npos!r}")
+    img, mask, roi = _prepare_arrays(img, mask, roimask, pos, pshape)
+    centers = _patch_centers(roi, pshape, npos, nneg, random_share, jitter, np.random.default_rng(rng))
+    for center in centers:
+        yield crop_patch(img, center, pshape), crop_patch(mask, center, pshape), crop_patch(roi, center, pshape)
+
+
+def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int],
+                                npos: int, nneg: int | Callable[[int], int], pos: int, neg: int, patch_border: int,
+                                rng: RngLike = None, random_share: float = config.RANDOM_PATCH_SHARE,
+                                jitter: float = 0.1) -> Iterator[tuple[np.ndarray, np.ndarray, int, int, int]]:
+    """Patches of one B-scan around its ROI (the entropy mask), with the fluids each holds.
+
+    Yields, in this order: ``npos`` patches from :func:`sample_oct_patch_centers`; ``round(npos * random_share)``
+    patches centred on random ROI pixels; ``nneg`` patches centred on random pixels outside the ROI ("negatives" as
+    in nuts-ml's ``sample_patch_centers``: ROI mask value ``neg``; they show the network retina-free tissue).
+    Random centres are drawn where the whole patch fits (as nuts-ml does). An empty ROI yields only the ``nneg``
+    negatives (none by default), so a B-scan whose ROI detection failed adds no retina patches.
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` B-scan, typically uint8 with C = 3 (the B-scan and its two neighbours).
+        mask: ``(H, W)`` uint8 labels 0..3 (background, IRF, SRF, PED).
+        roimask: ``(H, W)`` uint8 or bool ROI mask.
+        pshape: ``(h, w)`` patch shape in pixels. A B-scan smaller than that is zero-padded at the bottom/right
+            (image 0, mask background, outside the ROI).
+        npos: ROI-centred patches, >= 0.
+        nneg: patches centred outside the ROI, >= 0, or a function of ``npos`` returning that number.
+        pos: ROI mask value inside the retina.
+        neg: ROI mask value outside (any value other than ``pos`` counts as outside).
+        patch_border: pixels ignored at each side when flagging fluids (see :func:`fluid_flags`).
+        rng: numpy Generator, or a seed for one.
+        random_share: random ROI patches per ROI-centred patch (config.RANDOM_PATCH_SHARE).
+        jitter: largest row offset of ROI-centred patches from the band middle, as a fraction of ``h``.
+
+    Yields:
+        ``(img_patch, mask_patch, is_IRF, is_SRF, is_PED)``: ``(h, w[, C])`` and ``(h, w)`` views of the (padded)
+        inputs with their dtypes, and three ints in {0, 1}.
+
+    Raises:
+        ValueError: mismatched sizes, a malformed ``pshape``, negative counts or a border that leaves no pixel.
+    """
+    h, w = check_patch_shape(pshape)
+    fluid_flags(np.zeros((h, w), dtype=np.uint8), patch_border)  # checks the border before any work
+    for img_patch, mask_patch, _ in _sample_crops(img, mask, roimask, pshape, npos, nneg, pos, random_share,
+                                                  jitter, rng):
+        yield (img_patch, mask_patch) + fluid_flags(mask_patch, patch_border)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The nut
+# ----------------------------------------------------------------------------------------------------------------
+def _resampled_patches(iterable: Iterable[Sequence], imagecol: int, maskcol: int, roicol: int,
+                       flagcols: tuple[int | None, ...], spacingcol: int | None, pshape: tuple[int, int], npos: int,
+                       nneg: int | Callable[[int], int], pos: int, patch_border: int, random_share: float,
+                       reference_spacing_mm: float, jitter: float, rng: np.random.Generator) -> Iterator[tuple]:
+    for sample in iterable:
+        spacing = reference_spacing_mm if spacingcol is None else sample[spacingcol]
+        crop_shape = physical_patch_shape(pshape, spacing, reference_spacing_mm)
+        crops = _sample_crops(sample[imagecol], sample[maskcol], sample[roicol], crop_shape, npos, nneg, pos,
+                              random_share, jitter, rng)
+        for img_patch, mask_patch, roi_patch in crops:
+            mask_patch = resize_patch(mask_patch, pshape, order=0)
+            out = list(sample)
+            out[imagecol] = resize_patch(img_patch, pshape, order=1)
+            out[maskcol] = mask_patch
+            out[roicol] = resize_patch(roi_patch, pshape, order=0).view(np.uint8)
+            for col, flag in zip(flagcols, fluid_flags(mask_patch, patch_border)):
+                if col is not None:
+                    out[col] = flag
+            yield tuple(out)
+
+
+@nut_processor
+def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Sequence[int], npos: int,
+                                        nneg: int | Callable[[int], int] = 0, pos: int = 1, neg: int = 0,
+                                        patch_border: int = config.PATCH_BORDER, imagecol: int = 0, maskcol: int = 1,
+                                        roicol: int = 2, IRFcol: int | None = 3, SRFcol: int | None = 4,
+                                        PEDcol: int | None = 5, spacingcol: int | None = 6,
+                                        random_share: float = config.RANDOM_PATCH_SHARE,
+                                        reference_spacing_mm: float = config.SPECTRALIS_AXIAL_SPACING_MM,
+                                        jitter: float = 0.1, rng: RngLike = None) -> Iterator[tuple]:
+    """samples >> ImagePatchesByMaskRetouch_resampled(pshape, npos, ...) >> ...: one output sample per patch.
+
+    Default sample layout (change it with the ``*col`` arguments; other columns pass through unchanged)::
+
+        (image, mask, roimask, is_IRF, is_SRF, is_PED, axial_spacing_mm, ...)
+         0      1     2        3       4       5       6
+
+    For each B-scan, patches are sampled as in :func:`sample_patches_entropy_mask` with a crop of
+    :func:`physical_patch_shape` (``pshape`` height scaled by ``reference_spacing_mm / axial_spacing_mm``, so a
+    patch spans the same depth in mm on every vendor), then resized to ``pshape``: the image anti-aliased linear,
+    mask and ROI nearest neighbour. Output columns: image ``(h, w[, C])`` of the input dtype, mask ``(h, w)`` of
+    the input dtype holding only input labels, roimask ``(h, w)`` uint8 0/1, the three flag columns ints 0/1 from
+    :func:`fluid_flags` on the resized mask; axial_spacing_mm and any other column unchanged (the patch rows now
+    span ``reference_spacing_mm`` each). Output samples are tuples.
+
+    Args:
+        iterable: samples (tuples or lists) with the columns above; image ``(H, W)`` or ``(H, W, C)``, mask and
+            roimask ``(H, W)``; any height (a B-scan smaller than the crop is zero-padded).
+        pshape: ``(h, w)`` output patch shape in pixels, e.g. ``config.PATCH_SHAPE``.
+        npos: ROI-centred patches per B-scan (``config.PATCHES_PER_BSCAN``).
+        nneg: patches centred outside the ROI per B-scan, or a function of ``npos``.
+        pos: ROI mask value inside the retina; neg: outside (any value other than ``pos`` counts as outside).
+        patch_border: output pixels ignored at each side when flagging fluids.
+        imagecol, maskcol, roicol: columns of image, mask and ROI mask (replaced by patches).
+        IRFcol, SRFcol, PEDcol: columns replaced by the patch flags; None to not write that flag.
+        spacingcol: column with the axial spacing in mm (> 0); None to crop ``pshape`` unscaled.
+        random_share: random ROI patches per ROI-centred patch.
+        reference_spacing_mm: axial spacing that ``pshape[0]`` refers to (Spectralis).
+        jitter: largest row offset of ROI-centred patches from the band middle, as a fraction of the crop height.
+        rng: numpy Generator, or a seed. A Generator continues its stream each time the nut is applied (use this
+            for training: new patches every epoch); an int seed restarts it, giving the same patches every time.
+
+    Returns:
+        Iterator over the patch samples; ``npos + round(npos * random_share) + nneg`` per B-scan (only ``nneg`` for
+        an empty ROI).
+
+    Raises:
+        ValueError: at once for a malformed ``pshape``, negative counts or a border leaving no pixel; during
+            iteration for mismatched sizes or a spacing that is not a positive number.
+    """
+    # The settings are checked here, when the nut is applied (>>), not when the first sample is drawn.
+    pshape = check_patch_shape(pshape)
+    fluid_flags(np.zeros(pshape, dtype=np.uint8), patch_border)
+    if npos < 0 or (not callable(nneg) and nneg < 0) or random_share < 0 or jitter < 0:
+        raise ValueError(f"npos, nneg, random_share and jitter must be >= 0, got {npos!r}, {nneg!r}, "
+                         f"{random_share!r}, {jitter!r}")
+    physical_patch_shape(pshape, reference_spacing_mm, reference_spacing_mm)
+    return _resampled_patches(iterable, imagecol, maskcol, roicol, (IRFcol, SRFcol, PEDcol), spacingcol, pshape,
+                              npos, nneg, pos, patch_border, random_share, reference_spacing_mm, jitter,
+                              np.random.default_rng(rng))

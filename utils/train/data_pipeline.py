@@ -1,0 +1,208 @@
+"""The method's nutsml/nutsflow pipelines from prepared slices to batches of patches.
+
+Training: slices of the split, stratified (with / without fluid), shuffled, read as 3-channel images (a B-scan and
+its two neighbours) with mask and ROI mask, augmented (left-right flip, small rotations), cut into patches around
+the ROI (:func:`utils.train.custom_nuts.ImagePatchesByMaskRetouch_resampled`), normalised to [-1, 1], most patches
+without fluid dropped, and batched as torch tensors. The stream is endless; train.py takes
+``BATCHES_PER_EPOCH`` batches per epoch. :class:`PatchBatches` runs it in DataLoader worker processes, each
+(rank, worker) with its own seed, so the model does not wait for data and DDP ranks draw different patches.
+
+Validation: a fixed set of B-scans (fixed seed, no augmentation), their patches kept in memory.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from nutsflow import Chunk, Filter, Map, Shuffle, nut_processor
+from nutsml import Stratify
+from skimage.transform import rotate
+
+from utils.io import layout
+from utils.train.custom_nuts import ImagePatchesByMaskRetouch_resampled
+from utils.io.files import read_png
+from utils.io.parallel import default_workers
+from utils.io.tables import fluid_flag_columns, read_slice_index
+
+# Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm)
+# and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
+IMAGE, MASK, ROI, IS_IRF, IS_SRF, IS_PED, SPACING = range(7)
+
+
+def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
+    """The slice-index rows of one split (``WORK_DIR/slices_<split>.csv``), labelled cases only.
+
+    Raises:
+        FileNotFoundError: the split's slice list does not exist (prepare_data.py has not run).
+    """
+    path = Path(work_dir) / cfg.SPLIT_SLICES_CSV.format(split=split)
+    rows = read_slice_index(path, cfg.FLUIDS)
+    return rows[rows["has_reference"].astype(bool)].reset_index(drop=True)
+
+
+def slice_records(rows: pd.DataFrame, fluids) -> list[tuple]:
+    """``(case, root, slice, n_slices, has_fluid, spacing_y_mm)`` per row; has_fluid is 0/1 (any of ``fluids``)."""
+    has_fluid = (rows[fluid_flag_columns(fluids)].fillna(0).astype(int).sum(axis=1) > 0).astype(int)
+    return list(zip(rows["case"], rows["root"], rows["slice"].astype(int), rows["n_slices"].astype(int),
+                    has_fluid, rows["spacing_y_mm"].astype(float)))
+
+
+def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
+    """Reads one B-scan with its neighbours as channels, its mask and ROI mask.
+
+    Args:
+        record: from :func:`slice_records`.
+
+    Returns:
+        ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_IRF, is_SRF, is_PED,
+        spacing_y_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end.
+    """
+    case, root, z, n_slices, _, spacing = record
+    channels = []
+    for neighbour in (max(z - 1, 0), z, min(z + 1, n_slices - 1)):
+        image_path, _, _ = layout.slice_paths(work_dir, root, layout.slice_file_name(case, neighbour), cfg)
+        channels.append(read_png(image_path))
+    _, mask_path, roi_path = layout.slice_paths(work_dir, root, layout.slice_file_name(case, z), cfg)
+    mask = read_png(mask_path)
+    roi = (read_png(roi_path) > 0).astype(np.uint8)
+    flags = [int((mask == code).any()) for code in (cfg.IRF, cfg.SRF, cfg.PED)]
+    return (np.stack(channels, axis=-1), mask, roi, *flags, spacing)
+
+
+def augment_slice(sample: tuple, rng: np.random.Generator, cfg) -> tuple:
+    """Random left-right flip and rotation of a loaded slice: image bilinear, mask and ROI nearest-neighbour."""
+    image, mask, roi = sample[IMAGE], sample[MASK], sample[ROI]
+    if rng.random() < cfg.FLIP_PROB:
+        image, mask, roi = image[:, ::-1], mask[:, ::-1], roi[:, ::-1]
+    if rng.random() < cfg.ROTATE_PROB:
+        angle = rng.uniform(-cfg.ROTATE_MAX_DEGREES, cfg.ROTATE_MAX_DEGREES)
+        image = rotate(image, angle, order=1, preserve_range=True, mode="constant").astype(np.uint8)
+        mask = rotate(mask, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+        roi = rotate(roi, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+    return (np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(roi), *sample[3:])
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 ``(x - 128) / 128`` in [-1, 1)."""
+    return (image.astype(np.float32).transpose(2, 0, 1) - 128.0) / 128.0
+
+
+def collate(patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)``."""
+    images = torch.from_numpy(np.stack([normalise(patch[IMAGE]) for patch in patches]))
+    masks = torch.from_numpy(np.stack([patch[MASK] for patch in patches]).astype(np.int64))
+    return images, masks
+
+
+@nut_processor
+def _endless(records: list[tuple], rand: random.Random) -> Iterator[tuple]:
+    """The records over and over, reshuffled every pass."""
+    records = list(records)
+    if not records:
+        return
+    while True:
+        rand.shuffle(records)
+        yield from records
+
+
+def _has_fluid(patch: tuple) -> bool:
+    return bool(patch[IS_IRF] or patch[IS_SRF] or patch[IS_PED])
+
+
+def _patch_nut(cfg, rng: np.random.Generator):
+    return ImagePatchesByMaskRetouch_resampled(
+        pshape=tuple(cfg.PATCH_SHAPE), npos=cfg.PATCHES_PER_BSCAN, patch_border=cfg.PATCH_BORDER,
+        imagecol=IMAGE, maskcol=MASK, roicol=ROI, IRFcol=IS_IRF, SRFcol=IS_SRF, PEDcol=IS_PED, spacingcol=SPACING,
+        random_share=cfg.RANDOM_PATCH_SHARE, reference_spacing_mm=cfg.SPECTRALIS_AXIAL_SPACING_MM,
+        jitter=cfg.PATCH_JITTER, rng=rng)
+
+
+def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless training batches from slice records (see module docstring), reproducible for a seed.
+
+    Yields:
+        ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` with
+        ``(h, w) = cfg.PATCH_SHAPE``.
+    """
+    rand = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    label_counts = pd.Series([record[4] for record in records]).value_counts().to_dict()
+    keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB
+    stream = (records >> _endless(rand)
+              >> Stratify(4, label_counts, rand=rand)
+              >> Shuffle(32, rand=rand)
+              >> Map(lambda record: load_slice(record, work_dir, cfg))
+              >> Map(lambda sample: augment_slice(sample, rng, cfg))
+              >> _patch_nut(cfg, rng)
+              >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
+              >> Shuffle(4 * cfg.BATCH_SIZE, rand=rand)
+              >> Chunk(cfg.BATCH_SIZE, list)
+              >> Map(collate))
+    return iter(stream)
+
+
+def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) -> list[tuple]:
+    """A fixed choice of ``n_bscans`` validation B-scans: half with fluid where there are enough, sorted."""
+    rng = np.random.default_rng(seed)
+    with_fluid = [record for record in records if record[4]]
+    without = [record for record in records if not record[4]]
+    n_fluid = min(len(with_fluid), max(n_bscans // 2, n_bscans - len(without)))
+    n_empty = min(len(without), n_bscans - n_fluid)
+    chosen = [with_fluid[i] for i in rng.choice(len(with_fluid), n_fluid, replace=False)]
+    chosen += [without[i] for i in rng.choice(len(without), n_empty, replace=False)]
+    return sorted(chosen)
+
+
+def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int = 0,
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation patches of a fixed set of B-scans (no augmentation, none dropped), as batches in memory."""
+    chosen = choose_validation_records(records, cfg.VAL_BSCANS, seed)
+    rng = np.random.default_rng(seed)
+    stream = (chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
+              >> Chunk(cfg.BATCH_SIZE, list) >> Map(collate))
+    return list(stream)
+
+
+class PatchBatches(torch.utils.data.IterableDataset):
+    """The endless training batch stream as a dataset for ``DataLoader(batch_size=None)``.
+
+    Each DataLoader worker of each DDP rank runs its own pipeline, seeded by
+    ``(seed, rank, worker id, start_epoch)``, so ranks and workers draw different patches and a resumed run
+    does not replay the patches of its first epochs.
+    """
+
+    def __init__(self, records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
+                 start_epoch: int = 0):
+        super().__init__()
+        self.records, self.work_dir, self.cfg = records, str(work_dir), cfg
+        self.seed, self.rank, self.start_epoch = seed, rank, start_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        seed = int(np.random.SeedSequence([self.seed, self.rank, worker, self.start_epoch]).generate_state(1)[0])
+        return training_batches(self.records, self.work_dir, self.cfg, seed)
+
+
+def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
+    """DataLoader worker processes: ``cfg.LOADER_WORKERS``, or with -1 the automatic choice (see config.py)."""
+    if cfg.LOADER_WORKERS >= 0:
+        return cfg.LOADER_WORKERS
+    if device_type != "cuda":
+        return 0
+    return max(1, min(8, default_workers() // max(1, processes_per_node) - 1))
+
+
+def training_loader(records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
+                    start_epoch: int = 0, workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one)."""
+    return torch.utils.data.DataLoader(
+        PatchBatches(records, work_dir, cfg, seed, rank, start_epoch), batch_size=None, num_workers=workers,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        multiprocessing_context="spawn" if workers > 0 else None)

@@ -1,0 +1,193 @@
+"""One training epoch, one validation pass, the adversarial step, and the run folder's log, plot and checkpoints.
+
+train.py wires these together; they are functions of explicit arguments so tests can drive them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from utils.io.files import atomic_path, atomic_write_csv
+from utils.train.metrics import SegmentationMeter
+from utils.model.runtime import Runtime
+
+LOG_CSV = "log.csv"
+CURVES_PNG = "curves.png"
+BEST_METRIC = "dice_mean_fluid"
+
+
+@dataclasses.dataclass
+class Adversary:
+    """The method's adversarial part: a discriminator, its optimiser, and the weight lambda of its loss."""
+
+    discriminator: nn.Module
+    optimizer: torch.optim.Optimizer
+    weight: float
+
+
+def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``(N, H, W)`` int64 labels -> ``(N, C, H, W)`` float32 one-hot."""
+    return F.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
+
+
+def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's loss and the segmenter's adversarial loss for one batch.
+
+    The discriminator learns to call (image, reference one-hot) pairs real and (image, softmax) pairs fake; the
+    segmenter is rewarded when its softmax passes for real. The original fed the discriminator arg-max one-hot
+    predictions, which passes no gradient to the segmenter; we feed the probabilities.
+
+    Returns:
+        ``(discriminator_loss, segmenter_adversarial_loss)``; the first sees the softmax detached.
+    """
+    probabilities = logits.float().softmax(dim=1)
+    reference = one_hot(masks, logits.shape[1]).to(probabilities)
+    real = adversary.discriminator(images, reference)
+    fake = adversary.discriminator(images, probabilities.detach())
+    discriminator_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                          + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))) / 2
+    fooled = adversary.discriminator(images, probabilities)
+    return discriminator_loss, F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+
+
+def train_epoch(model: nn.Module, batches: Iterator, n_batches: int, optimizer: torch.optim.Optimizer,
+                loss_fn: nn.Module, runtime: Runtime, adversary: Adversary | None = None,
+                description: str = "train") -> float:
+    """Trains on ``n_batches`` batches; returns the mean segmentation loss (averaged over all ranks)."""
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(range(n_batches), desc=description, unit="batch", disable=not runtime.is_main, leave=False)
+    for _ in bar:
+        images, masks = next(batches)
+        images, masks = runtime.to_device(images), masks.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = model(images)
+        loss = loss_fn(logits.float(), masks)
+        objective, discriminator_loss = loss, None
+        if adversary is not None:
+            with runtime.autocast():
+                discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
+            objective = loss + adversary.weight * adversarial_loss.float()
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
+        optimizer.step()
+        if adversary is not None:
+            adversary.optimizer.zero_grad(set_to_none=True)
+            discriminator_loss.float().backward(inputs=list(adversary.discriminator.parameters()))
+            average_gradients(adversary.discriminator)
+            adversary.optimizer.step()
+        total += float(loss.detach())
+        count += 1
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return _mean_over_ranks(total, count)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, batches: list, loss_fn: nn.Module, runtime: Runtime, n_classes: int,
+             fluids: dict[str, int]) -> dict[str, float]:
+    """Loss and per-class / mean-fluid metrics over the validation batches (each rank scores its share).
+
+    Returns:
+        ``{"val_loss": ..., "dice_IRF": ..., "dice_mean_fluid": ..., "iou_...": ..., ...}`` (see
+        :class:`utils.train.metrics.SegmentationMeter`; NaN where a fluid is absent from prediction and reference).
+    """
+    model.eval()
+    meter = SegmentationMeter(n_classes, fluids)
+    total, count = 0.0, 0
+    for images, masks in batches[runtime.rank::runtime.world_size]:
+        images, masks = runtime.to_device(images), masks.to(runtime.device)
+        with runtime.autocast():
+            logits = model(images)
+        logits = logits.float()
+        total += float(loss_fn(logits, masks)) * len(masks)
+        count += len(masks)
+        meter.update(logits.argmax(dim=1).cpu(), masks.cpu())
+    return {"val_loss": _mean_over_ranks(total, count), **meter.compute(distributed=runtime.distributed)}
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Averages ``module``'s gradients over DDP ranks (for the discriminator, which is not DDP-wrapped because
+    it runs three forward passes per step)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= dist.get_world_size()
+
+
+def _mean_over_ranks(total: float, count: int) -> float:
+    if dist.is_available() and dist.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+        dist.all_reduce(sums)
+        total, count = float(sums[0]), float(sums[1])
+    return total / count if count else math.nan
+
+
+
+def score_of(metrics: dict[str, float]) -> float:
+    """The number that picks the best checkpoint: mean fluid Dice, NaN counted as the worst."""
+    value = metrics.get(BEST_METRIC, math.nan)
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def append_log(run_dir: Path, row: dict[str, Any]) -> pd.DataFrame:
+    """Adds one epoch's row to ``log.csv`` (rewritten atomically; rows of later epochs from an interrupted run
+    are dropped first) and returns the whole log."""
+    path = run_dir / LOG_CSV
+    log = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if len(log):
+        log = log[log["epoch"] < row["epoch"]]
+    log = pd.concat([log, pd.DataFrame([row])], ignore_index=True)
+    atomic_write_csv(path, log)
+    return log
+
+
+def plot_curves(log: pd.DataFrame, path: Path, loss_name: str) -> None:
+    """Loss (titled ``loss_name``) and validation Dice per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot(log["epoch"], log["train_loss"], label="train")
+    if "val_loss" in log and log["val_loss"].notna().any():
+        loss_axis.plot(log["epoch"], log["val_loss"], label="validation")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title=loss_name)
+    loss_axis.legend()
+    for column in [c for c in log.columns if c.startswith("dice_")]:
+        if log[column].notna().any():
+            dice_axis.plot(log["epoch"], log[column], label=column.removeprefix("dice_"),
+                           linewidth=2.5 if column == BEST_METRIC else 1.2)
+    dice_axis.set(xlabel="epoch", ylabel="Dice", ylim=(0, 1), title="validation Dice")
+    if dice_axis.lines:
+        dice_axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=90)
+    plt.close(figure)
+
+
+class EpochTimer:
+    """Seconds since construction (for the log)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,120 @@
+"""Segmentation losses: soft Dice, class-balanced cross-entropy and their combination, chosen by ``LOSS``.
+
+Every loss takes ``logits`` ``(N, C, H, W)`` float (raw scores, before softmax) and ``target`` ``(N, H, W)``
+int64 label codes ``0..C-1`` (config: 0 background, 1 IRF, 2 SRF, 3 PED) and returns a 0-d tensor. Bad inputs
+raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). The method trains on
+``0.5 * balanced cross-entropy + 0.5 * Dice`` (:func:`balanced_ce_dice_loss`).
+
+Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
+is taken over the whole batch, a class absent from the batch's target contributes 0 (so false positives of an
+absent class are left to the cross-entropy), and the loss is the mean over all ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from utils.configuration import ConfigError
+from utils.train.base import Loss, WeightedSum
+
+
+def class_balanced_weights(target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class weights proportional to the inverse frequency of each class in ``target``, summing to 1.
+
+    ``weight_c = (1 / count_c) / sum_k (1 / count_k)`` over the classes present; a class absent from ``target``
+    gets weight 0 (it has no pixel to weigh, and 1 / 0 would be inf).
+
+    Args:
+        target: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
+        n_classes: number of classes ``C``.
+
+    Returns:
+        ``(C,)`` float32 on ``target``'s device, values in ``[0, 1]``; all zero only if ``target`` is empty.
+    """
+    counts = torch.bincount(target.reshape(-1), minlength=n_classes)[:n_classes].float()
+    inverse = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
+    return inverse / inverse.sum().clamp_min(torch.finfo(inverse.dtype).tiny)
+
+
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with :func:`class_balanced_weights` computed from this batch's ``target``.
+
+    With PyTorch's weighted mean (``sum_i w[y_i] * ce_i / sum_i w[y_i]``) and ``w_c`` proportional to
+    ``1 / count_c``, this equals the mean over the classes present in the batch of each class's mean pixel
+    cross-entropy: a small fluid weighs as much as the background.
+
+    Args:
+        logits: ``(N, C, H, W)`` float raw scores.
+        target: ``(N, H, W)`` int64 label codes in ``0..C-1``, not empty.
+
+    Returns:
+        0-d tensor, >= 0, differentiable with respect to ``logits`` (the weights are constants).
+    """
+    weight = class_balanced_weights(target, logits.shape[1]).to(logits.dtype)
+    return F.cross_entropy(logits, target, weight=weight)
+
+
+class BalancedCrossEntropyLoss(Loss):
+    """:func:`balanced_cross_entropy` as a :class:`~utils.train.base.Loss` named ``"balanced_ce"``."""
+
+    name = "balanced_ce"
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return balanced_cross_entropy(logits, target)
+
+
+class DiceLoss(Loss):
+    """``1 - soft Dice`` per class, averaged over classes: ``smp.losses.DiceLoss`` in multiclass mode, from logits.
+
+    Args:
+        classes: class codes that enter the mean; None (default) takes all ``C``, background included.
+        smooth: added to the numerator and denominator of each soft Dice.
+        eps: lower bound of each denominator.
+        log_loss: ``-log(Dice)`` instead of ``1 - Dice``.
+
+    Returns (forward):
+        0-d tensor in ``[0, 1]`` (``1 - Dice``), near 0 for confident correct logits.
+    """
+
+    name = "dice"
+
+    def __init__(self, classes: Sequence[int] | None = None, smooth: float = 0.0, eps: float = 1e-7,
+                 log_loss: bool = False):
+        super().__init__()
+        self.smp_loss = smp.losses.DiceLoss(mode="multiclass", classes=None if classes is None else list(classes),
+                                            log_loss=log_loss, from_logits=True, smooth=smooth, eps=eps)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.smp_loss(logits, target)
+
+
+
+def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
+    """The method's loss: ``ce_weight * balanced cross-entropy + dice_weight * Dice`` (0.5 and 0.5).
+
+    Returns:
+        a :class:`~utils.train.base.WeightedSum` named ``"0.5*balanced_ce + 0.5*dice"``.
+    """
+    return ce_weight * BalancedCrossEntropyLoss() + dice_weight * DiceLoss()
+
+
+
+
+
+def make_loss(cfg) -> Loss:
+    """The training loss the config names in ``LOSS``.
+
+    Raises:
+        ConfigError: ``LOSS`` names no loss; the message lists the names and suggests the nearest.
+    """
+    losses = {"balanced_ce_dice": lambda: balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)}
+    if cfg.LOSS not in losses:
+        nearest = difflib.get_close_matches(cfg.LOSS, losses, n=1)
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        raise ConfigError(f"LOSS={cfg.LOSS!r}: expected one of {sorted(losses)}{hint}")
+    return losses[cfg.LOSS]()
