@@ -48,7 +48,11 @@ VENDORS = ("Cirrus", "Spectralis", "Topcon")
 # to. Empty: the first Spectralis case found (sorted by path); the one used is recorded in config.json.
 HISTOGRAM_REFERENCE = ""
 HISTOGRAM_MATCH_VENDORS = ("Cirrus", "Topcon")
-MEDIAN_VENDORS = ("Cirrus", "Topcon")  # vendors whose B-scans are median filtered (noisier than Spectralis)
+HISTOGRAM_ROUNDING = "truncate"  # matched intensities cut to integers ("truncate", the original) or "round"
+# Vendors whose B-scans are median filtered (noisier than Spectralis). The original's if/if/else skips the
+# cross-B-scan median on Cirrus; we apply it to both (MEDIAN_SLICES_VENDORS = ("Topcon",) is the original).
+MEDIAN_VENDORS = ("Cirrus", "Topcon")
+MEDIAN_SLICES_VENDORS = ("Cirrus", "Topcon")
 MEDIAN_SLICES = 3  # median over each B-scan and its neighbours (odd; 1 = off)
 MEDIAN_INPLANE = 3  # then an in-plane median of this size (odd; 1 = off)
 PNG_COMPRESS_LEVEL = 1  # 0-9: slice PNGs are lossless whatever the level; 1 is fast and about 2x smaller than 0
@@ -71,31 +75,58 @@ CLOSING_DISK_RADIUS = 55
 # --------------------------------------------------------------------------------------------------------------
 PATCH_SHAPE = (256, 128)  # (height, width) in pixels at Spectralis depth resolution
 SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches span the same mm on every vendor
-PATCHES_PER_BSCAN = 8  # ROI-centred patches sampled from each B-scan
-RANDOM_PATCH_SHARE = 0.2  # plus this share of patches centred anywhere in the ROI (the original added ~20%)
-PATCH_BORDER = 16  # pixels ignored on each side of a patch when flagging the fluids it holds
-PATCH_JITTER = 0.1  # ROI-centred patch centres move up to this share of the patch height off the band middle
+PATCHES_PER_BSCAN = 12  # ROI-centred patches sampled from each B-scan (the original's 12)
+RANDOM_PATCH_SHARE = 0.2  # plus int(this x PATCHES_PER_BSCAN) patches centred anywhere in the ROI (original: 2)
+# How ROI-centred patch centres are placed. "rmit" (the original's sample_oct_patch_centers): columns drawn from
+# every 10th column where a patch fits (2 x PATCHES_PER_BSCAN candidates, the first PATCHES_PER_BSCAN with ROI
+# kept), row = middle of that column's ROI +- up to PATCH_JITTER_PX pixels of the B-scan. "stratified": columns
+# stratified across the ROI width, row jitter up to PATCH_JITTER x the patch height (kept inside the ROI band).
+PATCH_CENTRES = "rmit"
+PATCH_JITTER_PX = 10  # "rmit" centres: row offset from the band middle, in the B-scan's own pixels
+PATCH_JITTER = 0.1  # "stratified" centres: row offset as a share of the patch height
+PATCH_BORDER = 42  # pixels ignored on each side of a patch when flagging its fluids (the original: 42)
 
 # --------------------------------------------------------------------------------------------------------------
 # Training (train.py)
 # --------------------------------------------------------------------------------------------------------------
-ENCODER = "resnet18"  # smp encoder of the U-Net (measured choice: see README, bench/bench_train.py)
-ENCODER_WEIGHTS = ""  # "" = random initialisation; nothing is downloaded at run time
-EPOCHS = 20
-BATCHES_PER_EPOCH = 50
+# "rmit_unet": the authors' U-Net (unpadded convolutions, multi-scale output; a 256x128 patch gives a 164x36 map,
+# targets are centre-cropped to it). "smp_unet": a segmentation_models_pytorch U-Net with ENCODER (padded, the
+# output as large as the input); random initialisation, nothing is downloaded at run time.
+MODEL = "rmit_unet"
+RELU_BEFORE_SOFTMAX = True  # rmit_unet: the original's ReLU on the logits before the softmax
+L2_WEIGHT = 1e-4  # rmit_unet: L2 penalty on conv kernels added to the loss (Keras kernel_regularizer l2(1e-4))
+ENCODER = "resnet18"  # smp_unet's encoder (measured choice: see README, bench/bench_train.py)
+EPOCHS = 100  # the original's 100
+BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training stream (the original); N: N batches
 TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop after the epoch in which this much wall-clock training time has passed
 BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
-LOSS = "balanced_ce_dice"  # balanced_ce_dice: CE_WEIGHT x class-balanced cross-entropy + DICE_WEIGHT x Dice
-CE_WEIGHT = 0.5  # loss = CE_WEIGHT x class-balanced cross-entropy + DICE_WEIGHT x Dice loss
-DICE_WEIGHT = 0.5
-ADVERSARIAL = False  # add the method's adversarial loss (a discriminator on (image, segmentation) pairs)
-ADVERSARIAL_WEIGHT = 0.05  # lambda: segmenter loss += lambda x adversarial loss
+# "rmit": the original's 0.5 x (class-normalised log-likelihood loss + (1 - soft Dice of fluid vs background))
+# (utils/train/method_loss.py); "balanced_ce_dice": CE_WEIGHT x class-balanced CE + DICE_WEIGHT x 4-class Dice.
+LOSS = "rmit"
+CE_WEIGHT = 0.5  # balanced_ce_dice only
+DICE_WEIGHT = 0.5  # balanced_ce_dice only
+BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_mean_fluid" (validation patches)
+# Adversarial training (the original's train_adversarial.py): start from a finished segmentation run with
+# `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7
+# --set EMPTY_PATCH_DROP_PROB=0.9` (the original's schedule). The critic sees softmax probabilities, not arg-max
+# one-hots: the original's arg-max passes no gradient to the segmenter.
+ADVERSARIAL = False
+DISCRIMINATOR = "rmit"  # "rmit": the authors' discriminator; "strided": a small strided-conv critic
+ADVERSARIAL_WEIGHT = 1.0  # lambda: segmenter loss += lambda x adversarial loss (the original: 1:1)
 DISCRIMINATOR_LEARNING_RATE = 2e-4
-EMPTY_PATCH_DROP_PROB = 0.8  # probability of dropping a training patch that holds no fluid
-FLIP_PROB = 0.5  # left-right flip of a training B-scan
-ROTATE_PROB = 0.5  # rotation of a training B-scan by an angle drawn from [-ROTATE_MAX_DEGREES, ROTATE_MAX_DEGREES]
+EMPTY_PATCH_DROP_PROB = 0.75  # probability of dropping a patch that holds no fluid (the original: 0.75) ...
+DROP_EMPTY_IN_VALIDATION = True  # ... in validation too, as the original
+# Training B-scans are drawn balanced by "vendor" (the original: nutsml Stratify(1, mode='up') on the vendor) or
+# by "fluid" (B-scans with and without fluid balanced, up-sampling the rarer).
+STRATIFY_BY = "vendor"
+# "rmit": every B-scan kept, a flipped copy added with FLIP_PROB, then to that stream a rotated copy (angle from
+# [0, ROTATE_MAX_DEGREES], nearest neighbour) added with ROTATE_PROB (the original). "replace": each B-scan flipped
+# with FLIP_PROB and rotated by an angle from [-ROTATE_MAX_DEGREES, ROTATE_MAX_DEGREES] with ROTATE_PROB, in place.
+AUGMENT = "rmit"
+FLIP_PROB = 0.5
+ROTATE_PROB = 0.5
 ROTATE_MAX_DEGREES = 10.0
 VAL_BSCANS = 48  # validation B-scans (fixed seed, half with fluid where possible); their patches are scored
 SEED = 0
@@ -106,7 +137,8 @@ CHANNELS_LAST = True  # NHWC memory layout for the network
 # cores the pipeline outruns the model step, and a worker process only takes a core from it: bench/bench_train.py),
 # on GPU up to 8 per process, as the cores allow (there the model step outruns one pipeline).
 LOADER_WORKERS = -1
-DEMO_EPOCHS = 6  # `make demo` trains this many epochs (about 6 minutes on a 2-core CPU) instead of EPOCHS
+DEMO_EPOCHS = 6  # `make demo` trains at most this many epochs ...
+DEMO_TRAIN_MINUTES = 5.0  # ... and stops after the epoch in which this much training time has passed
 
 # --------------------------------------------------------------------------------------------------------------
 # Inference (predict.py)
@@ -114,6 +146,10 @@ DEMO_EPOCHS = 6  # `make demo` trains this many epochs (about 6 minutes on a 2-c
 INFERENCE_BATCH_SIZE = 8  # B-scans per forward pass
 INFERENCE_TILE_SHAPE = (1024, 1024)  # (height, width), multiples of 32: larger (depth-scaled) B-scans are tiled
 INFERENCE_TILE_OVERLAP = 64  # pixels by which tiles overlap; their softmax is blended across the overlap
+# Which rows are segmented. "band" (the original): PATCH_SHAPE[0] rows (at Spectralis depth) centred on the middle
+# of the B-scan's ROI (computed as prepare_data.py does), full width; nothing outside is labelled. "roi": the whole
+# B-scan, labels kept inside the ROI only. "all": the whole B-scan.
+PREDICT_REGION = "band"
 PRESENCE_MIN_VOLUME_MM3 = 0.001  # presence score: the probability reached over at least this much fluid
 
 # --------------------------------------------------------------------------------------------------------------

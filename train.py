@@ -4,7 +4,7 @@
     torchrun --nproc_per_node N train.py ...        # several GPUs (DDP), the same options
 
 Writes a run folder (default WORK_DIR/runs/<date-time>): config.json, train.log, log.csv (one row per epoch),
-curves.png, last.pt and best.pt (by validation mean fluid Dice). ``--resume`` continues a run from last.pt with
+curves.png, last.pt and best.pt (by validation loss, as the original, or BEST_BY). ``--resume`` continues a run from last.pt with
 its optimiser state; without ``--run-dir`` it resumes the most recent run. An existing run is never trained over
 without ``--resume``. ``TRAIN_BUDGET_MINUTES`` stops training after the epoch in which the budget runs out.
 
@@ -14,6 +14,7 @@ Exit status: 0 done, 1 the prepared data could not be used (named in the message
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,7 +35,8 @@ from torch.nn.parallel import DistributedDataParallel
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict, config_to_dict, load_config,
                                  save_config)
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from utils.model.networks import Discriminator, build_unet, unet_arguments
+from utils.model.networks import build_discriminator, build_unet, unet_arguments
+from utils.model.rmit_unet import l2_penalty, valid_input
 from utils.model.runtime import Runtime, select_runtime
 from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records, training_loader,
                                        validation_batches)
@@ -144,13 +146,16 @@ def histogram_reference(work_dir: Path, cfg, checkpoint: dict | None) -> dict | 
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None) -> TrainingState:
     """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
     model_args = unet_arguments(cfg)
+    if cfg.MODEL == "rmit_unet" and not valid_input(cfg.PATCH_SHAPE):
+        raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: rmit_unet needs sides that are multiples of 8 and "
+                          f"at least 96, e.g. (256, 128)")
     model = build_unet(model_args).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
     adversary = None
     if cfg.ADVERSARIAL:
-        discriminator = Discriminator(cfg.N_CLASSES).to(runtime.device)
+        discriminator = build_discriminator(cfg).to(runtime.device)
         adversary = Adversary(discriminator, torch.optim.Adam(discriminator.parameters(),
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT)
@@ -182,17 +187,26 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     network = DistributedDataParallel(state.model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
                                       else None) if runtime.distributed else state.model
     loss_fn = make_loss(cfg)
-    batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers))
+    regulariser = (lambda: l2_penalty(state.model, cfg.L2_WEIGHT)) if cfg.MODEL == "rmit_unet" and cfg.L2_WEIGHT \
+        else (lambda: 0.0)
+    endless = cfg.BATCHES_PER_EPOCH > 0
+    if endless:  # N batches an epoch from one endless stream
+        batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers))
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
     budget = EpochTimer()
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
-        train_loss = train_epoch(network, batches, cfg.BATCHES_PER_EPOCH, state.optimizer, loss_fn, runtime,
-                                 state.adversary, description=f"epoch {epoch}/{cfg.EPOCHS}")
+        if not endless:  # one stratified, augmented pass (the original's epoch); each rank its share of B-scans
+            batches = training_loader(train_records[runtime.rank::runtime.world_size], work_dir, cfg, cfg.SEED,
+                                      runtime.rank, epoch - 1, workers, endless=False)
+        with network.join() if runtime.distributed and not endless else contextlib.nullcontext():
+            train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
+                                     description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
+                                     n_batches=cfg.BATCHES_PER_EPOCH if endless else None)
         metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
             else {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
-        score = score_of(metrics) if val_batches else math.inf
+        score = score_of(metrics, cfg.BEST_BY) if val_batches else math.inf
         improved = score > state.best_score or not val_batches or epoch == 1
         state.best_score, state.epoch = max(state.best_score, score), epoch
         log.info(epoch_summary(epoch, train_loss, metrics, timer.seconds, cfg.FLUIDS, improved and bool(val_batches)))
@@ -229,7 +243,8 @@ def run(args: argparse.Namespace) -> Path:
         log.info(f"resuming {run_dir} after epoch {state.epoch}")
     if runtime.is_main:
         save_config(cfg, run_dir / cfg.CONFIG_JSON)
-    log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {cfg.ENCODER} U-Net on "
+    network_name = cfg.MODEL + (f" ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else "")
+    log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {network_name} on "
              f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
              f"run folder {run_dir}")
     fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,

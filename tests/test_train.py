@@ -15,7 +15,7 @@ import train
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = ["--set", "PATCH_SHAPE=(128, 64)", "--set", "PATCH_BORDER=8", "--set", "BATCH_SIZE=8",
+QUICK = ["--set", "PATCH_SHAPE=(128, 96)", "--set", "PATCH_BORDER=8", "--set", "BATCH_SIZE=8",
          "--set", "VAL_BSCANS=8", "--set", "LEARNING_RATE=1e-3", "--set", "LOADER_WORKERS=0"]
 
 
@@ -43,14 +43,15 @@ def test_short_run_lowers_the_loss_and_writes_the_run_folder(trained_run):
 def test_checkpoint_reloads_with_weights_only(trained_run, prepared_work):
     checkpoint = load_checkpoint(trained_run / "last.pt")  # torch.load(weights_only=True) inside
     assert checkpoint["epoch"] == 3
-    assert checkpoint["config"]["PATCH_SHAPE"] == [128, 64]
+    assert checkpoint["config"]["PATCH_SHAPE"] == [128, 96]
     assert checkpoint["histogram_reference"]["path"].endswith("oct.mhd")
     assert len(checkpoint["histogram_reference"]["counts"]) == 256
     assert checkpoint["metrics"]["epoch"] == 3 and "dice_mean_fluid" in checkpoint["metrics"]
     model = model_from_checkpoint(checkpoint)
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, 64, 64))
-    assert out.shape == (1, 4, 64, 64)
+        out = model(torch.zeros(1, 3, 128, 96))
+    assert checkpoint["model_args"]["name"] == "rmit_unet"
+    assert out.shape == (1, 4, 128 - 92, 96 - 92)  # the unpadded network's centre
     best = load_checkpoint(trained_run / "best.pt")
     assert 1 <= best["epoch"] <= 3
 
@@ -87,8 +88,9 @@ def test_no_val_cases_keeps_the_last_as_best(prepared_work, tmp_path, capsys):
 
 
 def test_adversarial_training_runs(prepared_work, tmp_path):
-    assert _train(prepared_work, tmp_path / "adv", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=3",
-                  "--set", "ADVERSARIAL=True") == 0
+    # the authors' discriminator needs about the original's output (164x36): the original's patch shape
+    assert _train(prepared_work, tmp_path / "adv", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=2",
+                  "--set", "ADVERSARIAL=True", "--set", "PATCH_SHAPE=(256, 128)", "--set", "BATCH_SIZE=2") == 0
     checkpoint = load_checkpoint(tmp_path / "adv" / "last.pt")
     assert "discriminator_state" in checkpoint and "discriminator_optimizer_state" in checkpoint
 

@@ -3,25 +3,71 @@ checkpoints store, so prediction rebuilds the network without config.py)."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from utils.configuration import ConfigError
+from utils.model.rmit_unet import RmitDiscriminator, RmitUNet
+
+
+MODELS = ("rmit_unet", "smp_unet")  # the MODEL setting: the authors' U-Net, or an smp U-Net with an ENCODER
+
 
 def unet_arguments(cfg) -> dict[str, Any]:
-    """Constructor arguments of the U-Net described by the config (3 input channels: a B-scan and neighbours)."""
-    return {"encoder_name": cfg.ENCODER, "encoder_weights": cfg.ENCODER_WEIGHTS or None, "in_channels": 3,
-            "classes": cfg.N_CLASSES}
+    """Constructor arguments of the U-Net the config describes (3 input channels: a B-scan and its neighbours).
+
+    ``name`` says which network (``MODEL``); the rest are that network's constructor arguments.
+
+    Raises:
+        ConfigError: ``MODEL`` names no network.
+    """
+    if cfg.MODEL == "rmit_unet":
+        return {"name": "rmit_unet", "in_channels": 3, "n_classes": cfg.N_CLASSES,
+                "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX}
+    if cfg.MODEL == "smp_unet":
+        return {"name": "smp_unet", "encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
+                "classes": cfg.N_CLASSES}
+    nearest = difflib.get_close_matches(str(cfg.MODEL), MODELS, n=1)
+    raise ConfigError(f"MODEL={cfg.MODEL!r}: expected one of {', '.join(MODELS)}"
+                      + (f"; did you mean {nearest[0]!r}?" if nearest else ""))
 
 
 def build_unet(model_args: dict[str, Any]) -> nn.Module:
-    """``smp.Unet(**model_args)``; weights are never downloaded unless ``encoder_weights`` names some.
+    """The network of :func:`unet_arguments` (a checkpoint's ``model_args``), with fresh weights.
 
-    The network maps ``(N, 3, H, W)`` float images in [-1, 1] (H, W multiples of 32) to ``(N, C, H, W)`` logits.
+    ``rmit_unet``: :class:`utils.model.rmit_unet.RmitUNet`, unpadded convolutions, ``(N, 3, H, W)`` ->
+    ``(N, C, H - 92, W - 92)`` logits (H, W multiples of 8, >= 96). ``smp_unet``: ``smp.Unet``, ``(N, 3, H, W)``
+    -> ``(N, C, H, W)`` logits (H, W multiples of 32); its encoder weights are never downloaded (no network
+    access at run time, even when an old checkpoint asks for pretrained weights). Inputs are float in [-1, 1].
+
+    Raises:
+        ValueError: ``model_args`` names no known network.
     """
-    return smp.Unet(**model_args)
+    args = dict(model_args)
+    name = args.pop("name", "smp_unet")  # checkpoints from before MODEL existed hold smp arguments only
+    if name == "rmit_unet":
+        return RmitUNet(**args)
+    if name == "smp_unet":
+        return smp.Unet(**{**args, "encoder_weights": None})
+    raise ValueError(f"unknown network {name!r} in the model arguments; expected one of {', '.join(MODELS)}")
+
+
+def output_margin(model: nn.Module) -> int:
+    """Pixels a network's output lacks on each side of its input (46 for ``rmit_unet``, 0 for ``smp_unet``)."""
+    return int(getattr(model, "margin", 0))
+
+
+def centre_crop(tensor: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The centre ``(h, w)`` of the last two dimensions (targets cropped to an unpadded network's output)."""
+    height, width = tensor.shape[-2:]
+    top, left = (height - shape[0]) // 2, (width - shape[1]) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"cannot crop {tuple(tensor.shape[-2:])} to the larger {tuple(shape)}")
+    return tensor[..., top:top + shape[0], left:left + shape[1]]
 
 
 class Discriminator(nn.Module):
@@ -50,3 +96,33 @@ class Discriminator(nn.Module):
 
 
 
+
+
+class RmitCritic(nn.Module):
+    """The authors' discriminator (:class:`utils.model.rmit_unet.RmitDiscriminator`) as a one-logit critic.
+
+    Its 2-way softmax over (fake, reference) equals a sigmoid of the difference of its two logits, so
+    ``logit = out[:, 1] - out[:, 0]`` trains with the same binary cross-entropy as :class:`Discriminator`.
+    Input: image ``(N, 3, Hi, Wi)`` (centre-cropped to the segmentation inside) and segmentation ``(N, C, H, W)``.
+    """
+
+    def __init__(self, n_classes: int, in_channels: int = 3):
+        super().__init__()
+        self.net = RmitDiscriminator(in_channels, n_classes)
+
+    def forward(self, image: torch.Tensor, segmentation: torch.Tensor) -> torch.Tensor:
+        out = self.net(image, segmentation)
+        return out[:, 1] - out[:, 0]
+
+
+def build_discriminator(cfg) -> nn.Module:
+    """The critic of adversarial training: ``DISCRIMINATOR = "rmit"`` (the authors') or ``"strided"``.
+
+    Raises:
+        ConfigError: an unknown ``DISCRIMINATOR``.
+    """
+    if cfg.DISCRIMINATOR == "rmit":
+        return RmitCritic(cfg.N_CLASSES)
+    if cfg.DISCRIMINATOR == "strided":
+        return Discriminator(cfg.N_CLASSES)
+    raise ConfigError(f"DISCRIMINATOR={cfg.DISCRIMINATOR!r}: expected 'rmit' or 'strided'")

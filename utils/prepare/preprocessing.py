@@ -54,7 +54,8 @@ def intensity_histogram(volume: np.ndarray) -> np.ndarray:
     return np.bincount(volume.ravel(), minlength=N_LEVELS).astype(np.int64)
 
 
-def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarray) -> np.ndarray:
+def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarray,
+                           rounding: str = "truncate") -> np.ndarray:
     """Lookup table mapping the source grey levels so that their histogram matches the reference histogram.
 
     The same mapping as ``skimage.exposure.match_histograms`` for integer images (quantiles of the levels
@@ -64,10 +65,14 @@ def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarr
     Args:
         source_counts: ``(256,)`` counts of the volume to be matched.
         reference_counts: ``(256,)`` counts of the reference (Spectralis) volume.
+        rounding: how matched values become levels: "truncate" (cut to the integer below, as the original's
+            ``astype``) or "round" (to the nearest level).
 
     Returns:
-        ``(256,)`` uint8 lookup table; ``lut[volume]`` is the matched volume (values rounded to the nearest level).
+        ``(256,)`` uint8 lookup table; ``lut[volume]`` is the matched volume.
     """
+    if rounding not in ("truncate", "round"):
+        raise ValueError(f"HISTOGRAM_ROUNDING must be 'truncate' or 'round', got {rounding!r}")
     source_counts = np.asarray(source_counts, dtype=np.float64)
     reference_counts = np.asarray(reference_counts, dtype=np.float64)
     if source_counts.shape != (N_LEVELS,) or reference_counts.shape != (N_LEVELS,):
@@ -82,12 +87,14 @@ def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarr
     mapped = np.interp(src_quantiles, ref_quantiles, levels[ref_present])
     lut = levels.copy()  # levels absent from the source never occur, so their entry does not matter
     lut[src_present] = mapped
-    return np.clip(np.rint(lut), 0, N_LEVELS - 1).astype(np.uint8)
+    # Fidelity: the original (skimage-style matching, then astype(uint8)) truncates; "round" is our former choice.
+    lut = np.floor(lut + 1e-9) if rounding == "truncate" else np.rint(lut)
+    return np.clip(lut, 0, N_LEVELS - 1).astype(np.uint8)
 
 
-def match_histogram(volume: np.ndarray, reference_counts: np.ndarray) -> np.ndarray:
+def match_histogram(volume: np.ndarray, reference_counts: np.ndarray, rounding: str = "truncate") -> np.ndarray:
     """``volume`` (uint8, any shape) with its whole-volume histogram matched to ``reference_counts``."""
-    return histogram_matching_lut(intensity_histogram(volume), reference_counts)[volume]
+    return histogram_matching_lut(intensity_histogram(volume), reference_counts, rounding)[volume]
 
 
 def median_across_bscans(volume: np.ndarray, size: int = 3) -> np.ndarray:
@@ -126,9 +133,10 @@ def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndar
     """The method's preprocessing of one OCT volume.
 
     Intensity to 0..255; for ``cfg.HISTOGRAM_MATCH_VENDORS`` (Cirrus, Topcon) the histogram matched to the
-    Spectralis reference; for ``cfg.MEDIAN_VENDORS`` a median over each B-scan and its neighbours, then an
-    in-plane median. (The original code meant the cross-B-scan median for Cirrus and Topcon, but an if/if/else
-    slip skipped it for Cirrus; we apply it to both, as meant.)
+    Spectralis reference; for ``cfg.MEDIAN_SLICES_VENDORS`` a median over each B-scan and its neighbours; for
+    ``cfg.MEDIAN_VENDORS`` an in-plane median. (The original code meant the cross-B-scan median for Cirrus and
+    Topcon, but an if/if/else slip skipped it for Cirrus; by default we apply it to both, as meant:
+    ``MEDIAN_SLICES_VENDORS = ("Topcon",)`` is the original's behaviour.)
 
     Args:
         volume: ``(z, y, x)`` uint8 or uint16 raw OCT.
@@ -145,9 +153,11 @@ def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndar
         if reference_counts is None:
             raise ValueError(f"{source}: {vendor} volumes are histogram matched, but no reference histogram "
                              f"was given (set HISTOGRAM_REFERENCE to a Spectralis oct.mhd)")
-        volume = match_histogram(volume, reference_counts)
+        volume = match_histogram(volume, reference_counts, cfg.HISTOGRAM_ROUNDING)
+    if vendor in cfg.MEDIAN_SLICES_VENDORS:
+        volume = median_across_bscans(volume, cfg.MEDIAN_SLICES)
     if vendor in cfg.MEDIAN_VENDORS:
-        volume = median_inplane(median_across_bscans(volume, cfg.MEDIAN_SLICES), cfg.MEDIAN_INPLANE)
+        volume = median_inplane(volume, cfg.MEDIAN_INPLANE)
     return volume
 
 
@@ -181,13 +191,13 @@ def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) ->
 def _case_settings(case: Case, cfg, reference: dict | None) -> dict:
     """What a case's preprocessed slices depend on; a rerun redoes a case whose settings changed."""
     matched = case.vendor in cfg.HISTOGRAM_MATCH_VENDORS
-    filtered = case.vendor in cfg.MEDIAN_VENDORS
     return {"case": case.name, "vendor": case.vendor, "oct_path": str(case.oct_path),
             "reference_path": str(case.reference_path) if case.reference_path else None,
             "histogram_reference": reference["path"] if matched and reference else None,
             "histogram_reference_counts": reference["counts"] if matched and reference else None,
-            "median_slices": cfg.MEDIAN_SLICES if filtered else 1,
-            "median_inplane": cfg.MEDIAN_INPLANE if filtered else 1}
+            "histogram_rounding": cfg.HISTOGRAM_ROUNDING if matched else None,
+            "median_slices": cfg.MEDIAN_SLICES if case.vendor in cfg.MEDIAN_SLICES_VENDORS else 1,
+            "median_inplane": cfg.MEDIAN_INPLANE if case.vendor in cfg.MEDIAN_VENDORS else 1}
 
 
 def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | None) -> pd.DataFrame:

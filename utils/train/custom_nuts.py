@@ -3,11 +3,10 @@
 A sample of the training stream is one B-scan with its labels and ROI (the retina band found by its entropy, see
 ``prepare_data.py roi``). :func:`ImagePatchesByMaskRetouch_resampled` turns each sample into several patch samples:
 
-- ``npos`` patches centred in the middle of the ROI band, their columns stratified across the B-scan width
-  (:func:`sample_oct_patch_centers`);
-- ``round(npos * random_share)`` patches centred on random ROI pixels (the original added these, ~20 %, through
-  nuts-ml's ``sample_patch_centers``);
-- ``nneg`` patches centred outside the ROI (vitreous, choroid: where no fluid can be), as nuts-ml's "negatives".
+- ``npos`` patches centred in the middle of the ROI band: by default as the original, at columns drawn from every
+  10th column (:func:`sample_oct_patch_centers`), or stratified across the width (:func:`stratified_patch_centers`);
+- ``int(npos * random_share)`` patches centred on random ROI pixels (the original added these, 20 %, through
+  nuts-ml's ``sample_patch_centers``).
 
 Each patch spans the same depth in millimetres on every vendor: it is cropped ``PATCH_SHAPE[0] * reference spacing /
 this volume's axial spacing`` rows high, then resized to ``PATCH_SHAPE``. Flags say which fluids lie inside the
@@ -125,9 +124,72 @@ def _band_extent(roi: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndar
     return band.argmax(axis=0), roi.shape[0] - 1 - band[::-1].argmax(axis=0)
 
 
-def sample_oct_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: int, pos: int = 1, neg: int = 0,
+def _check_roi(roimask: np.ndarray, pos: int, pshape: tuple[int, int]) -> np.ndarray:
+    """``roimask == pos`` as a bool ``(H, W)`` array at least ``pshape``, or ValueError."""
+    roi = np.asarray(roimask) == pos
+    if roi.ndim != 2:
+        raise ValueError(f"roimask must be a 2-D (H, W) mask, got shape {roi.shape}")
+    if roi.shape[0] < pshape[0] or roi.shape[1] < pshape[1]:
+        raise ValueError(f"roimask {roi.shape} is smaller than the patch {pshape}; pad it with pad_to_shape()")
+    return roi
+
+
+def _check_counts(**values: float) -> None:
+    """The one check of the sampler's counts and shares: each must be >= 0."""
+    negative = {name: value for name, value in values.items() if not value >= 0}
+    if negative:
+        raise ValueError(f"{', '.join(values)} must be >= 0, got "
+                         f"{', '.join(f'{name}={value!r}' for name, value in negative.items())}")
+
+
+COLUMN_STEP = 10  # the original draws centre columns from every 10th column
+
+
+def sample_oct_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: int, pos: int = 1,
+                             rng: RngLike = None, jitter_px: int = 10) -> np.ndarray:
+    """The original's ``sample_oct_patch_centers`` (RuwanT/retouch ``custom_nuts.py``): centres in the middle of
+    the retina at columns drawn from every 10th column.
+
+    Candidate columns are ``w // 2, w // 2 + 10, ...`` up to where a centred patch still fits; ``2 * npos`` of them
+    are drawn without replacement (all when there are fewer) in random order, and the first ``npos`` that hold
+    ROI are kept. The row is ``int(first + (last - first) / 2 + u)`` with ``u`` uniform in [0, 1) (the middle of
+    the column's ROI, randomly rounded) plus an integer offset from ``[-jitter_px, jitter_px)``, in the B-scan's
+    own pixels; centres are then clamped so the patch lies in the image (the original clamps one row further in).
+
+    Args:
+        roimask: ``(H, W)`` ROI mask (uint8 or bool), at least ``pshape``.
+        pshape: ``(h, w)`` patch (crop) shape in pixels.
+        npos: number of centres wanted, >= 0.
+        pos: ROI mask value inside the retina.
+        rng: numpy Generator, or a seed for one.
+        jitter_px: row offsets are drawn from ``[-jitter_px, jitter_px)`` (the original: 10).
+
+    Returns:
+        ``(n, 2)`` int64 ``(row, col)`` centres, ``n <= npos`` (fewer when fewer candidate columns hold ROI).
+
+    Raises:
+        ValueError: ``roimask`` not 2-D or smaller than ``pshape``, negative ``npos`` or ``jitter_px``.
+    """
+    h, w = check_patch_shape(pshape)
+    roi = _check_roi(roimask, pos, (h, w))
+    _check_counts(npos=npos, jitter_px=jitter_px)
+    rng = np.random.default_rng(rng)
+    candidates = np.arange(w // 2, roi.shape[1] - w // 2, COLUMN_STEP)
+    if npos == 0 or candidates.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    drawn = rng.choice(candidates, size=min(2 * npos, candidates.size), replace=False)
+    cols = drawn[roi[:, drawn].any(axis=0)][:npos]
+    if cols.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    first, last = _band_extent(roi, cols)
+    rows = (first + (last - first) / 2 + rng.random(cols.size)).astype(np.int64)
+    rows += rng.integers(-jitter_px, jitter_px, size=cols.size) if jitter_px else 0
+    return clamp_centers(np.stack([rows, cols], axis=1), roi.shape, (h, w))
+
+
+def stratified_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: int, pos: int = 1,
                              rng: RngLike = None, jitter: float = 0.1) -> np.ndarray:
-    """Patch centres in the middle of the retina, spread across the B-scan width.
+    """``PATCH_CENTRES = "stratified"``: patch centres in the middle of the retina, spread across the B-scan width.
 
     The columns are stratified: the ROI columns where a centred patch fits in the image are cut into ``npos``
     equal runs and one column is drawn at random from each, so the patches cover the whole width. The row is the
@@ -143,8 +205,6 @@ def sample_oct_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: i
         pshape: ``(h, w)`` patch shape in pixels.
         npos: number of centres, >= 0.
         pos: ROI mask value inside the retina.
-        neg: ROI mask value outside; kept for parity with nuts-ml's ``sample_patch_centers`` (any value other than
-            ``pos`` counts as outside).
         rng: numpy Generator, or a seed for one.
         jitter: largest row offset from the band's middle as a fraction of the patch height, >= 0.
 
@@ -156,13 +216,8 @@ def sample_oct_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: i
         ValueError: ``roimask`` not 2-D or smaller than ``pshape``, negative ``npos`` or ``jitter``.
     """
     h, w = check_patch_shape(pshape)
-    roi = np.asarray(roimask) == pos
-    if roi.ndim != 2:
-        raise ValueError(f"roimask must be a 2-D (H, W) mask, got shape {roi.shape}")
-    if roi.shape[0] < h or roi.shape[1] < w:
-        raise ValueError(f"roimask {roi.shape} is smaller than the patch {(h, w)}; pad it with pad_to_shape()")
-    if npos < 0 or jitter < 0:
-        raise ValueError(f"npos and jitter must be >= 0, got npos={npos!r}, jitter={jitter!r}")
+    roi = _check_roi(roimask, pos, (h, w))
+    _check_counts(npos=npos, jitter=jitter)
     rng = np.random.default_rng(rng)
     cols = np.flatnonzero(roi.any(axis=0))
     if npos == 0 or cols.size == 0:
@@ -206,18 +261,17 @@ def _sample_region_centers(region: np.ndarray, pshape: tuple[int, int], n: int,
     return np.empty((0, 2), dtype=np.int64)
 
 
-def _patch_centers(roi: np.ndarray, pshape: tuple[int, int], npos: int, nneg: int | Callable[[int], int],
-                   random_share: float, jitter: float, rng: np.random.Generator) -> np.ndarray:
-    """All centres of one B-scan: ROI-centred, random ROI pixels, outside the ROI (``(n, 2)`` int64, that order)."""
-    nneg = int(nneg(npos)) if callable(nneg) else int(nneg)
-    if nneg < 0 or not 0 <= random_share:
-        raise ValueError(f"nneg and random_share must be >= 0, got nneg={nneg!r}, random_share={random_share!r}")
-    n_random = int(round(npos * random_share))
-    return np.concatenate([
-        sample_oct_patch_centers(roi, pshape, npos, pos=True, rng=rng, jitter=jitter),
-        _sample_region_centers(roi, pshape, n_random, rng),
-        _sample_region_centers(~roi, pshape, nneg, rng),
-    ])
+def _patch_centers(roi: np.ndarray, pshape: tuple[int, int], npos: int, random_share: float, centres: str,
+                   jitter: float, jitter_px: int, rng: np.random.Generator) -> np.ndarray:
+    """All centres of one B-scan: ROI-centred, then ``int(npos * random_share)`` random ROI pixels (``(n, 2)``)."""
+    if centres == "rmit":
+        centred = sample_oct_patch_centers(roi, pshape, npos, pos=True, rng=rng, jitter_px=jitter_px)
+    elif centres == "stratified":
+        centred = stratified_patch_centers(roi, pshape, npos, pos=True, rng=rng, jitter=jitter)
+    else:
+        raise ValueError(f"PATCH_CENTRES must be 'rmit' or 'stratified', got {centres!r}")
+    # the original: nutsml's sample_patch_centers(npos=int(npos * .2)) on the ROI
+    return np.concatenate([centred, _sample_region_centers(roi, pshape, int(npos * random_share), rng)])
 
 
 def _prepare_arrays(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pos: int,
@@ -232,79 +286,74 @@ def _prepare_arrays(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pos:
     return pad_to_shape(img, pshape), pad_to_shape(mask, pshape), pad_to_shape(roimask == pos, pshape)
 
 
-def _sample_crops(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int], npos: int,
-                  nneg: int | Callable[[int], int], pos: int, random_share: float, jitter: float,
-                  rng: RngLike) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(image, mask, bool ROI)`` crop views of shape ``pshape`` for every sampled centre."""
-    pshape = check_patch_shape(pshape)
-    if npos < 0:
-        raise ValueError(f"npos must be >= 0, got {npos!r}")
-    img, mask, roi = _prepare_arrays(img, mask, roimask, pos, pshape)
-    centers = _patch_centers(roi, pshape, npos, nneg, random_share, jitter, np.random.default_rng(rng))
-    for center in centers:
-        yield crop_patch(img, center, pshape), crop_patch(mask, center, pshape), crop_patch(roi, center, pshape)
-
-
 def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int],
-                                npos: int, nneg: int | Callable[[int], int], pos: int, neg: int, patch_border: int,
-                                rng: RngLike = None, random_share: float = config.RANDOM_PATCH_SHARE,
-                                jitter: float = 0.1) -> Iterator[tuple[np.ndarray, np.ndarray, int, int, int]]:
-    """Patches of one B-scan around its ROI (the entropy mask), with the fluids each holds.
+                                npos: int, patch_border: int, random_share: float, pos: int = 1,
+                                out_shape: Sequence[int] | None = None, centres: str = "rmit", jitter: float = 0.1,
+                                jitter_px: int = 10, rng: RngLike = None,
+                                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]]:
+    """Patches of one B-scan around its ROI (the entropy mask), with the fluids each holds: the original's
+    ``sample_patches_entropy_mask``, and the one sampler the training and validation pipelines use.
 
-    Yields, in this order: ``npos`` patches from :func:`sample_oct_patch_centers`; ``round(npos * random_share)``
-    patches centred on random ROI pixels; ``nneg`` patches centred on random pixels outside the ROI ("negatives" as
-    in nuts-ml's ``sample_patch_centers``: ROI mask value ``neg``; they show the network retina-free tissue).
-    Random centres are drawn where the whole patch fits (as nuts-ml does). An empty ROI yields only the ``nneg``
-    negatives (none by default), so a B-scan whose ROI detection failed adds no retina patches.
+    Yields, in this order: the ROI-centred patches (``PATCH_CENTRES``: :func:`sample_oct_patch_centers`, the
+    original, or :func:`stratified_patch_centers`), then ``int(npos * random_share)`` patches centred on random ROI
+    pixels where the whole patch fits (nuts-ml's ``sample_patch_centers``, as the original). An empty ROI yields
+    nothing, so a B-scan whose ROI detection failed adds no patch. Crops are resized to ``out_shape`` (image
+    anti-aliased linear, mask and ROI nearest) before the fluids are flagged, as the original flags its resized
+    patches.
 
     Args:
         img: ``(H, W)`` or ``(H, W, C)`` B-scan, typically uint8 with C = 3 (the B-scan and its two neighbours).
         mask: ``(H, W)`` uint8 labels 0..3 (background, IRF, SRF, PED).
         roimask: ``(H, W)`` uint8 or bool ROI mask.
-        pshape: ``(h, w)`` patch shape in pixels. A B-scan smaller than that is zero-padded at the bottom/right
+        pshape: ``(h, w)`` crop shape in pixels. A B-scan smaller than that is zero-padded at the bottom/right
             (image 0, mask background, outside the ROI).
         npos: ROI-centred patches, >= 0.
-        nneg: patches centred outside the ROI, >= 0, or a function of ``npos`` returning that number.
+        patch_border: pixels of the (resized) patch ignored at each side when flagging fluids
+            (:func:`fluid_flags`).
+        random_share: random ROI patches per ROI-centred patch, >= 0.
         pos: ROI mask value inside the retina.
-        neg: ROI mask value outside (any value other than ``pos`` counts as outside).
-        patch_border: pixels ignored at each side when flagging fluids (see :func:`fluid_flags`).
+        out_shape: ``(h, w)`` the patches are resized to; None keeps ``pshape``.
+        centres: ``"rmit"`` or ``"stratified"`` (``PATCH_CENTRES``).
+        jitter: stratified centres' row offset as a share of ``h``; jitter_px: rmit centres' offset in pixels.
         rng: numpy Generator, or a seed for one.
-        random_share: random ROI patches per ROI-centred patch (config.RANDOM_PATCH_SHARE).
-        jitter: largest row offset of ROI-centred patches from the band middle, as a fraction of ``h``.
 
     Yields:
-        ``(img_patch, mask_patch, is_IRF, is_SRF, is_PED)``: ``(h, w[, C])`` and ``(h, w)`` views of the (padded)
-        inputs with their dtypes, and three ints in {0, 1}.
+        ``(img_patch, mask_patch, roi_patch, is_IRF, is_SRF, is_PED)``: ``(h, w[, C])`` image of the input dtype,
+        ``(h, w)`` mask holding only input labels, ``(h, w)`` uint8 ROI 0/1, and three ints in {0, 1}.
 
     Raises:
-        ValueError: mismatched sizes, a malformed ``pshape``, negative counts or a border that leaves no pixel.
+        ValueError: mismatched sizes, a malformed shape, negative counts or a border that leaves no pixel
+            (checked before anything is sampled).
     """
-    h, w = check_patch_shape(pshape)
-    fluid_flags(np.zeros((h, w), dtype=np.uint8), patch_border)  # checks the border before any work
-    for img_patch, mask_patch, _ in _sample_crops(img, mask, roimask, pshape, npos, nneg, pos, random_share,
-                                                  jitter, rng):
-        yield (img_patch, mask_patch) + fluid_flags(mask_patch, patch_border)
+    pshape = check_patch_shape(pshape)
+    out_shape = pshape if out_shape is None else check_patch_shape(out_shape, "out_shape")
+    fluid_flags(np.zeros(out_shape, dtype=np.uint8), patch_border)  # checks the border before any work
+    _check_counts(npos=npos, random_share=random_share, jitter=jitter, jitter_px=jitter_px)
+    img, mask, roi = _prepare_arrays(img, mask, roimask, pos, pshape)
+    rng = np.random.default_rng(rng)
+    for center in _patch_centers(roi, pshape, npos, random_share, centres, jitter, jitter_px, rng):
+        img_patch = resize_patch(crop_patch(img, center, pshape), out_shape, order=1)
+        mask_patch = resize_patch(crop_patch(mask, center, pshape), out_shape, order=0)
+        roi_patch = resize_patch(crop_patch(roi, center, pshape), out_shape, order=0).view(np.uint8)
+        yield (img_patch, mask_patch, roi_patch) + fluid_flags(mask_patch, patch_border)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The nut
 # ----------------------------------------------------------------------------------------------------------------
-def _resampled_patches(iterable: Iterable[Sequence], imagecol: int, maskcol: int, roicol: int,
-                       flagcols: tuple[int | None, ...], spacingcol: int | None, pshape: tuple[int, int], npos: int,
-                       nneg: int | Callable[[int], int], pos: int, patch_border: int, random_share: float,
-                       reference_spacing_mm: float, jitter: float, rng: np.random.Generator) -> Iterator[tuple]:
+def _resampled_patches(iterable: Iterable[Sequence], columns: tuple[int, ...], flagcols: tuple[int | None, ...],
+                       spacingcol: int | None, pshape: tuple[int, int], reference_spacing_mm: float,
+                       rng: np.random.Generator, sampler_args: dict) -> Iterator[tuple]:
     for sample in iterable:
         spacing = reference_spacing_mm if spacingcol is None else sample[spacingcol]
         crop_shape = physical_patch_shape(pshape, spacing, reference_spacing_mm)
-        crops = _sample_crops(sample[imagecol], sample[maskcol], sample[roicol], crop_shape, npos, nneg, pos,
-                              random_share, jitter, rng)
-        for img_patch, mask_patch, roi_patch in crops:
-            mask_patch = resize_patch(mask_patch, pshape, order=0)
+        imagecol, maskcol, roicol = columns
+        patches = sample_patches_entropy_mask(sample[imagecol], sample[maskcol], sample[roicol], crop_shape,
+                                              out_shape=pshape, rng=rng, **sampler_args)
+        for img_patch, mask_patch, roi_patch, *flags in patches:
             out = list(sample)
-            out[imagecol] = resize_patch(img_patch, pshape, order=1)
-            out[maskcol] = mask_patch
-            out[roicol] = resize_patch(roi_patch, pshape, order=0).view(np.uint8)
-            for col, flag in zip(flagcols, fluid_flags(mask_patch, patch_border)):
+            out[imagecol], out[maskcol], out[roicol] = img_patch, mask_patch, roi_patch
+            for col, flag in zip(flagcols, flags):
                 if col is not None:
                     out[col] = flag
             yield tuple(out)
@@ -312,13 +361,11 @@ def _resampled_patches(iterable: Iterable[Sequence], imagecol: int, maskcol: int
 
 @nut_processor
 def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Sequence[int], npos: int,
-                                        nneg: int | Callable[[int], int] = 0, pos: int = 1, neg: int = 0,
-                                        patch_border: int = config.PATCH_BORDER, imagecol: int = 0, maskcol: int = 1,
-                                        roicol: int = 2, IRFcol: int | None = 3, SRFcol: int | None = 4,
-                                        PEDcol: int | None = 5, spacingcol: int | None = 6,
-                                        random_share: float = config.RANDOM_PATCH_SHARE,
-                                        reference_spacing_mm: float = config.SPECTRALIS_AXIAL_SPACING_MM,
-                                        jitter: float = 0.1, rng: RngLike = None) -> Iterator[tuple]:
+                                        patch_border: int, random_share: float, reference_spacing_mm: float,
+                                        pos: int = 1, imagecol: int = 0, maskcol: int = 1, roicol: int = 2,
+                                        IRFcol: int | None = 3, SRFcol: int | None = 4, PEDcol: int | None = 5,
+                                        spacingcol: int | None = 6, centres: str = "rmit", jitter: float = 0.1,
+                                        jitter_px: int = 10, rng: RngLike = None) -> Iterator[tuple]:
     """samples >> ImagePatchesByMaskRetouch_resampled(pshape, npos, ...) >> ...: one output sample per patch.
 
     Default sample layout (change it with the ``*col`` arguments; other columns pass through unchanged)::
@@ -326,46 +373,31 @@ def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Se
         (image, mask, roimask, is_IRF, is_SRF, is_PED, axial_spacing_mm, ...)
          0      1     2        3       4       5       6
 
-    For each B-scan, patches are sampled as in :func:`sample_patches_entropy_mask` with a crop of
+    For each B-scan, patches are sampled by :func:`sample_patches_entropy_mask` with a crop of
     :func:`physical_patch_shape` (``pshape`` height scaled by ``reference_spacing_mm / axial_spacing_mm``, so a
-    patch spans the same depth in mm on every vendor), then resized to ``pshape``: the image anti-aliased linear,
-    mask and ROI nearest neighbour. Output columns: image ``(h, w[, C])`` of the input dtype, mask ``(h, w)`` of
-    the input dtype holding only input labels, roimask ``(h, w)`` uint8 0/1, the three flag columns ints 0/1 from
-    :func:`fluid_flags` on the resized mask; axial_spacing_mm and any other column unchanged (the patch rows now
-    span ``reference_spacing_mm`` each). Output samples are tuples.
+    patch spans the same depth in mm on every vendor; the original hard-coded one factor per B-scan height),
+    resized to ``pshape``. Output columns: image ``(h, w[, C])`` of the input dtype, mask ``(h, w)`` of the input
+    dtype holding only input labels, roimask ``(h, w)`` uint8 0/1, the three flag columns ints 0/1;
+    axial_spacing_mm and any other column unchanged. Output samples are tuples.
 
     Args:
         iterable: samples (tuples or lists) with the columns above; image ``(H, W)`` or ``(H, W, C)``, mask and
             roimask ``(H, W)``; any height (a B-scan smaller than the crop is zero-padded).
-        pshape: ``(h, w)`` output patch shape in pixels, e.g. ``config.PATCH_SHAPE``.
-        npos: ROI-centred patches per B-scan (``config.PATCHES_PER_BSCAN``).
-        nneg: patches centred outside the ROI per B-scan, or a function of ``npos``.
-        pos: ROI mask value inside the retina; neg: outside (any value other than ``pos`` counts as outside).
-        patch_border: output pixels ignored at each side when flagging fluids.
+        pshape: ``(h, w)`` output patch shape in pixels, e.g. ``cfg.PATCH_SHAPE``.
+        npos, patch_border, random_share, pos, centres, jitter, jitter_px: as :func:`sample_patches_entropy_mask`.
+        reference_spacing_mm: axial spacing that ``pshape[0]`` refers to (Spectralis), > 0.
         imagecol, maskcol, roicol: columns of image, mask and ROI mask (replaced by patches).
         IRFcol, SRFcol, PEDcol: columns replaced by the patch flags; None to not write that flag.
         spacingcol: column with the axial spacing in mm (> 0); None to crop ``pshape`` unscaled.
-        random_share: random ROI patches per ROI-centred patch.
-        reference_spacing_mm: axial spacing that ``pshape[0]`` refers to (Spectralis).
-        jitter: largest row offset of ROI-centred patches from the band middle, as a fraction of the crop height.
         rng: numpy Generator, or a seed. A Generator continues its stream each time the nut is applied (use this
             for training: new patches every epoch); an int seed restarts it, giving the same patches every time.
 
-    Returns:
-        Iterator over the patch samples; ``npos + round(npos * random_share) + nneg`` per B-scan (only ``nneg`` for
-        an empty ROI).
-
     Raises:
-        ValueError: at once for a malformed ``pshape``, negative counts or a border leaving no pixel; during
-            iteration for mismatched sizes or a spacing that is not a positive number.
+        ValueError: during iteration, for bad settings (checked once by the sampler, before any sampling),
+            mismatched sizes or a spacing that is not a positive number.
     """
-    # The settings are checked here, when the nut is applied (>>), not when the first sample is drawn.
-    pshape = check_patch_shape(pshape)
-    fluid_flags(np.zeros(pshape, dtype=np.uint8), patch_border)
-    if npos < 0 or (not callable(nneg) and nneg < 0) or random_share < 0 or jitter < 0:
-        raise ValueError(f"npos, nneg, random_share and jitter must be >= 0, got {npos!r}, {nneg!r}, "
-                         f"{random_share!r}, {jitter!r}")
-    physical_patch_shape(pshape, reference_spacing_mm, reference_spacing_mm)
-    return _resampled_patches(iterable, imagecol, maskcol, roicol, (IRFcol, SRFcol, PEDcol), spacingcol, pshape,
-                              npos, nneg, pos, patch_border, random_share, reference_spacing_mm, jitter,
-                              np.random.default_rng(rng))
+    sampler_args = {"npos": npos, "patch_border": patch_border, "random_share": random_share, "pos": pos,
+                    "centres": centres, "jitter": jitter, "jitter_px": jitter_px}
+    return _resampled_patches(iterable, (imagecol, maskcol, roicol), (IRFcol, SRFcol, PEDcol), spacingcol,
+                              check_patch_shape(pshape), reference_spacing_mm, np.random.default_rng(rng),
+                              sampler_args)

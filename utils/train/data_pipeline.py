@@ -1,13 +1,16 @@
 """The method's nutsml/nutsflow pipelines from prepared slices to batches of patches.
 
-Training: slices of the split, stratified (with / without fluid), shuffled, read as 3-channel images (a B-scan and
-its two neighbours) with mask and ROI mask, augmented (left-right flip, small rotations), cut into patches around
-the ROI (:func:`utils.train.custom_nuts.ImagePatchesByMaskRetouch_resampled`), normalised to [-1, 1], most patches
-without fluid dropped, and batched as torch tensors. The stream is endless; train.py takes
-``BATCHES_PER_EPOCH`` batches per epoch. :class:`PatchBatches` runs it in DataLoader worker processes, each
-(rank, worker) with its own seed, so the model does not wait for data and DDP ranks draw different patches.
+Training (the original's ``train_model.py``): per pass, the slices of the split stratified (by vendor, up-sampled,
+as the original; or by fluid presence), shuffled, read as 3-channel images (a B-scan and its two neighbours) with
+mask and ROI mask, augmented (the original adds a flipped and a rotated copy; see :func:`augmented_copies`), cut
+into patches around the ROI (:func:`utils.train.custom_nuts.ImagePatchesByMaskRetouch_resampled`), normalised to
+[-1, 1], most patches without fluid dropped, and batched as torch tensors. With ``BATCHES_PER_EPOCH = 0`` an
+epoch is one pass (the original); with N, passes follow one another endlessly and an epoch is N batches.
+:class:`PatchBatches` runs it in DataLoader worker processes, each (rank, worker, epoch) with its own seed, so the
+model does not wait for data and DDP ranks draw different patches.
 
-Validation: a fixed set of B-scans (fixed seed, no augmentation), their patches kept in memory.
+Validation: a fixed set of B-scans (fixed seed, no augmentation; patches without fluid dropped with the same
+probability as the original, or all kept), their patches kept in memory.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
 
-# Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm)
+# Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
 # and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
 IMAGE, MASK, ROI, IS_IRF, IS_SRF, IS_PED, SPACING = range(7)
+RECORD_HAS_FLUID, RECORD_VENDOR = 4, 6
 
 
 def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
@@ -46,10 +50,11 @@ def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
 
 
 def slice_records(rows: pd.DataFrame, fluids) -> list[tuple]:
-    """``(case, root, slice, n_slices, has_fluid, spacing_y_mm)`` per row; has_fluid is 0/1 (any of ``fluids``)."""
+    """``(case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)`` per row; has_fluid is 0/1 (any of
+    ``fluids``)."""
     has_fluid = (rows[fluid_flag_columns(fluids)].fillna(0).astype(int).sum(axis=1) > 0).astype(int)
     return list(zip(rows["case"], rows["root"], rows["slice"].astype(int), rows["n_slices"].astype(int),
-                    has_fluid, rows["spacing_y_mm"].astype(float)))
+                    has_fluid, rows["spacing_y_mm"].astype(float), rows["vendor"]))
 
 
 def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
@@ -62,7 +67,7 @@ def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
         ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_IRF, is_SRF, is_PED,
         spacing_y_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end.
     """
-    case, root, z, n_slices, _, spacing = record
+    case, root, z, n_slices, _, spacing = record[:6]
     channels = []
     for neighbour in (max(z - 1, 0), z, min(z + 1, n_slices - 1)):
         image_path, _, _ = layout.slice_paths(work_dir, root, layout.slice_file_name(case, neighbour), cfg)
@@ -74,8 +79,44 @@ def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
     return (np.stack(channels, axis=-1), mask, roi, *flags, spacing)
 
 
+def _rotated(sample: tuple, angle: float, image_order: int) -> tuple:
+    """A loaded slice rotated by ``angle`` degrees about its centre (zeros outside): mask and ROI nearest."""
+    image, mask, roi = sample[IMAGE], sample[MASK], sample[ROI]
+    image = rotate(image, angle, order=image_order, preserve_range=True, mode="constant").astype(np.uint8)
+    mask = rotate(mask, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+    roi = rotate(roi, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+    return (image, mask, roi, *sample[3:])
+
+
+def _flipped(sample: tuple) -> tuple:
+    """A loaded slice mirrored left-right (image, mask and ROI together)."""
+    return (np.ascontiguousarray(sample[IMAGE][:, ::-1]), np.ascontiguousarray(sample[MASK][:, ::-1]),
+            np.ascontiguousarray(sample[ROI][:, ::-1]), *sample[3:])
+
+
+def augmented_copies(sample: tuple, rng: np.random.Generator, cfg) -> list[tuple]:
+    """The original's augmentation (``train_model.py``: ``AugmentImage`` with ``FLIP`` then ``ROTATE``, each adding
+    its output to the stream): the slice itself; with probability ``FLIP_PROB`` also its left-right mirror; then
+    for each of those, with probability ``ROTATE_PROB``, also a copy rotated by an angle drawn from
+    ``[0, ROTATE_MAX_DEGREES]`` (nearest neighbour for image, mask and ROI, as the original).
+
+    Returns:
+        1 to 4 loaded slices (the first is ``sample`` itself); on average ``(1 + FLIP_PROB) * (1 + ROTATE_PROB)``.
+    """
+    stream = [sample]
+    if rng.random() < cfg.FLIP_PROB:
+        stream.append(_flipped(sample))
+    out = []
+    for item in stream:
+        out.append(item)
+        if rng.random() < cfg.ROTATE_PROB:
+            out.append(_rotated(item, rng.uniform(0.0, cfg.ROTATE_MAX_DEGREES), image_order=0))
+    return out
+
+
 def augment_slice(sample: tuple, rng: np.random.Generator, cfg) -> tuple:
-    """Random left-right flip and rotation of a loaded slice: image bilinear, mask and ROI nearest-neighbour."""
+    """``AUGMENT = "replace"``: random left-right flip and rotation of a loaded slice, in place of the original
+    (image bilinear, mask and ROI nearest-neighbour)."""
     image, mask, roi = sample[IMAGE], sample[MASK], sample[ROI]
     if rng.random() < cfg.FLIP_PROB:
         image, mask, roi = image[:, ::-1], mask[:, ::-1], roi[:, ::-1]
@@ -99,15 +140,61 @@ def collate(patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
+def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random) -> list[tuple]:
+    """One stratified pass: every label group (e.g. vendor) up-sampled to the size of the largest, shuffled.
+
+    The original stratified by vendor with nutsml's ``Stratify(1, mode='up')``; nutsml 1.2.2's ``Stratify`` only
+    down-samples, so the up-sampling is done here: each group's records, shuffled, are repeated (cycling) until
+    the group is as large as the largest; the result is shuffled.
+    """
+    groups: dict = {}
+    for record in records:
+        groups.setdefault(record[label_col], []).append(record)
+    size = max((len(group) for group in groups.values()), default=0)
+    out = []
+    for label in sorted(groups, key=str):
+        group = list(groups[label])
+        rand.shuffle(group)
+        out += [group[i % len(group)] for i in range(size)]
+    rand.shuffle(out)
+    return out
+
+
+def epoch_records(records: list[tuple], cfg, rand: random.Random) -> list[tuple]:
+    """The training B-scans of one pass, stratified as ``STRATIFY_BY`` says and shuffled.
+
+    Raises:
+        ValueError: ``STRATIFY_BY`` is neither "vendor" nor "fluid".
+    """
+    if cfg.STRATIFY_BY == "vendor":
+        return upsample_by_label(records, RECORD_VENDOR, rand)
+    if cfg.STRATIFY_BY == "fluid":
+        shuffled = list(records)
+        rand.shuffle(shuffled)
+        label_counts = pd.Series([record[RECORD_HAS_FLUID] for record in records]).value_counts().to_dict()
+        return list(shuffled >> Stratify(RECORD_HAS_FLUID, label_counts, rand=rand))
+    raise ValueError(f"STRATIFY_BY must be 'vendor' or 'fluid', got {cfg.STRATIFY_BY!r}")
+
+
 @nut_processor
-def _endless(records: list[tuple], rand: random.Random) -> Iterator[tuple]:
-    """The records over and over, reshuffled every pass."""
+def _passes(records: list[tuple], cfg, rand: random.Random, endless: bool) -> Iterator[tuple]:
+    """The records of one stratified pass, or of pass after pass when ``endless``."""
     records = list(records)
-    if not records:
-        return
-    while True:
-        rand.shuffle(records)
-        yield from records
+    while records:
+        yield from epoch_records(records, cfg, rand)
+        if not endless:
+            return
+
+
+@nut_processor
+def _augmented(samples: Iterator[tuple], rng: np.random.Generator, cfg) -> Iterator[tuple]:
+    for sample in samples:
+        if cfg.AUGMENT == "rmit":
+            yield from augmented_copies(sample, rng, cfg)
+        elif cfg.AUGMENT == "replace":
+            yield augment_slice(sample, rng, cfg)
+        else:
+            raise ValueError(f"AUGMENT must be 'rmit' or 'replace', got {cfg.AUGMENT!r}")
 
 
 def _has_fluid(patch: tuple) -> bool:
@@ -119,26 +206,26 @@ def _patch_nut(cfg, rng: np.random.Generator):
         pshape=tuple(cfg.PATCH_SHAPE), npos=cfg.PATCHES_PER_BSCAN, patch_border=cfg.PATCH_BORDER,
         imagecol=IMAGE, maskcol=MASK, roicol=ROI, IRFcol=IS_IRF, SRFcol=IS_SRF, PEDcol=IS_PED, spacingcol=SPACING,
         random_share=cfg.RANDOM_PATCH_SHARE, reference_spacing_mm=cfg.SPECTRALIS_AXIAL_SPACING_MM,
-        jitter=cfg.PATCH_JITTER, rng=rng)
+        centres=cfg.PATCH_CENTRES, jitter=cfg.PATCH_JITTER, jitter_px=cfg.PATCH_JITTER_PX, rng=rng)
 
 
-def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
+def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int, endless: bool = True,
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless training batches from slice records (see module docstring), reproducible for a seed.
+    """Training batches from slice records (see module docstring), reproducible for a seed.
+
+    Args:
+        endless: pass after pass (``BATCHES_PER_EPOCH`` > 0), or one pass (the original's epoch).
 
     Yields:
         ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` with
-        ``(h, w) = cfg.PATCH_SHAPE``.
+        ``(h, w) = cfg.PATCH_SHAPE`` (the last batch of a pass may be smaller).
     """
     rand = random.Random(seed)
     rng = np.random.default_rng(seed)
-    label_counts = pd.Series([record[4] for record in records]).value_counts().to_dict()
     keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB
-    stream = (records >> _endless(rand)
-              >> Stratify(4, label_counts, rand=rand)
-              >> Shuffle(32, rand=rand)
+    stream = (records >> _passes(cfg, rand, endless)
               >> Map(lambda record: load_slice(record, work_dir, cfg))
-              >> Map(lambda sample: augment_slice(sample, rng, cfg))
+              >> _augmented(rng, cfg)
               >> _patch_nut(cfg, rng)
               >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
               >> Shuffle(4 * cfg.BATCH_SIZE, rand=rand)
@@ -161,10 +248,17 @@ def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) ->
 
 def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int = 0,
                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The validation patches of a fixed set of B-scans (no augmentation, none dropped), as batches in memory."""
+    """The validation patches of a fixed set of B-scans (no augmentation), as batches in memory.
+
+    Patches without fluid are dropped with ``EMPTY_PATCH_DROP_PROB`` (seeded) when ``DROP_EMPTY_IN_VALIDATION``
+    (the original's validation stream drops them as its training stream does), else all are kept.
+    """
     chosen = choose_validation_records(records, cfg.VAL_BSCANS, seed)
     rng = np.random.default_rng(seed)
+    rand = random.Random(seed)
+    keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB if cfg.DROP_EMPTY_IN_VALIDATION else 1.0
     stream = (chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
+              >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
               >> Chunk(cfg.BATCH_SIZE, list) >> Map(collate))
     return list(stream)
 
@@ -178,15 +272,18 @@ class PatchBatches(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
-                 start_epoch: int = 0):
+                 start_epoch: int = 0, endless: bool = True):
         super().__init__()
         self.records, self.work_dir, self.cfg = records, str(work_dir), cfg
-        self.seed, self.rank, self.start_epoch = seed, rank, start_epoch
+        self.seed, self.rank, self.start_epoch, self.endless = seed, rank, start_epoch, endless
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         seed = int(np.random.SeedSequence([self.seed, self.rank, worker, self.start_epoch]).generate_state(1)[0])
+        if not self.endless:  # one pass per worker: each worker takes every n-th B-scan of the split
+            n = info.num_workers if info else 1
+            return training_batches(self.records[worker::n], self.work_dir, self.cfg, seed, endless=False)
         return training_batches(self.records, self.work_dir, self.cfg, seed)
 
 
@@ -200,9 +297,10 @@ def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
 
 
 def training_loader(records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
-                    start_epoch: int = 0, workers: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one)."""
+                    start_epoch: int = 0, workers: int = 0, endless: bool = True) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one);
+    endless, or one pass (epoch ``start_epoch + 1``)."""
     return torch.utils.data.DataLoader(
-        PatchBatches(records, work_dir, cfg, seed, rank, start_epoch), batch_size=None, num_workers=workers,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        PatchBatches(records, work_dir, cfg, seed, rank, start_epoch, endless), batch_size=None, num_workers=workers,
+        persistent_workers=workers > 0 and endless, prefetch_factor=4 if workers > 0 else None,
         multiprocessing_context="spawn" if workers > 0 else None)

@@ -9,7 +9,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import torch
@@ -19,12 +19,13 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.io.files import atomic_path, atomic_write_csv
-from utils.train.metrics import SegmentationMeter
+from utils.model.networks import centre_crop
 from utils.model.runtime import Runtime
+from utils.train.metrics import SegmentationMeter
 
 LOG_CSV = "log.csv"
 CURVES_PNG = "curves.png"
-BEST_METRIC = "dice_mean_fluid"
+BEST_METRIC = "dice_mean_fluid"  # the validation Dice drawn bold in the plot
 
 
 @dataclasses.dataclass
@@ -52,6 +53,7 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
     Returns:
         ``(discriminator_loss, segmenter_adversarial_loss)``; the first sees the softmax detached.
     """
+    images = centre_crop(images, logits.shape[-2:])  # what an unpadded segmenter's output covers
     probabilities = logits.float().softmax(dim=1)
     reference = one_hot(masks, logits.shape[1]).to(probabilities)
     real = adversary.discriminator(images, reference)
@@ -62,20 +64,28 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
     return discriminator_loss, F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
 
 
-def train_epoch(model: nn.Module, batches: Iterator, n_batches: int, optimizer: torch.optim.Optimizer,
-                loss_fn: nn.Module, runtime: Runtime, adversary: Adversary | None = None,
-                description: str = "train") -> float:
-    """Trains on ``n_batches`` batches; returns the mean segmentation loss (averaged over all ranks)."""
+def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                runtime: Runtime, adversary: Adversary | None = None, description: str = "train",
+                regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0, n_batches: int | None = None,
+                ) -> float:
+    """Trains on the batches (``n_batches`` of them, or all the iterable holds when None).
+
+    Args:
+        regulariser: a penalty added to the segmenter's objective each step (e.g. the L2 on conv kernels).
+
+    Returns:
+        The mean segmentation loss (without the regulariser), averaged over all ranks.
+    """
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(range(n_batches), desc=description, unit="batch", disable=not runtime.is_main, leave=False)
-    for _ in bar:
-        images, masks = next(batches)
+    bar = tqdm(batches, total=n_batches, desc=description, unit="batch", disable=not runtime.is_main, leave=False)
+    for images, masks in bar:
         images, masks = runtime.to_device(images), masks.to(runtime.device, non_blocking=True)
         with runtime.autocast():
             logits = model(images)
+        masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
         loss = loss_fn(logits.float(), masks)
-        objective, discriminator_loss = loss, None
+        objective, discriminator_loss = loss + regulariser(), None
         if adversary is not None:
             with runtime.autocast():
                 discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
@@ -91,6 +101,8 @@ def train_epoch(model: nn.Module, batches: Iterator, n_batches: int, optimizer: 
         total += float(loss.detach())
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
+        if n_batches is not None and count >= n_batches:
+            break
     return _mean_over_ranks(total, count)
 
 
@@ -111,6 +123,7 @@ def validate(model: nn.Module, batches: list, loss_fn: nn.Module, runtime: Runti
         with runtime.autocast():
             logits = model(images)
         logits = logits.float()
+        masks = centre_crop(masks, logits.shape[-2:])
         total += float(loss_fn(logits, masks)) * len(masks)
         count += len(masks)
         meter.update(logits.argmax(dim=1).cpu(), masks.cpu())
@@ -138,10 +151,18 @@ def _mean_over_ranks(total: float, count: int) -> float:
 
 
 
-def score_of(metrics: dict[str, float]) -> float:
-    """The number that picks the best checkpoint: mean fluid Dice, NaN counted as the worst."""
-    value = metrics.get(BEST_METRIC, math.nan)
-    return -math.inf if value is None or math.isnan(value) else value
+def score_of(metrics: dict[str, float], best_by: str) -> float:
+    """The number that picks the best checkpoint (higher is better; NaN counts as the worst).
+
+    Args:
+        metrics: an epoch's validation metrics.
+        best_by: ``"val_loss"`` (the original: the lowest validation loss) or a metric such as
+            ``"dice_mean_fluid"`` (the highest).
+    """
+    value = metrics.get(best_by, math.nan)
+    if value is None or math.isnan(value):
+        return -math.inf
+    return -value if best_by == "val_loss" else value
 
 
 def append_log(run_dir: Path, row: dict[str, Any]) -> pd.DataFrame:

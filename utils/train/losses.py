@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from utils.configuration import ConfigError
 from utils.train.base import Loss, WeightedSum
+from utils.train.method_loss import RmitLoss
 
 
 def class_balanced_weights(target: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -112,7 +113,7 @@ def make_loss(cfg) -> Loss:
     Raises:
         ConfigError: ``LOSS`` names no loss; the message lists the names and suggests the nearest.
     """
-    losses = {"balanced_ce_dice": lambda: balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)}
+    losses = {"rmit": RmitLoss, "balanced_ce_dice": lambda: balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)}
     if cfg.LOSS not in losses:
         nearest = difflib.get_close_matches(cfg.LOSS, losses, n=1)
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""

@@ -1,0 +1,364 @@
+"""The authors' own networks, ported from Keras: the unpadded U-Net with a multi-scale output that segments
+B-scan patches, and the discriminator of their adversarial training.
+
+Source: RuwanT/retouch, ``custom_networks.py``, functions ``retouch_unet`` and ``retouch_discriminator``, as
+stored at commit 7f7797ab (the version with the multi-scale output, the L2 kernel regulariser and the
+128/256/512 discriminator with a 2-way softmax; earlier versions of the file lack all three).
+
+Geometry. Every 3x3 convolution is unpadded ('valid'), so the segmenter's output is smaller than its input:
+a ``(256, 128)`` patch (the original's ``PATCH_SIZE_H, PATCH_SIZE_W``) gives a ``(164, 36)`` map, 46 rows and
+columns short on each side (the original's ``BORDER_WIDTH = 46``). In general the output is the input minus
+``2 * MARGIN`` for every input the original network accepts: sides that are multiples of 8 and at least 96.
+Only those sizes fit the original's fixed ``Cropping2D`` amounts ((5, 4), (17, 17), (42, 42) on the skips and
+14, 6, 2 on the multi-scale maps); :func:`valid_input` tells them apart and :func:`input_shape_for` gives the
+smallest one whose output covers a wanted size (pad B-scans to it at inference).
+
+Tensors are channels-first here: ``(N, C, H, W)`` with ``H`` = rows (depth) and ``W`` = columns (A-scans);
+the original is channels-last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MARGIN = 46  # rows (and columns) the segmenter loses on each side; the original's BORDER_WIDTH
+INPUT_MULTIPLE = 8  # input sides the original's fixed crops fit: multiples of 8 ...
+MIN_INPUT_SIDE = 96  # ... from 96 up (a 4-pixel output)
+L2_WEIGHT = 1e-4  # the original's regularize_weight: Keras kernel_regularizer=l2(1e-4)
+
+# Keras BatchNormalization defaults (momentum 0.99 of the old running value, epsilon 1e-3); PyTorch's momentum
+# is the weight of the new batch.
+_BN_EPS = 1e-3
+_BN_MOMENTUM = 0.01
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shape arithmetic
+# ----------------------------------------------------------------------------------------------------------------
+def _check_shape(shape: Sequence[int], name: str) -> tuple[int, int]:
+    """``shape`` as two positive ints ``(height, width)``, or ValueError."""
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width) in pixels, got {shape!r}") from None
+    if h < 1 or w < 1 or (h, w) != tuple(shape):
+        raise ValueError(f"{name} must be two positive integers (height, width), got {shape!r}")
+    return h, w
+
+
+def _output_side(n: int) -> int:
+    """Output length of the segmenter along one axis of length ``n``, layer by layer (may be < 1 when too small).
+
+    conv1_0 is 'same'; each level then loses 4 to two valid 3x3 convs; pooling floors (Keras 'valid' pooling);
+    each decoder level doubles (2x2 transposed conv, stride 2) and loses 4 again.
+    """
+    n -= 4  # conv1_1, conv1_2
+    for _ in range(3):  # pool1..3, then conv{2,3,4}_1 and conv{2,3,4}_2
+        n = n // 2 - 4
+    for _ in range(3):  # upool3..1, then dconv{3,2,1}_1 and dconv{3,2,1}_2
+        n = 2 * n - 4
+    return n
+
+
+def _valid_side(n: int) -> bool:
+    return n % INPUT_MULTIPLE == 0 and n >= MIN_INPUT_SIDE
+
+
+def valid_input(shape: Sequence[int]) -> bool:
+    """Whether the original network accepts an input of this ``(height, width)``.
+
+    The original crops its skip connections by fixed amounts, which fit exactly the sides that are multiples of
+    8, and needs at least 96 pixels for a non-empty output. Note that pooling does not divide evenly at every
+    level even then: the third max-pooling of a 256-row patch floors 57 rows to 28, as in the original.
+
+    Args:
+        shape: ``(height, width)`` of the input in pixels.
+
+    Returns:
+        True when both sides are multiples of 8 and at least 96; False otherwise (also for malformed shapes).
+    """
+    try:
+        h, w = _check_shape(shape, "shape")
+    except ValueError:
+        return False
+    return _valid_side(h) and _valid_side(w)
+
+
+def output_shape(input_shape: Sequence[int]) -> tuple[int, int]:
+    """The segmenter's output ``(height, width)`` for an input of ``input_shape`` (valid convolutions only).
+
+    Args:
+        input_shape: ``(height, width)`` accepted by :func:`valid_input`, e.g. ``(256, 128)``.
+
+    Returns:
+        ``(height - 92, width - 92)``, e.g. ``(164, 36)`` for ``(256, 128)``.
+
+    Raises:
+        ValueError: the network cannot take this shape.
+    """
+    h, w = _check_shape(input_shape, "input_shape")
+    if not (_valid_side(h) and _valid_side(w)):
+        raise ValueError(f"input_shape {input_shape!r} does not fit the network: both sides must be multiples of "
+                         f"{INPUT_MULTIPLE} and at least {MIN_INPUT_SIDE}; input_shape_for(...) gives one")
+    return _output_side(h), _output_side(w)
+
+
+def input_shape_for(output_shape: Sequence[int]) -> tuple[int, int]:
+    """The smallest valid input whose output covers ``output_shape``.
+
+    At inference, pad a B-scan of shape ``(H, W)`` to ``input_shape_for((H, W))`` with ``MARGIN`` rows and columns
+    before it (the output's first pixel sits ``MARGIN`` rows and columns into the input) and crop the output back
+    to ``(H, W)``.
+
+    Args:
+        output_shape: wanted ``(height, width)`` of the output in pixels, both >= 1.
+
+    Returns:
+        ``(height, width)`` of the input, each side a multiple of 8, at least 96 and at least the wanted size
+        plus ``2 * MARGIN``.
+
+    Raises:
+        ValueError: a malformed ``output_shape``.
+    """
+    sides = _check_shape(output_shape, "output_shape")
+
+    def side(n: int) -> int:
+        needed = n + 2 * MARGIN
+        return max(MIN_INPUT_SIDE, -(-needed // INPUT_MULTIPLE) * INPUT_MULTIPLE)
+
+    return side(sides[0]), side(sides[1])
+
+
+def _centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The central ``(height, width)`` of ``x`` ``(N, C, H, W)``; an odd surplus loses its extra row/column at
+    the top/left, as the original's ``Cropping2D(((5, 4), (5, 4)))`` does on the third skip."""
+    top = (x.shape[-2] - height + 1) // 2
+    left = (x.shape[-1] - width + 1) // 2
+    return x[..., top:top + height, left:left + width]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+def _double_conv(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+    """Two valid 3x3 convs: conv-ReLU, conv-[batch norm]-ReLU (batch norm sits between the second conv and its
+    ReLU in the original)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3), nn.ReLU(inplace=True),
+                               nn.Conv2d(out_channels, out_channels, 3)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels, eps=_BN_EPS, momentum=_BN_MOMENTUM))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _init_like_keras(module: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform kernels and zero biases for Conv2D, Conv2DTranspose and Dense (PyTorch's
+    own default is a scaled Kaiming-uniform); batch norm starts at gamma 1, beta 0 in both."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)  # fan_in + fan_out is the same for either kernel layout
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def l2_penalty(model: nn.Module, weight: float = L2_WEIGHT) -> torch.Tensor:
+    """The original's L2 regularisation term: ``weight * sum(kernel ** 2)`` over the regularised kernels.
+
+    Keras adds ``weight * sum(w ** 2)`` to the loss for every layer built with ``kernel_regularizer=l2(weight)``:
+    in ``retouch_unet`` and ``retouch_discriminator`` those are all ``Conv2D`` and ``Dense`` layers, so here every
+    ``nn.Conv2d`` and ``nn.Linear`` weight counts. Biases, batch norm and the transposed convs do not (the
+    original's ``Deconv2D`` layers have no regulariser). Add the result to the loss; it equals SGD weight decay of
+    ``2 * weight`` on those kernels only.
+
+    Args:
+        model: any module; its ``Conv2d``/``Linear`` weights are summed.
+        weight: the L2 factor, >= 0; the original's 1e-4 by default.
+
+    Returns:
+        A scalar tensor (dtype and device of the weights; 0 when there are none) that carries gradients.
+    """
+    kernels = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if not kernels:
+        return torch.zeros(())
+    return weight * sum(k.pow(2).sum() for k in kernels)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The segmenter
+# ----------------------------------------------------------------------------------------------------------------
+class RmitUNet(nn.Module):
+    """PyTorch port of the authors' ``retouch_unet`` (RuwanT/retouch ``custom_networks.py``).
+
+    Layers, as in the original:
+
+    - ``conv1_0``: 7x7 'same' conv to 64 channels + ReLU.
+    - Encoder levels of 64, 128, 256 and 512 channels (the last is the bottleneck): valid 3x3 conv + ReLU, valid
+      3x3 conv + batch norm + ReLU; 2x2 max pooling (floored) between levels. No dropout in the encoder or the
+      bottleneck.
+    - Decoder levels of 256, 128 and 64 channels: 2x2 transposed conv with stride 2 (no activation), spatial
+      dropout on it and, separately, on the centre-cropped encoder skip (0.25, 0.25 and 0.5 from the deepest
+      level up), concatenation (upsampled first), then the two valid 3x3 convs; the last level has no batch norm
+      (conv + ReLU twice) and ends with spatial dropout 0.25.
+    - Multi-scale output: the bottleneck, the 256- and 128-channel decoder outputs, nearest-upsampled by 8, 4 and
+      2 and centre-cropped, concatenated with the last level (512 + 256 + 128 + 64 = 960 channels), then a 3x3
+      'same' conv to ``n_classes``; the original applies ReLU and then softmax.
+
+    A ``(256, 128)`` input gives a ``(164, 36)`` output (rows: 256 -> 252 -> 126 -> 122 -> 61 -> 57 -> 28 -> 24
+    -> 48 -> 44 -> 88 -> 84 -> 168 -> 164; columns: 128 -> 124 -> 62 -> 58 -> 29 -> 25 -> 12 -> 8 -> 16 -> 12 ->
+    24 -> 20 -> 40 -> 36); see :func:`output_shape`. The softmax is left to the loss and to inference.
+
+    Args:
+        in_channels: input channels (3: a B-scan and its two neighbours).
+        n_classes: output classes (4: background, IRF, SRF, PED).
+        relu_before_softmax: apply the original's ReLU to the output (its last conv has ``activation='relu'``
+            before ``Softmax4D``), so that ``softmax(forward(x))`` is the original's output. False returns the
+            plain conv output.
+
+    Attributes:
+        margin: rows and columns lost on each side (46).
+    """
+
+    margin = MARGIN
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 4, relu_before_softmax: bool = True):
+        super().__init__()
+        self.relu_before_softmax = relu_before_softmax
+        self.conv1_0 = nn.Conv2d(in_channels, 64, 7, padding=3)
+        self.enc1 = _double_conv(64, 64)  # conv1_1, conv1_2, bn1
+        self.enc2 = _double_conv(64, 128)  # conv2_1, conv2_2, bn2
+        self.enc3 = _double_conv(128, 256)  # conv3_1, conv3_2, bn3
+        self.enc4 = _double_conv(256, 512)  # conv4_1, conv4_2, bn4 (bottleneck)
+        self.pool = nn.MaxPool2d(2)
+        self.up3 = nn.ConvTranspose2d(512, 256, 2, stride=2)  # upool3
+        self.drop3_up, self.drop3_skip = nn.Dropout2d(0.25), nn.Dropout2d(0.25)
+        self.dec3 = _double_conv(512, 256)  # dconv3_1, dconv3_2, bn3d
+        self.up2 = nn.ConvTranspose2d(256, 128, 2, stride=2)  # upool2
+        self.drop2_up, self.drop2_skip = nn.Dropout2d(0.25), nn.Dropout2d(0.25)
+        self.dec2 = _double_conv(256, 128)  # dconv2_1, dconv2_2, bn2d
+        self.up1 = nn.ConvTranspose2d(128, 64, 2, stride=2)  # upool1
+        self.drop1_up, self.drop1_skip = nn.Dropout2d(0.5), nn.Dropout2d(0.5)
+        self.dec1 = _double_conv(128, 64, batch_norm=False)  # dconv1_1, dconv1_2
+        self.drop_last = nn.Dropout2d(0.25)
+        self.out = nn.Conv2d(512 + 256 + 128 + 64, n_classes, 3, padding=1)  # seg_out_
+        self.apply(_init_like_keras)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of the central part of each patch.
+
+        Args:
+            x: ``(N, in_channels, H, W)`` float images (the project scales to [-1, 1], as the original's
+                ``(x - 128) / 128``); ``(H, W)`` must pass :func:`valid_input`.
+
+        Returns:
+            ``(N, n_classes, H - 92, W - 92)`` logits, same dtype as ``x``; non-negative when
+            ``relu_before_softmax``. Output pixel ``(i, j)`` is input pixel ``(i + 46, j + 46)``.
+
+        Raises:
+            ValueError: not a 4-D tensor with ``in_channels`` channels, or a spatial size the network cannot take.
+        """
+        if x.ndim != 4 or x.shape[1] != self.conv1_0.in_channels:
+            raise ValueError(f"expected images (N, {self.conv1_0.in_channels}, H, W), got {tuple(x.shape)}")
+        if not valid_input(x.shape[-2:]):
+            raise ValueError(f"patch size {tuple(x.shape[-2:])} does not fit the network: both sides must be "
+                             f"multiples of {INPUT_MULTIPLE} and at least {MIN_INPUT_SIDE}; pad the input to "
+                             f"input_shape_for(wanted output size)")
+        skip1 = self.enc1(F.relu(self.conv1_0(x)))
+        skip2 = self.enc2(self.pool(skip1))
+        skip3 = self.enc3(self.pool(skip2))
+        bottom = self.enc4(self.pool(skip3))
+        dec3 = self._merge(self.up3(bottom), skip3, self.drop3_up, self.drop3_skip, self.dec3)
+        dec2 = self._merge(self.up2(dec3), skip2, self.drop2_up, self.drop2_skip, self.dec2)
+        dec1 = self.drop_last(self._merge(self.up1(dec2), skip1, self.drop1_up, self.drop1_skip, self.dec1))
+        h, w = dec1.shape[-2:]
+        scales = [_centre_crop(F.interpolate(level, scale_factor=factor, mode="nearest"), h, w)
+                  for level, factor in ((bottom, 8), (dec3, 4), (dec2, 2))]
+        logits = self.out(torch.cat([*scales, dec1], dim=1))
+        return F.relu(logits) if self.relu_before_softmax else logits
+
+    @staticmethod
+    def _merge(up: torch.Tensor, skip: torch.Tensor, drop_up: nn.Module, drop_skip: nn.Module,
+               block: nn.Module) -> torch.Tensor:
+        skip = _centre_crop(skip, up.shape[-2], up.shape[-1])
+        return block(torch.cat([drop_up(up), drop_skip(skip)], dim=1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The discriminator
+# ----------------------------------------------------------------------------------------------------------------
+def _discriminator_feature_shape(height: int, width: int) -> tuple[int, int]:
+    """Spatial size before the global pooling: valid convs lose 4 per level; pool1 halves both sides, pool2 and
+    pool3 only the rows (the original's ``pool_size=(2, 1)``)."""
+    height, width = height - 4, width - 4  # conv1_1_, conv1_2_ (and the mask branch alike)
+    for pool_rows, pool_cols in ((2, 2), (2, 1), (2, 1)):
+        height, width = height // pool_rows - 4, width // pool_cols - 4
+    return height, width
+
+
+class RmitDiscriminator(nn.Module):
+    """PyTorch port of the authors' ``retouch_discriminator`` (RuwanT/retouch ``custom_networks.py``).
+
+    Tells (image, reference one-hot) pairs from (image, segmenter output) pairs. Layers, as in the original:
+
+    - An image branch and a mask branch, each a 7x7 'same' conv to 64 channels + ReLU, a valid 3x3 conv + ReLU
+      and a valid 3x3 conv + batch norm + ReLU (64 channels).
+    - Their concatenation (image first, 128 channels), 2x2 max pooling, then blocks of 128, 256 and 512
+      channels (valid 3x3 conv + ReLU, valid 3x3 conv + batch norm + ReLU) with (2, 1) max pooling (rows only)
+      before the 256 and 512 blocks.
+    - Global average pooling and a dense layer to 2 outputs; the original applies softmax.
+
+    The original sees the segmenter-sized ``(164, 36)`` window: the image is cropped by ``BORDER_WIDTH = 46`` on
+    each side (``Cropping2D(((46, 46), (46, 46)))`` in ``train_adversarial.py``). Here ``forward`` does that crop
+    when the image is larger than the mask.
+
+    Args:
+        in_channels: image channels (3).
+        n_classes: mask channels (4).
+    """
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 4):
+        super().__init__()
+        self.image_branch = nn.Sequential(nn.Conv2d(in_channels, 64, 7, padding=3), nn.ReLU(inplace=True),
+                                          _double_conv(64, 64))  # conv1_0_, conv1_1_, conv1_2_, bn1_
+        self.mask_branch = nn.Sequential(nn.Conv2d(n_classes, 64, 7, padding=3), nn.ReLU(inplace=True),
+                                         _double_conv(64, 64))  # conv1_0_m, conv1_1_m, conv1_2_m, bn1_m
+        self.features = nn.Sequential(
+            nn.MaxPool2d(2), _double_conv(128, 128),  # pool1, conv2_1, conv2_2, bn2
+            nn.MaxPool2d((2, 1)), _double_conv(128, 256),  # pool2, conv3_1, conv3_2, bn3
+            nn.MaxPool2d((2, 1)), _double_conv(256, 512))  # pool3, conv4_1, conv4_2, bn4
+        self.head = nn.Linear(512, 2)  # disc_out
+        self.apply(_init_like_keras)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scores of (image, segmentation) pairs.
+
+        Args:
+            image: ``(N, in_channels, Hi, Wi)`` float images; when larger than ``mask`` they are centre-cropped to
+                its size (a ``(256, 128)`` patch to the ``(164, 36)`` segmenter window).
+            mask: ``(N, n_classes, H, W)`` float class maps in [0, 1]: one-hot references or the segmenter's
+                softmax.
+
+        Returns:
+            ``(N, 2)`` logits; softmax gives the original's output. Which index means "reference" is up to the
+            training code (the earlier 1-output version of ``train_adversarial.py`` labelled reference pairs 1).
+
+        Raises:
+            ValueError: wrong ranks or channel counts, different batch sizes, an image smaller than the mask, or a
+                mask too small for the valid convolutions and poolings.
+        """
+        in_channels, n_classes = self.image_branch[0].in_channels, self.mask_branch[0].in_channels
+        if image.ndim != 4 or mask.ndim != 4 or image.shape[1] != in_channels or mask.shape[1] != n_classes:
+            raise ValueError(f"expected image (N, {in_channels}, H, W) and mask (N, {n_classes}, H, W), got "
+                             f"{tuple(image.shape)} and {tuple(mask.shape)}")
+        (h, w), (hi, wi) = mask.shape[-2:], image.shape[-2:]
+        if image.shape[0] != mask.shape[0] or hi < h or wi < w:
+            raise ValueError(f"image {tuple(image.shape)} must have the mask's batch size and be at least its "
+                             f"size {tuple(mask.shape)}")
+        if min(_discriminator_feature_shape(h, w)) < 1:
+            raise ValueError(f"mask size {(h, w)} is too small for the discriminator's valid convolutions "
+                             f"(the original's is (164, 36))")
+        image = _centre_crop(image, h, w)
+        x = torch.cat([self.image_branch(image), self.mask_branch(mask)], dim=1)
+        return self.head(self.features(x).mean(dim=(-2, -1)))
