@@ -50,7 +50,7 @@ DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
-INFERENCE_SETTINGS = ("INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP",
+INFERENCE_SETTINGS = ("PREDICT_REGION", "INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP",
                       "PRESENCE_MIN_VOLUME_MM3")
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
                   "CHANNELS_LAST") + INFERENCE_SETTINGS
@@ -169,8 +169,8 @@ def check_inference_settings(cfg, multiple: int) -> None:
 def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
     """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise."""
     return {"checkpoint": str(checkpoint_path.resolve()), "epoch": checkpoint.get("epoch"),
-            "settings": {name: getattr(cfg, name) for name in ("INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP",
-                                                               "PRESENCE_MIN_VOLUME_MM3")}}
+            "settings": {name: getattr(cfg, name) for name in ("PREDICT_REGION", "INFERENCE_TILE_SHAPE",
+                                                               "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3")}}
 
 
 def _read_marker(case_dir: Path) -> dict | None:

@@ -22,7 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**settings):
-    return load_config([], base={**vars(load_config([])), **settings})
+    return load_config([], base={**vars(load_config([])), "PREDICT_REGION": "all", **settings})
+
+
+def _volume_probabilities(model, volume, axial_spacing_mm, cfg, batch_size):
+    """The whole softmax volume ``(C, z, y, x)`` from :func:`inference.iter_probabilities`."""
+    parts = {start: p.numpy() for start, p in inference.iter_probabilities(model, volume, axial_spacing_mm, cfg, CPU,
+                                                                           batch_size)}
+    return np.concatenate([parts[start] for start in sorted(parts)]).transpose(1, 0, 2, 3)
 
 
 def _pointwise_model(seed=0):
@@ -125,8 +132,8 @@ def test_volume_probabilities_are_the_same_whole_or_tiled_and_match_the_labels()
     model = _pointwise_model(3)
     whole_cfg = _cfg(SPECTRALIS_AXIAL_SPACING_MM=0.004)
     tiled_cfg = _cfg(SPECTRALIS_AXIAL_SPACING_MM=0.004, INFERENCE_TILE_SHAPE=(32, 64), INFERENCE_TILE_OVERLAP=8)
-    whole = inference.predict_probabilities(model, volume, geometry.axial_spacing_mm, whole_cfg, CPU, batch_size=2)
-    tiled = inference.predict_probabilities(model, volume, geometry.axial_spacing_mm, tiled_cfg, CPU, batch_size=3)
+    whole = _volume_probabilities(model, volume, geometry.axial_spacing_mm, whole_cfg, batch_size=2)
+    tiled = _volume_probabilities(model, volume, geometry.axial_spacing_mm, tiled_cfg, batch_size=3)
     assert whole.shape == (config.N_CLASSES, 3, 70, 90) and whole.dtype == np.float32
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(whole.sum(axis=0), 1.0, atol=1e-5)
@@ -195,3 +202,50 @@ def test_arg_max_labels_in_either_layout_take_the_first_of_equal_probabilities()
     for tensor in (probabilities, probabilities.contiguous(memory_format=torch.channels_last)):
         labels = inference.arg_max_labels(tensor)
         assert labels.dtype == torch.uint8 and labels.tolist() == [[[1, 0, 3]]]
+
+
+class _MarginModel(nn.Module):
+    """A pointwise model that, like rmit_unet, drops ``margin`` pixels on each side."""
+
+    margin = 46
+
+    def __init__(self):
+        super().__init__()
+        self.pointwise = _pointwise_model(4)
+
+    def forward(self, x):
+        return self.pointwise(x)[..., self.margin:-self.margin, self.margin:-self.margin]
+
+
+def test_unpadded_network_output_covers_every_pixel_as_the_pointwise_result():
+    images = np.random.default_rng(5).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
+    cfg = _cfg()
+    padded = inference.network_probabilities(_MarginModel(), images, cfg, CPU)
+    direct = inference.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
+    assert padded.shape == (2, config.N_CLASSES, 50, 70)
+    torch.testing.assert_close(padded, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_band_is_centred_on_the_roi_middle_and_kept_inside():
+    roi = np.zeros((100, 8), bool)
+    roi[40:61] = True  # rows 40..60: middle 50
+    assert inference.band_top(roi, band=20, scaled=100, height=100) == 40
+    assert inference.band_top(roi, band=20, scaled=50, height=100) == 15  # middle 25 at half the depth
+    roi[:] = False
+    roi[90:] = True
+    assert inference.band_top(roi, band=20, scaled=100, height=100) == 80  # kept inside the B-scan
+    assert inference.band_top(np.zeros((100, 8), bool), band=20, scaled=100, height=100) == 40  # empty: middle
+
+
+def test_band_mode_labels_nothing_outside_the_band():
+    rng = np.random.default_rng(3)
+    volume = rng.integers(0, 256, (2, 120, 64), dtype=np.uint8)
+    band_cfg = _cfg(PREDICT_REGION="band", PATCH_SHAPE=(32, 64), SPECTRALIS_AXIAL_SPACING_MM=0.004)
+    geometry = Geometry(spacing_mm=(0.01, 0.004, 0.05))
+    probabilities = _volume_probabilities(_pointwise_model(1), volume, geometry.axial_spacing_mm, band_cfg, 2)
+    for z in range(2):
+        top = inference.band_top(inference.bscan_roi(volume[z], band_cfg), 32, 120, 120)
+        outside = np.ones(120, bool)
+        outside[top:top + 32] = False
+        assert (probabilities[0, z, outside] == 1.0).all()  # background, certain
+        assert (probabilities[0, z, top:top + 32] < 1.0).any()  # the network's own scores in the band

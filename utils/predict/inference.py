@@ -39,10 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.model.input_scale import physical_patch_shape, resize_patch
 from utils.io.mhd_io import Geometry
+from utils.model.input_scale import physical_patch_shape, resize_patch
+from utils.model.networks import output_margin
+from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
+from utils.prepare.roi import roi_mask
 
+PREDICT_REGIONS = ("band", "roi", "all")  # PREDICT_REGION: see config.py
 PAD_MULTIPLE = 32  # input sizes of a 5-level U-Net; used when the model does not say (smp encoders' output_stride)
 FLUID_COLOURS = {"IRF": (255, 0, 0), "SRF": (0, 255, 0), "PED": (0, 96, 255)}  # overlay colour of each fluid
 OVERLAY_ALPHA = 0.45  # opacity of the fluid colours over the grey B-scan
@@ -259,32 +263,89 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
                          f"{volume.dtype}")
     if int(batch_size) < 1:
         raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {batch_size!r}")
-    multiple = input_multiple(model)
-    tile_shape = check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
+    if cfg.PREDICT_REGION not in PREDICT_REGIONS:
+        raise ValueError(f"PREDICT_REGION must be one of {', '.join(PREDICT_REGIONS)}, got {cfg.PREDICT_REGION!r}")
     n_bscans, height, width = volume.shape
     scaled = scaled_height(height, axial_spacing_mm, cfg)
-    pad = ((0, 0), (0, padded_size(scaled, multiple) - scaled), (0, padded_size(width, multiple) - width), (0, 0))
+    band = min(int(cfg.PATCH_SHAPE[0]), scaled)
     for start in range(0, n_bscans, int(batch_size)):
         stop = min(start + int(batch_size), n_bscans)
-        images = np.pad(scale_depth(stack_neighbours(volume, start, stop), scaled), pad)
-        probabilities = sliding_window_probabilities(model, to_network_input(images, runtime), tile_shape,
-                                                     cfg.INFERENCE_TILE_OVERLAP, runtime)
-        yield start, restore_depth(probabilities[..., :scaled, :width], height)
+        images = scale_depth(stack_neighbours(volume, start, stop), scaled)
+        if cfg.PREDICT_REGION == "band":
+            rois = [bscan_roi(volume[z], cfg) for z in range(start, stop)]
+            tops = [band_top(roi, band, scaled, height) for roi in rois]
+            images = np.stack([image[top:top + band] for image, top in zip(images, tops)])
+        probabilities = network_probabilities(model, images, cfg, runtime)
+        if cfg.PREDICT_REGION == "band":
+            probabilities = place_bands(probabilities, tops, scaled)
+        probabilities = restore_depth(probabilities, height)
+        if cfg.PREDICT_REGION == "roi":
+            inside = torch.from_numpy(np.stack([bscan_roi(volume[z], cfg) for z in range(start, stop)]))
+            probabilities = keep_inside(probabilities, inside.to(probabilities.device))
+        yield start, probabilities
 
 
-def predict_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: float, cfg, runtime: Runtime,
-                          batch_size: int) -> np.ndarray:
-    """The whole softmax volume: ``(C, z, y, x)`` float32 in [0, 1] on the CPU.
+def network_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime: Runtime) -> torch.Tensor:
+    """Class probabilities of whole (depth-scaled) B-scans: ``(n, H, W, 3)`` uint8 -> ``(n, C, H, W)`` float32.
 
-    For small volumes and tests: a Cirrus volume's takes 1 GB; :func:`predict_volume` keeps only what it needs.
-    Arguments as :func:`iter_probabilities`.
+    A padded network (smp_unet) sees the images zero-padded at the bottom and right to its input multiple, in one
+    pass or in blended tiles (``INFERENCE_TILE_SHAPE``). An unpadded one (rmit_unet, whose output lacks
+    ``margin`` pixels on each side) sees them zero-padded by the margin on every side and up to a size it takes,
+    in one pass, so that its output covers every pixel (training patches are zero-padded the same way when a
+    B-scan is smaller than a patch).
     """
-    out = None
-    for start, probabilities in iter_probabilities(model, volume, axial_spacing_mm, cfg, runtime, batch_size):
-        if out is None:
-            out = np.empty((probabilities.shape[1],) + volume.shape, np.float32)
-        out[:, start:start + probabilities.shape[0]] = probabilities.cpu().numpy().transpose(1, 0, 2, 3)
-    return out
+    _, height, width, _ = images.shape
+    margin = output_margin(model)
+    if margin:
+        in_h, in_w = rmit_input_shape_for((height, width))
+        pad = ((0, 0), (margin, in_h - height - margin), (margin, in_w - width - margin), (0, 0))
+        probabilities = forward_probabilities(model, to_network_input(np.pad(images, pad), runtime), runtime)
+        return probabilities[..., :height, :width]
+    multiple = input_multiple(model)
+    tile_shape = check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
+    pad = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
+    probabilities = sliding_window_probabilities(model, to_network_input(np.pad(images, pad), runtime), tile_shape,
+                                                 cfg.INFERENCE_TILE_OVERLAP, runtime)
+    return probabilities[..., :height, :width]
+
+
+def bscan_roi(bscan: np.ndarray, cfg) -> np.ndarray:
+    """The ROI of one preprocessed B-scan, ``(H, W)`` bool, computed as prepare_data.py computes it (no fluid
+    mask at prediction time)."""
+    return roi_mask(bscan, None, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD, cfg.CLOSING_DISK_RADIUS)
+
+
+def band_top(roi: np.ndarray, band: int, scaled: int, height: int) -> int:
+    """First (depth-scaled) row of the band of ``band`` rows centred on the vertical middle of the ROI.
+
+    The original (``test_model.py``) segments a band of the patch height centred on the middle of the retina's
+    extent; the middle is taken between the first and last ROI row (the B-scan's middle when the ROI is empty),
+    scaled from ``height`` to ``scaled`` rows, and the band kept inside the B-scan.
+    """
+    rows = np.flatnonzero(roi.any(axis=1))
+    middle = (rows[0] + rows[-1]) / 2 if rows.size else (height - 1) / 2
+    top = int(round(middle * scaled / height)) - band // 2
+    return int(min(max(top, 0), scaled - band))
+
+
+def place_bands(probabilities: torch.Tensor, tops: list[int], scaled: int) -> torch.Tensor:
+    """Band probabilities ``(n, C, band, W)`` placed at rows ``tops`` of ``(n, C, scaled, W)`` canvases that are
+    background (probability 1 for class 0) everywhere else."""
+    n, channels, band, width = probabilities.shape
+    canvas = probabilities.new_zeros((n, channels, scaled, width))
+    canvas[:, 0] = 1.0
+    for index, top in enumerate(tops):
+        canvas[index, :, top:top + band] = probabilities[index]
+    return canvas
+
+
+def keep_inside(probabilities: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """``(n, C, H, W)`` probabilities made background (1 for class 0, 0 for the others) where ``inside`` is
+    False (``(n, H, W)`` bool)."""
+    background = torch.zeros_like(probabilities)
+    background[:, 0] = 1.0
+    return torch.where(inside[:, None], probabilities, background)
+
 
 
 def presence_voxel_count(min_volume_mm3: float, voxel_volume_mm3: float, n_voxels: int) -> int:

@@ -1,0 +1,736 @@
+"""Segmentation quality of named configurations, on the synthetic set and on the real development set.
+
+    python bench/quality.py [--dataset synthetic|real|both] [--configs default,adversarial] [--seeds 0,1]
+                            [--budget-minutes 15] [--out work/quality] [--set NAME=VALUE ...] [--folds SPEC]
+    python bench/quality.py --smoke                  # a few minutes: tiny synthetic set, a few batches per fold
+    python bench/quality.py --table-only [--out DIR] # the tables of every result JSON under --out, again
+
+Runs the pipeline as a user would, each script as a subprocess (``prepare_data.py`` -> ``train.py`` ->
+``predict.py`` -> ``evaluate.py``), for every (dataset, config, seed), and scores the test cases' label volumes.
+
+Data sets:
+- ``synthetic``: ``python -m utils.synthetic`` (18 cases, 6 per vendor; ``--smoke``: ``--small``) in
+  OUT/data/synthetic, one fold: the split prepare_data.py makes (SPLIT_FRACTIONS, SPLIT_SEED: 12 train, 3 val,
+  3 test cases).
+- ``real``: the Duke DME development set (5 Spectralis patients DUKE01..DUKE05, 11 annotated B-scans each), built
+  by /work/shared/data/duke_dev/build.py into OUT/data/duke_dev (OUT must lie outside the repository or in a
+  git-ignored folder: nothing derived from real scans may be tracked). Patient-level folds: test {DUKE01, DUKE02},
+  then test {DUKE03, DUKE04, DUKE05}; in each fold the last training patient (by number) is the validation case
+  (which picks best.pt), the others train. Each fold's split CSV (columns ``case, split``) is written to
+  OUT/real/splits/ and given to prepare_data.py with ``--split-file``. ``--folds`` sets other folds.
+
+Budget: ``--budget-minutes M`` (default 15) is the wall-clock training budget per fold, passed to train.py as
+``--set TRAIN_BUDGET_MINUTES=M`` (training stops after the epoch during which it runs out; 0 = no limit, and then
+nothing is passed). Training also stops at EPOCHS (config.py: 20 x 50 batches, about 12.5 minutes on the 2-core
+CPU for the synthetic set): add ``--set EPOCHS=1000`` to make the budget the only limit. If config.py does not
+have TRAIN_BUDGET_MINUTES yet, the budget is not passed (a note says so; each result JSON records it). A full run
+of one config and one seed on both data sets trains 3 folds: up to 3 x budget, plus about 5 minutes of preparing
+and predicting. ``--smoke``: tiny synthetic set, 1-minute budget, EPOCHS=2 x BATCHES_PER_EPOCH=3, VAL_BSCANS=8,
+output in work/quality-smoke (4.5 minutes on the 2-core CPU; it checks that everything runs, not quality).
+
+Measures (fluid merged: a voxel is fluid when its label is > 0 in the prediction and in the reference, because the
+real masks do not tell fluid types apart), from each test case's OUT/.../pred/<case>/segmentation.mhd against its
+reference.mhd, read with SimpleITK (see bench/quality_measures.py):
+- Dice per fold (``pooled Dice``): sum of 2 TP / sum of (|P| + |G|) over all test B-scans of the fold; pooled over
+  folds the same way over every test B-scan of every fold (each patient is tested once). Undefined (``-``) when
+  neither prediction nor reference holds fluid.
+- per-patient Dice: the same over one patient's (case's) B-scans (in the JSON; their mean as well).
+- Dice on columns 100..649: the same counting only columns x = 100..649 (0-based, both ends included: x in
+  [100, 650)), because the real set's unannotated edge columns were set to 0 in image and mask. On the synthetic
+  set (512, or 128 columns wide with --small) it is clipped to the width and means little.
+- absolute volume difference: |predicted - reference| fluid voxels x voxel volume (from the header spacing) in
+  mm^3, per patient, then the mean over patients (the real set's spacing is approximate: indicative only).
+- area ratio: predicted / reference fluid area (mm^2, summed over the B-scans): > 1 over-, < 1 under-segmentation.
+- training time: wall clock around the train.py subprocess (Python start-up included), in minutes per fold, and
+  the epochs done (rows of the run's log.csv).
+- synthetic set also: evaluate.py's RETOUCH summary (summary.csv, all vendors): per fluid the mean Dice over cases
+  holding the fluid and over all cases (absent from both = 1.0), and the detection AUC.
+
+Outputs under OUT (default work/quality):
+    results/<dataset>-<config>-seed<s>.json  everything about one run (settings, commands, per fold: cases,
+                                             training time and epochs, per-case counts and measures, pooled
+                                             measures, evaluate.py summary; pooled over folds)
+    <dataset>/<config>/seed<s>/<fold>/       run/ (train.py run folder), pred/ (predict.py; pred/evaluation/:
+                                             evaluate.py), train.log, predict.log, evaluate.log (the scripts'
+                                             output), train_time.json
+    <dataset>/prepared/<fold>/, <dataset>/splits/, data/   prepare_data.py work dirs, split CSVs, the data sets
+A rerun skips every run whose result JSON exists (and was made with the same settings: otherwise it stops with
+status 2) and reuses finished training; an interrupted run is simply started again. Markdown tables are printed
+at the end: one row per config and seed, then the mean and spread (max - min) over seeds per config.
+
+Exit status: 0 all runs done; 1 some run failed (each named with its data set, config, seed, fold and failing
+step, and the script's log); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import difflib
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality_measures import MeasureError, case_measures, pooled_measures  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A config: --set overrides for train.py ("train") and predict.py ("predict": only settings predict.py takes from
+# its command line, such as INFERENCE_TILE_SHAPE; all others come from the checkpoint), and optionally for
+# prepare_data.py ("prepare": then the config gets prepared data of its own).
+# "default": the authors' method (config.py as it is). "smp_unet": the pipeline's choices before the method became
+# the default (smp ResNet18 U-Net, balanced CE + 4-class Dice, stratified centres, in-place augmentation, fluid
+# stratification, 50-batch epochs, best by Dice, whole B-scans segmented).
+SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
+            "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
+            "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid"]
+CONFIGS: dict[str, dict[str, list[str]]] = {
+    "default": {"train": [], "predict": []},
+    "smp_unet": {"train": SMP_UNET, "predict": ["PREDICT_REGION=all"]},
+    "smp_unet_band": {"train": SMP_UNET, "predict": []},
+    "resnet34": {"train": SMP_UNET + ["ENCODER=resnet34"], "predict": ["PREDICT_REGION=all"]},
+}
+DATASETS = ("synthetic", "real")
+REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
+REAL_FOLDS = "DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"
+REAL_BUILD_SCRIPT = Path("/work/shared/data/duke_dev/build.py")
+COLUMNS = (100, 650)  # x in [100, 650): columns 100..649, where the real masks are annotated
+DEFAULT_BUDGET_MINUTES = 15.0
+DEFAULT_OUT = "work/quality"
+SMOKE_OUT = "work/quality-smoke"
+SMOKE_BUDGET_MINUTES = 1.0
+SMOKE_TRAIN = ["EPOCHS=2", "BATCHES_PER_EPOCH=3", "VAL_BSCANS=8"]
+BUDGET_SETTING = "TRAIN_BUDGET_MINUTES"
+SYNTHETIC_FOLD = "split"  # the synthetic set's one fold: prepare_data.py's own split
+RUN_LOG_CSV = "log.csv"  # train.py: one row per epoch in the run folder
+TRAIN_MARKER = "train_time.json"  # <fold dir>/<this>: training finished, its wall time and command
+RESULT_VERSION = 1
+
+
+class UsageError(Exception):
+    """A mistake in the command line; exit status 2."""
+
+
+class StepFailed(Exception):
+    """A pipeline step that failed; the message names the step, and ``log`` the file holding its output."""
+
+    def __init__(self, step: str, message: str, log: Path | None = None):
+        super().__init__(message)
+        self.step, self.log = step, log
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """A fold: its name and cases by split (synthetic: filled in from prepare_data.py's split.csv)."""
+
+    name: str
+    test: tuple[str, ...] = ()
+    val: tuple[str, ...] = ()
+    train: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"test": list(self.test), "val": list(self.val), "train": list(self.train)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+def _names(text: str, known: tuple[str, ...] | list[str], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"--{what} {text!r}: expected a comma-separated list of {what}")
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            raise UsageError(f"--{what}: unknown name {name!r}" + (f"; did you mean {close[0]}?" if close else "")
+                             + f" (known: {', '.join(known)})")
+    return list(dict.fromkeys(names))
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1") from None
+    if not seeds:
+        raise UsageError(f"--seeds {text!r}: expected at least one seed")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_folds(text: str) -> list[Fold]:
+    """``TEST[:VAL];...`` with cases joined by ``+`` -> folds of the real set; train = the remaining patients.
+
+    Without ``:VAL`` the last remaining patient (by name) validates. Test sets must not overlap.
+    """
+    folds, tested = [], set()
+    for number, part in enumerate([p for p in text.split(";") if p.strip()], 1):
+        test_text, _, val_text = part.partition(":")
+        test = [c.strip() for c in test_text.split("+") if c.strip()]
+        val = [c.strip() for c in val_text.split("+") if c.strip()]
+        for case in test + val:
+            if case not in REAL_CASES:
+                raise UsageError(f"--folds {text!r}: unknown case {case!r}; the real set has {', '.join(REAL_CASES)}")
+        if not test:
+            raise UsageError(f"--folds {text!r}: fold {number} has no test case")
+        if tested & set(test):
+            raise UsageError(f"--folds {text!r}: {', '.join(sorted(tested & set(test)))} tested in two folds; "
+                             f"patient-level folds test each patient once")
+        if set(val) & set(test):
+            raise UsageError(f"--folds {text!r}: fold {number} validates on a test case")
+        tested |= set(test)
+        rest = [case for case in REAL_CASES if case not in test and case not in val]
+        if not val:
+            if len(rest) < 2:
+                raise UsageError(f"--folds {text!r}: fold {number} leaves {len(rest)} patient(s) for training and "
+                                 f"validation; give its validation case with TEST:VAL, or test fewer patients")
+            val, rest = [rest[-1]], rest[:-1]
+        if not rest:
+            raise UsageError(f"--folds {text!r}: fold {number} leaves no patient to train on")
+        folds.append(Fold(f"fold{number}", tuple(test), tuple(val), tuple(rest)))
+    if not folds:
+        raise UsageError(f"--folds {text!r}: expected at least one fold, e.g. {REAL_FOLDS}")
+    return folds
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="See the top of bench/quality.py for the measures and outputs.")
+    parser.add_argument("--dataset", default="both", choices=[*DATASETS, "both"], help="default: %(default)s")
+    parser.add_argument("--configs", default="default",
+                        help=f"comma-separated names of CONFIGS ({', '.join(CONFIGS)}; default: %(default)s)")
+    parser.add_argument("--seeds", default="0", help="comma-separated train.py SEEDs (default: %(default)s)")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help=f"training wall-clock budget per fold in minutes, 0 = none (default: "
+                             f"{DEFAULT_BUDGET_MINUTES:g}; --smoke: {SMOKE_BUDGET_MINUTES:g})")
+    parser.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}; --smoke: {SMOKE_OUT})")
+    parser.add_argument("--folds", default=REAL_FOLDS,
+                        help="real-set folds: TEST[:VAL] per fold, separated by ';', cases joined by '+' "
+                             "(default: %(default)s; validation: the last remaining patient)")
+    parser.add_argument("--real-data", default=None,
+                        help="the built real set (default: OUT/data/duke_dev, built there when missing)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra train.py override for every run (repeatable), e.g. --set EPOCHS=1000")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny run: synthetic --small, 1-minute budget, " + ", ".join(SMOKE_TRAIN))
+    parser.add_argument("--table-only", action="store_true",
+                        help="print the tables of every result JSON under --out and exit")
+    args = parser.parse_args(argv)
+    try:
+        args.datasets = list(DATASETS) if args.dataset == "both" else [args.dataset]
+        args.config_names = _names(args.configs, tuple(CONFIGS), "configs")
+        args.seed_list = parse_seeds(args.seeds)
+        args.fold_list = parse_folds(args.folds)
+        for item in args.overrides:
+            if not re.fullmatch(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=.*", item, re.S):
+                raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set EPOCHS=10")
+        if args.budget_minutes is None:
+            args.budget_minutes = SMOKE_BUDGET_MINUTES if args.smoke else DEFAULT_BUDGET_MINUTES
+        if not (args.budget_minutes >= 0 and math.isfinite(args.budget_minutes)):
+            raise UsageError(f"--budget-minutes {args.budget_minutes:g}: expected minutes >= 0 (0 = no limit)")
+    except UsageError as error:
+        parser.error(str(error))
+    # the defaults lie in the repository's work/, paths given are taken from where the command runs (the scripts
+    # themselves run in the repository, so every path handed to them is absolute)
+    args.out = Path(args.out).resolve() if args.out else REPO / (SMOKE_OUT if args.smoke else DEFAULT_OUT)
+    args.real_data = Path(args.real_data).resolve() if args.real_data else None
+    return args
+
+
+def check_untracked(path: Path, what: str) -> None:
+    """Raises UsageError when ``path`` lies in the repository where git could track it (real-scan data)."""
+    path = path.resolve()
+    if path != REPO and REPO not in path.parents:
+        return
+    try:  # a file inside, so that folder patterns (/work/) match even before the folder exists
+        ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", str(path / "probe")],
+                                 capture_output=True).returncode == 0
+    except OSError:
+        ignored = (REPO / "work") in path.parents or path == REPO / "work"
+    if not ignored:
+        raise UsageError(f"{what} {path} lies in the repository and is not git-ignored; real scans and files made "
+                         f"from them must never be tracked: use a folder under work/ or outside the repository")
+
+
+def budget_supported() -> bool:
+    """Whether config.py has TRAIN_BUDGET_MINUTES (read as text: train.py rejects unknown --set names)."""
+    try:
+        text = (REPO / "config.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return re.search(rf"^{BUDGET_SETTING}\s*[:=]", text, re.M) is not None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Steps (subprocesses)
+# --------------------------------------------------------------------------------------------------------------
+def _tail(path: Path, lines: int = 4) -> str:
+    try:
+        text = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return "\n".join("    | " + line[-200:] for line in text[-lines:])
+
+
+def run_step(step: str, command: list[str], log: Path) -> float:
+    """Runs ``command`` in the repository with its output in ``log``; returns its wall time in seconds.
+
+    Raises:
+        StepFailed: the command exited with a status other than 0.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("$ " + shlex.join(command) + "\n\n")
+        handle.flush()
+        status = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise StepFailed(step, f"{step} exited with status {status} after {seconds:.0f} s", log)
+    return seconds
+
+
+def script(name: str, *arguments: str | Path) -> list[str]:
+    return [sys.executable, str(REPO / name), *[str(a) for a in arguments]]
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def find_octs(data_root: Path) -> dict[str, Path]:
+    """Case name (the folder of its oct.mhd, as the scripts name it) -> oct.mhd, below ``data_root``."""
+    return {path.parent.name: path for path in sorted(data_root.rglob("oct.mhd"))}
+
+
+def make_synthetic(out: Path, small: bool) -> Path:
+    root = out / "data" / ("synthetic-small" if small else "synthetic")
+    command = [sys.executable, "-m", "utils.synthetic", "--out", str(root)] + (["--small"] if small else [])
+    print(f"synthetic set: {root}", flush=True)
+    run_step("python -m utils.synthetic", command, out / "data" / f"{root.name}.log")
+    return root
+
+
+def make_real(out: Path, real_data: Path | None) -> Path:
+    root = real_data or out / "data" / "duke_dev"
+    octs = find_octs(root) if root.is_dir() else {}
+    missing = [case for case in REAL_CASES
+               if case not in octs or not (octs[case].parent / "reference.mhd").is_file()]
+    if missing and real_data is None:
+        if not REAL_BUILD_SCRIPT.is_file():
+            raise StepFailed("build real set", f"{REAL_BUILD_SCRIPT} not found; build the set elsewhere and pass "
+                                               f"--real-data DIR")
+        print(f"real set: building {root} with {REAL_BUILD_SCRIPT}", flush=True)
+        run_step("build.py", [sys.executable, str(REAL_BUILD_SCRIPT), str(root)], out / "data" / "duke_dev.log")
+        octs = find_octs(root)
+        missing = [case for case in REAL_CASES if case not in octs]
+    if missing:
+        raise StepFailed("real set", f"{root}: no oct.mhd + reference.mhd for {', '.join(missing)}")
+    print(f"real set: {root}", flush=True)
+    return root
+
+
+def write_split(path: Path, fold: Fold) -> None:
+    """The fold's split CSV as prepare_data.py --split-file reads it: columns case, split."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [(case, split) for split in ("train", "val", "test") for case in getattr(fold, split)]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "split"])
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_split_csv(path: Path) -> dict[str, list[str]]:
+    """Split name -> case names, from a split CSV (columns case and split at least)."""
+    cases: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            cases.setdefault(row["split"].strip().lower(), []).append(row["case"])
+    return cases
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_epoch_log(run_dir: Path) -> dict:
+    """Epochs done, best epoch and its validation mean fluid Dice, summed epoch seconds, from train.py's log.csv."""
+    try:
+        with open(run_dir / RUN_LOG_CSV, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return {"epochs_done": None}
+    dice = [(_number(row.get("dice_mean_fluid")), int(float(row["epoch"]))) for row in rows]
+    defined = [(value, epoch) for value, epoch in dice if value is not None]
+    best = max(defined, key=lambda item: (item[0], -item[1])) if defined else (None, None)
+    return {"epochs_done": len(rows), "last_epoch": int(float(rows[-1]["epoch"])) if rows else None,
+            "best_epoch": best[1], "best_val_dice_mean_fluid": best[0],
+            "epoch_seconds_sum": round(sum(_number(row.get("seconds")) or 0.0 for row in rows), 1)}
+
+
+def read_summary(path: Path) -> list[dict]:
+    """evaluate.py's summary.csv as dicts (numbers as floats, empty or NaN as None)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{key: (value if key in ("vendor", "fluid") else _number(value)) for key, value in row.items()}
+            for row in rows]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One run: (dataset, config, seed) over its folds
+# --------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Plan:
+    """What the runs of this invocation share."""
+
+    out: Path
+    smoke: bool
+    budget_minutes: float
+    budget_passed: bool
+    extra_train: list[str]
+    real_folds: list[Fold]
+    real_data: Path | None
+    data_roots: dict[str, Path] = dataclasses.field(default_factory=dict)
+    prepared: dict[tuple, Fold] = dataclasses.field(default_factory=dict)
+
+    def train_overrides(self, config: str, seed: int) -> list[str]:
+        budget = [f"{BUDGET_SETTING}={self.budget_minutes:g}"] if self.budget_passed else []
+        return [*CONFIGS[config]["train"], *(SMOKE_TRAIN if self.smoke else []), *self.extra_train, *budget,
+                f"SEED={seed}"]
+
+    def identity(self, dataset: str, config: str, seed: int) -> dict:
+        """What a run's result depends on: a result JSON made otherwise is not reused."""
+        return {"version": RESULT_VERSION, "dataset": dataset, "config": config, "seed": seed, "smoke": self.smoke,
+                "budget_minutes": self.budget_minutes, "budget_passed": self.budget_passed,
+                "prepare_overrides": CONFIGS[config].get("prepare", []),
+                "train_overrides": self.train_overrides(config, seed),
+                "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),
+                "folds": [fold.as_dict() for fold in self.real_folds] if dataset == "real" else SYNTHETIC_FOLD}
+
+    def result_path(self, dataset: str, config: str, seed: int) -> Path:
+        return self.out / "results" / f"{dataset}-{config}-seed{seed}.json"
+
+
+def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Path, Path, Fold]:
+    """prepare_data.py for one fold (once per invocation); returns (work dir, split CSV, fold with its cases)."""
+    prepare = CONFIGS[config].get("prepare", [])
+    key = (dataset, config if prepare else "", fold.name)
+    base = plan.out / dataset / "prepared" / (config if prepare else "")
+    work_dir = base / fold.name
+    if dataset == "real":
+        split_file = plan.out / dataset / "splits" / f"{fold.name}.csv"
+        write_split(split_file, fold)
+        arguments = ["--split-file", split_file]
+    else:
+        split_file = work_dir / "split.csv"  # made by prepare_data.py from SPLIT_FRACTIONS, SPLIT_SEED
+        arguments = []
+    if key not in plan.prepared:
+        label = f"[{dataset}{' ' + config if prepare else ''} {fold.name}]"
+        print(f"{label} prepare_data.py ...", flush=True)
+        seconds = run_step("prepare_data.py", script("prepare_data.py", "--data-root", plan.data_roots[dataset],
+                                                     "--work-dir", work_dir, *arguments, *_sets(prepare)),
+                           base / f"{fold.name}.prepare.log")
+        print(f"{label} prepared in {seconds:.0f} s", flush=True)
+        if dataset == "synthetic":
+            cases = read_split_csv(split_file)
+            fold = Fold(fold.name, *(tuple(sorted(cases[split])) for split in ("test", "val", "train")))
+        plan.prepared[key] = fold
+    return work_dir, split_file, plan.prepared[key]
+
+
+def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str) -> dict:
+    """train.py, or its finished run reused when trained with the same command; returns time and epochs."""
+    marker = fold_dir / TRAIN_MARKER
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        done = None
+    if done and done.get("command") == command[1:] and (run_dir / "best.pt").is_file():
+        print(f"{label} train.py: done before ({done['wall_seconds'] / 60:.1f} min), reused", flush=True)
+        return {"wall_seconds": done["wall_seconds"], "reused": True, **read_epoch_log(run_dir)}
+    marker.unlink(missing_ok=True)
+    if run_dir.exists():  # an unfinished or other run: start afresh (train.py would append to its log.csv)
+        shutil.rmtree(run_dir)
+    print(f"{label} train.py ...", flush=True)
+    seconds = run_step("train.py", command, fold_dir / "train.log")
+    if not (run_dir / "best.pt").is_file():
+        raise StepFailed("train.py", f"train.py left no {run_dir / 'best.pt'}", fold_dir / "train.log")
+    marker.write_text(json.dumps({"command": command[1:], "wall_seconds": round(seconds, 1)}, indent=2) + "\n",
+                      encoding="utf-8")
+    epochs = read_epoch_log(run_dir)
+    print(f"{label} trained in {seconds / 60:.1f} min, {epochs['epochs_done']} epoch(s)", flush=True)
+    return {"wall_seconds": round(seconds, 1), "reused": False, **epochs}
+
+
+def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> dict:
+    """Prepare, train, predict, evaluate and score one fold of one run."""
+    label = f"[{dataset} {config} seed {seed} {fold.name}]"
+    data_root = plan.data_roots[dataset]
+    work_dir, split_file, fold = prepare_fold(plan, dataset, config, fold)
+    if not fold.test:
+        raise StepFailed("split", f"{split_file}: no test case")
+    fold_dir = plan.out / dataset / config / f"seed{seed}" / fold.name
+    run_dir, pred_dir = fold_dir / "run", fold_dir / "pred"
+    commands = {"train": script("train.py", "--work-dir", work_dir, "--run-dir", run_dir,
+                                *_sets(plan.train_overrides(config, seed)))}
+    training = train_fold(commands["train"], fold_dir, run_dir, label)
+
+    octs = find_octs(data_root)
+    missing = [case for case in fold.test if case not in octs]
+    if missing:
+        raise StepFailed("predict.py", f"no oct.mhd under {data_root} for test case(s) {', '.join(missing)}")
+    commands["predict"] = script("predict.py", "--checkpoint", run_dir / "best.pt", "--out", pred_dir,
+                                 *_sets(CONFIGS[config]["predict"]), *[octs[case] for case in fold.test])
+    seconds = run_step("predict.py", commands["predict"], fold_dir / "predict.log")
+    print(f"{label} predicted {len(fold.test)} case(s) in {seconds:.0f} s", flush=True)
+    commands["evaluate"] = script("evaluate.py", "--pred", pred_dir, "--data-root", data_root, "--split-file",
+                                  split_file, "--split", "test", "--out", pred_dir / "evaluation")
+    run_step("evaluate.py", commands["evaluate"], fold_dir / "evaluate.log")
+    try:
+        summary = read_summary(pred_dir / "evaluation" / "summary.csv")
+    except (OSError, KeyError) as error:
+        raise StepFailed("evaluate.py", f"cannot read {pred_dir / 'evaluation' / 'summary.csv'} ({error})",
+                         fold_dir / "evaluate.log") from None
+
+    cases = {}
+    for case in fold.test:
+        try:
+            cases[case] = case_measures(pred_dir / case / "segmentation.mhd",
+                                        octs[case].parent / "reference.mhd", COLUMNS)
+        except MeasureError as error:
+            raise StepFailed("measures", str(error)) from None
+    pooled = pooled_measures(list(cases.values()))
+    print(f"{label} Dice {_fmt(pooled['dice_pooled'], 3)} (columns {COLUMNS[0]}-{COLUMNS[1] - 1}: "
+          f"{_fmt(pooled['dice_pooled_cols'], 3)})", flush=True)
+    return {"cases_by_split": fold.as_dict(), "work_dir": str(work_dir), "split_file": str(split_file),
+            "run_dir": str(run_dir), "pred_dir": str(pred_dir),
+            "commands": {step: shlex.join(command) for step, command in commands.items()},
+            "train": training, "cases": cases, **pooled, "evaluate_summary": summary}
+
+
+def run_one(plan: Plan, dataset: str, config: str, seed: int) -> dict:
+    """All folds of one (dataset, config, seed); writes and returns its result."""
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    folds = plan.real_folds if dataset == "real" else [Fold(SYNTHETIC_FOLD)]
+    results = {}
+    for fold in folds:
+        try:
+            results[fold.name] = run_fold(plan, dataset, config, seed, fold)
+        except StepFailed as error:
+            raise StepFailed(error.step, f"{fold.name}: {error}", error.log) from None
+    all_cases = [case for fold in results.values() for case in fold["cases"].values()]
+    minutes = [fold["train"]["wall_seconds"] / 60 for fold in results.values()]
+    result = {**plan.identity(dataset, config, seed), "identity": plan.identity(dataset, config, seed),
+              "common_train_overrides": [*(SMOKE_TRAIN if plan.smoke else []), *plan.extra_train],
+              "data_root": str(plan.data_roots[dataset]), "started": started,
+              "finished": datetime.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+              "folds": results,
+              "pooled": {**pooled_measures(all_cases), "train_minutes_total": sum(minutes),
+                         "train_minutes_per_fold_mean": sum(minutes) / len(minutes)}}
+    path = plan.result_path(dataset, config, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _summary_value(result: dict, fluid: str, key: str) -> float | None:
+    """Mean over folds of evaluate.py's summary value (all vendors) for one fluid."""
+    values = [row[key] for fold in result["folds"].values() for row in fold.get("evaluate_summary", [])
+              if row.get("vendor") == "all" and row.get("fluid") == fluid and row.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def row_values(result: dict, fold_names: list[str]) -> list[tuple[str, float | None, int]]:
+    """(column, value, digits) of one run's table row."""
+    pooled = result["pooled"]
+    values = [(f"Dice {name}", result["folds"][name]["dice_pooled"] if name in result["folds"] else None, 3)
+              for name in fold_names]
+    epochs = [fold["train"].get("epochs_done") for fold in result["folds"].values()]
+    values += [("pooled Dice", pooled["dice_pooled"], 3),
+               (f"pooled Dice x {COLUMNS[0]}-{COLUMNS[1] - 1}", pooled["dice_pooled_cols"], 3),
+               ("per-patient Dice mean", pooled["dice_per_patient_mean"], 3),
+               ("mean abs vol diff mm³", pooled["abs_volume_diff_mean_mm3"], 4),
+               ("area ratio P/G", pooled["area_ratio"], 2),
+               ("train min/fold", pooled["train_minutes_per_fold_mean"], 1),
+               ("epochs/fold", sum(epochs) / len(epochs) if None not in epochs and epochs else None, 1)]
+    if result["dataset"] == "synthetic":
+        for key, short in (("dice_mean_with_fluid", "Dice w/ fluid"), ("auc", "AUC")):
+            values += [(f"eval {fluid} {short}", _summary_value(result, fluid, key), 3)
+                       for fluid in ("IRF", "SRF", "PED")]
+    return values
+
+
+def tables(results: list[dict]) -> str:
+    """Markdown: per dataset, one row per config and seed, then mean (max - min) over seeds per config."""
+    parts = []
+    for dataset in DATASETS:
+        runs = sorted((r for r in results if r["dataset"] == dataset),
+                      key=lambda r: (list(CONFIGS).index(r["config"]) if r["config"] in CONFIGS else len(CONFIGS),
+                                     r["config"], r["seed"]))
+        if not runs:
+            continue
+        fold_names = list(dict.fromkeys(name for r in runs for name in r["folds"]))
+        budgets = sorted({(r["budget_minutes"], r["budget_passed"]) for r in runs})
+        budget_text = ", ".join(f"{minutes:g} min" + ("" if passed else " (not passed: train.py lacked it)")
+                                for minutes, passed in budgets)
+        smoke = " (smoke run)" if any(r.get("smoke") for r in runs) else ""
+        fold_text = "; ".join(
+            f"{name}: test {'+'.join(fold['cases_by_split']['test'])}, val {'+'.join(fold['cases_by_split']['val'])}"
+            for name, fold in runs[0]["folds"].items())
+        extra = sorted({" ".join(r.get("common_train_overrides", [])) for r in runs})
+        parts.append(f"### {dataset}{smoke}\n\ntraining budget per fold: {budget_text}; folds: {fold_text}"
+                     + (f"; train.py overrides for every config: {' / '.join(e or '-' for e in extra)}"
+                        if any(extra) else ""))
+        header = ["config", "seed"] + [name for name, _, _ in row_values(runs[0], fold_names)]
+        parts.append(_markdown(header, [[r["config"], str(r["seed"])] + [_fmt(v, d) for _, v, d in
+                                                                         row_values(r, fold_names)] for r in runs]))
+        rows = []
+        for config in dict.fromkeys(r["config"] for r in runs):
+            group = [row_values(r, fold_names) for r in runs if r["config"] == config]
+            cells = []
+            for column in range(len(group[0])):
+                values = [g[column][1] for g in group if g[column][1] is not None]
+                digits = group[0][column][2]
+                cells.append("-" if not values else f"{_fmt(sum(values) / len(values), digits)} "
+                             f"({_fmt(max(values) - min(values), digits)})")
+            rows.append([config, str(len(group))] + cells)
+        parts.append("mean (max - min) over seeds:\n\n" + _markdown(["config", "seeds"] + header[2:], rows))
+    return "\n\n".join(parts)
+
+
+def load_results(out: Path) -> tuple[list[dict], list[str]]:
+    """Every result JSON under ``out``; and one line per file that cannot be read."""
+    results, errors = [], []
+    for path in sorted(out.rglob("results/*.json")):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            if not {"dataset", "config", "seed", "folds", "pooled"} <= set(result):
+                raise ValueError("not a bench/quality.py result")
+            results.append(result)
+        except (OSError, ValueError) as error:
+            errors.append(f"{path}: cannot be read ({error})")
+    return results, errors
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table_only:
+        results, errors = load_results(args.out)
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        if not results:
+            print(f"error: no result JSON under {args.out / 'results'}; run bench/quality.py first",
+                  file=sys.stderr)
+            return 1
+        print(tables(results))
+        return 1 if errors else 0
+
+    try:
+        if "real" in args.datasets:
+            check_untracked(args.out, "--out")
+            if args.real_data:
+                check_untracked(args.real_data, "--real-data")
+        plan = Plan(args.out, args.smoke, args.budget_minutes,
+                    budget_passed=args.budget_minutes > 0 and budget_supported(), extra_train=args.overrides,
+                    real_folds=args.fold_list, real_data=args.real_data)
+        runs = [(d, c, s) for d in args.datasets for c in args.config_names for s in args.seed_list]
+        conflicts = []
+        for run in runs:
+            path = plan.result_path(*run)
+            if path.is_file():
+                wanted = json.loads(json.dumps(plan.identity(*run)))
+                try:
+                    saved = json.loads(path.read_text(encoding="utf-8")).get("identity") or {}
+                except (OSError, ValueError):
+                    saved = {}
+                differ = [key for key in wanted if saved.get(key) != wanted[key]]
+                if differ:
+                    conflicts.append(f"{path} (other {', '.join(differ)})")
+        if conflicts:
+            raise UsageError(f"{len(conflicts)} result(s) made with other settings exist: {'; '.join(conflicts)}; "
+                             f"delete them or choose another --out")
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.budget_minutes > 0 and not plan.budget_passed:
+        print(f"note: config.py has no {BUDGET_SETTING} yet: the {args.budget_minutes:g}-minute budget is not passed "
+              f"to train.py; EPOCHS x BATCHES_PER_EPOCH limit training", file=sys.stderr)
+
+    results, failures = [], []
+    try:
+        for dataset in args.datasets:
+            todo = [(c, s) for d, c, s in runs if d == dataset]
+            pending = [(c, s) for c, s in todo if not plan.result_path(dataset, c, s).is_file()]
+            for config, seed in todo:
+                if (config, seed) not in pending:
+                    print(f"[{dataset} {config} seed {seed}] done before: {plan.result_path(dataset, config, seed)}")
+                    results.append(json.loads(plan.result_path(dataset, config, seed).read_text(encoding="utf-8")))
+            if not pending:
+                continue
+            try:
+                plan.data_roots[dataset] = (make_synthetic(plan.out, plan.smoke) if dataset == "synthetic"
+                                            else make_real(plan.out, plan.real_data))
+            except StepFailed as error:
+                failures += [(f"{dataset} {c} seed {s}", error) for c, s in pending]
+                continue
+            for config, seed in pending:
+                try:
+                    results.append(run_one(plan, dataset, config, seed))
+                except StepFailed as error:
+                    failures.append((f"{dataset} {config} seed {seed}", error))
+                    print(f"[{dataset} {config} seed {seed}] FAILED at {error.step}: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue (finished steps are reused)", file=sys.stderr)
+        return 1
+
+    if results:
+        print("\n" + tables(results))
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
+        for name, error in failures:
+            print(f"error: {name}: {error.step}: {error}" + (f"; log: {error.log}" if error.log else ""),
+                  file=sys.stderr)
+            if error.log:
+                print(_tail(error.log), file=sys.stderr)
+        return 1
+    print(f"\nresults in {plan.out / 'results'}; tables again: python bench/quality.py --table-only --out {plan.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
