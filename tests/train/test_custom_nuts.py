@@ -1,4 +1,4 @@
-"""Tests of utils/custom_nuts.py: patch geometry, resizing, fluid flags, centre sampling and the patch nut."""
+"""Tests of utils/train/custom_nuts.py: patch geometry, resizing, fluid flags, centre sampling and the patch nut."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from nutsflow import Collect
 
 import config
 from utils.train.custom_nuts import (FLUID_CODES, ImagePatchesByMaskRetouch_resampled, clamp_centers, crop_patch,
-                               fluid_flags, pad_to_shape,
-                               sample_oct_patch_centers, sample_patches_entropy_mask)
+                                     fluid_flags, pad_to_shape, sample_oct_patch_centers, sample_patches_entropy_mask,
+                                     stratified_patch_centers)
 
 REF_MM = config.SPECTRALIS_AXIAL_SPACING_MM  # 0.0039
 
@@ -85,16 +85,87 @@ def test_fluid_flags_rejects_a_border_that_leaves_nothing():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Patch centres
+# Patch centres: the original's every-10th-column sampler (PATCH_CENTRES = "rmit")
 # ----------------------------------------------------------------------------------------------------------------
-def test_oct_patch_centers_lie_in_the_band_middle_with_the_patch_inside():
+def flat_band(shape: tuple[int, int], first: int, last: int) -> np.ndarray:
+    """(H, W) uint8 ROI holding rows first..last (inclusive) of every column."""
+    roi = np.zeros(shape, np.uint8)
+    roi[first:last + 1] = 1
+    return roi
+
+
+def test_oct_patch_centers_are_on_the_every_10th_column_grid_and_the_band_middle():
+    roi = flat_band((128, 256), 40, 80)  # the middle of every column's ROI is row 60
+    pshape = (32, 32)
+    centers = sample_oct_patch_centers(roi, pshape, 12, rng=1, jitter_px=0)
+    assert centers.shape == (12, 2) and centers.dtype == np.int64
+    rows, cols = centers[:, 0], centers[:, 1]
+    grid = np.arange(pshape[1] // 2, 256 - pshape[1] // 2, 10)  # 16, 26, ..., 236
+    assert set(cols.tolist()) <= set(grid.tolist())
+    assert len(np.unique(cols)) == 12  # drawn without replacement
+    np.testing.assert_array_equal(rows, 60)
+    for center in centers:
+        assert crop_patch(roi, center, pshape).shape == pshape
+
+
+def test_oct_patch_centers_jitter_rows_within_10_px_of_the_middle():
+    roi = flat_band((128, 256), 40, 80)
+    rows = np.concatenate([sample_oct_patch_centers(roi, (32, 32), 12, rng=seed)[:, 0] for seed in range(40)])
+    assert ((rows >= 60 - 10) & (rows < 60 + 10)).all()
+    assert rows.min() == 50 and rows.max() == 69  # the whole range [-10, 10) is used, and only it
+    assert len(np.unique(rows)) == 20
+
+
+def test_oct_patch_centers_follow_a_slanted_band():
+    roi = slanted_band((128, 256), top=20, thickness=40)  # rows 20 + c // 4 .. 59 + c // 4
+    centers = sample_oct_patch_centers(roi, (32, 32), 8, rng=1, jitter_px=0)
+    band_top = 20 + (centers[:, 1] * 0.25).astype(int)
+    assert set((centers[:, 0] - band_top).tolist()) <= {19, 20}  # int(first + 19.5 + u), u in [0, 1)
+
+
+def test_oct_patch_centers_of_a_wide_roi_are_npos_and_fewer_where_few_columns_hold_roi():
+    wide = flat_band((64, 256), 20, 40)
+    assert len(sample_oct_patch_centers(wide, (16, 32), 12, rng=0)) == 12
+    narrow = np.zeros((64, 256), np.uint8)
+    narrow[20:41, 100:121] = 1  # holds the grid columns 106 and 116 only (grid 16, 26, ..., 236)
+    centers = sample_oct_patch_centers(narrow, (16, 32), 12, rng=0)
+    assert sorted(centers[:, 1].tolist()) == [106, 116]
+
+
+def test_oct_patch_centers_skip_columns_without_roi():
+    roi = np.zeros((64, 256), np.uint8)
+    roi[20:41, 150:] = 1
+    centers = sample_oct_patch_centers(roi, (16, 32), 16, rng=0)
+    assert len(centers) == 9  # grid columns 156..236
+    assert (centers[:, 1] >= 150).all()
+    assert ((centers[:, 0] >= 20) & (centers[:, 0] < 40)).all()
+
+
+@pytest.mark.parametrize("sampler", [sample_oct_patch_centers, stratified_patch_centers])
+def test_patch_centers_of_an_empty_roi_are_none(sampler):
+    centers = sampler(np.zeros((64, 64), np.uint8), (16, 16), 8, rng=0)
+    assert centers.shape == (0, 2)
+
+
+@pytest.mark.parametrize("sampler", [sample_oct_patch_centers, stratified_patch_centers])
+def test_patch_centers_reject_a_roi_smaller_than_the_patch_and_negative_counts(sampler):
+    with pytest.raises(ValueError, match="pad"):
+        sampler(np.ones((16, 64), np.uint8), (32, 32), 4, rng=0)
+    with pytest.raises(ValueError, match="npos"):
+        sampler(np.ones((64, 64), np.uint8), (32, 32), -1, rng=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Patch centres: stratified across the width (PATCH_CENTRES = "stratified")
+# ----------------------------------------------------------------------------------------------------------------
+def test_stratified_patch_centers_lie_in_the_band_middle_with_the_patch_inside():
     roi = slanted_band((128, 256), top=20, thickness=40)  # band middle at row 39 + c // 4
     pshape = (32, 32)
-    centers = sample_oct_patch_centers(roi, pshape, 8, rng=1, jitter=0)
+    centers = stratified_patch_centers(roi, pshape, 8, rng=1, jitter=0)
     assert centers.shape == (8, 2) and centers.dtype == np.int64
     rows, cols = centers[:, 0], centers[:, 1]
     np.testing.assert_array_equal(rows, 20 + (cols * 0.25).astype(int) + 39 // 2)
-    jittered = sample_oct_patch_centers(roi, pshape, 64, rng=2, jitter=0.5)
+    jittered = stratified_patch_centers(roi, pshape, 64, rng=2, jitter=0.5)
     band_top = 20 + (jittered[:, 1] * 0.25).astype(int)
     assert ((jittered[:, 0] >= band_top) & (jittered[:, 0] < band_top + 40)).all()
     assert len(np.unique(jittered[:, 0] - band_top)) > 5  # jitter does move the rows
@@ -102,38 +173,29 @@ def test_oct_patch_centers_lie_in_the_band_middle_with_the_patch_inside():
         assert crop_patch(roi, center, pshape).shape == pshape
 
 
-def test_oct_patch_centers_jitter_stays_inside_a_thin_band():
+def test_stratified_patch_centers_jitter_stays_inside_a_thin_band():
     roi = slanted_band((128, 256), top=40, thickness=5)
-    centers = sample_oct_patch_centers(roi, (32, 32), 64, rng=3, jitter=0.5)  # up to 16 rows off the middle
+    centers = stratified_patch_centers(roi, (32, 32), 64, rng=3, jitter=0.5)  # up to 16 rows off the middle
     band_top = 40 + (centers[:, 1] * 0.25).astype(int)
     assert ((centers[:, 0] >= band_top) & (centers[:, 0] < band_top + 5)).all()
 
 
-def test_oct_patch_centers_are_stratified_across_the_width():
+def test_stratified_patch_centers_are_spread_across_the_width():
     roi = np.ones((64, 511), np.uint8)
     for seed in range(5):
-        centers = sample_oct_patch_centers(roi, (32, 128), 8, rng=seed)
+        centers = stratified_patch_centers(roi, (32, 128), 8, rng=seed)
         # Columns where the patch fits: 64..447; one centre in each eighth (48 columns) of that range.
         counts, _ = np.histogram(centers[:, 1], bins=8, range=(64, 448))
         np.testing.assert_array_equal(counts, np.ones(8))
 
 
-def test_oct_patch_centers_skip_columns_without_roi():
+def test_stratified_patch_centers_skip_columns_without_roi():
     roi = np.zeros((64, 256), np.uint8)
     roi[20:40, 150:] = 1
-    centers = sample_oct_patch_centers(roi, (16, 32), 16, rng=0)
+    centers = stratified_patch_centers(roi, (16, 32), 16, rng=0)
+    assert len(centers) == 16
     assert (centers[:, 1] >= 150).all()
     assert ((centers[:, 0] >= 20) & (centers[:, 0] < 40)).all()
-
-
-def test_oct_patch_centers_of_an_empty_roi_are_none():
-    centers = sample_oct_patch_centers(np.zeros((64, 64), np.uint8), (16, 16), 8, rng=0)
-    assert centers.shape == (0, 2)
-
-
-def test_oct_patch_centers_reject_a_roi_smaller_than_the_patch():
-    with pytest.raises(ValueError, match="pad"):
-        sample_oct_patch_centers(np.ones((16, 64), np.uint8), (32, 32), 4, rng=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,36 +204,65 @@ def test_oct_patch_centers_reject_a_roi_smaller_than_the_patch():
 def test_sample_patches_shapes_flags_and_counts():
     img, mask, roi = make_bscan((128, 256))
     pshape, border = (48, 32), 6
-    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 10, 3, 1, 0, border, rng=4,
-                                               random_share=0.2))
-    assert len(patches) == 10 + 2 + 3
+    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 10, border, 0.2, rng=4))
+    assert len(patches) == 10 + 2
     seen = np.zeros(3, int)
-    for img_patch, mask_patch, *flags in patches:
+    for img_patch, mask_patch, roi_patch, *flags in patches:
         assert img_patch.shape == (48, 32, 3) and img_patch.dtype == np.uint8
         assert mask_patch.shape == (48, 32) and mask_patch.dtype == np.uint8
+        assert roi_patch.shape == (48, 32) and roi_patch.dtype == np.uint8 and set(np.unique(roi_patch)) <= {0, 1}
         expected = [int(np.any(mask_patch[border:-border, border:-border] == code)) for code in FLUID_CODES]
         assert flags == expected and all(type(f) is int for f in flags)
         seen += flags
     assert seen.sum() > 0  # the fluids are met at least once, so the flags were really tested
 
 
-def test_sample_patches_centres_roi_patches_in_the_roi_and_negatives_outside():
+def test_sample_patches_are_12_centred_and_2_random_per_wide_bscan():
+    h, w = 128, 256
+    roi = flat_band((h, w), 40, 80)  # the middle of every column's ROI is row 60
+    rows, cols = np.indices((h, w))
+    img = np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.uint8)  # each pixel tells where it is
+    mask = np.zeros((h, w), np.uint8)
+    pshape = (32, 32)
+    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 12, 4, 0.2, rng=0))
+    assert len(patches) == 12 + int(0.2 * 12) == 14
+    centres = np.array([p[0][pshape[0] // 2, pshape[1] // 2, :2] for p in patches], dtype=int)
+    # first the 12 ROI-centred patches: grid columns 16, 26, ..., 236, rows within [60 - 10, 60 + 10)
+    assert set(centres[:12, 1].tolist()) <= set(range(16, 240, 10)) and len(set(centres[:12, 1])) == 12
+    assert ((centres[:12, 0] >= 50) & (centres[:12, 0] < 70)).all()
+    # then int(0.2 * 12) = 2 patches centred on random ROI pixels
+    assert ((centres[12:, 0] >= 40) & (centres[12:, 0] <= 80)).all()
+
+
+def test_sample_patches_fewer_where_few_columns_hold_roi_and_none_for_an_empty_roi():
+    img, mask, _ = make_bscan((64, 256))
+    narrow = np.zeros((64, 256), np.uint8)
+    narrow[20:41, 100:121] = 1  # 2 grid columns
+    patches = list(sample_patches_entropy_mask(img, mask, narrow, (16, 32), 12, 2, 0.2, rng=0))
+    assert len(patches) == 2 + 2
+    empty = np.zeros((64, 256), np.uint8)
+    assert list(sample_patches_entropy_mask(img, mask, empty, (16, 32), 12, 2, 0.2, rng=0)) == []
+    assert list(sample_patches_entropy_mask(img, mask, empty, (16, 32), 12, 2, 0.2, centres="stratified",
+                                            rng=0)) == []
+
+
+@pytest.mark.parametrize("centres", ["rmit", "stratified"])
+def test_sample_patches_are_all_centred_in_the_roi(centres):
     h, w = 96, 192
     roi = slanted_band((h, w), top=10, thickness=30)
     img = np.repeat((roi * 255)[..., None], 3, axis=2)  # the image shows the ROI: its centre pixel tells where
     mask = np.zeros((h, w), np.uint8)
     pshape = (16, 16)
-    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 6, 4, 1, 0, 2, rng=0, random_share=0.5))
-    centre_values = [p[0][pshape[0] // 2, pshape[1] // 2, 0] for p in patches]
-    assert centre_values == [255] * (6 + 3) + [0] * 4
+    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 6, 2, 0.5, centres=centres, rng=0))
+    assert len(patches) == 6 + 3
+    assert [p[0][pshape[0] // 2, pshape[1] // 2, 0] for p in patches] == [255] * 9
+    assert all(np.array_equal(p[2], p[0][..., 0] // 255) for p in patches)  # the ROI patch is cut at the same place
 
 
-def test_sample_patches_of_an_empty_roi_yield_only_negatives():
-    img, mask, _ = make_bscan((64, 64))
-    empty = np.zeros((64, 64), np.uint8)
-    assert list(sample_patches_entropy_mask(img, mask, empty, (32, 32), 4, 0, 1, 0, 4, rng=0)) == []
-    negatives = list(sample_patches_entropy_mask(img, mask, empty, (32, 32), 4, 2, 1, 0, 4, rng=0))
-    assert len(negatives) == 2 and all(p[0].shape == (32, 32, 3) for p in negatives)
+def test_sample_patches_random_share_sets_the_number_of_random_patches():
+    img, mask, roi = make_bscan((64, 64))  # 5 grid columns 8, 18, ..., 48, all in the ROI
+    for share, expected in [(0, 5), (0.2, 5 + 1), (2, 5 + 10)]:
+        assert len(list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 5, 2, share, rng=0))) == expected
 
 
 def test_sample_patches_of_an_image_smaller_than_the_patch_are_padded():
@@ -179,32 +270,42 @@ def test_sample_patches_of_an_image_smaller_than_the_patch_are_padded():
     mask = np.zeros((20, 30), np.uint8)
     mask[5:10, 5:10] = config.SRF
     roi = np.ones((20, 30), np.uint8)
-    patches = list(sample_patches_entropy_mask(img, mask, roi, (32, 64), 3, 1, 1, 0, 2, rng=0))
-    assert len(patches) == 3 + 1 + 1
-    for img_patch, mask_patch, is_irf, is_srf, is_ped in patches:
+    patches = list(sample_patches_entropy_mask(img, mask, roi, (32, 64), 3, 2, 1, centres="stratified", rng=0))
+    assert len(patches) == 3 + 3
+    for img_patch, mask_patch, roi_patch, is_irf, is_srf, is_ped in patches:
         assert img_patch.shape == (32, 64, 3) and mask_patch.shape == (32, 64)
         assert set(np.unique(img_patch)) == {0, 9}  # the B-scan plus zero padding
+        np.testing.assert_array_equal(roi_patch, pad_to_shape(roi, (32, 64)))  # the padding is outside the ROI
         assert (is_irf, is_srf, is_ped) == (0, 1, 0)  # the only patch position is the whole padded image
 
 
-def test_sample_patches_nneg_may_be_a_function_of_npos():
-    img, mask, roi = make_bscan((64, 64))
-    patches = list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 5, lambda n: 2 * n, 1, 0, 2, rng=0,
-                                               random_share=0))
-    assert len(patches) == 5 + 10
+def test_sample_patches_resize_to_out_shape_before_flagging():
+    img, mask, roi = make_bscan((128, 256))
+    patches = list(sample_patches_entropy_mask(img, mask, roi, (64, 32), 4, 4, 0, out_shape=(32, 16), rng=0))
+    assert len(patches) == 4
+    for img_patch, mask_patch, roi_patch, *flags in patches:
+        assert img_patch.shape == (32, 16, 3) and mask_patch.shape == roi_patch.shape == (32, 16)
+        assert flags == [int(np.any(mask_patch[4:-4, 4:-4] == code)) for code in FLUID_CODES]
 
 
-def test_sample_patches_reject_mismatched_sizes():
+def test_sample_patches_reject_bad_settings():
     img, mask, roi = make_bscan((64, 64))
     with pytest.raises(ValueError, match="same size"):
-        list(sample_patches_entropy_mask(img, mask[:-1], roi, (16, 16), 2, 0, 1, 0, 2, rng=0))
+        list(sample_patches_entropy_mask(img, mask[:-1], roi, (16, 16), 2, 2, 0.2, rng=0))
+    with pytest.raises(ValueError, match="PATCH_CENTRES"):
+        list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 2, 0.2, centres="grid", rng=0))
+    with pytest.raises(ValueError, match="random_share"):
+        list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 2, -0.2, rng=0))
+    with pytest.raises(ValueError, match="border"):
+        list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 8, 0.2, rng=0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The nut
 # ----------------------------------------------------------------------------------------------------------------
 def run_nut(samples, **kwargs):
-    settings = dict(pshape=(256, 128), npos=4, nneg=1, patch_border=16, random_share=0.5, rng=0)
+    settings = dict(pshape=(256, 128), npos=4, patch_border=16, random_share=0.5, reference_spacing_mm=REF_MM,
+                    rng=0)
     settings.update(kwargs)
     return samples >> ImagePatchesByMaskRetouch_resampled(**settings) >> Collect()
 
@@ -215,7 +316,7 @@ def test_nut_replaces_columns_and_yields_one_sample_per_patch():
         img, mask, roi = make_bscan((height, 512), seed=k)
         samples.append([img, mask, roi, 1, 1, 1, spacing_mm, f"case{k}"])  # lists work as well as tuples
     out = run_nut(samples)
-    assert len(out) == 3 * (4 + 2 + 1)
+    assert len(out) == 3 * (4 + 2)
     for sample in out:
         img_patch, mask_patch, roi_patch, is_irf, is_srf, is_ped, spacing_mm, name = sample
         assert isinstance(sample, tuple)
@@ -224,7 +325,7 @@ def test_nut_replaces_columns_and_yields_one_sample_per_patch():
         assert roi_patch.shape == (256, 128) and roi_patch.dtype == np.uint8 and set(np.unique(roi_patch)) <= {0, 1}
         assert set(np.unique(mask_patch)) <= {0, 1, 2, 3}
         assert [is_irf, is_srf, is_ped] == [int(np.any(mask_patch[16:-16, 16:-16] == c)) for c in FLUID_CODES]
-    assert [s[6:] for s in out] == [(0.00195, "case0")] * 7 + [(0.0039, "case1")] * 7 + [(0.0026, "case2")] * 7
+    assert [s[6:] for s in out] == [(0.00195, "case0")] * 6 + [(0.0039, "case1")] * 6 + [(0.0026, "case2")] * 6
     assert sum(s[3] + s[4] + s[5] for s in out) > 0
     assert sum(s[3] + s[4] + s[5] for s in out) < 3 * len(out)  # flags were computed, not passed through
 
@@ -245,7 +346,8 @@ def test_nut_crops_the_same_depth_in_mm_before_resizing(spacing_mm):
     img = np.ascontiguousarray(np.broadcast_to(img, (height, 512, 3)))
     roi = np.zeros((height, 512), np.uint8)
     roi[height // 2 - 100:height // 2 + 100] = 1  # a band clear of the image edges: no clamping in depth
-    out = run_nut([(img, np.zeros_like(roi), roi, 0, 0, 0, spacing_mm)], npos=3, nneg=0, jitter=0)
+    out = run_nut([(img, np.zeros_like(roi), roi, 0, 0, 0, spacing_mm)], npos=3, random_share=0, jitter_px=0)
+    assert len(out) == 3
     crop_rows = round(256 * REF_MM / spacing_mm)
     for sample in out:
         column = sample[0][:, 0, 0].astype(int)
@@ -258,17 +360,22 @@ def test_nut_handles_unknown_height_small_image_and_empty_roi():
     samples = [
         (img, mask, roi, 0, 0, 0, 0.003),  # a height no vendor has
         (tiny_img, tiny_mask, tiny_roi, 0, 0, 0, 0.00195),  # smaller than the 512x128 crop
-        (img, mask, np.zeros_like(roi), 0, 0, 0, 0.0039),  # ROI detection failed
+        (img, mask, np.zeros_like(roi), 0, 0, 0, 0.0039),  # ROI detection failed: no patch
     ]
-    out = run_nut(samples, npos=4, nneg=1, random_share=0.5)
-    assert len(out) == 7 + 7 + 1
+    out = run_nut(samples, npos=4, random_share=0.5, centres="stratified")
+    assert [s[6] for s in out] == [0.003] * 6 + [0.00195] * 6
+    assert all(s[0].shape == (256, 128, 3) and s[1].shape == (256, 128) for s in out)
+    out = run_nut(samples, npos=4, random_share=0.5)
+    assert [s[6] for s in out].count(0.003) == 6 and 0.0039 not in [s[6] for s in out]
     assert all(s[0].shape == (256, 128, 3) and s[1].shape == (256, 128) for s in out)
 
 
-def test_nut_checks_settings_when_applied_and_spacing_when_running():
-    with pytest.raises(ValueError, match="border"):
-        [] >> ImagePatchesByMaskRetouch_resampled((32, 32), 4, patch_border=16)
+def test_nut_checks_settings_lazily_while_iterating():
+    nut = ImagePatchesByMaskRetouch_resampled((32, 32), 4, 16, 0.2, REF_MM)  # a border that leaves no pixel
+    assert [] >> nut >> Collect() == []  # nothing checked before the first sample
     img, mask, roi = make_bscan((64, 64))
+    with pytest.raises(ValueError, match="border"):
+        [(img, mask, roi, 0, 0, 0, REF_MM)] >> nut >> Collect()
     with pytest.raises(ValueError, match="axial_spacing_mm"):
         run_nut([(img, mask, roi, 0, 0, 0, 0.0)], pshape=(16, 16), patch_border=2)
 
@@ -287,7 +394,7 @@ def test_nut_is_deterministic_for_a_seed():
 
 def test_nut_with_a_generator_draws_new_patches_each_time_it_is_applied():
     img, mask, roi = make_bscan((496, 512))
-    nut = ImagePatchesByMaskRetouch_resampled((256, 128), 4, rng=np.random.default_rng(0))
+    nut = ImagePatchesByMaskRetouch_resampled((256, 128), 4, 16, 0.2, REF_MM, rng=np.random.default_rng(0))
     first = np.stack([s[0] for s in [(img, mask, roi, 0, 0, 0, 0.0039)] >> nut >> Collect()])
     second = np.stack([s[0] for s in [(img, mask, roi, 0, 0, 0, 0.0039)] >> nut >> Collect()])
     assert not np.array_equal(first, second)

@@ -3,8 +3,11 @@ import pytest
 import torch
 
 from utils.configuration import load_config
-from utils.train.data_pipeline import (augment_slice, choose_validation_records, load_slice, read_split_slices,
-                                 slice_records, training_batches, validation_batches)
+import random
+
+from utils.train.data_pipeline import (augment_slice, augmented_copies, choose_validation_records, epoch_records,
+                                       load_slice, read_split_slices, slice_records, training_batches,
+                                       upsample_by_label, validation_batches)
 from utils.io.files import read_png
 
 SMALL = ["PATCH_SHAPE=(128, 64)", "PATCH_BORDER=8", "BATCH_SIZE=6", "VAL_BSCANS=8"]
@@ -22,7 +25,8 @@ def train_records(prepared_work, cfg):
 
 def test_load_slice_stacks_neighbours_and_repeats_edges(prepared_work, cfg, train_records):
     first = next(record for record in train_records if record[2] == 0)
-    case, root, _, n_slices, _, spacing = first
+    case, root, _, n_slices, _, spacing, vendor = first
+    assert vendor in {"Cirrus", "Spectralis", "Topcon"}
     image, mask, roi, *flags, spacing_read = load_slice(first, prepared_work, cfg)
     bscan = lambda z: read_png(prepared_work / root / "oct" / f"{case}_{z:03d}.png")
     assert image.shape == mask.shape + (3,) and image.dtype == np.uint8
@@ -31,7 +35,7 @@ def test_load_slice_stacks_neighbours_and_repeats_edges(prepared_work, cfg, trai
     np.testing.assert_array_equal(image[..., 2], bscan(1))
     assert set(np.unique(roi)) <= {0, 1} and spacing_read == spacing
     assert flags == [int((mask == code).any()) for code in (1, 2, 3)]
-    last = load_slice((case, root, n_slices - 1, n_slices, 0, spacing), prepared_work, cfg)[0]
+    last = load_slice((case, root, n_slices - 1, n_slices, 0, spacing, vendor), prepared_work, cfg)[0]
     np.testing.assert_array_equal(last[..., 2], bscan(n_slices - 1))
 
 
@@ -57,25 +61,26 @@ def test_patches_without_fluid_are_dropped(prepared_work, train_records):
         assert all(bool((mask > 0).any()) for mask in inner)
 
 
-def test_augmentation_flips_image_and_masks_together(cfg):
+def test_replace_augmentation_flips_image_and_masks_together(cfg):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (20, 30, 3)).astype(np.uint8)
     mask = np.zeros((20, 30), np.uint8)
     mask[5:8, 2:6] = 2
     roi = (mask > 0).astype(np.uint8)
     sample = (image, mask, roi, 0, 1, 0, 0.0039)
-    flip = load_config(["FLIP_PROB=1.0", "ROTATE_PROB=0.0"])
+    flip = load_config(["AUGMENT=replace", "FLIP_PROB=1.0", "ROTATE_PROB=0.0"])
     out = augment_slice(sample, rng, flip)
     np.testing.assert_array_equal(out[0], image[:, ::-1])
     np.testing.assert_array_equal(out[1], mask[:, ::-1])
-    rotate = load_config(["FLIP_PROB=0.0", "ROTATE_PROB=1.0", "ROTATE_MAX_DEGREES=10.0"])
+    rotate = load_config(["AUGMENT=replace", "FLIP_PROB=0.0", "ROTATE_PROB=1.0", "ROTATE_MAX_DEGREES=10.0"])
     rotated = augment_slice(sample, rng, rotate)
     assert set(np.unique(rotated[1])) <= {0, 2} and rotated[0].dtype == np.uint8
     assert rotated[3:] == sample[3:]
 
 
 def _records(n_with_fluid: int, n_without: int) -> list[tuple]:
-    return [("c", "slices/c", z, 40, int(z < n_with_fluid), 0.0039) for z in range(n_with_fluid + n_without)]
+    return [("c", "slices/c", z, 40, int(z < n_with_fluid), 0.0039, "Spectralis")
+            for z in range(n_with_fluid + n_without)]
 
 
 @pytest.mark.parametrize("n_with_fluid, n_without, expected_with_fluid", [
@@ -119,3 +124,130 @@ def test_loader_workers_auto_choice():
     assert 1 <= loader_workers(load_config(["LOADER_WORKERS=-1"]), "cuda") <= 8
     assert loader_workers(load_config(["LOADER_WORKERS=-1"]), "cuda", processes_per_node=64) == 1
     assert loader_workers(load_config(["LOADER_WORKERS=3"]), "cpu") == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The original's augmentation: copies added to the stream
+# ----------------------------------------------------------------------------------------------------------------
+def _asymmetric_slice() -> tuple:
+    """A (24, 32) slice whose image holds only 0, 100 and 200 (left half bright) and whose mask holds 0 and 2."""
+    rng = np.random.default_rng(3)
+    image = rng.choice(np.array([0, 100], np.uint8), (24, 32, 3))
+    image[:, :16] = 200
+    mask = np.zeros((24, 32), np.uint8)
+    mask[8:16, 2:10] = 2
+    return image, mask, (mask > 0).astype(np.uint8), 0, 1, 0, 0.0039
+
+
+def test_augmented_copies_with_certain_flip_and_rotation_are_four():
+    sample = _asymmetric_slice()
+    cfg = load_config(["FLIP_PROB=1.0", "ROTATE_PROB=1.0", "ROTATE_MAX_DEGREES=10.0"])
+    out = augmented_copies(sample, np.random.default_rng(2), cfg)  # seed 2: angles of 8.1 and 6.0 degrees
+    assert len(out) == 4
+    original, rotated, flipped, rotated_flipped = out
+    assert original is sample
+    np.testing.assert_array_equal(flipped[0], sample[0][:, ::-1])
+    np.testing.assert_array_equal(flipped[1], sample[1][:, ::-1])
+    np.testing.assert_array_equal(flipped[2], sample[2][:, ::-1])
+    for copy in (rotated, rotated_flipped):
+        assert copy[0].dtype == np.uint8 and copy[0].shape == sample[0].shape
+        assert not np.array_equal(copy[0], sample[0]) and not np.array_equal(copy[0], flipped[0])
+        assert set(np.unique(copy[0])) <= {0, 100, 200}  # nearest neighbour: no blended values
+        assert set(np.unique(copy[1])) <= {0, 2} and set(np.unique(copy[2])) <= {0, 1}
+        np.testing.assert_array_equal(copy[2], copy[1] > 0)  # mask and ROI rotated together
+    assert all(copy[3:] == sample[3:] for copy in out)
+    # the second rotated copy is of the flipped slice: its bright half is on the right
+    assert rotated[0][:, :16].mean() > rotated[0][:, 16:].mean()
+    assert rotated_flipped[0][:, 16:].mean() > rotated_flipped[0][:, :16].mean()
+
+
+def test_augmented_copies_without_flip_or_rotation_are_the_slice_alone():
+    sample = _asymmetric_slice()
+    cfg = load_config(["FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
+    for seed in range(5):
+        out = augmented_copies(sample, np.random.default_rng(seed), cfg)
+        assert len(out) == 1 and out[0] is sample
+
+
+def test_augmented_copies_on_average_are_2_25_with_even_odds():
+    sample = (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), 0, 0, 0, 0.0039)
+    cfg = load_config(["FLIP_PROB=0.5", "ROTATE_PROB=0.5"])
+    rng = np.random.default_rng(0)
+    counts = np.array([len(augmented_copies(sample, rng, cfg)) for _ in range(2000)])
+    assert set(counts.tolist()) == {1, 2, 3, 4}
+    assert abs(counts.mean() - (1 + 0.5) * (1 + 0.5)) < 0.1  # standard error ~0.02
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stratification of a pass
+# ----------------------------------------------------------------------------------------------------------------
+def _vendor_records() -> list[tuple]:
+    sizes = {"Cirrus": 5, "Spectralis": 2, "Topcon": 1}
+    return [(f"{vendor}{z}", f"slices/{vendor}", z, 10, z % 2, 0.0039, vendor)
+            for vendor, n in sizes.items() for z in range(n)]
+
+
+def test_upsample_by_label_brings_every_vendor_to_the_largest_group():
+    records = _vendor_records()
+    out = upsample_by_label(records, 6, random.Random(0))
+    assert len(out) == 3 * 5
+    assert {vendor: [r[6] for r in out].count(vendor) for vendor in ("Cirrus", "Spectralis", "Topcon")} == \
+        {"Cirrus": 5, "Spectralis": 5, "Topcon": 5}
+    assert set(out) == set(records)  # every record of every group appears, nothing else
+    assert sorted(r for r in out if r[6] == "Cirrus") == sorted(r for r in records if r[6] == "Cirrus")
+    spectralis = [r for r in out if r[6] == "Spectralis"]
+    assert sorted(spectralis.count(r) for r in set(spectralis)) == [2, 3]  # cycled, as evenly as possible
+    assert out == upsample_by_label(records, 6, random.Random(0))
+    assert out != upsample_by_label(records, 6, random.Random(1))
+    assert upsample_by_label([], 6, random.Random(0)) == []
+
+
+def test_epoch_records_by_vendor_up_samples_and_by_fluid_down_samples():
+    records = _vendor_records()
+    by_vendor = epoch_records(records, load_config(["STRATIFY_BY=vendor"]), random.Random(0))
+    assert by_vendor == upsample_by_label(records, 6, random.Random(0))
+    fluid = load_config(["STRATIFY_BY=fluid"])
+    records = _records(40, 10)
+    out = epoch_records(records, fluid, random.Random(0))
+    without = [r for r in out if not r[4]]
+    assert sorted(without) == [r for r in records if not r[4]]  # the smallest group is kept whole, once each
+    assert 3 <= sum(r[4] for r in out) <= 20  # the larger one down-sampled to about its size (expected 10)
+    assert len(set(out)) == len(out) and set(out) <= set(records)
+    assert out == epoch_records(records, fluid, random.Random(0))
+    assert out != sorted(out)  # shuffled
+    with pytest.raises(ValueError, match="STRATIFY_BY"):
+        epoch_records(records, load_config(["STRATIFY_BY=case"]), random.Random(0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One pass, and validation
+# ----------------------------------------------------------------------------------------------------------------
+def test_one_pass_ends_and_endless_goes_on(prepared_work, train_records):
+    cfg = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=0.0", "FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
+    records = [r for r in train_records if r[6] == "Spectralis"][:3]  # one vendor: the pass is these 3 B-scans
+    one_pass = list(training_batches(records, prepared_work, cfg, seed=0, endless=False))
+    n_patches = sum(len(masks) for _, masks in one_pass)
+    assert 0 < n_patches <= 3 * (cfg.PATCHES_PER_BSCAN + int(cfg.RANDOM_PATCH_SHARE * cfg.PATCHES_PER_BSCAN))
+    assert all(len(masks) == cfg.BATCH_SIZE for _, masks in one_pass[:-1])
+    endless = training_batches(records, prepared_work, cfg, seed=0, endless=True)
+    assert len([next(endless) for _ in range(len(one_pass) + 2)]) == len(one_pass) + 2
+    assert list(training_batches([], prepared_work, cfg, seed=0, endless=True)) == []
+
+
+def _count_patches(batches) -> tuple[int, int]:
+    """(patches, patches without fluid away from the 8-pixel border)."""
+    masks = torch.cat([masks for _, masks in batches])
+    empty = sum(not bool((mask[8:-8, 8:-8] > 0).any()) for mask in masks)
+    return len(masks), empty
+
+
+def test_validation_drops_empty_patches_only_when_asked(prepared_work):
+    drop = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=True"])
+    keep = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=False"])
+    none_dropped = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=0.0", "DROP_EMPTY_IN_VALIDATION=True"])
+    records = slice_records(read_split_slices(prepared_work, "val", drop), drop.FLUIDS)
+    n_drop, empty_drop = _count_patches(validation_batches(records, prepared_work, drop, seed=0))
+    n_keep, empty_keep = _count_patches(validation_batches(records, prepared_work, keep, seed=0))
+    assert empty_drop == 0 and n_drop > 0
+    assert empty_keep > 0 and n_keep == n_drop + empty_keep
+    assert _count_patches(validation_batches(records, prepared_work, none_dropped, seed=0)) == (n_keep, empty_keep)
