@@ -5,10 +5,15 @@
 1. data: DATA_ROOT when it holds any oct.mhd, else the synthetic RETOUCH-like set (generated once in
    SYNTHETIC_ROOT);
 2. prepare_data.py (all steps) into WORK_DIR;
-3. train.py for DEMO_EPOCHS epochs into WORK_DIR/runs/demo (resumed if a demo run exists);
+3. train.py for at most DEMO_EPOCHS epochs, stopping after the epoch in which DEMO_TRAIN_MINUTES have passed,
+   into WORK_DIR/runs/demo (resumed if a demo run exists);
 4. predict.py on the test cases of the split with the best checkpoint, into WORK_DIR/predictions/demo;
 5. evaluate.py on those predictions; the summary table is printed and written to .../predictions/demo/evaluation.
 A rerun reuses everything that is finished.
+
+Exit status, as every script's: 0 done; 1 some inputs failed (a step reported files it could not use; the demo
+goes on where it can); 2 a usage or configuration error (bad option or ``--set``, ``DEVICE=cuda`` without a GPU,
+a SYNTHETIC_ROOT holding other data): the demo stops.
 """
 
 from __future__ import annotations
@@ -17,19 +22,48 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 import evaluate
 import predict
 import prepare_data
 import train
-from utils.io.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config
+from utils.io.cases import find_cases
+from utils.io.layout import predictions_dir, run_dir
+from utils.io.tables import read_slice_index, read_split_cases
 from utils.synthetic import generate_dataset
+
+DEMO_RUN = "demo"  # the run's name: WORK_DIR/runs/<this>, WORK_DIR/predictions/<this>
+USAGE_ERROR = 2  # the exit status of a usage or configuration error
 
 
 def _step(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
+
+
+def choose_data_root(cfg) -> Path:
+    """DATA_ROOT when it holds a case, else the synthetic set in SYNTHETIC_ROOT (generated when missing).
+
+    Raises:
+        FileExistsError: SYNTHETIC_ROOT holds data the generator did not write, or a set made with other settings.
+        ValueError: SYNTHETIC_CASES_PER_VENDOR < 1.
+    """
+    data_root = Path(cfg.DATA_ROOT)
+    if data_root.is_dir() and find_cases(data_root, cfg.VENDORS)[0]:
+        return data_root
+    _step(f"no volumes in {data_root}: synthetic RETOUCH-like data in {cfg.SYNTHETIC_ROOT}")
+    generate_dataset(cfg.SYNTHETIC_ROOT, cfg.SYNTHETIC_CASES_PER_VENDOR, seed=cfg.SEED)
+    return Path(cfg.SYNTHETIC_ROOT)
+
+
+def inputs_of_test_split(work_dir: Path, cfg) -> list[str]:
+    """The ``oct.mhd`` paths of the split's test cases, from the split and slice index that prepare_data wrote.
+
+    Raises:
+        FileNotFoundError, ValueError: a table is missing or unusable, or the split has no test case.
+    """
+    test_cases = read_split_cases(work_dir / cfg.SPLIT_CSV, "test")
+    index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV, cfg.FLUIDS)
+    return sorted(index.loc[index["case"].isin(test_cases), "oct_path"].unique())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,45 +72,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.overrides)
-    except ConfigError as error:
+        data_root = choose_data_root(cfg)
+    except (ConfigError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     overrides = [arg for item in args.overrides for arg in ("--set", item)]
     work_dir = Path(cfg.WORK_DIR)
-
-    data_root = Path(cfg.DATA_ROOT)
-    if not data_root.is_dir() or not find_cases(data_root, cfg.VENDORS)[0]:
-        _step(f"no volumes in {data_root}: synthetic RETOUCH-like data in {cfg.SYNTHETIC_ROOT}")
-        data_root = Path(cfg.SYNTHETIC_ROOT)
-        generate_dataset(data_root, cases_per_vendor=cfg.SYNTHETIC_CASES_PER_VENDOR, seed=cfg.SEED)
+    statuses = []
 
     _step("prepare_data.py")
-    if prepare_data.main(["--data-root", str(data_root), "--work-dir", str(work_dir), *overrides]):
+    statuses.append(prepare_data.main(["--data-root", str(data_root), "--work-dir", str(work_dir), *overrides]))
+    if statuses[-1] == USAGE_ERROR:
+        return USAGE_ERROR
+    if statuses[-1]:
         print("demo: prepare_data.py reported problems; going on with the cases it prepared", file=sys.stderr)
 
     _step("train.py")
-    run_dir = work_dir / cfg.RUNS_SUBDIR / "demo"
-    resume = ["--resume"] if (run_dir / cfg.LAST_CHECKPOINT).is_file() else []
-    if train.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), *resume,
-                   "--set", f"EPOCHS={cfg.DEMO_EPOCHS}", *overrides]):
-        return 1
+    run = run_dir(work_dir, DEMO_RUN, cfg)
+    resume = ["--resume"] if (run / cfg.LAST_CHECKPOINT).is_file() else []
+    demo_length = ["--set", f"EPOCHS={cfg.DEMO_EPOCHS}", "--set", f"TRAIN_BUDGET_MINUTES={cfg.DEMO_TRAIN_MINUTES}"]
+    status = train.main(["--work-dir", str(work_dir), "--run-dir", str(run), *resume, *demo_length, *overrides])
+    if status:
+        return status
 
     _step("predict.py on the test cases")
-    split = pd.read_csv(work_dir / cfg.SPLIT_CSV, dtype={"case": str})
-    index = pd.read_csv(work_dir / cfg.SLICE_INDEX_CSV, dtype={"case": str})
-    test_cases = set(split.loc[split["split"] == "test", "case"])
-    inputs = sorted(index.loc[index["case"].isin(test_cases), "oct_path"].unique())
-    if not inputs:
-        print("demo: the split has no test cases to predict", file=sys.stderr)
+    try:
+        inputs = inputs_of_test_split(work_dir, cfg)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    predictions = work_dir / "predictions" / "demo"
-    status = predict.main(["--checkpoint", str(run_dir / cfg.BEST_CHECKPOINT), "--out", str(predictions), *overrides,
-                           *inputs])
+    predictions = predictions_dir(work_dir, DEMO_RUN, cfg)
+    statuses.append(predict.main(["--checkpoint", str(run / cfg.BEST_CHECKPOINT), "--out", str(predictions),
+                                  *overrides, *inputs]))
+    if statuses[-1] == USAGE_ERROR:
+        return USAGE_ERROR
 
     _step("evaluate.py")
-    status |= evaluate.main(["--pred", str(predictions), "--data-root", str(data_root), "--split-file",
-                             str(work_dir / cfg.SPLIT_CSV), "--split", "test", *overrides])
-    return 1 if status else 0
+    statuses.append(evaluate.main(["--pred", str(predictions), "--data-root", str(data_root), "--split-file",
+                                   str(work_dir / cfg.SPLIT_CSV), "--split", "test", *overrides]))
+    return max(statuses)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 
     python evaluate.py --pred PRED --data-root data [--split-file work/split.csv --split test] [--out DIR]
 
-Each ``PRED/<case>/segmentation.mhd`` is matched by case name with the ``reference.mhd`` of that case under the
-data root. Presence scores come from ``PRED/volumes.csv`` (columns ``case`` and ``<fluid>_presence``) when it
-exists, else from the label volumes (1.0 where the prediction holds the fluid). Writes ``per_case.csv``,
-``summary.csv`` and ``config.json`` to ``--out`` (default ``PRED/evaluation``) and prints the summary. How a fluid
-absent from both volumes counts is described in ``utils/volume_metrics.py``.
+Each ``PRED/<case>/segmentation.mhd`` (``SEGMENTATION_FILE``) is matched by case name with the ``reference.mhd``
+of that case under the data root. Presence scores come from ``PRED/volumes.csv`` (``VOLUMES_CSV``; columns
+``case`` and ``<fluid>_presence``) when it exists, else from the label volumes (1.0 where the prediction holds the
+fluid). Writes ``per_case.csv``, ``summary.csv`` and ``config.json`` to ``--out`` (default ``PRED/evaluation``)
+and prints the summary. How a fluid absent from both volumes counts is described in
+``utils/evaluate/volume_metrics.py``.
 
-Exit status 1 when a volume or volumes.csv could not be used (the other cases are still scored), 2 on bad
-arguments.
+Exit status: 0 done; 1 when an input could not be used (each reported in one line naming the file; the other
+cases are still scored) or no case can be scored; 2 on a usage or configuration error (bad option or ``--set``).
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-import config
-from utils.evaluate import volume_metrics
-from utils.io.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
+from utils.evaluate import volume_metrics
+from utils.io.cases import Case, find_cases
 from utils.io.files import atomic_write_csv
 from utils.io.mhd_io import VolumeError
-from utils.io.tables import read_split_table
+from utils.io.tables import read_split_cases
 
-PREDICTION_FILE = config.SEGMENTATION_FILE  # PRED/<case>/<this>
-VOLUMES_CSV = config.VOLUMES_CSV  # PRED/<this>: per-case volumes and presence scores
 DEFAULT_OUT_SUBDIR = "evaluation"  # PRED/<this>/ when --out is not given
+PER_CASE_CSV = "per_case.csv"  # OUT/<this>: one row per case and fluid (volume_metrics.PER_CASE_COLUMNS)
+SUMMARY_CSV = "summary.csv"  # OUT/<this>: one row per vendor and fluid (volume_metrics.SUMMARY_COLUMNS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,62 +49,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--split needs --split-file")
     if args.split_file is not None and args.split is None:
         args.split = "test"
-    try:
-        args.cfg = load_config(args.overrides)
-    except ConfigError as error:
-        parser.error(str(error))
     return args
 
 
-def read_split(path: Path, split: str) -> set[str]:
-    """The case names of ``split`` in a split CSV (columns ``case`` and ``split`` at least).
-
-    Raises:
-        ValueError: unreadable file, missing columns, or no case of that split; the message names the file.
-    """
-    table = read_split_table(path)
-    names = set(table.loc[table["split"] == split, "case"])
-    if not names:
-        raise ValueError(f"{path}: no case of split {split!r}; it has {', '.join(sorted(table['split'].unique()))}")
-    return names
+def find_predictions(pred_dir: Path, file_name: str) -> dict[str, Path]:
+    """Case name -> ``pred_dir/<case>/<file_name>``, for every sub-folder that holds one."""
+    return {path.parent.name: path for path in sorted(pred_dir.glob(f"*/{file_name}"))}
 
 
-def find_predictions(pred_dir: Path) -> dict[str, Path]:
-    """Case name -> ``pred_dir/<case>/segmentation.mhd``, for every sub-folder that holds one."""
-    return {path.parent.name: path for path in sorted(pred_dir.glob(f"*/{PREDICTION_FILE}"))}
-
-
-def _names(names: list[str]) -> str:
+def _names(names) -> str:
     return ", ".join(sorted(names))
 
 
-def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return 1
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = args.cfg
-    fluids = cfg.FLUIDS
-    data_root = args.data_root if args.data_root is not None else Path(cfg.DATA_ROOT)
-    out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
-    if not args.pred.is_dir():
-        return _fail(f"error: {args.pred}: prediction folder is not a folder")
-    try:
-        cases, case_errors = find_cases(data_root, cfg.VENDORS)
-        selected = read_split(args.split_file, args.split) if args.split_file is not None else None
-    except (FileNotFoundError, ValueError) as error:
-        return _fail(f"error: {error}")
+def select_pairs(args: argparse.Namespace, cfg, data_root: Path) -> list[tuple[Case, Path]]:
+    """The ``(case, prediction file)`` pairs to score: cases under ``data_root`` with a reference and a prediction
+    in ``args.pred``, restricted to ``args.split`` of ``args.split_file`` when given. Unmatched cases are warned
+    about on stderr.
+
+    Raises:
+        FileNotFoundError, ValueError: no data root, an unusable split file, or no pair; the message names the file.
+    """
+    cases, case_errors = find_cases(data_root, cfg.VENDORS)
+    selected = set(read_split_cases(args.split_file, args.split)) if args.split_file is not None else None
     for line in case_errors:
-        print(f"warning: {line}", file=sys.stderr)
-
-    predictions = find_predictions(args.pred)
+        _warn(line)
+    predictions = find_predictions(args.pred, cfg.SEGMENTATION_FILE)
     if selected is not None:
         unknown = selected - {case.name for case in cases}
         if unknown:
-            print(f"warning: {len(unknown)} case(s) of split {args.split!r} in {args.split_file} not found under "
-                  f"{data_root}: {_names(list(unknown))}", file=sys.stderr)
+            _warn(f"{len(unknown)} case(s) of split {args.split!r} in {args.split_file} not found under {data_root}: "
+                  f"{_names(unknown)}")
         cases = [case for case in cases if case.name in selected]
         outside = [name for name in predictions if name not in selected]
         if outside:
@@ -114,37 +92,55 @@ def main(argv: list[str] | None = None) -> int:
     no_prediction = [name for name in references if name not in predictions]
     no_reference = [name for name in predictions if name not in references]
     if no_prediction:
-        print(f"warning: {len(no_prediction)} case(s) with a reference but no {args.pred}/<case>/{PREDICTION_FILE} "
-              f"(not scored): {_names(no_prediction)}", file=sys.stderr)
+        _warn(f"{len(no_prediction)} case(s) with a reference but no {args.pred}/<case>/{cfg.SEGMENTATION_FILE} "
+              f"(not scored): {_names(no_prediction)}")
     if no_reference:
-        print(f"warning: {len(no_reference)} prediction(s) without a reference.mhd under {data_root} (not scored): "
-              f"{_names(no_reference)}", file=sys.stderr)
+        _warn(f"{len(no_reference)} prediction(s) without a reference.mhd under {data_root} (not scored): "
+              f"{_names(no_reference)}")
     pairs = [(case, predictions[name]) for name, case in references.items() if name in predictions]
     if not pairs:
-        return _fail(f"error: no case has both a prediction in {args.pred} and a reference under {data_root}")
+        raise ValueError(f"no case has both a prediction in {args.pred} and a reference under {data_root}")
+    return pairs
 
-    failed = []
-    scores = None
-    volumes_csv = args.pred / VOLUMES_CSV
+
+def read_presence(pred_dir: Path, cfg) -> tuple[dict[str, dict[str, float]] | None, list[str]]:
+    """The presence scores of ``pred_dir/VOLUMES_CSV`` (case -> fluid -> score), None when there is no such file
+    or it cannot be used; and the failed input (``[VOLUMES_CSV]`` or ``[]``), reported in one line on stderr."""
+    volumes_csv = pred_dir / cfg.VOLUMES_CSV
+    scores, failed = None, []
     if volumes_csv.is_file():
         try:
-            scores = volume_metrics.read_presence_scores(volumes_csv, list(fluids))
+            scores = volume_metrics.read_presence_scores(volumes_csv, list(cfg.FLUIDS))
         except ValueError as error:
             print(f"error: {error}; presence scores taken from the label volumes instead", file=sys.stderr)
-            failed.append(VOLUMES_CSV)
+            failed.append(str(volumes_csv))
     print(f"presence scores from {volumes_csv if scores is not None else 'the predicted label volumes'}")
+    return scores, failed
 
-    spacing_rtol = cfg.SPACING_RTOL
-    rows, no_score = [], []
+
+def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, float]] | None, cfg
+                ) -> tuple[pd.DataFrame, list[str]]:
+    """Scores each pair against its reference.
+
+    Args:
+        pairs: from :func:`select_pairs`.
+        scores: presence scores by case and fluid (:func:`read_presence`); a case they lack, or all cases when
+            None, takes its presence from its predicted label volume.
+        cfg: the config (``FLUIDS``, ``BACKGROUND``, ``SPACING_RTOL``).
+
+    Returns:
+        ``(per_case, failed)``: the rows of the cases scored (columns ``volume_metrics.PER_CASE_COLUMNS``), and the
+        prediction files that could not be used, each reported in one line on stderr.
+    """
+    rows, failed, no_score = [], [], []
     for case, prediction_path in tqdm(pairs, desc="evaluate", unit="case"):
         try:
-            fluid_rows, label_presence = volume_metrics.evaluate_case_files(
-                prediction_path, case.reference_path, fluids, cfg.BACKGROUND, spacing_rtol)
+            fluid_rows, presence = volume_metrics.evaluate_case_files(
+                prediction_path, case.reference_path, cfg.FLUIDS, cfg.BACKGROUND, cfg.SPACING_RTOL)
         except VolumeError as error:
             tqdm.write(f"error: {error}", file=sys.stderr)
-            failed.append(case.name)
+            failed.append(str(prediction_path))
             continue
-        presence = label_presence
         if scores is not None:
             if case.name in scores:
                 presence = scores[case.name]
@@ -153,18 +149,47 @@ def main(argv: list[str] | None = None) -> int:
         for row in fluid_rows:
             rows.append({"case": case.name, "vendor": case.vendor, **row, "presence_score": presence[row["fluid"]]})
     if no_score:
-        print(f"warning: {len(no_score)} case(s) not in {volumes_csv}, presence taken from their label volumes: "
-              f"{_names(no_score)}", file=sys.stderr)
+        _warn(f"{len(no_score)} case(s) not in {cfg.VOLUMES_CSV}, presence taken from their label volumes: "
+              f"{_names(no_score)}")
+    return pd.DataFrame(rows, columns=list(volume_metrics.PER_CASE_COLUMNS)), failed
 
-    per_case = pd.DataFrame(rows, columns=list(volume_metrics.PER_CASE_COLUMNS))
-    summary = volume_metrics.summarize(per_case, cfg.VENDORS, list(fluids))
-    atomic_write_csv(out_dir / "per_case.csv", per_case)
-    atomic_write_csv(out_dir / "summary.csv", summary)
-    save_config(cfg, out_dir / "config.json")
+
+def write_outputs(per_case: pd.DataFrame, out_dir: Path, cfg) -> pd.DataFrame:
+    """Writes ``PER_CASE_CSV``, ``SUMMARY_CSV`` and ``CONFIG_JSON`` to ``out_dir``, prints the summary table, and
+    returns it."""
+    summary = volume_metrics.summarize(per_case, cfg.VENDORS, list(cfg.FLUIDS))
+    atomic_write_csv(out_dir / PER_CASE_CSV, per_case)
+    atomic_write_csv(out_dir / SUMMARY_CSV, summary)
+    save_config(cfg, out_dir / cfg.CONFIG_JSON)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    print(f"{per_case['case'].nunique()} case(s) scored; per_case.csv, summary.csv, config.json in {out_dir}")
+    print(f"{per_case['case'].nunique()} case(s) scored; {PER_CASE_CSV}, {SUMMARY_CSV}, {cfg.CONFIG_JSON} in "
+          f"{out_dir}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    data_root = args.data_root if args.data_root is not None else Path(cfg.DATA_ROOT)
+    out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
+    try:
+        if not args.pred.is_dir():
+            raise FileNotFoundError(f"{args.pred}: prediction folder is not a folder")
+        pairs = select_pairs(args, cfg, data_root)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    scores, failed = read_presence(args.pred, cfg)
+    per_case, failed_cases = score_cases(pairs, scores, cfg)
+    write_outputs(per_case, out_dir, cfg)
+    failed += failed_cases
     if failed:
-        return _fail(f"error: {len(failed)} input(s) could not be used: {', '.join(failed)}")
+        print(f"error: {len(failed)} input(s) could not be used: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,7 +10,8 @@ With no step named, all three run in order. Reads only from the data root; write
     slices_<split>.csv   the slice index rows of each split
     histogram_reference.json, prepare_config.json
 A rerun skips cases whose outputs are complete. Problems with a case are reported in one line naming the file;
-the other cases go on, and the run ends with a summary and exit status 1.
+the other cases go on, and the run ends with a summary and exit status 1. A usage or configuration error (bad
+option or ``--set``, a setting that cannot work, a work dir inside the data root) is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    """Runs the requested steps; returns one line per problem (empty when all went well)."""
+    """Runs the requested steps; returns one line per problem with an input (empty when all went well).
+
+    Raises:
+        ConfigError: a bad ``--set``, a setting that cannot work, or a work dir inside the data root.
+    """
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"DATA_ROOT={args.data_root}")
@@ -74,8 +79,8 @@ def run(args: argparse.Namespace) -> list[str]:
         if not data_root.is_dir():
             return [f"{data_root}: data root is not a folder; pass --data-root or set DATA_ROOT in config.py"]
         if _is_inside(work_dir, data_root):
-            return [f"{work_dir}: the work dir lies inside the data root {data_root}; the pipeline never writes "
-                    f"there: pass another --work-dir"]
+            raise ConfigError(f"{work_dir}: the work dir lies inside the data root {data_root}; the pipeline never "
+                              f"writes there: pass another --work-dir")
         cases, errors = find_cases(data_root, cfg.VENDORS)
         if not cases and not errors:
             return [f"{data_root}: no oct.mhd found at any depth; point --data-root at the RETOUCH download "
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         errors = run(args)
     except ConfigError as error:
-        errors = [str(error)]
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if errors:

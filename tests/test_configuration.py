@@ -1,8 +1,11 @@
 import json
+import re
+import types
 
 import pytest
 
-from utils.configuration import ConfigError, apply_overrides, config_from_dict, load_config, save_config
+import config
+from utils.configuration import ConfigError, apply_overrides, check_settings, config_from_dict, load_config, save_config
 
 BASE = {"EPOCHS": 10, "LEARNING_RATE": 2e-4, "PATCH_SHAPE": (256, 128), "ENCODER": "resnet18",
         "USE_BF16": True, "VENDORS": ("Cirrus", "Spectralis"), "SPLIT_FRACTIONS": {"train": 0.7}}
@@ -39,10 +42,43 @@ def test_bad_override_is_rejected_with_a_hint(override, message):
         apply_overrides(BASE, [override])
 
 
-def test_load_config_reads_config_py():
-    cfg = load_config(["EPOCHS=2"] if hasattr(__import__("config"), "EPOCHS") else [])
+def test_load_config_reads_config_py_and_applies_overrides():
+    cfg = load_config(["EPOCHS=2"])
+    assert cfg.EPOCHS == 2 and config.EPOCHS != 2  # the override, not config.py's value
     assert cfg.IRF == 1 and cfg.SRF == 2 and cfg.PED == 3 and cfg.N_CLASSES == 4
-    assert cfg.PATCH_SHAPE == (256, 128)
+    assert cfg.PATCH_SHAPE == config.PATCH_SHAPE and cfg.FLUIDS == config.FLUIDS
+
+
+def test_the_defaults_of_config_py_pass_the_checks():
+    check_settings(load_config([]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("BATCH_SIZE=0", "BATCH_SIZE=0: expected an integer >= 1"),
+    ("EPOCHS=0", "EPOCHS=0: expected an integer >= 1"),
+    ("BATCHES_PER_EPOCH=-1", "BATCHES_PER_EPOCH=-1: expected an integer >= 0"),
+    ("LEARNING_RATE=0", "LEARNING_RATE=0.0: expected a number > 0"),
+    ("LEARNING_RATE=-1e-3", "LEARNING_RATE=-0.001: expected a number > 0"),
+    ("DEVICE=gpu", "DEVICE='gpu': expected one of auto, cpu, cuda"),
+])
+def test_values_that_cannot_work_are_rejected_before_any_work(override, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}; set it in config.py or with --set "):
+        load_config([override])
+
+
+@pytest.mark.parametrize("name, value", [("BATCH_SIZE", 1), ("EPOCHS", 1), ("BATCHES_PER_EPOCH", 0),
+                                         ("LEARNING_RATE", 1e-9), ("DEVICE", "cpu"), ("DEVICE", "cuda"),
+                                         ("DEVICE", "auto")])
+def test_values_at_the_edge_are_accepted(name, value):
+    assert getattr(load_config([f"{name}={value}"]), name) == value
+
+
+def test_check_settings_skips_what_a_config_lacks_and_rejects_wrong_types():
+    check_settings(types.SimpleNamespace(EPOCHS=3))  # an old checkpoint's config may lack settings
+    with pytest.raises(ConfigError, match="EPOCHS=None: expected an integer >= 1"):
+        check_settings(types.SimpleNamespace(EPOCHS=None))  # a base dict is not type-checked
+    with pytest.raises(ConfigError, match="BATCH_SIZE=0"):
+        load_config([], base={**vars(load_config([])), "BATCH_SIZE": 0})
 
 
 def test_saved_config_round_trips(tmp_path):

@@ -166,15 +166,33 @@ def test_split_file_filters_cases(layout, capsys):
     assert "without a reference" not in capsys.readouterr().err  # other splits' predictions are not warned about
 
 
+def evaluate_status(root, *extra):
+    return evaluate.main(["--pred", str(root / "pred"), "--data-root", str(root / "data"), *extra])
+
+
 def test_bad_arguments(layout, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one error line, status 2
         run(layout, "--split", "test")
     assert exit_info.value.code == 2
-    with pytest.raises(SystemExit) as exit_info:
-        run(layout, "--set", "FLUID={}")
-    assert exit_info.value.code == 2 and "did you mean FLUIDS" in capsys.readouterr().err
+    capsys.readouterr()
+    for override, message in [("FLUID={}", "did you mean FLUIDS?"), ("SPACING_RTOL=tight", "expected a float"),
+                              ("DEVICE=gpu", "DEVICE='gpu': expected one of auto, cpu, cuda")]:
+        assert evaluate_status(layout, "--set", override) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err  # one line, no traceback
+    assert not (layout / "pred" / "evaluation").exists()
     split = layout / "split.csv"
     split.write_text("case,split\nTRAIN001,train\n")
     assert evaluate.main(["--pred", str(layout / "pred"), "--data-root", str(layout / "data"),
                           "--split-file", str(split)]) == 1
     assert "no case of split 'test'" in capsys.readouterr().err
+
+
+def test_file_names_follow_the_config(tmp_path):
+    reference = labels(IRF=[(0, 1, 1)])
+    write_case(tmp_path, "TRAIN050", "Topcon", reference, None)
+    write_volume(tmp_path / "pred" / "TRAIN050" / "labels.mhd", reference, GEOMETRY)
+    assert evaluate_status(tmp_path, "--set", "SEGMENTATION_FILE=labels.mhd", "--set", "CONFIG_JSON=settings.json") == 0
+    out = tmp_path / "pred" / "evaluation"
+    assert sorted(path.name for path in out.iterdir()) == ["per_case.csv", "settings.json", "summary.csv"]
+    assert pd.read_csv(out / "per_case.csv")["case"].unique().tolist() == ["TRAIN050"]

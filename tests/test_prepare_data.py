@@ -136,7 +136,7 @@ def test_empty_data_root(tmp_path, capsys):
 
 
 def test_work_dir_inside_data_root_is_refused(tiny_tree, capsys):
-    assert _run(tiny_tree, tiny_tree / "work") == 1
+    assert _run(tiny_tree, tiny_tree / "work") == 2  # a usage error
     assert "lies inside the data root" in capsys.readouterr().err
     assert not (tiny_tree / "work").exists()
 
@@ -164,6 +164,13 @@ def test_test_set_cases_without_reference(tmp_path, rng, capsys):
     assert len(list((tmp_path / "work").glob("slices/*/roi/*.png"))) == 4 + 5
 
 
-def test_unknown_override_is_one_line(tiny_tree, tmp_path, capsys):
-    assert _run(tiny_tree, tmp_path / "work", "--set", "ENTROPY_TRESHOLD=0.1") == 1
-    assert "did you mean ENTROPY_THRESHOLD?" in capsys.readouterr().err
+@pytest.mark.parametrize("override, message", [
+    ("ENTROPY_TRESHOLD=0.1", "did you mean ENTROPY_THRESHOLD?"),  # no such setting
+    ("MEDIAN_SLICES=three", "expected a int"),  # wrong type
+    ("BATCH_SIZE=0", "BATCH_SIZE=0: expected an integer >= 1"),  # a value that cannot work
+])
+def test_configuration_error_is_one_line_and_status_2(tiny_tree, tmp_path, capsys, override, message):
+    assert _run(tiny_tree, tmp_path / "work", "--set", override) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "work").exists()

@@ -8,15 +8,20 @@ import difflib
 import json
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import config as default_config
 
 from utils.io.files import atomic_write_text
 
 
+DEVICES = ("auto", "cpu", "cuda")  # the values of DEVICE
+
+
 class ConfigError(ValueError):
-    """An override that names no setting or has a value of the wrong type."""
+    """A usage or configuration error: an override that names no setting or has a value of the wrong type, a
+    setting that cannot work, or a setting this machine cannot honour (``DEVICE=cuda`` without a GPU). Scripts
+    report it in one line and exit with status 2."""
 
 
 def default_settings() -> dict[str, Any]:
@@ -81,10 +86,50 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
     return result
 
 
+# Settings whose type check passes but whose value cannot work: name -> (test, what is expected). Only the settings
+# a config holds are checked (a checkpoint's config may predate some). MODEL and ENCODER are checked where the
+# network is built, which knows the names.
+_VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),
+    "EPOCHS": (lambda value: value >= 1, "an integer >= 1"),
+    "BATCHES_PER_EPOCH": (lambda value: value >= 0, "an integer >= 0"),
+    "LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
+    "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
+}
+
+
+def check_settings(cfg: types.SimpleNamespace) -> None:
+    """Checks the values that pass the type check but cannot work, before any work starts.
+
+    Args:
+        cfg: a config (as :func:`load_config` returns); settings it lacks are not checked.
+
+    Raises:
+        ConfigError: the first bad setting, with what it holds and what is expected, e.g.
+            ``BATCH_SIZE=0: expected an integer >= 1; set it in config.py or with --set BATCH_SIZE=...``.
+    """
+    for name, (works, expected) in _VALUE_RULES.items():
+        if not hasattr(cfg, name):
+            continue
+        try:
+            good = works(getattr(cfg, name))
+        except TypeError:  # a base dict (a checkpoint's config) is not type-checked against config.py
+            good = False
+        if not good:
+            raise ConfigError(f"{name}={getattr(cfg, name)!r}: expected {expected}; set it in config.py or with "
+                              f"--set {name}=...")
+
+
 def load_config(overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> types.SimpleNamespace:
-    """The effective config: ``base`` (default: config.py) with ``overrides`` applied, as attributes."""
+    """The effective config: ``base`` (default: config.py) with ``overrides`` applied, as attributes.
+
+    Raises:
+        ConfigError: a bad override (:func:`apply_overrides`) or a setting that cannot work (:func:`check_settings`).
+    """
     settings = default_settings() if base is None else dict(base)
-    return types.SimpleNamespace(**apply_overrides(settings, overrides or []))
+    cfg = types.SimpleNamespace(**apply_overrides(settings, overrides or []))
+    check_settings(cfg)
+    return cfg
 
 
 def config_to_dict(cfg: types.SimpleNamespace) -> dict[str, Any]:

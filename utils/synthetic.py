@@ -19,8 +19,9 @@ spacing and extents are SimpleITK ``(x, y, z)`` in mm.
 
 Usage::
 
-    python -m utils.synthetic --out work/synthetic_retouch             # 4 full-size cases per vendor
-    python -m utils.synthetic --out /tmp/tiny --small                  # tiny volumes for tests
+    python -m utils.synthetic --out work/synthetic_retouch  # config.py's SYNTHETIC_CASES_PER_VENDOR full-size cases
+                                                            # per vendor (--cases-per-vendor N for another number)
+    python -m utils.synthetic --out /tmp/tiny --small       # tiny volumes for tests
 """
 
 from __future__ import annotations
@@ -519,9 +520,8 @@ def _claim_folder(out_root: Path, settings: dict) -> None:
     atomic_write_text(marker, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def generate_dataset(out_root: str | Path, cases_per_vendor: int = config.SYNTHETIC_CASES_PER_VENDOR,
-                     small: bool = False, n_bscans: int | None = None, seed: int = 0,
-                     progress: bool = True) -> list[Path]:
+def generate_dataset(out_root: str | Path, cases_per_vendor: int, small: bool = False, n_bscans: int | None = None,
+                     seed: int = 0, progress: bool = True) -> list[Path]:
     """Writes a synthetic data set in the RETOUCH training-set layout, skipping cases already written.
 
     ``out_root/RETOUCH-TrainingSet-<Vendor>/TRAIN<nnn>/{oct,reference}.mhd`` (+ ``.raw``), numbered across vendors
@@ -532,8 +532,8 @@ def generate_dataset(out_root: str | Path, cases_per_vendor: int = config.SYNTHE
 
     Args:
         out_root: destination folder (created).
-        cases_per_vendor: cases of each vendor, >= 1; with >= 3 each vendor has every fluid type and a case
-            without fluid.
+        cases_per_vendor: cases of each vendor (``SYNTHETIC_CASES_PER_VENDOR``), >= 1; with >= 3 each vendor has
+            every fluid type and a case without fluid.
         small: tiny volumes for tests (see :func:`case_spec`).
         n_bscans: B-scans per volume (default: the vendor's count, or ``SMALL_N_BSCANS`` when small).
         seed: the whole data set is a function of the settings.

@@ -1,4 +1,4 @@
-"""Hand-computed tables for utils/volume_metrics.py."""
+"""Hand-computed tables for utils/evaluate/volume_metrics.py."""
 
 import math
 
@@ -11,6 +11,7 @@ from utils.evaluate import volume_metrics as vm
 from utils.io.mhd_io import Geometry, VolumeError, write_volume
 
 IRF, SRF, PED = config.FLUIDS["IRF"], config.FLUIDS["SRF"], config.FLUIDS["PED"]
+FLUIDS, BACKGROUND, VENDORS, RTOL = config.FLUIDS, config.BACKGROUND, config.VENDORS, config.SPACING_RTOL
 SPACING_MM = (0.5, 0.25, 2.0)  # (x, y, z): voxel volume 0.25 mm³
 VOXEL_MM3 = 0.25
 
@@ -31,15 +32,6 @@ def test_dice_from_counts(tp, fp, fn, expected):
     assert nan_equal(vm.dice_from_counts(tp, fp, fn), expected)
 
 
-def test_dice_score_masks_and_bad_shape():
-    prediction = np.array([[1, 1, 0, 0]], bool)
-    reference = np.array([[0, 1, 1, 0]], bool)
-    assert vm.dice_score(prediction, reference) == pytest.approx(0.5)
-    assert math.isnan(vm.dice_score(np.zeros((2, 3), bool), np.zeros((2, 3), bool)))
-    with pytest.raises(ValueError, match="shape"):
-        vm.dice_score(np.zeros((2, 3), bool), np.zeros((3, 2), bool))
-
-
 def labels(shape=(2, 3, 4), **voxels):
     """A uint8 label volume with each fluid's code at the given (z, y, x) voxels."""
     array = np.zeros(shape, np.uint8)
@@ -52,7 +44,7 @@ def labels(shape=(2, 3, 4), **voxels):
 def test_case_fluid_metrics_hand_table():
     reference = labels(IRF=[(0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 0, 3)], SRF=[(1, 2, 0), (1, 2, 1)])
     prediction = labels(IRF=[(0, 0, 0), (0, 0, 1), (0, 1, 0)], SRF=[(1, 2, 0), (1, 2, 1)])
-    rows = {row["fluid"]: row for row in vm.case_fluid_metrics(prediction, reference, VOXEL_MM3)}
+    rows = {row["fluid"]: row for row in vm.case_fluid_metrics(prediction, reference, VOXEL_MM3, FLUIDS)}
     assert list(rows) == list(config.FLUIDS)
     # IRF: TP 2, FP 1, FN 2 -> 4/7; 3 vs 4 voxels of 0.25 mm³.
     assert rows["IRF"]["dice"] == pytest.approx(4 / 7)
@@ -69,19 +61,27 @@ def test_case_fluid_metrics_hand_table():
 
 def test_case_fluid_metrics_perfect_prediction():
     reference = labels(IRF=[(0, 1, 1)], SRF=[(1, 0, 0)], PED=[(1, 2, 3), (1, 2, 2)])
-    for row in vm.case_fluid_metrics(reference.copy(), reference, VOXEL_MM3):
+    for row in vm.case_fluid_metrics(reference.copy(), reference, VOXEL_MM3, FLUIDS):
         assert row["dice"] == 1.0 and row["abs_volume_diff_mm3"] == 0.0
 
 
 def test_case_fluid_metrics_bad_input():
     with pytest.raises(ValueError, match="shape"):
-        vm.case_fluid_metrics(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 5), np.uint8), 1.0)
+        vm.case_fluid_metrics(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 5), np.uint8), 1.0, FLUIDS)
     with pytest.raises(ValueError, match="voxel_volume_mm3"):
-        vm.case_fluid_metrics(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 4), np.uint8), 0.0)
+        vm.case_fluid_metrics(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 4), np.uint8), 0.0, FLUIDS)
 
 
 def test_presence_from_labels():
-    assert vm.presence_from_labels(labels(SRF=[(0, 0, 0)])) == {"IRF": 0.0, "SRF": 1.0, "PED": 0.0}
+    assert vm.presence_from_labels(labels(SRF=[(0, 0, 0)]), FLUIDS) == {"IRF": 0.0, "SRF": 1.0, "PED": 0.0}
+
+
+def test_the_fluids_given_are_the_fluids_scored():
+    """FLUIDS comes from the caller's config (--set reaches it), not from config.py."""
+    prediction = labels(IRF=[(0, 0, 0)], SRF=[(1, 1, 1)])
+    assert vm.presence_from_labels(prediction, {"SRF": SRF}) == {"SRF": 1.0}
+    rows = vm.case_fluid_metrics(prediction, prediction, VOXEL_MM3, {"SRF": SRF})
+    assert [(row["fluid"], row["dice"]) for row in rows] == [("SRF", 1.0)]
 
 
 @pytest.mark.parametrize("scores, truth, expected", [
@@ -110,11 +110,14 @@ def test_roc_auc_bad_input():
 
 def test_check_same_grid():
     geometry = Geometry(spacing_mm=SPACING_MM)
-    vm.check_same_grid((2, 3, 4), Geometry(spacing_mm=(0.50001, 0.25, 2.0)), (2, 3, 4), geometry, "p.mhd")
+    close = Geometry(spacing_mm=(0.50001, 0.25, 2.0))  # 2e-5 relative: another tool's rounding
+    vm.check_same_grid((2, 3, 4), close, (2, 3, 4), geometry, "p.mhd", RTOL)
+    with pytest.raises(VolumeError, match=r"^p\.mhd: spacing .* \(relative tolerance 1e-06\)"):
+        vm.check_same_grid((2, 3, 4), close, (2, 3, 4), geometry, "p.mhd", 1e-6)  # the tolerance given is used
     with pytest.raises(VolumeError, match=r"^p\.mhd: size \(z, y, x\) \(2, 3, 5\) differs"):
-        vm.check_same_grid((2, 3, 5), geometry, (2, 3, 4), geometry, "p.mhd")
+        vm.check_same_grid((2, 3, 5), geometry, (2, 3, 4), geometry, "p.mhd", RTOL)
     with pytest.raises(VolumeError, match=r"^p\.mhd: spacing"):
-        vm.check_same_grid((2, 3, 4), Geometry(spacing_mm=(0.5, 0.25, 1.0)), (2, 3, 4), geometry, "p.mhd")
+        vm.check_same_grid((2, 3, 4), Geometry(spacing_mm=(0.5, 0.25, 1.0)), (2, 3, 4), geometry, "p.mhd", RTOL)
 
 
 def test_check_labels():
@@ -145,7 +148,7 @@ def test_summarize_absent_from_both_rule():
         ("C", "Topcon", "IRF", 0.0, 3.0, False, 0.8),  # IRF only in the prediction
         ("D", "Topcon", "IRF", 0.3, 2.0, True, 0.8),
     ])
-    summary = vm.summarize(per_case, fluids=["IRF"]).set_index("vendor")
+    summary = vm.summarize(per_case, VENDORS, ["IRF"]).set_index("vendor")
     assert list(summary.index) == ["Cirrus", "Topcon", "all"]  # config.VENDORS order; no Spectralis cases
     everything = summary.loc["all"]
     assert everything["n_cases"] == 4 and everything["n_with_fluid"] == 3 and everything["n_reference_present"] == 2
@@ -163,7 +166,7 @@ def test_summarize_absent_from_both_rule():
 
 def test_summarize_no_case_with_fluid():
     per_case = per_case_table([("A", "Cirrus", "PED", float("nan"), 0.0, False, 0.0)])
-    row = vm.summarize(per_case, fluids=["PED"]).iloc[-1]
+    row = vm.summarize(per_case, VENDORS, ["PED"]).iloc[-1]
     assert math.isnan(row["dice_mean_with_fluid"]) and row["dice_mean_all"] == 1.0 and math.isnan(row["auc"])
 
 
@@ -173,7 +176,8 @@ def test_evaluate_case_files_uses_reference_spacing(tmp_path):
     prediction = labels(IRF=[(0, 0, 0)], SRF=[(1, 2, 3)], PED=[(1, 1, 1)])
     write_volume(tmp_path / "reference.mhd", reference, geometry)
     write_volume(tmp_path / "segmentation.mhd", prediction, geometry)
-    rows, presence = vm.evaluate_case_files(tmp_path / "segmentation.mhd", tmp_path / "reference.mhd")
+    rows, presence = vm.evaluate_case_files(tmp_path / "segmentation.mhd", tmp_path / "reference.mhd", FLUIDS,
+                                            BACKGROUND, RTOL)
     rows = {row["fluid"]: row for row in rows}
     assert rows["IRF"]["dice"] == pytest.approx(2 / 3)
     assert rows["IRF"]["abs_volume_diff_mm3"] == pytest.approx(0.25)
@@ -187,17 +191,17 @@ def test_evaluate_case_files_size_mismatch_names_prediction(tmp_path):
     write_volume(tmp_path / "reference.mhd", labels(), geometry)
     write_volume(tmp_path / "segmentation.mhd", labels(shape=(2, 3, 5)), geometry)
     with pytest.raises(VolumeError, match="segmentation.mhd: size"):
-        vm.evaluate_case_files(tmp_path / "segmentation.mhd", tmp_path / "reference.mhd")
+        vm.evaluate_case_files(tmp_path / "segmentation.mhd", tmp_path / "reference.mhd", FLUIDS, BACKGROUND, RTOL)
 
 
 def test_read_presence_scores(tmp_path):
     path = tmp_path / "volumes.csv"
     path.write_text("case,vendor,n_bscans,IRF_volume_mm3,SRF_volume_mm3,PED_volume_mm3,IRF_presence,SRF_presence,"
                     "PED_presence\nTRAIN001,Cirrus,2,0.1,0,0,0.9,0.2,0\n")
-    assert vm.read_presence_scores(path) == {"TRAIN001": {"IRF": 0.9, "SRF": 0.2, "PED": 0.0}}
+    assert vm.read_presence_scores(path, list(FLUIDS)) == {"TRAIN001": {"IRF": 0.9, "SRF": 0.2, "PED": 0.0}}
     path.write_text("case,IRF_presence,SRF_presence\nTRAIN001,0.9,0.2\n")
     with pytest.raises(ValueError, match="volumes.csv: missing column.*PED_presence"):
-        vm.read_presence_scores(path)
+        vm.read_presence_scores(path, list(FLUIDS))
     path.write_text("case,IRF_presence,SRF_presence,PED_presence\nTRAIN001,0.9,1.5,0\n")
     with pytest.raises(ValueError, match="SRF_presence of case TRAIN001 is 1.5"):
-        vm.read_presence_scores(path)
+        vm.read_presence_scores(path, list(FLUIDS))

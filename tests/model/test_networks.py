@@ -1,17 +1,123 @@
+"""utils/model: the network the config describes, checkpoints round trip, the discriminator."""
+
+import math
+
 import pytest
 import torch
 
-from utils.model.checkpoints import load_checkpoint, save_checkpoint
-from utils.model.networks import Discriminator, build_unet
+from utils.configuration import ConfigError, load_config
+from utils.model.checkpoints import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
+from utils.model.networks import Discriminator, build_unet, output_margin, unet_arguments
 from utils.train.loop import Adversary, adversarial_losses, one_hot
 
-TINY_UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": 4}
+# A 3-level smp U-Net with a narrow decoder: the same code paths as a full one at a tenth of its size.
+TINY_UNET = {"name": "smp_unet", "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": 4,
+             "encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+IMAGES = torch.linspace(-1, 1, 2 * 3 * 64 * 32).reshape(2, 3, 64, 32)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_unet_maps_images_to_class_logits():
-    model = build_unet(TINY_UNET).eval()
+def test_the_smp_network_is_the_one_the_config_describes():
+    model_args = unet_arguments(load_config(["MODEL=smp_unet", "ENCODER=resnet34", "N_CLASSES=5"]))
+    assert model_args["encoder_weights"] is None  # random initialisation: nothing is downloaded
+    model = build_unet(model_args).eval()
+    assert model.name == "u-resnet34"
+    assert model.encoder.conv1.in_channels == 3  # a B-scan and its two neighbours
     with torch.no_grad():
-        assert model(torch.zeros(2, 3, 64, 32)).shape == (2, 4, 64, 32)
+        assert model(IMAGES).shape == (2, 5, 64, 32)  # N_CLASSES logits per pixel, as large as the input
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_the_authors_network_is_the_one_the_config_describes(relu):
+    model_args = unet_arguments(load_config(["MODEL=rmit_unet", "N_CLASSES=5", f"RELU_BEFORE_SOFTMAX={relu}"]))
+    assert model_args["relu_before_softmax"] is relu
+    torch.manual_seed(0)
+    model = build_unet(model_args).eval()
+    with torch.no_grad():
+        logits = model(torch.linspace(-1, 1, 3 * 96 * 104).reshape(1, 3, 96, 104))
+    margin = output_margin(model)
+    assert margin > 0 and logits.shape == (1, 5, 96 - 2 * margin, 104 - 2 * margin)  # unpadded: a smaller map
+    assert bool((logits < 0).any()) is not relu  # the ReLU on the logits is there when, and only when, asked for
+
+
+def test_unknown_networks_are_refused():
+    with pytest.raises(ConfigError, match="MODEL='rmit_unte': expected one of rmit_unet, smp_unet; did you mean"):
+        unet_arguments(load_config(["MODEL=rmit_unte"]))
+    with pytest.raises(ValueError, match="unknown network 'vnet'"):
+        build_unet({"name": "vnet"})
+
+
+def _trained_state(seed=0):
+    """A tiny U-Net, an Adam optimiser and a discriminator after one step each (so every state is non-trivial)."""
+    torch.manual_seed(seed)
+    model = build_unet(TINY_UNET)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    critic = Discriminator(n_classes=4)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    model(IMAGES).mean().backward()
+    optimizer.step()
+    critic(IMAGES, torch.zeros(2, 4, 64, 32)).mean().backward()
+    critic_optimizer.step()
+    return model, optimizer, critic, critic_optimizer
+
+
+def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
+    model, optimizer, critic, critic_optimizer = _trained_state()
+    settings = vars(load_config([]))
+    reference = {"counts": [1, 2, 3], "source": "x/oct.mhd"}
+    checkpoint = make_checkpoint(TINY_UNET, model, optimizer, 3, {"PATCH_SHAPE": [256, 128]},
+                                 {"val_loss": torch.tensor(0.25), "dice_mean_fluid": math.nan}, 0.7, reference,
+                                 critic, critic_optimizer)
+    save_checkpoint(tmp_path / "best.pt", checkpoint)
+    assert [path.name for path in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left
+
+    loaded = load_checkpoint(tmp_path / "best.pt")  # weights_only: plain data, no pickled code
+    assert loaded["epoch"] == 3 and loaded["best_score"] == 0.7 and loaded["config"] == {"PATCH_SHAPE": [256, 128]}
+    assert loaded["metrics"]["val_loss"] == 0.25 and isinstance(loaded["metrics"]["val_loss"], float)
+    assert math.isnan(loaded["metrics"]["dice_mean_fluid"])
+    assert loaded["histogram_reference"] == reference and loaded["model_args"] == TINY_UNET
+    rebuilt = model_from_checkpoint(loaded)
+    assert not rebuilt.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
+    with torch.no_grad():
+        assert torch.equal(rebuilt(IMAGES), model.eval()(IMAGES))
+
+    # The optimisers resume where they were: their states load into fresh ones and match.
+    fresh = torch.optim.Adam(build_unet(TINY_UNET).parameters(), lr=1e-3)
+    fresh.load_state_dict(loaded["optimizer_state"])
+    assert fresh.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"] == 1
+    fresh_critic = Discriminator(n_classes=4)
+    fresh_critic.load_state_dict(loaded["discriminator_state"])
+    assert all(torch.equal(fresh_critic.state_dict()[k], v) for k, v in critic.state_dict().items())
+    assert loaded["discriminator_optimizer_state"]["state"]
+
+
+def test_checkpoint_without_adversary_has_no_discriminator_entries():
+    model, optimizer, _, _ = _trained_state()
+    checkpoint = make_checkpoint(TINY_UNET, model, optimizer, 1, {}, {}, 0.0, None)
+    assert "discriminator_state" not in checkpoint and checkpoint["histogram_reference"] is None
+
+
+def test_damaged_foreign_and_missing_checkpoints_are_refused(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"bad\.pt: cannot load the checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    model, optimizer, _, _ = _trained_state()
+    save_checkpoint(tmp_path / "cut.pt", make_checkpoint(TINY_UNET, model, optimizer, 1, {}, {}, 0.0, None))
+    data = (tmp_path / "cut.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"cut\.pt: cannot load the checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: not a retouch checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"list\.pt: not a retouch checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_discriminator_scores_pairs_of_any_size():
@@ -38,19 +144,3 @@ def test_one_hot():
     labels = torch.tensor([[[0, 3], [1, 2]]])
     encoded = one_hot(labels, 4)
     assert encoded.shape == (1, 4, 2, 2) and torch.equal(encoded.argmax(dim=1), labels)
-
-
-def test_checkpoint_round_trip_and_errors(tmp_path):
-    model = build_unet(TINY_UNET)
-    save_checkpoint(tmp_path / "c.pt", {"model_args": TINY_UNET, "model_state": model.state_dict(), "epoch": 2,
-                                        "config": {"PATCH_SHAPE": [256, 128]}})
-    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"bad\.pt: cannot load the checkpoint"):
-        load_checkpoint(tmp_path / "bad.pt")
-    torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"other\.pt: not a retouch checkpoint"):
-        load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "missing.pt")

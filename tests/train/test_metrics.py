@@ -1,4 +1,4 @@
-"""Hand-computed tables for utils/metrics.py."""
+"""Hand-computed tables for utils/train/metrics.py."""
 
 import math
 import os
@@ -14,6 +14,7 @@ import config
 from utils.train import metrics
 
 IRF, SRF, PED = config.FLUIDS["IRF"], config.FLUIDS["SRF"], config.FLUIDS["PED"]
+N_CLASSES, FLUIDS = config.N_CLASSES, config.FLUIDS
 NAN = float("nan")
 
 # One 3x3 image. Per class (tp, fp, fn, tn):
@@ -45,7 +46,7 @@ def nan_equal(a, b):
 
 
 def test_confusion_counts_hand_table():
-    tp, fp, fn, tn = metrics.confusion_counts(PREDICTION, REFERENCE)
+    tp, fp, fn, tn = metrics.confusion_counts(PREDICTION, REFERENCE, N_CLASSES)
     assert tp.tolist() == [[1, 2, 1, 1]]
     assert fp.tolist() == [[2, 1, 0, 1]]
     assert fn.tolist() == [[2, 0, 1, 1]]
@@ -54,22 +55,22 @@ def test_confusion_counts_hand_table():
 
 
 def test_confusion_counts_from_logits_equal_counts_from_labels():
-    from_logits = metrics.confusion_counts(one_hot_logits(PREDICTION), REFERENCE)
-    from_labels = metrics.confusion_counts(PREDICTION, REFERENCE)
+    from_logits = metrics.confusion_counts(one_hot_logits(PREDICTION), REFERENCE, N_CLASSES)
+    from_labels = metrics.confusion_counts(PREDICTION, REFERENCE, N_CLASSES)
     for a, b in zip(from_logits, from_labels):
         assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("metric", list(EXPECTED))
 def test_scores_hand_table(metric):
-    tp, fp, fn, _ = metrics.confusion_counts(PREDICTION, REFERENCE)
+    tp, fp, fn, _ = metrics.confusion_counts(PREDICTION, REFERENCE, N_CLASSES)
     scores = metrics.SCORE_FUNCTIONS[metric](tp[0], fp[0], fn[0])
     assert scores.tolist() == pytest.approx(EXPECTED[metric])
 
 
 def test_named_scores_hand_table_and_fluid_mean_excludes_background():
-    tp, fp, fn, _ = (count[0] for count in metrics.confusion_counts(PREDICTION, REFERENCE))
-    results = metrics.named_scores(tp, fp, fn)
+    tp, fp, fn, _ = (count[0] for count in metrics.confusion_counts(PREDICTION, REFERENCE, N_CLASSES))
+    results = metrics.named_scores(tp, fp, fn, FLUIDS)
     assert list(results) == [f"{metric}_{fluid}" for metric in metrics.METRICS
                              for fluid in ("IRF", "SRF", "PED", "mean_fluid")]
     for metric, expected in EXPECTED.items():
@@ -83,7 +84,7 @@ def test_named_scores_hand_table_and_fluid_mean_excludes_background():
 @pytest.mark.parametrize("metric", list(EXPECTED))
 def test_perfect_prediction_scores_one(metric):
     reference = torch.tensor([[[0, 1, 2], [3, 3, 0]], [[2, 2, 1], [0, 0, 3]]])
-    tp, fp, fn, _ = metrics.confusion_counts(one_hot_logits(reference), reference)
+    tp, fp, fn, _ = metrics.confusion_counts(one_hot_logits(reference), reference, N_CLASSES)
     assert metrics.SCORE_FUNCTIONS[metric](tp, fp, fn).tolist() == [[1.0] * 4, [1.0] * 4]
 
 
@@ -92,7 +93,7 @@ def test_perfect_prediction_scores_one(metric):
     (0, 0, 0, NAN, (NAN, NAN, NAN, NAN)),  # absent from both: empty_score
     (0, 0, 0, 1.0, (1.0, 1.0, 1.0, 1.0)),
     (0, 0, 0, 0.0, (0.0, 0.0, 0.0, 0.0)),
-    (0, 3, 0, NAN, (0.0, 0.0, 0.0, 0.0)),  # absent from the reference only: recall 0/0 -> 0
+    (0, 3, 0, NAN, (0.0, 0.0, 0.0, 0.0)),  # absent from the reference only: recall 0/0 -> 0; Dice 0, not MONAI's NaN
     (0, 0, 3, NAN, (0.0, 0.0, 0.0, 0.0)),  # absent from the prediction only: precision 0/0 -> 0
     (0, 3, 0, 1.0, (0.0, 0.0, 0.0, 0.0)),  # empty_score touches the empty case alone
     (2, 1, 2, NAN, (4 / 7, 2 / 5, 2 / 3, 1 / 2)),
@@ -107,16 +108,16 @@ def test_fluid_mean_follows_the_empty_rule():
     # PED absent from both prediction and reference.
     reference = torch.tensor([[[0, 1, 1], [0, 2, 2]]])
     prediction = torch.tensor([[[0, 1, 0], [0, 2, 2]]])
-    tp, fp, fn, _ = (count[0] for count in metrics.confusion_counts(prediction, reference))
-    left_out = metrics.named_scores(tp, fp, fn)
+    tp, fp, fn, _ = (count[0] for count in metrics.confusion_counts(prediction, reference, N_CLASSES))
+    left_out = metrics.named_scores(tp, fp, fn, FLUIDS)
     assert math.isnan(left_out["dice_PED"])
     assert left_out["dice_mean_fluid"] == pytest.approx((2 / 3 + 1.0) / 2)
-    counted = metrics.named_scores(tp, fp, fn, empty_score=1.0)
+    counted = metrics.named_scores(tp, fp, fn, FLUIDS, empty_score=1.0)
     assert counted["dice_PED"] == 1.0
     assert counted["dice_mean_fluid"] == pytest.approx((2 / 3 + 1.0 + 1.0) / 3)
     # No fluid anywhere: nothing measured, the mean is NaN too.
     nothing = metrics.named_scores(*(count[0] for count in metrics.confusion_counts(
-        torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64))[:3]))
+        torch.zeros(1, 2, 2, dtype=torch.int64), torch.zeros(1, 2, 2, dtype=torch.int64), N_CLASSES)[:3]), FLUIDS)
     assert math.isnan(nothing["dice_mean_fluid"])
 
 
@@ -124,10 +125,10 @@ def test_meter_two_batches_equal_one_concatenated_batch():
     generator = torch.Generator().manual_seed(0)
     references = torch.randint(0, 4, (5, 8, 6), generator=generator)
     logits = torch.randn(5, 4, 8, 6, generator=generator)
-    split = metrics.SegmentationMeter()
+    split = metrics.SegmentationMeter(N_CLASSES, FLUIDS)
     split.update(logits[:2], references[:2])
     split.update(logits[2:], references[2:])
-    whole = metrics.SegmentationMeter()
+    whole = metrics.SegmentationMeter(N_CLASSES, FLUIDS)
     whole.update(logits, references)
     assert torch.equal(split.counts, whole.counts)
     assert split.compute() == whole.compute()
@@ -135,7 +136,7 @@ def test_meter_two_batches_equal_one_concatenated_batch():
 
 
 def test_meter_micro_averages_over_pixels_and_resets():
-    meter = metrics.SegmentationMeter()
+    meter = metrics.SegmentationMeter(N_CLASSES, FLUIDS)
     meter.update(PREDICTION, REFERENCE)
     meter.update(REFERENCE, REFERENCE)  # adds IRF tp 2, SRF tp 2, PED tp 2
     results = meter.compute()
@@ -157,11 +158,11 @@ def test_meter_micro_averages_over_pixels_and_resets():
 ])
 def test_bad_inputs_raise_value_error(prediction, reference, message):
     with pytest.raises(ValueError, match=message):
-        metrics.SegmentationMeter().update(prediction, reference)
+        metrics.SegmentationMeter(N_CLASSES, FLUIDS).update(prediction, reference)
 
 
 def test_meter_sums_the_counts_of_processes(monkeypatch):
-    meter = metrics.SegmentationMeter()
+    meter = metrics.SegmentationMeter(N_CLASSES, FLUIDS)
     meter.update(PREDICTION, REFERENCE)
     local = meter.counts.clone()
 
@@ -190,7 +191,7 @@ def worker(rank, init_file, queue):
     generator = torch.Generator().manual_seed(0)
     references = torch.randint(0, 4, (4, 8, 6), generator=generator)
     predictions = torch.randint(0, 4, (4, 8, 6), generator=generator)
-    meter = SegmentationMeter()
+    meter = SegmentationMeter(4, {"IRF": 1, "SRF": 2, "PED": 3})
     meter.update(predictions[2 * rank:2 * rank + 2], references[2 * rank:2 * rank + 2])
     queue.put((rank, meter.compute()))
     dist.destroy_process_group()
@@ -203,7 +204,7 @@ if __name__ == "__main__":
     generator = torch.Generator().manual_seed(0)
     references = torch.randint(0, 4, (4, 8, 6), generator=generator)
     predictions = torch.randint(0, 4, (4, 8, 6), generator=generator)
-    single = SegmentationMeter()
+    single = SegmentationMeter(4, {"IRF": 1, "SRF": 2, "PED": 3})
     single.update(predictions, references)
     results = dict(queue.get() for _ in range(2))
     assert results[0] == results[1] == single.compute(), (results, single.compute())

@@ -1,9 +1,13 @@
 """The RETOUCH challenge metrics on whole label volumes: Dice, absolute volume difference, detection ROC-AUC.
 
-Label volumes are ``(z, y, x)`` integer arrays (uint8 in RETOUCH): ``config.BACKGROUND`` (0) and the codes of
-``config.FLUIDS`` (IRF 1, SRF 2, PED 3). Volumes are in mm³: voxel count x voxel volume, the voxel volume taken
+Label volumes are ``(z, y, x)`` integer arrays (uint8 in RETOUCH): the ``BACKGROUND`` code (0) and the codes of
+``FLUIDS`` (IRF 1, SRF 2, PED 3); every function takes them, and the spacing tolerance ``SPACING_RTOL``, from the
+caller's config, so ``--set`` reaches them. Volumes are in mm³: voxel count x voxel volume, the voxel volume taken
 from the reference header's spacing (a prediction must have the reference's size and, within ``SPACING_RTOL``,
 its spacing).
+
+Dice here is :func:`dice_from_counts` on the integer voxel counts of one case and fluid; training scores patches
+with its own Dice on count tensors (``utils/train/metrics.py`` ``dice_score``, whose empty case is a parameter).
 
 Per case and fluid:
 
@@ -36,12 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-import config
 from utils.io.mhd_io import Geometry, VolumeError, read_volume
-
-# Relative tolerance when comparing a prediction's spacing with its reference's: headers written by different
-# tools print the same spacing with different numbers of digits.
-SPACING_RTOL = 1e-4
 
 PER_CASE_COLUMNS = ("case", "vendor", "fluid", "dice", "abs_volume_diff_mm3", "reference_volume_mm3",
                     "predicted_volume_mm3", "reference_present", "predicted_present", "presence_score")
@@ -54,25 +53,16 @@ ALL_VENDORS = "all"  # the vendor column of the summary rows over every case
 # Pure functions on arrays
 # --------------------------------------------------------------------------------------------------------------
 def dice_from_counts(tp: int, fp: int, fn: int) -> float:
-    """Dice ``2 TP / (2 TP + FP + FN)`` in [0, 1]; NaN when the fluid is in neither volume (all counts 0)."""
+    """Dice ``2 TP / (2 TP + FP + FN)`` of one case and fluid from its voxel counts.
+
+    Args:
+        tp, fp, fn: true positive, false positive and false negative voxel counts, ints >= 0.
+
+    Returns:
+        A float in [0, 1]; NaN when the fluid is in neither volume (all counts 0).
+    """
     denominator = 2 * tp + fp + fn
     return float("nan") if denominator == 0 else 2.0 * tp / denominator
-
-
-def dice_score(prediction_mask: np.ndarray, reference_mask: np.ndarray) -> float:
-    """Dice of two boolean masks of the same shape (any shape); NaN when both are empty.
-
-    Raises:
-        ValueError: the shapes differ.
-    """
-    if prediction_mask.shape != reference_mask.shape:
-        raise ValueError(f"dice_score: prediction shape {prediction_mask.shape} differs from reference shape "
-                         f"{reference_mask.shape}")
-    prediction_mask = prediction_mask.astype(bool, copy=False)
-    reference_mask = reference_mask.astype(bool, copy=False)
-    tp = int(np.count_nonzero(prediction_mask & reference_mask))
-    return dice_from_counts(tp, int(np.count_nonzero(prediction_mask)) - tp,
-                            int(np.count_nonzero(reference_mask)) - tp)
 
 
 def check_labels(labels: np.ndarray, allowed_codes: Sequence[int], name: str | Path) -> None:
@@ -103,14 +93,15 @@ def check_labels(labels: np.ndarray, allowed_codes: Sequence[int], name: str | P
 
 def check_same_grid(prediction_shape: tuple[int, ...], prediction_geometry: Geometry,
                     reference_shape: tuple[int, ...], reference_geometry: Geometry, prediction_name: str | Path,
-                    spacing_rtol: float = SPACING_RTOL) -> None:
+                    spacing_rtol: float) -> None:
     """Checks that a prediction lies on its reference's voxel grid: same ``(z, y, x)`` size, same spacing.
 
     Args:
         prediction_shape, reference_shape: ``(z, y, x)`` sizes.
         prediction_geometry, reference_geometry: their geometries (spacing ``(x, y, z)`` in mm).
         prediction_name: the prediction file, for the message.
-        spacing_rtol: relative tolerance on each spacing component.
+        spacing_rtol: relative tolerance on each spacing component (``SPACING_RTOL``: headers written by different
+            tools print the same spacing with different numbers of digits).
 
     Raises:
         VolumeError: naming ``prediction_name``, what it has and what the reference has.
@@ -124,14 +115,14 @@ def check_same_grid(prediction_shape: tuple[int, ...], prediction_geometry: Geom
 
 
 def case_fluid_metrics(prediction: np.ndarray, reference: np.ndarray, voxel_volume_mm3: float,
-                       fluids: Mapping[str, int] | None = None) -> list[dict]:
+                       fluids: Mapping[str, int]) -> list[dict]:
     """Dice and volumes of each fluid for one case.
 
     Args:
         prediction: ``(z, y, x)`` integer label volume.
         reference: ``(z, y, x)`` integer label volume of the same shape.
         voxel_volume_mm3: volume of one voxel in mm³ (from the reference header), > 0.
-        fluids: fluid name -> label code; default ``config.FLUIDS``.
+        fluids: fluid name -> label code (``FLUIDS``).
 
     Returns:
         One dict per fluid, in the order of ``fluids``, with ``fluid`` (name), ``dice`` (float in [0, 1], NaN when
@@ -141,7 +132,6 @@ def case_fluid_metrics(prediction: np.ndarray, reference: np.ndarray, voxel_volu
     Raises:
         ValueError: shapes differ or the voxel volume is not positive.
     """
-    fluids = config.FLUIDS if fluids is None else fluids
     if prediction.shape != reference.shape:
         raise ValueError(f"case_fluid_metrics: prediction shape {prediction.shape} differs from reference shape "
                          f"{reference.shape}")
@@ -164,14 +154,13 @@ def case_fluid_metrics(prediction: np.ndarray, reference: np.ndarray, voxel_volu
     return rows
 
 
-def presence_from_labels(prediction: np.ndarray, fluids: Mapping[str, int] | None = None) -> dict[str, float]:
+def presence_from_labels(prediction: np.ndarray, fluids: Mapping[str, int]) -> dict[str, float]:
     """Presence scores of a method that gives only label volumes: 1.0 where the volume holds the fluid, else 0.0.
 
     Args:
         prediction: integer label volume, any shape.
-        fluids: fluid name -> label code; default ``config.FLUIDS``.
+        fluids: fluid name -> label code (``FLUIDS``).
     """
-    fluids = config.FLUIDS if fluids is None else fluids
     return {fluid: float(np.any(prediction == code)) for fluid, code in fluids.items()}
 
 
@@ -207,16 +196,15 @@ def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.nd
     return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
-def summarize(per_case: pd.DataFrame, vendors: Sequence[str] | None = None,
-              fluids: Sequence[str] | None = None) -> pd.DataFrame:
+def summarize(per_case: pd.DataFrame, vendors: Sequence[str], fluids: Sequence[str]) -> pd.DataFrame:
     """Means per vendor and over all cases, per fluid.
 
     Args:
         per_case: one row per case and fluid with the columns ``PER_CASE_COLUMNS`` (as :func:`case_fluid_metrics`
             rows plus ``case``, ``vendor`` and ``presence_score``).
-        vendors: the order of the vendor rows (default ``config.VENDORS``); vendors without cases get no rows,
-            vendors not listed come after them in sorted order.
-        fluids: the order of the fluid rows (default the keys of ``config.FLUIDS``).
+        vendors: the order of the vendor rows (``VENDORS``); vendors without cases get no rows, vendors not listed
+            come after them in sorted order.
+        fluids: the fluid names, in the order of the fluid rows (the keys of ``FLUIDS``).
 
     Returns:
         One row per vendor (then ``ALL_VENDORS``) and fluid with the columns ``SUMMARY_COLUMNS``: ``n_cases``,
@@ -225,8 +213,7 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str] | None = None,
         over all cases, a fluid in neither volume counting 1.0), ``abs_volume_diff_mean_mm3`` and ``auc``
         (:func:`roc_auc` of ``presence_score`` against ``reference_present``).
     """
-    vendors = list(config.VENDORS if vendors is None else vendors)
-    fluids = list(config.FLUIDS if fluids is None else fluids)
+    vendors, fluids = list(vendors), list(fluids)
     present = list(pd.unique(per_case["vendor"])) if len(per_case) else []
     groups = [v for v in vendors if v in present] + sorted(v for v in present if v not in vendors)
     rows = []
@@ -253,17 +240,16 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str] | None = None,
 # --------------------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------------------
-def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path,
-                        fluids: Mapping[str, int] | None = None, background: int = config.BACKGROUND,
-                        spacing_rtol: float = SPACING_RTOL) -> tuple[list[dict], dict[str, float]]:
+def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path, fluids: Mapping[str, int],
+                        background: int, spacing_rtol: float) -> tuple[list[dict], dict[str, float]]:
     """Reads a predicted and a reference label volume and scores them.
 
     Args:
         prediction_path: the predicted ``segmentation.mhd``.
         reference_path: the case's ``reference.mhd``; its spacing gives the voxel volume.
-        fluids: fluid name -> label code; default ``config.FLUIDS``.
-        background: the background code.
-        spacing_rtol: see :func:`check_same_grid`.
+        fluids: fluid name -> label code (``FLUIDS``).
+        background: the background code (``BACKGROUND``).
+        spacing_rtol: relative spacing tolerance (``SPACING_RTOL``), see :func:`check_same_grid`.
 
     Returns:
         ``(rows, presence)``: the :func:`case_fluid_metrics` rows, and :func:`presence_from_labels` of the
@@ -273,7 +259,6 @@ def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path,
         VolumeError: an unreadable volume, other label values, or a prediction not on the reference's grid;
             the message names the file.
     """
-    fluids = config.FLUIDS if fluids is None else fluids
     allowed = [background, *fluids.values()]
     reference, reference_geometry = read_volume(reference_path)
     check_labels(reference, allowed, reference_path)
@@ -285,12 +270,12 @@ def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path,
     return rows, presence_from_labels(prediction, fluids)
 
 
-def read_presence_scores(path: str | Path, fluids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def read_presence_scores(path: str | Path, fluids: Sequence[str]) -> dict[str, dict[str, float]]:
     """Presence scores from a prediction folder's ``volumes.csv``.
 
     Args:
         path: CSV with a ``case`` column and a ``<fluid>_presence`` column per fluid (other columns ignored).
-        fluids: fluid names; default the keys of ``config.FLUIDS``.
+        fluids: fluid names (the keys of ``FLUIDS``).
 
     Returns:
         case -> fluid -> score in [0, 1].
@@ -299,7 +284,7 @@ def read_presence_scores(path: str | Path, fluids: Sequence[str] | None = None) 
         ValueError: unreadable file, missing columns, a case listed twice, or a score that is not a number in
             [0, 1]; the message names the file.
     """
-    fluids = list(config.FLUIDS if fluids is None else fluids)
+    fluids = list(fluids)
     try:
         table = pd.read_csv(path, dtype={"case": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:

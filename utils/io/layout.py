@@ -1,8 +1,9 @@
-"""Where the prepared data lives under WORK_DIR (names from config.py), so every stage finds it the same way.
+"""Where the stages' outputs live under WORK_DIR (names from config.py), so every stage finds them the same way.
 
 ``WORK_DIR/slices/<case>/oct/<case>_<zzz>.png`` (B-scan z, zero-padded to 3 digits), the same name under
 ``reference/`` (label codes) and ``roi/`` (ROI mask). In the slice index CSV, ``root`` is the case folder relative
-to WORK_DIR (``slices/<case>``) and ``image_name`` the file name.
+to WORK_DIR (``slices/<case>``) and ``image_name`` the file name. A training run named ``<run>`` lives in
+``WORK_DIR/runs/<run>/`` and its predictions, by default, in ``WORK_DIR/predictions/<run>/``.
 """
 
 from __future__ import annotations
@@ -34,3 +35,13 @@ def slice_paths(work_dir: str | Path, root: str, image_name: str, cfg) -> tuple[
     folder = Path(work_dir) / root
     return (folder / cfg.SLICE_IMAGE_FOLDER / image_name, folder / cfg.SLICE_MASK_FOLDER / image_name,
             folder / cfg.SLICE_ROI_FOLDER / image_name)
+
+
+def run_dir(work_dir: str | Path, run_name: str, cfg) -> Path:
+    """The folder of the training run ``run_name``: ``WORK_DIR/<RUNS_SUBDIR>/<run_name>``."""
+    return Path(work_dir) / cfg.RUNS_SUBDIR / run_name
+
+
+def predictions_dir(work_dir: str | Path, run_name: str, cfg) -> Path:
+    """The default folder of the predictions of run ``run_name``: ``WORK_DIR/<PREDICTIONS_SUBDIR>/<run_name>``."""
+    return Path(work_dir) / cfg.PREDICTIONS_SUBDIR / run_name

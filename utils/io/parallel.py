@@ -39,23 +39,18 @@ def map_cases(function: Callable[[Any], Any], items: Iterable[Any], workers: int
 
     Returns:
         ``(results, errors)``: results in the order of ``items`` (None where the item failed), and one line per
-        failed item (the exception message, which names the file).
+        failed item (the exception message, which names the file), also in the order of ``items``.
     """
     items = list(items)
-    results: list[Any] = [None] * len(items)
-    errors: list[str] = []
+    outcomes: list[tuple[Any, str | None]] = [(None, None)] * len(items)
     if workers <= 1 or len(items) <= 1:
         for index, item in enumerate(tqdm(items, desc=desc, unit="case")):
-            results[index], error = _guarded(function, item)
-            if error:
-                errors.append(error)
-        return results, errors
-    # spawn: the workers must not inherit threads (BLAS, torch) from a parent that imported them
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
-        futures = {pool.submit(_guarded, function, item): index for index, item in enumerate(items)}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="case"):
-            results[futures[future]], error = future.result()
-            if error:
-                errors.append(error)
-    return results, errors
+            outcomes[index] = _guarded(function, item)
+    else:
+        # spawn: the workers must not inherit threads (BLAS, torch) from a parent that imported them
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+            futures = {pool.submit(_guarded, function, item): index for index, item in enumerate(items)}
+            for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="case"):
+                outcomes[futures[future]] = future.result()
+    return [result for result, _ in outcomes], [error for _, error in outcomes if error]

@@ -64,3 +64,21 @@ def read_split_table(path: str | Path) -> pd.DataFrame:
                          f"case, split (and vendor, root)")
     split["split"] = split["split"].str.strip().str.lower()
     return split
+
+
+def read_split_cases(path: str | Path, split: str) -> list[str]:
+    """The case names of one split of a split CSV, sorted.
+
+    Args:
+        path: a split CSV (:func:`read_split_table`).
+        split: the split's name, e.g. ``"test"`` (compared stripped and lower-cased, as the table's).
+
+    Raises:
+        ValueError: an unreadable file, missing columns, or no case of that split; the message names the file and
+            the splits it has.
+    """
+    table = read_split_table(path)
+    names = sorted(set(table.loc[table["split"] == split.strip().lower(), "case"]))
+    if not names:
+        raise ValueError(f"{path}: no case of split {split!r}; it has {', '.join(sorted(table['split'].unique()))}")
+    return names

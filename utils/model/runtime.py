@@ -9,6 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from utils.configuration import DEVICES, ConfigError
+
 
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
@@ -66,16 +68,26 @@ def select_runtime(cfg, device: str | None = None) -> Runtime:
 
     Under torchrun (``WORLD_SIZE`` > 1) this initialises the process group (nccl on GPU, gloo on CPU) and gives
     each rank its own GPU.
+
+    Args:
+        cfg: the config (``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``).
+        device: overrides ``cfg.DEVICE`` (one of ``DEVICES``) when given.
+
+    Raises:
+        ConfigError: the device is not one of ``DEVICES``, or it is ``cuda`` and torch sees no CUDA device.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     name = device or cfg.DEVICE
+    if name not in DEVICES:
+        raise ConfigError(f"DEVICE={name!r}: expected one of {', '.join(DEVICES)}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("DEVICE=cuda but torch sees no CUDA device; use DEVICE=auto or DEVICE=cpu")
+            raise ConfigError("DEVICE='cuda' but torch sees no CUDA device on this machine; use --set DEVICE=auto "
+                              "or --set DEVICE=cpu")
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)
     else:

@@ -1,4 +1,6 @@
-"""Pixel metrics of a multi-class segmentation: Dice (F1), IoU, precision and recall, per class and over fluids.
+"""Pixel metrics of a multi-class segmentation in training: Dice (F1), IoU, precision and recall, per class and
+over fluids, on tensors of confusion counts (evaluation scores whole label volumes with
+``utils/evaluate/volume_metrics.py`` ``dice_from_counts`` instead).
 
 Everything is computed from confusion counts per class (true/false positives and negatives, from
 ``smp.metrics.get_stats`` in multiclass mode), so counts can be summed over batches, epochs and processes first
@@ -12,12 +14,15 @@ Scores, per class ``c``::
 **The empty case.** A class absent from both prediction and reference (``tp + fp + fn == 0``, common: most
 B-scans and many volumes hold no fluid of a given type) has no defined score; every metric then returns
 ``empty_score``. The default, NaN, means "not measured": :func:`fluid_mean` leaves NaN out of the mean over
-fluids (NaN only if no fluid was measured), as MONAI's ``ignore_empty``, so a model is neither rewarded nor
-punished for a fluid that the data never showed. ``empty_score=1.0`` counts agreement on absence as perfect
-(smp's ``zero_division=1.0``) and then enters the mean like any other score.
+fluids (NaN only if no fluid was measured), so a model is neither rewarded nor punished for a fluid that neither
+the data nor the model showed. ``empty_score=1.0`` counts agreement on absence as perfect (smp's
+``zero_division=1.0``) and then enters the mean like any other score.
 
 A class present in only one of prediction and reference scores 0 on every metric whose denominator is zero
-(precision with nothing predicted, recall with nothing in the reference), as Dice and IoU do there.
+(precision with nothing predicted, recall with nothing in the reference), as Dice and IoU do there. In particular
+false positives on a reference without the class give Dice 0, not NaN: this is nnU-Net's rule (NaN only when
+``tp + fp + fn == 0``), not MONAI's ``ignore_empty=True``, which gives NaN whenever the reference is empty,
+whatever was predicted.
 """
 
 from __future__ import annotations
@@ -29,21 +34,19 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
 
-import config
 from utils.train.base import check_label_map, check_segmentation_inputs
 
 METRICS = ("dice", "iou", "precision", "recall")
 
 
-def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int = config.N_CLASSES
-                 ) -> torch.Tensor:
+def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Checks a prediction and its reference, and returns the prediction as labels.
 
     Args:
         prediction: ``(N, C, H, W)`` float logits or probabilities (the argmax over ``C`` is taken), or
             ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
         reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
-        n_classes: number of classes ``C``.
+        n_classes: number of classes ``C`` (``N_CLASSES``).
 
     Returns:
         ``(N, H, W)`` int64 label codes on ``prediction``'s device.
@@ -65,14 +68,14 @@ def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: i
     return prediction
 
 
-def confusion_counts(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int = config.N_CLASSES
+def confusion_counts(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """True positives, false positives, false negatives and true negatives per image and class.
 
     Args:
         prediction: ``(N, C, H, W)`` float scores or ``(N, H, W)`` int64 labels (see :func:`to_label_map`).
         reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
-        n_classes: number of classes ``C``.
+        n_classes: number of classes ``C`` (``N_CLASSES``).
 
     Returns:
         ``(tp, fp, fn, tn)``, each ``(N, C)`` int64 pixel counts on the CPU (where ``smp.metrics.get_stats``
@@ -96,7 +99,7 @@ def _score(smp_metric: Callable[..., torch.Tensor], tp: torch.Tensor, fp: torch.
 
 
 def dice_score(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, empty_score: float = math.nan) -> torch.Tensor:
-    """Dice (F1) ``2 tp / (2 tp + fp + fn)`` of counts of any one shape.
+    """Dice (F1) ``2 tp / (2 tp + fp + fn)`` of confusion-count tensors of any one shape.
 
     Args:
         tp, fp, fn: int or float counts >= 0, the same shape (e.g. ``(C,)`` or ``(N, C)``).
@@ -131,12 +134,12 @@ SCORE_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "dice": dice_score, "iou": iou_score, "precision": precision_score, "recall": recall_score}
 
 
-def fluid_mean(scores: torch.Tensor, fluids: Mapping[str, int] = config.FLUIDS) -> torch.Tensor:
+def fluid_mean(scores: torch.Tensor, fluids: Mapping[str, int]) -> torch.Tensor:
     """The mean of per-class scores over the fluid classes (background excluded), leaving NaN scores out.
 
     Args:
         scores: ``(..., C)`` float per-class scores, NaN where not measured.
-        fluids: fluid name -> class code (config.FLUIDS: IRF 1, SRF 2, PED 3).
+        fluids: fluid name -> class code (``FLUIDS``: IRF 1, SRF 2, PED 3).
 
     Returns:
         ``(...)`` float; NaN where every fluid score is NaN.
@@ -144,18 +147,18 @@ def fluid_mean(scores: torch.Tensor, fluids: Mapping[str, int] = config.FLUIDS) 
     return torch.nanmean(scores[..., list(fluids.values())], dim=-1)
 
 
-def named_scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, fluids: Mapping[str, int] = config.FLUIDS,
+def named_scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, fluids: Mapping[str, int],
                  empty_score: float = math.nan) -> dict[str, float]:
     """Every metric per fluid and its mean over fluids, by name.
 
     Args:
         tp, fp, fn: ``(C,)`` counts per class (summed over the pixels scored).
-        fluids: fluid name -> class code.
+        fluids: fluid name -> class code (``FLUIDS``).
         empty_score: the score of a class absent from prediction and reference (module docstring).
 
     Returns:
         ``{"dice_IRF", "dice_SRF", "dice_PED", "dice_mean_fluid", "iou_IRF", ..., "recall_mean_fluid"}``
-        (with config.FLUIDS) -> float in ``[0, 1]`` or ``empty_score`` / NaN.
+        (with the default FLUIDS) -> float in ``[0, 1]`` or ``empty_score`` / NaN.
     """
     results = {}
     for metric in METRICS:
@@ -174,19 +177,18 @@ class SegmentationMeter:
 
     Example::
 
-        meter = SegmentationMeter()
+        meter = SegmentationMeter(cfg.N_CLASSES, cfg.FLUIDS)
         for images, reference in val_loader:
             meter.update(model(images), reference)
         results = meter.compute()  # {"dice_IRF": ..., "dice_mean_fluid": ..., ...}
 
     Args:
-        n_classes: number of classes ``C``.
-        fluids: fluid name -> class code; the classes that are named and averaged.
+        n_classes: number of classes ``C`` (``N_CLASSES``).
+        fluids: fluid name -> class code (``FLUIDS``); the classes that are named and averaged.
         empty_score: the score of a class absent from prediction and reference over the whole epoch.
     """
 
-    def __init__(self, n_classes: int = config.N_CLASSES, fluids: Mapping[str, int] = config.FLUIDS,
-                 empty_score: float = math.nan):
+    def __init__(self, n_classes: int, fluids: Mapping[str, int], empty_score: float = math.nan):
         bad = {name: code for name, code in fluids.items() if not 0 <= code < n_classes}
         if bad:
             raise ValueError(f"fluids: expected class codes in 0..{n_classes - 1}, got {bad}")
