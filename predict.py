@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = args.out or Path(cfg.WORK_DIR) / cfg.PREDICTIONS_SUBDIR / checkpoint_path.resolve().parent.name
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
         check_out_dir(out_dir, cases)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -330,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no case to segment", file=sys.stderr)
         return 1
 
-    runtime = select_runtime(cfg)
+    try:
+        runtime = select_runtime(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     model = model_from_checkpoint(checkpoint).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)

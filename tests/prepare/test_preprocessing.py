@@ -27,8 +27,12 @@ def test_histogram_matching_equals_scikit_image(seed):
     rng = np.random.default_rng(seed)
     source = rng.gamma(2.0, 25.0, (3, 20, 30)).clip(0, 255).astype(np.uint8)
     reference = rng.normal(90, 40, (2, 25, 30)).clip(0, 255).astype(np.uint8)
-    expected = np.clip(np.rint(match_histograms(source, reference)), 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(match_histogram(source, intensity_histogram(reference)), expected)
+    matched = match_histograms(source, reference)
+    rounded = np.clip(np.rint(matched), 0, 255).astype(np.uint8)
+    truncated = np.clip(np.floor(matched + 1e-9), 0, 255).astype(np.uint8)  # the original's astype
+    np.testing.assert_array_equal(match_histogram(source, intensity_histogram(reference), "round"), rounded)
+    np.testing.assert_array_equal(match_histogram(source, intensity_histogram(reference)), truncated)
+    assert (rounded != truncated).any()  # the two settings differ on this data
 
 
 def test_matched_histogram_follows_the_reference():
