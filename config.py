@@ -151,6 +151,10 @@ INFERENCE_TILE_OVERLAP = 64  # pixels by which tiles overlap; their softmax is b
 # of the B-scan's ROI (computed as prepare_data.py does), full width; nothing outside is labelled. "roi": the whole
 # B-scan, labels kept inside the ROI only. "all": the whole B-scan.
 PREDICT_REGION = "band"
+# Beyond the method (off by default; measured in bench/quality.py, see the README):
+TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
+PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
+MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
 PRESENCE_MIN_VOLUME_MM3 = 0.001  # presence score: the probability reached over at least this much fluid
 
 # --------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from utils.predict import inference
+from utils.predict import inference, postprocess
 from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
                                  load_config, save_config)
@@ -50,8 +50,8 @@ DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
-INFERENCE_SETTINGS = ("PREDICT_REGION", "INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP",
-                      "PRESENCE_MIN_VOLUME_MM3")
+INFERENCE_SETTINGS = ("PREDICT_REGION", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "INFERENCE_BATCH_SIZE",
+                      "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3")
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
                   "CHANNELS_LAST") + INFERENCE_SETTINGS
 
@@ -169,8 +169,7 @@ def check_inference_settings(cfg, multiple: int) -> None:
 def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
     """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise."""
     return {"checkpoint": str(checkpoint_path.resolve()), "epoch": checkpoint.get("epoch"),
-            "settings": {name: getattr(cfg, name) for name in ("PREDICT_REGION", "INFERENCE_TILE_SHAPE",
-                                                               "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3")}}
+            "settings": {name: getattr(cfg, name) for name in INFERENCE_SETTINGS if name != "INFERENCE_BATCH_SIZE"}}
 
 
 def _read_marker(case_dir: Path) -> dict | None:
@@ -226,10 +225,13 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
                                           on_batch=bar.update)
-    write_volume(case_dir / cfg.SEGMENTATION_FILE, result.labels, geometry)
+    labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
+    labels = postprocess.remove_small_components(labels, cfg.FLUIDS, geometry.voxel_volume_mm3,
+                                                 cfg.MIN_COMPONENT_MM3)
+    write_volume(case_dir / cfg.SEGMENTATION_FILE, labels, geometry)
     if overlays is not None:
-        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, result.labels, overlays, cfg)
-    volumes = inference.fluid_volumes_mm3(result.labels, geometry, cfg.FLUIDS)
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, overlays, cfg)
+    volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
     row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(volume.shape[0]),
            **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
            **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS}}

@@ -167,3 +167,15 @@ def test_bad_arguments(data, checkpoint, tmp_path, capsys):
     assert "would write next to the input" in capsys.readouterr().err
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path), str(tmp_path / "nothing")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, checkpoint, tmp_path):
+    out = tmp_path / "gated"
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", "PRESENCE_GATE=1.0",
+                         "--set", "MIN_COMPONENT_MM3=1000.0", str(data)]) == 0
+    table = pd.read_csv(out / config.VOLUMES_CSV, dtype={"case": str})
+    for row in table.itertuples():
+        labels, _ = read_volume(out / row.case / config.SEGMENTATION_FILE)
+        assert not labels.any()  # every fluid gated (presence < 1) and no component reaches 1000 mm³
+        assert all(getattr(row, f"{fluid}_volume_mm3") == 0 for fluid in config.FLUIDS)
+    assert json.loads((out / config.CONFIG_JSON).read_text())["PRESENCE_GATE"] == 1.0

@@ -95,6 +95,19 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCHES_PER_EPOCH": (lambda value: value >= 0, "an integer >= 0"),
     "LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
+    "MODEL": (lambda value: value in ("rmit_unet", "smp_unet"), "rmit_unet or smp_unet"),
+    "LOSS": (lambda value: value in ("rmit", "balanced_ce_dice"), "rmit or balanced_ce_dice"),
+    "PATCH_CENTRES": (lambda value: value in ("rmit", "stratified"), "rmit or stratified"),
+    "STRATIFY_BY": (lambda value: value in ("vendor", "fluid"), "vendor or fluid"),
+    "AUGMENT": (lambda value: value in ("rmit", "replace"), "rmit or replace"),
+    "BEST_BY": (lambda value: value in ("val_loss", "dice_mean_fluid"), "val_loss or dice_mean_fluid"),
+    "PREDICT_REGION": (lambda value: value in ("band", "roi", "all"), "band, roi or all"),
+    "HISTOGRAM_ROUNDING": (lambda value: value in ("truncate", "round"), "truncate or round"),
+    "DISCRIMINATOR": (lambda value: value in ("rmit", "strided"), "rmit or strided"),
+    "PRESENCE_GATE": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
+    "MIN_COMPONENT_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
+    "TRAIN_BUDGET_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
+    "EMPTY_PATCH_DROP_PROB": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
 }
 
 

@@ -249,3 +249,19 @@ def test_band_mode_labels_nothing_outside_the_band():
         outside[top:top + 32] = False
         assert (probabilities[0, z, outside] == 1.0).all()  # background, certain
         assert (probabilities[0, z, top:top + 32] < 1.0).any()  # the network's own scores in the band
+
+
+def test_flip_tta_averages_the_mirrored_pass():
+    images = np.random.default_rng(6).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+
+    class LeftRightModel(nn.Module):  # logits depend on the column: the mirrored pass differs
+        def forward(self, x):
+            columns = torch.arange(x.shape[-1], dtype=x.dtype).expand(x.shape[0], 1, x.shape[2], -1)
+            return torch.cat([columns / 10, x[:, :3]], dim=1)
+
+    model = LeftRightModel()
+    plain = inference.network_probabilities(model, images, _cfg(), CPU)
+    tta = inference.network_probabilities(model, images, _cfg(TTA_FLIP=True), CPU)
+    mirrored = inference.network_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), _cfg(), CPU)
+    torch.testing.assert_close(tta, (plain + mirrored.flip(-1)) / 2)
+    assert not torch.allclose(tta, plain)

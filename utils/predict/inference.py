@@ -286,6 +286,16 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
 
 
 def network_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime: Runtime) -> torch.Tensor:
+    """Class probabilities of whole (depth-scaled) B-scans (:func:`single_pass_probabilities`), with
+    ``TTA_FLIP`` the mean of those of the B-scans and of their left-right mirrors (mirrored back)."""
+    probabilities = single_pass_probabilities(model, images, cfg, runtime)
+    if cfg.TTA_FLIP:
+        mirrored = single_pass_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), cfg, runtime)
+        probabilities = (probabilities + mirrored.flip(-1)) / 2
+    return probabilities
+
+
+def single_pass_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime: Runtime) -> torch.Tensor:
     """Class probabilities of whole (depth-scaled) B-scans: ``(n, H, W, 3)`` uint8 -> ``(n, C, H, W)`` float32.
 
     A padded network (smp_unet) sees the images zero-padded at the bottom and right to its input multiple, in one
