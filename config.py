@@ -129,6 +129,12 @@ AUGMENT = "rmit"
 FLIP_PROB = 0.5
 ROTATE_PROB = 0.5
 ROTATE_MAX_DEGREES = 10.0
+# Beyond the method (off by default): intensity augmentation of training B-scans, each part with p = 0.5: gamma
+# up to INTENSITY_GAMMA either way, contrast 1 +- INTENSITY_CONTRAST, speckle-like Gamma noise of SPECKLE_LOOKS looks.
+INTENSITY_AUGMENT = False
+INTENSITY_GAMMA = 1.5
+INTENSITY_CONTRAST = 0.25
+SPECKLE_LOOKS = 8.0
 VAL_BSCANS = 48  # validation B-scans (fixed seed, half with fluid where possible); their patches are scored
 SEED = 0
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu

@@ -251,3 +251,31 @@ def test_validation_drops_empty_patches_only_when_asked(prepared_work):
     assert empty_drop == 0 and n_drop > 0
     assert empty_keep > 0 and n_keep == n_drop + empty_keep
     assert _count_patches(validation_batches(records, prepared_work, none_dropped, seed=0)) == (n_keep, empty_keep)
+
+
+def test_intensity_augmentation_changes_the_look_but_not_the_layout():
+    from utils.train.data_pipeline import intensity_augment
+
+    rng = np.random.default_rng(0)
+    image = np.repeat(np.linspace(20, 200, 40 * 30).reshape(40, 30, 1), 3, axis=2).astype(np.uint8)
+    cfg = load_config(["INTENSITY_GAMMA=2.0", "INTENSITY_CONTRAST=0.5", "SPECKLE_LOOKS=4.0"])
+    outputs = [intensity_augment(image, rng, cfg) for _ in range(20)]
+    assert all(out.shape == image.shape and out.dtype == np.uint8 for out in outputs)
+    assert sum(not np.array_equal(out, image) for out in outputs) >= 15  # 7/8 of draws change something
+    for out in outputs:  # the same transform for the three channels (identical here)
+        np.testing.assert_array_equal(out[..., 0], out[..., 1])
+        np.testing.assert_array_equal(out[..., 0], out[..., 2])
+    smooth = [out for out in outputs if np.corrcoef(out[..., 0].ravel(), image[..., 0].ravel())[0, 1] > 0.99]
+    assert smooth  # without speckle the ramp stays a monotone ramp
+    for out in smooth:
+        assert (np.diff(out[..., 0].ravel().astype(int)) >= -1).all()
+
+
+def test_intensity_augmentation_is_off_by_default_and_on_when_set(prepared_work, train_records):
+    cfg = load_config(SMALL + ["FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
+    on = load_config(SMALL + ["FLIP_PROB=0.0", "ROTATE_PROB=0.0", "INTENSITY_AUGMENT=True"])
+    plain = next(training_batches(train_records, prepared_work, cfg, seed=3))
+    again = next(training_batches(train_records, prepared_work, cfg, seed=3))
+    varied = next(training_batches(train_records, prepared_work, on, seed=3))
+    assert torch.equal(plain[0], again[0])
+    assert not torch.equal(plain[0], varied[0])

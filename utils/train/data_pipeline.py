@@ -186,15 +186,47 @@ def _passes(records: list[tuple], cfg, rand: random.Random, endless: bool) -> It
             return
 
 
+def intensity_augment(image: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
+    """Beyond the method (``INTENSITY_AUGMENT``): the look of another device or acquisition, each part with
+    probability 0.5, the same for the three channels (neighbouring B-scans of one scan).
+
+    - gamma ``g`` with ``log g`` uniform in ``[-log INTENSITY_GAMMA, log INTENSITY_GAMMA]``: ``255 (x / 255)^g``;
+    - contrast: ``mean + c (x - mean)`` with ``c`` uniform in ``1 +- INTENSITY_CONTRAST``;
+    - speckle-like multiplicative noise: ``x * n`` with ``n`` Gamma-distributed of mean 1 and shape
+      ``SPECKLE_LOOKS`` (fully developed speckle averaged over that many looks).
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+
+    Returns:
+        ``(H, W, 3)`` uint8, a new array.
+    """
+    out = image.astype(np.float32)
+    if rng.random() < 0.5:
+        gamma = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(cfg.INTENSITY_GAMMA)))
+        out = 255.0 * (out / 255.0) ** gamma
+    if rng.random() < 0.5:
+        mean = float(out.mean())
+        out = mean + rng.uniform(1.0 - cfg.INTENSITY_CONTRAST, 1.0 + cfg.INTENSITY_CONTRAST) * (out - mean)
+    if rng.random() < 0.5:
+        looks = float(cfg.SPECKLE_LOOKS)
+        out = out * rng.gamma(looks, 1.0 / looks, size=out.shape[:2])[..., None].astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 @nut_processor
 def _augmented(samples: Iterator[tuple], rng: np.random.Generator, cfg) -> Iterator[tuple]:
     for sample in samples:
         if cfg.AUGMENT == "rmit":
-            yield from augmented_copies(sample, rng, cfg)
+            copies = augmented_copies(sample, rng, cfg)
         elif cfg.AUGMENT == "replace":
-            yield augment_slice(sample, rng, cfg)
+            copies = [augment_slice(sample, rng, cfg)]
         else:
             raise ValueError(f"AUGMENT must be 'rmit' or 'replace', got {cfg.AUGMENT!r}")
+        for copy in copies:
+            if cfg.INTENSITY_AUGMENT:
+                copy = (intensity_augment(copy[IMAGE], rng, cfg), *copy[1:])
+            yield copy
 
 
 def _has_fluid(patch: tuple) -> bool:
