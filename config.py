@@ -108,10 +108,9 @@ LOSS = "rmit"
 CE_WEIGHT = 0.5  # balanced_ce_dice only
 DICE_WEIGHT = 0.5  # balanced_ce_dice only
 BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_mean_fluid" (validation patches)
-# Adversarial training (the original's train_adversarial.py starts from a finished segmentation run and trains
-# 50 epochs with 7 patches per B-scan and p = 0.9 drop: --set ADVERSARIAL=True --set EPOCHS=50
-# --set PATCHES_PER_BSCAN=7 --set EMPTY_PATCH_DROP_PROB=0.9; starting from a run's weights, --init-from, is not
-# implemented yet). The critic sees softmax probabilities, not arg-max
+# Adversarial training, the original's schedule (train_adversarial.py): from a finished segmentation run,
+# `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7
+# --set EMPTY_PATCH_DROP_PROB=0.9`. The critic sees softmax probabilities, not arg-max
 # one-hots: the original's arg-max passes no gradient to the segmenter.
 ADVERSARIAL = False
 DISCRIMINATOR = "rmit"  # "rmit": the authors' discriminator; "strided": a small strided-conv critic

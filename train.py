@@ -1,6 +1,6 @@
 """Trains the method's U-Net on the slices prepare_data.py wrote.
 
-    python train.py [--work-dir DIR] [--run-dir DIR] [--resume] [--set NAME=VALUE ...]
+    python train.py [--work-dir DIR] [--run-dir DIR] [--resume | --init-from CHECKPOINT] [--set NAME=VALUE ...]
     torchrun --nproc_per_node N train.py ...        # several GPUs (DDP), the same options
 
 Writes a run folder (default WORK_DIR/runs/<date-time>): config.json, train.log, log.csv (one row per epoch),
@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-dir", help="run folder (default: WORK_DIR/runs/<date-time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir (default: the most "
                                                               "recent run) from its last.pt")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="start a new run from this checkpoint's network weights (e.g. adversarial training "
+                             "from a finished segmentation run, as the original)")
     add_config_arguments(parser)
     return parser.parse_args(argv)
 
@@ -79,6 +82,9 @@ def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path |
     overrides = args.overrides + ([f"WORK_DIR={args.work_dir}"] if args.work_dir else [])
     cfg = load_config(overrides)
     run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume and args.init_from:
+        raise ConfigError("--resume and --init-from exclude each other: --resume continues a run, --init-from starts "
+                          "a new one from another run's weights")
     if not args.resume:
         if run_dir is not None and (run_dir / cfg.LAST_CHECKPOINT).exists():
             raise ConfigError(f"{run_dir}: already holds a run ({cfg.LAST_CHECKPOINT}); continue it with --resume "
@@ -143,7 +149,27 @@ def histogram_reference(work_dir: Path, cfg, checkpoint: dict | None) -> dict | 
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def build_training(cfg, runtime: Runtime, checkpoint: dict | None) -> TrainingState:
+def initial_weights(path: Path, cfg) -> dict:
+    """The network weights of ``--init-from``, checked against this run's network before any training.
+
+    Raises:
+        FileNotFoundError, ValueError: not a readable checkpoint.
+        ConfigError: a checkpoint of another network, class count or patch shape; the message names the file.
+    """
+    checkpoint = load_checkpoint(path)
+    theirs, ours = checkpoint["model_args"], unet_arguments(cfg)
+    their_shape = tuple((checkpoint.get("config") or {}).get("PATCH_SHAPE") or ())
+    problems = [f"{what} {a!r} (this run: {b!r})" for what, a, b in (
+        ("network", theirs.get("name", "smp_unet"), ours["name"]),
+        ("arguments", {k: v for k, v in theirs.items() if k != "name"}, {k: v for k, v in ours.items() if k != "name"}),
+        ("patch shape", their_shape, tuple(cfg.PATCH_SHAPE))) if a != b]
+    if problems:
+        raise ConfigError(f"{path}: --init-from needs a checkpoint of the same network; it holds "
+                          + "; ".join(problems))
+    return checkpoint["model_state"]
+
+
+def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
     """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
     model_args = unet_arguments(cfg)
     if cfg.MODEL == "rmit_unet" and not valid_input(cfg.PATCH_SHAPE):
@@ -160,6 +186,8 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None) -> TrainingSt
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT)
     state = TrainingState(model_args, model, optimizer, adversary)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     if checkpoint:
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
@@ -228,6 +256,7 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
 def run(args: argparse.Namespace) -> Path:
     """Trains as the arguments say; returns the run folder."""
     cfg, run_dir, checkpoint = resolve_run(args)
+    init_state = initial_weights(args.init_from, cfg) if args.init_from else None
     work_dir = Path(cfg.WORK_DIR)
     train_records, val_records = read_records(work_dir, cfg)
     runtime = select_runtime(cfg)
@@ -238,9 +267,11 @@ def run(args: argparse.Namespace) -> Path:
         torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
     if not val_records:
         log.info(f"note: the split has no val cases; no validation, and {cfg.BEST_CHECKPOINT} is the last epoch")
-    state = build_training(cfg, runtime, checkpoint)
+    state = build_training(cfg, runtime, checkpoint, init_state)
     if checkpoint:
         log.info(f"resuming {run_dir} after epoch {state.epoch}")
+    if init_state is not None:
+        log.info(f"network weights from {args.init_from}")
     if runtime.is_main:
         save_config(cfg, run_dir / cfg.CONFIG_JSON)
     network_name = cfg.MODEL + (f" ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else "")

@@ -115,3 +115,25 @@ def test_two_process_ddp_on_cpu(prepared_work, tmp_path):
     assert log["epoch"].tolist() == [1, 2]  # one writer: rank 0
     assert result.stdout.count("epoch 2: train loss") == 1
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+
+def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_network(trained_run, prepared_work,
+                                                                                 tmp_path, capsys):
+    source = trained_run / "best.pt"
+    assert _train(prepared_work, tmp_path / "mismatch", "--init-from", str(source),
+                  "--set", "PATCH_SHAPE=(256, 128)") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(source) in err[0] and "patch shape (128, 96) (this run: (256, 128))" in err[0]
+    assert not (tmp_path / "mismatch").exists()
+    assert _train(prepared_work, tmp_path / "other", "--init-from", str(source), "--set", "MODEL=smp_unet") == 2
+    assert "network 'rmit_unet' (this run: 'smp_unet')" in capsys.readouterr().err
+    assert _train(prepared_work, tmp_path / "both", "--init-from", str(source), "--resume") == 2
+
+    # LEARNING_RATE tiny: after one step the weights are still (almost) the source's, far from a fresh start
+    assert _train(prepared_work, tmp_path / "init", "--init-from", str(source), "--set", "EPOCHS=1",
+                  "--set", "BATCHES_PER_EPOCH=1", "--set", "LEARNING_RATE=1e-12") == 0
+    assert f"network weights from {source}" in (tmp_path / "init" / "train.log").read_text()
+    started, original = load_checkpoint(tmp_path / "init" / "last.pt"), load_checkpoint(source)
+    assert started["epoch"] == 1
+    name = "conv1_0.weight"
+    assert torch.allclose(started["model_state"][name], original["model_state"][name], atol=1e-6)
