@@ -1,12 +1,13 @@
 # make test : create/refresh .venv from requirements.txt, then run the test suite
 # make demo : the whole pipeline on DATA_ROOT (the synthetic set when it holds no volumes)
 # make bench: the benchmark scripts of bench/ (tables as in the README)
+# make quality: bench/quality.py, the pipeline on the synthetic and the real development set (about 2 h on 2 cores)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench clean-venv
+.PHONY: test demo bench quality clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ bench: $(STAMP)
 	$(PY) bench/bench_prepare.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_predict.py
+
+quality: $(STAMP)
+	$(PY) bench/quality.py --dataset both --configs default,smp_unet --budget-minutes 15
+	$(PY) bench/quality.py --table-only
 
 clean-venv:
 	rm -rf $(VENV)

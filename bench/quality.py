@@ -95,10 +95,20 @@ REPO = Path(__file__).resolve().parents[1]
 SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
             "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
             "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid"]
-CONFIGS: dict[str, dict[str, list[str]]] = {
+# Post-processing beyond the method (predict.py settings only): flip TTA, presence gating, small components removed
+# (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).
+POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
+# A config is {"train": train.py overrides, "predict": predict.py overrides}; "train_as": NAME reuses the trained
+# runs of config NAME (a predict-only variant: no training of its own); "prepare": prepare_data.py overrides.
+CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
+    "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
+    "default_post": {"train_as": "default", "predict": POST},
     "smp_unet": {"train": SMP_UNET, "predict": ["PREDICT_REGION=all"]},
-    "smp_unet_band": {"train": SMP_UNET, "predict": []},
+    "smp_unet_band": {"train_as": "smp_unet", "predict": []},
+    "smp_unet_roi": {"train_as": "smp_unet", "predict": ["PREDICT_REGION=roi"]},
+    "smp_unet_roi_post": {"train_as": "smp_unet", "predict": ["PREDICT_REGION=roi", *POST]},
+    "smp_unet_aug": {"train": SMP_UNET + ["INTENSITY_AUGMENT=True"], "predict": ["PREDICT_REGION=all"]},
     "resnet34": {"train": SMP_UNET + ["ENCODER=resnet34"], "predict": ["PREDICT_REGION=all"]},
 }
 DATASETS = ("synthetic", "real")
@@ -421,7 +431,7 @@ class Plan:
         return {"version": RESULT_VERSION, "dataset": dataset, "config": config, "seed": seed, "smoke": self.smoke,
                 "budget_minutes": self.budget_minutes, "budget_passed": self.budget_passed,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
-                "train_overrides": self.train_overrides(config, seed),
+                "train_overrides": self.train_overrides(CONFIGS[config].get("train_as", config), seed),
                 "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),
                 "folds": [fold.as_dict() for fold in self.real_folds] if dataset == "real" else SYNTHETIC_FOLD}
 
@@ -488,10 +498,12 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
     if not fold.test:
         raise StepFailed("split", f"{split_file}: no test case")
     fold_dir = plan.out / dataset / config / f"seed{seed}" / fold.name
-    run_dir, pred_dir = fold_dir / "run", fold_dir / "pred"
+    trained_as = CONFIGS[config].get("train_as", config)  # predict-only variants reuse that config's training
+    train_dir = plan.out / dataset / trained_as / f"seed{seed}" / fold.name
+    run_dir, pred_dir = train_dir / "run", fold_dir / "pred"
     commands = {"train": script("train.py", "--work-dir", work_dir, "--run-dir", run_dir,
-                                *_sets(plan.train_overrides(config, seed)))}
-    training = train_fold(commands["train"], fold_dir, run_dir, label)
+                                *_sets(plan.train_overrides(trained_as, seed)))}
+    training = train_fold(commands["train"], train_dir, run_dir, label)
 
     octs = find_octs(data_root)
     missing = [case for case in fold.test if case not in octs]
