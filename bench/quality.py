@@ -103,6 +103,9 @@ POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
+    # the authors' network without its ReLU before the softmax (whose fluid logits can die: see the README)
+    "rmit_norelu": {"train": ["RELU_BEFORE_SOFTMAX=False"], "predict": []},
+    "rmit_norelu_post": {"train_as": "rmit_norelu", "predict": ["PREDICT_REGION=roi", *POST]},
     "default_post": {"train_as": "default", "predict": POST},
     "smp_unet": {"train": SMP_UNET, "predict": ["PREDICT_REGION=all"]},
     "smp_unet_band": {"train_as": "smp_unet", "predict": []},
