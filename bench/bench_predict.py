@@ -1,13 +1,25 @@
-"""Times predict.py's work per volume on vendor-size volumes and compares the network's speed with a matmul peak.
+"""Times the networks on whole B-scans as predict.py runs them, and predict.py's work per volume on vendor-size
+volumes, and compares the networks' speed with a matmul peak.
 
-    python bench/bench_predict.py [--device auto|cpu|cuda] [--vendors Cirrus,Topcon] [--bscans N] [--set NAME=VALUE]
+    python bench/bench_predict.py [--models rmit_unet,smp_unet] [--regions band,all] [--batches 5]
+                                  [--device auto|cpu|cuda] [--vendors Cirrus,Topcon] [--bscans N] [--set NAME=VALUE]
 
-For each vendor a noise volume of the vendor's usual size, type and spacing is written to a temporary folder and
-put through the same steps as ``predict.py`` (read, preprocess, :func:`utils.predict.inference.predict_volume`, write), with
-a freshly initialised U-Net of the default config (``ENCODER``; no weights are downloaded). The network's FLOPs
-are counted for every input shape it was called with (``torch.utils.flop_counter``), so the achieved GFLOP/s is
-exact, and set against the best time of a large matrix multiply in the network's precision on the same device.
-Prints a Markdown table; ``--bscans`` limits the B-scans per volume for a quick run.
+**Networks**: for each of ``--models`` (freshly initialised, no weights downloaded; smp_unet with ``ENCODER``), in
+bf16 autocast (where the device supports it) and in fp32, both with ``CHANNELS_LAST``, ``--batches`` batches of
+``INFERENCE_BATCH_SIZE`` random ``(n, H, W, 3)`` uint8 B-scans go through
+:func:`utils.predict.inference.network_probabilities` (padding, normalisation, forward pass, softmax, crop) after
+a warm-up batch, for each ``--regions`` entry: ``band``, the ``PATCH_SHAPE[0]``-row band x 512 columns that
+``PREDICT_REGION = "band"`` segments, and ``all``, a whole 496 x 512 Spectralis B-scan. B-scans/s and ms per
+B-scan are of the whole call; GFLOP/s is of the forward passes alone.
+
+**Volumes**: for each vendor a noise volume of the vendor's usual size, type and spacing is written to a temporary
+folder and put through the same steps as ``predict.py`` (read, preprocess,
+:func:`utils.predict.inference.predict_volume`, write) with the network of the config (``MODEL``); ``--vendors ''``
+skips them, ``--bscans`` limits the B-scans per volume for a quick run.
+
+The networks' FLOPs are counted for every input shape they were called with (``torch.utils.flop_counter``), so
+the achieved GFLOP/s is exact, and set against the best time of a large matrix multiply in bf16 and in fp32 on the
+same device in the same run (``bench/flops.py``). Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -22,14 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from flops import (device_name, forward_flops, markdown_table, matmul_peaks, peak_shares,  # noqa: E402
+                   precision_name, synchronize)
 from utils.predict import inference  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
-from utils.model.networks import build_unet, unet_arguments  # noqa: E402
+from utils.model.networks import MODELS, build_unet, output_margin, unet_arguments  # noqa: E402
 from utils.prepare.preprocessing import intensity_histogram, preprocess_volume, to_uint8_intensity  # noqa: E402
 from utils.model.runtime import Runtime, select_runtime  # noqa: E402
 
@@ -55,11 +69,15 @@ class CountingModel(nn.Module):
     def encoder(self) -> nn.Module:  # utils.predict.inference.input_multiple reads the encoder's output stride
         return self.model.encoder
 
+    @property
+    def margin(self) -> int:  # utils.model.networks.output_margin: how an unpadded network's input is padded
+        return output_margin(self.model)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        _synchronize(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         out = self.model(images)
-        _synchronize(self.device)
+        synchronize(self.device)
         self.seconds += time.perf_counter() - start
         self.calls[tuple(images.shape)] += 1
         return out
@@ -67,38 +85,6 @@ class CountingModel(nn.Module):
     def reset(self) -> None:
         self.calls.clear()
         self.seconds = 0.0
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def forward_flops(model: nn.Module, shape: tuple[int, ...], runtime: Runtime) -> int:
-    """FLOPs of one forward pass of a ``shape`` batch (a multiply-add counts 2)."""
-    images = torch.zeros((1,) + tuple(shape[1:]), device=runtime.device)
-    if runtime.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(images)
-    return counter.get_total_flops() * shape[0]
-
-
-def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n matrix multiply (n = 8192 on GPU, 2048 on CPU) in ``dtype``."""
-    n = 8192 if device.type == "cuda" else 2048
-    generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, generator=generator).to(dtype)
-    b = torch.randn(n, n, device=device, generator=generator).to(dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        _synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
 
 
 def noise_volume(vendor: str, n_bscans: int | None, rng: np.random.Generator) -> tuple[np.ndarray, Geometry]:
@@ -124,10 +110,10 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, batch
     # warm-up at this input size (oneDNN / cuDNN choose their kernels on the first call of a shape)
     inference.predict_volume(model, prepared[:min(batch_size, len(prepared))], geometry, cfg, runtime, batch_size)
     model.reset()
-    _synchronize(runtime.device)
+    synchronize(runtime.device)
     start = time.perf_counter()
     result = inference.predict_volume(model, prepared, geometry, cfg, runtime, batch_size)
-    _synchronize(runtime.device)
+    synchronize(runtime.device)
     times["predict"] = time.perf_counter() - start
     start = time.perf_counter()
     write_volume(folder / vendor / "segmentation.mhd", result.labels, geometry)
@@ -142,53 +128,125 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, batch
             "GFLOP/s": flops / model.seconds / 1e9}
 
 
-def markdown_table(rows: list[dict], peak: float) -> str:
-    columns = list(rows[0]) + ["% of peak"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        row = {**row, "% of peak": 100 * row["GFLOP/s"] / peak}
-        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
-    return "\n".join(lines)
+def region_shape(region: str, cfg) -> tuple[int, int]:
+    """``(H, W)`` of the depth-scaled B-scans the network sees for ``PREDICT_REGION`` ``region`` on a Spectralis
+    B-scan: the ``PATCH_SHAPE[0]``-row band (``band``, ``roi``: the ROI restriction is applied after the network)
+    or the whole B-scan (``all``), 512 columns."""
+    height, width = VOLUMES["Spectralis"][0][1:]
+    return (min(int(cfg.PATCH_SHAPE[0]), height), width) if region in ("band", "roi") else (height, width)
+
+
+def counting_network(cfg, runtime: Runtime) -> CountingModel:
+    """A freshly initialised network of the config in eval mode on the runtime's device and layout, counted."""
+    torch.manual_seed(cfg.SEED)
+    network = build_unet(unet_arguments(cfg)).eval().to(runtime.device)
+    if runtime.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    return CountingModel(network, runtime.device)
+
+
+def model_label(cfg) -> str:
+    """``rmit_unet``, or ``smp_unet (<encoder>)``."""
+    return f"smp_unet ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else cfg.MODEL
+
+
+@torch.inference_mode()
+def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batch_size: int, n_batches: int,
+                  peaks: dict[str, float], rng: np.random.Generator) -> dict:
+    """Times ``n_batches`` calls of :func:`utils.predict.inference.network_probabilities` on ``batch_size`` random
+    B-scans of the region's shape (after one warm-up call); returns the table row."""
+    height, width = region_shape(region, cfg)
+    images = rng.integers(0, 256, (batch_size, height, width, 3), dtype=np.uint8)
+    inference.network_probabilities(model, images, cfg, runtime)  # warm-up: oneDNN / cuDNN pick their kernels
+    model.reset()
+    synchronize(runtime.device)
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        inference.network_probabilities(model, images, cfg, runtime)
+    synchronize(runtime.device)
+    seconds = time.perf_counter() - start
+    n_bscans = n_batches * batch_size
+    flops = sum(forward_flops(model.model, shape, runtime) * count for shape, count in model.calls.items())
+    gflops = flops / model.seconds / 1e9
+    shapes = sorted({shape[2:] for shape in model.calls})
+    return {"model": model_label(cfg), "precision": precision_name(runtime.autocast_dtype), "region": region,
+            "B-scan": f"{height}x{width}", "net input": ", ".join(f"{h}x{w}" for h, w in shapes),
+            "B-scans/s": n_bscans / seconds, "ms/B-scan": 1000 * seconds / n_bscans,
+            "GFLOP/B-scan": flops / n_bscans / 1e9, "forward share": model.seconds / seconds, "GFLOP/s": gflops,
+            **peak_shares(gflops, peaks)}
+
+
+def network_rows(args, batch_size: int, peaks: dict[str, float], rng: np.random.Generator):
+    """Yields a row per model, precision (bf16 where the device has it, then fp32) and region."""
+    for name in args.models:
+        for mixed in (True, False):
+            cfg = load_config(args.overrides + [f"MODEL={name}", f"MIXED_PRECISION={mixed}"])
+            runtime = select_runtime(cfg, args.device)
+            if mixed and runtime.autocast_dtype is None:
+                continue
+            model = counting_network(cfg, runtime)
+            for region in args.regions:
+                row = bench_network(model, cfg, runtime, region, batch_size, args.batches, peaks, rng)
+                print(f"{row['model']} {row['precision']} {region}: {row['ms/B-scan']:.0f} ms/B-scan",
+                      file=sys.stderr)
+                yield row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: config DEVICE)")
-    parser.add_argument("--vendors", default=",".join(VOLUMES), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--models", default=",".join(MODELS), help="networks timed on B-scans, comma-separated "
+                        "(default: %(default)s; '' skips them)")
+    parser.add_argument("--regions", default="band,all", help="PREDICT_REGION values whose network input is timed "
+                        "(default: %(default)s)")
+    parser.add_argument("--batches", type=int, default=5, help="timed batches per network row (default: 5)")
+    parser.add_argument("--vendors", default=",".join(VOLUMES), help="volumes timed, comma-separated "
+                        "(default: %(default)s; '' skips them)")
     parser.add_argument("--bscans", type=int, default=None, help="B-scans per volume (default: the vendor's)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: config INFERENCE_BATCH_SIZE")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="side of the matrices of the matmul peak (default: 4096 on CPU, 8192 on GPU)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.regions = [r for r in args.regions.split(",") if r]
+    vendors = [v for v in args.vendors.split(",") if v]
+    if [m for m in args.models if m not in MODELS] or [r for r in args.regions if r not in inference.PREDICT_REGIONS]:
+        parser.error(f"--models takes {', '.join(MODELS)}; --regions takes {', '.join(inference.PREDICT_REGIONS)}")
+    unknown = [v for v in vendors if v not in VOLUMES]
+    if unknown or (args.bscans is not None and args.bscans < 1) or args.batches < 1:
+        parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans and --batches must be >= 1")
     try:
         cfg = load_config(args.overrides)
+        runtime = select_runtime(cfg, args.device)
+        peak_runtime = select_runtime(load_config(args.overrides + ["MIXED_PRECISION=True"]), args.device)
+        for name in args.models:
+            unet_arguments(load_config(args.overrides + [f"MODEL={name}"]))
     except ConfigError as error:
         parser.error(str(error))
-    vendors = [v for v in args.vendors.split(",") if v]
-    unknown = [v for v in vendors if v not in VOLUMES]
-    if unknown or (args.bscans is not None and args.bscans < 1):
-        parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans must be >= 1")
-    runtime = select_runtime(cfg, args.device)
     batch_size = args.batch_size or cfg.INFERENCE_BATCH_SIZE
-    torch.manual_seed(cfg.SEED)
-    network = build_unet(unet_arguments(cfg)).eval().to(runtime.device)
-    if runtime.channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    model = CountingModel(network, runtime.device)
-    dtype = runtime.autocast_dtype or torch.float32
-    peak = matmul_peak_gflops(runtime.device, dtype)
+    peaks = matmul_peaks(peak_runtime, args.matmul_size)
     rng = np.random.default_rng(cfg.SEED)
+    print(f"\n{runtime.device} ({device_name(runtime.device)}), channels_last {runtime.channels_last}, batch "
+          f"{batch_size}; matmul peak " + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()))
+    if args.models:
+        print("\nNetworks on whole B-scans (utils.predict.inference.network_probabilities):\n")
+        print(markdown_table(network_rows(args, batch_size, peaks, rng)), flush=True)
+    if not vendors:
+        return 0
+
+    model = counting_network(cfg, runtime)
     reference_counts = intensity_histogram(to_uint8_intensity(noise_volume("Spectralis", 4, rng)[0]))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as folder:
         for vendor in vendors:
-            rows.append(bench_vendor(vendor, model, cfg, runtime, batch_size, Path(folder), reference_counts,
-                                     args.bscans, rng))
+            row = bench_vendor(vendor, model, cfg, runtime, batch_size, Path(folder), reference_counts,
+                               args.bscans, rng)
+            rows.append({**row, **peak_shares(row["GFLOP/s"], peaks)})
             print(f"{vendor}: {rows[-1]['total s']:.1f} s", file=sys.stderr)
-    name = torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{cfg.ENCODER} U-Net on {runtime.device} ({name}), {str(dtype).replace('torch.', '')}, channels_last "
-          f"{runtime.channels_last}, batch {batch_size}; matmul peak {peak:.0f} GFLOP/s\n")
-    print(markdown_table(rows, peak))
+    print(f"\nVolumes through predict.py's steps: {model_label(cfg)}, "
+          f"{precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
+    print(markdown_table(rows))
     return 0
 
 

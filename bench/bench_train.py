@@ -1,10 +1,19 @@
-"""Training throughput: patches per second of the data pipeline alone, the model step alone, and both together.
+"""Training throughput: patches per second of the model step of each network, of the data pipeline alone, and of
+both together.
 
-    python bench/bench_train.py [--work-dir DIR] [--encoders resnet18,resnet34] [--batches 20] [--device auto]
+    python bench/bench_train.py [--models rmit_unet,smp_unet] [--encoders resnet18] [--batches 10]
+                                [--work-dir DIR | --no-pipeline] [--device auto] [--set NAME=VALUE]
 
-Without --work-dir, a full-size synthetic set (one case per vendor) is generated and prepared in a temporary folder
-first. The model step is timed in fp32 and, where the device supports it, in mixed precision (bf16 autocast on
-a bf16-capable CPU), with channels_last. Prints Markdown tables.
+**Model step** (forward + loss + backward + Adam step, as ``utils.train.loop.train_epoch`` runs it: targets
+centre-cropped to an unpadded network's output, the configured ``LOSS``, rmit_unet's L2 on conv kernels) on random
+batches of ``BATCH_SIZE`` patches of ``PATCH_SHAPE``, for each of ``--models`` (smp_unet once per ``--encoders``
+entry), in bf16 autocast (where the device supports it) and in fp32, both with ``CHANNELS_LAST``. Each row gives
+patches/s and the achieved GFLOP/s (FLOPs of one step counted with ``torch.utils.flop_counter``) as a share of the
+bf16 and fp32 ``torch.matmul`` peaks measured in the same run (``bench/flops.py``).
+
+**Pipeline**: without ``--work-dir``, a full-size synthetic set (one case per vendor) is generated and prepared in a
+temporary folder first; ``--no-pipeline`` skips it. The pipeline is timed alone and feeding the model step of the
+configured ``MODEL`` with each ``--loader-workers`` value. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -18,15 +27,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prepare_data  # noqa: E402
-from utils.configuration import load_config  # noqa: E402
-from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
-                                 training_batches, training_loader)
-from utils.train.losses import balanced_ce_dice_loss  # noqa: E402
-from utils.model.networks import build_unet, unet_arguments  # noqa: E402
+from flops import count_flops, device_name, markdown_table, matmul_peaks, peak_shares, precision_name  # noqa: E402
+from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
+from utils.model.networks import MODELS, build_unet, centre_crop, unet_arguments  # noqa: E402
+from utils.model.rmit_unet import l2_penalty  # noqa: E402
 from utils.model.runtime import select_runtime  # noqa: E402
 from utils.synthetic import generate_dataset  # noqa: E402
+from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
+                                       training_batches, training_loader)
+from utils.train.losses import make_loss  # noqa: E402
 
 
 def prepared_synthetic(folder: Path) -> Path:
@@ -48,14 +60,51 @@ def time_pipeline(records, work_dir, cfg, n_batches: int) -> float:
     return n_batches * cfg.BATCH_SIZE / (time.perf_counter() - start)
 
 
-def model_step(model, optimizer, loss_fn, runtime, images, masks) -> None:
-    images, masks = runtime.to_device(images), masks.to(runtime.device)
-    with runtime.autocast():
-        logits = model(images)
-    loss = loss_fn(logits.float(), masks)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+class ModelStep:
+    """One training step of a freshly initialised network as ``utils.train.loop.train_epoch`` runs it: forward
+    (autocast), targets centre-cropped to the output, the configured loss in float32 plus rmit_unet's L2 penalty
+    (as train.py adds it), backward, Adam step."""
+
+    def __init__(self, cfg, runtime):
+        torch.manual_seed(0)
+        self.runtime = runtime
+        self.model = build_unet(unet_arguments(cfg)).to(runtime.device)
+        if runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.LEARNING_RATE)
+        self.loss_fn = make_loss(cfg)
+        self.l2_weight = cfg.L2_WEIGHT if cfg.MODEL == "rmit_unet" else 0.0
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        images, masks = self.runtime.to_device(images), masks.to(self.runtime.device, non_blocking=True)
+        with self.runtime.autocast():
+            logits = self.model(images)
+        masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
+        loss = self.loss_fn(logits.float(), masks)
+        if self.l2_weight:
+            loss = loss + l2_penalty(self.model, self.l2_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def time_model(cfg, runtime, n_batches: int) -> tuple[float, float]:
+    """Patches per second of the model step on a random batch, and the step's FLOPs per patch.
+
+    The FLOPs are counted during the first of two warm-up steps; ``n_batches`` steps are timed after them.
+    """
+    step = ModelStep(cfg, runtime)
+    images = torch.rand(cfg.BATCH_SIZE, 3, *cfg.PATCH_SHAPE) * 2 - 1
+    masks = torch.randint(0, cfg.N_CLASSES, (cfg.BATCH_SIZE, *cfg.PATCH_SHAPE))
+    flops = count_flops(lambda: step(images, masks))
+    step(images, masks)
+    _synchronise(runtime)
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        step(images, masks)
+    _synchronise(runtime)
+    return n_batches * cfg.BATCH_SIZE / (time.perf_counter() - start), flops / cfg.BATCH_SIZE
 
 
 def _synchronise(runtime) -> None:
@@ -63,84 +112,106 @@ def _synchronise(runtime) -> None:
         torch.cuda.synchronize()
 
 
-def fresh_model(cfg, runtime):
-    """A newly initialised U-Net on the runtime's device and layout, its Adam optimiser, and the method's loss."""
-    torch.manual_seed(0)
-    model = build_unet(unet_arguments(cfg)).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE), balanced_ce_dice_loss()
-
-
-def time_model(cfg, runtime, n_batches: int) -> float:
-    """Patches per second of forward + backward + Adam step on random batches."""
-    model, optimizer, loss_fn = fresh_model(cfg, runtime)
-    images = torch.rand(cfg.BATCH_SIZE, 3, *cfg.PATCH_SHAPE) * 2 - 1
-    masks = torch.randint(0, cfg.N_CLASSES, (cfg.BATCH_SIZE, *cfg.PATCH_SHAPE))
-    for _ in range(2):
-        model_step(model, optimizer, loss_fn, runtime, images, masks)
-    _synchronise(runtime)
-    start = time.perf_counter()
-    for _ in range(n_batches):
-        model_step(model, optimizer, loss_fn, runtime, images, masks)
-    _synchronise(runtime)
-    return n_batches * cfg.BATCH_SIZE / (time.perf_counter() - start)
-
-
 def time_together(records, work_dir, cfg, runtime, n_batches: int) -> float:
     """Patches per second of the real loop: DataLoader (LOADER_WORKERS processes) feeding model steps."""
-    model, optimizer, loss_fn = fresh_model(cfg, runtime)
+    step = ModelStep(cfg, runtime)
     threads = torch.get_num_threads()
     workers = loader_workers(cfg, runtime.device.type)
     if runtime.device.type == "cpu" and workers > 0:
         torch.set_num_threads(max(1, threads - workers))  # as train.py does
     batches = iter(training_loader(records, work_dir, cfg, seed=0, workers=workers))
     for _ in range(2):
-        model_step(model, optimizer, loss_fn, runtime, *next(batches))
+        step(*next(batches))
     _synchronise(runtime)
     start = time.perf_counter()
     for _ in range(n_batches):
-        model_step(model, optimizer, loss_fn, runtime, *next(batches))
+        step(*next(batches))
     _synchronise(runtime)
     torch.set_num_threads(threads)
     return n_batches * cfg.BATCH_SIZE / (time.perf_counter() - start)
 
 
+def model_label(cfg) -> str:
+    """``rmit_unet``, or ``smp_unet (<encoder>)``."""
+    return f"smp_unet ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else cfg.MODEL
+
+
+def model_configs(overrides: list[str], models: list[str], encoders: list[str]) -> list[list[str]]:
+    """The ``--set`` overrides of each network to time: one per model, smp_unet once per encoder."""
+    variants = []
+    for model in models:
+        for encoder in encoders if model == "smp_unet" else [None]:
+            variants.append(overrides + [f"MODEL={model}"] + ([f"ENCODER={encoder}"] if encoder else []))
+    return variants
+
+
+def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batches: int):
+    """Yields one table row per network and precision (bf16 where the device has it, then fp32)."""
+    for overrides in variants:
+        for mixed in (True, False):
+            cfg = load_config(overrides + [f"MIXED_PRECISION={mixed}"])
+            runtime = select_runtime(cfg)
+            if mixed and runtime.autocast_dtype is None:
+                continue
+            patches_per_s, flops_per_patch = time_model(cfg, runtime, n_batches)
+            gflops = patches_per_s * flops_per_patch / 1e9
+            yield {"model": model_label(cfg), "precision": precision_name(runtime.autocast_dtype),
+                   "patches/s": patches_per_s, "GFLOP/patch": flops_per_patch / 1e9, "GFLOP/s": gflops,
+                   **peak_shares(gflops, peaks)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work-dir", help="a prepared work dir (default: prepare a synthetic one)")
-    parser.add_argument("--encoders", default="resnet18,resnet34", help="comma-separated smp encoders")
-    parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated MODEL values whose model "
+                        "step is timed (default: %(default)s; '' skips them)")
+    parser.add_argument("--encoders", default=None, help="comma-separated smp encoders for smp_unet "
+                        "(default: config ENCODER)")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement (default: 10)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="side of the matrices of the matmul peak (default: 4096 on CPU, 8192 on GPU)")
+    parser.add_argument("--work-dir", help="a prepared work dir for the pipeline rows (default: prepare a "
+                        "synthetic one)")
+    parser.add_argument("--no-pipeline", action="store_true", help="time the model step only (no data needed)")
     parser.add_argument("--loader-workers", default="0,1,-1",
                         help="LOADER_WORKERS values for the combined run (-1: the automatic choice)")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
+    overrides = [f"DEVICE={args.device}"] + args.overrides
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or args.batches < 1:
+        parser.error(f"--models takes {', '.join(MODELS)} (got {args.models!r}); --batches must be >= 1")
+    try:
+        cfg = load_config(overrides)
+        encoders = args.encoders.split(",") if args.encoders else [cfg.ENCODER]
+        variants = model_configs(overrides, models, encoders)
+        for variant in variants:
+            make_loss(load_config(variant))
+        runtime = select_runtime(cfg)
+    except ConfigError as error:
+        parser.error(str(error))
+    if variants:
+        peaks = matmul_peaks(select_runtime(load_config(overrides + ["MIXED_PRECISION=True"])), args.matmul_size)
+        print(f"\nmodel step: batch {cfg.BATCH_SIZE} x {tuple(cfg.PATCH_SHAPE)} patches, {runtime.device} "
+              f"({device_name(runtime.device)}), channels_last {runtime.channels_last}; matmul peak "
+              + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()) + "\n")
+        print(markdown_table(model_step_rows(variants, peaks, args.batches)), flush=True)
+    if args.no_pipeline:
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(args.work_dir) if args.work_dir else prepared_synthetic(Path(tmp))
-        cfg = load_config([f"DEVICE={args.device}"])
         records = slice_records(read_split_slices(work_dir, "train", cfg), cfg.FLUIDS)
-        print(f"\nbatch {cfg.BATCH_SIZE} x {cfg.PATCH_SHAPE} patches, {torch.get_num_threads()} torch threads, "
-              f"{len(records)} training B-scans\n")
-        pipeline = time_pipeline(records, work_dir, cfg, args.batches)
-        print("| stage | encoder | precision | loader workers | patches/s |")
+        precision = precision_name(runtime.autocast_dtype)
+        print(f"\npipeline: {len(records)} training B-scans, {model_label(cfg)} model step, {precision}\n")
+        print("| stage | model | precision | loader workers | patches/s |")
         print("|---|---|---|---|---|")
-        print(f"| data pipeline alone | - | - | 0 | {pipeline:.1f} |")
-        for encoder in args.encoders.split(","):
-            for mixed in (False, True):
-                enc_cfg = load_config([f"DEVICE={args.device}", f"ENCODER={encoder}", f"MIXED_PRECISION={mixed}"])
-                runtime = select_runtime(enc_cfg)
-                if mixed and runtime.autocast_dtype is None:
-                    continue
-                precision = str(runtime.autocast_dtype or "fp32").replace("torch.", "")
-                print(f"| model step alone | {encoder} | {precision} | - | "
-                      f"{time_model(enc_cfg, runtime, args.batches):.1f} |", flush=True)
-        runtime = select_runtime(cfg)
-        precision = str(runtime.autocast_dtype or "fp32").replace("torch.", "")
+        print(f"| data pipeline alone | - | - | 0 | {time_pipeline(records, work_dir, cfg, args.batches):.1f} |")
         for workers in (int(w) for w in args.loader_workers.split(",")):
-            loop_cfg = load_config([f"DEVICE={args.device}", f"LOADER_WORKERS={workers}"])
+            loop_cfg = load_config(overrides + [f"LOADER_WORKERS={workers}"])
             shown = f"auto = {loader_workers(loop_cfg, runtime.device.type)}" if workers < 0 else workers
-            print(f"| pipeline + model step | {cfg.ENCODER} | {precision} | {shown} | "
+            print(f"| pipeline + model step | {model_label(cfg)} | {precision} | {shown} | "
                   f"{time_together(records, work_dir, loop_cfg, runtime, args.batches):.1f} |", flush=True)
 
 

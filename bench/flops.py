@@ -1,0 +1,119 @@
+"""What the benchmarks share: FLOP counts of the networks, the matrix-multiply peak they are set against, and the
+Markdown tables they print.
+
+A network's speed is given as achieved GFLOP/s (FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode`,
+a multiply-add counting 2, over the time measured) and as a share of the best GFLOP/s of a large ``torch.matmul``
+measured in the same process, on the same device and threads: the most a dense kernel gets out of this machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.model.runtime import Runtime
+
+PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA is asynchronous), so that a wall-clock time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` (``None``: no autocast) for a table."""
+    return PRECISION_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def count_flops(work: Callable[[], Any]) -> int:
+    """FLOPs of the matrix multiplies and convolutions (forward and backward) that ``work()`` runs."""
+    with FlopCounterMode(display=False) as counter:
+        work()
+    return int(counter.get_total_flops())
+
+
+def forward_flops(model: nn.Module, shape: tuple[int, ...], runtime: Runtime) -> int:
+    """FLOPs of one forward pass of a ``shape`` ``(n, 3, H, W)`` batch (counted on one image, times ``n``)."""
+    images = torch.zeros((1,) + tuple(shape[1:]), device=runtime.device)
+    if runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return count_flops(lambda: model(images)) * shape[0]
+
+
+def default_matmul_size(device: torch.device) -> int:
+    """Side of the square matrices of :func:`matmul_peak_gflops`: 8192 on GPU, 4096 on CPU."""
+    return 8192 if device.type == "cuda" else 4096
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
+    """Best GFLOP/s of an ``n x n`` by ``n x n`` ``torch.matmul`` in ``dtype`` (no autocast), after a warm-up.
+
+    Args:
+        device: where to multiply.
+        dtype: the matrices' dtype (bf16 for the mixed-precision peak, fp32 for the full-precision one).
+        n: side of the matrices (default :func:`default_matmul_size`).
+        repeats: timed multiplies; the fastest counts.
+
+    Returns:
+        ``2 n^3 / best seconds / 1e9``.
+    """
+    n = n or default_matmul_size(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=generator).to(dtype)
+    b = torch.randn(n, n, device=device, generator=generator).to(dtype)
+    with torch.autocast(device_type=device.type, enabled=False):
+        torch.matmul(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def matmul_peaks(runtime: Runtime, n: int | None = None, repeats: int = 5) -> dict[str, float]:
+    """Matmul peaks by precision name: the runtime's mixed-precision dtype where it has one (bf16 on a
+    bf16-capable CPU or GPU), then ``fp32``."""
+    dtypes = ([runtime.autocast_dtype] if runtime.autocast_dtype is not None else []) + [torch.float32]
+    return {precision_name(dtype): matmul_peak_gflops(runtime.device, dtype, n, repeats) for dtype in dtypes}
+
+
+def peak_shares(gflops: float, peaks: dict[str, float]) -> dict[str, float]:
+    """``{"% of bf16 peak": ..., "% of fp32 peak": ...}``: achieved GFLOP/s as a share of each peak of
+    :func:`matmul_peaks`."""
+    return {f"% of {name} peak": 100 * gflops / peak for name, peak in peaks.items()}
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or ``CPU, <threads> threads``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def format_value(value: Any) -> str:
+    """A table cell: floats to 3 significant digits below 100, whole numbers from 100 on (no exponents)."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows with the same keys as a Markdown table (the keys are the header)."""
+    rows = list(rows)
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_value(row[column]) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
