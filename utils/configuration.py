@@ -89,21 +89,19 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
 # Settings whose type check passes but whose value cannot work: name -> (test, what is expected). Only the settings
 # a config holds are checked (a checkpoint's config may predate some). MODEL and ENCODER are checked where the
 # network is built, which knows the names.
+# Settings that name one of a few choices (a wrong name gets the nearest suggested).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice"), "PATCH_CENTRES": ("rmit", "stratified"),
+    "STRATIFY_BY": ("vendor", "fluid"), "AUGMENT": ("rmit", "replace"), "BEST_BY": ("val_loss", "dice_mean_fluid"),
+    "PREDICT_REGION": ("band", "roi", "all"), "HISTOGRAM_ROUNDING": ("truncate", "round"),
+    "DISCRIMINATOR": ("rmit", "strided"),
+}
 _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),
     "EPOCHS": (lambda value: value >= 1, "an integer >= 1"),
     "BATCHES_PER_EPOCH": (lambda value: value >= 0, "an integer >= 0"),
     "LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
-    "MODEL": (lambda value: value in ("rmit_unet", "smp_unet"), "rmit_unet or smp_unet"),
-    "LOSS": (lambda value: value in ("rmit", "balanced_ce_dice"), "rmit or balanced_ce_dice"),
-    "PATCH_CENTRES": (lambda value: value in ("rmit", "stratified"), "rmit or stratified"),
-    "STRATIFY_BY": (lambda value: value in ("vendor", "fluid"), "vendor or fluid"),
-    "AUGMENT": (lambda value: value in ("rmit", "replace"), "rmit or replace"),
-    "BEST_BY": (lambda value: value in ("val_loss", "dice_mean_fluid"), "val_loss or dice_mean_fluid"),
-    "PREDICT_REGION": (lambda value: value in ("band", "roi", "all"), "band, roi or all"),
-    "HISTOGRAM_ROUNDING": (lambda value: value in ("truncate", "round"), "truncate or round"),
-    "DISCRIMINATOR": (lambda value: value in ("rmit", "strided"), "rmit or strided"),
     "PRESENCE_GATE": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
     "MIN_COMPONENT_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
     "TRAIN_BUDGET_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
@@ -121,6 +119,12 @@ def check_settings(cfg: types.SimpleNamespace) -> None:
         ConfigError: the first bad setting, with what it holds and what is expected, e.g.
             ``BATCH_SIZE=0: expected an integer >= 1; set it in config.py or with --set BATCH_SIZE=...``.
     """
+    for name, options in _CHOICES.items():
+        value = getattr(cfg, name, options[0])
+        if value not in options:
+            nearest = difflib.get_close_matches(str(value), options, n=1)
+            raise ConfigError(f"{name}={value!r}: expected one of {', '.join(options)}"
+                              + (f"; did you mean {nearest[0]!r}?" if nearest else ""))
     for name, (works, expected) in _VALUE_RULES.items():
         if not hasattr(cfg, name):
             continue

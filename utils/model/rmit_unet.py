@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.model.input_scale import check_patch_shape
+
 MARGIN = 46  # rows (and columns) the segmenter loses on each side; the original's BORDER_WIDTH
 INPUT_MULTIPLE = 8  # input sides the original's fixed crops fit: multiples of 8 ...
 MIN_INPUT_SIDE = 96  # ... from 96 up (a 4-pixel output)
@@ -39,17 +41,6 @@ _BN_MOMENTUM = 0.01
 # ----------------------------------------------------------------------------------------------------------------
 # Shape arithmetic
 # ----------------------------------------------------------------------------------------------------------------
-def _check_shape(shape: Sequence[int], name: str) -> tuple[int, int]:
-    """``shape`` as two positive ints ``(height, width)``, or ValueError."""
-    try:
-        h, w = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (height, width) in pixels, got {shape!r}") from None
-    if h < 1 or w < 1 or (h, w) != tuple(shape):
-        raise ValueError(f"{name} must be two positive integers (height, width), got {shape!r}")
-    return h, w
-
-
 def _output_side(n: int) -> int:
     """Output length of the segmenter along one axis of length ``n``, layer by layer (may be < 1 when too small).
 
@@ -82,7 +73,7 @@ def valid_input(shape: Sequence[int]) -> bool:
         True when both sides are multiples of 8 and at least 96; False otherwise (also for malformed shapes).
     """
     try:
-        h, w = _check_shape(shape, "shape")
+        h, w = check_patch_shape(shape, "shape")
     except ValueError:
         return False
     return _valid_side(h) and _valid_side(w)
@@ -100,7 +91,7 @@ def output_shape(input_shape: Sequence[int]) -> tuple[int, int]:
     Raises:
         ValueError: the network cannot take this shape.
     """
-    h, w = _check_shape(input_shape, "input_shape")
+    h, w = check_patch_shape(input_shape, "input_shape")
     if not (_valid_side(h) and _valid_side(w)):
         raise ValueError(f"input_shape {input_shape!r} does not fit the network: both sides must be multiples of "
                          f"{INPUT_MULTIPLE} and at least {MIN_INPUT_SIDE}; input_shape_for(...) gives one")
@@ -124,7 +115,7 @@ def input_shape_for(output_shape: Sequence[int]) -> tuple[int, int]:
     Raises:
         ValueError: a malformed ``output_shape``.
     """
-    sides = _check_shape(output_shape, "output_shape")
+    sides = check_patch_shape(output_shape, "output_shape")
 
     def side(n: int) -> int:
         needed = n + 2 * MARGIN
