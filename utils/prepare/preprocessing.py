@@ -18,7 +18,7 @@ from scipy import ndimage
 from utils.io import layout
 from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
-from utils.io.mhd_io import VolumeError, read_volume
+from utils.io.mhd_io import VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
 from utils.io.tables import slice_index_columns
 
@@ -222,9 +222,8 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
         labels, _ = read_volume(case.reference_path)
         if labels.shape != volume.shape:
             raise VolumeError(f"{case.reference_path}: size {labels.shape} differs from its oct.mhd {volume.shape}")
-        if labels.size and labels.max() >= cfg.N_CLASSES:
-            raise VolumeError(f"{case.reference_path}: label {int(labels.max())} found; expected codes 0.."
-                              f"{cfg.N_CLASSES - 1} (0 background, 1 IRF, 2 SRF, 3 PED)")
+        # negative, fractional or too-large codes would be cast silently by astype(uint8)
+        check_labels(labels, [cfg.BACKGROUND, *cfg.FLUIDS.values()], case.reference_path)
         labels = labels.astype(np.uint8)
     counts = np.asarray(reference["counts"]) if reference else None
     prepared = preprocess_volume(volume, case.vendor, counts, cfg, str(case.oct_path))
