@@ -1,6 +1,6 @@
 """Turns RETOUCH volumes into what train.py needs: preprocessed B-scans, the split, ROI masks.
 
-    python prepare_data.py [--data-root DIR] [--work-dir DIR] [--split-file CSV] [--workers N]
+    python prepare_data.py [--data-root DIR] [--work-dir DIR] [--split-file CSV] [--allow-unlisted] [--workers N]
                            [--set NAME=VALUE ...] [preprocess|split|roi ...]
 
 With no step named, all three run in order. Reads only from the data root; writes under the work dir:
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="output folder (default: config WORK_DIR)")
     parser.add_argument("--split-file", help="use this split CSV as it is (default: WORK_DIR/split.csv, made "
                                              "when missing)")
+    parser.add_argument("--allow-unlisted", action="store_true",
+                        help="a user's split that does not list every prepared case leaves those cases out of every "
+                             "split instead of failing (SPLIT_ALLOW_UNLISTED)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="processes (default: all cores)")
     add_config_arguments(parser)
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> list[str]:
         overrides.append(f"DATA_ROOT={args.data_root}")
     if args.work_dir:
         overrides.append(f"WORK_DIR={args.work_dir}")
+    if args.allow_unlisted:
+        overrides.append("SPLIT_ALLOW_UNLISTED=True")
     cfg = load_config(overrides)
     data_root, work_dir = Path(cfg.DATA_ROOT), Path(cfg.WORK_DIR)
     steps = [step for step in STEPS if step in args.steps] or list(STEPS)

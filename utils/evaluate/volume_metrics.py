@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from utils.io.files import read_csv_table
 from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume  # check_labels: also prepare's
 
 PER_CASE_COLUMNS = ("case", "vendor", "fluid", "dice", "abs_volume_diff_mm3", "reference_volume_mm3",
@@ -260,7 +261,7 @@ def read_presence_scores(path: str | Path, fluids: Sequence[str]) -> dict[str, d
     """
     fluids = list(fluids)
     try:
-        table = pd.read_csv(path, dtype={"case": str})
+        table = read_csv_table(path, dtype={"case": str}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path}: cannot read it as CSV ({str(error).strip().splitlines()[0]})") from None
     columns = ["case"] + [f"{fluid}_presence" for fluid in fluids]

@@ -41,10 +41,43 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection); such text is written with
+# a leading apostrophe (the usual neutralisation, OWASP), and so is text that starts with an apostrophe, so that
+# read_csv_table can drop exactly one and give back the true text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _is_text(column: pd.Series) -> bool:
+    return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
+
+
+def _escape(value):
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
+def _unescape(value):
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
 def atomic_write_csv(path: str | Path, frame: pd.DataFrame) -> None:
-    """Writes ``frame`` without its index to ``path`` atomically."""
+    """Writes ``frame`` without its index to ``path`` atomically; text cells a spreadsheet would run as a formula
+    (``=``, ``+``, ``-``, ``@`` first) get a leading apostrophe (:func:`read_csv_table` removes it)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if _is_text(frame[column]):
+            frame[column] = frame[column].map(_escape)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def read_csv_table(path: str | Path, **read_csv_arguments) -> pd.DataFrame:
+    """``pd.read_csv(path, **read_csv_arguments)`` with the apostrophes :func:`atomic_write_csv` put before
+    formula-like text removed again, so names come back as they were."""
+    frame = pd.read_csv(path, **read_csv_arguments)
+    for column in frame.columns:
+        if _is_text(frame[column]):
+            frame[column] = frame[column].map(_unescape)
+    return frame
 
 
 def atomic_write_png(path: str | Path, image: np.ndarray, compress_level: int = 1) -> None:

@@ -20,7 +20,7 @@ from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
 from utils.io.mhd_io import VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
-from utils.io.tables import slice_index_columns
+from utils.io.tables import read_slice_index, slice_index_columns
 
 N_LEVELS = 256
 
@@ -214,7 +214,7 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
     settings = _case_settings(case, cfg, reference)
     if done_json.is_file() and slices_csv.is_file():
         if json.loads(done_json.read_text()) == settings:
-            return pd.read_csv(slices_csv, dtype={"is_IRF": "Int64", "is_SRF": "Int64", "is_PED": "Int64"})
+            return read_slice_index(slices_csv, cfg.FLUIDS)  # names as text: a case named NA or 001 stays one
     check_case(case)
     volume, geometry = read_volume(case.oct_path)
     labels = None
