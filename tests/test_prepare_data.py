@@ -208,3 +208,45 @@ def test_case_names_that_pandas_would_turn_into_numbers_or_nan(tmp_path, rng):
     index = read_slice_index(work / "slice_index.csv", config.FLUIDS)
     assert sorted(index["case"].unique()) == ["001", "=1+1", "NA", "None"]  # the true names
     assert (work / "slices" / "=1+1" / "oct" / "=1+1_000.png").is_file()
+
+
+def _hashes(folder):
+    import hashlib
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("setting", [
+    "SLICE_INDEX_CSV=../data/RETOUCH-TrainingSet-Cirrus/TRAIN001/oct.mhd",
+    "SPLIT_CSV=../data/split.csv",
+    "SPLIT_SLICES_CSV=../data/slices_{split}.csv",
+    "SLICES_SUBDIR=../data",
+    "HISTOGRAM_REFERENCE_JSON=../data/RETOUCH-TrainingSet-Cirrus/TRAIN001/oct.raw",
+])
+def test_path_settings_cannot_write_into_the_data(tiny_tree, tmp_path, capsys, setting):
+    before = _hashes(tiny_tree)
+    assert _run(tiny_tree, tmp_path / "work", "--set", setting) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{setting.split('=')[0]} lies inside the data root" in err[0]
+    assert _hashes(tiny_tree) == before and not (tmp_path / "work").exists()
+
+
+def test_split_file_cannot_be_overwritten(tiny_tree, tmp_path, capsys):
+    given = tmp_path / "work" / "mine.csv"
+    given.parent.mkdir()
+    given.write_text("case,split\n")
+    assert _run(tiny_tree, tmp_path / "work", "--split-file", str(given), "--set", "SLICE_INDEX_CSV=mine.csv") == 2
+    assert "SLICE_INDEX_CSV is the --split-file" in capsys.readouterr().err
+    assert given.read_text() == "case,split\n"
+
+
+def test_unwritable_work_dir_is_one_line_and_status_1(tiny_tree, tmp_path, capsys, monkeypatch):
+    import utils.io.files
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "work" / ".x.tmp"))
+
+    monkeypatch.setattr(utils.io.files.tempfile, "mkstemp", full)
+    assert _run(tiny_tree, tmp_path / "work") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert err and all("No space left on device" in line and "Errno" not in line for line in err)
+    assert err[-1].startswith(f"error: {tmp_path / 'work' / '.x.tmp'}: No space left on device; the outputs")

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from utils.io.files import temporary_prefix
+
 
 class VolumeError(ValueError):
     """A volume file that cannot be used; the message names the file and the problem."""
@@ -224,7 +226,7 @@ def write_volume(path: str | Path, array: np.ndarray, geometry: Geometry) -> Non
     image.SetOrigin(geometry.origin_mm)
     image.SetDirection(geometry.direction)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent) as tmp_dir:
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent) as tmp_dir:
         tmp_header = Path(tmp_dir) / path.name
         sitk.WriteImage(image, str(tmp_header), useCompression=False)
         os.replace(tmp_header.with_suffix(".raw"), path.with_suffix(".raw"))
