@@ -174,9 +174,22 @@ def atomic_write_png(path: str | Path, image: np.ndarray, compress_level: int = 
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """Reads an 8-bit greyscale PNG written by :func:`atomic_write_png` as a ``(height, width)`` uint8 array."""
-    with Image.open(path) as image:
-        return np.asarray(image, dtype=np.uint8)
+    """Reads an 8-bit greyscale PNG written by :func:`atomic_write_png` as a ``(height, width)`` uint8 array.
+
+    Raises:
+        ValueError: a missing, truncated or foreign file; the message names it and how to make it again.
+    """
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: OSError for truncated data, SyntaxError for a bad chunk
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        raise ValueError(f"{path}: cannot read this PNG ({reason}); delete its case folder under the slices folder "
+                         f"and rerun prepare_data.py to write it again") from None
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected an 8-bit greyscale PNG, got shape {array.shape}; delete its case folder "
+                         f"under the slices folder and rerun prepare_data.py")
+    return array
 
 
 def error_line(error: BaseException) -> str:
