@@ -27,7 +27,7 @@ from utils.io.files import atomic_write_text, error_line, remove_stale_temporari
 from utils.io.outputs import check_outputs
 from utils.io.parallel import default_workers
 from utils.io.tables import read_slice_index
-from utils.prepare.preprocessing import choose_histogram_reference, histogram_reference, preprocess_oct_images
+from utils.prepare.preprocessing import load_histogram_reference, preprocess_oct_images
 from utils.prepare.roi import create_roi_masks
 from utils.prepare.splits import create_test_train_set
 
@@ -104,10 +104,11 @@ def run(args: argparse.Namespace) -> list[str]:
         print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
             f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
         try:
-            reference_path = choose_histogram_reference(cases, cfg, data_root)
-            reference = histogram_reference(reference_path) if reference_path else None
+            reference_path, reference, notes = load_histogram_reference(cases, cfg, data_root)
         except (OSError, ValueError) as error:
-            return errors + [str(error)]
+            return errors + [error_line(error)]
+        for note in notes:
+            print(f"note: {note}")
         cfg.HISTOGRAM_REFERENCE = str(reference_path or "")
         work_dir.mkdir(parents=True, exist_ok=True)
         if reference:

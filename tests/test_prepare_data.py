@@ -250,3 +250,18 @@ def test_unwritable_work_dir_is_one_line_and_status_1(tiny_tree, tmp_path, capsy
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert err and all("No space left on device" in line and "Errno" not in line for line in err)
     assert err[-1].startswith(f"error: {tmp_path / 'work' / '.x.tmp'}: No space left on device; the outputs")
+
+
+def test_broken_automatic_histogram_reference_takes_the_next_spectralis_case(tiny_tree, tmp_path, capsys):
+    first = tiny_tree / "RETOUCH-TrainingSet-Spectralis" / "TRAIN004" / "oct.raw"
+    first.write_bytes(first.read_bytes()[:100])
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: /")]
+    assert len(errors) == 1 and "TRAIN004/oct.mhd: its data file oct.raw holds 100 bytes" in errors[0]
+    assert "histogram reference " in captured.out and "TRAIN005/oct.mhd" in captured.out
+    import json
+    assert json.loads((work / "histogram_reference.json").read_text())["path"].endswith("TRAIN005/oct.mhd")
+    index = pd.read_csv(work / "slice_index.csv", dtype=str)
+    assert set(index["case"]) == {f"TRAIN{n:03d}" for n in range(1, 10)} - {"TRAIN004"}

@@ -188,6 +188,36 @@ def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) ->
     return sorted(spectralis)[0]
 
 
+def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
+                             ) -> tuple[Path | None, dict | None, list[str]]:
+    """The histogram reference to match Cirrus and Topcon to, read: ``HISTOGRAM_REFERENCE`` when set, else the
+    first Spectralis case (by path) that can be read.
+
+    Returns:
+        ``(path, reference, notes)``: path and :func:`histogram_reference` (both None when no case needs
+        matching), and a note naming the Spectralis volumes passed over (their errors come from preprocessing).
+
+    Raises:
+        FileNotFoundError, VolumeError, ValueError: the set reference cannot be used, or no Spectralis case can.
+    """
+    path = choose_histogram_reference(cases, cfg, data_root)
+    if path is None or cfg.HISTOGRAM_REFERENCE:
+        return path, histogram_reference(path) if path else None, []
+    passed_over = []
+    for candidate in sorted(case.oct_path for case in cases if case.vendor == "Spectralis"):
+        try:
+            reference = histogram_reference(candidate)
+        except (OSError, ValueError):  # the case itself is reported by the preprocess step
+            passed_over.append(str(candidate))
+            continue
+        notes = [f"histogram reference {candidate}: the first Spectralis case, {', '.join(passed_over)}, cannot be "
+                 f"read (reported below)"] if passed_over else []
+        return candidate, reference, notes
+    raise FileNotFoundError(f"{data_root}: no Spectralis case can be read to match "
+                            f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
+                            f"Spectralis oct.mhd")
+
+
 def _case_settings(case: Case, cfg, reference: dict | None) -> dict:
     """What a case's preprocessed slices depend on; a rerun redoes a case whose settings changed."""
     matched = case.vendor in cfg.HISTOGRAM_MATCH_VENDORS
