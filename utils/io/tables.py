@@ -76,10 +76,18 @@ def read_split_cases(path: str | Path, split: str) -> list[str]:
         split: the split's name, e.g. ``"test"`` (compared stripped and lower-cased, as the table's).
 
     Raises:
-        ValueError: an unreadable file, missing columns, or no case of that split; the message names the file and
-            the splits it has.
+        ValueError: an unreadable file, missing columns, a blank case cell, a case listed twice (in one split or
+            two), or no case of that split; the message names the file and the splits it has.
     """
     table = read_split_table(path)
+    blank = table.index[table["case"].str.strip() == ""]
+    if len(blank):
+        raise ValueError(f"{path}: line(s) {', '.join(str(row + 2) for row in blank)} have a blank case cell; "
+                         f"expected a case name in every row")
+    repeated = sorted(set(table.loc[table["case"].duplicated(), "case"]))
+    if repeated:
+        raise ValueError(f"{path}: case(s) listed more than once: {', '.join(repeated)}; a case belongs to exactly "
+                         f"one split (a case in train and test leaks): keep one row per case")
     names = sorted(set(table.loc[table["split"] == split.strip().lower(), "case"]))
     if not names:
         raise ValueError(f"{path}: no case of split {split!r}; it has {', '.join(sorted(table['split'].unique()))}")
