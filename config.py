@@ -62,6 +62,9 @@ PNG_COMPRESS_LEVEL = 1  # 0-9: slice PNGs are lossless whatever the level; 1 is 
 # --------------------------------------------------------------------------------------------------------------
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 SPLIT_SEED = 3  # with 3 (as with most seeds) the val and test cases of the default synthetic set hold every fluid
+# A user's split (an edited split.csv, or prepare_data.py --split-file) that leaves out a prepared case is an error,
+# unless this is True (prepare_data.py --allow-unlisted): then such cases are left out of every split.
+SPLIT_ALLOW_UNLISTED = False
 
 # --------------------------------------------------------------------------------------------------------------
 # ROI masks (prepare_data.py roi): entropy threshold + closing + column fill

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
 from utils.evaluate import volume_metrics
 from utils.io.cases import Case, find_cases
-from utils.io.files import atomic_write_csv
+from utils.io.files import atomic_write_csv, error_line, remove_stale_temporaries
+from utils.io.outputs import check_outputs
 from utils.io.mhd_io import VolumeError
 from utils.io.tables import read_split_cases
 
@@ -177,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     data_root = args.data_root if args.data_root is not None else Path(cfg.DATA_ROOT)
     out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
     try:
+        check_outputs([("--out", out_dir)], [("data root", data_root)],
+                      [("--pred folder", args.pred), ("--split-file", args.split_file)]
+                      + [("prediction case folder", folder) for folder in args.pred.glob("*")
+                         if (folder / cfg.SEGMENTATION_FILE).exists()])
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    remove_stale_temporaries(out_dir, recursive=False)
+    try:
         if not args.pred.is_dir():
             raise FileNotFoundError(f"{args.pred}: prediction folder is not a folder")
         pairs = select_pairs(args, cfg, data_root)
@@ -185,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     scores, failed = read_presence(args.pred, cfg)
     per_case, failed_cases = score_cases(pairs, scores, cfg)
-    write_outputs(per_case, out_dir, cfg)
+    try:
+        write_outputs(per_case, out_dir, cfg)
+    except OSError as error:
+        print(f"error: {error_line(error)}; each file in {out_dir} is complete or absent: rerun after fixing this",
+              file=sys.stderr)
+        return 1
     failed += failed_cases
     if failed:
         print(f"error: {len(failed)} input(s) could not be used: {', '.join(failed)}", file=sys.stderr)

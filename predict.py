@@ -37,7 +37,8 @@ from utils.predict import inference, postprocess
 from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
                                  load_config, save_config)
-from utils.io.files import atomic_path, atomic_write_csv, atomic_write_text
+from utils.io.files import atomic_path, atomic_write_csv, atomic_write_text, error_line, remove_stale_temporaries
+from utils.io.outputs import check_outputs
 from utils.io.mhd_io import read_volume, write_volume
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, model_from_checkpoint
 from utils.io.parallel import CASE_ERRORS
@@ -147,14 +148,38 @@ def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
     return list(unique.values()), errors
 
 
-def check_out_dir(out_dir: Path, cases: list[Case]) -> None:
-    """Raises ValueError when a case's outputs would land in (or below) the folder of an input volume."""
-    out_dir = out_dir.resolve()
+def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg, checkpoint_path: Path) -> None:
+    """Refuses an output folder in (or below) the data or an input, onto the checkpoint, or one that holds
+    another program's ``config.json``/``volumes.csv`` (a training run, an evaluation, someone's notes).
+
+    Raises:
+        ConfigError: naming the folder and what it would overwrite.
+    """
+    roots = [("input folder" if path.is_dir() else "folder of the input", path if path.is_dir() else path.parent)
+             for path in inputs if path.exists()]
+    roots += [("folder of the input", case.oct_path.parent) for case in cases]
+    roots += [("data root", cfg.DATA_ROOT), ("prepared slices folder", Path(cfg.WORK_DIR) / cfg.SLICES_SUBDIR)]
+    check_outputs([("--out", out_dir)], roots, [("--checkpoint", checkpoint_path),
+                                               ("--checkpoint's run folder", checkpoint_path.parent)])
+    resolved = out_dir.resolve()
     for case in cases:
-        folder = case.oct_path.resolve().parent
-        if out_dir == folder or folder in out_dir.parents or (out_dir / case.name) == folder:
-            raise ValueError(f"--out {out_dir} would write next to the input {case.oct_path}; choose a folder "
-                             f"outside the data")
+        if (resolved / case.name) == case.oct_path.resolve().parent:
+            raise ConfigError(f"{out_dir}: --out would write into the input's folder {case.oct_path.parent}; "
+                              f"choose a folder outside the data")
+    ours = (any(out_dir.glob(f"*/{MARKER_FILE}"))
+            or _csv_header(out_dir / cfg.VOLUMES_CSV) == volumes_columns(cfg.FLUIDS))
+    foreign = [name for name in (cfg.CONFIG_JSON, cfg.VOLUMES_CSV) if (out_dir / name).exists()]
+    if foreign and not ours:
+        raise ConfigError(f"{out_dir}: --out holds a {' and a '.join(foreign)} that predict.py did not write (no "
+                          f"<case>/{MARKER_FILE} beside it); choose an empty or new folder")
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def check_inference_settings(cfg, multiple: int) -> None:
@@ -269,7 +294,7 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
                 continue
             row = predict_case(case, model, cfg, runtime, reference_counts, case_dir, identity, overlays)
         except CASE_ERRORS as error:
-            print(f"error: {_with_file(str(error), case)}", file=sys.stderr)
+            print(f"error: {_with_file(error_line(error), case)}", file=sys.stderr)
             failed.append(str(case.oct_path))
             continue
         segmented += 1
@@ -320,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
         out_dir = args.out or Path(cfg.WORK_DIR) / cfg.PREDICTIONS_SUBDIR / checkpoint_path.resolve().parent.name
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
-        check_out_dir(out_dir, cases)
+        check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_path)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -351,8 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     reference = checkpoint.get("histogram_reference")
     reference_counts = np.asarray(reference["counts"]) if reference else None
     identity = run_identity(checkpoint_path, checkpoint, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / cfg.CONFIG_JSON)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temporaries(out_dir)
+        save_config(cfg, out_dir / cfg.CONFIG_JSON)
+    except OSError as error:
+        print(f"error: {error_line(error)}; --out {out_dir} cannot be written", file=sys.stderr)
+        return 1
+    if removed:
+        print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {out_dir}")
     print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
           f"({runtime.autocast_dtype or 'fp32'}); output in {out_dir}")
 
@@ -360,7 +392,12 @@ def main(argv: list[str] | None = None) -> int:
                                                args.overlays)
     failed = errors + failed
     table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
-    atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
+    try:
+        atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
+    except OSError as error:
+        print(f"error: {error_line(error)}; {cfg.VOLUMES_CSV} not written (the case folders are complete: a "
+              f"rerun writes it without segmenting them again)", file=sys.stderr)
+        return 1
     if others:
         print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
               f"in {cfg.VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)

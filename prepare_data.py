@@ -1,6 +1,6 @@
 """Turns RETOUCH volumes into what train.py needs: preprocessed B-scans, the split, ROI masks.
 
-    python prepare_data.py [--data-root DIR] [--work-dir DIR] [--split-file CSV] [--workers N]
+    python prepare_data.py [--data-root DIR] [--work-dir DIR] [--split-file CSV] [--allow-unlisted] [--workers N]
                            [--set NAME=VALUE ...] [preprocess|split|roi ...]
 
 With no step named, all three run in order. Reads only from the data root; writes under the work dir:
@@ -23,10 +23,11 @@ from pathlib import Path
 
 from utils.io.cases import find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
-from utils.io.files import atomic_write_text
+from utils.io.files import atomic_write_text, error_line, remove_stale_temporaries
+from utils.io.outputs import check_outputs
 from utils.io.parallel import default_workers
 from utils.io.tables import read_slice_index
-from utils.prepare.preprocessing import choose_histogram_reference, histogram_reference, preprocess_oct_images
+from utils.prepare.preprocessing import load_histogram_reference, preprocess_oct_images
 from utils.prepare.roi import create_roi_masks
 from utils.prepare.splits import create_test_train_set
 
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="output folder (default: config WORK_DIR)")
     parser.add_argument("--split-file", help="use this split CSV as it is (default: WORK_DIR/split.csv, made "
                                              "when missing)")
+    parser.add_argument("--allow-unlisted", action="store_true",
+                        help="a user's split that does not list every prepared case leaves those cases out of every "
+                             "split instead of failing (SPLIT_ALLOW_UNLISTED)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="processes (default: all cores)")
     add_config_arguments(parser)
@@ -55,8 +59,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _is_inside(path: Path, folder: Path) -> bool:
-    return path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents
+def output_paths(work_dir: Path, cfg) -> list[tuple[str, Path]]:
+    """Everything prepare_data.py writes, by the setting that names it (checked against the inputs first)."""
+    split_csv = work_dir / cfg.SPLIT_CSV
+    return ([("--work-dir", work_dir), ("SLICES_SUBDIR", work_dir / cfg.SLICES_SUBDIR),
+             ("SLICE_INDEX_CSV", work_dir / cfg.SLICE_INDEX_CSV), ("SPLIT_CSV", split_csv),
+             ("SPLIT_CSV", split_csv.with_name(split_csv.stem + ".auto.json")),
+             ("HISTOGRAM_REFERENCE_JSON", work_dir / cfg.HISTOGRAM_REFERENCE_JSON),
+             ("prepare_config.json", work_dir / CONFIG_JSON)]
+            + [("SPLIT_SLICES_CSV", work_dir / cfg.SPLIT_SLICES_CSV.format(split=name))
+               for name in ("train", "val", "test")])
 
 
 def run(args: argparse.Namespace) -> list[str]:
@@ -70,17 +82,21 @@ def run(args: argparse.Namespace) -> list[str]:
         overrides.append(f"DATA_ROOT={args.data_root}")
     if args.work_dir:
         overrides.append(f"WORK_DIR={args.work_dir}")
+    if args.allow_unlisted:
+        overrides.append("SPLIT_ALLOW_UNLISTED=True")
     cfg = load_config(overrides)
     data_root, work_dir = Path(cfg.DATA_ROOT), Path(cfg.WORK_DIR)
     steps = [step for step in STEPS if step in args.steps] or list(STEPS)
     errors: list[str] = []
+    check_outputs(output_paths(work_dir, cfg), [("data root", data_root)],
+                  [("--split-file", args.split_file), ("HISTOGRAM_REFERENCE", cfg.HISTOGRAM_REFERENCE or None)])
+    removed = remove_stale_temporaries(work_dir)
+    if removed:
+        print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {work_dir}")
 
     if "preprocess" in steps:
         if not data_root.is_dir():
             return [f"{data_root}: data root is not a folder; pass --data-root or set DATA_ROOT in config.py"]
-        if _is_inside(work_dir, data_root):
-            raise ConfigError(f"{work_dir}: the work dir lies inside the data root {data_root}; the pipeline never "
-                              f"writes there: pass another --work-dir")
         cases, errors = find_cases(data_root, cfg.VENDORS)
         if not cases and not errors:
             return [f"{data_root}: no oct.mhd found at any depth; point --data-root at the RETOUCH download "
@@ -88,10 +104,11 @@ def run(args: argparse.Namespace) -> list[str]:
         print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
             f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
         try:
-            reference_path = choose_histogram_reference(cases, cfg, data_root)
-            reference = histogram_reference(reference_path) if reference_path else None
+            reference_path, reference, notes = load_histogram_reference(cases, cfg, data_root)
         except (OSError, ValueError) as error:
-            return errors + [str(error)]
+            return errors + [error_line(error)]
+        for note in notes:
+            print(f"note: {note}")
         cfg.HISTOGRAM_REFERENCE = str(reference_path or "")
         work_dir.mkdir(parents=True, exist_ok=True)
         if reference:
@@ -127,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the work dir cannot be written (read-only, disk full): nothing more can be done
+        print(f"error: {error_line(error)}; the outputs written so far are complete files, and a rerun after "
+              f"fixing this continues from them", file=sys.stderr)
+        return 1
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if errors:

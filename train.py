@@ -34,6 +34,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict, config_to_dict, load_config,
                                  save_config)
+from utils.io.files import error_line, remove_stale_temporaries
+from utils.io.outputs import check_outputs
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from utils.model.networks import build_discriminator, build_unet, unet_arguments
 from utils.model.rmit_unet import l2_penalty, valid_input
@@ -258,9 +260,15 @@ def run(args: argparse.Namespace) -> Path:
     cfg, run_dir, checkpoint = resolve_run(args)
     init_state = initial_weights(args.init_from, cfg) if args.init_from else None
     work_dir = Path(cfg.WORK_DIR)
+    check_outputs([("--run-dir", run_dir or Path(cfg.WORK_DIR) / cfg.RUNS_SUBDIR)],
+                  [("data root", cfg.DATA_ROOT), ("prepared slices folder", work_dir / cfg.SLICES_SUBDIR)])
     train_records, val_records = read_records(work_dir, cfg)
     runtime = select_runtime(cfg)
     run_dir = open_run_dir(run_dir, cfg, runtime)
+    if runtime.is_main:
+        removed = remove_stale_temporaries(run_dir, recursive=False)
+        if removed:
+            log.info(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {run_dir}")
     seed_everything(cfg.SEED + runtime.rank)
     workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if runtime.device.type == "cpu" and workers > 0:
@@ -292,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # unusable prepared data, an unwritable or full run folder
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
     finally:
         if dist.is_available() and dist.is_initialized():

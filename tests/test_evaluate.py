@@ -196,3 +196,17 @@ def test_file_names_follow_the_config(tmp_path):
     out = tmp_path / "pred" / "evaluation"
     assert sorted(path.name for path in out.iterdir()) == ["per_case.csv", "settings.json", "summary.csv"]
     assert pd.read_csv(out / "per_case.csv")["case"].unique().tolist() == ["TRAIN050"]
+
+
+@pytest.mark.parametrize("out", ["data", "data/Cirrus/TRAIN001", "pred"])
+def test_out_never_lands_in_the_data_or_onto_the_predictions(layout, capsys, out):
+    import hashlib
+
+    root = layout
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "data").rglob("*"))
+              if p.is_file()}
+    assert evaluate_status(root, "--out", str(root / out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {root / out}: --out ")
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "data").rglob("*")) if p.is_file()}
+    assert after == before and not (root / "pred" / "per_case.csv").exists()

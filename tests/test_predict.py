@@ -163,8 +163,8 @@ def test_bad_arguments(data, checkpoint, tmp_path, capsys):
                          "INFERENCE_TILE_SHAPE=(100, 64)", str(data)]) == 2
     assert "INFERENCE_TILE_SHAPE must be (height, width), positive multiples of 32" in capsys.readouterr().err
     case_dir = next(data.glob("*Cirrus/*"))
-    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(case_dir.parent), str(data)]) == 1
-    assert "would write next to the input" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(case_dir.parent), str(data)]) == 2
+    assert "--out lies inside the input folder" in capsys.readouterr().err
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path), str(tmp_path / "nothing")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
 
@@ -179,3 +179,32 @@ def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, check
         assert not labels.any()  # every fluid gated (presence < 1) and no component reaches 1000 mm³
         assert all(getattr(row, f"{fluid}_volume_mm3") == 0 for fluid in config.FLUIDS)
     assert json.loads((out / config.CONFIG_JSON).read_text())["PRESENCE_GATE"] == 1.0
+
+
+@pytest.mark.parametrize("where", ["data root", "case folder", "file's folder", "run folder"])
+def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, capsys, where):
+    import hashlib
+
+    def hashes(folder):
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    case_dir = next(data.glob("*Cirrus/*"))
+    out, inputs = {"data root": (data, [data]), "case folder": (case_dir / "pred", [data]),
+                   "file's folder": (case_dir, [case_dir / "oct.mhd"]),
+                   "run folder": (checkpoint.parent, [case_dir / "oct.mhd"])}[where]
+    before, run_before = hashes(data), hashes(checkpoint.parent)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), *map(str, inputs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}: --out ")
+    assert hashes(data) == before and hashes(checkpoint.parent) == run_before
+
+
+def test_out_holding_someone_elses_files_is_refused(data, checkpoint, tmp_path, capsys):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": 1}')
+    (out / "volumes.csv").write_text("patient,volume\nA,1\n")
+    case = next(data.glob("*Cirrus/*")) / "oct.mhd"
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(case)]) == 2
+    assert "--out holds a config.json and a volumes.csv that predict.py did not write" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == '{"mine": 1}'

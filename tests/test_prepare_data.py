@@ -117,7 +117,7 @@ def test_bad_cases_are_reported_and_the_others_prepared(tiny_tree, tmp_path, cap
                 "TRAIN002/oct.mhd: not a MetaImage header",
                 "TRAIN003/reference.mhd: size (z, y, x) (5, 10, 32) differs from its oct.mhd (5, 48, 32)",
                 "X1/oct.mhd: unknown vendor",
-                "TRAIN007/reference.mhd: label 9 found"]
+                "TRAIN007/reference.mhd: unexpected label values 9; expected only [0, 1, 2, 3]"]
     for message in expected:
         assert sum(message in line for line in err.splitlines()) == 1, message
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -174,3 +174,94 @@ def test_configuration_error_is_one_line_and_status_2(tiny_tree, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "work").exists()
+
+
+def test_a_case_fixed_after_a_partial_run_joins_the_split(tiny_tree, tmp_path, capsys):
+    raw = tiny_tree / "RETOUCH-TrainingSet-Cirrus" / "TRAIN002" / "oct.raw"
+    kept = raw.read_bytes()
+    raw.unlink()  # the first run fails on this case
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work) == 1
+    assert "TRAIN002" not in set(pd.read_csv(work / "split.csv", dtype=str)["case"])
+    raw.write_bytes(kept)  # fixed
+    assert _run(tiny_tree, work) == 0
+    split = pd.read_csv(work / "split.csv", dtype=str)
+    assert sorted(split["case"]) == [f"TRAIN{n:03d}" for n in range(1, 10)]
+    listed = set()
+    for name in ("train", "val", "test"):
+        listed |= set(pd.read_csv(work / f"slices_{name}.csv", dtype=str)["case"])
+    assert "TRAIN002" in listed
+    assert "TRAIN002 ->" in capsys.readouterr().out
+
+
+def test_case_names_that_pandas_would_turn_into_numbers_or_nan(tmp_path, rng):
+    data = tmp_path / "data"
+    for vendor, name in (("Spectralis", "NA"), ("Cirrus", "001"), ("Topcon", "None"), ("Cirrus", "=1+1")):
+        write_case(data / vendor / name, vendor, rng)
+    work = tmp_path / "work"
+    for _ in range(2):  # the rerun reads the finished cases' slices.csv back
+        assert _run(data, work) == 0
+    split = pd.read_csv(work / "split.csv", dtype=str, keep_default_na=False)
+    assert sorted(split["case"]) == ["'=1+1", "001", "NA", "None"]  # a spreadsheet shows '=1+1 as text
+    from utils.io.tables import read_slice_index
+    import config
+    index = read_slice_index(work / "slice_index.csv", config.FLUIDS)
+    assert sorted(index["case"].unique()) == ["001", "=1+1", "NA", "None"]  # the true names
+    assert (work / "slices" / "=1+1" / "oct" / "=1+1_000.png").is_file()
+
+
+def _hashes(folder):
+    import hashlib
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("setting", [
+    "SLICE_INDEX_CSV=../data/RETOUCH-TrainingSet-Cirrus/TRAIN001/oct.mhd",
+    "SPLIT_CSV=../data/split.csv",
+    "SPLIT_SLICES_CSV=../data/slices_{split}.csv",
+    "SLICES_SUBDIR=../data",
+    "HISTOGRAM_REFERENCE_JSON=../data/RETOUCH-TrainingSet-Cirrus/TRAIN001/oct.raw",
+])
+def test_path_settings_cannot_write_into_the_data(tiny_tree, tmp_path, capsys, setting):
+    before = _hashes(tiny_tree)
+    assert _run(tiny_tree, tmp_path / "work", "--set", setting) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{setting.split('=')[0]} lies inside the data root" in err[0]
+    assert _hashes(tiny_tree) == before and not (tmp_path / "work").exists()
+
+
+def test_split_file_cannot_be_overwritten(tiny_tree, tmp_path, capsys):
+    given = tmp_path / "work" / "mine.csv"
+    given.parent.mkdir()
+    given.write_text("case,split\n")
+    assert _run(tiny_tree, tmp_path / "work", "--split-file", str(given), "--set", "SLICE_INDEX_CSV=mine.csv") == 2
+    assert "SLICE_INDEX_CSV is the --split-file" in capsys.readouterr().err
+    assert given.read_text() == "case,split\n"
+
+
+def test_unwritable_work_dir_is_one_line_and_status_1(tiny_tree, tmp_path, capsys, monkeypatch):
+    import utils.io.files
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "work" / ".x.tmp"))
+
+    monkeypatch.setattr(utils.io.files.tempfile, "mkstemp", full)
+    assert _run(tiny_tree, tmp_path / "work") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert err and all("No space left on device" in line and "Errno" not in line for line in err)
+    assert err[-1].startswith(f"error: {tmp_path / 'work' / '.x.tmp'}: No space left on device; the outputs")
+
+
+def test_broken_automatic_histogram_reference_takes_the_next_spectralis_case(tiny_tree, tmp_path, capsys):
+    first = tiny_tree / "RETOUCH-TrainingSet-Spectralis" / "TRAIN004" / "oct.raw"
+    first.write_bytes(first.read_bytes()[:100])
+    work = tmp_path / "work"
+    assert _run(tiny_tree, work) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: /")]
+    assert len(errors) == 1 and "TRAIN004/oct.mhd: its data file oct.raw holds 100 bytes" in errors[0]
+    assert "histogram reference " in captured.out and "TRAIN005/oct.mhd" in captured.out
+    import json
+    assert json.loads((work / "histogram_reference.json").read_text())["path"].endswith("TRAIN005/oct.mhd")
+    index = pd.read_csv(work / "slice_index.csv", dtype=str)
+    assert set(index["case"]) == {f"TRAIN{n:03d}" for n in range(1, 10)} - {"TRAIN004"}

@@ -137,3 +137,23 @@ def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_network
     assert started["epoch"] == 1
     name = "conv1_0.weight"
     assert torch.allclose(started["model_state"][name], original["model_state"][name], atol=1e-6)
+
+
+def test_truncated_slice_png_is_one_line_naming_it(prepared_work, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(prepared_work, work)
+    for png in (work / "slices").glob("*/oct/*.png"):
+        png.write_bytes(png.read_bytes()[:60])  # a copy cut short
+    assert _train(work, tmp_path / "run", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and ".png: cannot read this PNG" in err[0] and "rerun prepare_data.py" in err[0]
+
+
+def test_run_dir_inside_the_data_or_prepared_slices_is_refused(prepared_work, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for run_dir in (data / "run", prepared_work / "slices" / "run"):
+        assert train.main(["--work-dir", str(prepared_work), "--run-dir", str(run_dir), "--set",
+                           f"DATA_ROOT={data}", *QUICK]) == 2
+        assert "--run-dir lies inside the" in capsys.readouterr().err
+        assert not run_dir.exists()

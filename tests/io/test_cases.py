@@ -76,3 +76,65 @@ def test_size_mismatch_names_the_reference(tmp_path, rng):
 def test_data_root_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="data root is not a folder"):
         find_cases(tmp_path / "nowhere", config.VENDORS)
+
+
+def test_symlink_loops_are_followed_once(tmp_path, rng):
+    """A link back up the tree used to duplicate a case; two such links made the walk endless."""
+    write_case(tmp_path / "Cirrus" / "C1", "Cirrus", rng)
+    write_case(tmp_path / "Topcon" / "T1", "Topcon", rng)
+    (tmp_path / "Cirrus" / "C1" / "up").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "Topcon" / "back").symlink_to(tmp_path / "Cirrus", target_is_directory=True)
+    (tmp_path / "Topcon" / "T1" / "self").symlink_to(tmp_path / "Topcon" / "T1", target_is_directory=True)
+    cases, errors = find_cases(tmp_path, config.VENDORS)
+    assert errors == []
+    assert [(case.name, case.vendor, case.oct_path) for case in cases] == [
+        ("C1", "Cirrus", tmp_path / "Cirrus" / "C1" / "oct.mhd"),
+        ("T1", "Topcon", tmp_path / "Topcon" / "T1" / "oct.mhd")]
+
+
+def test_a_linked_case_keeps_its_real_path(tmp_path, rng):
+    write_case(tmp_path / "Spectralis" / "S1", "Spectralis", rng)
+    (tmp_path / "AAA_link").symlink_to(tmp_path / "Spectralis", target_is_directory=True)
+    cases, errors = find_cases(tmp_path, config.VENDORS)
+    assert errors == [] and [case.oct_path for case in cases] == [tmp_path / "Spectralis" / "S1" / "oct.mhd"]
+
+
+def test_colliding_case_names_stop_both_cases(tmp_path, rng):
+    """Spectralis_a/b/CASE and Spectralis/a_b/CASE both join to Spectralis_a_b_CASE; a third CASE forces joining."""
+    write_case(tmp_path / "Spectralis_a" / "b" / "CASE", "Spectralis", rng)
+    write_case(tmp_path / "Spectralis" / "a_b" / "CASE", "Spectralis", rng)
+    write_case(tmp_path / "Cirrus" / "CASE", "Cirrus", rng)
+    write_case(tmp_path / "Cirrus" / "Cirrus_CASE2", "Cirrus", rng)
+    cases, errors = find_cases(tmp_path, config.VENDORS)
+    assert sorted(case.name for case in cases) == ["Cirrus_CASE", "Cirrus_CASE2"]
+    assert len(errors) == 2 and all("its case name Spectralis_a_b_CASE would also be that of" in e for e in errors)
+    assert {e.split(":")[0] for e in errors} == {str(tmp_path / "Spectralis_a" / "b" / "CASE" / "oct.mhd"),
+                                                 str(tmp_path / "Spectralis" / "a_b" / "CASE" / "oct.mhd")}
+
+
+def test_a_joined_name_equal_to_a_folder_name_is_a_collision(tmp_path, rng):
+    write_case(tmp_path / "Cirrus" / "P1", "Cirrus", rng)
+    write_case(tmp_path / "Topcon" / "P1", "Topcon", rng)
+    write_case(tmp_path / "Spectralis" / "Cirrus_P1", "Spectralis", rng)
+    cases, errors = find_cases(tmp_path, config.VENDORS)
+    assert [case.name for case in cases] == ["Topcon_P1"]
+    assert len(errors) == 2
+
+
+def test_unreadable_folder_is_reported(tmp_path, rng, monkeypatch):
+    import os
+
+    write_case(tmp_path / "Cirrus" / "C1", "Cirrus", rng)
+    write_case(tmp_path / "Topcon" / "T1", "Topcon", rng)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path) == str(tmp_path / "Topcon"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("utils.io.cases.os.scandir", scandir)
+    cases, errors = find_cases(tmp_path, config.VENDORS)
+    assert [case.name for case in cases] == ["C1"]
+    assert errors == [f"{tmp_path / 'Topcon'}: cannot read this folder (Permission denied); the cases below it are "
+                      f"left out: make it readable (chmod a+rx) or move it out of the data root"]

@@ -1,3 +1,5 @@
+import zlib
+
 import numpy as np
 import pytest
 
@@ -38,10 +40,61 @@ def test_unreadable_header(tmp_path):
 def test_truncated_raw_is_an_error(tmp_path):
     write_volume(tmp_path / "oct.mhd", np.zeros((4, 8, 8), np.uint8), Geometry((1.0, 1.0, 1.0)))
     (tmp_path / "oct.raw").write_bytes(b"\0" * 10)
-    with pytest.raises(VolumeError, match=r"oct\.mhd: SimpleITK cannot read it"):
+    with pytest.raises(VolumeError, match=r"oct\.mhd: its data file oct\.raw holds 10 bytes; the header's DimSize "
+                                          r"and ElementType need 256 \(a truncated"):
         read_volume(tmp_path / "oct.mhd")
 
 
 def test_write_rejects_2d(tmp_path):
     with pytest.raises(ValueError, match="expected a \\(z, y, x\\) array"):
         write_volume(tmp_path / "x.mhd", np.zeros((3, 4), np.uint8), Geometry((1.0, 1.0, 1.0)))
+
+
+def _edit_header(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_compressed_flag_over_raw_bytes_is_refused(tmp_path):
+    """SimpleITK reads such a file as an all-zero (or garbage) volume with no error."""
+    write_volume(tmp_path / "oct.mhd", np.full((2, 3, 4), 7, np.uint8), Geometry((1.0, 1.0, 1.0)))
+    _edit_header(tmp_path / "oct.mhd", "CompressedData = False", "CompressedData = True")
+    with pytest.raises(VolumeError, match=r"oct\.mhd: CompressedData = True, but its data file oct\.raw is not "
+                                          r"zlib data"):
+        read_volume(tmp_path / "oct.mhd")
+
+
+def test_really_compressed_data_is_read(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_volume(tmp_path / "oct.mhd", array, Geometry((1.0, 1.0, 1.0)))
+    raw = tmp_path / "oct.raw"
+    raw.write_bytes(zlib.compress(raw.read_bytes()))
+    _edit_header(tmp_path / "oct.mhd", "CompressedData = False", f"CompressedData = True\nCompressedDataSize = "
+                                                                  f"{raw.stat().st_size}")
+    np.testing.assert_array_equal(read_volume(tmp_path / "oct.mhd")[0], array)
+
+
+@pytest.mark.parametrize("data_file", ["../outside.raw", "/etc/passwd", "sub/../../outside.raw", "LIST"])
+def test_data_file_outside_the_header_folder_is_refused(tmp_path, data_file):
+    case = tmp_path / "case"
+    write_volume(case / "oct.mhd", np.zeros((2, 3, 4), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    (tmp_path / "outside.raw").write_bytes(bytes(24))
+    _edit_header(case / "oct.mhd", "ElementDataFile = oct.raw", f"ElementDataFile = {data_file}")
+    with pytest.raises(VolumeError, match=r"oct\.mhd: ElementDataFile = .* points outside the header's folder"):
+        read_volume(case / "oct.mhd")
+
+
+@pytest.mark.parametrize("spacing", ["nan 1 1", "1 0 1", "1 -2 1", "inf 1 1", "1 1"])
+def test_bad_spacing_is_reported_as_written(tmp_path, spacing):
+    write_volume(tmp_path / "oct.mhd", np.zeros((2, 3, 4), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    _edit_header(tmp_path / "oct.mhd", "ElementSpacing = 1 1 1", f"ElementSpacing = {spacing}")
+    with pytest.raises(VolumeError, match=rf"oct\.mhd: ElementSpacing = {spacing}; expected 3 positive finite"):
+        read_volume(tmp_path / "oct.mhd")
+
+
+def test_volume_without_bscans_is_refused(tmp_path):
+    write_volume(tmp_path / "oct.mhd", np.zeros((2, 3, 4), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    _edit_header(tmp_path / "oct.mhd", "DimSize = 4 3 2", "DimSize = 4 3 0")
+    with pytest.raises(VolumeError, match=r"oct\.mhd: DimSize = 4 3 0; expected 3 sizes >= 1"):
+        read_volume(tmp_path / "oct.mhd")

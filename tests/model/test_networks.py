@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -144,3 +146,21 @@ def test_one_hot():
     labels = torch.tensor([[[0, 3], [1, 2]]])
     encoded = one_hot(labels, 4)
     assert encoded.shape == (1, 4, 2, 2) and torch.equal(encoded.argmax(dim=1), labels)
+
+
+@pytest.mark.parametrize("content", ["random", "pickled_code"])
+def test_refused_checkpoint_never_advises_weights_only_false(tmp_path, capfd, content):
+    import collections
+    import pickle
+
+    path = tmp_path / "x.pt"
+    if content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:  # a plain pickle naming a class: the safe unpickler refuses it, torch's text says weights_only=False
+        path.write_bytes(pickle.dumps({"model_args": collections.OrderedDict}))
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot load the checkpoint") and "\n" not in message
+    assert "weights_only" not in message.lower() and "False" not in message
+    assert "weights_only" not in capfd.readouterr().err  # nor in a warning

@@ -92,3 +92,25 @@ def test_spectralis_is_neither_matched_nor_filtered():
 def test_matching_needs_a_reference():
     with pytest.raises(ValueError, match="no reference histogram"):
         preprocess_volume(np.zeros((1, 4, 4), np.uint8), "Topcon", None, _cfg(), "x/oct.mhd")
+
+
+@pytest.mark.parametrize("labels, found", [
+    (np.array([-1, 0, 1], np.int8), "-1"),  # astype(uint8) made this 255
+    (np.array([0.0, 1.5, 2.0], np.float32), "dtype float32"),  # astype(uint8) made this 1
+    (np.array([0, 7, 1], np.uint8), "7"),
+])
+def test_reference_with_other_codes_is_refused(tmp_path, labels, found):
+    from utils.configuration import load_config
+    from utils.io.cases import Case
+    from utils.io.mhd_io import Geometry, VolumeError, write_volume
+    from utils.prepare.preprocessing import preprocess_case
+
+    geometry = Geometry((1.0, 1.0, 1.0))
+    write_volume(tmp_path / "Cirrus" / "C1" / "oct.mhd", np.full((3, 4, 5), 9, np.uint8), geometry)
+    reference = np.zeros((3, 4, 5), labels.dtype)
+    reference[:, 0, :3] = labels
+    write_volume(tmp_path / "Cirrus" / "C1" / "reference.mhd", reference, geometry)
+    case = Case("C1", "Spectralis", tmp_path / "Cirrus" / "C1" / "oct.mhd", tmp_path / "Cirrus" / "C1" / "reference.mhd")
+    with pytest.raises(VolumeError, match=rf"reference\.mhd: .*{found}"):
+        preprocess_case(case, tmp_path / "work", load_config(), None)
+    assert not (tmp_path / "work" / "slices" / "C1" / "preprocess.json").exists()

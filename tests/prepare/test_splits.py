@@ -96,3 +96,77 @@ def test_split_file_without_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("name,fold\nA,1\n")
     with pytest.raises(ValueError, match=r"bad\.csv: split file lacks the column\(s\) \['case', 'split'\]"):
         create_test_train_set(_index(1), tmp_path, _cfg(), split_file=tmp_path / "bad.csv")
+
+
+def _cases(index):
+    return sorted(index["case"].unique())
+
+
+def test_automatic_split_takes_in_cases_prepared_later(tmp_path):
+    """A case that failed in the first run (missing .raw, disk full) and is fixed later must not stay out."""
+    full = _index(6)
+    late = {"Cir02", "Spe05", "Top00", "Top01"}
+    first, errors = create_test_train_set(full[~full["case"].isin(late)], tmp_path, _cfg())
+    assert errors == [] and set(first["case"]) == set(full["case"]) - late
+    again, errors = create_test_train_set(full, tmp_path, _cfg())
+    assert errors == []
+    assert sorted(again["case"]) == _cases(full)  # every prepared case is in a split
+    kept = again.set_index("case")["split"]
+    assert all(kept[case] == name for case, name in zip(first["case"], first["split"]))  # none moved
+    on_disk = pd.read_csv(tmp_path / "split.csv")
+    assert sorted(on_disk["case"]) == _cases(full)
+    listed = sum(len(pd.read_csv(tmp_path / f"slices_{name}.csv")) for name in SPLITS)
+    assert listed == len(full)
+    # still shares of train/val/test per vendor after the extension (4 or 5 + 1 + 1 of 6)
+    counts = again.groupby(["vendor", "split"]).size().unstack(fill_value=0)
+    assert (counts["val"] >= 1).all() and (counts["test"] >= 1).all() and (counts["train"] >= 3).all()
+
+
+def test_an_edited_split_is_a_users_split(tmp_path):
+    full = _index(3)
+    create_test_train_set(full[full["case"] != "Cir01"], tmp_path, _cfg())
+    edited = pd.read_csv(tmp_path / "split.csv")
+    edited.loc[0, "split"] = "val"
+    edited.to_csv(tmp_path / "split.csv", index=False)
+    split, errors = create_test_train_set(full, tmp_path, _cfg())
+    assert "Cir01" not in set(split["case"])
+    assert len(errors) == 1 and "split.csv: does not list 1 prepared case(s): Cir01; add them" in errors[0]
+    assert "--allow-unlisted" in errors[0]
+    cfg = _cfg()
+    cfg.SPLIT_ALLOW_UNLISTED = True
+    split, errors = create_test_train_set(full, tmp_path, cfg)
+    assert errors == [] and "Cir01" not in set(split["case"])
+
+
+def test_unlisted_case_in_a_given_split_file_is_an_error(tmp_path):
+    given = tmp_path / "mine.csv"
+    pd.DataFrame({"case": ["Cir00", "Spe00"], "split": ["train", "test"]}).to_csv(given, index=False)
+    _, errors = create_test_train_set(_index(1), tmp_path, _cfg(), split_file=given)
+    assert errors == [f"{given}: does not list 1 prepared case(s): Top00; add them to a split, or leave them out on "
+                      f"purpose with --allow-unlisted (SPLIT_ALLOW_UNLISTED)"]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([("Cir00", "train"), ("Cir00", "test"), ("Spe00", "train")], "Cir00 (train, test)"),
+    ([("Cir00", "train"), ("Cir00", "train"), ("Spe00", "train")], "Cir00 (train, train)"),
+])
+def test_a_case_listed_twice_is_refused(tmp_path, rows, message):
+    given = tmp_path / "mine.csv"
+    pd.DataFrame(rows + [("Top00", "val")], columns=["case", "split"]).to_csv(given, index=False)
+    split, errors = create_test_train_set(_index(1), tmp_path, _cfg(), split_file=given)
+    assert any(e.startswith(f"{given}: case(s) listed more than once: {message}; a case belongs to exactly one")
+               for e in errors)
+    assert "Cir00" not in set(split["case"])  # in no split: never in train and test at once
+    for name in SPLITS:
+        assert "Cir00" not in set(pd.read_csv(tmp_path / f"slices_{name}.csv")["case"])
+
+
+def test_blank_cells_and_text_names(tmp_path):
+    index = _index(1)
+    index.loc[index["case"] == "Cir00", "case"] = "NA"
+    given = tmp_path / "mine.csv"
+    given.write_text("case,split\nNA,train\n,val\nSpe00,\nTop00,test\n")
+    split, errors = create_test_train_set(index, tmp_path, _cfg(), split_file=given)
+    assert dict(zip(split["case"], split["split"])) == {"NA": "train", "Top00": "test"}
+    assert any("line(s) 3 have a blank case cell" in e for e in errors)
+    assert any("rows of case(s) Spe00 say (blank)" in e for e in errors)

@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from utils.io.mhd_io import Geometry, VolumeError, read_volume
+from utils.io.files import read_csv_table
+from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume  # check_labels: also prepare's
 
 PER_CASE_COLUMNS = ("case", "vendor", "fluid", "dice", "abs_volume_diff_mm3", "reference_volume_mm3",
                     "predicted_volume_mm3", "reference_present", "predicted_present", "presence_score")
@@ -63,32 +64,6 @@ def dice_from_counts(tp: int, fp: int, fn: int) -> float:
     """
     denominator = 2 * tp + fp + fn
     return float("nan") if denominator == 0 else 2.0 * tp / denominator
-
-
-def check_labels(labels: np.ndarray, allowed_codes: Sequence[int], name: str | Path) -> None:
-    """Checks that a label volume is an integer array holding only ``allowed_codes``.
-
-    Args:
-        labels: label volume, any shape.
-        allowed_codes: the background code and the fluid codes.
-        name: the file, for the message.
-
-    Raises:
-        VolumeError: a non-integer dtype or other values, naming ``name`` and the values found.
-    """
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise VolumeError(f"{name}: expected an integer label volume, got dtype {labels.dtype}")
-    if labels.size == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if high - low < len(allowed_codes) and set(range(low, high + 1)) <= set(allowed_codes):
-        return  # every value in [min, max] is allowed: a quick pass over a whole RETOUCH volume
-    unexpected = np.isin(labels, np.asarray(allowed_codes), invert=True)
-    if unexpected.any():
-        values = np.unique(labels[unexpected])
-        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
-        raise VolumeError(f"{name}: unexpected label values {shown}; expected only {sorted(allowed_codes)} "
-                          f"(background and the codes of config.FLUIDS)")
 
 
 def check_same_grid(prediction_shape: tuple[int, ...], prediction_geometry: Geometry,
@@ -286,7 +261,7 @@ def read_presence_scores(path: str | Path, fluids: Sequence[str]) -> dict[str, d
     """
     fluids = list(fluids)
     try:
-        table = pd.read_csv(path, dtype={"case": str})
+        table = read_csv_table(path, dtype={"case": str}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path}: cannot read it as CSV ({str(error).strip().splitlines()[0]})") from None
     columns = ["case"] + [f"{fluid}_presence" for fluid in fluids]

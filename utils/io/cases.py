@@ -106,16 +106,60 @@ def check_case(case: Case) -> None:
                               f"oct.mhd {oct_shape}")
 
 
+def _walk_once(data_root: Path) -> tuple[list[Path], list[str]]:
+    """Every ``oct.mhd`` below ``data_root``, following symbolic links but entering each real folder once (a link
+    back up the tree would loop; a link to a case elsewhere in the tree would count that case twice). Real
+    folders are walked before linked ones, so a case reached both ways keeps its real path.
+
+    Returns:
+        ``(oct paths, one line per folder that cannot be read)``.
+    """
+    seen: set[tuple[int, int]] = set()
+    oct_paths: list[Path] = []
+    unreadable: list[str] = []
+    real, linked = [data_root], []
+    while real or linked:
+        folder = real.pop() if real else linked.pop(0)
+        try:
+            status = folder.stat()
+            if (status.st_dev, status.st_ino) in seen:
+                continue
+            seen.add((status.st_dev, status.st_ino))
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as error:
+            unreadable.append(f"{folder}: cannot read this folder ({error.strerror}); the cases below it are left "
+                              f"out: make it readable (chmod a+rx) or move it out of the data root")
+            continue
+        for entry in entries:
+            if entry.name == OCT_FILE and not entry.is_dir():
+                oct_paths.append(folder / OCT_FILE)
+            elif entry.is_dir():
+                (linked if entry.is_symlink() else real).append(folder / entry.name)
+    return oct_paths, unreadable
+
+
+def case_names(oct_paths: Sequence[Path], data_root: Path) -> dict[Path, str]:
+    """Each case's name: its folder's name, or, for folders that share a name, the path below ``data_root``
+    joined by ``_``. Joined paths can still coincide (``a/b/X`` and ``a_b/X`` both give ``a_b_X``) or equal
+    another folder's name: :func:`find_cases` leaves such cases out and reports them."""
+    folder_counts = Counter(path.parent.name for path in oct_paths)
+    return {path: (path.parent.name if folder_counts[path.parent.name] == 1
+                   else "_".join(path.parent.relative_to(data_root).parts) or data_root.resolve().name)
+            for path in oct_paths}
+
+
 def find_cases(data_root: str | Path, vendors: Sequence[str]) -> tuple[list[Case], list[str]]:
     """Every ``oct.mhd`` below ``data_root`` at any depth, as cases sorted by path.
 
     Args:
-        data_root: the folder to search (followed through symbolic links).
+        data_root: the folder to search (followed through symbolic links, each real folder once).
         vendors: the vendor names (``VENDORS``) that folder names are matched against.
 
     Returns:
-        ``(cases, errors)``: the usable cases, and one line per case that cannot be used (its vendor is unknown),
-        naming the file and the problem.
+        ``(cases, errors)``: the usable cases, with unique names, and one line per problem, naming the file or
+        folder: a case whose vendor is unknown, cases whose names would coincide (all of them are left out, so
+        two volumes never share one output folder), a folder that cannot be read.
 
     Raises:
         FileNotFoundError: ``data_root`` is not a folder.
@@ -123,20 +167,28 @@ def find_cases(data_root: str | Path, vendors: Sequence[str]) -> tuple[list[Case
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise FileNotFoundError(f"{data_root}: data root is not a folder")
-    oct_paths = sorted(Path(folder) / OCT_FILE for folder, _, files in os.walk(data_root, followlinks=True)
-                       if OCT_FILE in files)
-    folder_counts = Counter(path.parent.name for path in oct_paths)
-    cases, errors = [], []
+    oct_paths, errors = _walk_once(data_root)
+    oct_paths = sorted(oct_paths)
+    names = case_names(oct_paths, data_root)
+    holders: dict[str, list[Path]] = {}
+    for path, name in names.items():
+        holders.setdefault(name, []).append(path)
+    for path in oct_paths:
+        others = [str(other) for other in holders[names[path]] if other != path]
+        if not others:
+            continue
+        errors.append(f"{path}: its case name {names[path]} would also be that of {', '.join(others)}; rename "
+                      f"one of the case folders (a case name is the folder name, or the path below the "
+                      f"data root joined by _)")
+    cases = []
     for oct_path in oct_paths:
-        if folder_counts[oct_path.parent.name] == 1:
-            name = oct_path.parent.name
-        else:
-            name = "_".join(oct_path.parent.relative_to(data_root).parts)
+        if len(holders[names[oct_path]]) > 1:
+            continue
         reference = oct_path.parent / REFERENCE_FILE
         try:
             vendor = detect_vendor(oct_path, vendors, data_root)
         except VolumeError as error:
             errors.append(str(error))
             continue
-        cases.append(Case(name, vendor, oct_path, reference if reference.is_file() else None))
+        cases.append(Case(names[oct_path], vendor, oct_path, reference if reference.is_file() else None))
     return cases, errors

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 
 from tqdm import tqdm
 
+from utils.io.files import error_line
 from utils.io.mhd_io import VolumeError
 
 # Problems with one case's files: reported, and the other cases go on. Anything else is a bug and propagates.
@@ -24,7 +25,7 @@ def _guarded(function: Callable[[Any], Any], item: Any) -> tuple[Any, str | None
     try:
         return function(item), None
     except CASE_ERRORS as error:
-        return None, str(error)
+        return None, error_line(error) if isinstance(error, OSError) else str(error)
 
 
 def map_cases(function: Callable[[Any], Any], items: Iterable[Any], workers: int, desc: str,

@@ -10,6 +10,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from utils.io.files import read_csv_table
+
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ["case", "vendor", "root", "split", "n_slices", "has_reference"]
 
@@ -38,7 +40,7 @@ def read_slice_index(path: str | Path, fluids: Mapping[str, int]) -> pd.DataFram
         raise FileNotFoundError(f"{path}: not found; run `python prepare_data.py` first (its preprocess and split "
                                 f"steps)")
     flags = {column: "Int64" for column in fluid_flag_columns(fluids)}
-    index = pd.read_csv(path, dtype={**flags, "case": str, "image_name": str, "root": str, "vendor": str,
+    index = read_csv_table(path, dtype={**flags, "case": str, "image_name": str, "root": str, "vendor": str,
                                      "oct_path": str}, keep_default_na=False, na_values={c: [""] for c in flags})
     expected = slice_index_columns(fluids)
     missing = [column for column in expected if column not in index.columns]
@@ -55,7 +57,7 @@ def read_split_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        split = pd.read_csv(path, dtype=str, keep_default_na=False)
+        split = read_csv_table(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: cannot read the split file ({error})") from None
     missing = {"case", "split"} - set(split.columns)
@@ -74,10 +76,18 @@ def read_split_cases(path: str | Path, split: str) -> list[str]:
         split: the split's name, e.g. ``"test"`` (compared stripped and lower-cased, as the table's).
 
     Raises:
-        ValueError: an unreadable file, missing columns, or no case of that split; the message names the file and
-            the splits it has.
+        ValueError: an unreadable file, missing columns, a blank case cell, a case listed twice (in one split or
+            two), or no case of that split; the message names the file and the splits it has.
     """
     table = read_split_table(path)
+    blank = table.index[table["case"].str.strip() == ""]
+    if len(blank):
+        raise ValueError(f"{path}: line(s) {', '.join(str(row + 2) for row in blank)} have a blank case cell; "
+                         f"expected a case name in every row")
+    repeated = sorted(set(table.loc[table["case"].duplicated(), "case"]))
+    if repeated:
+        raise ValueError(f"{path}: case(s) listed more than once: {', '.join(repeated)}; a case belongs to exactly "
+                         f"one split (a case in train and test leaks): keep one row per case")
     names = sorted(set(table.loc[table["split"] == split.strip().lower(), "case"]))
     if not names:
         raise ValueError(f"{path}: no case of split {split!r}; it has {', '.join(sorted(table['split'].unique()))}")

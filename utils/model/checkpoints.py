@@ -7,6 +7,8 @@ epoch, the optimiser state(s), the epoch's metrics and the histogram-matching re
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +63,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns in several lines about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ValueError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        # torch's own message for a file its safe unpickler refuses advises weights_only=False, which would run
+        # whatever code the file holds: never pass that on.
+        detail = str(error).splitlines()[0] if str(error) else ""
+        if isinstance(error, pickle.UnpicklingError) or "weights_only" in detail.lower():
+            detail = ("it is damaged, not a PyTorch file, or holds Python objects other than tensors and plain "
+                      "data, which are never loaded because they could run code")
+        raise ValueError(f"{path}: cannot load the checkpoint ({type(error).__name__}: {detail}); expected a "
+                         f"checkpoint written by train.py") from None
     if not isinstance(checkpoint, dict) or "model_args" not in checkpoint or "model_state" not in checkpoint:
         raise ValueError(f"{path}: not a retouch checkpoint (expected a dict with model_args and model_state)")
     return checkpoint

@@ -18,9 +18,9 @@ from scipy import ndimage
 from utils.io import layout
 from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
-from utils.io.mhd_io import VolumeError, read_volume
+from utils.io.mhd_io import VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
-from utils.io.tables import slice_index_columns
+from utils.io.tables import read_slice_index, slice_index_columns
 
 N_LEVELS = 256
 
@@ -188,6 +188,36 @@ def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) ->
     return sorted(spectralis)[0]
 
 
+def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
+                             ) -> tuple[Path | None, dict | None, list[str]]:
+    """The histogram reference to match Cirrus and Topcon to, read: ``HISTOGRAM_REFERENCE`` when set, else the
+    first Spectralis case (by path) that can be read.
+
+    Returns:
+        ``(path, reference, notes)``: path and :func:`histogram_reference` (both None when no case needs
+        matching), and a note naming the Spectralis volumes passed over (their errors come from preprocessing).
+
+    Raises:
+        FileNotFoundError, VolumeError, ValueError: the set reference cannot be used, or no Spectralis case can.
+    """
+    path = choose_histogram_reference(cases, cfg, data_root)
+    if path is None or cfg.HISTOGRAM_REFERENCE:
+        return path, histogram_reference(path) if path else None, []
+    passed_over = []
+    for candidate in sorted(case.oct_path for case in cases if case.vendor == "Spectralis"):
+        try:
+            reference = histogram_reference(candidate)
+        except (OSError, ValueError):  # the case itself is reported by the preprocess step
+            passed_over.append(str(candidate))
+            continue
+        notes = [f"histogram reference {candidate}: the first Spectralis case, {', '.join(passed_over)}, cannot be "
+                 f"read (reported below)"] if passed_over else []
+        return candidate, reference, notes
+    raise FileNotFoundError(f"{data_root}: no Spectralis case can be read to match "
+                            f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
+                            f"Spectralis oct.mhd")
+
+
 def _case_settings(case: Case, cfg, reference: dict | None) -> dict:
     """What a case's preprocessed slices depend on; a rerun redoes a case whose settings changed."""
     matched = case.vendor in cfg.HISTOGRAM_MATCH_VENDORS
@@ -214,7 +244,7 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
     settings = _case_settings(case, cfg, reference)
     if done_json.is_file() and slices_csv.is_file():
         if json.loads(done_json.read_text()) == settings:
-            return pd.read_csv(slices_csv, dtype={"is_IRF": "Int64", "is_SRF": "Int64", "is_PED": "Int64"})
+            return read_slice_index(slices_csv, cfg.FLUIDS)  # names as text: a case named NA or 001 stays one
     check_case(case)
     volume, geometry = read_volume(case.oct_path)
     labels = None
@@ -222,9 +252,8 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
         labels, _ = read_volume(case.reference_path)
         if labels.shape != volume.shape:
             raise VolumeError(f"{case.reference_path}: size {labels.shape} differs from its oct.mhd {volume.shape}")
-        if labels.size and labels.max() >= cfg.N_CLASSES:
-            raise VolumeError(f"{case.reference_path}: label {int(labels.max())} found; expected codes 0.."
-                              f"{cfg.N_CLASSES - 1} (0 background, 1 IRF, 2 SRF, 3 PED)")
+        # negative, fractional or too-large codes would be cast silently by astype(uint8)
+        check_labels(labels, [cfg.BACKGROUND, *cfg.FLUIDS.values()], case.reference_path)
         labels = labels.astype(np.uint8)
     counts = np.asarray(reference["counts"]) if reference else None
     prepared = preprocess_volume(volume, case.vendor, counts, cfg, str(case.oct_path))

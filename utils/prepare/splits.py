@@ -8,12 +8,14 @@ are written on every run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from utils.io.files import atomic_write_csv
+from utils.io.files import atomic_write_csv, atomic_write_text
 from utils.io.tables import SPLIT_COLUMNS, SPLITS, read_split_table
 
 
@@ -70,25 +72,90 @@ def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> p
 
 
 
+def extend_split(split: pd.DataFrame, new_cases: pd.DataFrame, fractions: dict[str, float],
+                 seed: int) -> pd.DataFrame:
+    """An automatic split with cases prepared since it was made: the cases it holds keep their split (a model may
+    have been trained on them), each new labelled case goes, vendor by vendor in a seeded order, to the split
+    furthest below its share of that vendor (:func:`split_counts`); new cases without a reference go to test.
+
+    Args:
+        split: the split so far (columns :data:`SPLIT_COLUMNS`).
+        new_cases: :func:`case_table` rows of cases it lacks.
+        fractions, seed: ``SPLIT_FRACTIONS``, ``SPLIT_SEED``.
+
+    Returns:
+        Both, columns :data:`SPLIT_COLUMNS`, sorted by vendor and case.
+    """
+    rng = np.random.default_rng(seed)
+    new_cases = new_cases.sort_values(["vendor", "case"]).reset_index(drop=True)
+    new_cases["split"] = "test"
+    labelled = new_cases["has_reference"].astype(bool)
+    old_labelled = split[split["has_reference"].astype(str).str.lower().isin(["true", "1"])]
+    for vendor, group in new_cases[labelled].groupby("vendor", sort=True):
+        members = old_labelled.loc[old_labelled["vendor"] == vendor, "split"].tolist()
+        target = split_counts(len(members) + len(group), fractions)
+        for row in group.index.to_numpy()[rng.permutation(len(group))]:
+            choice = max(SPLITS, key=lambda name: target[name] - members.count(name))
+            new_cases.loc[row, "split"] = choice
+            members.append(choice)
+    both = pd.concat([split[SPLIT_COLUMNS], new_cases[SPLIT_COLUMNS]], ignore_index=True)
+    return both.sort_values(["vendor", "case"]).reset_index(drop=True)
+
+
+def _record_path(split_csv: Path) -> Path:
+    """Beside an automatic split: what it was made from, so that a rerun can tell it from a user's split."""
+    return split_csv.with_name(split_csv.stem + ".auto.json")
+
+
+def _write_automatic_split(path: Path, split: pd.DataFrame, cfg) -> None:
+    atomic_write_csv(path, split)
+    record = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "SPLIT_FRACTIONS": cfg.SPLIT_FRACTIONS,
+              "SPLIT_SEED": cfg.SPLIT_SEED}
+    atomic_write_text(_record_path(path), json.dumps(record, indent=2) + "\n")
+
+
+def is_automatic_split(path: Path) -> bool:
+    """Whether ``path`` is a split this module made and nobody has edited since (its record matches)."""
+    try:
+        record = json.loads(_record_path(path).read_text(encoding="utf-8"))
+        return record.get("sha256") == hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFrame, list[str]]:
     """Reads a split CSV (:func:`read_split_table`) and checks it against the prepared cases.
 
     Returns:
-        ``(split, errors)``: the usable rows, and one line per problem (unknown case, unknown split name).
+        ``(split, errors)``: the usable rows, and one line per problem: a blank case cell, a case listed twice or
+        in two splits (left out of every split: a case in train and test would leak), an unknown case, an unknown
+        or blank split name.
 
     Raises:
         ValueError: the file is not a CSV with ``case`` and ``split`` columns.
     """
     split = read_split_table(path)
     errors = []
+    blank = split["case"].str.strip() == ""
+    if blank.any():
+        rows = ", ".join(str(row + 2) for row in split.index[blank])
+        errors.append(f"{path}: line(s) {rows} have a blank case cell; expected a case name in every row")
+    split = split[~blank]
+    repeated = split["case"].duplicated(keep=False)
+    if repeated.any():
+        listing = "; ".join(f"{case} ({', '.join(group['split'].replace('', '(blank)'))})"
+                            for case, group in split[repeated].groupby("case", sort=True))
+        errors.append(f"{path}: case(s) listed more than once: {listing}; a case belongs to exactly one split "
+                      f"(a case in train and test leaks): keep one row per case. These cases are left out")
     unknown = sorted(set(split["case"]) - known_cases)
     if unknown:
         errors.append(f"{path}: names case(s) that are not among the prepared cases: {', '.join(unknown)}")
     bad = split[~split["split"].isin(SPLITS)]
     if len(bad):
         errors.append(f"{path}: split must be one of {', '.join(SPLITS)}; rows of case(s) "
-                      f"{', '.join(bad['case'].astype(str))} say {', '.join(sorted(set(bad['split'].astype(str))))}")
-    usable = split[split["case"].isin(known_cases) & split["split"].isin(SPLITS)]
+                      f"{', '.join(bad['case'].astype(str))} say "
+                      f"{', '.join(sorted(set(bad['split'].astype(str).replace('', '(blank)'))))}")
+    usable = split[split["case"].isin(known_cases) & split["split"].isin(SPLITS) & ~repeated]
     return usable, errors
 
 
@@ -96,10 +163,15 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
                           split_file: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The method's ``create_test_train_set`` step: the case split and the per-split slice lists.
 
+    An automatic split (made here, recorded in ``split.auto.json`` beside it, unedited since) takes in every case
+    prepared since it was made (:func:`extend_split`), so a case that failed in a first run and was fixed later is
+    not left out. A user's split (an edited ``split.csv``, or ``split_file``) is used as it is; a prepared case it
+    does not list is an error unless ``cfg.SPLIT_ALLOW_UNLISTED`` (``prepare_data.py --allow-unlisted``).
+
     Args:
         slice_index: the slice index of the prepared cases.
         work_dir: where ``cfg.SPLIT_CSV`` and ``cfg.SPLIT_SLICES_CSV`` files are written.
-        cfg: effective config (SPLIT_FRACTIONS, SPLIT_SEED).
+        cfg: effective config (SPLIT_FRACTIONS, SPLIT_SEED, SPLIT_ALLOW_UNLISTED).
         split_file: a split CSV to use as it is; default ``work_dir/SPLIT_CSV``, made when it does not exist.
 
     Returns:
@@ -109,7 +181,17 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
     cases = case_table(slice_index)
     errors: list[str] = []
     path = Path(split_file) if split_file else work_dir / cfg.SPLIT_CSV
-    if split_file or path.is_file():
+    if not split_file and path.is_file() and is_automatic_split(path):
+        made = read_split_table(path)
+        new = cases[~cases["case"].isin(made["case"])]
+        if len(new):
+            made = extend_split(made, new, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED)
+            _write_automatic_split(path, made, cfg)
+            added = made[made["case"].isin(new["case"])]
+            print(f"note: {len(new)} case(s) prepared since {path} was made added to it: " + ", ".join(
+                f"{case} -> {name}" for case, name in zip(added["case"], added["split"])))
+        split = cases.merge(made[["case", "split"]], on="case", how="inner")[SPLIT_COLUMNS]
+    elif split_file or path.is_file():
         given, errors = read_split_file(path, set(cases["case"]))
         split = cases.merge(given[["case", "split"]], on="case", how="inner")[SPLIT_COLUMNS]
         unlabelled = split["split"].isin(["train", "val"]) & ~split["has_reference"].astype(bool)
@@ -117,13 +199,20 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
             errors.append(f"{path}: case(s) {', '.join(split.loc[unlabelled, 'case'])} have no reference.mhd "
                           f"and cannot be in train or val; they are left out")
             split = split[~unlabelled]
-        unlisted = sorted(set(cases["case"]) - set(given["case"]))
+        listed = set(read_split_table(path)["case"])
+        unlisted = sorted(set(cases["case"]) - listed)
         if unlisted:
-            print(f"note: {path} does not list {len(unlisted)} prepared case(s) ({', '.join(unlisted[:5])}"
-                  f"{', ...' if len(unlisted) > 5 else ''}); they are left out of every split")
+            shown = f"{', '.join(unlisted[:10])}{', ...' if len(unlisted) > 10 else ''}"
+            if cfg.SPLIT_ALLOW_UNLISTED:
+                print(f"note: {path} does not list {len(unlisted)} prepared case(s) ({shown}); they are left out "
+                      f"of every split (SPLIT_ALLOW_UNLISTED)")
+            else:
+                errors.append(f"{path}: does not list {len(unlisted)} prepared case(s): {shown}; add them to a "
+                              f"split, or leave them out on purpose with --allow-unlisted (SPLIT_ALLOW_UNLISTED)"
+                              + ("" if split_file else f", or delete {path.name} to make a new automatic split"))
     else:
         split = make_split(cases, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED)
-        atomic_write_csv(path, split)
+        _write_automatic_split(path, split, cfg)
     for name in SPLITS:
         members = set(split.loc[split["split"] == name, "case"])
         atomic_write_csv(work_dir / cfg.SPLIT_SLICES_CSV.format(split=name),
