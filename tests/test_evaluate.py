@@ -196,3 +196,15 @@ def test_file_names_follow_the_config(tmp_path):
     out = tmp_path / "pred" / "evaluation"
     assert sorted(path.name for path in out.iterdir()) == ["per_case.csv", "settings.json", "summary.csv"]
     assert pd.read_csv(out / "per_case.csv")["case"].unique().tolist() == ["TRAIN050"]
+
+
+def test_predictions_in_other_formats_are_found(layout):
+    """predict.py --format nii.gz / mha writes segmentation.nii.gz / .mha: evaluate.py scores them as .mhd."""
+    mhd_per_case, _ = run(layout)
+    for name, fmt in (("TRAIN001", "nii.gz"), ("TRAIN002", "mha")):
+        prediction = CASES[name][2]
+        for file in ("segmentation.mhd", "segmentation.raw"):
+            (layout / "pred" / name / file).unlink()
+        write_volume(layout / "pred" / name / f"segmentation.{fmt}", prediction, GEOMETRY)
+    per_case, _ = run(layout)
+    pd.testing.assert_frame_equal(per_case, mhd_per_case)

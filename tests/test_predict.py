@@ -15,6 +15,7 @@ import evaluate
 import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, read_volume, write_volume
+from utils.predict import label_tables
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import histogram_reference
@@ -179,3 +180,49 @@ def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, check
         assert not labels.any()  # every fluid gated (presence < 1) and no component reaches 1000 mm³
         assert all(getattr(row, f"{fluid}_volume_mm3") == 0 for fluid in config.FLUIDS)
     assert json.loads((out / config.CONFIG_JSON).read_text())["PRESENCE_GATE"] == 1.0
+
+
+def test_nifti_format_probabilities_and_label_tables(data, checkpoint, predicted, tmp_path, capsys):
+    out = tmp_path / "pred"
+    shutil.copytree(predicted, out)  # segmentation.mhd of every case, made before without probabilities
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--format", "nii.gz",
+                         "--save-probabilities", str(data)]) == 0
+    assert "3 case(s) segmented, 0 already done" in capsys.readouterr().out  # nii.gz files were missing
+    for folder in sorted(path.parent for path in data.glob("*/*/oct.mhd")):
+        volume, geometry = read_volume(folder / "oct.mhd")
+        case_dir = out / folder.name
+        names = {path.name for path in case_dir.iterdir() if path.is_file()}
+        assert names == {"segmentation.nii.gz", "probability_IRF.nii.gz", "probability_SRF.nii.gz",
+                         "probability_PED.nii.gz", predict.MARKER_FILE}  # the .mhd of the earlier run removed
+        labels, out_geometry = read_volume(case_dir / "segmentation.nii.gz")
+        expected, _ = read_volume(predicted / folder.name / config.SEGMENTATION_FILE)
+        np.testing.assert_array_equal(labels, expected)  # the same model: the same labels in another format
+        np.testing.assert_allclose(out_geometry.spacing_mm, geometry.spacing_mm, rtol=1e-6)
+        np.testing.assert_allclose(out_geometry.origin_mm, geometry.origin_mm, atol=1e-6)
+        np.testing.assert_allclose(out_geometry.direction, ROTATED, atol=1e-6)
+        probabilities = {}
+        for fluid, code in config.FLUIDS.items():
+            probabilities[code], probability_geometry = read_volume(case_dir / f"probability_{fluid}.nii.gz")
+            assert probabilities[code].dtype == np.uint8 and probabilities[code].shape == volume.shape
+            np.testing.assert_allclose(probability_geometry.spacing_mm, geometry.spacing_mm, rtol=1e-6)
+        # where a fluid is the arg-max its probability is at least that of every other fluid (rounding: 1 step)
+        for code, probability in probabilities.items():
+            where = labels == code
+            for other in probabilities.values():
+                assert np.all(probability[where].astype(int) >= other[where].astype(int) - 1)
+    assert (out / config.ITKSNAP_LABELS_FILE).read_text() == label_tables.itksnap_label_description(config.FLUIDS)
+    assert (out / config.SLICER_COLOURS_FILE).read_text() == label_tables.slicer_colour_table(config.FLUIDS)
+
+    # a rerun with the same outputs skips every case; without probabilities too (they are extra)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--format", "nii.gz", str(data)]) == 0
+    assert "0 case(s) segmented, 3 already done" in capsys.readouterr().out
+    # back to .mhd: redone, and the NIfTI files and stale probabilities go
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(data)]) == 0
+    assert {path.name for path in (out / "TRAIN001").iterdir() if path.is_file()} == {
+        "segmentation.mhd", "segmentation.raw", predict.MARKER_FILE}
+
+
+def test_an_unknown_format_is_a_usage_error(data, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--format", "nrrd", str(data)])
+    assert exit_info.value.code == 2 and "invalid choice: 'nrrd'" in capsys.readouterr().err
