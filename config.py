@@ -168,6 +168,13 @@ TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
 PRESENCE_MIN_VOLUME_MM3 = 0.001  # presence score: the probability reached over at least this much fluid
+# ETDRS grid (volumes.csv, utils/predict/etdrs.py): fluid volume per subfield, centred on the fovea (the lowest
+# point of the inner retinal surface within FOVEA_SEARCH_RADIUS_MM of the scan centre, at least FOVEA_MIN_DEPTH_MM
+# deeper than the surface around it; else the scan centre). Quadrants are named by image direction: top = toward
+# B-scan 0, bottom = toward the last B-scan, left = toward column 0, right = toward the last column.
+ETDRS_DIAMETERS_MM = (1.0, 3.0, 6.0)  # central disc, inner ring, outer ring
+FOVEA_SEARCH_RADIUS_MM = 1.0
+FOVEA_MIN_DEPTH_MM = 0.03
 
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation (evaluate.py)

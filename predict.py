@@ -16,7 +16,7 @@ instead), with ``--save-probabilities`` ``OUT/<case>/probability_<fluid>.mhd`` (
 uint8 ``round(255 p)``, same geometry and format), with ``--overlays`` PNGs of some or all B-scans under
 ``OUT/<case>/overlays/``, and last ``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a
 case whose marker matches and whose requested files exist); then ``OUT/volumes.csv`` (one row per case in OUT made
-with this checkpoint), the label names and colours for ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer
+with this checkpoint: volumes, presence scores, and volumes per ETDRS subfield, see utils/predict/etdrs.py), the label names and colours for ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer
 (``labels_slicer.ctbl``), and ``OUT/config.json``. Presence scores are defined in utils/predict/inference.py.
 
 Exit status 1 when a case failed (the others are still segmented) or there was nothing to do, 2 on bad arguments.
@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from utils.predict import inference, label_tables, postprocess
+from utils.predict import etdrs, inference, label_tables, postprocess
 from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
                                  load_config, save_config)
@@ -56,7 +56,8 @@ DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
 INFERENCE_SETTINGS = ("PREDICT_REGION", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "INFERENCE_BATCH_SIZE",
-                      "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3")
+                      "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3",
+                      "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
                   "CHANNELS_LAST") + INFERENCE_SETTINGS
 
@@ -293,7 +294,8 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
     row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(volume.shape[0]),
            **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
-           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS}}
+           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
+           **etdrs.etdrs_row(prepared, labels, geometry, cfg)}
     marker = {**identity, "oct_path": str(case.oct_path.resolve()), "result": row}
     atomic_write_text(case_dir / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
     return row
@@ -341,9 +343,10 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
 
 def volumes_columns(fluids) -> list[str]:
     """The columns of ``volumes.csv``: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and ``<fluid>_presence``
-    for each fluid of ``FLUIDS``."""
+    for each fluid of ``FLUIDS``, then the ETDRS grid's (:func:`utils.predict.etdrs.etdrs_columns`: where the
+    fovea is and how it was found, and ``<fluid>_<subfield>_mm3``)."""
     return (["case", "vendor", "n_bscans"] + [f"{fluid}_volume_mm3" for fluid in fluids]
-            + [f"{fluid}_presence" for fluid in fluids])
+            + [f"{fluid}_presence" for fluid in fluids] + etdrs.etdrs_columns(list(fluids)))
 
 
 def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, list[str]]:

@@ -15,7 +15,7 @@ import evaluate
 import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, read_volume, write_volume
-from utils.predict import label_tables
+from utils.predict import etdrs, label_tables
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import histogram_reference
@@ -80,7 +80,9 @@ def test_outputs_have_the_input_geometry_and_labels(data, predicted):
 def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
     table = pd.read_csv(predicted / config.VOLUMES_CSV, dtype={"case": str})
     assert list(table.columns) == ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3",
-                                   "PED_volume_mm3", "IRF_presence", "SRF_presence", "PED_presence"]
+                                   "PED_volume_mm3", "IRF_presence", "SRF_presence", "PED_presence",
+                                   "fovea_bscan", "fovea_column", "fovea_found_by", "etdrs_scanned_fraction",
+                                   *[f"{fluid}_{field}_mm3" for fluid in config.FLUIDS for field in etdrs.SUBFIELDS]]
     assert table["case"].tolist() == ["TRAIN001", "TRAIN002", "TRAIN003"]
     assert table["vendor"].tolist() == list(TINY_SPECS)
     for row in table.itertuples():
@@ -90,6 +92,13 @@ def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
             expected = np.count_nonzero(labels == code) * math.prod(geometry.spacing_mm)
             assert getattr(row, f"{fluid}_volume_mm3") == pytest.approx(expected, rel=1e-9)
             assert 0.0 <= getattr(row, f"{fluid}_presence") <= 1.0
+            # the tiny volumes (1.5 x 0.6 mm) lie inside the 6 mm grid: every voxel is in some subfield
+            fovea = etdrs.Fovea(row.fovea_bscan, row.fovea_column, row.fovea_found_by)
+            by_field = etdrs.subfield_volumes_mm3(labels, geometry, fovea, {fluid: code})[fluid]
+            assert [getattr(row, f"{fluid}_{field}_mm3") for field in etdrs.SUBFIELDS] == pytest.approx(
+                list(by_field.values()))
+            assert sum(by_field.values()) == pytest.approx(expected, rel=1e-9)
+        assert row.fovea_found_by in (etdrs.FOUND_BY_SURFACE, etdrs.FOUND_BY_CENTRE)
     saved = json.loads((predicted / config.CONFIG_JSON).read_text())
     assert saved["SPECTRALIS_AXIAL_SPACING_MM"] == TRAINING_SETTINGS["SPECTRALIS_AXIAL_SPACING_MM"]  # the model's
     assert saved["INFERENCE_BATCH_SIZE"] >= 1
