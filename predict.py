@@ -1,7 +1,7 @@
 """Segments OCT volumes with a trained U-Net: label volumes, fluid volumes and presence scores.
 
     python predict.py [--checkpoint FILE] [--out DIR] [--format mhd|mha|nii.gz] [--save-probabilities]
-                      [--overlays [N|all]] [--set NAME=VALUE ...] INPUT...
+                      [--overlays [N|all]] [--report] [--set NAME=VALUE ...] INPUT...
 
 INPUT: ``oct.mhd`` files, or folders searched for them at any depth (the RETOUCH layout; see utils/cases.py). A
 case is named after the folder of its ``oct.mhd``. Default checkpoint: ``best.pt`` of the most recent run under
@@ -14,10 +14,11 @@ Writes, per case, ``OUT/<case>/segmentation.mhd`` (+ ``.raw``: uint8 labels 0..3
 origin and direction; ``--format mha`` or ``nii.gz`` writes ``segmentation.mha`` / ``segmentation.nii.gz``
 instead), with ``--save-probabilities`` ``OUT/<case>/probability_<fluid>.mhd`` (each fluid's softmax probability as
 uint8 ``round(255 p)``, same geometry and format), with ``--overlays`` PNGs of some or all B-scans under
-``OUT/<case>/overlays/``, and last ``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a
+``OUT/<case>/overlays/``, with ``--report`` ``OUT/<case>/report.png`` (utils/predict/report.py), and last ``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a
 case whose marker matches and whose requested files exist); then ``OUT/volumes.csv`` (one row per case in OUT made
 with this checkpoint: volumes, presence scores, and volumes per ETDRS subfield, see utils/predict/etdrs.py), the label names and colours for ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer
-(``labels_slicer.ctbl``), and ``OUT/config.json``. Presence scores are defined in utils/predict/inference.py.
+(``labels_slicer.ctbl``), with ``--report`` ``OUT/report.html`` (an index of the case reports that opens from
+disk), and ``OUT/config.json``. Presence scores are defined in utils/predict/inference.py.
 
 Exit status 1 when a case failed (the others are still segmented) or there was nothing to do, 2 on bad arguments.
 """
@@ -38,7 +39,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from utils.predict import etdrs, inference, label_tables, postprocess
+from utils.predict import etdrs, inference, label_tables, postprocess, report
 from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
                                  load_config, save_config)
@@ -79,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "RETOUCH)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write each fluid's probability volume, uint8 = round(255 x probability)")
+    parser.add_argument("--report", action="store_true",
+                        help="also draw a report.png per case (thickness maps, volume per B-scan, the B-scans with "
+                             "most fluid) and an index report.html")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.overlays is not None:
@@ -185,11 +189,13 @@ class Outputs:
         format: volume file format, one of ``VOLUME_FORMATS``.
         overlays: overlay PNGs of this many evenly spread B-scans (0: all), or None for none.
         probabilities: also write each fluid's uint8-scaled probability volume.
+        report: also draw the case's ``REPORT_PNG``.
     """
 
     format: str = VOLUME_FORMATS[0]
     overlays: int | None = None
     probabilities: bool = False
+    report: bool = False
 
 
 def segmentation_path(case_dir: Path, cfg, fmt: str) -> Path:
@@ -296,18 +302,26 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
            **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
            **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
            **etdrs.etdrs_row(prepared, labels, geometry, cfg)}
+    if outputs.report:
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
     marker = {**identity, "oct_path": str(case.oct_path.resolve()), "result": row}
     atomic_write_text(case_dir / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
     return row
 
 
-def redraw_overlays(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, count: int,
-                    fmt: str = VOLUME_FORMATS[0]) -> None:
-    """Overlays of a case segmented before, from its saved labels (no network needed)."""
-    labels, _ = read_volume(segmentation_path(case_dir, cfg, fmt))
+def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, outputs: Outputs,
+                   row: dict) -> None:
+    """Overlays and report of a case segmented before, from its saved labels and ``volumes.csv`` row (no network
+    needed); nothing when ``outputs`` asks for neither."""
+    if outputs.overlays is None and not outputs.report:
+        return
+    labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
     volume, _ = read_volume(case.oct_path)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
-    write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, count, cfg)
+    if outputs.overlays is not None:
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
+    if outputs.report:
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
 
 
 def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runtime,
@@ -323,11 +337,11 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
         case_dir = out_dir / case.name
         start = time.perf_counter()
         try:
-            if finished_result(case, case_dir, identity, cfg, outputs) is not None:
+            done = finished_result(case, case_dir, identity, cfg, outputs)
+            if done is not None:
                 skipped += 1
                 print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
-                if outputs.overlays is not None:
-                    redraw_overlays(case, case_dir, cfg, reference_counts, outputs.overlays, outputs.format)
+                redraw_figures(case, case_dir, cfg, reference_counts, outputs, done)
                 continue
             row = predict_case(case, model, cfg, runtime, reference_counts, case_dir, identity, outputs)
         except CASE_ERRORS as error:
@@ -419,13 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
           f"({runtime.autocast_dtype or 'fp32'}); output in {out_dir}")
 
-    outputs = Outputs(args.format, args.overlays, args.save_probabilities)
+    outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
     segmented, skipped, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
                                                outputs)
     failed = errors + failed
     table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
     atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
     label_tables.write_label_tables(out_dir, cfg)
+    index = report.write_report_index(out_dir, table, cfg) if args.report else None
+    if index is not None:
+        print(f"reports: {index}")
     if others:
         print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
               f"in {cfg.VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)

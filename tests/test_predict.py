@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import config
 import evaluate
@@ -19,6 +20,7 @@ from utils.predict import etdrs, label_tables
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import histogram_reference
+from html_check import check_html  # a strict html.parser check (no headless browser here)
 from volume_factory import TINY_SPECS, tiny_volume
 
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
@@ -235,3 +237,18 @@ def test_an_unknown_format_is_a_usage_error(data, capsys):
     with pytest.raises(SystemExit) as exit_info:
         predict.main(["--format", "nrrd", str(data)])
     assert exit_info.value.code == 2 and "invalid choice: 'nrrd'" in capsys.readouterr().err
+
+
+def test_report_per_case_and_an_index_that_opens_from_disk(data, checkpoint, predicted, tmp_path, capsys):
+    out = tmp_path / "pred"
+    shutil.copytree(predicted, out)
+    segmentation = out / "TRAIN001" / config.SEGMENTATION_FILE
+    before = segmentation.stat().st_mtime_ns
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--report", str(data)]) == 0
+    assert "0 case(s) segmented, 3 already done" in capsys.readouterr().out  # drawn from the saved labels
+    assert segmentation.stat().st_mtime_ns == before
+    for case in ("TRAIN001", "TRAIN002", "TRAIN003"):
+        with Image.open(out / case / config.REPORT_PNG) as image:
+            assert image.format == "PNG"
+    links = check_html(out / config.REPORT_HTML)
+    assert {link for link in links if not link.startswith("#")} == {f"TRAIN00{n}/{config.REPORT_PNG}" for n in (1, 2, 3)}
