@@ -14,11 +14,13 @@ Writes, per case, ``OUT/<case>/segmentation.mhd`` (+ ``.raw``: uint8 labels 0..3
 origin and direction; ``--format mha`` or ``nii.gz`` writes ``segmentation.mha`` / ``segmentation.nii.gz``
 instead), with ``--save-probabilities`` ``OUT/<case>/probability_<fluid>.mhd`` (each fluid's softmax probability as
 uint8 ``round(255 p)``, same geometry and format), with ``--overlays`` PNGs of some or all B-scans under
-``OUT/<case>/overlays/``, with ``--report`` ``OUT/<case>/report.png`` (utils/predict/report.py), and last ``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a
-case whose marker matches and whose requested files exist); then ``OUT/volumes.csv`` (one row per case in OUT made
-with this checkpoint: volumes, presence scores, and volumes per ETDRS subfield, see utils/predict/etdrs.py), the label names and colours for ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer
-(``labels_slicer.ctbl``), with ``--report`` ``OUT/report.html`` (an index of the case reports that opens from
-disk), and ``OUT/config.json``. Presence scores are defined in utils/predict/inference.py.
+``OUT/<case>/overlays/``, with ``--report`` ``OUT/<case>/report.png`` (utils/predict/report.py), and last
+``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a case whose marker matches and
+whose requested files exist); then ``OUT/volumes.csv`` (one row per case in OUT made with this checkpoint: volumes,
+presence scores, and volumes per ETDRS subfield, see utils/predict/etdrs.py), the label names and colours for
+ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer (``labels_slicer.ctbl``), with ``--report`` ``OUT/report.html`` (an
+index of the case reports that opens from disk), and ``OUT/config.json``. Presence scores are defined in
+utils/predict/inference.py.
 
 Exit status 1 when a case failed (the others are still segmented) or there was nothing to do, 2 on bad arguments.
 """

@@ -251,4 +251,5 @@ def test_report_per_case_and_an_index_that_opens_from_disk(data, checkpoint, pre
         with Image.open(out / case / config.REPORT_PNG) as image:
             assert image.format == "PNG"
     links = check_html(out / config.REPORT_HTML)
-    assert {link for link in links if not link.startswith("#")} == {f"TRAIN00{n}/{config.REPORT_PNG}" for n in (1, 2, 3)}
+    images = {link for link in links if not link.startswith("#")}
+    assert images == {f"TRAIN00{n}/{config.REPORT_PNG}" for n in (1, 2, 3)}

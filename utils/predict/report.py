@@ -73,8 +73,8 @@ def _draw_grid(axes, fovea_x_mm: float, fovea_z_mm: float, diameters_mm: Sequenc
     inner, outer = diameters_mm[0] / 2, diameters_mm[2] / 2
     for angle in (45, 135, 225, 315):  # quadrant borders: the diagonals between the central disc and the outer circle
         dx, dz = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-        axes.plot([fovea_x_mm + inner * dx, fovea_x_mm + outer * dx], [fovea_z_mm + inner * dz, fovea_z_mm + outer * dz],
-                  color="white", lw=0.8)
+        axes.plot([fovea_x_mm + inner * dx, fovea_x_mm + outer * dx],
+                  [fovea_z_mm + inner * dz, fovea_z_mm + outer * dz], color="white", lw=0.8)
     axes.plot([fovea_x_mm], [fovea_z_mm], marker="+", color="white", ms=8)
 
 
