@@ -27,8 +27,15 @@ BEST_CHECKPOINT = "best.pt"  # run folder: the checkpoint of the best validation
 LAST_CHECKPOINT = "last.pt"  # run folder: the checkpoint of the last epoch (train.py --resume)
 CONFIG_JSON = "config.json"  # beside every script's outputs: the effective settings
 PREDICTIONS_SUBDIR = "predictions"  # WORK_DIR/<this>/<run name>/: predict.py's default output folder
-SEGMENTATION_FILE = "segmentation.mhd"  # predictions: OUT/<case>/<this> (+ .raw), read by evaluate.py
+# predictions: OUT/<case>/<this> (+ .raw), read by evaluate.py; predict.py --format mha|nii.gz writes the same name
+# with that suffix (segmentation.nii.gz), and evaluate.py finds it under any of them
+SEGMENTATION_FILE = "segmentation.mhd"
+PROBABILITY_FILE = "probability_{fluid}.mhd"  # predict.py --save-probabilities: OUT/<case>/<this>, suffix as above
 VOLUMES_CSV = "volumes.csv"  # predictions: OUT/<this>, fluid volumes and presence scores, read by evaluate.py
+ITKSNAP_LABELS_FILE = "labels_itksnap.txt"  # predictions: OUT/<this>, label names and colours for ITK-SNAP
+SLICER_COLOURS_FILE = "labels_slicer.ctbl"  # predictions: OUT/<this>, the same as a 3D Slicer colour table
+REPORT_PNG = "report.png"  # predict.py --report: OUT/<case>/<this>, the case's one-page report
+REPORT_HTML = "report.html"  # predict.py --report: OUT/<this>, an index of the cases' reports (opens from disk)
 
 # --------------------------------------------------------------------------------------------------------------
 # Labels and vendors (the RETOUCH reference.mhd codes)
@@ -164,6 +171,13 @@ TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
 PRESENCE_MIN_VOLUME_MM3 = 0.001  # presence score: the probability reached over at least this much fluid
+# ETDRS grid (volumes.csv, utils/predict/etdrs.py): fluid volume per subfield, centred on the fovea (the lowest
+# point of the inner retinal surface within FOVEA_SEARCH_RADIUS_MM of the scan centre, at least FOVEA_MIN_DEPTH_MM
+# deeper than the surface around it; else the scan centre). Quadrants are named by image direction: top = toward
+# B-scan 0, bottom = toward the last B-scan, left = toward column 0, right = toward the last column.
+ETDRS_DIAMETERS_MM = (1.0, 3.0, 6.0)  # central disc, inner ring, outer ring
+FOVEA_SEARCH_RADIUS_MM = 1.0
+FOVEA_MIN_DEPTH_MM = 0.03
 
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation (evaluate.py)

@@ -2,7 +2,8 @@
 
     python evaluate.py --pred PRED --data-root data [--split-file work/split.csv --split test] [--out DIR]
 
-Each ``PRED/<case>/segmentation.mhd`` (``SEGMENTATION_FILE``) is matched by case name with the ``reference.mhd``
+Each ``PRED/<case>/segmentation.mhd`` (``SEGMENTATION_FILE``; or the same name ending ``.mha`` or ``.nii.gz``, as
+``predict.py --format`` writes it) is matched by case name with the ``reference.mhd``
 of that case under the data root. Presence scores come from ``PRED/volumes.csv`` (``VOLUMES_CSV``; columns
 ``case`` and ``<fluid>_presence``) when it exists, else from the label volumes (1.0 where the prediction holds the
 fluid). Writes ``per_case.csv``, ``summary.csv`` and ``config.json`` to ``--out`` (default ``PRED/evaluation``)
@@ -27,7 +28,7 @@ from utils.evaluate import volume_metrics
 from utils.io.cases import Case, find_cases
 from utils.io.files import atomic_write_csv, error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
-from utils.io.mhd_io import VolumeError
+from utils.io.mhd_io import VolumeError, find_volume
 from utils.io.tables import read_split_cases
 
 DEFAULT_OUT_SUBDIR = "evaluation"  # PRED/<this>/ when --out is not given
@@ -54,8 +55,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def find_predictions(pred_dir: Path, file_name: str) -> dict[str, Path]:
-    """Case name -> ``pred_dir/<case>/<file_name>``, for every sub-folder that holds one."""
-    return {path.parent.name: path for path in sorted(pred_dir.glob(f"*/{file_name}"))}
+    """Case name -> ``pred_dir/<case>/<file_name>``, for every sub-folder that holds one, in any of the formats
+    ``predict.py --format`` writes (:func:`utils.io.mhd_io.find_volume`: ``segmentation.nii.gz`` counts for
+    ``segmentation.mhd``; the named one first when a folder holds several)."""
+    found = {}
+    for folder in sorted(path for path in pred_dir.iterdir() if path.is_dir()):
+        path = find_volume(folder, file_name)
+        if path is not None:
+            found[folder.name] = path
+    return found
 
 
 def _names(names) -> str:

@@ -1,6 +1,7 @@
 """Segments OCT volumes with a trained U-Net: label volumes, fluid volumes and presence scores.
 
-    python predict.py [--checkpoint FILE] [--out DIR] [--overlays [N|all]] [--set NAME=VALUE ...] INPUT...
+    python predict.py [--checkpoint FILE] [--out DIR] [--format mhd|mha|nii.gz] [--save-probabilities]
+                      [--overlays [N|all]] [--report] [--set NAME=VALUE ...] INPUT...
 
 INPUT: ``oct.mhd`` files, or folders searched for them at any depth (the RETOUCH layout; see utils/cases.py). A
 case is named after the folder of its ``oct.mhd``. Default checkpoint: ``best.pt`` of the most recent run under
@@ -10,10 +11,16 @@ Each volume gets exactly the preprocessing and depth resolution the model was tr
 the checkpoint; ``--set`` changes only those about this machine and inference (``LOCAL_SETTINGS``), and any
 other override that differs from the checkpoint is ignored with a note.
 Writes, per case, ``OUT/<case>/segmentation.mhd`` (+ ``.raw``: uint8 labels 0..3 with the input's size, spacing,
-origin and direction), with ``--overlays`` PNGs of some or all B-scans under ``OUT/<case>/overlays/``, and last
-``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a case whose marker matches);
-then ``OUT/volumes.csv`` (one row per case in OUT made with this checkpoint) and ``OUT/config.json``. Presence
-scores are defined in utils/inference.py.
+origin and direction; ``--format mha`` or ``nii.gz`` writes ``segmentation.mha`` / ``segmentation.nii.gz``
+instead), with ``--save-probabilities`` ``OUT/<case>/probability_<fluid>.mhd`` (each fluid's softmax probability as
+uint8 ``round(255 p)``, same geometry and format), with ``--overlays`` PNGs of some or all B-scans under
+``OUT/<case>/overlays/``, with ``--report`` ``OUT/<case>/report.png`` (utils/predict/report.py), and last
+``OUT/<case>/prediction.json`` (checkpoint, settings and results; a rerun skips a case whose marker matches and
+whose requested files exist); then ``OUT/volumes.csv`` (one row per case in OUT made with this checkpoint: volumes,
+presence scores, and volumes per ETDRS subfield, see utils/predict/etdrs.py), the label names and colours for
+ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer (``labels_slicer.ctbl``), with ``--report`` ``OUT/report.html`` (an
+index of the case reports that opens from disk), and ``OUT/config.json``. Presence scores are defined in
+utils/predict/inference.py.
 
 Exit status 1 when a case failed (the others are still segmented) or there was nothing to do, 2 on bad arguments.
 """
@@ -21,6 +28,7 @@ Exit status 1 when a case failed (the others are still segmented) or there was n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -33,13 +41,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from utils.predict import inference, postprocess
+from utils.predict import etdrs, inference, label_tables, postprocess, report
 from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict,
                                  load_config, save_config)
 from utils.io.files import atomic_path, atomic_write_csv, atomic_write_text, error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
-from utils.io.mhd_io import read_volume, write_volume
+from utils.io.mhd_io import VOLUME_FORMATS, read_volume, remove_volume, volume_files, with_format, write_volume
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, model_from_checkpoint
 from utils.io.parallel import CASE_ERRORS
 from utils.prepare.preprocessing import preprocess_volume
@@ -52,7 +60,8 @@ DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
 INFERENCE_SETTINGS = ("PREDICT_REGION", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "INFERENCE_BATCH_SIZE",
-                      "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3")
+                      "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3",
+                      "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
                   "CHANNELS_LAST") + INFERENCE_SETTINGS
 
@@ -69,6 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlays", nargs="?", const=str(DEFAULT_OVERLAYS), default=None, metavar="N|all",
                         help=f"also write PNGs of N evenly spread B-scans (bare: {DEFAULT_OVERLAYS}) or of all, "
                              f"fluids coloured over the grey B-scan")
+    parser.add_argument("--format", choices=VOLUME_FORMATS, default=VOLUME_FORMATS[0],
+                        help="file format of the segmentations and probability volumes (default: mhd + raw, as "
+                             "RETOUCH)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write each fluid's probability volume, uint8 = round(255 x probability)")
+    parser.add_argument("--report", action="store_true",
+                        help="also draw a report.png per case (thickness maps, volume per B-scan, the B-scans with "
+                             "most fluid) and an index report.html")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     if args.overlays is not None:
@@ -191,6 +208,37 @@ def check_inference_settings(cfg, multiple: int) -> None:
         raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {cfg.PRESENCE_MIN_VOLUME_MM3}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """What predict.py writes per case besides the label volume and the marker.
+
+    Attributes:
+        format: volume file format, one of ``VOLUME_FORMATS``.
+        overlays: overlay PNGs of this many evenly spread B-scans (0: all), or None for none.
+        probabilities: also write each fluid's uint8-scaled probability volume.
+        report: also draw the case's ``REPORT_PNG``.
+    """
+
+    format: str = VOLUME_FORMATS[0]
+    overlays: int | None = None
+    probabilities: bool = False
+    report: bool = False
+
+
+def segmentation_path(case_dir: Path, cfg, fmt: str) -> Path:
+    """``case_dir/SEGMENTATION_FILE`` with the suffix of format ``fmt``."""
+    return case_dir / with_format(cfg.SEGMENTATION_FILE, fmt)
+
+
+def probability_paths(case_dir: Path, cfg, fmt: str) -> dict[str, Path]:
+    """Fluid name -> ``case_dir/PROBABILITY_FILE`` (``{fluid}`` filled in) with the suffix of format ``fmt``."""
+    return {fluid: case_dir / with_format(cfg.PROBABILITY_FILE.format(fluid=fluid), fmt) for fluid in cfg.FLUIDS}
+
+
+def _complete(path: Path) -> bool:
+    return all(file.is_file() for file in volume_files(path))
+
+
 def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
     """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise."""
     return {"checkpoint": str(checkpoint_path.resolve()), "epoch": checkpoint.get("epoch"),
@@ -210,12 +258,15 @@ def _marker_matches(marker: dict | None, identity: dict) -> bool:
     return marker is not None and all(marker.get(key) == value for key, value in expected.items())
 
 
-def finished_result(case: Case, case_dir: Path, identity: dict, cfg) -> dict | None:
-    """The saved volumes.csv row of a case already segmented from the same volume with this identity, else None."""
+def finished_result(case: Case, case_dir: Path, identity: dict, cfg, outputs: Outputs = Outputs()) -> dict | None:
+    """The saved volumes.csv row of a case already segmented from the same volume with this identity, whose
+    segmentation (and, when ``outputs`` asks for them, probability volumes) exist in ``outputs.format``; else None."""
     marker = _read_marker(case_dir)
-    segmentation = case_dir / cfg.SEGMENTATION_FILE
+    wanted = [segmentation_path(case_dir, cfg, outputs.format)]
+    if outputs.probabilities:
+        wanted += probability_paths(case_dir, cfg, outputs.format).values()
     if not (_marker_matches(marker, identity) and marker.get("oct_path") == str(case.oct_path.resolve())
-            and segmentation.is_file() and segmentation.with_suffix(".raw").is_file()):
+            and all(_complete(path) for path in wanted)):
         return None
     return marker.get("result")
 
@@ -231,9 +282,26 @@ def write_overlays(folder: Path, case_name: str, volume: np.ndarray, labels: np.
             Image.fromarray(rgb).save(tmp, format="PNG", compress_level=cfg.PNG_COMPRESS_LEVEL)
 
 
+def write_volumes(case_dir: Path, cfg, outputs: Outputs, labels: np.ndarray,
+                  probabilities: dict[str, np.ndarray] | None, geometry) -> None:
+    """Writes the segmentation (and the probability volumes when given) in ``outputs.format``, and removes the
+    same files in the other formats and probability volumes not written now, so a case folder never holds two
+    segmentations or probabilities of an earlier run."""
+    for fmt in VOLUME_FORMATS:
+        if fmt != outputs.format:
+            remove_volume(segmentation_path(case_dir, cfg, fmt))
+        if fmt != outputs.format or probabilities is None:
+            for path in probability_paths(case_dir, cfg, fmt).values():
+                remove_volume(path)
+    write_volume(segmentation_path(case_dir, cfg, outputs.format), labels, geometry)
+    if probabilities is not None:
+        for fluid, path in probability_paths(case_dir, cfg, outputs.format).items():
+            write_volume(path, probabilities[fluid], geometry)
+
+
 def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, reference_counts: np.ndarray | None,
-                 case_dir: Path, identity: dict, overlays: int | None = None) -> dict:
-    """Segments one case and writes its outputs (segmentation, overlays, marker last).
+                 case_dir: Path, identity: dict, outputs: Outputs = Outputs()) -> dict:
+    """Segments one case and writes its outputs (segmentation, probabilities, overlays, marker last).
 
     Returns:
         Its ``volumes.csv`` row (columns :func:`volumes_columns`).
@@ -249,32 +317,42 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
-                                          on_batch=bar.update)
+                                          on_batch=bar.update, keep_probabilities=outputs.probabilities)
     labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
     labels = postprocess.remove_small_components(labels, cfg.FLUIDS, geometry.voxel_volume_mm3,
                                                  cfg.MIN_COMPONENT_MM3)
-    write_volume(case_dir / cfg.SEGMENTATION_FILE, labels, geometry)
-    if overlays is not None:
-        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, overlays, cfg)
+    write_volumes(case_dir, cfg, outputs, labels, result.probabilities, geometry)
+    if outputs.overlays is not None:
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
     row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(volume.shape[0]),
            **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
-           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS}}
+           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
+           **etdrs.etdrs_row(prepared, labels, geometry, cfg)}
+    if outputs.report:
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
     marker = {**identity, "oct_path": str(case.oct_path.resolve()), "result": row}
     atomic_write_text(case_dir / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
     return row
 
 
-def redraw_overlays(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, count: int) -> None:
-    """Overlays of a case segmented before, from its saved labels (no network needed)."""
-    labels, _ = read_volume(case_dir / cfg.SEGMENTATION_FILE)
+def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, outputs: Outputs,
+                   row: dict) -> None:
+    """Overlays and report of a case segmented before, from its saved labels and ``volumes.csv`` row (no network
+    needed); nothing when ``outputs`` asks for neither."""
+    if outputs.overlays is None and not outputs.report:
+        return
+    labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
     volume, _ = read_volume(case.oct_path)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
-    write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, count, cfg)
+    if outputs.overlays is not None:
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
+    if outputs.report:
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
 
 
 def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runtime,
-                  reference_counts: np.ndarray | None, out_dir: Path, identity: dict, overlays: int | None,
+                  reference_counts: np.ndarray | None, out_dir: Path, identity: dict, outputs: Outputs = Outputs(),
                   ) -> tuple[int, int, list[str]]:
     """:func:`predict_case` for every case not done before; one line per case, one per failure (stderr).
 
@@ -286,13 +364,13 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
         case_dir = out_dir / case.name
         start = time.perf_counter()
         try:
-            if finished_result(case, case_dir, identity, cfg) is not None:
+            done = finished_result(case, case_dir, identity, cfg, outputs)
+            if done is not None:
                 skipped += 1
                 print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
-                if overlays is not None:
-                    redraw_overlays(case, case_dir, cfg, reference_counts, overlays)
+                redraw_figures(case, case_dir, cfg, reference_counts, outputs, done)
                 continue
-            row = predict_case(case, model, cfg, runtime, reference_counts, case_dir, identity, overlays)
+            row = predict_case(case, model, cfg, runtime, reference_counts, case_dir, identity, outputs)
         except CASE_ERRORS as error:
             print(f"error: {_with_file(error_line(error), case)}", file=sys.stderr)
             failed.append(str(case.oct_path))
@@ -306,9 +384,10 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
 
 def volumes_columns(fluids) -> list[str]:
     """The columns of ``volumes.csv``: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and ``<fluid>_presence``
-    for each fluid of ``FLUIDS``."""
+    for each fluid of ``FLUIDS``, then the ETDRS grid's (:func:`utils.predict.etdrs.etdrs_columns`: where the
+    fovea is and how it was found, and ``<fluid>_<subfield>_mm3``)."""
     return (["case", "vendor", "n_bscans"] + [f"{fluid}_volume_mm3" for fluid in fluids]
-            + [f"{fluid}_presence" for fluid in fluids])
+            + [f"{fluid}_presence" for fluid in fluids] + etdrs.etdrs_columns(list(fluids)))
 
 
 def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, list[str]]:
@@ -388,8 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
           f"({runtime.autocast_dtype or 'fp32'}); output in {out_dir}")
 
+    outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
     segmented, skipped, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
-                                               args.overlays)
+                                               outputs)
     failed = errors + failed
     table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
     try:
@@ -398,11 +478,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(error)}; {cfg.VOLUMES_CSV} not written (the case folders are complete: a "
               f"rerun writes it without segmenting them again)", file=sys.stderr)
         return 1
+    label_tables.write_label_tables(out_dir, cfg)
+    index = report.write_report_index(out_dir, table, cfg) if args.report else None
+    if index is not None:
+        print(f"reports: {index}")
     if others:
         print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
               f"in {cfg.VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)
     print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {cfg.VOLUMES_CSV} "
-          f"({len(table)} case(s)) and {cfg.CONFIG_JSON} in {out_dir}")
+          f"({len(table)} case(s)), {cfg.ITKSNAP_LABELS_FILE}, {cfg.SLICER_COLOURS_FILE} and {cfg.CONFIG_JSON} in "
+          f"{out_dir}")
     return 1 if failed else 0
 
 

@@ -60,6 +60,10 @@ def test_the_defaults_of_config_py_pass_the_checks():
     ("LEARNING_RATE=0", "LEARNING_RATE=0.0: expected a number > 0"),
     ("LEARNING_RATE=-1e-3", "LEARNING_RATE=-0.001: expected a number > 0"),
     ("DEVICE=gpu", "DEVICE='gpu': expected one of auto, cpu, cuda"),
+    ("ETDRS_DIAMETERS_MM=(3.0, 1.0, 6.0)",
+     "ETDRS_DIAMETERS_MM=(3.0, 1.0, 6.0): expected three increasing diameters in mm, "
+     "e.g. (1.0, 3.0, 6.0)"),
+    ("FOVEA_SEARCH_RADIUS_MM=0", "FOVEA_SEARCH_RADIUS_MM=0.0: expected a radius in mm > 0"),
 ])
 def test_values_that_cannot_work_are_rejected_before_any_work(override, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}; set it in config.py or with --set "):

@@ -210,3 +210,15 @@ def test_out_never_lands_in_the_data_or_onto_the_predictions(layout, capsys, out
     assert len(err) == 1 and err[0].startswith(f"error: {root / out}: --out ")
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "data").rglob("*")) if p.is_file()}
     assert after == before and not (root / "pred" / "per_case.csv").exists()
+
+
+def test_predictions_in_other_formats_are_found(layout):
+    """predict.py --format nii.gz / mha writes segmentation.nii.gz / .mha: evaluate.py scores them as .mhd."""
+    mhd_per_case, _ = run(layout)
+    for name, fmt in (("TRAIN001", "nii.gz"), ("TRAIN002", "mha")):
+        prediction = CASES[name][2]
+        for file in ("segmentation.mhd", "segmentation.raw"):
+            (layout / "pred" / name / file).unlink()
+        write_volume(layout / "pred" / name / f"segmentation.{fmt}", prediction, GEOMETRY)
+    per_case, _ = run(layout)
+    pd.testing.assert_frame_equal(per_case, mhd_per_case)

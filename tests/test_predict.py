@@ -9,15 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import config
 import evaluate
 import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, read_volume, write_volume
+from utils.predict import etdrs, label_tables
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import histogram_reference
+from html_check import check_html  # a strict html.parser check (no headless browser here)
 from volume_factory import TINY_SPECS, tiny_volume
 
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
@@ -79,7 +82,9 @@ def test_outputs_have_the_input_geometry_and_labels(data, predicted):
 def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
     table = pd.read_csv(predicted / config.VOLUMES_CSV, dtype={"case": str})
     assert list(table.columns) == ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3",
-                                   "PED_volume_mm3", "IRF_presence", "SRF_presence", "PED_presence"]
+                                   "PED_volume_mm3", "IRF_presence", "SRF_presence", "PED_presence",
+                                   "fovea_bscan", "fovea_column", "fovea_found_by", "etdrs_scanned_fraction",
+                                   *[f"{fluid}_{field}_mm3" for fluid in config.FLUIDS for field in etdrs.SUBFIELDS]]
     assert table["case"].tolist() == ["TRAIN001", "TRAIN002", "TRAIN003"]
     assert table["vendor"].tolist() == list(TINY_SPECS)
     for row in table.itertuples():
@@ -89,6 +94,13 @@ def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
             expected = np.count_nonzero(labels == code) * math.prod(geometry.spacing_mm)
             assert getattr(row, f"{fluid}_volume_mm3") == pytest.approx(expected, rel=1e-9)
             assert 0.0 <= getattr(row, f"{fluid}_presence") <= 1.0
+            # the tiny volumes (1.5 x 0.6 mm) lie inside the 6 mm grid: every voxel is in some subfield
+            fovea = etdrs.Fovea(row.fovea_bscan, row.fovea_column, row.fovea_found_by)
+            by_field = etdrs.subfield_volumes_mm3(labels, geometry, fovea, {fluid: code})[fluid]
+            assert [getattr(row, f"{fluid}_{field}_mm3") for field in etdrs.SUBFIELDS] == pytest.approx(
+                list(by_field.values()))
+            assert sum(by_field.values()) == pytest.approx(expected, rel=1e-9)
+        assert row.fovea_found_by in (etdrs.FOUND_BY_SURFACE, etdrs.FOUND_BY_CENTRE)
     saved = json.loads((predicted / config.CONFIG_JSON).read_text())
     assert saved["SPECTRALIS_AXIAL_SPACING_MM"] == TRAINING_SETTINGS["SPECTRALIS_AXIAL_SPACING_MM"]  # the model's
     assert saved["INFERENCE_BATCH_SIZE"] >= 1
@@ -208,3 +220,65 @@ def test_out_holding_someone_elses_files_is_refused(data, checkpoint, tmp_path, 
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(case)]) == 2
     assert "--out holds a config.json and a volumes.csv that predict.py did not write" in capsys.readouterr().err
     assert (out / "config.json").read_text() == '{"mine": 1}'
+
+
+def test_nifti_format_probabilities_and_label_tables(data, checkpoint, predicted, tmp_path, capsys):
+    out = tmp_path / "pred"
+    shutil.copytree(predicted, out)  # segmentation.mhd of every case, made before without probabilities
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--format", "nii.gz",
+                         "--save-probabilities", str(data)]) == 0
+    assert "3 case(s) segmented, 0 already done" in capsys.readouterr().out  # nii.gz files were missing
+    for folder in sorted(path.parent for path in data.glob("*/*/oct.mhd")):
+        volume, geometry = read_volume(folder / "oct.mhd")
+        case_dir = out / folder.name
+        names = {path.name for path in case_dir.iterdir() if path.is_file()}
+        assert names == {"segmentation.nii.gz", "probability_IRF.nii.gz", "probability_SRF.nii.gz",
+                         "probability_PED.nii.gz", predict.MARKER_FILE}  # the .mhd of the earlier run removed
+        labels, out_geometry = read_volume(case_dir / "segmentation.nii.gz")
+        expected, _ = read_volume(predicted / folder.name / config.SEGMENTATION_FILE)
+        np.testing.assert_array_equal(labels, expected)  # the same model: the same labels in another format
+        np.testing.assert_allclose(out_geometry.spacing_mm, geometry.spacing_mm, rtol=1e-6)
+        np.testing.assert_allclose(out_geometry.origin_mm, geometry.origin_mm, atol=1e-6)
+        np.testing.assert_allclose(out_geometry.direction, ROTATED, atol=1e-6)
+        probabilities = {}
+        for fluid, code in config.FLUIDS.items():
+            probabilities[code], probability_geometry = read_volume(case_dir / f"probability_{fluid}.nii.gz")
+            assert probabilities[code].dtype == np.uint8 and probabilities[code].shape == volume.shape
+            np.testing.assert_allclose(probability_geometry.spacing_mm, geometry.spacing_mm, rtol=1e-6)
+        # where a fluid is the arg-max its probability is at least that of every other fluid (rounding: 1 step)
+        for code, probability in probabilities.items():
+            where = labels == code
+            for other in probabilities.values():
+                assert np.all(probability[where].astype(int) >= other[where].astype(int) - 1)
+    assert (out / config.ITKSNAP_LABELS_FILE).read_text() == label_tables.itksnap_label_description(config.FLUIDS)
+    assert (out / config.SLICER_COLOURS_FILE).read_text() == label_tables.slicer_colour_table(config.FLUIDS)
+
+    # a rerun with the same outputs skips every case; without probabilities too (they are extra)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--format", "nii.gz", str(data)]) == 0
+    assert "0 case(s) segmented, 3 already done" in capsys.readouterr().out
+    # back to .mhd: redone, and the NIfTI files and stale probabilities go
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(data)]) == 0
+    assert {path.name for path in (out / "TRAIN001").iterdir() if path.is_file()} == {
+        "segmentation.mhd", "segmentation.raw", predict.MARKER_FILE}
+
+
+def test_an_unknown_format_is_a_usage_error(data, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--format", "nrrd", str(data)])
+    assert exit_info.value.code == 2 and "invalid choice: 'nrrd'" in capsys.readouterr().err
+
+
+def test_report_per_case_and_an_index_that_opens_from_disk(data, checkpoint, predicted, tmp_path, capsys):
+    out = tmp_path / "pred"
+    shutil.copytree(predicted, out)
+    segmentation = out / "TRAIN001" / config.SEGMENTATION_FILE
+    before = segmentation.stat().st_mtime_ns
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--report", str(data)]) == 0
+    assert "0 case(s) segmented, 3 already done" in capsys.readouterr().out  # drawn from the saved labels
+    assert segmentation.stat().st_mtime_ns == before
+    for case in ("TRAIN001", "TRAIN002", "TRAIN003"):
+        with Image.open(out / case / config.REPORT_PNG) as image:
+            assert image.format == "PNG"
+    links = check_html(out / config.REPORT_HTML)
+    images = {link for link in links if not link.startswith("#")}
+    assert images == {f"TRAIN00{n}/{config.REPORT_PNG}" for n in (1, 2, 3)}

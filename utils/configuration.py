@@ -104,6 +104,10 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
     "PRESENCE_GATE": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
     "MIN_COMPONENT_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
+    "ETDRS_DIAMETERS_MM": (lambda value: len(value) == 3 and 0 < value[0] < value[1] < value[2],
+                           "three increasing diameters in mm, e.g. (1.0, 3.0, 6.0)"),
+    "FOVEA_SEARCH_RADIUS_MM": (lambda value: value > 0, "a radius in mm > 0"),
+    "FOVEA_MIN_DEPTH_MM": (lambda value: value >= 0, "a depth in mm >= 0"),
     "TRAIN_BUDGET_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
     "EMPTY_PATCH_DROP_PROB": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
 }

@@ -3,7 +3,8 @@ import zlib
 import numpy as np
 import pytest
 
-from utils.io.mhd_io import Geometry, VolumeError, read_volume, write_volume
+from utils.io.mhd_io import (Geometry, VolumeError, find_volume, read_volume, remove_volume, with_format,
+                            write_volume)
 
 
 def test_round_trip_keeps_array_and_geometry(tmp_path, rng):
@@ -98,3 +99,56 @@ def test_volume_without_bscans_is_refused(tmp_path):
     _edit_header(tmp_path / "oct.mhd", "DimSize = 4 3 2", "DimSize = 4 3 0")
     with pytest.raises(VolumeError, match=r"oct\.mhd: DimSize = 4 3 0; expected 3 sizes >= 1"):
         read_volume(tmp_path / "oct.mhd")
+
+
+@pytest.mark.parametrize("name", ["seg.mhd", "seg.mha", "seg.nii.gz"])
+def test_every_format_round_trips_array_and_geometry(tmp_path, rng, name):
+    geometry = Geometry(spacing_mm=(0.0117, 0.00195, 0.047), origin_mm=(-3.0, 1.5, 2.25),
+                        direction=(0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    array = rng.integers(0, 4, (3, 7, 5)).astype(np.uint8)
+    write_volume(tmp_path / name, array, geometry)
+    read, read_geometry = read_volume(tmp_path / name)
+    assert read.dtype == np.uint8
+    np.testing.assert_array_equal(read, array)
+    np.testing.assert_allclose(read_geometry.spacing_mm, geometry.spacing_mm, rtol=1e-6)  # NIfTI: float32
+    np.testing.assert_allclose(read_geometry.origin_mm, geometry.origin_mm, atol=1e-6)
+    np.testing.assert_allclose(read_geometry.direction, geometry.direction, atol=1e-6)
+    expected = ["seg.mhd", "seg.raw"] if name == "seg.mhd" else [name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected  # no temporary left behind
+
+
+def test_nii_gz_is_compressed_nifti(tmp_path):
+    write_volume(tmp_path / "seg.nii.gz", np.zeros((8, 64, 64), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    data = (tmp_path / "seg.nii.gz").read_bytes()
+    assert data[:2] == b"\x1f\x8b" and len(data) < 8 * 64 * 64 // 10
+
+
+def test_write_rejects_an_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"seg\.nrrd: a volume file name must end with one of \.mhd, \.mha, "
+                                         r"\.nii\.gz"):
+        write_volume(tmp_path / "seg.nrrd", np.zeros((1, 2, 2), np.uint8), Geometry((1.0, 1.0, 1.0)))
+
+
+@pytest.mark.parametrize("name, fmt, expected", [
+    ("segmentation.mhd", "nii.gz", "segmentation.nii.gz"),
+    ("segmentation.nii.gz", "mhd", "segmentation.mhd"),
+    ("seg.v2.MHA", "mha", "seg.v2.mha"),
+    ("labels", "mha", "labels.mha"),
+])
+def test_with_format(name, fmt, expected):
+    assert with_format(name, fmt) == expected
+
+
+def test_with_format_rejects_an_unknown_format():
+    with pytest.raises(ValueError, match="one of mhd, mha, nii.gz, got 'nrrd'"):
+        with_format("seg.mhd", "nrrd")
+
+
+def test_find_volume_takes_the_named_file_first_then_any_format(tmp_path):
+    assert find_volume(tmp_path, "segmentation.mhd") is None
+    write_volume(tmp_path / "segmentation.nii.gz", np.zeros((1, 2, 2), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    assert find_volume(tmp_path, "segmentation.mhd") == tmp_path / "segmentation.nii.gz"
+    write_volume(tmp_path / "segmentation.mhd", np.zeros((1, 2, 2), np.uint8), Geometry((1.0, 1.0, 1.0)))
+    assert find_volume(tmp_path, "segmentation.mhd") == tmp_path / "segmentation.mhd"
+    remove_volume(tmp_path / "segmentation.mhd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["segmentation.nii.gz"]

@@ -144,6 +144,20 @@ def test_volume_probabilities_are_the_same_whole_or_tiled_and_match_the_labels()
     k = inference.presence_voxel_count(whole_cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
     for fluid, code in config.FLUIDS.items():
         assert result.presence[fluid] == pytest.approx(np.sort(whole[code].ravel())[-k], abs=1e-6)
+    assert result.probabilities is None
+
+    kept = inference.predict_volume(model, volume, geometry, whole_cfg, CPU, batch_size=2, keep_probabilities=True)
+    np.testing.assert_array_equal(kept.labels, result.labels)
+    assert sorted(kept.probabilities) == sorted(config.FLUIDS)
+    for fluid, code in config.FLUIDS.items():
+        stored = kept.probabilities[fluid]
+        assert stored.dtype == np.uint8 and stored.shape == volume.shape
+        np.testing.assert_allclose(stored / 255.0, whole[code], atol=1 / 510 + 1e-6)  # round(255 p)
+
+
+def test_probability_to_uint8_rounds_and_clamps():
+    values = torch.tensor([0.0, 1 / 510 - 1e-4, 1 / 510 + 1e-4, 0.5, 1.0, 1.0 + 1e-6, -1e-6])
+    assert inference.probability_to_uint8(values).tolist() == [0, 0, 1, 128, 255, 255, 0]
 
 
 def test_bad_inputs_are_refused():

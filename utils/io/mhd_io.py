@@ -1,4 +1,7 @@
-"""Reading and writing ITK MetaImage volumes (``.mhd`` header + ``.raw`` data) with their geometry.
+"""Reading and writing volumes with their geometry: ITK MetaImage (``.mhd`` header + ``.raw`` data, the RETOUCH
+format), and the single-file ``.mha`` (MetaImage) and ``.nii.gz`` (NIfTI) that ``predict.py --format`` can write.
+All three go through SimpleITK, which keeps spacing, origin and direction (NIfTI stores spacing as float32, so a
+spacing comes back within about 1e-7 of what was written, and in RAS, which SimpleITK converts to and from ITK's LPS).
 
 Arrays are ``(z, y, x)`` = (B-scan, depth, width). SimpleITK, and so :class:`Geometry`, orders spacing and origin
 ``(x, y, z)``: ``spacing_mm[1]`` is the axial (depth) spacing, ``spacing_mm[2]`` the distance between B-scans.
@@ -18,6 +21,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from utils.io.files import temporary_prefix
+
+
+VOLUME_FORMATS = ("mhd", "mha", "nii.gz")  # what write_volume writes; predict.py --format chooses one
 
 
 class VolumeError(ValueError):
@@ -148,9 +154,47 @@ def _check_geometry(path: Path, fields: dict[str, str]) -> None:
                           f"least one B-scan")
 
 
+def volume_format(path: str | Path) -> str | None:
+    """The format of ``VOLUME_FORMATS`` that a file name ends with (case-insensitive), else None."""
+    name = Path(path).name.lower()
+    return next((fmt for fmt in sorted(VOLUME_FORMATS, key=len, reverse=True) if name.endswith(f".{fmt}")), None)
+
+
+def with_format(file_name: str, fmt: str) -> str:
+    """``file_name`` with its volume suffix replaced by ``fmt``: ``("segmentation.mhd", "nii.gz")`` ->
+    ``"segmentation.nii.gz"``; a name without a volume suffix gets ``.fmt`` appended.
+
+    Raises:
+        ValueError: ``fmt`` is not one of ``VOLUME_FORMATS``.
+    """
+    if fmt not in VOLUME_FORMATS:
+        raise ValueError(f"volume format must be one of {', '.join(VOLUME_FORMATS)}, got {fmt!r}")
+    current = volume_format(file_name)
+    stem = file_name[:-len(current) - 1] if current else file_name
+    return f"{stem}.{fmt}"
+
+
+def volume_files(path: str | Path) -> list[Path]:
+    """The files a volume occupies: an ``.mhd`` header and its ``.raw``, or the one file of other formats."""
+    path = Path(path)
+    return [path, path.with_suffix(".raw")] if volume_format(path) == "mhd" else [path]
+
+
+def find_volume(folder: str | Path, file_name: str) -> Path | None:
+    """The volume ``folder/file_name`` in whichever of ``VOLUME_FORMATS`` it was written (same name, any volume
+    suffix): ``file_name`` itself when it exists, else the first format of ``VOLUME_FORMATS`` that does; None when
+    there is none. So ``segmentation.mhd`` finds a ``segmentation.nii.gz`` written by ``predict.py --format nii.gz``.
+    """
+    folder = Path(folder)
+    for name in dict.fromkeys([file_name] + [with_format(file_name, fmt) for fmt in VOLUME_FORMATS]):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def read_volume_info(path: str | Path) -> VolumeInfo:
-    """The size, voxel type and geometry of a 3-D MetaImage volume, from its header (SimpleITK's
-    ``ImageFileReader.ReadImageInformation``), with its data file checked.
+    """The size, voxel type and geometry of a 3-D volume, from its header (SimpleITK's
+    ``ImageFileReader.ReadImageInformation``), with an ``.mhd`` header's data file checked to exist.
 
     Raises:
         VolumeError: missing or unreadable header, not 3-D, no voxels, spacing that is not positive and finite,
@@ -160,8 +204,9 @@ def read_volume_info(path: str | Path) -> VolumeInfo:
     path = Path(path)
     if not path.is_file():
         raise VolumeError(f"{path}: no such header file")
+    metaimage = volume_format(path) == "mhd"  # the header's own fields are checked for MetaImage files only
     try:
-        fields = _header_fields(path)
+        fields = _header_fields(path) if metaimage else {}
     except OSError as error:
         raise VolumeError(f"{path}: cannot read the header ({error.strerror or error})") from None
     if fields.get("NDims", "3").strip() != "3":
@@ -173,14 +218,15 @@ def read_volume_info(path: str | Path) -> VolumeInfo:
     try:
         reader.ReadImageInformation()
     except (RuntimeError, OSError) as error:
-        raise VolumeError(f"{path}: not a MetaImage header that SimpleITK can read "
-                          f"({_reason(error, path)})") from None
+        kind = "a MetaImage header" if volume_format(path) == "mhd" else "a volume"
+        raise VolumeError(f"{path}: not {kind} that SimpleITK can read ({_reason(error, path)})") from None
     if reader.GetDimension() != 3:
         raise VolumeError(f"{path}: expected a 3-D volume, the header says NDims = {reader.GetDimension()}")
     dtype = sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype
     shape = tuple(int(v) for v in reader.GetSize())[::-1]
     components = reader.GetNumberOfComponents()
-    _check_data_file(path, fields, int(np.prod(shape)) * dtype.itemsize * components)
+    if metaimage:
+        _check_data_file(path, fields, int(np.prod(shape)) * dtype.itemsize * components)
     geometry = Geometry(spacing_mm=tuple(float(v) for v in reader.GetSpacing()),
                         origin_mm=tuple(float(v) for v in reader.GetOrigin()),
                         direction=tuple(float(v) for v in reader.GetDirection()))
@@ -188,10 +234,10 @@ def read_volume_info(path: str | Path) -> VolumeInfo:
 
 
 def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """Reads a 3-D MetaImage volume.
+    """Reads a 3-D volume (``.mhd``, or any file SimpleITK reads, e.g. ``.mha``, ``.nii.gz``).
 
     Args:
-        path: the ``.mhd`` header; its ``.raw`` must lie where the header says.
+        path: the volume file; an ``.mhd`` header's ``.raw`` must lie where the header says.
 
     Returns:
         ``(array, geometry)``: ``array`` is ``(z, y, x)`` in the file's dtype (uint8 for Cirrus/Topcon OCT and for
@@ -213,24 +259,43 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
 
 
 def write_volume(path: str | Path, array: np.ndarray, geometry: Geometry) -> None:
-    """Writes a ``(z, y, x)`` array as ``path`` (``.mhd``) + its ``.raw`` with the given geometry, atomically.
+    """Writes a ``(z, y, x)`` array with the given geometry, atomically, in the format its name ends with.
 
-    SimpleITK writes the pair under their final names into a temporary folder beside ``path``; the ``.raw`` is
-    then renamed into place before the header, so a header on disk always has its complete data file.
+    Args:
+        path: ``*.mhd`` (header + ``.raw`` beside it, uncompressed), ``*.mha`` or ``*.nii.gz`` (``VOLUME_FORMATS``).
+        array: ``(z, y, x)`` = (B-scan, depth, width), any dtype SimpleITK takes (not float16).
+        geometry: spacing and origin ``(x, y, z)`` in mm, direction cosines.
+
+    SimpleITK writes the file(s) under their final names into a temporary folder beside ``path``; they are then
+    renamed into place, an ``.mhd``'s ``.raw`` before its header, so a file on disk under its final name is always
+    complete.
+
+    Raises:
+        ValueError: not a 3-D array, or a name without a suffix of ``VOLUME_FORMATS``.
     """
     path = Path(path)
     if array.ndim != 3:
         raise ValueError(f"{path}: expected a (z, y, x) array, got shape {array.shape}")
+    fmt = volume_format(path)
+    if fmt is None:
+        raise ValueError(f"{path}: a volume file name must end with one of "
+                         f"{', '.join('.' + f for f in VOLUME_FORMATS)}")
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     image.SetSpacing(geometry.spacing_mm)
     image.SetOrigin(geometry.origin_mm)
     image.SetDirection(geometry.direction)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent) as tmp_dir:
-        tmp_header = Path(tmp_dir) / path.name
-        sitk.WriteImage(image, str(tmp_header), useCompression=False)
-        os.replace(tmp_header.with_suffix(".raw"), path.with_suffix(".raw"))
-        os.replace(tmp_header, path)
+        tmp_path = Path(tmp_dir) / path.name
+        sitk.WriteImage(image, str(tmp_path), useCompression=fmt == "nii.gz")
+        for tmp_file, final in reversed(list(zip(volume_files(tmp_path), volume_files(path)))):
+            os.replace(tmp_file, final)  # the .raw first
+
+
+def remove_volume(path: str | Path) -> None:
+    """Deletes a volume's files (:func:`volume_files`), those that exist; the header first."""
+    for file in volume_files(path):
+        Path(file).unlink(missing_ok=True)
 
 
 def check_labels(labels: np.ndarray, allowed_codes: Sequence[int], name: str | Path) -> None:

@@ -18,7 +18,8 @@ is segmented in batches of B-scans; per batch:
    still sum to 1), and the arg-max gives the labels; :class:`PresenceScores` keeps what the presence scores need.
 
 Only labels and presence statistics are kept per volume (:func:`predict_volume`): the softmax of a Cirrus volume,
-128 x 1024 x 512 x 4 float32, would take 1 GB.
+128 x 1024 x 512 x 4 float32, would take 1 GB. Asked for them, it also keeps each fluid's probability as it streams,
+scaled to uint8 (:func:`probability_to_uint8`, 1/255 steps): 3 x 64 MB for a Cirrus volume.
 
 **Presence score** of a fluid in a volume (for the detection ROC): the largest probability ``p`` such that the
 fluid's softmax probability is at least ``p`` over at least ``PRESENCE_MIN_VOLUME_MM3`` of the volume, i.e. the
@@ -409,6 +410,15 @@ def arg_max_labels(probabilities: torch.Tensor) -> torch.Tensor:
     return channels_last.argmax(dim=-1).to(torch.uint8)
 
 
+PROBABILITY_SCALE = 255  # a stored probability p is round(p x this) in uint8: p = value / 255
+
+
+def probability_to_uint8(probabilities: torch.Tensor) -> torch.Tensor:
+    """Probabilities in [0, 1] (any shape, float) -> uint8 ``round(p x 255)`` in 0..255, on the same device
+    (values outside [0, 1] from rounding errors are clamped). Read back as ``value / 255``, within 1/510 of ``p``."""
+    return torch.round(probabilities.float().clamp(0.0, 1.0) * PROBABILITY_SCALE).to(torch.uint8)
+
+
 @dataclasses.dataclass
 class VolumePrediction:
     """What :func:`predict_volume` keeps of a volume's softmax.
@@ -416,27 +426,34 @@ class VolumePrediction:
     Attributes:
         labels: ``(z, y, x)`` uint8 arg-max class codes, 0..C-1 (0 background, then the codes of ``cfg.FLUIDS``).
         presence: fluid name -> presence score in [0, 1] (module docstring).
+        probabilities: when asked for, fluid name -> ``(z, y, x)`` uint8 softmax probability of that fluid scaled
+            to 0..255 (:func:`probability_to_uint8`; before any post-processing of the labels); else None.
     """
 
     labels: np.ndarray
     presence: dict[str, float]
+    probabilities: dict[str, np.ndarray] | None = None
 
 
 @torch.inference_mode()
 def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, cfg, runtime: Runtime,
-                   batch_size: int, on_batch: Callable[[int], Any] | None = None) -> VolumePrediction:
-    """Labels and presence scores of one preprocessed volume.
+                   batch_size: int, on_batch: Callable[[int], Any] | None = None,
+                   keep_probabilities: bool = False) -> VolumePrediction:
+    """Labels and presence scores of one preprocessed volume, and optionally each fluid's probabilities.
 
     Args:
         model, volume, cfg, runtime, batch_size: as :func:`iter_probabilities`; ``cfg`` also gives ``FLUIDS`` and
             ``PRESENCE_MIN_VOLUME_MM3``.
         geometry: the volume's header geometry (axial spacing for depth scaling, voxel volume for presence).
         on_batch: called with the number of B-scans after each batch (e.g. a progress bar's ``update``).
+        keep_probabilities: also keep each fluid's probability volume, uint8-scaled batch by batch (the float
+            softmax of the whole volume is never held).
 
     Returns:
-        :class:`VolumePrediction` with labels of the volume's shape.
+        :class:`VolumePrediction` with labels (and probabilities) of the volume's shape.
     """
     labels = np.empty(volume.shape, np.uint8)
+    kept = {name: np.empty(volume.shape, np.uint8) for name in cfg.FLUIDS} if keep_probabilities else None
     k = presence_voxel_count(cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
     presence = PresenceScores(cfg.FLUIDS, k)
     for start, probabilities in iter_probabilities(model, volume, geometry.axial_spacing_mm, cfg, runtime,
@@ -444,9 +461,12 @@ def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, cfg
         n = probabilities.shape[0]
         labels[start:start + n] = arg_max_labels(probabilities).cpu().numpy()
         presence.update(probabilities)
+        if kept is not None:
+            for name, code in cfg.FLUIDS.items():
+                kept[name][start:start + n] = probability_to_uint8(probabilities[:, code]).cpu().numpy()
         if on_batch is not None:
             on_batch(n)
-    return VolumePrediction(labels, presence.scores())
+    return VolumePrediction(labels, presence.scores(), kept)
 
 
 # --------------------------------------------------------------------------------------------------------------
