@@ -108,7 +108,7 @@ L2_WEIGHT = 1e-4  # rmit_unet: L2 penalty on conv kernels added to the loss (Ker
 ENCODER = "resnet18"  # smp_unet's encoder (measured choice: see README, bench/bench_train.py)
 EPOCHS = 100  # the original's 100
 BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training stream (the original); N: N batches
-TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop after the epoch in which this much wall-clock training time has passed
+TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop training (mid-epoch; it is then validated and saved) after this many minutes
 BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
@@ -154,7 +154,7 @@ CHANNELS_LAST = True  # NHWC memory layout for the network
 # on GPU up to 8 per process, as the cores allow (there the model step outruns one pipeline).
 LOADER_WORKERS = -1
 DEMO_EPOCHS = 6  # `make demo` trains at most this many epochs ...
-DEMO_TRAIN_MINUTES = 5.0  # ... and stops after the epoch in which this much training time has passed
+DEMO_TRAIN_MINUTES = 5.0  # ... and stops after this much training time
 
 # --------------------------------------------------------------------------------------------------------------
 # Inference (predict.py)

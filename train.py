@@ -6,7 +6,8 @@
 Writes a run folder (default WORK_DIR/runs/<date-time>): config.json, train.log, log.csv (one row per epoch),
 curves.png, last.pt and best.pt (by validation loss, as the original, or BEST_BY). ``--resume`` continues a run from last.pt with
 its optimiser state; without ``--run-dir`` it resumes the most recent run. An existing run is never trained over
-without ``--resume``. ``TRAIN_BUDGET_MINUTES`` stops training after the epoch in which the budget runs out.
+without ``--resume``. ``TRAIN_BUDGET_MINUTES`` stops training when the budget runs out, within the running epoch
+(which is then validated and saved as usual).
 
 Exit status: 0 done, 1 the prepared data could not be used (named in the message), 2 bad arguments or settings.
 """
@@ -223,7 +224,7 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     if endless:  # N batches an epoch from one endless stream
         batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers))
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
-    budget = EpochTimer()
+    deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
         if not endless:  # one stratified, augmented pass (the original's epoch); each rank its share of B-scans
@@ -232,7 +233,7 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
         with network.join() if runtime.distributed and not endless else contextlib.nullcontext():
             train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
                                      description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
-                                     n_batches=cfg.BATCHES_PER_EPOCH if endless else None)
+                                     n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline)
         metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
             else {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
@@ -250,8 +251,8 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
             if improved:
                 save_checkpoint(run_dir / cfg.BEST_CHECKPOINT, checkpoint)
             save_checkpoint(run_dir / cfg.LAST_CHECKPOINT, checkpoint)
-        if cfg.TRAIN_BUDGET_MINUTES > 0 and budget.seconds >= 60 * cfg.TRAIN_BUDGET_MINUTES and epoch < cfg.EPOCHS:
-            log.info(f"time budget of {cfg.TRAIN_BUDGET_MINUTES:g} min reached after epoch {epoch}")
+        if deadline is not None and time.perf_counter() >= deadline and epoch < cfg.EPOCHS:
+            log.info(f"time budget of {cfg.TRAIN_BUDGET_MINUTES:g} min reached in epoch {epoch} (validated and saved)")
             break
 
 

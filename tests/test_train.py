@@ -157,3 +157,13 @@ def test_run_dir_inside_the_data_or_prepared_slices_is_refused(prepared_work, tm
                            f"DATA_ROOT={data}", *QUICK]) == 2
         assert "--run-dir lies inside the" in capsys.readouterr().err
         assert not run_dir.exists()
+
+
+def test_time_budget_stops_within_a_long_epoch(prepared_work, tmp_path):
+    # one pass over the split is an epoch (BATCHES_PER_EPOCH = 0): the 0.6 s budget ends the first one early
+    assert _train(prepared_work, tmp_path / "budget", "--set", "EPOCHS=5", "--set", "BATCHES_PER_EPOCH=0",
+                  "--set", "TRAIN_BUDGET_MINUTES=0.01") == 0
+    log = pd.read_csv(tmp_path / "budget" / "log.csv")
+    assert log["epoch"].tolist() == [1]
+    assert "time budget of 0.01 min reached in epoch 1" in (tmp_path / "budget" / "train.log").read_text()
+    assert load_checkpoint(tmp_path / "budget" / "best.pt")["epoch"] == 1

@@ -67,11 +67,14 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 runtime: Runtime, adversary: Adversary | None = None, description: str = "train",
                 regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0, n_batches: int | None = None,
-                ) -> float:
-    """Trains on the batches (``n_batches`` of them, or all the iterable holds when None).
+                deadline: float | None = None) -> float:
+    """Trains on the batches (``n_batches`` of them, or all the iterable holds when None), stopping early at
+    ``deadline``.
 
     Args:
         regulariser: a penalty added to the segmenter's objective each step (e.g. the L2 on conv kernels).
+        deadline: a ``time.perf_counter()`` value after which no further batch starts (a training time budget:
+            one pass of the original's epoch can take hours on a CPU); all ranks stop after the same batch.
 
     Returns:
         The mean segmentation loss (without the regulariser), averaged over all ranks.
@@ -89,7 +92,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         if adversary is not None:
             with runtime.autocast():
                 discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
-            objective = loss + adversary.weight * adversarial_loss.float()
+            objective = objective + adversary.weight * adversarial_loss.float()
         optimizer.zero_grad(set_to_none=True)
         objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
         optimizer.step()
@@ -101,9 +104,21 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         total += float(loss.detach())
         count += 1
         bar.set_postfix(loss=f"{total / count:.4f}")
-        if n_batches is not None and count >= n_batches:
+        if (n_batches is not None and count >= n_batches) or past_deadline(deadline, runtime):
             break
     return _mean_over_ranks(total, count)
+
+
+def past_deadline(deadline: float | None, runtime: Runtime) -> bool:
+    """Whether ``deadline`` (a ``time.perf_counter()`` value) has passed, as rank 0 sees it, on every rank."""
+    if deadline is None:
+        return False
+    passed = time.perf_counter() >= deadline
+    if runtime.distributed:
+        flag = torch.tensor([float(passed)], device=runtime.device if runtime.device.type == "cuda" else "cpu")
+        dist.broadcast(flag, src=0)
+        passed = bool(flag.item())
+    return passed
 
 
 @torch.no_grad()
