@@ -164,3 +164,19 @@ def test_refused_checkpoint_never_advises_weights_only_false(tmp_path, capfd, co
     assert message.startswith(f"{path}: cannot load the checkpoint") and "\n" not in message
     assert "weights_only" not in message.lower() and "False" not in message
     assert "weights_only" not in capfd.readouterr().err  # nor in a warning
+
+
+def test_the_authors_critic_passes_gradient_to_the_segmenter_and_crops_the_image():
+    from utils.model.networks import RmitCritic
+
+    torch.manual_seed(0)
+    images = torch.randn(1, 3, 256, 128)  # the patch; the segmenter's output is its 164x36 centre
+    masks = torch.randint(0, 4, (1, 164, 36))
+    logits = torch.randn(1, 4, 164, 36, requires_grad=True)
+    critic = RmitCritic(4).eval()
+    adversary = Adversary(critic, torch.optim.Adam(critic.parameters()), weight=1.0)
+    _, segmenter_loss = adversarial_losses(adversary, images, logits, masks)
+    (grad,) = torch.autograd.grad(segmenter_loss, logits)
+    assert grad.abs().sum() > 0
+    two_way = critic.net(images[..., 46:-46, 46:-46], logits.softmax(1))
+    assert critic(images, logits.softmax(1)).item() == pytest.approx((two_way[0, 1] - two_way[0, 0]).item(), abs=1e-5)
