@@ -154,7 +154,7 @@ CHANNELS_LAST = True  # NHWC memory layout for the network
 # on GPU up to 8 per process, as the cores allow (there the model step outruns one pipeline).
 LOADER_WORKERS = -1
 DEMO_EPOCHS = 6  # `make demo` trains at most this many epochs ...
-DEMO_TRAIN_MINUTES = 5.0  # ... and stops after this much training time
+DEMO_TRAIN_MINUTES = 3.0  # ... and stops after this much training time
 
 # --------------------------------------------------------------------------------------------------------------
 # Inference (predict.py)

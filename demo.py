@@ -5,7 +5,7 @@
 1. data: DATA_ROOT when it holds any oct.mhd, else the synthetic RETOUCH-like set (generated once in
    SYNTHETIC_ROOT);
 2. prepare_data.py (all steps) into WORK_DIR;
-3. train.py for at most DEMO_EPOCHS epochs, stopping after the epoch in which DEMO_TRAIN_MINUTES have passed,
+3. train.py for at most DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training,
    into WORK_DIR/runs/demo (resumed if a demo run exists);
 4. predict.py on the test cases of the split with the best checkpoint, into WORK_DIR/predictions/demo;
 5. evaluate.py on those predictions; the summary table is printed and written to .../predictions/demo/evaluation.
