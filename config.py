@@ -179,6 +179,14 @@ ETDRS_DIAMETERS_MM = (1.0, 3.0, 6.0)  # central disc, inner ring, outer ring
 FOVEA_SEARCH_RADIUS_MM = 1.0
 FOVEA_MIN_DEPTH_MM = 0.03
 
+# Vendor files given to predict.py / prepare_data.py instead of oct.mhd (utils/io/vendor_files.py). Spacings are
+# (x, y, z) = (A-scan spacing, depth, distance between B-scans) in mm, used only where the file does not hold them;
+# () = unset: such a file then fails with a line naming the setting to give.
+CIRRUS_IMG_SHAPE = (1024, 512)  # Zeiss .img (raw bytes, no header): B-scan (depth, width); oct-converter's default
+CIRRUS_IMG_SPACING_MM = ()  # Zeiss .img holds no spacing: e.g. (0.0117, 0.00195, 0.047) for a 6 mm 512x128 cube
+TOPCON_SPACING_MM = ()  # Topcon .fds/.fda without a @PARAM_SCAN_04/02 chunk (files with one give their own)
+E2E_SPACING_XZ_MM = ()  # Heidelberg .e2e: (x, z) only; the file gives the depth spacing but not these two
+
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation (evaluate.py)
 # --------------------------------------------------------------------------------------------------------------

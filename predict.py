@@ -3,8 +3,11 @@
     python predict.py [--checkpoint FILE] [--out DIR] [--format mhd|mha|nii.gz] [--save-probabilities]
                       [--overlays [N|all]] [--report] [--set NAME=VALUE ...] INPUT...
 
-INPUT: ``oct.mhd`` files, or folders searched for them at any depth (the RETOUCH layout; see utils/cases.py). A
-case is named after the folder of its ``oct.mhd``. Default checkpoint: ``best.pt`` of the most recent run under
+INPUT: ``oct.mhd`` files, or folders searched for them at any depth (the RETOUCH layout; see utils/cases.py), or
+the devices' own files: Heidelberg ``.vol``/``.e2e``, Zeiss Cirrus ``.img``, Topcon ``.fds``/``.fda``, OCT DICOM
+``.dcm`` (utils/io/vendor_files.py: vendor and spacing from the file; ``CIRRUS_IMG_SPACING_MM`` and
+``E2E_SPACING_XZ_MM`` supply what those files lack). A case is named after the folder of its ``oct.mhd``, or after
+a vendor file's name without its suffix. Default checkpoint: ``best.pt`` of the most recent run under
 ``WORK_DIR/runs``; default ``--out``: ``WORK_DIR/predictions/<run name>``. Nothing is written next to the inputs.
 
 Each volume gets exactly the preprocessing and depth resolution the model was trained with: the settings come from
@@ -50,6 +53,7 @@ from utils.io.outputs import check_outputs
 from utils.io.mhd_io import VOLUME_FORMATS, read_volume, remove_volume, volume_files, with_format, write_volume
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, model_from_checkpoint
 from utils.io.parallel import CASE_ERRORS
+from utils.io.vendor_files import VENDOR_SUFFIXES, is_vendor_file, read_oct_volume, vendor_file_vendor
 from utils.prepare.preprocessing import preprocess_volume
 from utils.model.runtime import Runtime, select_runtime
 
@@ -62,15 +66,18 @@ DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
 INFERENCE_SETTINGS = ("PREDICT_REGION", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "INFERENCE_BATCH_SIZE",
                       "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3",
                       "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
+# The vendor-file settings say how to read an input, not how the model was trained.
+VENDOR_FILE_SETTINGS = ("CIRRUS_IMG_SHAPE", "CIRRUS_IMG_SPACING_MM", "TOPCON_SPACING_MM", "E2E_SPACING_XZ_MM")
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
-                  "CHANNELS_LAST") + INFERENCE_SETTINGS
+                  "CHANNELS_LAST") + INFERENCE_SETTINGS + VENDOR_FILE_SETTINGS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                        help="oct.mhd files, or folders searched for them at any depth")
+                        help="oct.mhd files, folders searched for them at any depth, or vendor files ("
+                             + " ".join(VENDOR_SUFFIXES) + ")")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="model checkpoint (default: best.pt of the most recent run under WORK_DIR/runs)")
     parser.add_argument("--out", type=Path, default=None,
@@ -129,11 +136,13 @@ def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> 
 
 
 def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
-    """The cases named by the command line: ``.mhd`` files, and every ``oct.mhd`` below folders.
+    """The cases named by the command line: ``.mhd`` files, vendor files (named by their stem), and every
+    ``oct.mhd`` below folders.
 
     Returns:
         ``(cases, errors)``: cases with distinct names (the same file named twice counts once), and one line per
-        input that cannot be used (missing, not a MetaImage header, unknown vendor, a case name already taken).
+        input that cannot be used (missing, not a MetaImage header or vendor file, unknown vendor, a case name
+        already taken).
     """
     cases: list[Case] = []
     errors: list[str] = []
@@ -144,9 +153,15 @@ def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
             errors += problems
             if not found and not problems:
                 errors.append(f"{path}: no {OCT_FILE} below this folder")
+        elif path.is_file() and is_vendor_file(path):
+            try:
+                cases.append(Case(path.stem, vendor_file_vendor(path, vendors), path, None))
+            except CASE_ERRORS as error:
+                errors.append(str(error))
         elif path.is_file():
             if path.suffix.lower() != ".mhd":
-                errors.append(f"{path}: not a MetaImage header (.mhd); give oct.mhd files or folders")
+                errors.append(f"{path}: not a MetaImage header (.mhd) nor a vendor file "
+                              f"({' '.join(VENDOR_SUFFIXES)}); give oct.mhd files, vendor files or folders")
                 continue
             try:
                 cases.append(Case(path.resolve().parent.name, detect_vendor(path, vendors), path, None))
@@ -313,7 +328,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
         raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
                          f"no histogram reference")
     (case_dir / MARKER_FILE).unlink(missing_ok=True)  # an old marker must not vouch for half-replaced outputs
-    volume, geometry = read_volume(case.oct_path)
+    volume, geometry = read_oct_volume(case.oct_path, cfg)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
@@ -343,7 +358,7 @@ def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray
     if outputs.overlays is None and not outputs.report:
         return
     labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
-    volume, _ = read_volume(case.oct_path)
+    volume, _ = read_oct_volume(case.oct_path, cfg)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)

@@ -6,6 +6,7 @@ import argparse
 import ast
 import difflib
 import json
+import math
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -110,7 +111,21 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "FOVEA_MIN_DEPTH_MM": (lambda value: value >= 0, "a depth in mm >= 0"),
     "TRAIN_BUDGET_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
     "EMPTY_PATCH_DROP_PROB": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
+    "CIRRUS_IMG_SHAPE": (lambda value: len(value) == 2 and all(isinstance(v, int) and v >= 1 for v in value),
+                         "a B-scan size (depth, width) in pixels, e.g. (1024, 512)"),
+    "CIRRUS_IMG_SPACING_MM": (lambda value: _spacing_or_unset(value, 3),
+                              "() or 3 spacings (x, y, z) in mm > 0, e.g. (0.0117, 0.00195, 0.047)"),
+    "TOPCON_SPACING_MM": (lambda value: _spacing_or_unset(value, 3),
+                          "() or 3 spacings (x, y, z) in mm > 0, e.g. (0.0117, 0.0026, 0.047)"),
+    "E2E_SPACING_XZ_MM": (lambda value: _spacing_or_unset(value, 2),
+                          "() or 2 spacings (x, z) in mm > 0, e.g. (0.0114, 0.12)"),
 }
+
+
+def _spacing_or_unset(value, length: int) -> bool:
+    """``()`` (unset) or ``length`` positive finite numbers."""
+    return len(value) == 0 or (len(value) == length and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value))
 
 
 def check_settings(cfg: types.SimpleNamespace) -> None:

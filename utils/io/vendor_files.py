@@ -1,0 +1,333 @@
+"""Reading OCT volumes from the devices' own exports, through maintained readers, into what :func:`read_volume`
+gives for MetaImage: a ``(z, y, x)`` = (B-scan, depth, width) array, a :class:`Geometry` (spacing ``(x, y, z)`` in
+mm, origin 0, identity direction), and the vendor (one of ``config.VENDORS``).
+
+========================  =====================================  ==================  ================================
+file                      reader                                 vendor from         spacing from
+========================  =====================================  ==================  ================================
+Heidelberg ``.vol``       eyepy ``HeVolReader``                  the format          header: scale_x, scale_y, distance
+Zeiss Cirrus ``.img``     oct-converter ``IMG``                  the format          not in the file: CIRRUS_IMG_SPACING_MM
+Topcon ``.fds``/``.fda``  oct-converter ``FDS``/``FDA``          the format          @PARAM_SCAN_04/02 chunk (else
+                                                                                     TOPCON_SPACING_MM)
+Heidelberg ``.e2e``       oct-converter ``E2E``                  the format          depth: B-scan header (scaley);
+                                                                                     width, B-scan distance:
+                                                                                     E2E_SPACING_XZ_MM
+OCT DICOM ``.dcm``        oct-converter ``Dicom`` (pydicom)      Manufacturer tag    PixelSpacing, frame positions
+                                                                                     (else SliceThickness)
+========================  =====================================  ==================  ================================
+
+Intensities: a uint8 volume is kept; a uint16 volume whose values all lie in 0..255 becomes uint8 (lossless; the
+pipeline scales other uint16 volumes by 255/65536, as RETOUCH's Spectralis ones); the float reflectivities of
+``.vol`` and ``.e2e`` become uint8 on Heyex's display scale (eyepy's and oct-converter's log transform).
+
+A file these readers cannot use raises :class:`VendorFileError`: one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from utils.io.cases import vendor_from_path
+from utils.io.mhd_io import Geometry, VolumeError, read_volume
+
+# Suffix -> the vendor whose devices alone write it (DICOM: from its Manufacturer tag). Names as in config.VENDORS.
+FORMAT_VENDORS = {".vol": "Spectralis", ".e2e": "Spectralis", ".img": "Cirrus", ".fds": "Topcon", ".fda": "Topcon",
+                  ".dcm": None, ".dicom": None}
+VENDOR_SUFFIXES = tuple(FORMAT_VENDORS)
+# DICOM Manufacturer (lower case, a part of it) -> vendor.
+_MANUFACTURERS = {"heidelberg": "Spectralis", "zeiss": "Cirrus", "topcon": "Topcon"}
+
+
+class VendorFileError(VolumeError):
+    """A vendor file that cannot be used; the message is one line naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VendorVolume:
+    """An OCT volume read from a vendor file.
+
+    Attributes:
+        array: ``(z, y, x)`` uint8 or uint16.
+        geometry: spacing ``(x, y, z)`` mm from the file (or the setting named in the module table).
+        vendor: one of ``config.VENDORS``.
+        laterality: ``"R"``, ``"L"`` or ``""`` when the file does not say.
+    """
+
+    array: np.ndarray
+    geometry: Geometry
+    vendor: str
+    laterality: str = ""
+
+
+def is_vendor_file(path: str | Path) -> bool:
+    """Whether ``path`` ends with a suffix of ``VENDOR_SUFFIXES`` (case-insensitive)."""
+    return Path(path).suffix.lower() in FORMAT_VENDORS
+
+
+def vendor_file_vendor(path: str | Path, vendors: Sequence[str]) -> str:
+    """The vendor of a vendor file without reading its voxels: the format's for the proprietary formats, the
+    Manufacturer tag (else a folder of the path naming a vendor) for DICOM.
+
+    Raises:
+        VendorFileError: not a vendor file, an unreadable DICOM header, or a vendor not in ``vendors``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMAT_VENDORS:
+        raise VendorFileError(f"{path}: not a vendor file; expected one of {', '.join(VENDOR_SUFFIXES)}")
+    vendor = FORMAT_VENDORS[suffix]
+    if vendor is None:
+        import pydicom
+
+        try:
+            manufacturer = str(pydicom.dcmread(path, stop_before_pixels=True).get("Manufacturer", ""))
+        except Exception as error:  # noqa: BLE001 - pydicom on untrusted bytes
+            raise VendorFileError(f"{path}: not a readable DICOM file ({type(error).__name__}: "
+                                  f"{' '.join(str(error).split())[:200]})") from None
+        vendor = _dicom_vendor(path, manufacturer, vendors)
+    if vendor not in vendors:
+        raise VendorFileError(f"{path}: a {vendor} file, but VENDORS is {tuple(vendors)}")
+    return vendor
+
+
+def _dicom_vendor(path: Path, manufacturer: str, vendors: Sequence[str]) -> str:
+    """The vendor a DICOM's Manufacturer names, else the one a folder of its path (and the folder above) names."""
+    vendor = next((name for key, name in _MANUFACTURERS.items() if key in manufacturer.lower()), None)
+    vendor = vendor or vendor_from_path(Path(*path.resolve().parent.parts[-2:]), vendors)
+    if vendor is None:
+        raise VendorFileError(f"{path}: unknown vendor: Manufacturer is {manufacturer!r} and no folder of the path "
+                              f"names one of {tuple(vendors)}; put it under a folder named after its vendor")
+    return vendor
+
+
+def _geometry(path: Path, spacing_mm: Sequence[float], source: str) -> Geometry:
+    """A Geometry with ``spacing_mm`` ``(x, y, z)``, checked to be 3 positive finite numbers."""
+    try:
+        spacing = tuple(float(value) for value in spacing_mm)
+    except (TypeError, ValueError):
+        spacing = ()
+    if len(spacing) != 3 or not all(math.isfinite(value) and value > 0 for value in spacing):
+        raise VendorFileError(f"{path}: voxel spacing (x, y, z) from {source} is {tuple(spacing_mm)}; expected 3 "
+                              f"positive numbers in mm")
+    return Geometry(spacing_mm=spacing)
+
+
+def _stack(path: Path, bscans: Sequence[np.ndarray]) -> np.ndarray:
+    """B-scans ``(y, x)`` stacked to ``(z, y, x)``; one line when there are none or their sizes differ."""
+    shapes = {np.shape(bscan) for bscan in bscans}
+    if not bscans or len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise VendorFileError(f"{path}: expected B-scans of one 2-D size, got {len(bscans)} of sizes "
+                              f"{sorted(shapes)}")
+    return np.stack([np.asarray(bscan) for bscan in bscans], axis=0)
+
+
+def _intensities(path: Path, array: np.ndarray) -> np.ndarray:
+    """uint8 kept; uint16 within 0..255 to uint8; floats in [0, 1] (display scale) to uint8 0..255."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return array.astype(np.uint8) if array.size and int(array.max()) <= 255 else array
+    if np.issubdtype(array.dtype, np.floating):
+        return np.rint(np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise VendorFileError(f"{path}: OCT voxels are {array.dtype}; expected uint8, uint16 or float intensities")
+
+
+def _spacing_setting(path: Path, value: Sequence[float], name: str, length: int, what: str) -> tuple[float, ...]:
+    """A spacing setting that must be set for this file, else one line saying which ``--set`` supplies it."""
+    if len(value) != length:
+        example = {3: "(0.0117,0.00195,0.047)", 2: "(0.0117,0.047)"}[length]
+        raise VendorFileError(f"{path}: the file does not hold {what}; give it with --set {name}={example} (mm)")
+    return tuple(value)
+
+
+def _read_vol(path: Path, cfg) -> VendorVolume:
+    from eyepy.io.he import HeVolReader
+
+    volume = HeVolReader(path).volume
+    # eyepy's data: (n_bscans, size_y, size_x) uint8 on Heyex's display scale (from_vol_intensity)
+    spacing = (volume.scale_x, volume.scale_y, volume.scale_z)
+    laterality = {"OD": "R", "OS": "L"}.get(str(volume.laterality).strip().upper(), "")
+    return VendorVolume(np.asarray(volume.data), _geometry(path, spacing, "the .vol header"), "Spectralis",
+                        laterality)
+
+
+def _read_img(path: Path, cfg) -> VendorVolume:
+    from oct_converter.readers import IMG
+
+    rows, cols = cfg.CIRRUS_IMG_SHAPE
+    size = path.stat().st_size
+    if size == 0 or size % (rows * cols):
+        raise VendorFileError(f"{path}: {size} bytes is not a whole number of {rows} x {cols} B-scans (a "
+                              f"truncated file, or another scan size: --set CIRRUS_IMG_SHAPE=(depth,width))")
+    spacing = _spacing_setting(path, cfg.CIRRUS_IMG_SPACING_MM, "CIRRUS_IMG_SPACING_MM", 3,
+                               "its voxel spacing (x, y, z)")
+    # oct-converter lays each B-scan out as (rows, cols) = (depth, width) from the A-scan-major bytes
+    oct_volume = IMG(path).read_oct_volume(rows=rows, cols=cols)
+    laterality = oct_volume.laterality or ""
+    return VendorVolume(_stack(path, oct_volume.volume), _geometry(path, spacing, "CIRRUS_IMG_SPACING_MM"),
+                        "Cirrus", laterality)
+
+
+class _NumpyWithBinaryFromstring:
+    """numpy, with ``fromstring(bytes, dtype)`` answered by ``frombuffer``: oct-converter 0.7.0's FDS and FDA readers
+    parse their chunks with ``np.fromstring``'s binary mode, which numpy 2 removed (``ValueError: The binary mode of
+    fromstring is removed``); everything else is numpy itself."""
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+    @staticmethod
+    def fromstring(string, dtype=float, count=-1, *, sep=""):
+        if sep == "" and isinstance(string, (bytes, bytearray, memoryview)):
+            return np.frombuffer(string, dtype=dtype, count=count).copy()
+        return np.fromstring(string, dtype=dtype, count=count, sep=sep)
+
+
+def _topcon_readers():
+    """oct-converter's FDS and FDA classes, their modules' numpy given binary ``fromstring`` back where the
+    installed numpy lacks it."""
+    from oct_converter.readers import fda, fds
+
+    for module in (fda, fds):
+        try:
+            np.fromstring(b"\x00", dtype=np.uint8)
+        except ValueError:
+            module.np = _NumpyWithBinaryFromstring()
+    return fds.FDS, fda.FDA
+
+
+def _read_topcon(path: Path, cfg) -> VendorVolume:
+    FDS, FDA = _topcon_readers()
+
+    oct_volume = (FDS if path.suffix.lower() == ".fds" else FDA)(path).read_oct_volume()
+    if oct_volume.volume is None:
+        raise VendorFileError(f"{path}: no OCT volume in the file (neither @IMG_JPEG nor @IMG_MOT_COMP_03)")
+    if oct_volume.pixel_spacing is not None:
+        # oct-converter's order: width, distance between B-scans, depth
+        width, distance, depth = oct_volume.pixel_spacing
+        spacing, source = (width, depth, distance), "the @PARAM_SCAN chunk"
+    else:
+        spacing = _spacing_setting(path, cfg.TOPCON_SPACING_MM, "TOPCON_SPACING_MM", 3,
+                                   "its voxel spacing (no @PARAM_SCAN_04/02 chunk)")
+        source = "TOPCON_SPACING_MM"
+    return VendorVolume(_stack(path, oct_volume.volume), _geometry(path, spacing, source), "Topcon",
+                        oct_volume.laterality or "")
+
+
+def _read_e2e(path: Path, cfg) -> VendorVolume:
+    from oct_converter.readers import E2E
+
+    # oct-converter 0.7.0 reads the depth spacing from the B-scan header; width and B-scan distance are not there
+    x_mm, z_mm = _spacing_setting(path, cfg.E2E_SPACING_XZ_MM, "E2E_SPACING_XZ_MM", 2,
+                                  "its A-scan spacing and B-scan distance (x, z)")
+    volumes = [volume for volume in E2E(path).read_oct_volume() if len(volume.volume) > 1]
+    if len(volumes) != 1:
+        raise VendorFileError(f"{path}: expected one OCT volume (more than one B-scan) in the file, found "
+                              f"{len(volumes)}; export each volume to its own file")
+    oct_volume = volumes[0]
+    depth_mm = oct_volume.pixel_spacing[1] if oct_volume.pixel_spacing else float("nan")
+    return VendorVolume(_stack(path, oct_volume.volume),
+                        _geometry(path, (x_mm, depth_mm, z_mm), "the B-scan header and E2E_SPACING_XZ_MM"),
+                        "Spectralis", oct_volume.laterality or "")
+
+
+def _dicom_spacing(path: Path, dataset) -> tuple[float, float, float]:
+    """``(x, y, z)`` mm of an OCT DICOM: PixelSpacing (row = depth, column = width) from the shared (else the
+    first per-frame) functional groups or the top level; z from the spacing of the frames' ImagePositionPatient,
+    else SliceThickness."""
+    groups = [group for name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+              for group in (dataset.get(name) or [])[:1]]
+    measures = [group.PixelMeasuresSequence[0] for group in groups if "PixelMeasuresSequence" in group]
+    pixel = next((m.PixelSpacing for m in measures + [dataset] if "PixelSpacing" in m), None)
+    thickness = next((m.SliceThickness for m in measures + [dataset] if "SliceThickness" in m), None)
+    if pixel is None:
+        raise VendorFileError(f"{path}: the DICOM holds no PixelSpacing; expected an OCT (Ophthalmic Tomography) "
+                              f"DICOM with its pixel measures")
+    positions = [frame.PlanePositionSequence[0].ImagePositionPatient
+                 for frame in dataset.get("PerFrameFunctionalGroupsSequence") or []
+                 if "PlanePositionSequence" in frame]
+    z_mm = float("nan")
+    if len(positions) > 1:
+        z_mm = float(np.linalg.norm(np.subtract(positions[1], positions[0], dtype=float)))
+    if not z_mm > 0 and thickness is not None:
+        z_mm = float(thickness)
+    return float(pixel[1]), float(pixel[0]), z_mm
+
+
+def _read_dicom(path: Path, cfg) -> VendorVolume:
+    import pydicom
+    from oct_converter.readers import Dicom
+
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    vendor = _dicom_vendor(path, str(dataset.get("Manufacturer", "")), cfg.VENDORS)
+    spacing = _dicom_spacing(path, dataset)
+    array = np.asarray(Dicom(path).read_oct_volume().volume)
+    array = array[np.newaxis] if array.ndim == 2 else array
+    if array.ndim != 3:
+        raise VendorFileError(f"{path}: expected grey B-scans (frames, rows, columns), got pixel data of shape "
+                              f"{array.shape}")
+    laterality = str(dataset.get("Laterality", "") or dataset.get("ImageLaterality", "")).strip()
+    return VendorVolume(array, _geometry(path, spacing, "the DICOM pixel measures"), vendor,
+                        laterality if laterality in ("R", "L") else "")
+
+
+_READERS: dict[str, Callable[[Path, object], VendorVolume]] = {
+    ".vol": _read_vol, ".img": _read_img, ".fds": _read_topcon, ".fda": _read_topcon, ".e2e": _read_e2e,
+    ".dcm": _read_dicom, ".dicom": _read_dicom}
+
+
+def read_vendor_volume(path: str | Path, cfg) -> VendorVolume:
+    """Reads a vendor file (a suffix of ``VENDOR_SUFFIXES``) as the module table says.
+
+    Args:
+        path: the file.
+        cfg: the effective config (``CIRRUS_IMG_SHAPE``, ``CIRRUS_IMG_SPACING_MM``, ``TOPCON_SPACING_MM``,
+            ``E2E_SPACING_XZ_MM``, ``VENDORS``).
+
+    Returns:
+        The volume: ``(z, y, x)`` uint8 (or uint16 beyond 0..255), its geometry, vendor and laterality.
+
+    Raises:
+        VendorFileError: a missing, truncated or corrupt file, one its reader refuses, a spacing neither the file
+            nor the settings give, or a vendor not in ``cfg.VENDORS``; one line naming the file.
+    """
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise VendorFileError(f"{path}: not a vendor file; expected one of {', '.join(VENDOR_SUFFIXES)}")
+    if not path.is_file():
+        raise VendorFileError(f"{path}: no such file")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # oct-converter prints notes on stdout
+            result = reader(path, cfg)
+    except VendorFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - third-party parsers of untrusted bytes raise anything
+        text = " ".join(str(error).split())[:200] or "no detail"
+        raise VendorFileError(f"{path}: not a readable {path.suffix.lower()} file ({type(error).__name__}: "
+                              f"{text})") from None
+    if result.vendor not in cfg.VENDORS:
+        raise VendorFileError(f"{path}: a {result.vendor} file, but VENDORS is {tuple(cfg.VENDORS)}")
+    if min(result.array.shape) < 1:
+        raise VendorFileError(f"{path}: the volume is empty (shape {result.array.shape})")
+    return dataclasses.replace(result, array=np.ascontiguousarray(_intensities(path, result.array)))
+
+
+def read_oct_volume(path: str | Path, cfg) -> tuple[np.ndarray, Geometry]:
+    """An OCT volume from a vendor file (:func:`read_vendor_volume`) or a MetaImage/NIfTI file
+    (:func:`utils.io.mhd_io.read_volume`), as ``(array (z, y, x), geometry)``.
+
+    Raises:
+        VolumeError: the file cannot be used; one line naming it.
+    """
+    if is_vendor_file(path):
+        volume = read_vendor_volume(path, cfg)
+        return volume.array, volume.geometry
+    return read_volume(path)
