@@ -282,3 +282,28 @@ def test_report_per_case_and_an_index_that_opens_from_disk(data, checkpoint, pre
     links = check_html(out / config.REPORT_HTML)
     images = {link for link in links if not link.startswith("#")}
     assert images == {f"TRAIN00{n}/{config.REPORT_PNG}" for n in (1, 2, 3)}
+
+
+def test_vendor_files_in_and_a_truncated_one_fails_alone(checkpoint, tmp_path, capsys):
+    """A Heidelberg .vol is segmented with the spacing its header holds; a truncated Cirrus .img beside it fails in
+    one line naming it, and the .vol's case is still done (exit 1)."""
+    from vendor_factory import write_img, write_vol
+
+    rng = np.random.default_rng(7)
+    inputs = tmp_path / "exports"
+    inputs.mkdir()
+    volume = tiny_volume("Spectralis", rng)
+    volume = (volume >> 8).astype(np.uint8) if volume.dtype == np.uint16 else volume
+    vol = write_vol(inputs / "patient7.vol", volume, (0.0114, 0.0039, 0.12))
+    img = write_img(inputs / "broken.img", volume[:2, :, :])
+    img.write_bytes(img.read_bytes()[:-5])
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set",
+                         "CIRRUS_IMG_SPACING_MM=(0.012,0.002,0.047)", str(vol), str(img)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(img) in errors[0]
+    labels, geometry = read_volume(out / "patient7" / config.SEGMENTATION_FILE)
+    assert labels.shape == volume.shape
+    np.testing.assert_allclose(geometry.spacing_mm, (0.0114, 0.0039, 0.12))
+    table = pd.read_csv(out / config.VOLUMES_CSV)
+    assert list(table["case"]) == ["patient7"] and list(table["vendor"]) == ["Spectralis"]

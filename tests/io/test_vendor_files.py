@@ -8,8 +8,6 @@ documented well enough in either library to write one, so only its error paths a
 
 from __future__ import annotations
 
-import datetime
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from utils.configuration import load_config
 from utils.io.mhd_io import VolumeError
 from utils.io.vendor_files import (VendorFileError, is_vendor_file, read_oct_volume, read_vendor_volume,
                                    vendor_file_vendor)
+from vendor_factory import write_dicom, write_img, write_topcon, write_vol
 
 SHAPE = (5, 24, 16)  # (z, y, x): 5 B-scans, 24 deep, 16 wide; all axes distinct so a transposition shows
 
@@ -28,82 +27,6 @@ def volume() -> np.ndarray:
     """A uint8 volume whose every voxel tells its (z, y, x): a swap or flip of any axis changes it."""
     z, y, x = np.indices(SHAPE)
     return (z * 50 + y * 2 + x % 2).astype(np.uint8)
-
-
-def write_img(path: Path, volume: np.ndarray) -> Path:
-    """Cirrus .img: uint8, each B-scan A-scan after A-scan (depth fastest), as oct-converter's IMG reads it."""
-    path.write_bytes(np.ascontiguousarray(volume.transpose(0, 2, 1)).tobytes())
-    return path
-
-
-def write_vol(path: Path, volume: np.ndarray, spacing_mm: tuple[float, float, float], eye: str = "OD") -> Path:
-    """Heidelberg .vol through eyepy's own ``vol_format`` (the published header layout, documented in its code)."""
-    import construct as cs
-    from eyepy.core.utils import to_vol_intensity
-    from eyepy.io.he.vol_reader import vol_format
-
-    n_bscans, size_y, size_x = volume.shape
-    when = datetime.datetime(2020, 1, 2).isoformat()  # eyepy encodes its dates from ISO text
-    bscans = [dict(bscan_hdr_size=256 + 17 * 4 * size_x, start_x=0.0, start_y=z * spacing_mm[2], end_x=1.0,
-                   end_y=z * spacing_mm[2], num_seg=17, quality=30.0, shift=0, iv_transformation=[0.0] * 6,
-                   layer_segmentations=np.zeros((17, size_x), np.float32),
-                   data=to_vol_intensity(volume[z]).astype(np.float32))
-              for z in range(n_bscans)]
-    # eyepy 0.21.0's IntDate encodes a float into the 64-bit integer exam_time field (its writer fails on it), so
-    # this field is built as the plain integer the format holds: 100 ns units since 1601-01-01
-    layout = cs.Struct(*[cs.Renamed(cs.Int64ul, newname="exam_time") if field.name == "exam_time" else field
-                         for field in vol_format.subcons])
-    exam_time = int((datetime.datetime(2020, 1, 2) - datetime.datetime(1601, 1, 1)).total_seconds()) * 10**7
-    data = layout.build(dict(
-        size_x=size_x, n_bscans=n_bscans, size_y=size_y, scale_x=spacing_mm[0], distance=spacing_mm[2],
-        scale_y=spacing_mm[1], size_x_slo=8, size_y_slo=8, scale_x_slo=0.01, scale_y_slo=0.01,
-        scan_position=eye, exam_time=exam_time, scan_pattern=3, id="1", reference_id="", dob=when, visit_date=when,
-        grid_type=0, grid_offset=0, grid_type1=0, grid_offset1=0, prog_id="", localizer=np.zeros((8, 8), np.uint8),
-        bscans=bscans))
-    path.write_bytes(data)
-    return path
-
-
-def write_topcon(path: Path, volume: np.ndarray, x_mm: float, y_mm: float, z_um: float, eye: int = 1) -> Path:
-    """Topcon .fds (@IMG_SCAN_03) or .fda (@IMG_MOT_COMP_03) with the chunk structs oct-converter parses:
-    uint16 B-scans, @PARAM_SCAN_04 (scan width and height in mm, depth resolution in um), @CAPTURE_INFO_02."""
-    fda = path.suffix == ".fda"
-    if fda:
-        from oct_converter.readers.binary_structs import fda_binary as binary
-    else:
-        from oct_converter.readers.binary_structs import fds_binary as binary
-    n, height, width = volume.shape
-    scan = dict(scan_mode=2, width=width, height=height, bits_per_pixel=16, number_slices=n, format=0, size=0)
-    header = (binary.oct_header_2.build({**scan, "fast_q": 0.0}) if fda else binary.oct_header.build(scan))
-    chunks = {
-        b"@IMG_MOT_COMP_03" if fda else b"@IMG_SCAN_03": header + volume.astype("<u2").tobytes(),
-        b"@PARAM_SCAN_04": binary.param_scan_04_header.build(dict(
-            fixation=0, mirror_pos=0, polar=0, x_dimension_mm=x_mm, y_dimension_mm=y_mm, z_resolution_um=z_um,
-            comp_eff_2=0.0, comp_eff_3=0.0, base_pos=0, used_calib_data=0)),
-        b"@CAPTURE_INFO_02": binary.capture_info_02_header.build(dict(
-            eye=eye, scan_mode=2, session_id=1, label="", cap_date=[2020, 1, 2, 10, 0, 0])),
-    }
-    data = binary.header.build(dict(file_code="FOCT", file_type="FDA", major_ver=1, minor_ver=0))
-    for name, body in chunks.items():
-        data += struct.pack("<B", len(name)) + name + struct.pack("<I", len(body)) + body
-    path.write_bytes(data + b"\x00")
-    return path
-
-
-def write_dicom(path: Path, volume: np.ndarray, spacing_mm: tuple[float, float, float],
-                manufacturer: str = "Topcon") -> Path:
-    """OCT DICOM through oct-converter's writer (which rescales intensities to 0..100 and writes uint16)."""
-    from oct_converter.dicom.dicom import write_opt_dicom
-    from oct_converter.dicom.metadata import (DicomMetadata, ImageGeometry, ManufacturerMeta, OCTImageParams,
-                                              PatientMeta, SeriesMeta)
-
-    meta = DicomMetadata(
-        PatientMeta(), SeriesMeta(series_id="1", laterality="L"), ManufacturerMeta(manufacturer=manufacturer),
-        ImageGeometry(pixel_spacing=[spacing_mm[1], spacing_mm[0]], slice_thickness=spacing_mm[2],
-                      image_orientation=[1, 0, 0, 0, 1, 0]),
-        OCTImageParams())
-    write_opt_dicom(meta, list(volume), path)
-    return path
 
 
 def settings(*overrides: str):
