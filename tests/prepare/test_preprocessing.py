@@ -114,3 +114,14 @@ def test_reference_with_other_codes_is_refused(tmp_path, labels, found):
     with pytest.raises(VolumeError, match=rf"reference\.mhd: .*{found}"):
         preprocess_case(case, tmp_path / "work", load_config(), None)
     assert not (tmp_path / "work" / "slices" / "C1" / "preprocess.json").exists()
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 30), (2, 3, 3), (1, 1, 7), (2, 5, 1)])
+def test_inplane_median_is_scipys_bit_for_bit(shape):
+    from scipy import ndimage
+
+    volume = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    volume[:, 0] = 255  # a bright edge row: the border rule matters there
+    expected = ndimage.median_filter(volume, size=(1, 3, 3), mode="reflect")
+    np.testing.assert_array_equal(median_inplane(volume, 3), expected)
+    np.testing.assert_array_equal(median_inplane(volume.astype(np.uint16), 3), expected)  # the scipy path

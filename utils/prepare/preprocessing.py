@@ -11,6 +11,7 @@ import functools
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -120,11 +121,21 @@ def median_across_bscans(volume: np.ndarray, size: int = 3) -> np.ndarray:
 
 
 def median_inplane(volume: np.ndarray, size: int = 3) -> np.ndarray:
-    """``size`` x ``size`` median within each B-scan (``reflect`` border); 1 returns the volume unchanged."""
+    """``size`` x ``size`` median within each B-scan (scipy's ``reflect`` border); 1 returns the volume unchanged.
+
+    The 3 x 3 median of a uint8 volume goes through OpenCV's ``medianBlur``, bit-identical to scipy's there (for
+    a radius of 1, scipy's half-sample ``reflect`` repeats the edge pixel, as OpenCV's replicated border does) and
+    about 40x faster; other sizes and dtypes use scipy.
+    """
     if size <= 1:
         return volume
     if size % 2 == 0:
         raise ValueError(f"MEDIAN_INPLANE must be odd, got {size}")
+    if size == 3 and volume.dtype == np.uint8:
+        out = np.empty_like(volume)
+        for z, bscan in enumerate(volume):
+            out[z] = cv2.medianBlur(np.ascontiguousarray(bscan), 3)
+        return out
     return ndimage.median_filter(volume, size=(1, size, size), mode="reflect")
 
 
