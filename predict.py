@@ -35,12 +35,14 @@ import dataclasses
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
@@ -50,7 +52,8 @@ from utils.configuration import (ConfigError, add_config_arguments, config_from_
                                  load_config, save_config)
 from utils.io.files import atomic_path, atomic_write_csv, atomic_write_text, error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
-from utils.io.mhd_io import VOLUME_FORMATS, read_volume, remove_volume, volume_files, with_format, write_volume
+from utils.io.mhd_io import (VOLUME_FORMATS, Geometry, read_volume, remove_volume, volume_files, with_format,
+                             write_volume)
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, model_from_checkpoint
 from utils.io.parallel import CASE_ERRORS
 from utils.io.vendor_files import VENDOR_SUFFIXES, is_vendor_file, read_oct_volume, vendor_file_vendor
@@ -314,12 +317,8 @@ def write_volumes(case_dir: Path, cfg, outputs: Outputs, labels: np.ndarray,
             write_volume(path, probabilities[fluid], geometry)
 
 
-def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, reference_counts: np.ndarray | None,
-                 case_dir: Path, identity: dict, outputs: Outputs = Outputs()) -> dict:
-    """Segments one case and writes its outputs (segmentation, probabilities, overlays, marker last).
-
-    Returns:
-        Its ``volumes.csv`` row (columns :func:`volumes_columns`).
+def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> tuple[int, Geometry, np.ndarray]:
+    """Reads and preprocesses one case (no network): ``(B-scans, geometry, (z, y, x) uint8 preprocessed volume)``.
 
     Raises:
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
@@ -327,9 +326,26 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     if case.vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
         raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
                          f"no histogram reference")
-    (case_dir / MARKER_FILE).unlink(missing_ok=True)  # an old marker must not vouch for half-replaced outputs
     volume, geometry = read_oct_volume(case.oct_path, cfg)
-    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    return volume.shape[0], geometry, preprocess_volume(volume, case.vendor, reference_counts, cfg,
+                                                        str(case.oct_path))
+
+
+def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime,
+                 loaded: tuple[int, Geometry, np.ndarray],
+                 case_dir: Path, identity: dict, outputs: Outputs = Outputs()) -> dict:
+    """Segments one case loaded by :func:`load_case` and writes its outputs (segmentation, probabilities,
+    overlays, marker last).
+
+    Returns:
+        Its ``volumes.csv`` row (columns :func:`volumes_columns`).
+
+    Raises:
+        VolumeError, ValueError, OSError: unusable data or outputs that cannot be written; the message names the
+            file.
+    """
+    n_bscans, geometry, prepared = loaded
+    (case_dir / MARKER_FILE).unlink(missing_ok=True)  # an old marker must not vouch for half-replaced outputs
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
                                           on_batch=bar.update, keep_probabilities=outputs.probabilities)
@@ -340,7 +356,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, refe
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
-    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(volume.shape[0]),
+    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(n_bscans),
            **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
            **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
            **etdrs.etdrs_row(prepared, labels, geometry, cfg)}
@@ -371,29 +387,43 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
                   ) -> tuple[int, int, list[str]]:
     """:func:`predict_case` for every case not done before; one line per case, one per failure (stderr).
 
+    The next case is read and preprocessed in a background thread while the network segments the current one
+    (reading, histogram matching and the medians release the GIL), so the network rarely waits for data.
+
     Returns:
         ``(cases segmented, cases skipped, oct.mhd paths of the cases that failed)``.
     """
-    segmented, skipped, failed = 0, 0, []
+    segmented, skipped, failed, todo = 0, 0, [], []
     for number, case in enumerate(cases, 1):
-        case_dir = out_dir / case.name
-        start = time.perf_counter()
         try:
-            done = finished_result(case, case_dir, identity, cfg, outputs)
-            if done is not None:
-                skipped += 1
-                print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
-                redraw_figures(case, case_dir, cfg, reference_counts, outputs, done)
+            done = finished_result(case, out_dir / case.name, identity, cfg, outputs)
+            if done is None:
+                todo.append((number, case))
                 continue
-            row = predict_case(case, model, cfg, runtime, reference_counts, case_dir, identity, outputs)
+            skipped += 1
+            print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
+            redraw_figures(case, out_dir / case.name, cfg, reference_counts, outputs, done)
         except CASE_ERRORS as error:
             print(f"error: {_with_file(error_line(error), case)}", file=sys.stderr)
             failed.append(str(case.oct_path))
-            continue
-        segmented += 1
-        volumes = " ".join(f"{fluid} {row[f'{fluid}_volume_mm3']:.3f}" for fluid in cfg.FLUIDS)
-        print(f"[{number}/{len(cases)}] {case.name} ({case.vendor}, {row['n_bscans']} B-scans): {volumes} mm³ "
-              f"({time.perf_counter() - start:.1f} s)")
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(load_case, todo[0][1], cfg, reference_counts) if todo else None
+        for index, (number, case) in enumerate(todo):
+            start = time.perf_counter()
+            loading, pending = pending, None
+            if index + 1 < len(todo):
+                pending = reader.submit(load_case, todo[index + 1][1], cfg, reference_counts)
+            try:
+                row = predict_case(case, model, cfg, runtime, loading.result(), out_dir / case.name, identity,
+                                   outputs)
+            except CASE_ERRORS as error:
+                print(f"error: {_with_file(error_line(error), case)}", file=sys.stderr)
+                failed.append(str(case.oct_path))
+                continue
+            segmented += 1
+            volumes = " ".join(f"{fluid} {row[f'{fluid}_volume_mm3']:.3f}" for fluid in cfg.FLUIDS)
+            print(f"[{number}/{len(cases)}] {case.name} ({case.vendor}, {row['n_bscans']} B-scans): {volumes} mm³ "
+                  f"({time.perf_counter() - start:.1f} s)")
     return segmented, skipped, failed
 
 
@@ -419,6 +449,37 @@ def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, 
         else:
             others.append(marker_path.parent.name)
     return pd.DataFrame(rows, columns=volumes_columns(fluids)), others
+
+
+def prepare_out_dir(out_dir: Path, cfg, runtime: Runtime) -> int:
+    """Creates ``out_dir``, removes an interrupted run's temporaries and saves the config (rank 0; the other
+    ranks wait for it). Returns 0, or 1 with one line when the folder cannot be written."""
+    status = 0
+    if runtime.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            removed = remove_stale_temporaries(out_dir)
+            save_config(cfg, out_dir / cfg.CONFIG_JSON)
+            if removed:
+                print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {out_dir}")
+        except OSError as error:
+            print(f"error: {error_line(error)}; --out {out_dir} cannot be written", file=sys.stderr)
+            status = 1
+    if runtime.distributed:
+        shared = [status]
+        dist.broadcast_object_list(shared, src=0)
+        status = shared[0]
+    return status
+
+
+def gather_counts(counts: tuple[int, int, list[str]], runtime: Runtime) -> tuple[int, int, list[str]]:
+    """This rank's ``(segmented, skipped, failed)``, or under torchrun the totals of all ranks (after all are
+    done)."""
+    if not runtime.distributed:
+        return counts
+    every = [None] * runtime.world_size
+    dist.all_gather_object(every, counts)
+    return (sum(c[0] for c in every), sum(c[1] for c in every), [path for c in every for path in c[2]])
 
 
 def _with_file(message: str, case: Case) -> str:
@@ -470,21 +531,20 @@ def main(argv: list[str] | None = None) -> int:
     reference = checkpoint.get("histogram_reference")
     reference_counts = np.asarray(reference["counts"]) if reference else None
     identity = run_identity(checkpoint_path, checkpoint, cfg)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        removed = remove_stale_temporaries(out_dir)
-        save_config(cfg, out_dir / cfg.CONFIG_JSON)
-    except OSError as error:
-        print(f"error: {error_line(error)}; --out {out_dir} cannot be written", file=sys.stderr)
-        return 1
-    if removed:
-        print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {out_dir}")
+    status = prepare_out_dir(out_dir, cfg, runtime)
+    if status:
+        return status
     print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
-          f"({runtime.autocast_dtype or 'fp32'}); output in {out_dir}")
+          f"({runtime.autocast_dtype or 'fp32'}{f', {runtime.world_size} processes' if runtime.distributed else ''}"
+          f"); output in {out_dir}")
 
     outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
-    segmented, skipped, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
-                                               outputs)
+    # under torchrun each rank segments its share of the cases; rank 0 alone writes the tables at the end
+    counts = segment_cases(cases[runtime.rank::runtime.world_size], model, cfg, runtime, reference_counts,
+                           out_dir, identity, outputs)
+    segmented, skipped, failed = gather_counts(counts, runtime)
+    if not runtime.is_main:
+        return 1 if failed else 0
     failed = errors + failed
     table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
     try:
@@ -506,5 +566,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main`, then the process group (under torchrun) closed."""
+    try:
+        return main(argv)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -307,3 +307,35 @@ def test_vendor_files_in_and_a_truncated_one_fails_alone(checkpoint, tmp_path, c
     np.testing.assert_allclose(geometry.spacing_mm, (0.0114, 0.0039, 0.12))
     table = pd.read_csv(out / config.VOLUMES_CSV)
     assert list(table["case"]) == ["patient7"] and list(table["vendor"]) == ["Spectralis"]
+
+
+def test_two_processes_share_the_cases_and_rank_0_writes_the_table(data, checkpoint, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def torchrun() -> subprocess.CompletedProcess:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                   str(repo / "predict.py"), "--checkpoint", str(checkpoint), "--out", str(out), "--set",
+                   "DEVICE=cpu", str(data)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "pred"
+    result = torchrun()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("3 case(s) segmented, 0 already done, 0 failed") == 1  # rank 0's summary only
+    assert "2 processes" in result.stdout
+    segmented_lines = [line for line in result.stdout.splitlines() if line.startswith("[") and "mm³" in line]
+    assert len(segmented_lines) == 3  # every case once, none twice
+    table = pd.read_csv(out / config.VOLUMES_CSV, dtype={"case": str})
+    assert table["case"].tolist() == ["TRAIN001", "TRAIN002", "TRAIN003"]
+    rerun = torchrun()
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "0 case(s) segmented, 3 already done" in rerun.stdout
