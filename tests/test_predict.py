@@ -17,6 +17,8 @@ import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, read_volume, write_volume
 from utils.predict import etdrs, label_tables
+from utils.predict.markers import MARKER_FILE
+from utils.predict.outputs import OVERLAY_FOLDER
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import histogram_reference
@@ -75,7 +77,7 @@ def test_outputs_have_the_input_geometry_and_labels(data, predicted):
         assert labels.shape == volume.shape and labels.dtype == np.uint8
         assert out_geometry == geometry and out_geometry.direction == ROTATED
         assert labels.max() < config.N_CLASSES
-        assert len(list((predicted / folder.name / predict.OVERLAY_FOLDER).glob("*.png"))) == 2
+        assert len(list((predicted / folder.name / OVERLAY_FOLDER).glob("*.png"))) == 2
     assert sorted(path.name for path in next(data.glob("*Cirrus/*")).iterdir()) == ["oct.mhd", "oct.raw"]
 
 
@@ -233,7 +235,7 @@ def test_nifti_format_probabilities_and_label_tables(data, checkpoint, predicted
         case_dir = out / folder.name
         names = {path.name for path in case_dir.iterdir() if path.is_file()}
         assert names == {"segmentation.nii.gz", "probability_IRF.nii.gz", "probability_SRF.nii.gz",
-                         "probability_PED.nii.gz", predict.MARKER_FILE}  # the .mhd of the earlier run removed
+                         "probability_PED.nii.gz", MARKER_FILE}  # the .mhd of the earlier run removed
         labels, out_geometry = read_volume(case_dir / "segmentation.nii.gz")
         expected, _ = read_volume(predicted / folder.name / config.SEGMENTATION_FILE)
         np.testing.assert_array_equal(labels, expected)  # the same model: the same labels in another format
@@ -259,7 +261,7 @@ def test_nifti_format_probabilities_and_label_tables(data, checkpoint, predicted
     # back to .mhd: redone, and the NIfTI files and stale probabilities go
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(data)]) == 0
     assert {path.name for path in (out / "TRAIN001").iterdir() if path.is_file()} == {
-        "segmentation.mhd", "segmentation.raw", predict.MARKER_FILE}
+        "segmentation.mhd", "segmentation.raw", MARKER_FILE}
 
 
 def test_an_unknown_format_is_a_usage_error(data, capsys):

@@ -1,2 +1,2 @@
-"""Stage 3, predict.py: whole-volume inference (label volumes, fluid volumes in mm3, presence scores) and the
-overlay PNGs."""
+"""Stage 3, predict.py: whole-volume inference (label volumes, fluid volumes in mm3, presence scores), the overlay
+PNGs and reports, and the run around them (settings, input cases, output folder, case markers, volumes.csv)."""

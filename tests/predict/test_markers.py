@@ -1,0 +1,48 @@
+"""utils/predict/markers.py: a case counts as finished only with a matching marker and its files in place."""
+
+from pathlib import Path
+
+import numpy as np
+
+import config
+from utils.io.cases import Case
+from utils.io.mhd_io import Geometry
+from utils.predict.markers import MARKER_FILE, finished_result, remove_marker, run_identity, write_marker
+from utils.predict.outputs import Outputs, probability_paths, write_volumes
+
+ROW = {"case": "TRAIN001", "vendor": "Cirrus", "n_bscans": 2}
+
+
+def _finished_case(tmp_path: Path, outputs: Outputs) -> tuple[Case, Path, dict]:
+    oct_path = tmp_path / "data" / "TRAIN001" / "oct.mhd"
+    oct_path.parent.mkdir(parents=True)
+    oct_path.write_text("header")
+    case = Case("TRAIN001", "Cirrus", oct_path, None)
+    case_dir = tmp_path / "out" / case.name
+    identity = run_identity(tmp_path / "best.pt", {"epoch": 3}, config)
+    labels = np.zeros((2, 4, 4), np.uint8)
+    probabilities = {fluid: labels for fluid in config.FLUIDS} if outputs.probabilities else None
+    write_volumes(case_dir, config, outputs, labels, probabilities, Geometry(spacing_mm=(0.1, 0.1, 0.1)))
+    write_marker(case_dir, identity, case, ROW)
+    return case, case_dir, identity
+
+
+def test_a_matching_marker_gives_the_saved_row(tmp_path):
+    case, case_dir, identity = _finished_case(tmp_path, Outputs())
+    assert finished_result(case, case_dir, identity, config) == ROW
+    assert finished_result(case, case_dir, identity, config, Outputs(format="nii.gz")) is None  # not in that format
+    assert finished_result(case, case_dir, identity, config, Outputs(probabilities=True)) is None  # none written
+    other = run_identity(tmp_path / "best.pt", {"epoch": 4}, config)
+    assert finished_result(case, case_dir, other, config) is None
+    moved = Case(case.name, case.vendor, tmp_path / "oct.mhd", None)
+    assert finished_result(moved, case_dir, identity, config) is None
+    remove_marker(case_dir)
+    assert not (case_dir / MARKER_FILE).exists() and finished_result(case, case_dir, identity, config) is None
+
+
+def test_probability_volumes_count_when_asked_for(tmp_path):
+    outputs = Outputs(probabilities=True)
+    case, case_dir, identity = _finished_case(tmp_path, outputs)
+    assert finished_result(case, case_dir, identity, config, outputs) == ROW
+    probability_paths(case_dir, config, outputs.format)["SRF"].with_suffix(".raw").unlink()
+    assert finished_result(case, case_dir, identity, config, outputs) is None

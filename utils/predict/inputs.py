@@ -1,0 +1,55 @@
+"""The cases predict.py's command line names: ``oct.mhd`` files, vendor files, and folders searched for
+``oct.mhd`` at any depth (the RETOUCH layout, utils/io/cases.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
+from utils.io.parallel import CASE_ERRORS
+from utils.io.vendor_files import VENDOR_SUFFIXES, is_vendor_file, vendor_file_vendor
+
+
+def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
+    """The cases named by the command line: ``.mhd`` files, vendor files (named by their stem), and every
+    ``oct.mhd`` below folders.
+
+    Returns:
+        ``(cases, errors)``: cases with distinct names (the same file named twice counts once), and one line per
+        input that cannot be used (missing, not a MetaImage header or vendor file, unknown vendor, a case name
+        already taken).
+    """
+    cases: list[Case] = []
+    errors: list[str] = []
+    for path in inputs:
+        if path.is_dir():
+            found, problems = find_cases(path, vendors)
+            cases += found
+            errors += problems
+            if not found and not problems:
+                errors.append(f"{path}: no {OCT_FILE} below this folder")
+        elif path.is_file() and is_vendor_file(path):
+            try:
+                cases.append(Case(path.stem, vendor_file_vendor(path, vendors), path, None))
+            except CASE_ERRORS as error:
+                errors.append(str(error))
+        elif path.is_file():
+            if path.suffix.lower() != ".mhd":
+                errors.append(f"{path}: not a MetaImage header (.mhd) nor a vendor file "
+                              f"({' '.join(VENDOR_SUFFIXES)}); give oct.mhd files, vendor files or folders")
+                continue
+            try:
+                cases.append(Case(path.resolve().parent.name, detect_vendor(path, vendors), path, None))
+            except CASE_ERRORS as error:
+                errors.append(str(error))
+        else:
+            errors.append(f"{path}: no such file or folder")
+    unique: dict[str, Case] = {}
+    for case in cases:
+        other = unique.get(case.name)
+        if other is None:
+            unique[case.name] = case
+        elif other.oct_path.resolve() != case.oct_path.resolve():
+            errors.append(f"{case.oct_path}: case name {case.name} is taken by {other.oct_path}; segment it in a "
+                          f"separate run with another --out")
+    return list(unique.values()), errors

@@ -1,0 +1,164 @@
+"""Segmenting cases: one case read and preprocessed (:func:`load_case`), segmented and written
+(:func:`predict_case`), and a rank's share of the cases with the next one read ahead (:func:`segment_cases`);
+under torchrun, the ranks' totals (:func:`gather_counts`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from utils.io.cases import Case
+from utils.io.files import error_line
+from utils.io.mhd_io import Geometry, read_volume
+from utils.io.parallel import CASE_ERRORS
+from utils.io.vendor_files import read_oct_volume
+from utils.model.checkpoints import model_from_checkpoint
+from utils.model.runtime import Runtime
+from utils.predict import etdrs, inference, postprocess, report
+from utils.predict.markers import finished_result, remove_marker, write_marker
+from utils.predict.outputs import OVERLAY_FOLDER, Outputs, segmentation_path, write_overlays, write_volumes
+from utils.prepare.preprocessing import preprocess_volume
+
+
+def inference_model(checkpoint: dict, runtime: Runtime) -> torch.nn.Module:
+    """The checkpoint's network on ``runtime.device`` (channels-last when ``runtime`` says so)."""
+    model = model_from_checkpoint(checkpoint).to(runtime.device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def reference_counts(checkpoint: dict) -> np.ndarray | None:
+    """The histogram reference's counts the checkpoint holds (histogram matching), or None."""
+    reference = checkpoint.get("histogram_reference")
+    return np.asarray(reference["counts"]) if reference else None
+
+
+def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> tuple[int, Geometry, np.ndarray]:
+    """Reads and preprocesses one case (no network): ``(B-scans, geometry, (z, y, x) uint8 preprocessed volume)``.
+
+    Raises:
+        VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
+    """
+    if case.vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
+        raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
+                         f"no histogram reference")
+    volume, geometry = read_oct_volume(case.oct_path, cfg)
+    return volume.shape[0], geometry, preprocess_volume(volume, case.vendor, reference_counts, cfg,
+                                                        str(case.oct_path))
+
+
+def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime,
+                 loaded: tuple[int, Geometry, np.ndarray],
+                 case_dir: Path, identity: dict, outputs: Outputs = Outputs()) -> dict:
+    """Segments one case loaded by :func:`load_case` and writes its outputs (segmentation, probabilities,
+    overlays, marker last).
+
+    Returns:
+        Its ``volumes.csv`` row (columns :func:`utils.predict.tables.volumes_columns`).
+
+    Raises:
+        VolumeError, ValueError, OSError: unusable data or outputs that cannot be written; the message names the
+            file.
+    """
+    n_bscans, geometry, prepared = loaded
+    remove_marker(case_dir)  # an old marker must not vouch for half-replaced outputs
+    with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
+        result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
+                                          on_batch=bar.update, keep_probabilities=outputs.probabilities)
+    labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
+    labels = postprocess.remove_small_components(labels, cfg.FLUIDS, geometry.voxel_volume_mm3,
+                                                 cfg.MIN_COMPONENT_MM3)
+    write_volumes(case_dir, cfg, outputs, labels, result.probabilities, geometry)
+    if outputs.overlays is not None:
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
+    volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
+    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(n_bscans),
+           **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
+           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
+           **etdrs.etdrs_row(prepared, labels, geometry, cfg)}
+    if outputs.report:
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
+    write_marker(case_dir, identity, case, row)
+    return row
+
+
+def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray | None, outputs: Outputs,
+                   row: dict) -> None:
+    """Overlays and report of a case segmented before, from its saved labels and ``volumes.csv`` row (no network
+    needed); nothing when ``outputs`` asks for neither."""
+    if outputs.overlays is None and not outputs.report:
+        return
+    labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
+    volume, _ = read_oct_volume(case.oct_path, cfg)
+    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    if outputs.overlays is not None:
+        write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
+    if outputs.report:
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
+
+
+def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runtime,
+                  reference_counts: np.ndarray | None, out_dir: Path, identity: dict, outputs: Outputs = Outputs(),
+                  ) -> tuple[int, int, list[str]]:
+    """:func:`predict_case` for every case not done before; one line per case, one per failure (stderr).
+
+    The next case is read and preprocessed in a background thread while the network segments the current one
+    (reading, histogram matching and the medians release the GIL), so the network rarely waits for data.
+
+    Returns:
+        ``(cases segmented, cases skipped, oct.mhd paths of the cases that failed)``.
+    """
+    segmented, skipped, failed, todo = 0, 0, [], []
+    for number, case in enumerate(cases, 1):
+        try:
+            done = finished_result(case, out_dir / case.name, identity, cfg, outputs)
+            if done is None:
+                todo.append((number, case))
+                continue
+            skipped += 1
+            print(f"[{number}/{len(cases)}] {case.name}: done before with this checkpoint, skipped")
+            redraw_figures(case, out_dir / case.name, cfg, reference_counts, outputs, done)
+        except CASE_ERRORS as error:
+            print(f"error: {_with_file(error_line(error), case)}", file=sys.stderr)
+            failed.append(str(case.oct_path))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(load_case, todo[0][1], cfg, reference_counts) if todo else None
+        for index, (number, case) in enumerate(todo):
+            start = time.perf_counter()
+            loading, pending = pending, None
+            if index + 1 < len(todo):
+                pending = reader.submit(load_case, todo[index + 1][1], cfg, reference_counts)
+            try:
+                row = predict_case(case, model, cfg, runtime, loading.result(), out_dir / case.name, identity,
+                                   outputs)
+            except CASE_ERRORS as error:
+                print(f"error: {_with_file(error_line(error), case)}", file=sys.stderr)
+                failed.append(str(case.oct_path))
+                continue
+            segmented += 1
+            volumes = " ".join(f"{fluid} {row[f'{fluid}_volume_mm3']:.3f}" for fluid in cfg.FLUIDS)
+            print(f"[{number}/{len(cases)}] {case.name} ({case.vendor}, {row['n_bscans']} B-scans): {volumes} mm³ "
+                  f"({time.perf_counter() - start:.1f} s)")
+    return segmented, skipped, failed
+
+
+def gather_counts(counts: tuple[int, int, list[str]], runtime: Runtime) -> tuple[int, int, list[str]]:
+    """This rank's ``(segmented, skipped, failed)``, or under torchrun the totals of all ranks (after all are
+    done)."""
+    if not runtime.distributed:
+        return counts
+    every = [None] * runtime.world_size
+    dist.all_gather_object(every, counts)
+    return (sum(c[0] for c in every), sum(c[1] for c in every), [path for c in every for path in c[2]])
+
+
+def _with_file(message: str, case: Case) -> str:
+    return message if str(case.oct_path) in message else f"{case.oct_path}: {message}"

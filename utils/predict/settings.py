@@ -1,0 +1,50 @@
+"""The settings predict.py runs with: the checkpoint's, with those about this machine and inference from config.py
+and ``--set`` on top, so every volume is preprocessed and scaled exactly as in training."""
+
+from __future__ import annotations
+
+import types
+
+from utils.configuration import config_from_dict, load_config
+from utils.predict import inference
+
+# Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
+# others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
+INFERENCE_SETTINGS = ("PREDICT_REGION", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "INFERENCE_BATCH_SIZE",
+                      "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3",
+                      "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
+# The vendor-file settings say how to read an input, not how the model was trained.
+VENDOR_FILE_SETTINGS = ("CIRRUS_IMG_SHAPE", "CIRRUS_IMG_SPACING_MM", "TOPCON_SPACING_MM", "E2E_SPACING_XZ_MM")
+LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
+                  "CHANNELS_LAST") + INFERENCE_SETTINGS + VENDOR_FILE_SETTINGS
+
+
+def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> tuple[types.SimpleNamespace,
+                                                                                        list[str]]:
+    """The effective config: the checkpoint's settings, with ``LOCAL_SETTINGS`` from ``local_cfg`` on top.
+
+    Args:
+        checkpoint: a loaded checkpoint (its ``config``).
+        local_cfg: config.py with this command's ``--set`` overrides.
+        set_names: the names this command's ``--set`` overrides.
+
+    Returns:
+        ``(cfg, notes)``: one note per overridden setting that is not local and differs from the checkpoint's
+        (ignored: the model is used with the settings it was trained with).
+    """
+    settings = vars(config_from_dict(checkpoint.get("config") or {}))
+    notes = [f"--set {name}={getattr(local_cfg, name)!r} ignored: predict.py uses the model's own settings "
+             f"({name}={settings[name]!r} in the checkpoint); only {', '.join(LOCAL_SETTINGS)} can be set"
+             for name in dict.fromkeys(set_names)
+             if name not in LOCAL_SETTINGS and getattr(local_cfg, name) != settings.get(name)]
+    settings.update({name: getattr(local_cfg, name) for name in LOCAL_SETTINGS})
+    return load_config([], base=settings), notes
+
+
+def check_inference_settings(cfg, multiple: int) -> None:
+    """Raises ValueError naming the first inference setting of ``cfg`` that cannot work."""
+    inference.check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
+    if cfg.INFERENCE_BATCH_SIZE < 1:
+        raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {cfg.INFERENCE_BATCH_SIZE}")
+    if cfg.PRESENCE_MIN_VOLUME_MM3 < 0:
+        raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {cfg.PRESENCE_MIN_VOLUME_MM3}")

@@ -1,0 +1,61 @@
+"""The files of a whole predict.py run, written by rank 0 once every case is done: ``volumes.csv`` (gathered from
+the case markers), the label tables for ITK-SNAP and 3D Slicer, and with ``--report`` the report index."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from utils.io.files import atomic_write_csv, error_line
+from utils.predict import etdrs, label_tables, report
+from utils.predict.markers import MARKER_FILE, marker_matches, read_marker
+
+
+def volumes_columns(fluids) -> list[str]:
+    """The columns of ``volumes.csv``: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and ``<fluid>_presence``
+    for each fluid of ``FLUIDS``, then the ETDRS grid's (:func:`utils.predict.etdrs.etdrs_columns`: where the
+    fovea is and how it was found, and ``<fluid>_<subfield>_mm3``)."""
+    return (["case", "vendor", "n_bscans"] + [f"{fluid}_volume_mm3" for fluid in fluids]
+            + [f"{fluid}_presence" for fluid in fluids] + etdrs.etdrs_columns(list(fluids)))
+
+
+def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, list[str]]:
+    """The ``volumes.csv`` rows of every case folder in ``out_dir`` whose marker matches ``identity``.
+
+    Returns:
+        ``(table sorted by case, names of case folders left out because another checkpoint or setting made them)``.
+    """
+    rows, others = [], []
+    for marker_path in sorted(Path(out_dir).glob(f"*/{MARKER_FILE}")):
+        marker = read_marker(marker_path.parent)
+        if marker_matches(marker, identity) and isinstance(marker.get("result"), dict):
+            rows.append(marker["result"])
+        else:
+            others.append(marker_path.parent.name)
+    return pd.DataFrame(rows, columns=volumes_columns(fluids)), others
+
+
+def write_run_tables(out_dir: Path, identity: dict, cfg, with_report: bool) -> pd.DataFrame | None:
+    """Writes ``volumes.csv`` (the cases of ``out_dir`` made with ``identity``), the label tables and, when
+    ``with_report``, the report index; a line names the index, a note the case folders left out (stderr).
+
+    Returns:
+        The ``volumes.csv`` table, or None after one error line when ``volumes.csv`` cannot be written.
+    """
+    table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
+    try:
+        atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
+    except OSError as error:
+        print(f"error: {error_line(error)}; {cfg.VOLUMES_CSV} not written (the case folders are complete: a "
+              f"rerun writes it without segmenting them again)", file=sys.stderr)
+        return None
+    label_tables.write_label_tables(out_dir, cfg)
+    index = report.write_report_index(out_dir, table, cfg) if with_report else None
+    if index is not None:
+        print(f"reports: {index}")
+    if others:
+        print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
+              f"in {cfg.VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)
+    return table
