@@ -153,6 +153,7 @@ def test_summarize_absent_from_both_rule():
     everything = summary.loc["all"]
     assert everything["n_cases"] == 4 and everything["n_with_fluid"] == 3 and everything["n_reference_present"] == 2
     assert everything["dice_mean_with_fluid"] == pytest.approx((0.6 + 0.0 + 0.3) / 3)  # B left out
+    assert everything["dice_mean_reference_present"] == pytest.approx((0.6 + 0.3) / 2)  # A and D: reference has IRF
     assert everything["dice_mean_all"] == pytest.approx((0.6 + 1.0 + 0.0 + 0.3) / 4)  # B counts 1.0
     assert everything["abs_volume_diff_mean_mm3"] == pytest.approx(1.5)
     # positives 0.9, 0.8 vs negatives 0.1, 0.8: 1 + 1 + 1 + 1/2 of 4 pairs
@@ -168,6 +169,7 @@ def test_summarize_no_case_with_fluid():
     per_case = per_case_table([("A", "Cirrus", "PED", float("nan"), 0.0, False, 0.0)])
     row = vm.summarize(per_case, VENDORS, ["PED"]).iloc[-1]
     assert math.isnan(row["dice_mean_with_fluid"]) and row["dice_mean_all"] == 1.0 and math.isnan(row["auc"])
+    assert math.isnan(row["dice_mean_reference_present"])
 
 
 def test_evaluate_case_files_uses_reference_spacing(tmp_path):

@@ -46,7 +46,7 @@ from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume  # 
 PER_CASE_COLUMNS = ("case", "vendor", "fluid", "dice", "abs_volume_diff_mm3", "reference_volume_mm3",
                     "predicted_volume_mm3", "reference_present", "predicted_present", "presence_score")
 SUMMARY_COLUMNS = ("vendor", "fluid", "n_cases", "n_reference_present", "n_with_fluid", "dice_mean_with_fluid",
-                   "dice_mean_all", "abs_volume_diff_mean_mm3", "auc")
+                   "dice_mean_reference_present", "dice_mean_all", "abs_volume_diff_mean_mm3", "auc")
 ALL_VENDORS = "all"  # the vendor column of the summary rows over every case
 
 
@@ -184,7 +184,9 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str], fluids: Sequence[s
     Returns:
         One row per vendor (then ``ALL_VENDORS``) and fluid with the columns ``SUMMARY_COLUMNS``: ``n_cases``,
         ``n_reference_present`` (cases whose reference holds the fluid), ``n_with_fluid`` (whose reference or
-        prediction holds it), ``dice_mean_with_fluid`` (mean over those; NaN if none), ``dice_mean_all`` (mean
+        prediction holds it), ``dice_mean_with_fluid`` (mean over those; NaN if none),
+        ``dice_mean_reference_present`` (mean over the cases whose reference holds the fluid; NaN if none: how well
+        the fluid is outlined where it is, without the cases that only hold false positives), ``dice_mean_all`` (mean
         over all cases, a fluid in neither volume counting 1.0), ``abs_volume_diff_mean_mm3`` and ``auc``
         (:func:`roc_auc` of ``presence_score`` against ``reference_present``).
     """
@@ -197,6 +199,7 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str], fluids: Sequence[s
             part = frame[frame["fluid"] == fluid]
             dice = part["dice"].to_numpy(dtype=float)
             defined = np.isfinite(dice)
+            reference = part["reference_present"].to_numpy(dtype=bool)
             rows.append({
                 "vendor": vendor,
                 "fluid": fluid,
@@ -204,6 +207,7 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str], fluids: Sequence[s
                 "n_reference_present": int(part["reference_present"].astype(bool).sum()),
                 "n_with_fluid": int(defined.sum()),
                 "dice_mean_with_fluid": float(dice[defined].mean()) if defined.any() else float("nan"),
+                "dice_mean_reference_present": (float(dice[reference].mean()) if reference.any() else float("nan")),
                 "dice_mean_all": float(np.where(defined, dice, 1.0).mean()) if len(part) else float("nan"),
                 "abs_volume_diff_mean_mm3": float(part["abs_volume_diff_mm3"].mean()) if len(part) else float("nan"),
                 "auc": roc_auc(part["presence_score"].to_numpy(dtype=float),
