@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, local_cfg.BEST_CHECKPOINT,
             "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")
         checkpoint = load_checkpoint(checkpoint_path)
+        if not isinstance(checkpoint.get("config"), dict):
+            raise ValueError(f"{checkpoint_path}: the checkpoint holds no config; predict.py needs the settings the "
+                             f"model was trained with (use a checkpoint written by train.py)")
         cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
         out_dir = args.out or predictions_dir(cfg.WORK_DIR, checkpoint_path.resolve().parent.name, cfg)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
@@ -123,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = inference_model(checkpoint, runtime)
+    try:
+        model = inference_model(checkpoint, runtime)
+    except ValueError as error:
+        print(f"error: {checkpoint_path}: {error}", file=sys.stderr)
+        return 1
     try:
         check_inference_settings(cfg, inference.input_multiple(model))
     except ValueError as error:

@@ -341,3 +341,17 @@ def test_two_processes_share_the_cases_and_rank_0_writes_the_table(data, checkpo
     rerun = torchrun()
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "0 case(s) segmented, 3 already done" in rerun.stdout
+
+
+def test_checkpoint_of_another_architecture_or_without_config_is_one_line(data, checkpoint, tmp_path, capsys):
+    state = torch.load(checkpoint, weights_only=True)
+    other = {**state, "model_args": {**state["model_args"], "classes": 3}}  # another class count
+    save_checkpoint(tmp_path / "other.pt", other)
+    assert predict.main(["--checkpoint", str(tmp_path / "other.pt"), "--out", str(tmp_path / "a"), str(data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'other.pt'}: the checkpoint's weights do not fit")
+    bare = {key: value for key, value in state.items() if key != "config"}
+    save_checkpoint(tmp_path / "bare.pt", bare)
+    assert predict.main(["--checkpoint", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "b"), str(data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the checkpoint holds no config" in err[0] and str(tmp_path / "bare.pt") in err[0]

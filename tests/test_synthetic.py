@@ -316,3 +316,26 @@ def test_command_line(tmp_path, capsys):
     assert read_volume(cases[0].oct_path)[0].shape[0] == 3
     with pytest.raises(SystemExit):  # other settings into the same folder: refused
         synthetic.main(["--out", str(out), "--small", "--cases-per-vendor", "1", "--seed", "6"])
+
+
+def test_too_many_bscans_is_a_one_line_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        synthetic.main(["--out", str(tmp_path / "s"), "--bscans", "100000"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"--bscans 100000: expected 1 to {synthetic.MAX_BSCANS} B-scans per volume (devices "
+                            f"scan up to a few hundred)")
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_generator_is_recorded_by_module_not_by_how_it_was_started(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "s"
+    subprocess.run([sys.executable, "-m", "utils.synthetic", "--out", str(out), "--small", "--cases-per-vendor", "1"],
+                   cwd=repo, check=True, capture_output=True, timeout=300)
+    assert json.loads((out / synthetic.MARKER_FILE).read_text())["generator"] == "utils.synthetic"
+    synthetic.generate_dataset(out, 1, small=True)  # as demo.py calls it: accepted, nothing regenerated

@@ -98,6 +98,7 @@ VENDOR_SPECS: dict[str, tuple[VolumeSpec, ...]] = {
 
 SMALL_SCALE = 0.25  # --small: B-scan height and width in pixels times this ...
 SMALL_N_BSCANS = 8  # ... and this many B-scans (same physical extent)
+MAX_BSCANS = 1024  # --bscans above this is refused (a full-size volume of 1024 B-scans already takes about 1 GB)
 
 _FLUID_NAMES = {code: name for name, code in config.FLUIDS.items()}
 _IRF_NAME, _SRF_NAME, _PED_NAME = _FLUID_NAMES[config.IRF], _FLUID_NAMES[config.SRF], _FLUID_NAMES[config.PED]
@@ -548,10 +549,11 @@ def generate_dataset(out_root: str | Path, cases_per_vendor: int, small: bool = 
     """
     if cases_per_vendor < 1:
         raise ValueError(f"cases_per_vendor must be >= 1, got {cases_per_vendor}")
-    if n_bscans is not None and n_bscans < 1:
-        raise ValueError(f"n_bscans must be >= 1, got {n_bscans}")
+    if n_bscans is not None and not 1 <= n_bscans <= MAX_BSCANS:
+        raise ValueError(f"--bscans {n_bscans}: expected 1 to {MAX_BSCANS} B-scans per volume (devices scan up to a "
+                         f"few hundred)")
     out_root = Path(out_root)
-    settings = {"generator": __name__, "format_version": FORMAT_VERSION, "cases_per_vendor": cases_per_vendor,
+    settings = {"generator": "utils.synthetic",  # not __name__: `python -m` would record __main__ "format_version": FORMAT_VERSION, "cases_per_vendor": cases_per_vendor,
                 "small": small, "n_bscans": n_bscans, "seed": seed}
     _claim_folder(out_root, settings)
     jobs = []

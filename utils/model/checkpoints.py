@@ -81,9 +81,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
-    """The U-Net of a checkpoint, with its weights, in eval mode."""
-    model = build_unet(checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model_state"])
+    """The network of a checkpoint, with its weights, in eval mode.
+
+    Raises:
+        ValueError: the arguments name no network this code builds, or the weights do not fit it (another
+            architecture or class count); the message says which.
+    """
+    try:
+        model = build_unet(checkpoint["model_args"])
+        model.load_state_dict(checkpoint["model_state"])
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"the checkpoint's network cannot be built ({str(error).splitlines()[0]})") from None
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or differently shaped weights
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise ValueError(f"the checkpoint's weights do not fit its network ({first[:200]})") from None
     return model.eval()
 
 
