@@ -138,3 +138,10 @@ def test_unreadable_folder_is_reported(tmp_path, rng, monkeypatch):
     assert [case.name for case in cases] == ["C1"]
     assert errors == [f"{tmp_path / 'Topcon'}: cannot read this folder (Permission denied); the cases below it are "
                       f"left out: make it readable (chmod a+rx) or move it out of the data root"]
+
+
+def test_folders_above_the_data_root_do_not_name_the_vendor(tmp_path, rng):
+    root = tmp_path / "topcon_study" / "data"  # a study folder named after another vendor, above the root
+    write_case(root / "scans" / "P1", "Spectralis", rng)  # uint16: the header says Spectralis
+    (case,), errors = find_cases(root, config.VENDORS)
+    assert errors == [] and case.vendor == "Spectralis"
