@@ -74,10 +74,14 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def select_pairs(args: argparse.Namespace, cfg, data_root: Path) -> list[tuple[Case, Path]]:
+def select_pairs(args: argparse.Namespace, cfg, data_root: Path) -> tuple[list[tuple[Case, Path]], list[str]]:
     """The ``(case, prediction file)`` pairs to score: cases under ``data_root`` with a reference and a prediction
     in ``args.pred``, restricted to ``args.split`` of ``args.split_file`` when given. Unmatched cases are warned
-    about on stderr.
+    about on stderr; a case or folder under the data root that cannot be used is an error line (the others are
+    still scored).
+
+    Returns:
+        ``(pairs, the lines of the cases and folders that could not be used)``.
 
     Raises:
         FileNotFoundError, ValueError: no data root, an unusable split file, or no pair; the message names the file.
@@ -85,7 +89,7 @@ def select_pairs(args: argparse.Namespace, cfg, data_root: Path) -> list[tuple[C
     cases, case_errors = find_cases(data_root, cfg.VENDORS)
     selected = set(read_split_cases(args.split_file, args.split)) if args.split_file is not None else None
     for line in case_errors:
-        _warn(line)
+        print(f"error: {line}", file=sys.stderr)
     predictions = find_predictions(args.pred, cfg.SEGMENTATION_FILE)
     if selected is not None:
         unknown = selected - {case.name for case in cases}
@@ -109,7 +113,7 @@ def select_pairs(args: argparse.Namespace, cfg, data_root: Path) -> list[tuple[C
     pairs = [(case, predictions[name]) for name, case in references.items() if name in predictions]
     if not pairs:
         raise ValueError(f"no case has both a prediction in {args.pred} and a reference under {data_root}")
-    return pairs
+    return pairs, case_errors
 
 
 def read_presence(pred_dir: Path, cfg) -> tuple[dict[str, dict[str, float]] | None, list[str]]:
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.pred.is_dir():
             raise FileNotFoundError(f"{args.pred}: prediction folder is not a folder")
-        pairs = select_pairs(args, cfg, data_root)
+        pairs, unusable = select_pairs(args, cfg, data_root)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(error)}; each file in {out_dir} is complete or absent: rerun after fixing this",
               file=sys.stderr)
         return 1
-    failed += failed_cases
+    failed += failed_cases + [line.split(": ")[0] for line in unusable]
     if failed:
         print(f"error: {len(failed)} input(s) could not be used: {', '.join(failed)}", file=sys.stderr)
         return 1

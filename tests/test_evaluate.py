@@ -222,3 +222,14 @@ def test_predictions_in_other_formats_are_found(layout):
         write_volume(layout / "pred" / name / f"segmentation.{fmt}", prediction, GEOMETRY)
     per_case, _ = run(layout)
     pd.testing.assert_frame_equal(per_case, mhd_per_case)
+
+
+def test_unusable_case_under_the_data_root_is_an_error_and_the_others_are_scored(layout, capsys):
+    bad = layout / "data" / "scans" / "P9" / "oct.mhd"  # no vendor in its path, and not a header SimpleITK reads
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not a header\n")
+    assert evaluate_status(layout) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert any(str(bad) in line for line in errors)
+    per_case = pd.read_csv(layout / "pred" / "evaluation" / "per_case.csv", dtype={"case": str})
+    assert sorted(per_case["case"].unique()) == sorted(CASES)
