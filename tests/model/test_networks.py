@@ -180,3 +180,9 @@ def test_the_authors_critic_passes_gradient_to_the_segmenter_and_crops_the_image
     assert grad.abs().sum() > 0
     two_way = critic.net(images[..., 46:-46, 46:-46], logits.softmax(1))
     assert critic(images, logits.softmax(1)).item() == pytest.approx((two_way[0, 1] - two_way[0, 0]).item(), abs=1e-5)
+
+
+def test_unknown_encoder_is_a_config_error_naming_the_nearest():
+    cfg = load_config(["MODEL=smp_unet", "ENCODER=resnet181"])
+    with pytest.raises(ConfigError, match="ENCODER='resnet181': not an encoder .*did you mean 'resnet18'"):
+        unet_arguments(cfg)

@@ -29,6 +29,11 @@ def unet_arguments(cfg) -> dict[str, Any]:
         return {"name": "rmit_unet", "in_channels": 3, "n_classes": cfg.N_CLASSES,
                 "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX}
     if cfg.MODEL == "smp_unet":
+        encoders = smp.encoders.get_encoder_names()
+        if cfg.ENCODER not in encoders:
+            nearest = difflib.get_close_matches(str(cfg.ENCODER), encoders, n=1)
+            raise ConfigError(f"ENCODER={cfg.ENCODER!r}: not an encoder segmentation_models_pytorch knows"
+                              + (f"; did you mean {nearest[0]!r}?" if nearest else ""))
         return {"name": "smp_unet", "encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
                 "classes": cfg.N_CLASSES}
     nearest = difflib.get_close_matches(str(cfg.MODEL), MODELS, n=1)
