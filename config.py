@@ -94,6 +94,10 @@ RANDOM_PATCH_SHARE = 0.2  # plus int(this x PATCHES_PER_BSCAN) patches centred a
 PATCH_CENTRES = "rmit"
 PATCH_JITTER_PX = 10  # "rmit" centres: row offset from the band middle, in the B-scan's own pixels
 PATCH_JITTER = 0.1  # "stratified" centres: row offset as a share of the patch height
+# How image crops are resized to PATCH_SHAPE (and B-scans to the training depth at test time): "linear"
+# (anti-aliased; halving a Cirrus B-scan's depth by nearest neighbour drops every other row) or "nearest" (the
+# original's skimage resize with order=0). Masks are always resized nearest neighbour.
+IMAGE_RESAMPLING = "linear"
 PATCH_BORDER = 42  # pixels ignored on each side of a patch when flagging its fluids (the original: 42)
 
 # --------------------------------------------------------------------------------------------------------------

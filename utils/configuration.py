@@ -95,7 +95,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice"), "PATCH_CENTRES": ("rmit", "stratified"),
     "STRATIFY_BY": ("vendor", "fluid"), "AUGMENT": ("rmit", "replace"), "BEST_BY": ("val_loss", "dice_mean_fluid"),
     "PREDICT_REGION": ("band", "roi", "all"), "HISTOGRAM_ROUNDING": ("truncate", "round"),
-    "DISCRIMINATOR": ("rmit", "strided"),
+    "DISCRIMINATOR": ("rmit", "strided"), "IMAGE_RESAMPLING": ("linear", "nearest"),
 }
 _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),

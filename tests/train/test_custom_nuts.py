@@ -398,3 +398,19 @@ def test_nut_with_a_generator_draws_new_patches_each_time_it_is_applied():
     first = np.stack([s[0] for s in [(img, mask, roi, 0, 0, 0, 0.0039)] >> nut >> Collect()])
     second = np.stack([s[0] for s in [(img, mask, roi, 0, 0, 0, 0.0039)] >> nut >> Collect()])
     assert not np.array_equal(first, second)
+
+
+def test_nearest_image_resampling_keeps_only_input_values():
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    mask = np.zeros((300, 200), np.uint8)
+    roi = np.zeros((300, 200), np.uint8)
+    roi[100:200] = 1
+    linear = list(sample_patches_entropy_mask(img, mask, roi, (240, 100), 2, 8, 0.0, out_shape=(120, 100), rng=1))
+    nearest = list(sample_patches_entropy_mask(img, mask, roi, (240, 100), 2, 8, 0.0, out_shape=(120, 100), rng=1,
+                                               image_order=0))
+    values = set(np.unique(img))
+    for (lin, *_), (near, *_) in zip(linear, nearest):
+        assert near.shape == lin.shape == (120, 100, 3)
+        assert set(np.unique(near)) <= values
+        assert not np.array_equal(near, lin)  # linear averages neighbouring rows

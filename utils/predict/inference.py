@@ -1,20 +1,22 @@
 """Whole-volume inference: every B-scan through the U-Net at the depth resolution it was trained at.
 
-A preprocessed volume (:func:`utils.prepare.preprocessing.preprocess_volume`, ``(z, y, x)`` = (B-scan, depth, width) uint8)
-is segmented in batches of B-scans; per batch:
+A preprocessed volume (:func:`utils.prepare.preprocessing.preprocess_volume`, ``(z, y, x)`` = (B-scan, depth,
+width) uint8) is segmented in batches of B-scans; per batch:
 
 1. :func:`stack_neighbours`: each B-scan with B-scans z-1 and z+1 as channels, ``(n, H, W, 3)`` uint8, the edge
    B-scan repeated at either end (as :func:`utils.train.data_pipeline.load_slice` reads training slices).
 2. :func:`scale_depth`: rows resized from ``H`` to :func:`scaled_height` ``(H)``, the width kept. Training crops
-   :func:`utils.model.input_scale.physical_patch_shape` rows (``PATCH_SHAPE[0]`` rows at ``SPECTRALIS_AXIAL_SPACING_MM``)
-   and resizes them to ``PATCH_SHAPE[0]``; we apply that same factor to the whole B-scan, with the same anti-aliased
-   bilinear resize, so a Cirrus 1024-row B-scan (0.00195 mm rows) becomes 513 rows.
-3. Zero-padded at the bottom and right to multiples of the network's output stride (32), black as training pads
-   (:func:`utils.train.custom_nuts.pad_to_shape`), normalised ``(x - 128) / 128`` as :func:`utils.train.data_pipeline.normalise`.
-4. :func:`sliding_window_probabilities`: the U-Net is fully convolutional, so the whole B-scan goes through in one
-   forward pass when it fits ``INFERENCE_TILE_SHAPE``; a larger one is cut into tiles overlapping by
-   ``INFERENCE_TILE_OVERLAP`` pixels whose softmax is blended with :func:`blend_weights`.
-5. The padding cropped, :func:`restore_depth` scales the class probabilities back to ``H`` rows (bilinear: they
+   :func:`utils.model.input_scale.physical_patch_shape` rows (``PATCH_SHAPE[0]`` rows at
+   ``SPECTRALIS_AXIAL_SPACING_MM``) and resizes them to ``PATCH_SHAPE[0]``; we apply that same factor to the whole
+   B-scan with the same resize (``IMAGE_RESAMPLING``), so a Cirrus 1024-row B-scan (0.00195 mm rows) becomes 513.
+3. ``PREDICT_REGION = "band"`` (the original): only the ``PATCH_SHAPE[0]`` rows centred on the middle of the
+   B-scan's ROI (:func:`bscan_roi`, :func:`band_top`) go on; ``"roi"`` and ``"all"``: the whole B-scan.
+4. :func:`network_probabilities`: an unpadded network (rmit_unet) sees the images zero-padded by its margin on
+   every side, in one pass; a padded one (smp_unet) sees them zero-padded at the bottom and right to its input
+   multiple, whole when they fit ``INFERENCE_TILE_SHAPE``, else in tiles overlapping by ``INFERENCE_TILE_OVERLAP``
+   pixels whose softmax is blended with :func:`blend_weights`. Inputs are normalised ``(x - 128) / 128`` as
+   :func:`utils.train.data_pipeline.normalise`; with ``TTA_FLIP`` the mirrored pass is averaged in.
+5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class probabilities back to ``H`` rows (bilinear: they
    still sum to 1), and the arg-max gives the labels; :class:`PresenceScores` keeps what the presence scores need.
 
 Only labels and presence statistics are kept per volume (:func:`predict_volume`): the softmax of a Cirrus volume,
@@ -93,19 +95,20 @@ def scaled_height(height: int, axial_spacing_mm: float, cfg) -> int:
     return max(1, int(round(height * depth_scale_factor(axial_spacing_mm, cfg))))
 
 
-def scale_depth(images: np.ndarray, height: int) -> np.ndarray:
+def scale_depth(images: np.ndarray, height: int, order: int = 1) -> np.ndarray:
     """B-scans resized to ``height`` rows, the width kept, as training resizes patches.
 
     Args:
         images: ``(n, H, W, 3)`` uint8.
         height: rows of the result, >= 1.
+        order: 1 anti-aliased bilinear, 0 nearest (:func:`utils.model.input_scale.resize_patch`; ``IMAGE_RESAMPLING``).
 
     Returns:
-        ``(n, height, W, 3)`` uint8, anti-aliased bilinear (:func:`utils.model.input_scale.resize_patch` ``order=1``).
+        ``(n, height, W, 3)`` uint8.
     """
     if images.shape[1] == height:
         return images
-    return np.stack([resize_patch(image, (height, images.shape[2]), order=1) for image in images])
+    return np.stack([resize_patch(image, (height, images.shape[2]), order=order) for image in images])
 
 
 def restore_depth(probabilities: torch.Tensor, height: int) -> torch.Tensor:
@@ -271,7 +274,8 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
     band = min(int(cfg.PATCH_SHAPE[0]), scaled)
     for start in range(0, n_bscans, int(batch_size)):
         stop = min(start + int(batch_size), n_bscans)
-        images = scale_depth(stack_neighbours(volume, start, stop), scaled)
+        image_order = 0 if cfg.IMAGE_RESAMPLING == "nearest" else 1
+        images = scale_depth(stack_neighbours(volume, start, stop), scaled, image_order)
         if cfg.PREDICT_REGION == "band":
             rois = [bscan_roi(volume[z], cfg) for z in range(start, stop)]
             tops = [band_top(roi, band, scaled, height) for roi in rois]

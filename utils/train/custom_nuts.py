@@ -289,7 +289,7 @@ def _prepare_arrays(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pos:
 def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int],
                                 npos: int, patch_border: int, random_share: float, pos: int = 1,
                                 out_shape: Sequence[int] | None = None, centres: str = "rmit", jitter: float = 0.1,
-                                jitter_px: int = 10, rng: RngLike = None,
+                                jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
                                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]]:
     """Patches of one B-scan around its ROI (the entropy mask), with the fluids each holds: the original's
     ``sample_patches_entropy_mask``, and the one sampler the training and validation pipelines use.
@@ -316,6 +316,8 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
         centres: ``"rmit"`` or ``"stratified"`` (``PATCH_CENTRES``).
         jitter: stratified centres' row offset as a share of ``h``; jitter_px: rmit centres' offset in pixels.
         rng: numpy Generator, or a seed for one.
+        image_order: how the image crop is resized: 1 anti-aliased linear (``IMAGE_RESAMPLING = "linear"``) or 0
+            nearest neighbour (the original's ``skimage.transform.resize(order=0)``).
 
     Yields:
         ``(img_patch, mask_patch, roi_patch, is_IRF, is_SRF, is_PED)``: ``(h, w[, C])`` image of the input dtype,
@@ -332,7 +334,7 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
     img, mask, roi = _prepare_arrays(img, mask, roimask, pos, pshape)
     rng = np.random.default_rng(rng)
     for center in _patch_centers(roi, pshape, npos, random_share, centres, jitter, jitter_px, rng):
-        img_patch = resize_patch(crop_patch(img, center, pshape), out_shape, order=1)
+        img_patch = resize_patch(crop_patch(img, center, pshape), out_shape, order=image_order)
         mask_patch = resize_patch(crop_patch(mask, center, pshape), out_shape, order=0)
         roi_patch = resize_patch(crop_patch(roi, center, pshape), out_shape, order=0).view(np.uint8)
         yield (img_patch, mask_patch, roi_patch) + fluid_flags(mask_patch, patch_border)
@@ -365,7 +367,8 @@ def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Se
                                         pos: int = 1, imagecol: int = 0, maskcol: int = 1, roicol: int = 2,
                                         IRFcol: int | None = 3, SRFcol: int | None = 4, PEDcol: int | None = 5,
                                         spacingcol: int | None = 6, centres: str = "rmit", jitter: float = 0.1,
-                                        jitter_px: int = 10, rng: RngLike = None) -> Iterator[tuple]:
+                                        jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
+                                        ) -> Iterator[tuple]:
     """samples >> ImagePatchesByMaskRetouch_resampled(pshape, npos, ...) >> ...: one output sample per patch.
 
     Default sample layout (change it with the ``*col`` arguments; other columns pass through unchanged)::
@@ -384,7 +387,8 @@ def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Se
         iterable: samples (tuples or lists) with the columns above; image ``(H, W)`` or ``(H, W, C)``, mask and
             roimask ``(H, W)``; any height (a B-scan smaller than the crop is zero-padded).
         pshape: ``(h, w)`` output patch shape in pixels, e.g. ``cfg.PATCH_SHAPE``.
-        npos, patch_border, random_share, pos, centres, jitter, jitter_px: as :func:`sample_patches_entropy_mask`.
+        npos, patch_border, random_share, pos, centres, jitter, jitter_px, image_order: as
+            :func:`sample_patches_entropy_mask`.
         reference_spacing_mm: axial spacing that ``pshape[0]`` refers to (Spectralis), > 0.
         imagecol, maskcol, roicol: columns of image, mask and ROI mask (replaced by patches).
         IRFcol, SRFcol, PEDcol: columns replaced by the patch flags; None to not write that flag.
@@ -397,7 +401,7 @@ def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Se
             mismatched sizes or a spacing that is not a positive number.
     """
     sampler_args = {"npos": npos, "patch_border": patch_border, "random_share": random_share, "pos": pos,
-                    "centres": centres, "jitter": jitter, "jitter_px": jitter_px}
+                    "centres": centres, "jitter": jitter, "jitter_px": jitter_px, "image_order": image_order}
     return _resampled_patches(iterable, (imagecol, maskcol, roicol), (IRFcol, SRFcol, PEDcol), spacingcol,
                               check_patch_shape(pshape), reference_spacing_mm, np.random.default_rng(rng),
                               sampler_args)

@@ -36,6 +36,7 @@ from utils.io.tables import fluid_flag_columns, read_slice_index
 # and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
 IMAGE, MASK, ROI, IS_IRF, IS_SRF, IS_PED, SPACING = range(7)
 RECORD_HAS_FLUID, RECORD_VENDOR = 4, 6
+IMAGE_ORDERS = {"linear": 1, "nearest": 0}  # IMAGE_RESAMPLING -> resize order of image patches
 
 
 def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
@@ -238,7 +239,8 @@ def _patch_nut(cfg, rng: np.random.Generator):
         pshape=tuple(cfg.PATCH_SHAPE), npos=cfg.PATCHES_PER_BSCAN, patch_border=cfg.PATCH_BORDER,
         imagecol=IMAGE, maskcol=MASK, roicol=ROI, IRFcol=IS_IRF, SRFcol=IS_SRF, PEDcol=IS_PED, spacingcol=SPACING,
         random_share=cfg.RANDOM_PATCH_SHARE, reference_spacing_mm=cfg.SPECTRALIS_AXIAL_SPACING_MM,
-        centres=cfg.PATCH_CENTRES, jitter=cfg.PATCH_JITTER, jitter_px=cfg.PATCH_JITTER_PX, rng=rng)
+        centres=cfg.PATCH_CENTRES, jitter=cfg.PATCH_JITTER, jitter_px=cfg.PATCH_JITTER_PX, rng=rng,
+        image_order=IMAGE_ORDERS[cfg.IMAGE_RESAMPLING])
 
 
 def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int, endless: bool = True,
