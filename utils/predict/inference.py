@@ -16,8 +16,9 @@ width) uint8) is segmented in batches of B-scans; per batch:
    multiple, whole when they fit ``INFERENCE_TILE_SHAPE``, else in tiles overlapping by ``INFERENCE_TILE_OVERLAP``
    pixels whose softmax is blended with :func:`blend_weights`. Inputs are normalised ``(x - 128) / 128`` as
    :func:`utils.train.data_pipeline.normalise`; with ``TTA_FLIP`` the mirrored pass is averaged in.
-5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class probabilities back to ``H`` rows (bilinear: they
-   still sum to 1), and the arg-max gives the labels; :class:`PresenceScores` keeps what the presence scores need.
+5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class
+   probabilities back to ``H`` rows (bilinear: they still sum to 1), and the arg-max gives the labels;
+   :class:`PresenceScores` keeps what the presence scores need.
 
 Only labels and presence statistics are kept per volume (:func:`predict_volume`): the softmax of a Cirrus volume,
 128 x 1024 x 512 x 4 float32, would take 1 GB. Asked for them, it also keeps each fluid's probability as it streams,
