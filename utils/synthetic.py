@@ -553,7 +553,8 @@ def generate_dataset(out_root: str | Path, cases_per_vendor: int, small: bool = 
         raise ValueError(f"--bscans {n_bscans}: expected 1 to {MAX_BSCANS} B-scans per volume (devices scan up to a "
                          f"few hundred)")
     out_root = Path(out_root)
-    settings = {"generator": "utils.synthetic",  # not __name__: `python -m` would record __main__ "format_version": FORMAT_VERSION, "cases_per_vendor": cases_per_vendor,
+    # the generator is named by its module, not __name__: started with `python -m` that would be __main__
+    settings = {"generator": "utils.synthetic", "format_version": FORMAT_VERSION, "cases_per_vendor": cases_per_vendor,
                 "small": small, "n_bscans": n_bscans, "seed": seed}
     _claim_folder(out_root, settings)
     jobs = []

@@ -110,7 +110,8 @@ def test_reference_with_other_codes_is_refused(tmp_path, labels, found):
     reference = np.zeros((3, 4, 5), labels.dtype)
     reference[:, 0, :3] = labels
     write_volume(tmp_path / "Cirrus" / "C1" / "reference.mhd", reference, geometry)
-    case = Case("C1", "Spectralis", tmp_path / "Cirrus" / "C1" / "oct.mhd", tmp_path / "Cirrus" / "C1" / "reference.mhd")
+    folder = tmp_path / "Cirrus" / "C1"
+    case = Case("C1", "Spectralis", folder / "oct.mhd", folder / "reference.mhd")
     with pytest.raises(VolumeError, match=rf"reference\.mhd: .*{found}"):
         preprocess_case(case, tmp_path / "work", load_config(), None)
     assert not (tmp_path / "work" / "slices" / "C1" / "preprocess.json").exists()

@@ -6,7 +6,8 @@ mm, origin 0, identity direction), and the vendor (one of ``config.VENDORS``).
 file                      reader                                 vendor from         spacing from
 ========================  =====================================  ==================  ================================
 Heidelberg ``.vol``       eyepy ``HeVolReader``                  the format          header: scale_x, scale_y, distance
-Zeiss Cirrus ``.img``     oct-converter ``IMG``                  the format          not in the file: CIRRUS_IMG_SPACING_MM
+Zeiss Cirrus ``.img``     oct-converter ``IMG``                  the format          not in the file:
+                                                                                     CIRRUS_IMG_SPACING_MM
 Topcon ``.fds``/``.fda``  oct-converter ``FDS``/``FDA``          the format          @PARAM_SCAN_04/02 chunk (else
                                                                                      TOPCON_SPACING_MM)
 Heidelberg ``.e2e``       oct-converter ``E2E``                  the format          depth: B-scan header (scaley);
