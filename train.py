@@ -6,8 +6,8 @@
 Writes a run folder (default WORK_DIR/runs/<date-time>): config.json, train.log, log.csv (one row per epoch),
 curves.png, last.pt and best.pt (by validation loss, as the original, or BEST_BY). ``--resume`` continues a run
 from last.pt with its optimiser state; without ``--run-dir`` it resumes the most recent run. An existing run is
-never trained over without ``--resume``. ``TRAIN_BUDGET_MINUTES`` stops training when the budget runs out, within the running epoch
-(which is then validated and saved as usual).
+never trained over without ``--resume``. ``TRAIN_BUDGET_MINUTES`` stops training when the budget runs out,
+within the running epoch (which is then validated and saved as usual).
 
 Exit status: 0 done, 1 the prepared data could not be used (named in the message), 2 bad arguments or settings.
 """
