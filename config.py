@@ -108,6 +108,10 @@ PATCH_BORDER = 42  # pixels ignored on each side of a patch when flagging its fl
 # output as large as the input); random initialisation, nothing is downloaded at run time.
 MODEL = "rmit_unet"
 RELU_BEFORE_SOFTMAX = True  # rmit_unet: the original's ReLU on the logits before the softmax
+# rmit_unet's batch norms: PyTorch momentum of their running statistics. 0.01 is the original's Keras 0.99; with a
+# short CPU budget (a few hundred steps) the statistics lag and the eval-mode network outputs nearly constant
+# scores (seen on the real set); 0.1 (PyTorch's default) is the measured fix (bench/quality.py rmit_bn).
+BN_MOMENTUM = 0.01
 L2_WEIGHT = 1e-4  # rmit_unet: L2 penalty on conv kernels added to the loss (Keras kernel_regularizer l2(1e-4))
 ENCODER = "resnet18"  # smp_unet's encoder (measured choice: see README, bench/bench_train.py)
 EPOCHS = 100  # the original's 100

@@ -103,9 +103,11 @@ POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
-    # the authors' network without its ReLU before the softmax (whose fluid logits can die: see the README)
-    "rmit_norelu": {"train": ["RELU_BEFORE_SOFTMAX=False"], "predict": []},
-    "rmit_norelu_post": {"train_as": "rmit_norelu", "predict": ["PREDICT_REGION=roi", *POST]},
+    # the authors' network with batch-norm running statistics that converge within a CPU budget
+    "rmit_bn": {"train": ["BN_MOMENTUM=0.1"], "predict": []},
+    "rmit_bn_post": {"train_as": "rmit_bn", "predict": ["PREDICT_REGION=roi", *POST]},
+    # ... and without the ReLU before its softmax
+    "rmit_norelu": {"train": ["BN_MOMENTUM=0.1", "RELU_BEFORE_SOFTMAX=False"], "predict": []},
     "default_post": {"train_as": "default", "predict": POST},
     "smp_unet": {"train": SMP_UNET, "predict": ["PREDICT_REGION=all"]},
     "smp_unet_band": {"train_as": "smp_unet", "predict": []},

@@ -104,6 +104,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
     "PRESENCE_GATE": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
+    "BN_MOMENTUM": (lambda value: 0 < value <= 1, "a momentum in (0, 1]"),
     "MIN_COMPONENT_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
     "ETDRS_DIAMETERS_MM": (lambda value: len(value) == 3 and 0 < value[0] < value[1] < value[2],
                            "three increasing diameters in mm, e.g. (1.0, 3.0, 6.0)"),

@@ -27,7 +27,7 @@ def unet_arguments(cfg) -> dict[str, Any]:
     """
     if cfg.MODEL == "rmit_unet":
         return {"name": "rmit_unet", "in_channels": 3, "n_classes": cfg.N_CLASSES,
-                "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX}
+                "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX, "bn_momentum": cfg.BN_MOMENTUM}
     if cfg.MODEL == "smp_unet":
         encoders = smp.encoders.get_encoder_names()
         if cfg.ENCODER not in encoders:
