@@ -186,3 +186,11 @@ def test_unknown_encoder_is_a_config_error_naming_the_nearest():
     cfg = load_config(["MODEL=smp_unet", "ENCODER=resnet181"])
     with pytest.raises(ConfigError, match="ENCODER='resnet181': not an encoder .*did you mean 'resnet18'"):
         unet_arguments(cfg)
+
+
+def test_bn_momentum_reaches_every_batch_norm_of_the_authors_network():
+    model = build_unet(unet_arguments(load_config(["BN_MOMENTUM=0.1"])))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)
+    default = build_unet(unet_arguments(load_config([])))
+    assert all(m.momentum == 0.01 for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d))  # Keras 0.99
