@@ -37,6 +37,7 @@ from utils.configuration import (ConfigError, add_config_arguments, config_from_
                                  save_config)
 from utils.io.files import error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
+from utils.io import layout
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from utils.model.networks import build_discriminator, build_unet, unet_arguments
 from utils.model.rmit_unet import l2_penalty, valid_input
@@ -93,7 +94,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path |
             raise ConfigError(f"{run_dir}: already holds a run ({cfg.LAST_CHECKPOINT}); continue it with --resume "
                               f"or choose another --run-dir")
         return cfg, run_dir, None
-    runs_dir = Path(cfg.WORK_DIR) / cfg.RUNS_SUBDIR
+    runs_dir = layout.run_dir(cfg.WORK_DIR, "", cfg)
     run_dir = run_dir or latest_checkpoint(runs_dir, cfg.LAST_CHECKPOINT, " to resume").parent
     checkpoint = load_checkpoint(run_dir / cfg.LAST_CHECKPOINT)
     # the run's own settings, with this command's overrides (e.g. more EPOCHS) on top
@@ -117,7 +118,7 @@ def read_records(work_dir: Path, cfg) -> tuple[list[tuple], list[tuple]]:
 def open_run_dir(run_dir: Path | None, cfg, runtime: Runtime) -> Path:
     """The run folder (named by rank 0 and shared with the other ranks), created, with logging set up in it."""
     if run_dir is None:
-        run_dir = Path(cfg.WORK_DIR) / cfg.RUNS_SUBDIR / time.strftime("%Y%m%d-%H%M%S")
+        run_dir = layout.run_dir(cfg.WORK_DIR, time.strftime("%Y%m%d-%H%M%S"), cfg)
     if runtime.distributed:
         shared = [str(run_dir)]
         dist.broadcast_object_list(shared, src=0)
@@ -261,7 +262,7 @@ def run(args: argparse.Namespace) -> Path:
     cfg, run_dir, checkpoint = resolve_run(args)
     init_state = initial_weights(args.init_from, cfg) if args.init_from else None
     work_dir = Path(cfg.WORK_DIR)
-    check_outputs([("--run-dir", run_dir or Path(cfg.WORK_DIR) / cfg.RUNS_SUBDIR)],
+    check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg))],
                   [("data root", cfg.DATA_ROOT), ("prepared slices folder", work_dir / cfg.SLICES_SUBDIR)])
     train_records, val_records = read_records(work_dir, cfg)
     runtime = select_runtime(cfg)
