@@ -125,7 +125,7 @@ def median_inplane(volume: np.ndarray, size: int = 3) -> np.ndarray:
 
     The 3 x 3 median of a uint8 volume goes through OpenCV's ``medianBlur``, bit-identical to scipy's there (for
     a radius of 1, scipy's half-sample ``reflect`` repeats the edge pixel, as OpenCV's replicated border does) and
-    about 40x faster; other sizes and dtypes use scipy.
+    much faster (``bench/bench_prepare.py`` times the median); other sizes and dtypes use scipy.
     """
     if size <= 1:
         return volume
