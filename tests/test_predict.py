@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 import config
-import evaluate
 import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, read_volume, write_volume

@@ -66,7 +66,6 @@ def _trained_state(seed=0):
 
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     model, optimizer, critic, critic_optimizer = _trained_state()
-    settings = vars(load_config([]))
     reference = {"counts": [1, 2, 3], "source": "x/oct.mhd"}
     checkpoint = make_checkpoint(TINY_UNET, model, optimizer, 3, {"PATCH_SHAPE": [256, 128]},
                                  {"val_loss": torch.tensor(0.25), "dice_mean_fluid": math.nan}, 0.7, reference,

@@ -29,7 +29,6 @@ from matplotlib.patches import Circle
 
 from utils.io.files import atomic_path, atomic_write_text
 from utils.io.mhd_io import Geometry
-from utils.predict import etdrs
 from utils.predict.inference import FLUID_COLOURS, overlay_bscan
 
 REPORT_BSCANS = 3  # B-scans with the most fluid drawn in a report

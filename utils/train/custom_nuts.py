@@ -19,7 +19,7 @@ Conventions: a B-scan is ``(H, W)`` or ``(H, W, C)`` (rows = depth, columns = A-
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from nutsflow import nut_processor
