@@ -121,10 +121,12 @@ BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
 # "rmit": the original's 0.5 x (class-normalised log-likelihood loss + (1 - soft Dice of fluid vs background))
-# (utils/train/method_loss.py); "balanced_ce_dice": CE_WEIGHT x class-balanced CE + DICE_WEIGHT x 4-class Dice.
+# (utils/train/method_loss.py); "balanced_ce_dice": CE_WEIGHT x class-balanced CE + DICE_WEIGHT x 4-class Dice;
+# "ce_dice": CE_WEIGHT x plain (unweighted) CE + DICE_WEIGHT x 4-class Dice (nnU-Net's loss; no balancing that
+# favours over-segmentation).
 LOSS = "rmit"
-CE_WEIGHT = 0.5  # balanced_ce_dice only
-DICE_WEIGHT = 0.5  # balanced_ce_dice only
+CE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
+DICE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
 BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_mean_fluid" (validation patches)
 # Adversarial training, the original's schedule (train_adversarial.py): from a finished segmentation run,
 # `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7

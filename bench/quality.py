@@ -95,6 +95,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
             "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
             "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid"]
+SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for item in SMP_UNET]
 # Post-processing beyond the method (predict.py settings only): flip TTA, presence gating, small components removed
 # (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).
 POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
@@ -115,6 +116,9 @@ CONFIGS: dict[str, dict] = {
     "smp_unet_roi_post": {"train_as": "smp_unet", "predict": ["PREDICT_REGION=roi", *POST]},
     "smp_unet_aug": {"train": SMP_UNET + ["INTENSITY_AUGMENT=True"], "predict": ["PREDICT_REGION=all"]},
     "resnet34": {"train": SMP_UNET + ["ENCODER=resnet34"], "predict": ["PREDICT_REGION=all"]},
+    # plain (unweighted) CE + Dice, nnU-Net's loss, against the balanced CE's over-segmentation
+    "smp_unet_cedice": {"train": SMP_UNET_CE_DICE, "predict": ["PREDICT_REGION=all"]},
+    "smp_unet_cedice_aug": {"train": SMP_UNET_CE_DICE + ["INTENSITY_AUGMENT=True"], "predict": ["PREDICT_REGION=all"]},
 }
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")

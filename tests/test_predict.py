@@ -308,6 +308,8 @@ def test_vendor_files_in_and_a_truncated_one_fails_alone(checkpoint, tmp_path, c
     np.testing.assert_allclose(geometry.spacing_mm, (0.0114, 0.0039, 0.12))
     table = pd.read_csv(out / config.VOLUMES_CSV)
     assert list(table["case"]) == ["patient7"] and list(table["vendor"]) == ["Spectralis"]
+    assert list(table["laterality"]) == ["R"]  # write_vol's eye OD: quadrants also named nasal / temporal
+    assert table["IRF_inner_nasal_mm3"].notna().all()
 
 
 def test_two_processes_share_the_cases_and_rank_0_writes_the_table(data, checkpoint, tmp_path):

@@ -78,7 +78,7 @@ def test_topcon_volume_orientation_spacing(tmp_path, volume, suffix):
 
 def test_topcon_uint16_within_uint8_range_becomes_uint8(tmp_path, volume):
     path = write_topcon(tmp_path / "case.fds", volume, x_mm=6.0, y_mm=6.0, z_um=2.6)
-    array, geometry = read_oct_volume(path, settings())
+    array, geometry, _ = read_oct_volume(path, settings())
     assert array.dtype == np.uint8
     np.testing.assert_array_equal(array, volume)
 

@@ -102,3 +102,22 @@ def test_etdrs_row_gives_every_column():
     assert centred == pytest.approx(1.0, abs=0.01)  # 6 x 8 mm covers the 6 mm disc (A-scans as whole cells)
     narrow = etdrs.grid_scanned_fraction(11, 161, GEOMETRY, etdrs.scan_centre((11, 1, 161)))  # 1.1 mm of B-scans
     assert 0.1 < narrow < 0.3
+
+
+@pytest.mark.parametrize("laterality, nasal, temporal", [("R", 3, 4), ("L", 4, 3), ("", "", "")])
+def test_horizontal_quadrants_named_nasal_temporal_by_laterality(laterality, nasal, temporal):
+    # 3 voxels 1 mm to the right of the scan centre (inner right), 4 voxels 1 mm to its left (inner left): the
+    # right of a right eye's fundus view is nasal, the left of a left eye's.
+    volume = retina()  # no pit: the grid sits at the scan centre (30, 80)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[30, 60:63, 100] = 1
+    labels[30, 60:64, 60] = 1
+    row = etdrs.etdrs_row(volume, labels, GEOMETRY, CFG, laterality)
+    assert list(row) == etdrs.etdrs_columns(list(FLUIDS))
+    assert row["laterality"] == laterality
+    assert row["IRF_inner_right_mm3"] == pytest.approx(3 * VOXEL_MM3)  # image names are always given
+    assert row["IRF_inner_left_mm3"] == pytest.approx(4 * VOXEL_MM3)
+    for side, voxels in (("nasal", nasal), ("temporal", temporal)):
+        expected = "" if voxels == "" else pytest.approx(voxels * VOXEL_MM3)
+        assert row[f"IRF_inner_{side}_mm3"] == expected
+        assert row[f"IRF_outer_{side}_mm3"] == ("" if voxels == "" else 0.0)

@@ -7,10 +7,12 @@ import numpy as np
 import config
 from utils.io.cases import Case
 from utils.io.mhd_io import Geometry
+from utils.predict import etdrs
 from utils.predict.markers import MARKER_FILE, finished_result, remove_marker, run_identity, write_marker
 from utils.predict.outputs import Outputs, probability_paths, write_volumes
 
-ROW = {"case": "TRAIN001", "vendor": "Cirrus", "n_bscans": 2}
+ROW = {"case": "TRAIN001", "vendor": "Cirrus", "n_bscans": 2,
+       **dict.fromkeys(etdrs.etdrs_columns(list(config.FLUIDS)), 0.0)}
 
 
 def _finished_case(tmp_path: Path, outputs: Outputs) -> tuple[Case, Path, dict]:
@@ -38,6 +40,13 @@ def test_a_matching_marker_gives_the_saved_row(tmp_path):
     assert finished_result(moved, case_dir, identity, config) is None
     remove_marker(case_dir)
     assert not (case_dir / MARKER_FILE).exists() and finished_result(case, case_dir, identity, config) is None
+
+
+def test_a_row_without_todays_columns_is_redone(tmp_path):
+    case, case_dir, identity = _finished_case(tmp_path, Outputs())
+    older = {key: value for key, value in ROW.items() if key != "laterality"}  # before the laterality column
+    write_marker(case_dir, identity, case, older)
+    assert finished_result(case, case_dir, identity, config) is None
 
 
 def test_probability_volumes_count_when_asked_for(tmp_path):

@@ -27,7 +27,8 @@ def random_batch(seed=0, shape=(2, config.N_CLASSES, 8, 6)):
     return logits, target
 
 
-ALL_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss]
+ALL_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
+              losses.CrossEntropyLoss, losses.ce_dice_loss]
 
 
 def test_class_balanced_weights_inverse_frequency_and_absent_classes():
@@ -75,6 +76,23 @@ def test_combination_equals_half_ce_plus_half_dice():
     assert combined.name == "0.5*balanced_ce + 0.5*dice"
     made = losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dice", CE_WEIGHT=0.25, DICE_WEIGHT=0.75))
     assert made.name == "0.25*balanced_ce + 0.75*dice"
+
+
+def test_ce_dice_is_plain_cross_entropy_plus_dice():
+    # Targets (0, 0, 0, 1) with logits (2, 0, 0, 0) on every pixel: plain CE is the pixel mean of
+    # -log softmax, which differs from the balanced mean over classes.
+    logits = torch.zeros(1, 4, 1, 4)
+    logits[:, 0] = 2.0
+    target = torch.tensor([[[0, 0, 0, 1]]])
+    log_p = torch.log_softmax(logits[0, :, 0, 0], dim=0)
+    plain = -(3 * log_p[0] + log_p[1]) / 4
+    balanced = -(log_p[0] + log_p[1]) / 2
+    assert losses.CrossEntropyLoss()(logits, target).item() == pytest.approx(plain.item())
+    assert losses.BalancedCrossEntropyLoss()(logits, target).item() == pytest.approx(balanced.item())
+    made = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.5, DICE_WEIGHT=0.5))
+    dice = losses.DiceLoss()(logits, target)
+    assert made.name == "0.5*ce + 0.5*dice"
+    assert made(logits, target).item() == pytest.approx(0.5 * plain.item() + 0.5 * dice.item())
 
 
 def test_loss_arithmetic_names_and_flattening():

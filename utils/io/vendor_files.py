@@ -321,14 +321,15 @@ def read_vendor_volume(path: str | Path, cfg) -> VendorVolume:
     return dataclasses.replace(result, array=np.ascontiguousarray(_intensities(path, result.array)))
 
 
-def read_oct_volume(path: str | Path, cfg) -> tuple[np.ndarray, Geometry]:
+def read_oct_volume(path: str | Path, cfg) -> tuple[np.ndarray, Geometry, str]:
     """An OCT volume from a vendor file (:func:`read_vendor_volume`) or a MetaImage/NIfTI file
-    (:func:`utils.io.mhd_io.read_volume`), as ``(array (z, y, x), geometry)``.
+    (:func:`utils.io.mhd_io.read_volume`), as ``(array (z, y, x), geometry, laterality)``; the laterality is
+    ``"R"``, ``"L"``, or ``""`` when unknown (always for MetaImage/NIfTI, whose headers do not hold it).
 
     Raises:
         VolumeError: the file cannot be used; one line naming it.
     """
     if is_vendor_file(path):
         volume = read_vendor_volume(path, cfg)
-        return volume.array, volume.geometry
-    return read_volume(path)
+        return volume.array, volume.geometry, volume.laterality
+    return (*read_volume(path), "")

@@ -7,14 +7,18 @@ from the header spacing (``spacing_mm[0]`` between A-scans, ``spacing_mm[2]`` be
 quadrants. Each A-scan belongs wholly to the subfield holding its centre; a fluid's volume in a subfield is its voxel
 count in those A-scans x the voxel volume. A-scans beyond 3 mm count in no subfield.
 
-**Quadrant names.** The laterality (right or left eye) of a MetaImage volume is unknown, so nasal and temporal
-cannot be told apart, nor which end of the B-scan stack is superior. The quadrants are named by image direction, as
-the report draws the en-face maps (B-scan 0 at the top, A-scan column 0 at the left):
+**Quadrant names.** Every volume gets its quadrants named by image direction, as the report draws the en-face
+maps (B-scan 0 at the top, A-scan column 0 at the left):
 
 - ``top``: toward B-scan 0 (smaller z), ``bottom``: toward the last B-scan (larger z);
 - ``left``: toward column 0 of each B-scan (smaller x), ``right``: toward its last column (larger x).
 
-A point on a diagonal (``|dx| == |dz|``) counts as top or bottom.
+A point on a diagonal (``|dx| == |dz|``) counts as top or bottom. When the laterality is known (vendor files hold
+it: ``R`` right eye, ``L`` left eye; a MetaImage volume's is unknown), the horizontal quadrants are also given as
+``nasal`` and ``temporal`` (:data:`NASAL_SIDE`): the A-scan columns run left to right in the fundus (en-face) view,
+as the vendors' scanning-laser images show it and as eyepy and oct-converter return the B-scans, and the nasal side
+(toward the optic disc) is the right of a right eye's fundus image and the left of a left eye's. Which end of the
+B-scan stack is superior differs between vendors and scan patterns, so top and bottom keep their image names.
 
 **Fovea.** :func:`find_fovea`: the lowest point (largest depth) of the inner retinal surface within
 ``FOVEA_SEARCH_RADIUS_MM`` of the scan centre, where the surface is the first row of each A-scan at least halfway
@@ -37,6 +41,9 @@ from utils.io.mhd_io import Geometry
 QUADRANTS = ("top", "right", "bottom", "left")  # by image direction: see the module docstring
 RINGS = ("inner", "outer")
 SUBFIELDS = ("central",) + tuple(f"{ring}_{quadrant}" for ring in RINGS for quadrant in QUADRANTS)
+NASAL_SIDE = {"R": "right", "L": "left"}  # laterality -> the image side (a QUADRANTS name) that is nasal
+SIDES = ("nasal", "temporal")
+ANATOMICAL_SUBFIELDS = tuple(f"{ring}_{side}" for ring in RINGS for side in SIDES)  # filled when laterality known
 FOUND_BY_SURFACE = "inner_surface"  # fovea_found_by: the lowest point of the inner retinal surface
 FOUND_BY_CENTRE = "scan_centre"  # fovea_found_by: no pit found, the scan centre used
 SURFACE_BLUR_PX = 2.0  # Gaussian sigma (pixels, depth and width) before the surface threshold
@@ -186,14 +193,35 @@ def grid_scanned_fraction(n_bscans: int, width: int, geometry: Geometry, fovea: 
     return float(min(1.0, area_mm2 / (np.pi * (float(diameters_mm[2]) / 2) ** 2)))
 
 
+def side_names(laterality: str) -> dict[str, str]:
+    """Image side (``"left"``/``"right"``) -> ``"nasal"``/``"temporal"`` for a laterality ``R``/``L``; empty
+    for an unknown one (``""``)."""
+    nasal = NASAL_SIDE.get(laterality)
+    if nasal is None:
+        return {}
+    return {nasal: "nasal", ({"left", "right"} - {nasal}).pop(): "temporal"}
+
+
+def anatomical_volumes(by_image: Mapping[str, float], laterality: str) -> dict[str, float | str]:
+    """One fluid's ``ANATOMICAL_SUBFIELDS`` volumes from its volumes by image direction (``SUBFIELDS`` -> mm³):
+    the horizontal quadrants renamed by :func:`side_names`; ``""`` (unknown) for each when the laterality is."""
+    names = side_names(laterality)
+    if not names:
+        return dict.fromkeys(ANATOMICAL_SUBFIELDS, "")
+    image_side = {name: side for side, name in names.items()}
+    return {f"{ring}_{name}": by_image[f"{ring}_{image_side[name]}"] for ring in RINGS for name in SIDES}
+
+
 def etdrs_columns(fluids: Sequence[str]) -> list[str]:
     """The ``volumes.csv`` columns :func:`etdrs_row` fills: the fovea's ``fovea_bscan``, ``fovea_column``,
-    ``fovea_found_by``, ``etdrs_scanned_fraction``, then ``<fluid>_<subfield>_mm3`` for each fluid and subfield."""
-    return (["fovea_bscan", "fovea_column", "fovea_found_by", "etdrs_scanned_fraction"]
-            + [f"{fluid}_{field}_mm3" for fluid in fluids for field in SUBFIELDS])
+    ``fovea_found_by``, ``etdrs_scanned_fraction``, ``laterality`` (``R``, ``L`` or empty), then
+    ``<fluid>_<subfield>_mm3`` for each fluid and subfield of ``SUBFIELDS`` (image directions) and of
+    ``ANATOMICAL_SUBFIELDS`` (nasal/temporal: empty when the laterality is unknown)."""
+    return (["fovea_bscan", "fovea_column", "fovea_found_by", "etdrs_scanned_fraction", "laterality"]
+            + [f"{fluid}_{field}_mm3" for fluid in fluids for field in SUBFIELDS + ANATOMICAL_SUBFIELDS])
 
 
-def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, cfg) -> dict:
+def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, cfg, laterality: str = "") -> dict:
     """The ETDRS columns of one case (:func:`etdrs_columns`).
 
     Args:
@@ -201,11 +229,15 @@ def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, cfg) -
         labels: ``(z, y, x)`` label codes, the same shape.
         geometry: their geometry.
         cfg: ``FLUIDS``, ``ETDRS_DIAMETERS_MM``, ``FOVEA_SEARCH_RADIUS_MM``, ``FOVEA_MIN_DEPTH_MM``.
+        laterality: ``"R"``, ``"L"`` (from a vendor file) or ``""`` (unknown).
     """
     fovea = find_fovea(volume, geometry, cfg.FOVEA_SEARCH_RADIUS_MM, cfg.FOVEA_MIN_DEPTH_MM)
     volumes = subfield_volumes_mm3(labels, geometry, fovea, cfg.FLUIDS, cfg.ETDRS_DIAMETERS_MM)
     row = {"fovea_bscan": fovea.bscan, "fovea_column": fovea.column, "fovea_found_by": fovea.found_by,
            "etdrs_scanned_fraction": grid_scanned_fraction(labels.shape[0], labels.shape[2], geometry, fovea,
-                                                           cfg.ETDRS_DIAMETERS_MM)}
-    row.update({f"{fluid}_{field}_mm3": value for fluid, fields in volumes.items() for field, value in fields.items()})
+                                                           cfg.ETDRS_DIAMETERS_MM),
+           "laterality": laterality if laterality in NASAL_SIDE else ""}
+    for fluid, fields in volumes.items():
+        fields = {**fields, **anatomical_volumes(fields, row["laterality"])}
+        row.update({f"{fluid}_{field}_mm3": value for field, value in fields.items()})
     return row

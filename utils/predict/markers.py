@@ -10,6 +10,7 @@ from pathlib import Path
 from utils.io.cases import Case
 from utils.io.files import atomic_write_text
 from utils.io.mhd_io import volume_files
+from utils.predict import etdrs
 from utils.predict.outputs import Outputs, probability_paths, segmentation_path
 from utils.predict.settings import INFERENCE_SETTINGS
 
@@ -54,7 +55,8 @@ def _complete(path: Path) -> bool:
 
 def finished_result(case: Case, case_dir: Path, identity: dict, cfg, outputs: Outputs = Outputs()) -> dict | None:
     """The saved volumes.csv row of a case already segmented from the same volume with this identity, whose
-    segmentation (and, when ``outputs`` asks for them, probability volumes) exist in ``outputs.format``; else None."""
+    segmentation (and, when ``outputs`` asks for them, probability volumes) exist in ``outputs.format`` and whose row
+    has every ETDRS column of this version; else None."""
     marker = read_marker(case_dir)
     wanted = [segmentation_path(case_dir, cfg, outputs.format)]
     if outputs.probabilities:
@@ -62,4 +64,7 @@ def finished_result(case: Case, case_dir: Path, identity: dict, cfg, outputs: Ou
     if not (marker_matches(marker, identity) and marker.get("oct_path") == str(case.oct_path.resolve())
             and all(_complete(path) for path in wanted)):
         return None
-    return marker.get("result")
+    result = marker.get("result")
+    if not isinstance(result, dict) or set(etdrs.etdrs_columns(list(cfg.FLUIDS))) - set(result):
+        return None  # made by a version whose volumes.csv row lacks columns of today's: redone
+    return result

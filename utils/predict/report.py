@@ -29,6 +29,7 @@ from matplotlib.patches import Circle
 
 from utils.io.files import atomic_path, atomic_write_text
 from utils.io.mhd_io import Geometry
+from utils.predict import etdrs
 from utils.predict.inference import FLUID_COLOURS, overlay_bscan
 
 REPORT_BSCANS = 3  # B-scans with the most fluid drawn in a report
@@ -66,7 +67,9 @@ def bscans_with_most_fluid(labels: np.ndarray, fluids: Mapping[str, int], count:
     return order or [labels.shape[0] // 2]
 
 
-def _draw_grid(axes, fovea_x_mm: float, fovea_z_mm: float, diameters_mm: Sequence[float]) -> None:
+def _draw_grid(axes, fovea_x_mm: float, fovea_z_mm: float, diameters_mm: Sequence[float], laterality: str) -> None:
+    """The ETDRS circles and quadrant borders around the fovea; ``N`` and ``T`` beside the outer circle on the
+    nasal and temporal sides when the laterality (``R``/``L``) is known."""
     for diameter in diameters_mm:
         axes.add_patch(Circle((fovea_x_mm, fovea_z_mm), diameter / 2, fill=False, color="white", lw=0.8))
     inner, outer = diameters_mm[0] / 2, diameters_mm[2] / 2
@@ -75,6 +78,9 @@ def _draw_grid(axes, fovea_x_mm: float, fovea_z_mm: float, diameters_mm: Sequenc
         axes.plot([fovea_x_mm + inner * dx, fovea_x_mm + outer * dx],
                   [fovea_z_mm + inner * dz, fovea_z_mm + outer * dz], color="white", lw=0.8)
     axes.plot([fovea_x_mm], [fovea_z_mm], marker="+", color="white", ms=8)
+    for side, name in etdrs.side_names(laterality).items():
+        axes.text(fovea_x_mm + (1 if side == "right" else -1) * outer * 1.1, fovea_z_mm, name[0].upper(),
+                  color="white", ha="center", va="center", fontsize=10, fontweight="bold")
 
 
 def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np.ndarray, geometry: Geometry,
@@ -98,6 +104,7 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
     fluids = dict(cfg.FLUIDS)
     n_bscans, height, width = labels.shape
     x_mm, depth_mm, z_mm = geometry.spacing_mm
+    laterality = row.get("laterality") if isinstance(row.get("laterality"), str) else ""
     extent = (-x_mm / 2, (width - 0.5) * x_mm, (n_bscans - 0.5) * z_mm, -z_mm / 2)  # pixel centres at i x spacing
     chosen = bscans_with_most_fluid(labels, fluids, REPORT_BSCANS)
     columns = max(len(fluids), len(chosen), 2)
@@ -113,7 +120,7 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
                             interpolation="nearest", aspect="equal")
         figure.colorbar(image, ax=axes, label=f"{name} thickness (µm)", shrink=0.8)
         _draw_grid(axes, float(row["fovea_column"]) * x_mm, float(row["fovea_bscan"]) * z_mm,
-                   cfg.ETDRS_DIAMETERS_MM)
+                   cfg.ETDRS_DIAMETERS_MM, laterality)
         axes.set_xlim(extent[0], extent[1])
         axes.set_ylim(extent[2], extent[3])
         axes.set_title(f"{name}: {row[f'{name}_volume_mm3']:.3f} mm³")
@@ -135,7 +142,8 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
     lines += [f"{name:<5} {row[f'{name}_volume_mm3']:>11.4f} {row[f'{name}_presence']:>9.3f}" for name in fluids]
     lines += ["", f"fovea: B-scan {float(row['fovea_bscan']):g}, column {float(row['fovea_column']):g}",
               f"  found by {row['fovea_found_by']}",
-              f"ETDRS grid scanned: {100 * float(row['etdrs_scanned_fraction']):.0f}%"]
+              f"ETDRS grid scanned: {100 * float(row['etdrs_scanned_fraction']):.0f}%",
+              f"eye: {dict(R='right (OD)', L='left (OS)').get(laterality, 'unknown: quadrants by image side')}"]
     axes.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=11)
 
     for index, z in enumerate(chosen):

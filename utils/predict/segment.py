@@ -4,6 +4,7 @@ under torchrun, the ranks' totals (:func:`gather_counts`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +42,23 @@ def reference_counts(checkpoint: dict) -> np.ndarray | None:
     return np.asarray(reference["counts"]) if reference else None
 
 
-def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> tuple[int, Geometry, np.ndarray]:
-    """Reads and preprocesses one case (no network): ``(B-scans, geometry, (z, y, x) uint8 preprocessed volume)``.
+@dataclasses.dataclass(frozen=True)
+class LoadedCase:
+    """A case read and preprocessed, ready for the network.
+
+    Attributes:
+        geometry: the volume's geometry (spacing ``(x, y, z)`` mm, origin, direction).
+        prepared: ``(z, y, x)`` uint8 0..255, the preprocessed volume.
+        laterality: ``"R"``, ``"L"`` (vendor files) or ``""`` (unknown).
+    """
+
+    geometry: Geometry
+    prepared: np.ndarray
+    laterality: str = ""
+
+
+def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> LoadedCase:
+    """Reads and preprocesses one case (no network).
 
     Raises:
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
@@ -50,13 +66,12 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> tuple[int
     if case.vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
         raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
                          f"no histogram reference")
-    volume, geometry = read_oct_volume(case.oct_path, cfg)
-    return volume.shape[0], geometry, preprocess_volume(volume, case.vendor, reference_counts, cfg,
-                                                        str(case.oct_path))
+    volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
+    return LoadedCase(geometry, preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path)),
+                      laterality)
 
 
-def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime,
-                 loaded: tuple[int, Geometry, np.ndarray],
+def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, loaded: LoadedCase,
                  case_dir: Path, identity: dict, outputs: Outputs = Outputs()) -> dict:
     """Segments one case loaded by :func:`load_case` and writes its outputs (segmentation, probabilities,
     overlays, marker last).
@@ -68,7 +83,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime,
         VolumeError, ValueError, OSError: unusable data or outputs that cannot be written; the message names the
             file.
     """
-    n_bscans, geometry, prepared = loaded
+    geometry, prepared = loaded.geometry, loaded.prepared
     remove_marker(case_dir)  # an old marker must not vouch for half-replaced outputs
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
@@ -80,10 +95,10 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime,
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
-    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(n_bscans),
+    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(prepared.shape[0]),
            **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
            **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
-           **etdrs.etdrs_row(prepared, labels, geometry, cfg)}
+           **etdrs.etdrs_row(prepared, labels, geometry, cfg, loaded.laterality)}
     if outputs.report:
         report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
     write_marker(case_dir, identity, case, row)
@@ -97,8 +112,7 @@ def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray
     if outputs.overlays is None and not outputs.report:
         return
     labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
-    volume, _ = read_oct_volume(case.oct_path, cfg)
-    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    prepared = load_case(case, cfg, reference_counts).prepared
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     if outputs.report:

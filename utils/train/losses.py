@@ -2,8 +2,14 @@
 
 Every loss takes ``logits`` ``(N, C, H, W)`` float (raw scores, before softmax) and ``target`` ``(N, H, W)``
 int64 label codes ``0..C-1`` (config: 0 background, 1 IRF, 2 SRF, 3 PED) and returns a 0-d tensor. Bad inputs
-raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). The method trains on
-``0.5 * balanced cross-entropy + 0.5 * Dice`` (:func:`balanced_ce_dice_loss`).
+raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` names one of:
+
+- ``"rmit"`` (default): the authors' loss (:class:`utils.train.method_loss.RmitLoss`);
+- ``"balanced_ce_dice"``: the pipeline's earlier ``CE_WEIGHT * class-balanced cross-entropy + DICE_WEIGHT * Dice``
+  (:func:`balanced_ce_dice_loss`);
+- ``"ce_dice"``: ``CE_WEIGHT * plain (unweighted) cross-entropy + DICE_WEIGHT * Dice``, nnU-Net's loss up to the
+  scale (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the
+  background/fluid ratio, which favours over-segmentation; this option leaves the balance to the Dice term.
 
 Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
 is taken over the whole batch, a class absent from the batch's target contributes 0 (so false positives of an
@@ -69,6 +75,15 @@ class BalancedCrossEntropyLoss(Loss):
         return balanced_cross_entropy(logits, target)
 
 
+class CrossEntropyLoss(Loss):
+    """Plain cross-entropy (``F.cross_entropy``, mean over pixels, no class weights), named ``"ce"``."""
+
+    name = "ce"
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target)
+
+
 class DiceLoss(Loss):
     """``1 - soft Dice`` per class, averaged over classes: ``smp.losses.DiceLoss`` in multiclass mode, from logits.
 
@@ -104,7 +119,13 @@ def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> W
     return ce_weight * BalancedCrossEntropyLoss() + dice_weight * DiceLoss()
 
 
+def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
+    """``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by 0.5).
 
+    Returns:
+        a :class:`~utils.train.base.WeightedSum` named ``"0.5*ce + 0.5*dice"``.
+    """
+    return ce_weight * CrossEntropyLoss() + dice_weight * DiceLoss()
 
 
 def make_loss(cfg) -> Loss:
@@ -113,7 +134,8 @@ def make_loss(cfg) -> Loss:
     Raises:
         ConfigError: ``LOSS`` names no loss; the message lists the names and suggests the nearest.
     """
-    losses = {"rmit": RmitLoss, "balanced_ce_dice": lambda: balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)}
+    losses = {"rmit": RmitLoss, "balanced_ce_dice": lambda: balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT),
+              "ce_dice": lambda: ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)}
     if cfg.LOSS not in losses:
         nearest = difflib.get_close_matches(cfg.LOSS, losses, n=1)
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
