@@ -3,8 +3,9 @@
     python predict.py [--checkpoint FILE] [--out DIR] [--format mhd|mha|nii.gz] [--save-probabilities]
                       [--overlays [N|all]] [--report] [--set NAME=VALUE ...] INPUT...
 
-INPUT: ``oct.mhd`` files, or folders searched for them at any depth (the RETOUCH layout; see utils/io/cases.py), or
-the devices' own files: Heidelberg ``.vol``/``.e2e``, Zeiss Cirrus ``.img``, Topcon ``.fds``/``.fda``, OCT DICOM
+INPUT: ``oct.mhd`` files, or folders searched for them and for vendor files at any depth (the RETOUCH layout; see
+utils/io/cases.py), or the devices' own files: Heidelberg ``.vol``/``.e2e``/Heyex XML export ``.xml``, Zeiss Cirrus
+``.img``, Topcon ``.fds``/``.fda``, OCT DICOM
 ``.dcm`` (utils/io/vendor_files.py: vendor and spacing from the file; ``CIRRUS_IMG_SPACING_MM`` and
 ``E2E_SPACING_XZ_MM`` supply what those files lack). A case is named after the folder of its ``oct.mhd``, or after
 a vendor file's name without its suffix. Default checkpoint: ``best.pt`` of the most recent run under

@@ -3,7 +3,10 @@
     python prepare_data.py [--data-root DIR] [--work-dir DIR] [--split-file CSV] [--allow-unlisted] [--workers N]
                            [--set NAME=VALUE ...] [preprocess|split|roi ...]
 
-With no step named, all three run in order. Reads only from the data root; writes under the work dir:
+With no step named, all three run in order. Cases: every ``oct.mhd`` (with ``reference.mhd`` beside it: a
+training case) and every vendor file (``.vol``, Heyex ``.xml``, ``.img``, ``.fds``/``.fda``, ``.e2e``, ``.dcm``: a
+case without reference, named by its file name) at any depth below the data root (utils/io/cases.py). Reads only
+from the data root; writes under the work dir:
     slices/<case>/{oct,reference,roi}/<case>_<zzz>.png   preprocessed B-scans, label codes, ROI masks
     slice_index.csv      one row per B-scan: image_name, vendor, root, slice, is_IRF, is_SRF, is_PED, ...
     split.csv            one row per case: case, vendor, root, split (train / val / test), ...
@@ -27,6 +30,7 @@ from utils.io.files import atomic_write_text, error_line, remove_stale_temporari
 from utils.io.outputs import check_outputs
 from utils.io.parallel import default_workers
 from utils.io.tables import read_slice_index
+from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.prepare.preprocessing import load_histogram_reference, preprocess_oct_images
 from utils.prepare.roi import create_roi_masks
 from utils.prepare.splits import create_test_train_set
@@ -99,8 +103,9 @@ def run(args: argparse.Namespace) -> list[str]:
             return [f"{data_root}: data root is not a folder; pass --data-root or set DATA_ROOT in config.py"]
         cases, errors = find_cases(data_root, cfg.VENDORS)
         if not cases and not errors:
-            return [f"{data_root}: no oct.mhd found at any depth; point --data-root at the RETOUCH download "
-                    f"(or make synthetic data: python -m utils.synthetic --out DIR)"]
+            return [f"{data_root}: no oct.mhd nor vendor file ({' '.join(VENDOR_SUFFIXES)}) found at any depth; "
+                    f"point --data-root at the RETOUCH download (or make synthetic data: python -m utils.synthetic "
+                    f"--out DIR)"]
         print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
             f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
         try:

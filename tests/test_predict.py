@@ -56,7 +56,7 @@ def checkpoint(data, tmp_path_factory):
     spectralis = next(data.glob("*Spectralis/*/oct.mhd"))
     save_checkpoint(path, {"model_args": UNET, "model_state": build_unet(UNET).state_dict(), "epoch": 4,
                            "config": config_to_dict(cfg), "metrics": {},
-                           "histogram_reference": histogram_reference(spectralis)})
+                           "histogram_reference": histogram_reference(spectralis, cfg)})
     return path
 
 

@@ -7,7 +7,7 @@ import pytest
 import prepare_data
 from utils.io.files import read_png
 from utils.io.mhd_io import Geometry, read_volume, write_volume
-from volume_factory import write_case
+from volume_factory import tiny_volume, write_case
 
 
 def _run(data, work, *extra):
@@ -131,7 +131,7 @@ def test_bad_cases_are_reported_and_the_others_prepared(tiny_tree, tmp_path, cap
 def test_empty_data_root(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     assert _run(tmp_path / "data", tmp_path / "work") == 1
-    assert "data: no oct.mhd found at any depth" in capsys.readouterr().err
+    assert "data: no oct.mhd nor vendor file (.vol .e2e .img" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
 
 
@@ -162,6 +162,39 @@ def test_test_set_cases_without_reference(tmp_path, rng, capsys):
     assert set(pd.read_csv(tmp_path / "work" / "split.csv")["split"]) == {"test"}
     assert not list((tmp_path / "work").glob("slices/*/reference"))
     assert len(list((tmp_path / "work").glob("slices/*/roi/*.png"))) == 4 + 5
+
+
+def test_vendor_files_are_cases_without_reference_and_a_broken_one_fails_alone(tmp_path, rng, capsys):
+    """A Heidelberg .vol and a Cirrus .img under the data root are prepared as test cases (no reference), with the
+    spacing the .vol header and CIRRUS_IMG_SPACING_MM give; a truncated .img fails in one line naming it."""
+    from vendor_factory import write_img, write_vol
+
+    data = tmp_path / "data"
+    write_case(data / "Spectralis" / "TRAIN001", "Spectralis", rng)
+    spectralis = (tiny_volume("Spectralis", rng) >> 8).astype(np.uint8)
+    write_vol((data / "exports").mkdir(parents=True) or data / "exports" / "visit1.vol", spectralis,
+              (0.0114, 0.0039, 0.12))
+    cirrus = tiny_volume("Cirrus", rng)
+    write_img(data / "exports" / "zeiss.img", cirrus)
+    broken = write_img(data / "exports" / "broken.img", cirrus)
+    broken.write_bytes(broken.read_bytes()[:-7])
+    work = tmp_path / "work"
+    assert _run(data, work, "--set", "CIRRUS_IMG_SPACING_MM=(0.012,0.002,0.047)",
+                "--set", f"CIRRUS_IMG_SHAPE=({cirrus.shape[1]},{cirrus.shape[2]})") == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.img" in errors[0]
+    index = pd.read_csv(work / "slice_index.csv")
+    assert set(index["case"]) == {"TRAIN001", "visit1", "zeiss"}
+    by_case = {case: rows for case, rows in index.groupby("case")}
+    assert not by_case["visit1"]["has_reference"].any() and by_case["visit1"]["is_IRF"].isna().all()
+    assert len(by_case["visit1"]) == spectralis.shape[0] and len(by_case["zeiss"]) == cirrus.shape[0]
+    assert by_case["visit1"]["spacing_z_mm"].iloc[0] == pytest.approx(0.12)
+    assert by_case["zeiss"]["spacing_x_mm"].iloc[0] == pytest.approx(0.012)
+    assert (by_case["zeiss"]["height"] == cirrus.shape[1]).all()
+    image = read_png(work / by_case["visit1"]["root"].iloc[0] / "oct" / by_case["visit1"]["image_name"].iloc[0])
+    assert image.shape == spectralis.shape[1:]
+    split = pd.read_csv(work / "split.csv").set_index("case")["split"]
+    assert split["visit1"] == split["zeiss"] == "test"
 
 
 @pytest.mark.parametrize("override, message", [

@@ -87,3 +87,41 @@ def write_dicom(path: Path, volume: np.ndarray, spacing_mm: tuple[float, float, 
         OCTImageParams())
     write_opt_dicom(meta, list(volume), path)
     return path
+
+
+def write_heyex_xml(folder: Path, volume: np.ndarray, spacing_mm: tuple[float, float, float], eye: str = "R",
+                    name: str = "export") -> Path:
+    """A Heidelberg Heyex XML export: ``folder/<name>.xml`` naming a localizer image and one 8-bit PNG per B-scan
+    beside it, in the element layout eyepy's ``HeXmlReader`` reads (its ``xml_format``: ``HEDX/BODY/Patient/Study/
+    Series/Image``, ``ExamURL`` as a Windows path). B-scan z starts at y = z x spacing_mm[2] mm on the localizer."""
+    import imageio.v3 as iio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n_bscans, size_y, size_x = volume.shape
+    date = "<Date><Year>2020</Year><Month>1</Month><Day>2</Day></Date>"
+
+    def image(kind: str, file_name: str, width: int, height: int, scale_x: float, scale_y: float,
+              start_y: float = 0.0) -> str:
+        position = (f"<Start><Coord><X>0.0</X><Y>{start_y}</Y></Coord></Start>"
+                    f"<End><Coord><X>{size_x * spacing_mm[0]}</X><Y>{start_y}</Y></Coord></End>"
+                    "<ImageQuality>30.0</ImageQuality>") if kind == "OCT" else "<Angle>30</Angle><Focus>0.0</Focus>"
+        return (f"<Image><ImageType><Type>{kind}</Type></ImageType><OphthalmicAcquisitionContext>"
+                f"<Width>{width}</Width><Height>{height}</Height><ScaleX>{scale_x}</ScaleX><ScaleY>{scale_y}</ScaleY>"
+                f"{position}</OphthalmicAcquisitionContext>"
+                f"<ImageData><ExamURL>C:\\HEYEX\\export\\{file_name}</ExamURL></ImageData></Image>")
+
+    iio.imwrite(folder / f"{name}_localizer.png", np.zeros((64, 64), np.uint8))
+    images = [image("LOCALIZER", f"{name}_localizer.png", 64, 64, 0.1, 0.1)]
+    for z in range(n_bscans):
+        iio.imwrite(folder / f"{name}_{z:03d}.png", np.ascontiguousarray(volume[z], np.uint8))
+        images.append(image("OCT", f"{name}_{z:03d}.png", size_x, size_y, spacing_mm[0], spacing_mm[1],
+                            z * spacing_mm[2]))
+    xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<HEDX><BODY><SWVersion><Version>6.0</Version></SWVersion>'
+           f"<Patient><ID>1</ID><PatientID>P1</PatientID><LastName>Test</LastName><FirstNames>A</FirstNames>"
+           f"<Birthdate>{date}</Birthdate><Study><StudyDate>{date}</StudyDate><Series><ID>1</ID>"
+           f"<Laterality>{eye}</Laterality><ReferenceSeries><ID>1</ID><ExamDate>{date}</ExamDate></ReferenceSeries>"
+           f"<ThicknessGrid><Type>0</Type></ThicknessGrid><ProgID>1</ProgID>{''.join(images)}</Series></Study>"
+           "</Patient></BODY></HEDX>\n")
+    path = folder / f"{name}.xml"
+    path.write_text(xml, encoding="utf-8")
+    return path

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from volume_factory import write_case
-from utils.io.cases import Case, check_case, detect_vendor, find_cases, vendor_from_array, vendor_from_path
+from utils.io.cases import Case, check_case, detect_vendor, find_cases
+from utils.io.vendors import vendor_from_array, vendor_from_path
 from utils.io.mhd_io import Geometry, VolumeError, write_volume
 
 

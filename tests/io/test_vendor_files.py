@@ -1,8 +1,9 @@
 """Vendor files in: small valid files of each format built with the readers' own layouts, read back through
 utils/io/vendor_files.py, and truncated or corrupt ones failing in one line that names the file.
 
-Built here: Cirrus .img (raw bytes), Heidelberg .vol (eyepy's ``vol_format``), Topcon .fds/.fda (oct-converter's
-chunk structs), OCT DICOM (oct-converter's ``write_opt_dicom``). Heidelberg .e2e is not: its layout is not
+Built here: Cirrus .img (raw bytes), Heidelberg .vol (eyepy's ``vol_format``), the Heyex XML export (eyepy's
+``xml_format`` element paths, PNG B-scans), Topcon .fds/.fda (oct-converter's chunk structs), OCT DICOM
+(oct-converter's ``write_opt_dicom``). Heidelberg .e2e is not: its layout is not
 documented well enough in either library to write one, so only its error paths are tested.
 """
 
@@ -17,7 +18,7 @@ from utils.configuration import load_config
 from utils.io.mhd_io import VolumeError
 from utils.io.vendor_files import (VendorFileError, is_vendor_file, read_oct_volume, read_vendor_volume,
                                    vendor_file_vendor)
-from vendor_factory import write_dicom, write_img, write_topcon, write_vol
+from vendor_factory import write_dicom, write_heyex_xml, write_img, write_topcon, write_vol
 
 SHAPE = (5, 24, 16)  # (z, y, x): 5 B-scans, 24 deep, 16 wide; all axes distinct so a transposition shows
 
@@ -52,6 +53,33 @@ def test_cirrus_img_without_spacing_names_the_setting(tmp_path, volume):
         read_vendor_volume(path, settings())
     message = str(error.value)
     assert "\n" not in message and str(path) in message and "--set CIRRUS_IMG_SPACING_MM=" in message
+
+
+@pytest.mark.parametrize("eye, laterality", [("R", "R"), ("L", "L")])
+def test_heyex_xml_export_volume_orientation_spacing_laterality(tmp_path, volume, eye, laterality):
+    path = write_heyex_xml(tmp_path / "export", volume, (0.0114, 0.0039, 0.12), eye=eye)
+    result = read_vendor_volume(path, settings())
+    assert result.vendor == "Spectralis" and result.laterality == laterality
+    assert result.array.dtype == np.uint8
+    np.testing.assert_array_equal(result.array, volume)
+    np.testing.assert_allclose(result.geometry.spacing_mm, (0.0114, 0.0039, 0.12))
+    assert vendor_file_vendor(path, ("Cirrus", "Spectralis", "Topcon")) == "Spectralis"
+
+
+def test_heyex_xml_with_a_missing_bscan_image_or_not_heyex_is_one_line(tmp_path, volume):
+    path = write_heyex_xml(tmp_path / "export", volume, (0.0114, 0.0039, 0.12))
+    (tmp_path / "export" / "export_002.png").unlink()
+    notes = tmp_path / "notes.xml"
+    notes.write_text('<?xml version="1.0"?><settings><a>1</a></settings>\n')
+    single = write_heyex_xml(tmp_path / "single", volume[:1], (0.0114, 0.0039, 0.12))
+    for broken, expected in ((path, "not a readable .xml file"), (notes, "not a Heidelberg Heyex XML export"),
+                             (single, "holds 1 OCT B-scan(s)")):
+        with pytest.raises(VendorFileError) as error:
+            read_vendor_volume(broken, settings())
+        message = str(error.value)
+        assert "\n" not in message and message.startswith(str(broken)) and expected in message
+    with pytest.raises(VendorFileError, match="not a Heidelberg Heyex XML export"):
+        vendor_file_vendor(notes, ("Cirrus", "Spectralis", "Topcon"))
 
 
 def test_heidelberg_vol_volume_orientation_spacing(tmp_path, volume):

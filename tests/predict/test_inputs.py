@@ -22,6 +22,6 @@ def test_folders_files_and_unusable_inputs(tmp_path):
     assert [(case.name, case.vendor) for case in cases] == [("TRAIN001", "Cirrus"), ("TRAIN002", "Topcon")]
     assert len(errors) == 4
     assert "case name TRAIN001 is taken by" in errors[3]  # the file named twice counts once, the other clashes
-    assert errors[0] == f"{tmp_path / 'empty'}: no oct.mhd below this folder"
+    assert errors[0] == f"{tmp_path / 'empty'}: no oct.mhd nor vendor file below this folder"
     assert errors[1].startswith(f"{tmp_path / 'notes.txt'}: not a MetaImage header (.mhd) nor a vendor file")
     assert errors[2] == f"{tmp_path / 'missing'}: no such file or folder"

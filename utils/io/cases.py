@@ -1,8 +1,10 @@
-"""Finding RETOUCH cases under a data root and telling their vendor.
+"""Finding cases under a data root and telling their vendor.
 
 A case is a folder holding ``oct.mhd`` (+ ``oct.raw``) and, for training cases, ``reference.mhd`` (+ ``.raw``).
 Any layout works: ``RETOUCH-TrainingSet-Cirrus/TRAIN001/oct.mhd``, the same below an extra parent folder, or a
-plain ``Cirrus/TRAIN001/oct.mhd``; case folder names need not start with TRAIN.
+plain ``Cirrus/TRAIN001/oct.mhd``; case folder names need not start with TRAIN. A device's own export (a file
+with a suffix of ``utils.io.vendor_files.VENDOR_SUFFIXES``: ``.vol``, ``.img``, ``.fds``, ``.e2e``, ``.dcm``, ...)
+anywhere below the data root is a case too, without reference, named by the file name without its suffix.
 """
 
 from __future__ import annotations
@@ -13,15 +15,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from utils.io.mhd_io import VolumeError, read_volume_info
+from utils.io.vendor_files import is_vendor_file, vendor_file_vendor
+from utils.io.vendors import vendor_from_array, vendor_from_path
 
 OCT_FILE = "oct.mhd"
 REFERENCE_FILE = "reference.mhd"
-
-# Default B-scan heights (pixels) of each vendor's uint8 volumes, used only when the path names no vendor.
-_UINT8_HEIGHTS = {1024: "Cirrus", 885: "Topcon", 650: "Topcon"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +28,10 @@ class Case:
     """One OCT volume of the data set.
 
     Attributes:
-        name: unique case id: the folder name, or its path below the data root joined by ``_`` when two folders
-            share a name.
+        name: unique case id: the folder name (a vendor file's name without suffix), or its path below the data
+            root joined by ``_`` when two cases share a name.
         vendor: one of ``VENDORS``.
-        oct_path: the case's ``oct.mhd``.
+        oct_path: the case's ``oct.mhd``, or its vendor file.
         reference_path: its ``reference.mhd``, or None for a test-set case without labels.
     """
 
@@ -44,24 +43,6 @@ class Case:
     @property
     def has_reference(self) -> bool:
         return self.reference_path is not None
-
-
-def vendor_from_path(path: str | Path, vendors: Sequence[str]) -> str | None:
-    """The vendor of ``vendors`` named by the nearest folder of ``path`` (case-insensitive), or None."""
-    for part in reversed(Path(path).parts):
-        for vendor in vendors:
-            if vendor.lower() in part.lower():
-                return vendor
-    return None
-
-
-def vendor_from_array(dtype: np.dtype, shape: tuple[int, ...]) -> str | None:
-    """The vendor a volume's dtype and ``(z, y, x)`` size suggest, or None if they fit no vendor."""
-    if np.dtype(dtype) == np.uint16:
-        return "Spectralis"
-    if np.dtype(dtype) == np.uint8 and len(shape) == 3:
-        return _UINT8_HEIGHTS.get(int(shape[1]))
-    return None
 
 
 def detect_vendor(oct_path: Path, vendors: Sequence[str], root: Path | None = None) -> str:
@@ -93,11 +74,14 @@ def detect_vendor(oct_path: Path, vendors: Sequence[str], root: Path | None = No
 
 
 def check_case(case: Case) -> None:
-    """Checks a case's headers: OCT readable, reference (if any) readable and of the same size.
+    """Checks a case's headers: OCT readable, reference (if any) readable and of the same size. A vendor file has
+    no header of its own to check: its reader checks it when the volume is read.
 
     Raises:
         VolumeError: naming the file and the problem.
     """
+    if is_vendor_file(case.oct_path):
+        return
     oct_shape = read_volume_info(case.oct_path).shape
     if case.reference_path is not None:
         ref_shape = read_volume_info(case.reference_path).shape
@@ -107,15 +91,15 @@ def check_case(case: Case) -> None:
 
 
 def _walk_once(data_root: Path) -> tuple[list[Path], list[str]]:
-    """Every ``oct.mhd`` below ``data_root``, following symbolic links but entering each real folder once (a link
-    back up the tree would loop; a link to a case elsewhere in the tree would count that case twice). Real
-    folders are walked before linked ones, so a case reached both ways keeps its real path.
+    """Every ``oct.mhd`` and vendor file below ``data_root``, following symbolic links but entering each real
+    folder once (a link back up the tree would loop; a link to a case elsewhere in the tree would count that case
+    twice). Real folders are walked before linked ones, so a case reached both ways keeps its real path.
 
     Returns:
-        ``(oct paths, one line per folder that cannot be read)``.
+        ``(volume paths, one line per folder that cannot be read)``.
     """
     seen: set[tuple[int, int]] = set()
-    oct_paths: list[Path] = []
+    volume_paths: list[Path] = []
     unreadable: list[str] = []
     real, linked = [data_root], []
     while real or linked:
@@ -132,25 +116,34 @@ def _walk_once(data_root: Path) -> tuple[list[Path], list[str]]:
                               f"out: make it readable (chmod a+rx) or move it out of the data root")
             continue
         for entry in entries:
-            if entry.name == OCT_FILE and not entry.is_dir():
-                oct_paths.append(folder / OCT_FILE)
-            elif entry.is_dir():
+            if entry.is_dir():
                 (linked if entry.is_symlink() else real).append(folder / entry.name)
-    return oct_paths, unreadable
+            elif entry.name == OCT_FILE or is_vendor_file(entry.name):
+                volume_paths.append(folder / entry.name)
+    return volume_paths, unreadable
 
 
-def case_names(oct_paths: Sequence[Path], data_root: Path) -> dict[Path, str]:
-    """Each case's name: its folder's name, or, for folders that share a name, the path below ``data_root``
-    joined by ``_``. Joined paths can still coincide (``a/b/X`` and ``a_b/X`` both give ``a_b_X``) or equal
-    another folder's name: :func:`find_cases` leaves such cases out and reports them."""
-    folder_counts = Counter(path.parent.name for path in oct_paths)
-    return {path: (path.parent.name if folder_counts[path.parent.name] == 1
-                   else "_".join(path.parent.relative_to(data_root).parts) or data_root.resolve().name)
-            for path in oct_paths}
+def _own_name(path: Path) -> str:
+    """A case's name before collisions: the folder of an ``oct.mhd``, the stem of a vendor file."""
+    return path.parent.name if path.name == OCT_FILE else path.stem
+
+
+def case_names(volume_paths: Sequence[Path], data_root: Path) -> dict[Path, str]:
+    """Each case's name: its folder's name (``oct.mhd``) or file name without suffix (vendor file), or, for
+    cases that share a name, the path below ``data_root`` joined by ``_`` (with the vendor file's stem). Joined
+    paths can still coincide (``a/b/X`` and ``a_b/X`` both give ``a_b_X``) or equal another case's name:
+    :func:`find_cases` leaves such cases out and reports them."""
+    counts = Counter(_own_name(path) for path in volume_paths)
+
+    def joined(path: Path) -> str:
+        parts = path.parent.relative_to(data_root).parts + (() if path.name == OCT_FILE else (path.stem,))
+        return "_".join(parts) or data_root.resolve().name
+
+    return {path: _own_name(path) if counts[_own_name(path)] == 1 else joined(path) for path in volume_paths}
 
 
 def find_cases(data_root: str | Path, vendors: Sequence[str]) -> tuple[list[Case], list[str]]:
-    """Every ``oct.mhd`` below ``data_root`` at any depth, as cases sorted by path.
+    """Every ``oct.mhd`` and vendor file below ``data_root`` at any depth, as cases sorted by path.
 
     Args:
         data_root: the folder to search (followed through symbolic links, each real folder once).
@@ -167,28 +160,30 @@ def find_cases(data_root: str | Path, vendors: Sequence[str]) -> tuple[list[Case
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise FileNotFoundError(f"{data_root}: data root is not a folder")
-    oct_paths, errors = _walk_once(data_root)
-    oct_paths = sorted(oct_paths)
-    names = case_names(oct_paths, data_root)
+    volume_paths, errors = _walk_once(data_root)
+    volume_paths = sorted(volume_paths)
+    names = case_names(volume_paths, data_root)
     holders: dict[str, list[Path]] = {}
     for path, name in names.items():
         holders.setdefault(name, []).append(path)
-    for path in oct_paths:
+    for path in volume_paths:
         others = [str(other) for other in holders[names[path]] if other != path]
         if not others:
             continue
         errors.append(f"{path}: its case name {names[path]} would also be that of {', '.join(others)}; rename "
-                      f"one of the case folders (a case name is the folder name, or the path below the "
-                      f"data root joined by _)")
+                      f"one of them (a case name is the folder name of an oct.mhd or a vendor file's name without "
+                      f"suffix, or the path below the data root joined by _)")
     cases = []
-    for oct_path in oct_paths:
-        if len(holders[names[oct_path]]) > 1:
+    for path in volume_paths:
+        if len(holders[names[path]]) > 1:
             continue
-        reference = oct_path.parent / REFERENCE_FILE
         try:
-            vendor = detect_vendor(oct_path, vendors, data_root)
+            if path.name == OCT_FILE:
+                reference = path.parent / REFERENCE_FILE
+                cases.append(Case(names[path], detect_vendor(path, vendors, data_root), path,
+                                  reference if reference.is_file() else None))
+            else:
+                cases.append(Case(names[path], vendor_file_vendor(path, vendors), path, None))
         except VolumeError as error:
             errors.append(str(error))
-            continue
-        cases.append(Case(names[oct_path], vendor, oct_path, reference if reference.is_file() else None))
     return cases, errors

@@ -10,6 +10,9 @@ Zeiss Cirrus ``.img``     oct-converter ``IMG``                  the format     
                                                                                      CIRRUS_IMG_SPACING_MM
 Topcon ``.fds``/``.fda``  oct-converter ``FDS``/``FDA``          the format          @PARAM_SCAN_04/02 chunk (else
                                                                                      TOPCON_SPACING_MM)
+Heidelberg XML export     eyepy ``HeXmlReader`` (the ``.xml``    the format          ScaleX, ScaleY of the OCT images;
+``.xml`` + B-scan images  beside its B-scan image files)                             B-scan distance from their
+                                                                                     Start/End positions
 Heidelberg ``.e2e``       oct-converter ``E2E``                  the format          depth: B-scan header (scaley);
                                                                                      width, B-scan distance:
                                                                                      E2E_SPACING_XZ_MM
@@ -19,7 +22,8 @@ OCT DICOM ``.dcm``        oct-converter ``Dicom`` (pydicom)      Manufacturer ta
 
 Intensities: a uint8 volume is kept; a uint16 volume whose values all lie in 0..255 becomes uint8 (lossless; the
 pipeline scales other uint16 volumes by 255/65536, as RETOUCH's Spectralis ones); the float reflectivities of
-``.vol`` and ``.e2e`` become uint8 on Heyex's display scale (eyepy's and oct-converter's log transform).
+``.vol`` and ``.e2e`` become uint8 on Heyex's display scale (eyepy's and oct-converter's log transform); the XML
+export's B-scan images already are 8-bit display-scale images.
 
 A file these readers cannot use raises :class:`VendorFileError`: one line naming the file and the problem.
 """
@@ -35,12 +39,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from utils.io.cases import vendor_from_path
 from utils.io.mhd_io import Geometry, VolumeError, read_volume
+from utils.io.vendors import vendor_from_path
 
 # Suffix -> the vendor whose devices alone write it (DICOM: from its Manufacturer tag). Names as in config.VENDORS.
-FORMAT_VENDORS = {".vol": "Spectralis", ".e2e": "Spectralis", ".img": "Cirrus", ".fds": "Topcon", ".fda": "Topcon",
-                  ".dcm": None, ".dicom": None}
+FORMAT_VENDORS = {".vol": "Spectralis", ".e2e": "Spectralis", ".xml": "Spectralis", ".img": "Cirrus",
+                  ".fds": "Topcon", ".fda": "Topcon", ".dcm": None, ".dicom": None}
+HEYEX_XML_ROOT = b"<HEDX"  # the root element of a Heyex XML export, within its first bytes
 VENDOR_SUFFIXES = tuple(FORMAT_VENDORS)
 # DICOM Manufacturer (lower case, a part of it) -> vendor.
 _MANUFACTURERS = {"heidelberg": "Spectralis", "zeiss": "Cirrus", "topcon": "Topcon"}
@@ -84,6 +89,8 @@ def vendor_file_vendor(path: str | Path, vendors: Sequence[str]) -> str:
     if suffix not in FORMAT_VENDORS:
         raise VendorFileError(f"{path}: not a vendor file; expected one of {', '.join(VENDOR_SUFFIXES)}")
     vendor = FORMAT_VENDORS[suffix]
+    if suffix == ".xml":
+        _check_heyex_xml(path)
     if vendor is None:
         import pydicom
 
@@ -157,6 +164,35 @@ def _read_vol(path: Path, cfg) -> VendorVolume:
     laterality = {"OD": "R", "OS": "L"}.get(str(volume.laterality).strip().upper(), "")
     return VendorVolume(np.asarray(volume.data), _geometry(path, spacing, "the .vol header"), "Spectralis",
                         laterality)
+
+
+def _check_heyex_xml(path: Path) -> None:
+    """Raises VendorFileError unless ``path`` starts like a Heyex XML export (``<HEDX>`` root in its first 1 KiB):
+    other XML files beside the data (settings, notes) are not OCT volumes."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1024)
+    except OSError as error:
+        raise VendorFileError(f"{path}: cannot be read ({error.strerror})") from None
+    if HEYEX_XML_ROOT not in head:
+        raise VendorFileError(f"{path}: not a Heidelberg Heyex XML export (no <HEDX> root element); move other XML "
+                              f"files out of the inputs")
+
+
+def _read_heyex_xml(path: Path, cfg) -> VendorVolume:
+    from eyepy.io.he import HeXmlReader
+
+    _check_heyex_xml(path)
+    reader = HeXmlReader(path)
+    n_bscans = reader.parsed_values["n_bscans"]
+    if n_bscans < 2:
+        raise VendorFileError(f"{path}: the export holds {n_bscans} OCT B-scan(s); a volume needs at least 2 (the "
+                              f"B-scan distance comes from their positions)")
+    volume = reader.volume  # reads the B-scan images the XML names, beside it; eyepy's data: (z, y, x) uint8
+    spacing = (volume.scale_x, volume.scale_y, volume.scale_z)
+    laterality = {"OD": "R", "OS": "L"}.get(str(volume.laterality).strip().upper(), "")
+    return VendorVolume(np.asarray(volume.data), _geometry(path, spacing, "the XML's scales and B-scan positions"),
+                        "Spectralis", laterality)
 
 
 def _read_img(path: Path, cfg) -> VendorVolume:
@@ -280,8 +316,8 @@ def _read_dicom(path: Path, cfg) -> VendorVolume:
 
 
 _READERS: dict[str, Callable[[Path, object], VendorVolume]] = {
-    ".vol": _read_vol, ".img": _read_img, ".fds": _read_topcon, ".fda": _read_topcon, ".e2e": _read_e2e,
-    ".dcm": _read_dicom, ".dicom": _read_dicom}
+    ".vol": _read_vol, ".xml": _read_heyex_xml, ".img": _read_img, ".fds": _read_topcon, ".fda": _read_topcon,
+    ".e2e": _read_e2e, ".dcm": _read_dicom, ".dicom": _read_dicom}
 
 
 def read_vendor_volume(path: str | Path, cfg) -> VendorVolume:

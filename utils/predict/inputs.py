@@ -1,5 +1,5 @@
 """The cases predict.py's command line names: ``oct.mhd`` files, vendor files, and folders searched for
-``oct.mhd`` at any depth (the RETOUCH layout, utils/io/cases.py)."""
+``oct.mhd`` and vendor files at any depth (the RETOUCH layout, utils/io/cases.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
             cases += found
             errors += problems
             if not found and not problems:
-                errors.append(f"{path}: no {OCT_FILE} below this folder")
+                errors.append(f"{path}: no {OCT_FILE} nor vendor file below this folder")
         elif path.is_file() and is_vendor_file(path):
             try:
                 cases.append(Case(path.stem, vendor_file_vendor(path, vendors), path, None))

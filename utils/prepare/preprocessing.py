@@ -20,6 +20,7 @@ from utils.io import layout
 from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
 from utils.io.mhd_io import VolumeError, check_labels, read_volume
+from utils.io.vendor_files import read_oct_volume
 from utils.io.parallel import map_cases
 from utils.io.tables import read_slice_index, slice_index_columns
 
@@ -173,9 +174,10 @@ def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndar
 
 
 
-def histogram_reference(path: str | Path) -> dict:
-    """The histogram-matching reference: ``{"path": str, "counts": [256 ints]}`` of a Spectralis oct.mhd."""
-    volume, _ = read_volume(path)
+def histogram_reference(path: str | Path, cfg) -> dict:
+    """The histogram-matching reference: ``{"path": str, "counts": [256 ints]}`` of a Spectralis volume (an
+    ``oct.mhd`` or a vendor file; ``cfg`` gives the vendor files' spacing settings)."""
+    volume, _, _ = read_oct_volume(path, cfg)
     return {"path": str(path), "counts": intensity_histogram(to_uint8_intensity(volume, str(path))).tolist()}
 
 
@@ -213,11 +215,11 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
     """
     path = choose_histogram_reference(cases, cfg, data_root)
     if path is None or cfg.HISTOGRAM_REFERENCE:
-        return path, histogram_reference(path) if path else None, []
+        return path, histogram_reference(path, cfg) if path else None, []
     passed_over = []
     for candidate in sorted(case.oct_path for case in cases if case.vendor == "Spectralis"):
         try:
-            reference = histogram_reference(candidate)
+            reference = histogram_reference(candidate, cfg)
         except (OSError, ValueError):  # the case itself is reported by the preprocess step
             passed_over.append(str(candidate))
             continue
@@ -257,7 +259,7 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
         if json.loads(done_json.read_text()) == settings:
             return read_slice_index(slices_csv, cfg.FLUIDS)  # names as text: a case named NA or 001 stays one
     check_case(case)
-    volume, geometry = read_volume(case.oct_path)
+    volume, geometry, _ = read_oct_volume(case.oct_path, cfg)
     labels = None
     if case.reference_path is not None:
         labels, _ = read_volume(case.reference_path)
