@@ -1,8 +1,10 @@
-"""Times the networks on whole B-scans as predict.py runs them, and predict.py's work per volume on vendor-size
-volumes, and compares the networks' speed with a matmul peak.
+"""Times the networks on whole B-scans as predict.py runs them, predict.py's work per volume on vendor-size
+volumes, and its per-case path on several volumes with and without reading ahead, and compares the networks'
+speed with a matmul peak.
 
     python bench/bench_predict.py [--models rmit_unet,smp_unet] [--regions band,all] [--batches 5]
-                                  [--device auto|cpu|cuda] [--vendors Cirrus,Topcon] [--bscans N] [--set NAME=VALUE]
+                                  [--device auto|cpu|cuda] [--vendors Cirrus,Topcon] [--bscans N] [--many 3]
+                                  [--set NAME=VALUE]
 
 **Networks**: for each of ``--models`` (freshly initialised, no weights downloaded; smp_unet with ``ENCODER``), in
 bf16 autocast (where the device supports it) and in fp32, both with ``CHANNELS_LAST``, ``--batches`` batches of
@@ -15,7 +17,17 @@ B-scan are of the whole call; GFLOP/s is of the forward passes alone.
 **Volumes**: for each vendor a noise volume of the vendor's usual size, type and spacing is written to a temporary
 folder and put through the same steps as ``predict.py`` (read, preprocess,
 :func:`utils.predict.inference.predict_volume`, write) with the network of the config (``MODEL``); ``--vendors ''``
-skips them, ``--bscans`` limits the B-scans per volume for a quick run.
+skips them, ``--bscans`` limits the B-scans per volume for a quick run. "end-to-end / forward" is the volume's total
+time over the time of its forward passes alone (1 would be a network that never waits).
+
+**Many volumes**: ``--many`` noise volumes per vendor (0 skips them) are written as
+``<folder>/<vendor>/CASE<k>/oct.mhd`` and segmented by predict.py's per-case path twice, into separate folders:
+*one at a time* (:func:`utils.predict.segment.load_case`, then :func:`utils.predict.segment.predict_case`, case
+after case) and *read ahead* (:func:`utils.predict.segment.segment_cases`, which reads and preprocesses the next
+case in a background thread while the network segments the current one), after a warm-up of the network on each
+vendor's input shapes. Per mode: volumes/hour, seconds per volume end-to-end and in the forward passes alone
+(averages over all vendors' volumes), their ratio (issue 11 aims at <= 1.1) and the speed-up over one at a time.
+``segment_cases``' per-case lines go to stderr with the progress bars.
 
 The networks' FLOPs are counted for every input shape they were called with (``torch.utils.flop_counter``), so
 the achieved GFLOP/s is exact, and set against the best time of a large matrix multiply in bf16 and in fp32 on the
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import sys
 import tempfile
 import time
@@ -42,8 +55,12 @@ from flops import (device_name, forward_flops, markdown_table, matmul_peaks, pea
                    precision_name, synchronize)
 from utils.predict import inference  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
+from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
 from utils.model.networks import MODELS, build_unet, output_margin, unet_arguments  # noqa: E402
+from utils.predict.markers import run_identity  # noqa: E402
+from utils.predict.outputs import Outputs  # noqa: E402
+from utils.predict.segment import load_case, predict_case, segment_cases  # noqa: E402
 from utils.prepare.preprocessing import intensity_histogram, preprocess_volume, to_uint8_intensity  # noqa: E402
 from utils.model.runtime import Runtime, select_runtime  # noqa: E402
 
@@ -124,8 +141,90 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, batch
     return {"vendor": vendor, "volume": "x".join(map(str, volume.shape)), "dtype": str(volume.dtype),
             "net input": ", ".join(f"{h}x{w}" for h, w in shapes), **{f"{k} s": v for k, v in times.items()},
             "total s": total, "B-scans/s": len(volume) / total, "predict B-scans/s": len(volume) / times["predict"],
-            "forward s": model.seconds, "GFLOP/B-scan": flops / len(volume) / 1e9,
-            "GFLOP/s": flops / model.seconds / 1e9}
+            "forward s": model.seconds, "end-to-end / forward": total / model.seconds,
+            "GFLOP/B-scan": flops / len(volume) / 1e9, "GFLOP/s": flops / model.seconds / 1e9}
+
+
+def write_noise_cases(vendors: list[str], count: int, n_bscans: int | None, folder: Path,
+                      rng: np.random.Generator) -> list[Case]:
+    """Writes ``count`` noise volumes per vendor (:func:`noise_volume`) as ``folder/<vendor>/CASE<k>/oct.mhd``,
+    k = 1..count; returns their cases (no reference), vendor by vendor."""
+    cases = []
+    for vendor in vendors:
+        for k in range(1, count + 1):
+            path = folder / vendor / f"CASE{k}" / "oct.mhd"
+            write_volume(path, *noise_volume(vendor, n_bscans, rng))
+            cases.append(Case(f"{vendor}_CASE{k}", vendor, path, None))
+    return cases
+
+
+def warm_up(model: CountingModel, cases: list[Case], cfg, runtime: Runtime, reference_counts: np.ndarray) -> None:
+    """Runs the network on the first case of each vendor: one full batch and the last, partial one
+    (oneDNN / cuDNN pick their kernels on the first call of each input shape), then resets the counts."""
+    batch_size = cfg.INFERENCE_BATCH_SIZE
+    first_case_per_vendor = {}
+    for case in cases:
+        first_case_per_vendor.setdefault(case.vendor, case)
+    for case in first_case_per_vendor.values():
+        loaded = load_case(case, cfg, reference_counts)
+        n_bscans = len(loaded.prepared)
+        for batch_bscans in {min(batch_size, n_bscans), n_bscans % batch_size} - {0}:
+            inference.predict_volume(model, loaded.prepared[:batch_bscans], loaded.geometry, cfg, runtime, batch_size)
+    model.reset()
+
+
+def segment_one_at_a_time(cases: list[Case], model: CountingModel, cfg, runtime: Runtime,
+                          reference_counts: np.ndarray, out_dir: Path, identity: dict) -> None:
+    """predict.py's per-case path without reading ahead: :func:`load_case` then :func:`predict_case`, case by
+    case, outputs in ``out_dir/<case name>``."""
+    for case in cases:
+        loaded = load_case(case, cfg, reference_counts)
+        predict_case(case, model, cfg, runtime, loaded, out_dir / case.name, identity, Outputs())
+
+
+def segment_reading_ahead(cases: list[Case], model: CountingModel, cfg, runtime: Runtime,
+                          reference_counts: np.ndarray, out_dir: Path, identity: dict) -> None:
+    """:func:`segment_cases` on all ``cases`` (the next case read in a background thread), outputs in
+    ``out_dir/<case name>``; its per-case lines go to stderr.
+
+    Raises:
+        SystemExit: a case failed or was skipped (``out_dir`` must hold no earlier results).
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        segmented, _, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
+                                             Outputs())
+    if segmented != len(cases):
+        raise SystemExit(f"segment_cases segmented {segmented} of {len(cases)} noise volumes; failed: "
+                         f"{', '.join(failed) or 'none'}")
+
+
+def bench_many(cases: list[Case], model: CountingModel, cfg, runtime: Runtime, reference_counts: np.ndarray,
+               folder: Path) -> list[dict]:
+    """Times :func:`segment_one_at_a_time` and then :func:`segment_reading_ahead` on the same cases (after
+    :func:`warm_up`), outputs in ``folder/one_at_a_time`` and ``folder/read_ahead``; returns the table rows.
+
+    Seconds per volume and forward seconds per volume are means over ``cases``; "speed-up" is the mode's
+    volumes/hour over that of one at a time.
+    """
+    identity = run_identity(folder / "bench_predict.pt", {"epoch": 0}, cfg)  # no checkpoint: the network is fresh
+    warm_up(model, cases, cfg, runtime, reference_counts)
+    modes = {"one at a time (load_case, predict_case)": (segment_one_at_a_time, folder / "one_at_a_time"),
+             "read ahead (segment_cases)": (segment_reading_ahead, folder / "read_ahead")}
+    rows = []
+    for mode, (segment, out_dir) in modes.items():
+        model.reset()
+        synchronize(runtime.device)
+        start = time.perf_counter()
+        segment(cases, model, cfg, runtime, reference_counts, out_dir, identity)
+        synchronize(runtime.device)
+        seconds = time.perf_counter() - start
+        print(f"{mode}: {seconds:.1f} s", file=sys.stderr)
+        rows.append({"mode": mode, "volumes": len(cases), "volumes/hour": 3600 * len(cases) / seconds,
+                     "s/volume": seconds / len(cases), "forward s/volume": model.seconds / len(cases),
+                     "end-to-end / forward": seconds / model.seconds})
+    for row in rows:
+        row["speed-up"] = row["volumes/hour"] / rows[0]["volumes/hour"]
+    return rows
 
 
 def region_shape(region: str, cfg) -> tuple[int, int]:
@@ -203,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vendors", default=",".join(VOLUMES), help="volumes timed, comma-separated "
                         "(default: %(default)s; '' skips them)")
     parser.add_argument("--bscans", type=int, default=None, help="B-scans per volume (default: the vendor's)")
+    parser.add_argument("--many", type=int, default=3, help="noise volumes per vendor segmented one at a time and "
+                        "with read-ahead (default: %(default)s; 0 skips them)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: config INFERENCE_BATCH_SIZE")
     parser.add_argument("--matmul-size", type=int, default=None,
                         help="side of the matrices of the matmul peak (default: 4096 on CPU, 8192 on GPU)")
@@ -214,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if [m for m in args.models if m not in MODELS] or [r for r in args.regions if r not in inference.PREDICT_REGIONS]:
         parser.error(f"--models takes {', '.join(MODELS)}; --regions takes {', '.join(inference.PREDICT_REGIONS)}")
     unknown = [v for v in vendors if v not in VOLUMES]
-    if unknown or (args.bscans is not None and args.bscans < 1) or args.batches < 1:
-        parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans and --batches must be >= 1")
+    if unknown or (args.bscans is not None and args.bscans < 1) or args.batches < 1 or args.many < 0:
+        parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans and --batches must be >= 1, --many >= 0")
     try:
         cfg = load_config(args.overrides)
         runtime = select_runtime(cfg, args.device)
@@ -246,7 +347,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{vendor}: {rows[-1]['total s']:.1f} s", file=sys.stderr)
     print(f"\nVolumes through predict.py's steps: {model_label(cfg)}, "
           f"{precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
-    print(markdown_table(rows))
+    print(markdown_table(rows), flush=True)
+    if not args.many:
+        return 0
+
+    # predict.py's per-case path batches by the config: make it the batch of the tables above
+    cfg = load_config(args.overrides + [f"INFERENCE_BATCH_SIZE={batch_size}"])
+    with tempfile.TemporaryDirectory(prefix="bench_predict_many_") as folder:
+        cases = write_noise_cases(vendors, args.many, args.bscans, Path(folder), rng)
+        many_rows = bench_many(cases, model, cfg, runtime, reference_counts, Path(folder))
+    print(f"\nMany volumes ({args.many} per vendor: {', '.join(vendors)}) through predict.py's per-case path: "
+          f"{model_label(cfg)}, {precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
+    print(markdown_table(many_rows))
     return 0
 
 

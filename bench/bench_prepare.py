@@ -5,7 +5,9 @@
 Generates one full-size synthetic case per vendor (Cirrus 128x1024x512 uint8, Spectralis 49x496x512 uint16) in a
 temporary folder, times every stage in this process, then the whole ``prepare_data.py`` run of that one case
 (one worker: a case is never split across processes), and the straightforward scikit-image ROI
-(rank entropy + binary_closing) on a few B-scans for comparison. Prints a Markdown table.
+(rank entropy + binary_closing) on a few B-scans for comparison. Prints a Markdown table of the stages, then per
+vendor the straightforward ROI's time per volume over the whole run's time per volume, both from that table
+(issue 11: about 30x, target >= 50x; the ROI is extrapolated from ``--baseline-bscans`` B-scans).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from utils.prepare.roi import (ENTROPY_LEVELS, binary_closing_disk, fill_columns
                        roi_mask_reference)
 from utils.synthetic import case_spec, generate_volume  # noqa: E402
 from utils.io.mhd_io import write_volume  # noqa: E402
+
+BASELINE_STAGE = "straightforward scikit-image ROI (for comparison)"
+WHOLE_RUN_STAGE = "whole prepare_data.py run (1 worker)"
 
 
 class Stopwatch:
@@ -72,17 +77,32 @@ def bench_vendor(vendor: str, folder: Path, reference: dict, cfg, baseline_bscan
     watch.time("ROI: column fill", n, lambda: [fill_columns(mask) for mask in closed])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        watch.time("straightforward scikit-image ROI (for comparison)", baseline_bscans, lambda: [
+        watch.time(BASELINE_STAGE, baseline_bscans, lambda: [
             roi_mask_reference(volume[z], labels[z], cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD,
                                cfg.CLOSING_DISK_RADIUS) for z in range(baseline_bscans)])
     start = time.perf_counter()
     status = prepare_data.main(["--data-root", str(folder / "data" / vendor), "--work-dir",
                                 str(folder / "work" / vendor), "--workers", "1",
                                 "--set", f"HISTOGRAM_REFERENCE={reference['path']}"])
-    watch.rows.append(("whole prepare_data.py run (1 worker)", time.perf_counter() - start, n))
+    watch.rows.append((WHOLE_RUN_STAGE, time.perf_counter() - start, n))
     if status:
         raise SystemExit(f"prepare_data failed on the {vendor} volume")
     return [(vendor, "x".join(map(str, volume_raw.shape)), *row) for row in watch.rows]
+
+
+def baseline_over_whole_run(rows: list[tuple]) -> dict[str, float]:
+    """Per vendor, the straightforward scikit-image ROI's time per B-scan over the whole prepare_data.py run's
+    (= their times per volume: the volume's B-scan count cancels).
+
+    Args:
+        rows: ``(vendor, volume shape, stage, seconds, B-scans timed)`` as :func:`bench_vendor` returns them.
+
+    Returns:
+        Vendor -> ratio (> 1: the straightforward ROI alone is slower than the whole run), in the rows' order.
+    """
+    per_bscan_s = {(vendor, stage): seconds / n_bscans for vendor, _, stage, seconds, n_bscans in rows}
+    vendors = dict.fromkeys(row[0] for row in rows)
+    return {vendor: per_bscan_s[vendor, BASELINE_STAGE] / per_bscan_s[vendor, WHOLE_RUN_STAGE] for vendor in vendors}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
         n_volume = int(shape.split("x")[0])
         per_bscan = seconds / n_bscans
         print(f"| {vendor} | {shape} | {stage} | {per_bscan * 1000:.1f} | {per_bscan * n_volume:.2f} |")
+    print("\n| vendor | straightforward scikit-image ROI per volume / whole prepare_data.py run per volume |")
+    print("|---|---|")
+    for vendor, ratio in baseline_over_whole_run(rows).items():
+        print(f"| {vendor} | {ratio:.1f} |")
 
 
 if __name__ == "__main__":
