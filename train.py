@@ -47,6 +47,7 @@ from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_
 from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, append_log, plot_curves, score_of, train_epoch,
                               validate)
 from utils.train.losses import make_loss
+from utils.train.schedule import LearningRateSchedule
 
 log = logging.getLogger("train")
 
@@ -226,15 +227,19 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
         batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers))
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
+    schedule = LearningRateSchedule(state.optimizer, cfg.LR_SCHEDULE, cfg.LEARNING_RATE, cfg.EPOCHS,
+                                    cfg.TRAIN_BUDGET_MINUTES)
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
+        schedule.epoch = epoch
         if not endless:  # one stratified, augmented pass (the original's epoch); each rank its share of B-scans
             batches = training_loader(train_records[runtime.rank::runtime.world_size], work_dir, cfg, cfg.SEED,
                                       runtime.rank, epoch - 1, workers, endless=False)
         with network.join() if runtime.distributed and not endless else contextlib.nullcontext():
             train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
                                      description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
-                                     n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline)
+                                     n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline,
+                                     before_step=schedule.step)
         metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
             else {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}

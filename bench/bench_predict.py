@@ -57,7 +57,7 @@ from utils.predict import inference  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
-from utils.model.networks import MODELS, build_unet, output_margin, unet_arguments  # noqa: E402
+from utils.model.networks import MODELS, build_unet, fold_batch_norms, output_margin, unet_arguments  # noqa: E402
 from utils.predict.markers import run_identity  # noqa: E402
 from utils.predict.outputs import Outputs  # noqa: E402
 from utils.predict.segment import load_case, predict_case, segment_cases  # noqa: E402
@@ -238,7 +238,7 @@ def region_shape(region: str, cfg) -> tuple[int, int]:
 def counting_network(cfg, runtime: Runtime) -> CountingModel:
     """A freshly initialised network of the config in eval mode on the runtime's device and layout, counted."""
     torch.manual_seed(cfg.SEED)
-    network = build_unet(unet_arguments(cfg)).eval().to(runtime.device)
+    network = fold_batch_norms(build_unet(unet_arguments(cfg)).eval()).to(runtime.device)  # as predict.py
     if runtime.channels_last:
         network = network.to(memory_format=torch.channels_last)
     return CountingModel(network, runtime.device)

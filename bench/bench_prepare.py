@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         spectralis, labels, geometry = generate_volume("Spectralis", np.random.default_rng(9),
                                                        case_spec("Spectralis", 0))
         write_volume(folder / "reference" / "oct.mhd", spectralis, geometry)
-        reference = histogram_reference(folder / "reference" / "oct.mhd")
+        reference = histogram_reference(folder / "reference" / "oct.mhd", cfg)
         for vendor in args.vendors.split(","):
             rows += bench_vendor(vendor, folder, reference, cfg, args.baseline_bscans)
     print("\n| vendor | volume (z x y x x) | stage | per B-scan (ms) | per volume (s) |")

@@ -119,6 +119,8 @@ CONFIGS: dict[str, dict] = {
     # plain (unweighted) CE + Dice, nnU-Net's loss, against the balanced CE's over-segmentation
     "smp_unet_cedice": {"train": SMP_UNET_CE_DICE, "predict": ["PREDICT_REGION=all"]},
     "smp_unet_cedice_aug": {"train": SMP_UNET_CE_DICE + ["INTENSITY_AUGMENT=True"], "predict": ["PREDICT_REGION=all"]},
+    # nnU-Net's polynomial learning-rate decay over the budget
+    "smp_unet_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"]},
 }
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")

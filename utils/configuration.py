@@ -92,7 +92,8 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
 # network is built, which knows the names.
 # Settings that name one of a few choices (a wrong name gets the nearest suggested).
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice"), "PATCH_CENTRES": ("rmit", "stratified"),
+    "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
+    "PATCH_CENTRES": ("rmit", "stratified"), "LR_SCHEDULE": ("constant", "poly"),
     "STRATIFY_BY": ("vendor", "fluid"), "AUGMENT": ("rmit", "replace"), "BEST_BY": ("val_loss", "dice_mean_fluid"),
     "PREDICT_REGION": ("band", "roi", "all"), "HISTOGRAM_ROUNDING": ("truncate", "round"),
     "DISCRIMINATOR": ("rmit", "strided"), "IMAGE_RESAMPLING": ("linear", "nearest"),

@@ -9,7 +9,7 @@ import torch
 
 from utils.configuration import ConfigError, load_config
 from utils.model.checkpoints import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
-from utils.model.networks import Discriminator, build_unet, output_margin, unet_arguments
+from utils.model.networks import Discriminator, build_unet, fold_batch_norms, output_margin, unet_arguments
 from utils.train.loop import Adversary, adversarial_losses, one_hot
 
 # A 3-level smp U-Net with a narrow decoder: the same code paths as a full one at a tenth of its size.
@@ -193,3 +193,25 @@ def test_bn_momentum_reaches_every_batch_norm_of_the_authors_network():
     assert norms and all(m.momentum == 0.1 for m in norms)
     default = build_unet(unet_arguments(load_config([])))
     assert all(m.momentum == 0.01 for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d))  # Keras 0.99
+
+
+def test_folding_batch_norms_keeps_the_eval_outputs():
+    torch.manual_seed(0)
+    model = build_unet(unet_arguments(load_config(["MODEL=rmit_unet"])))
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 96, 104))  # running statistics away from their start values
+    model.eval()
+    for module in model.modules():  # and a non-trivial affine map
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    images = torch.randn(1, 3, 96, 104)
+    with torch.no_grad():
+        expected = model(images)
+        folded = fold_batch_norms(model)
+        assert folded is model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(build_unet(unet_arguments(load_config(["MODEL=rmit_unet"]))).train())
+

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from utils.model.rmit_unet import (MARGIN, RmitDiscriminator, RmitUNet, _centre_crop, input_shape_for, l2_penalty,
-                                   output_shape, valid_input)
+import torch.nn.functional as F
+
+from utils.model.rmit_unet import (MARGIN, RmitDiscriminator, RmitUNet, _centre_crop, _upsampled_centre,
+                                   input_shape_for, l2_penalty, output_shape, valid_input)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -78,6 +80,26 @@ def test_an_odd_skip_loses_its_extra_row_at_the_top_as_the_original_cropping():
 # ----------------------------------------------------------------------------------------------------------------
 # Layers
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("factor, size, crop", [(8, (5, 9), (33, 60)), (4, (7, 6), (25, 21)), (2, (10, 11), (20, 22))])
+def test_upsampled_centre_equals_upsampling_then_cropping(factor, size, crop):
+    x = torch.randn(2, 3, *size)
+    expected = _centre_crop(F.interpolate(x, scale_factor=factor, mode="nearest"), *crop)
+    assert torch.equal(_upsampled_centre(x, factor, *crop), expected)
+
+
+def test_multi_scale_output_is_the_original_conv_over_the_concatenation():
+    # seg_out_ as the original builds it: upsample, centre-crop, concatenate (bottleneck first), one 3x3 conv
+    torch.manual_seed(0)
+    model = RmitUNet().eval()
+    levels = [(torch.randn(1, 512, 5, 7), 8), (torch.randn(1, 256, 9, 13), 4), (torch.randn(1, 128, 17, 25), 2)]
+    last = torch.randn(1, 64, 30, 46)
+    concatenated = torch.cat([_centre_crop(F.interpolate(level, scale_factor=factor), 30, 46)
+                              for level, factor in levels] + [last], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model._multi_scale_logits(levels, last), model.out(concatenated),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_segmenter_parameter_count_matches_the_original_layer_list():
     # trainable parameters of retouch_unet: kernel + bias per conv, gamma + beta per batch norm
     original = sum([

@@ -9,6 +9,7 @@ from typing import Any
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from utils.configuration import ConfigError
 from utils.model.rmit_unet import RmitDiscriminator, RmitUNet
@@ -59,6 +60,36 @@ def build_unet(model_args: dict[str, Any]) -> nn.Module:
     if name == "smp_unet":
         return smp.Unet(**{**args, "encoder_weights": None})
     raise ValueError(f"unknown network {name!r} in the model arguments; expected one of {', '.join(MODELS)}")
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """For inference: folds each batch norm that directly follows a conv in an ``nn.Sequential`` into that conv's
+    weights (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and replaces it by an identity, in place.
+
+    In eval mode the outputs are the same up to rounding, and the batch norm's pass over the activations is saved
+    (the ``rmit_unet`` blocks: conv, batch norm, ReLU). Other batch norms (smp's ResNet blocks hold theirs as
+    attributes) are left alone.
+
+    Args:
+        model: a network in eval mode (its batch norms use their running statistics).
+
+    Returns:
+        ``model``, for chaining.
+
+    Raises:
+        ValueError: ``model`` is in training mode (its batch norms use batch statistics: nothing to fold).
+    """
+    if model.training:
+        raise ValueError("fold_batch_norms needs a model in eval mode")
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for index in range(len(module) - 1):
+            conv, norm = module[index], module[index + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module[index] = fuse_conv_bn_eval(conv, norm)
+                module[index + 1] = nn.Identity()
+    return model
 
 
 def output_margin(model: nn.Module) -> int:

@@ -132,6 +132,18 @@ def _centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[..., top:top + height, left:left + width]
 
 
+def _upsampled_centre(x: torch.Tensor, factor: int, height: int, width: int) -> torch.Tensor:
+    """``_centre_crop(F.interpolate(x, scale_factor=factor, mode="nearest"), height, width)``, upsampling only the
+    rows and columns of ``x`` ``(N, C, H, W)`` that the crop keeps."""
+    top = (x.shape[-2] * factor - height + 1) // 2
+    left = (x.shape[-1] * factor - width + 1) // 2
+    rows = slice(top // factor, (top + height - 1) // factor + 1)
+    columns = slice(left // factor, (left + width - 1) // factor + 1)
+    upsampled = F.interpolate(x[..., rows, columns], scale_factor=factor, mode="nearest")
+    top, left = top - rows.start * factor, left - columns.start * factor
+    return upsampled[..., top:top + height, left:left + width]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,11 +281,27 @@ class RmitUNet(nn.Module):
         dec3 = self._merge(self.up3(bottom), skip3, self.drop3_up, self.drop3_skip, self.dec3)
         dec2 = self._merge(self.up2(dec3), skip2, self.drop2_up, self.drop2_skip, self.dec2)
         dec1 = self.drop_last(self._merge(self.up1(dec2), skip1, self.drop1_up, self.drop1_skip, self.dec1))
-        h, w = dec1.shape[-2:]
-        scales = [_centre_crop(F.interpolate(level, scale_factor=factor, mode="nearest"), h, w)
-                  for level, factor in ((bottom, 8), (dec3, 4), (dec2, 2))]
-        logits = self.out(torch.cat([*scales, dec1], dim=1))
+        logits = self._multi_scale_logits([(bottom, 8), (dec3, 4), (dec2, 2)], dec1)
         return F.relu(logits) if self.relu_before_softmax else logits
+
+    def _multi_scale_logits(self, levels: list[tuple[torch.Tensor, int]], last: torch.Tensor) -> torch.Tensor:
+        """The original's ``seg_out_``: one 3x3 'same' conv over the concatenation of each level nearest-upsampled
+        by its factor and centre-cropped to ``last``'s size, then ``last`` (960 channels).
+
+        Computed as the sum of the conv's channel groups applied to each part, with each level cropped before it is
+        upsampled (:func:`_upsampled_centre`): the same numbers up to rounding (a conv is linear in its input
+        channels and zero-pads every group alike), without the 960-channel tensor, which on a CPU costs a fifth of
+        the inference time in copies.
+        """
+        height, width = last.shape[-2:]
+        weight = self.out.weight  # (n_classes, 960, 3, 3): input channels in the original's concatenation order
+        logits = F.conv2d(last, weight[:, weight.shape[1] - last.shape[1]:], self.out.bias, padding=1)
+        start = 0
+        for level, factor in levels:
+            part = weight[:, start:start + level.shape[1]]
+            logits = logits + F.conv2d(_upsampled_centre(level, factor, height, width), part, padding=1)
+            start += level.shape[1]
+        return logits
 
     @staticmethod
     def _merge(up: torch.Tensor, skip: torch.Tensor, drop_up: nn.Module, drop_skip: nn.Module,

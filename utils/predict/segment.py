@@ -21,6 +21,7 @@ from utils.io.mhd_io import Geometry, read_volume
 from utils.io.parallel import CASE_ERRORS
 from utils.io.vendor_files import read_oct_volume
 from utils.model.checkpoints import model_from_checkpoint
+from utils.model.networks import fold_batch_norms
 from utils.model.runtime import Runtime
 from utils.predict import etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
@@ -29,8 +30,9 @@ from utils.prepare.preprocessing import preprocess_volume
 
 
 def inference_model(checkpoint: dict, runtime: Runtime) -> torch.nn.Module:
-    """The checkpoint's network on ``runtime.device`` (channels-last when ``runtime`` says so)."""
-    model = model_from_checkpoint(checkpoint).to(runtime.device)
+    """The checkpoint's network in eval mode on ``runtime.device`` (channels-last when ``runtime`` says so), its
+    batch norms folded into the convs before them where they directly follow one."""
+    model = fold_batch_norms(model_from_checkpoint(checkpoint)).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

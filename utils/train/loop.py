@@ -67,7 +67,7 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 runtime: Runtime, adversary: Adversary | None = None, description: str = "train",
                 regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0, n_batches: int | None = None,
-                deadline: float | None = None) -> float:
+                deadline: float | None = None, before_step: Callable[[], None] = lambda: None) -> float:
     """Trains on the batches (``n_batches`` of them, or all the iterable holds when None), stopping early at
     ``deadline``.
 
@@ -75,6 +75,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         regulariser: a penalty added to the segmenter's objective each step (e.g. the L2 on conv kernels).
         deadline: a ``time.perf_counter()`` value after which no further batch starts (a training time budget:
             one pass of the original's epoch can take hours on a CPU); all ranks stop after the same batch.
+        before_step: called before each optimiser step of the segmenter (the learning-rate schedule).
 
     Returns:
         The mean segmentation loss (without the regulariser), averaged over all ranks.
@@ -95,6 +96,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             objective = objective + adversary.weight * adversarial_loss.float()
         optimizer.zero_grad(set_to_none=True)
         objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
+        before_step()
         optimizer.step()
         if adversary is not None:
             adversary.optimizer.zero_grad(set_to_none=True)

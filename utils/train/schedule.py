@@ -1,0 +1,55 @@
+"""The learning-rate schedule, chosen by ``LR_SCHEDULE``: constant (the method: Adam at ``LEARNING_RATE`` throughout,
+RuwanT/retouch ``train_model.py``), or nnU-Net's polynomial decay to 0 over the training (an option beyond the
+method, for short CPU budgets where the last steps at full rate leave the weights noisy)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler exponent
+
+
+def poly_learning_rate(base: float, progress: float, exponent: float = POLY_EXPONENT) -> float:
+    """``base * (1 - progress) ** exponent``; ``progress`` is clipped to [0, 1] (0 at the start, 1 at the end)."""
+    return base * (1.0 - min(max(progress, 0.0), 1.0)) ** exponent
+
+
+class LearningRateSchedule:
+    """Sets an optimiser's learning rate before each step from how much of the training is done.
+
+    Progress is the larger of the epochs done (``(epoch - 1) / epochs`` at the start of ``epoch``, 1-based) and
+    the share of the time budget used (``budget_minutes`` > 0, counted from this object's creation), so a run
+    stopped by either limit ends near a learning rate of 0.
+
+    Args:
+        optimizer: its parameter groups all get the scheduled rate.
+        schedule: ``"constant"`` (the rate is never changed) or ``"poly"``.
+        base: the starting learning rate (``LEARNING_RATE``).
+        epochs: ``EPOCHS``.
+        budget_minutes: ``TRAIN_BUDGET_MINUTES`` (0: no budget).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: str, base: float, epochs: int,
+                 budget_minutes: float):
+        if schedule not in ("constant", "poly"):
+            raise ValueError(f"LR_SCHEDULE={schedule!r}: expected 'constant' or 'poly'")
+        self.optimizer, self.schedule, self.base = optimizer, schedule, base
+        self.epochs, self.budget_seconds = epochs, 60.0 * budget_minutes
+        self.start = time.perf_counter()
+        self.epoch = 1
+
+    def progress(self) -> float:
+        """Share of the training done, in [0, 1]."""
+        by_epochs = (self.epoch - 1) / self.epochs
+        by_time = (time.perf_counter() - self.start) / self.budget_seconds if self.budget_seconds > 0 else 0.0
+        return min(1.0, max(by_epochs, by_time))
+
+    def step(self) -> None:
+        """Sets the rate for the next optimiser step (nothing for ``"constant"``)."""
+        if self.schedule == "constant":
+            return
+        rate = poly_learning_rate(self.base, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
