@@ -85,7 +85,11 @@ def test_volumes_csv_agrees_with_the_label_volumes(data, predicted):
     assert list(table.columns) == ["case", "vendor", "n_bscans", "IRF_volume_mm3", "SRF_volume_mm3",
                                    "PED_volume_mm3", "IRF_presence", "SRF_presence", "PED_presence",
                                    "fovea_bscan", "fovea_column", "fovea_found_by", "etdrs_scanned_fraction",
-                                   *[f"{fluid}_{field}_mm3" for fluid in config.FLUIDS for field in etdrs.SUBFIELDS]]
+                                   "laterality",
+                                   *[f"{fluid}_{field}_mm3" for fluid in config.FLUIDS
+                                     for field in etdrs.SUBFIELDS + etdrs.ANATOMICAL_SUBFIELDS]]
+    assert table["laterality"].isna().all()  # MetaImage volumes: unknown, nasal/temporal columns empty
+    assert table[[f"IRF_{field}_mm3" for field in etdrs.ANATOMICAL_SUBFIELDS]].isna().all().all()
     assert table["case"].tolist() == ["TRAIN001", "TRAIN002", "TRAIN003"]
     assert table["vendor"].tolist() == list(TINY_SPECS)
     for row in table.itertuples():

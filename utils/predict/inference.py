@@ -244,7 +244,7 @@ def sliding_window_probabilities(model: nn.Module, images: torch.Tensor, tile_sh
 # --------------------------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: float, cfg, runtime: Runtime,
-                       batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+                       batch_size: int, rois: np.ndarray | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """The class probabilities of a volume, one batch of B-scans at a time (see the module docstring).
 
     Args:
@@ -255,6 +255,8 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
             ``INFERENCE_TILE_OVERLAP``.
         runtime: device, autocast and memory layout.
         batch_size: B-scans per forward pass, >= 1.
+        rois: ``(z, y, x)`` bool ROI of every B-scan (:func:`volume_rois`) when computed ahead (predict.py does so
+            in its read-ahead thread); None computes them here where ``PREDICT_REGION`` needs them.
 
     Yields:
         ``(start, probabilities)``: the first B-scan of the batch and ``(n, C, y, x)`` float32 probabilities in
@@ -271,6 +273,9 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
     if cfg.PREDICT_REGION not in PREDICT_REGIONS:
         raise ValueError(f"PREDICT_REGION must be one of {', '.join(PREDICT_REGIONS)}, got {cfg.PREDICT_REGION!r}")
     n_bscans, height, width = volume.shape
+    if rois is not None and rois.shape != volume.shape:
+        raise ValueError(f"ROI masks of shape {rois.shape} for a volume of shape {volume.shape}")
+    roi_of = (lambda z: rois[z]) if rois is not None else (lambda z: bscan_roi(volume[z], cfg))
     scaled = scaled_height(height, axial_spacing_mm, cfg)
     band = min(int(cfg.PATCH_SHAPE[0]), scaled)
     for start in range(0, n_bscans, int(batch_size)):
@@ -278,15 +283,14 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
         image_order = 0 if cfg.IMAGE_RESAMPLING == "nearest" else 1
         images = scale_depth(stack_neighbours(volume, start, stop), scaled, image_order)
         if cfg.PREDICT_REGION == "band":
-            rois = [bscan_roi(volume[z], cfg) for z in range(start, stop)]
-            tops = [band_top(roi, band, scaled, height) for roi in rois]
+            tops = [band_top(roi_of(z), band, scaled, height) for z in range(start, stop)]
             images = np.stack([image[top:top + band] for image, top in zip(images, tops)])
         probabilities = network_probabilities(model, images, cfg, runtime)
         if cfg.PREDICT_REGION == "band":
             probabilities = place_bands(probabilities, tops, scaled)
         probabilities = restore_depth(probabilities, height)
         if cfg.PREDICT_REGION == "roi":
-            inside = torch.from_numpy(np.stack([bscan_roi(volume[z], cfg) for z in range(start, stop)]))
+            inside = torch.from_numpy(np.stack([roi_of(z) for z in range(start, stop)]))
             probabilities = keep_inside(probabilities, inside.to(probabilities.device))
         yield start, probabilities
 
@@ -323,6 +327,14 @@ def single_pass_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime
     probabilities = sliding_window_probabilities(model, to_network_input(np.pad(images, pad), runtime), tile_shape,
                                                  cfg.INFERENCE_TILE_OVERLAP, runtime)
     return probabilities[..., :height, :width]
+
+
+def volume_rois(volume: np.ndarray, cfg) -> np.ndarray | None:
+    """The ROI of every B-scan of a preprocessed ``(z, y, x)`` uint8 volume, ``(z, y, x)`` bool
+    (:func:`bscan_roi`), when ``PREDICT_REGION`` needs it (``band``, ``roi``); None for ``all``."""
+    if cfg.PREDICT_REGION not in ("band", "roi"):
+        return None
+    return np.stack([bscan_roi(bscan, cfg) for bscan in volume]) if len(volume) else np.zeros(volume.shape, bool)
 
 
 def bscan_roi(bscan: np.ndarray, cfg) -> np.ndarray:
@@ -443,12 +455,12 @@ class VolumePrediction:
 @torch.inference_mode()
 def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, cfg, runtime: Runtime,
                    batch_size: int, on_batch: Callable[[int], Any] | None = None,
-                   keep_probabilities: bool = False) -> VolumePrediction:
+                   keep_probabilities: bool = False, rois: np.ndarray | None = None) -> VolumePrediction:
     """Labels and presence scores of one preprocessed volume, and optionally each fluid's probabilities.
 
     Args:
-        model, volume, cfg, runtime, batch_size: as :func:`iter_probabilities`; ``cfg`` also gives ``FLUIDS`` and
-            ``PRESENCE_MIN_VOLUME_MM3``.
+        model, volume, cfg, runtime, batch_size, rois: as :func:`iter_probabilities`; ``cfg`` also gives
+            ``FLUIDS`` and ``PRESENCE_MIN_VOLUME_MM3``.
         geometry: the volume's header geometry (axial spacing for depth scaling, voxel volume for presence).
         on_batch: called with the number of B-scans after each batch (e.g. a progress bar's ``update``).
         keep_probabilities: also keep each fluid's probability volume, uint8-scaled batch by batch (the float
@@ -462,7 +474,7 @@ def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, cfg
     k = presence_voxel_count(cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
     presence = PresenceScores(cfg.FLUIDS, k)
     for start, probabilities in iter_probabilities(model, volume, geometry.axial_spacing_mm, cfg, runtime,
-                                                   batch_size):
+                                                   batch_size, rois):
         n = probabilities.shape[0]
         labels[start:start + n] = arg_max_labels(probabilities).cpu().numpy()
         presence.update(probabilities)

@@ -52,15 +52,18 @@ class LoadedCase:
         geometry: the volume's geometry (spacing ``(x, y, z)`` mm, origin, direction).
         prepared: ``(z, y, x)`` uint8 0..255, the preprocessed volume.
         laterality: ``"R"``, ``"L"`` (vendor files) or ``""`` (unknown).
+        rois: ``(z, y, x)`` bool ROI of each B-scan where ``PREDICT_REGION`` needs it, else None.
     """
 
     geometry: Geometry
     prepared: np.ndarray
     laterality: str = ""
+    rois: np.ndarray | None = None
 
 
 def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> LoadedCase:
-    """Reads and preprocesses one case (no network).
+    """Reads and preprocesses one case and computes its B-scans' ROIs where the test-time region needs them: all
+    the work before the network, so that :func:`segment_cases` can do it for the next case in the background.
 
     Raises:
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
@@ -69,8 +72,8 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> LoadedCas
         raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
                          f"no histogram reference")
     volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
-    return LoadedCase(geometry, preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path)),
-                      laterality)
+    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    return LoadedCase(geometry, prepared, laterality, inference.volume_rois(prepared, cfg))
 
 
 def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, loaded: LoadedCase,
@@ -89,7 +92,8 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, load
     remove_marker(case_dir)  # an old marker must not vouch for half-replaced outputs
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
         result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
-                                          on_batch=bar.update, keep_probabilities=outputs.probabilities)
+                                          on_batch=bar.update, keep_probabilities=outputs.probabilities,
+                                          rois=loaded.rois)
     labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
     labels = postprocess.remove_small_components(labels, cfg.FLUIDS, geometry.voxel_volume_mm3,
                                                  cfg.MIN_COMPONENT_MM3)
@@ -114,7 +118,8 @@ def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray
     if outputs.overlays is None and not outputs.report:
         return
     labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
-    prepared = load_case(case, cfg, reference_counts).prepared
+    volume, _, _ = read_oct_volume(case.oct_path, cfg)
+    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     if outputs.report:
@@ -126,8 +131,9 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
                   ) -> tuple[int, int, list[str]]:
     """:func:`predict_case` for every case not done before; one line per case, one per failure (stderr).
 
-    The next case is read and preprocessed in a background thread while the network segments the current one
-    (reading, histogram matching and the medians release the GIL), so the network rarely waits for data.
+    The next case is read, preprocessed and its ROIs computed in a background thread while the network segments
+    the current one (reading, histogram matching, the medians and the ROI's filters release the GIL for the most
+    part), so the network rarely waits for data.
 
     Returns:
         ``(cases segmented, cases skipped, oct.mhd paths of the cases that failed)``.
