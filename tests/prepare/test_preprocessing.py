@@ -126,3 +126,13 @@ def test_inplane_median_is_scipys_bit_for_bit(shape):
     expected = ndimage.median_filter(volume, size=(1, 3, 3), mode="reflect")
     np.testing.assert_array_equal(median_inplane(volume, 3), expected)
     np.testing.assert_array_equal(median_inplane(volume.astype(np.uint16), 3), expected)  # the scipy path
+
+
+def test_intensity_histogram_counts_exactly_beyond_float32():
+    rng = np.random.default_rng(3)
+    volume = rng.integers(0, 256, (7, 33, 29), dtype=np.uint8)
+    np.testing.assert_array_equal(intensity_histogram(volume), np.bincount(volume.ravel(), minlength=256))
+    zeros = np.zeros((2 ** 25 + 3,), np.uint8)  # one bin above 2**24, where float32 counting would round
+    counts = intensity_histogram(zeros)
+    assert counts[0] == 2 ** 25 + 3 and counts.dtype == np.int64
+    assert not intensity_histogram(np.zeros((0, 5), np.uint8)).any()
