@@ -5,8 +5,9 @@
 1. data: DATA_ROOT when it holds any oct.mhd, else the synthetic RETOUCH-like set (generated once in
    SYNTHETIC_ROOT);
 2. prepare_data.py (all steps) into WORK_DIR;
-3. train.py for at most DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training,
-   into WORK_DIR/runs/demo (resumed if a demo run exists);
+3. train.py for at most DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training, with DEMO_OVERRIDES (a
+   batch-norm momentum that settles within the demo's few steps), into WORK_DIR/runs/demo (resumed if a demo run
+   exists);
 4. predict.py on the test cases of the split with the best checkpoint, into WORK_DIR/predictions/demo;
 5. evaluate.py on those predictions; the summary table is printed and written to .../predictions/demo/evaluation.
 A rerun reuses everything that is finished.
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     _step("train.py")
     run = run_dir(work_dir, DEMO_RUN, cfg)
     resume = ["--resume"] if (run / cfg.LAST_CHECKPOINT).is_file() else []
-    demo_length = ["--set", f"EPOCHS={cfg.DEMO_EPOCHS}", "--set", f"TRAIN_BUDGET_MINUTES={cfg.DEMO_TRAIN_MINUTES}"]
+    demo_length = ["--set", f"EPOCHS={cfg.DEMO_EPOCHS}", "--set", f"TRAIN_BUDGET_MINUTES={cfg.DEMO_TRAIN_MINUTES}",
+                   *[argument for override in cfg.DEMO_OVERRIDES for argument in ("--set", override)]]
     status = train.main(["--work-dir", str(work_dir), "--run-dir", str(run), *resume, *demo_length, *overrides])
     if status:
         return status
