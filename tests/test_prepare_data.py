@@ -131,7 +131,7 @@ def test_bad_cases_are_reported_and_the_others_prepared(tiny_tree, tmp_path, cap
 def test_empty_data_root(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     assert _run(tmp_path / "data", tmp_path / "work") == 1
-    assert "data: no oct.mhd nor vendor file (.vol .e2e .img" in capsys.readouterr().err
+    assert "data: no oct.mhd nor vendor file (.vol .e2e .xml .img" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
 
 
