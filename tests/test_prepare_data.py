@@ -1,5 +1,7 @@
 """prepare_data.py end to end on tiny trees, and every bad-input path."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,11 +174,15 @@ def test_vendor_files_are_cases_without_reference_and_a_broken_one_fails_alone(t
     data = tmp_path / "data"
     write_case(data / "Spectralis" / "TRAIN001", "Spectralis", rng)
     spectralis = (tiny_volume("Spectralis", rng) >> 8).astype(np.uint8)
-    write_vol((data / "exports").mkdir(parents=True) or data / "exports" / "visit1.vol", spectralis,
-              (0.0114, 0.0039, 0.12))
+    exports = data / "Exports"  # sorts before "Spectralis": still not the histogram reference
+    exports.mkdir(parents=True)
+    write_vol(exports / "visit1.vol", spectralis, (0.0114, 0.0039, 0.12))
+    write_vol(exports / "TRAIN001.vol", spectralis, (0.0114, 0.0039, 0.12))  # the RETOUCH case keeps its name
+    (exports / "notes.xml").write_text("<notes>not an export</notes>\n")  # passed over
+    (exports / "._visit1.vol").write_bytes(b"\0" * 4096)  # a macOS resource-fork copy: passed over
     cirrus = tiny_volume("Cirrus", rng)
-    write_img(data / "exports" / "zeiss.img", cirrus)
-    broken = write_img(data / "exports" / "broken.img", cirrus)
+    write_img(exports / "zeiss.img", cirrus)
+    broken = write_img(exports / "broken.img", cirrus)
     broken.write_bytes(broken.read_bytes()[:-7])
     work = tmp_path / "work"
     assert _run(data, work, "--set", "CIRRUS_IMG_SPACING_MM=(0.012,0.002,0.047)",
@@ -184,7 +190,10 @@ def test_vendor_files_are_cases_without_reference_and_a_broken_one_fails_alone(t
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.img" in errors[0]
     index = pd.read_csv(work / "slice_index.csv")
-    assert set(index["case"]) == {"TRAIN001", "visit1", "zeiss"}
+    assert set(index["case"]) == {"TRAIN001", "TRAIN001_vol", "visit1", "zeiss"}
+    assert index.set_index("case").loc["TRAIN001", "oct_path"].iloc[0].endswith("TRAIN001/oct.mhd")
+    reference = json.loads((work / "histogram_reference.json").read_text())["path"]
+    assert reference.endswith("TRAIN001/oct.mhd")  # a vendor file is never the automatic reference
     by_case = {case: rows for case, rows in index.groupby("case")}
     assert not by_case["visit1"]["has_reference"].any() and by_case["visit1"]["is_IRF"].isna().all()
     assert len(by_case["visit1"]) == spectralis.shape[0] and len(by_case["zeiss"]) == cirrus.shape[0]

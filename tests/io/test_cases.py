@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from volume_factory import write_case
-from utils.io.cases import Case, check_case, detect_vendor, find_cases
+from utils.io.cases import Case, case_names, check_case, detect_vendor, find_cases
 from utils.io.vendors import vendor_from_array, vendor_from_path
 from utils.io.mhd_io import Geometry, VolumeError, write_volume
 
@@ -146,3 +146,28 @@ def test_folders_above_the_data_root_do_not_name_the_vendor(tmp_path, rng):
     write_case(root / "scans" / "P1", "Spectralis", rng)  # uint16: the header says Spectralis
     (case,), errors = find_cases(root, config.VENDORS)
     assert errors == [] and case.vendor == "Spectralis"
+
+
+def test_vendor_files_never_rename_oct_cases_and_take_their_suffix_on_a_clash(tmp_path):
+    root = tmp_path / "data"
+    paths = [root / "Cirrus" / "X" / "oct.mhd", root / "X.vol", root / "a" / "scan.vol", root / "a" / "scan.xml",
+             root / "b" / "solo.img", root / "c" / "scan.vol"]
+    names = case_names(paths, root)
+    assert names[root / "Cirrus" / "X" / "oct.mhd"] == "X" and names[root / "X.vol"] == "X_vol"
+    assert names[root / "a" / "scan.xml"] == "scan_xml" and names[root / "b" / "solo.img"] == "solo"
+    # two scan.vol: neither the stem nor stem_suffix is unique, so the path joins
+    assert names[root / "a" / "scan.vol"] == "a_scan_vol" and names[root / "c" / "scan.vol"] == "c_scan_vol"
+
+
+def test_folder_search_passes_over_other_xml_and_resource_forks(tmp_path):
+    from vendor_factory import write_heyex_xml, write_img
+
+    root = tmp_path / "data"
+    write_heyex_xml(root / "heyex", np.zeros((2, 8, 6), np.uint8), (0.01, 0.004, 0.1), name="visit")
+    (root / "heyex" / "settings.xml").write_text("<settings/>\n")
+    (root / "zeiss").mkdir()
+    write_img(root / "zeiss" / "cube.img", np.zeros((2, 8, 6), np.uint8))
+    (root / "zeiss" / "._cube.img").write_bytes(b"\0" * 96)
+    cases, errors = find_cases(root, config.VENDORS)
+    assert sorted((case.name, case.vendor) for case in cases) == [("cube", "Cirrus"), ("visit", "Spectralis")]
+    assert errors == []

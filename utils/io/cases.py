@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.io.mhd_io import VolumeError, read_volume_info
-from utils.io.vendor_files import is_vendor_file, vendor_file_vendor
+from utils.io.vendor_files import found_in_folder, is_vendor_file, vendor_file_vendor
 from utils.io.vendors import vendor_from_array, vendor_from_path
 
 OCT_FILE = "oct.mhd"
@@ -118,28 +118,42 @@ def _walk_once(data_root: Path) -> tuple[list[Path], list[str]]:
         for entry in entries:
             if entry.is_dir():
                 (linked if entry.is_symlink() else real).append(folder / entry.name)
-            elif entry.name == OCT_FILE or is_vendor_file(entry.name):
+            elif entry.name == OCT_FILE or found_in_folder(folder / entry.name):
                 volume_paths.append(folder / entry.name)
     return volume_paths, unreadable
 
 
-def _own_name(path: Path) -> str:
-    """A case's name before collisions: the folder of an ``oct.mhd``, the stem of a vendor file."""
-    return path.parent.name if path.name == OCT_FILE else path.stem
-
-
 def case_names(volume_paths: Sequence[Path], data_root: Path) -> dict[Path, str]:
-    """Each case's name: its folder's name (``oct.mhd``) or file name without suffix (vendor file), or, for
-    cases that share a name, the path below ``data_root`` joined by ``_`` (with the vendor file's stem). Joined
-    paths can still coincide (``a/b/X`` and ``a_b/X`` both give ``a_b_X``) or equal another case's name:
-    :func:`find_cases` leaves such cases out and reports them."""
-    counts = Counter(_own_name(path) for path in volume_paths)
+    """Each case's name.
 
-    def joined(path: Path) -> str:
-        parts = path.parent.relative_to(data_root).parts + (() if path.name == OCT_FILE else (path.stem,))
+    An ``oct.mhd`` case is named by its folder, or, for folders that share a name, by the path below
+    ``data_root`` joined by ``_``; vendor files never change these names. A vendor file is named by its file name
+    without suffix; when that is taken (by an ``oct.mhd`` case or another vendor file), by the name and its suffix
+    (``visit1_vol``), then by its path below ``data_root`` joined by ``_`` with the suffix. Names can still
+    coincide (``a/b/X`` and ``a_b/X`` both give ``a_b_X``): :func:`find_cases` leaves such cases out and reports
+    them.
+    """
+    oct_paths = [path for path in volume_paths if path.name == OCT_FILE]
+    vendor_paths = [path for path in volume_paths if path.name != OCT_FILE]
+    folder_counts = Counter(path.parent.name for path in oct_paths)
+
+    def joined(parts: tuple[str, ...]) -> str:
         return "_".join(parts) or data_root.resolve().name
 
-    return {path: _own_name(path) if counts[_own_name(path)] == 1 else joined(path) for path in volume_paths}
+    names = {path: path.parent.name if folder_counts[path.parent.name] == 1
+             else joined(path.parent.relative_to(data_root).parts) for path in oct_paths}
+    taken = set(names.values())
+    candidates = {path: [path.stem, f"{path.stem}_{path.suffix[1:].lower()}",
+                         joined(path.parent.relative_to(data_root).parts + (path.stem, path.suffix[1:].lower()))]
+                  for path in vendor_paths}
+    for level in range(3):
+        counts = Counter(candidates[path][level] for path in vendor_paths if path not in names)
+        for path in vendor_paths:
+            name = candidates[path][level]
+            if path not in names and (level == 2 or (counts[name] == 1 and name not in taken)):
+                names[path] = name
+        taken = set(names.values())
+    return names
 
 
 def find_cases(data_root: str | Path, vendors: Sequence[str]) -> tuple[list[Case], list[str]]:

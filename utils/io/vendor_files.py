@@ -166,15 +166,33 @@ def _read_vol(path: Path, cfg) -> VendorVolume:
                         laterality)
 
 
-def _check_heyex_xml(path: Path) -> None:
-    """Raises VendorFileError unless ``path`` starts like a Heyex XML export (``<HEDX>`` root in its first 1 KiB):
-    other XML files beside the data (settings, notes) are not OCT volumes."""
+def found_in_folder(path: Path) -> bool:
+    """Whether a file met while searching a folder is a vendor file to read: a ``VENDOR_SUFFIXES`` suffix, not a
+    macOS ``._`` resource-fork copy, and for ``.xml`` a Heyex export (other XML files beside the data, such as
+    settings or notes, are passed over; one that cannot be read is kept, so that reading it reports why)."""
+    if not is_vendor_file(path) or path.name.startswith("._"):
+        return False
+    if path.suffix.lower() != ".xml":
+        return True
     try:
-        with open(path, "rb") as file:
-            head = file.read(1024)
+        return _is_heyex_xml(path)
+    except OSError:
+        return True
+
+
+def _is_heyex_xml(path: Path) -> bool:
+    """Whether ``path`` starts like a Heyex XML export (``<HEDX>`` root in its first 1 KiB). Raises OSError."""
+    with open(path, "rb") as file:
+        return HEYEX_XML_ROOT in file.read(1024)
+
+
+def _check_heyex_xml(path: Path) -> None:
+    """Raises VendorFileError unless ``path`` is a Heyex XML export (:func:`_is_heyex_xml`)."""
+    try:
+        heyex = _is_heyex_xml(path)
     except OSError as error:
         raise VendorFileError(f"{path}: cannot be read ({error.strerror})") from None
-    if HEYEX_XML_ROOT not in head:
+    if not heyex:
         raise VendorFileError(f"{path}: not a Heidelberg Heyex XML export (no <HEDX> root element); move other XML "
                               f"files out of the inputs")
 

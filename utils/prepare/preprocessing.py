@@ -17,12 +17,12 @@ import pandas as pd
 from scipy import ndimage
 
 from utils.io import layout
-from utils.io.cases import Case, check_case
+from utils.io.cases import OCT_FILE, Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
 from utils.io.mhd_io import VolumeError, check_labels, read_volume
-from utils.io.vendor_files import read_oct_volume
 from utils.io.parallel import map_cases
 from utils.io.tables import read_slice_index, slice_index_columns
+from utils.io.vendor_files import read_oct_volume
 
 N_LEVELS = 256
 
@@ -201,8 +201,16 @@ def histogram_reference(path: str | Path, cfg) -> dict:
     return {"path": str(path), "counts": intensity_histogram(to_uint8_intensity(volume, str(path))).tolist()}
 
 
+def _reference_candidates(cases: list[Case]) -> list[Path]:
+    """The Spectralis ``oct.mhd`` volumes that can be the automatic histogram reference, by path. Vendor files are
+    not: ``.vol``/``.e2e``/XML exports arrive on Heyex's display scale, not on RETOUCH's uint16 scale, and their
+    histogram would shift every matched Cirrus and Topcon volume."""
+    return sorted(case.oct_path for case in cases if case.vendor == "Spectralis" and case.oct_path.name == OCT_FILE)
+
+
 def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) -> Path | None:
-    """``cfg.HISTOGRAM_REFERENCE`` (relative to ``data_root`` or absolute), else the first Spectralis case.
+    """``cfg.HISTOGRAM_REFERENCE`` (relative to ``data_root`` or absolute), else the first Spectralis ``oct.mhd``
+    case by path (:func:`_reference_candidates`).
 
     Returns None when no case needs matching. Raises FileNotFoundError when one does but there is no reference.
     """
@@ -214,11 +222,12 @@ def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) ->
         return path
     if not any(case.vendor in cfg.HISTOGRAM_MATCH_VENDORS for case in cases):
         return None
-    spectralis = [case.oct_path for case in cases if case.vendor == "Spectralis"]
+    spectralis = _reference_candidates(cases)
     if not spectralis:
-        raise FileNotFoundError(f"{data_root}: no Spectralis case to match {'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} "
-                                f"histograms to; set HISTOGRAM_REFERENCE to a Spectralis oct.mhd")
-    return sorted(spectralis)[0]
+        raise FileNotFoundError(f"{data_root}: no Spectralis oct.mhd case to match "
+                                f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
+                                f"Spectralis oct.mhd")
+    return spectralis[0]
 
 
 def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
@@ -237,7 +246,7 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
     if path is None or cfg.HISTOGRAM_REFERENCE:
         return path, histogram_reference(path, cfg) if path else None, []
     passed_over = []
-    for candidate in sorted(case.oct_path for case in cases if case.vendor == "Spectralis"):
+    for candidate in _reference_candidates(cases):
         try:
             reference = histogram_reference(candidate, cfg)
         except (OSError, ValueError):  # the case itself is reported by the preprocess step
@@ -246,7 +255,7 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
         notes = [f"histogram reference {candidate}: the first Spectralis case, {', '.join(passed_over)}, cannot be "
                  f"read (reported below)"] if passed_over else []
         return candidate, reference, notes
-    raise FileNotFoundError(f"{data_root}: no Spectralis case can be read to match "
+    raise FileNotFoundError(f"{data_root}: no Spectralis oct.mhd case can be read to match "
                             f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
                             f"Spectralis oct.mhd")
 
