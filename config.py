@@ -121,7 +121,7 @@ BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
 # "constant": LEARNING_RATE throughout (the method); "poly": nnU-Net's LEARNING_RATE x (1 - progress) ** 0.9, progress
-# the share of the training done: of the time budget when TRAIN_BUDGET_MINUTES > 0, else of the EPOCHS (the larger)
+# the share of the training done: the larger of the share of EPOCHS done and (TRAIN_BUDGET_MINUTES > 0) of the budget
 LR_SCHEDULE = "constant"
 # "rmit": the original's 0.5 x (class-normalised log-likelihood loss + (1 - soft Dice of fluid vs background))
 # (utils/train/method_loss.py); "balanced_ce_dice": CE_WEIGHT x class-balanced CE + DICE_WEIGHT x 4-class Dice;

@@ -57,7 +57,8 @@ def choose_data_root(cfg) -> Path:
 
 
 def inputs_of_test_split(work_dir: Path, cfg) -> list[str]:
-    """The ``oct.mhd`` paths of the split's test cases, from the split and slice index that prepare_data wrote.
+    """The volume paths (``oct.mhd`` or vendor files) of the split's test cases, from the split and slice index that
+    prepare_data wrote.
 
     Raises:
         FileNotFoundError, ValueError: a table is missing or unusable, or the split has no test case.

@@ -228,7 +228,7 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
     schedule = LearningRateSchedule(state.optimizer, cfg.LR_SCHEDULE, cfg.LEARNING_RATE, cfg.EPOCHS,
-                                    cfg.TRAIN_BUDGET_MINUTES)
+                                    cfg.TRAIN_BUDGET_MINUTES, runtime)
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
         schedule.epoch = epoch

@@ -90,10 +90,11 @@ def write_dicom(path: Path, volume: np.ndarray, spacing_mm: tuple[float, float, 
 
 
 def write_heyex_xml(folder: Path, volume: np.ndarray, spacing_mm: tuple[float, float, float], eye: str = "R",
-                    name: str = "export") -> Path:
+                    name: str = "export", vertical: bool = False) -> Path:
     """A Heidelberg Heyex XML export: ``folder/<name>.xml`` naming a localizer image and one 8-bit PNG per B-scan
     beside it, in the element layout eyepy's ``HeXmlReader`` reads (its ``xml_format``: ``HEDX/BODY/Patient/Study/
-    Series/Image``, ``ExamURL`` as a Windows path). B-scan z starts at y = z x spacing_mm[2] mm on the localizer."""
+    Series/Image``, ``ExamURL`` as a Windows path). B-scan z runs left to right at y = z x spacing_mm[2] mm on the
+    localizer, or with ``vertical`` top to bottom at x = z x spacing_mm[2] mm."""
     import imageio.v3 as iio
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,8 +103,10 @@ def write_heyex_xml(folder: Path, volume: np.ndarray, spacing_mm: tuple[float, f
 
     def image(kind: str, file_name: str, width: int, height: int, scale_x: float, scale_y: float,
               start_y: float = 0.0) -> str:
-        position = (f"<Start><Coord><X>0.0</X><Y>{start_y}</Y></Coord></Start>"
-                    f"<End><Coord><X>{size_x * spacing_mm[0]}</X><Y>{start_y}</Y></Coord></End>"
+        start, end = ((start_y, 0.0), (start_y, size_x * spacing_mm[0])) if vertical else \
+            ((0.0, start_y), (size_x * spacing_mm[0], start_y))
+        position = (f"<Start><Coord><X>{start[0]}</X><Y>{start[1]}</Y></Coord></Start>"
+                    f"<End><Coord><X>{end[0]}</X><Y>{end[1]}</Y></Coord></End>"
                     "<ImageQuality>30.0</ImageQuality>") if kind == "OCT" else "<Angle>30</Angle><Focus>0.0</Focus>"
         return (f"<Image><ImageType><Type>{kind}</Type></ImageType><OphthalmicAcquisitionContext>"
                 f"<Width>{width}</Width><Height>{height}</Height><ScaleX>{scale_x}</ScaleX><ScaleY>{scale_y}</ScaleY>"

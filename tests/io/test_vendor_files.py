@@ -55,9 +55,12 @@ def test_cirrus_img_without_spacing_names_the_setting(tmp_path, volume):
     assert "\n" not in message and str(path) in message and "--set CIRRUS_IMG_SPACING_MM=" in message
 
 
-@pytest.mark.parametrize("eye, laterality", [("R", "R"), ("L", "L")])
-def test_heyex_xml_export_volume_orientation_spacing_laterality(tmp_path, volume, eye, laterality):
-    path = write_heyex_xml(tmp_path / "export", volume, (0.0114, 0.0039, 0.12), eye=eye)
+@pytest.mark.parametrize("eye, vertical, laterality", [("R", False, "R"), ("L", False, "L"), ("OD", False, "R"),
+                                                       ("U", False, ""), ("R", True, "")])
+def test_heyex_xml_export_volume_orientation_spacing_laterality(tmp_path, volume, eye, vertical, laterality):
+    # laterality only for horizontal left-to-right B-scans (ETDRS nasal/temporal relies on it); eyepy would map
+    # every value but "R" to a left eye
+    path = write_heyex_xml(tmp_path / "export", volume, (0.0114, 0.0039, 0.12), eye=eye, vertical=vertical)
     result = read_vendor_volume(path, settings())
     assert result.vendor == "Spectralis" and result.laterality == laterality
     assert result.array.dtype == np.uint8

@@ -214,4 +214,3 @@ def test_folding_batch_norms_keeps_the_eval_outputs():
         torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norms(build_unet(unet_arguments(load_config(["MODEL=rmit_unet"]))).train())
-

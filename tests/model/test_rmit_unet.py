@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from utils.model.rmit_unet import (MARGIN, RmitDiscriminator, RmitUNet, _centre_crop, _upsampled_centre,
                                    input_shape_for, l2_penalty, output_shape, valid_input)

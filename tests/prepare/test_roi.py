@@ -5,6 +5,7 @@ import pytest
 from skimage.filters.rank import entropy
 from skimage.morphology import binary_closing, disk
 
+import config
 from utils.prepare.roi import binary_closing_disk, fill_columns, local_entropy, roi_mask, roi_mask_reference
 
 
@@ -27,6 +28,15 @@ def test_closing_equals_scikit_image(seed, radius):
     mask = rng.random((45, 38)) < 0.03
     mask[:, :2] |= rng.random((45, 2)) < 0.3  # foreground at the border
     np.testing.assert_array_equal(binary_closing_disk(mask, radius), binary_closing(mask, disk(radius)))
+
+
+def test_closing_with_the_configured_radius_on_a_bscan_sized_mask():
+    rng = np.random.default_rng(5)
+    mask = np.zeros((300, 200), bool)
+    mask[80:220, 10:190] = rng.random((140, 180)) < 0.2  # a speckled band, gaps far wider than the pixels
+    mask[:, :3] |= rng.random((300, 3)) < 0.3  # and foreground at the border
+    np.testing.assert_array_equal(binary_closing_disk(mask, config.CLOSING_DISK_RADIUS),
+                                  binary_closing(mask, disk(config.CLOSING_DISK_RADIUS)))
 
 
 def test_closing_of_empty_and_full_masks():

@@ -1,10 +1,11 @@
 """Finding cases under a data root and telling their vendor.
 
-A case is a folder holding ``oct.mhd`` (+ ``oct.raw``) and, for training cases, ``reference.mhd`` (+ ``.raw``).
+A RETOUCH case is a folder holding ``oct.mhd`` (+ ``oct.raw``) and, for training cases, ``reference.mhd``.
 Any layout works: ``RETOUCH-TrainingSet-Cirrus/TRAIN001/oct.mhd``, the same below an extra parent folder, or a
 plain ``Cirrus/TRAIN001/oct.mhd``; case folder names need not start with TRAIN. A device's own export (a file
 with a suffix of ``utils.io.vendor_files.VENDOR_SUFFIXES``: ``.vol``, ``.img``, ``.fds``, ``.e2e``, ``.dcm``, ...)
-anywhere below the data root is a case too, without reference, named by the file name without its suffix.
+anywhere below the data root is a case too, without reference, named by the file name without its suffix
+(:func:`case_names`); other ``.xml`` files and macOS ``._`` copies are passed over.
 """
 
 from __future__ import annotations

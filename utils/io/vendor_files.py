@@ -63,7 +63,10 @@ class VendorVolume:
         array: ``(z, y, x)`` uint8 or uint16.
         geometry: spacing ``(x, y, z)`` mm from the file (or the setting named in the module table).
         vendor: one of ``config.VENDORS``.
-        laterality: ``"R"``, ``"L"`` or ``""`` when the file does not say.
+        laterality: ``"R"``, ``"L"`` or ``""`` when the file does not say; for ``.vol`` and XML exports also
+            ``""`` when the B-scans' positions show other than horizontal lines scanned left to right (the ETDRS
+            nasal/temporal naming relies on it; the other formats' positions are not read: their B-scans are
+            taken to be a horizontal macular cube, as the devices scan by default).
     """
 
     array: np.ndarray
@@ -161,7 +164,7 @@ def _read_vol(path: Path, cfg) -> VendorVolume:
     volume = HeVolReader(path).volume
     # eyepy's data: (n_bscans, size_y, size_x) uint8 on Heyex's display scale (from_vol_intensity)
     spacing = (volume.scale_x, volume.scale_y, volume.scale_z)
-    laterality = {"OD": "R", "OS": "L"}.get(str(volume.laterality).strip().upper(), "")
+    laterality = _raster_laterality(_laterality(volume.laterality), volume.meta["bscan_meta"])
     return VendorVolume(np.asarray(volume.data), _geometry(path, spacing, "the .vol header"), "Spectralis",
                         laterality)
 
@@ -197,7 +200,24 @@ def _check_heyex_xml(path: Path) -> None:
                               f"files out of the inputs")
 
 
+def _laterality(value: object) -> str:
+    """``"R"`` or ``"L"`` from a file's eye field (``R``/``OD``, ``L``/``OS``, any case); ``""`` for anything else."""
+    return {"R": "R", "OD": "R", "L": "L", "OS": "L"}.get(str(value or "").strip().upper(), "")
+
+
+def _raster_laterality(laterality: str, bscan_meta: Sequence) -> str:
+    """The laterality where the B-scans' start and end positions (eyepy's ``bscan_meta``, in mm on the fundus
+    image) show horizontal lines scanned left to right, so that column 0 is the left of the fundus view and the
+    ETDRS quadrants can be named nasal and temporal; ``""`` otherwise (vertical, radial or right-to-left scans)."""
+    for meta in bscan_meta:
+        (start_x, start_y), (end_x, end_y) = meta["start_pos"], meta["end_pos"]
+        if not end_x - start_x > 0 or abs(end_y - start_y) > 0.1 * (end_x - start_x):
+            return ""
+    return laterality
+
+
 def _read_heyex_xml(path: Path, cfg) -> VendorVolume:
+    """A Heyex XML export through eyepy's ``HeXmlReader`` (module table)."""
     from eyepy.io.he import HeXmlReader
 
     _check_heyex_xml(path)
@@ -208,9 +228,10 @@ def _read_heyex_xml(path: Path, cfg) -> VendorVolume:
                               f"B-scan distance comes from their positions)")
     volume = reader.volume  # reads the B-scan images the XML names, beside it; eyepy's data: (z, y, x) uint8
     spacing = (volume.scale_x, volume.scale_y, volume.scale_z)
-    laterality = {"OD": "R", "OS": "L"}.get(str(volume.laterality).strip().upper(), "")
+    # eyepy maps every Laterality but "R" to OS: read the element itself
+    laterality = _laterality(reader.xml_root[0].findtext("./Patient/Study/Series/Laterality"))
     return VendorVolume(np.asarray(volume.data), _geometry(path, spacing, "the XML's scales and B-scan positions"),
-                        "Spectralis", laterality)
+                        "Spectralis", _raster_laterality(laterality, reader.bscan_meta))
 
 
 def _read_img(path: Path, cfg) -> VendorVolume:
@@ -225,9 +246,8 @@ def _read_img(path: Path, cfg) -> VendorVolume:
                                "its voxel spacing (x, y, z)")
     # oct-converter lays each B-scan out as (rows, cols) = (depth, width) from the A-scan-major bytes
     oct_volume = IMG(path).read_oct_volume(rows=rows, cols=cols)
-    laterality = oct_volume.laterality or ""
     return VendorVolume(_stack(path, oct_volume.volume), _geometry(path, spacing, "CIRRUS_IMG_SPACING_MM"),
-                        "Cirrus", laterality)
+                        "Cirrus", _laterality(oct_volume.laterality))
 
 
 class _NumpyWithBinaryFromstring:
@@ -273,7 +293,7 @@ def _read_topcon(path: Path, cfg) -> VendorVolume:
                                    "its voxel spacing (no @PARAM_SCAN_04/02 chunk)")
         source = "TOPCON_SPACING_MM"
     return VendorVolume(_stack(path, oct_volume.volume), _geometry(path, spacing, source), "Topcon",
-                        oct_volume.laterality or "")
+                        _laterality(oct_volume.laterality))
 
 
 def _read_e2e(path: Path, cfg) -> VendorVolume:
@@ -290,7 +310,7 @@ def _read_e2e(path: Path, cfg) -> VendorVolume:
     depth_mm = oct_volume.pixel_spacing[1] if oct_volume.pixel_spacing else float("nan")
     return VendorVolume(_stack(path, oct_volume.volume),
                         _geometry(path, (x_mm, depth_mm, z_mm), "the B-scan header and E2E_SPACING_XZ_MM"),
-                        "Spectralis", oct_volume.laterality or "")
+                        "Spectralis", _laterality(oct_volume.laterality))
 
 
 def _dicom_spacing(path: Path, dataset) -> tuple[float, float, float]:
@@ -328,9 +348,9 @@ def _read_dicom(path: Path, cfg) -> VendorVolume:
     if array.ndim != 3:
         raise VendorFileError(f"{path}: expected grey B-scans (frames, rows, columns), got pixel data of shape "
                               f"{array.shape}")
-    laterality = str(dataset.get("Laterality", "") or dataset.get("ImageLaterality", "")).strip()
+    laterality = _laterality(dataset.get("Laterality", "") or dataset.get("ImageLaterality", ""))
     return VendorVolume(array, _geometry(path, spacing, "the DICOM pixel measures"), vendor,
-                        laterality if laterality in ("R", "L") else "")
+                        laterality)
 
 
 _READERS: dict[str, Callable[[Path, object], VendorVolume]] = {

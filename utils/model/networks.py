@@ -86,7 +86,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
             continue
         for index in range(len(module) - 1):
             conv, norm = module[index], module[index + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            if type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d:  # not subclasses (timm's BatchNormAct2d)
                 module[index] = fuse_conv_bn_eval(conv, norm)
                 module[index + 1] = nn.Identity()
     return model

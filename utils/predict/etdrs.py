@@ -15,10 +15,12 @@ maps (B-scan 0 at the top, A-scan column 0 at the left):
 
 A point on a diagonal (``|dx| == |dz|``) counts as top or bottom. When the laterality is known (vendor files hold
 it: ``R`` right eye, ``L`` left eye; a MetaImage volume's is unknown), the horizontal quadrants are also given as
-``nasal`` and ``temporal`` (:data:`NASAL_SIDE`): the A-scan columns run left to right in the fundus (en-face) view,
-as the vendors' scanning-laser images show it and as eyepy and oct-converter return the B-scans, and the nasal side
-(toward the optic disc) is the right of a right eye's fundus image and the left of a left eye's. Which end of the
-B-scan stack is superior differs between vendors and scan patterns, so top and bottom keep their image names.
+``nasal`` and ``temporal`` (:data:`NASAL_SIDE`): the nasal side (toward the optic disc) is the right of a right
+eye's fundus image and the left of a left eye's, and the A-scan columns are taken to run left to right in that
+view. For ``.vol`` and XML exports the B-scans' positions are checked (utils/io/vendor_files.py gives no
+laterality otherwise); for the other formats it is assumed, as in a horizontal macular cube, the devices' default
+(not checked on device files here). Which end of the B-scan stack is superior differs between vendors and scan
+patterns, so top and bottom keep their image names.
 
 **Fovea.** :func:`find_fovea`: the lowest point (largest depth) of the inner retinal surface within
 ``FOVEA_SEARCH_RADIUS_MM`` of the scan centre, where the surface is the first row of each A-scan at least halfway
@@ -204,7 +206,8 @@ def side_names(laterality: str) -> dict[str, str]:
 
 def anatomical_volumes(by_image: Mapping[str, float], laterality: str) -> dict[str, float | str]:
     """One fluid's ``ANATOMICAL_SUBFIELDS`` volumes from its volumes by image direction (``SUBFIELDS`` -> mm³):
-    the horizontal quadrants renamed by :func:`side_names`; ``""`` (unknown) for each when the laterality is."""
+    the horizontal quadrants renamed by :func:`side_names`, or ``""`` (unknown) for each when the laterality is
+    unknown."""
     names = side_names(laterality)
     if not names:
         return dict.fromkeys(ANATOMICAL_SUBFIELDS, "")

@@ -16,7 +16,7 @@ from utils.predict.markers import MARKER_FILE, marker_matches, read_marker
 def volumes_columns(fluids) -> list[str]:
     """The columns of ``volumes.csv``: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and ``<fluid>_presence``
     for each fluid of ``FLUIDS``, then the ETDRS grid's (:func:`utils.predict.etdrs.etdrs_columns`: where the
-    fovea is and how it was found, and ``<fluid>_<subfield>_mm3``)."""
+    fovea is and how it was found, the laterality, and ``<fluid>_<subfield>_mm3``)."""
     return (["case", "vendor", "n_bscans"] + [f"{fluid}_volume_mm3" for fluid in fluids]
             + [f"{fluid}_presence" for fluid in fluids] + etdrs.etdrs_columns(list(fluids)))
 

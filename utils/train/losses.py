@@ -120,10 +120,11 @@ def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> W
 
 
 def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
-    """``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by 0.5).
+    """``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by 0.5 with the
+    default weights).
 
     Returns:
-        a :class:`~utils.train.base.WeightedSum` named ``"0.5*ce + 0.5*dice"``.
+        a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <dice_weight>*dice"``.
     """
     return ce_weight * CrossEntropyLoss() + dice_weight * DiceLoss()
 

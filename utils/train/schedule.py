@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.distributed as dist
+
+from utils.model.runtime import Runtime
 
 POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler exponent
 
@@ -20,8 +23,10 @@ class LearningRateSchedule:
     """Sets an optimiser's learning rate before each step from how much of the training is done.
 
     Progress is the larger of the epochs done (``(epoch - 1) / epochs`` at the start of ``epoch``, 1-based) and
-    the share of the time budget used (``budget_minutes`` > 0, counted from this object's creation), so a run
-    stopped by either limit ends near a learning rate of 0.
+    the share of the time budget used (``budget_minutes`` > 0, counted from this object's creation, as rank 0
+    sees it under torchrun, so that every replica steps with the same rate), so a run stopped by either limit ends
+    near a learning rate of 0. A resumed run's budget starts again (as ``TRAIN_BUDGET_MINUTES`` does): its rate
+    rises back to that of its epoch.
 
     Args:
         optimizer: its parameter groups all get the scheduled rate.
@@ -29,21 +34,29 @@ class LearningRateSchedule:
         base: the starting learning rate (``LEARNING_RATE``).
         epochs: ``EPOCHS``.
         budget_minutes: ``TRAIN_BUDGET_MINUTES`` (0: no budget).
+        runtime: the device and, under torchrun, the process group the progress is broadcast in (None: one
+            process).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: str, base: float, epochs: int,
-                 budget_minutes: float):
+                 budget_minutes: float, runtime: Runtime | None = None):
         if schedule not in ("constant", "poly"):
             raise ValueError(f"LR_SCHEDULE={schedule!r}: expected 'constant' or 'poly'")
         self.optimizer, self.schedule, self.base = optimizer, schedule, base
         self.epochs, self.budget_seconds = epochs, 60.0 * budget_minutes
         self.start = time.perf_counter()
         self.epoch = 1
+        self.runtime = runtime
 
     def progress(self) -> float:
         """Share of the training done, in [0, 1]."""
         by_epochs = (self.epoch - 1) / self.epochs
         by_time = (time.perf_counter() - self.start) / self.budget_seconds if self.budget_seconds > 0 else 0.0
+        if by_time and self.runtime is not None and self.runtime.distributed:
+            device = self.runtime.device if self.runtime.device.type == "cuda" else "cpu"
+            shared = torch.tensor([by_time], dtype=torch.float64, device=device)
+            dist.broadcast(shared, src=0)
+            by_time = float(shared.item())
         return min(1.0, max(by_epochs, by_time))
 
     def step(self) -> None:
