@@ -100,7 +100,9 @@ SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for ite
 # (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).
 POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
 # A config is {"train": train.py overrides, "predict": predict.py overrides}; "train_as": NAME reuses the trained
-# runs of config NAME (a predict-only variant: no training of its own); "prepare": prepare_data.py overrides.
+# runs of config NAME (a predict-only variant: no training of its own); "prepare": prepare_data.py overrides;
+# "no_validation": True trains a real-set fold on its validation patient too (no validation: best.pt is the last
+# epoch), so fold 2 learns from two patients instead of one.
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
@@ -121,6 +123,9 @@ CONFIGS: dict[str, dict] = {
     "smp_unet_cedice_aug": {"train": SMP_UNET_CE_DICE + ["INTENSITY_AUGMENT=True"], "predict": ["PREDICT_REGION=all"]},
     # nnU-Net's polynomial learning-rate decay over the budget
     "smp_unet_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"]},
+    # ... training on every non-test patient, the last (annealed) weights kept, as nnU-Net's final checkpoint
+    "smp_unet_all_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"],
+                          "no_validation": True},
 }
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
@@ -162,6 +167,10 @@ class Fold:
 
     def as_dict(self) -> dict:
         return {"test": list(self.test), "val": list(self.val), "train": list(self.train)}
+
+    def without_validation(self) -> "Fold":
+        """The same fold with its validation cases moved to training."""
+        return Fold(self.name, self.test, (), tuple(sorted(self.train + self.val)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -444,7 +453,14 @@ class Plan:
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
                 "train_overrides": self.train_overrides(CONFIGS[config].get("train_as", config), seed),
                 "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),
-                "folds": [fold.as_dict() for fold in self.real_folds] if dataset == "real" else SYNTHETIC_FOLD}
+                "folds": [fold.as_dict() for fold in self.folds_of(config)] if dataset == "real" else SYNTHETIC_FOLD}
+
+    def folds_of(self, config: str) -> list[Fold]:
+        """The real set's folds as ``config`` trains them (``no_validation``: validation patients train too)."""
+        trained_as = CONFIGS[config].get("train_as", config)
+        if CONFIGS[trained_as].get("no_validation"):
+            return [fold.without_validation() for fold in self.real_folds]
+        return self.real_folds
 
     def result_path(self, dataset: str, config: str, seed: int) -> Path:
         return self.out / "results" / f"{dataset}-{config}-seed{seed}.json"
@@ -453,11 +469,12 @@ class Plan:
 def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Path, Path, Fold]:
     """prepare_data.py for one fold (once per invocation); returns (work dir, split CSV, fold with its cases)."""
     prepare = CONFIGS[config].get("prepare", [])
-    key = (dataset, config if prepare else "", fold.name)
+    variant = "_noval" if dataset == "real" and not fold.val else ""  # a no_validation config's split
+    key = (dataset, config if prepare else "", fold.name + variant)
     base = plan.out / dataset / "prepared" / (config if prepare else "")
-    work_dir = base / fold.name
+    work_dir = base / (fold.name + variant)
     if dataset == "real":
-        split_file = plan.out / dataset / "splits" / f"{fold.name}.csv"
+        split_file = plan.out / dataset / "splits" / f"{fold.name}{variant}.csv"
         write_split(split_file, fold)
         arguments = ["--split-file", split_file]
     else:
@@ -468,7 +485,7 @@ def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Pat
         print(f"{label} prepare_data.py ...", flush=True)
         seconds = run_step("prepare_data.py", script("prepare_data.py", "--data-root", plan.data_roots[dataset],
                                                      "--work-dir", work_dir, *arguments, *_sets(prepare)),
-                           base / f"{fold.name}.prepare.log")
+                           base / f"{fold.name}{variant}.prepare.log")
         print(f"{label} prepared in {seconds:.0f} s", flush=True)
         if dataset == "synthetic":
             cases = read_split_csv(split_file)
@@ -552,7 +569,7 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
 def run_one(plan: Plan, dataset: str, config: str, seed: int) -> dict:
     """All folds of one (dataset, config, seed); writes and returns its result."""
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    folds = plan.real_folds if dataset == "real" else [Fold(SYNTHETIC_FOLD)]
+    folds = plan.folds_of(config) if dataset == "real" else [Fold(SYNTHETIC_FOLD)]
     results = {}
     for fold in folds:
         try:
