@@ -96,7 +96,9 @@ def test_multi_scale_output_is_the_original_conv_over_the_concatenation():
                               for level, factor in levels] + [last], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(model._multi_scale_logits(levels, last), model.out(concatenated),
-                                   rtol=1e-5, atol=1e-5)
+                                   rtol=1e-5, atol=1e-5)  # eval: the sum over channel groups
+        torch.testing.assert_close(model.train()._multi_scale_logits(levels, last), model.out(concatenated),
+                                   rtol=1e-6, atol=1e-6)  # training: the concatenation itself
 
 
 def test_segmenter_parameter_count_matches_the_original_layer_list():

@@ -288,12 +288,17 @@ class RmitUNet(nn.Module):
         """The original's ``seg_out_``: one 3x3 'same' conv over the concatenation of each level nearest-upsampled
         by its factor and centre-cropped to ``last``'s size, then ``last`` (960 channels).
 
-        Computed as the sum of the conv's channel groups applied to each part, with each level cropped before it is
-        upsampled (:func:`_upsampled_centre`): the same numbers up to rounding (a conv is linear in its input
-        channels and zero-pads every group alike), without copying the 960-channel tensor (with the batch norms
-        folded at inference, about 8% less CPU inference time: bench/bench_predict.py).
+        In training mode it is computed so. In eval mode it is the sum of the conv's channel groups applied to each
+        part, each level cropped before it is upsampled (:func:`_upsampled_centre`): the same numbers up to
+        rounding (a conv is linear in its input channels and zero-pads every group alike), without copying the
+        960-channel tensor (with the batch norms folded at inference, about 8% less CPU inference time:
+        bench/bench_predict.py). Training keeps the concatenation: there the four smaller convs' backward passes
+        were slower than the copy they save (bf16 on this project's CPU).
         """
         height, width = last.shape[-2:]
+        if self.training:
+            upsampled = [_upsampled_centre(level, factor, height, width) for level, factor in levels]
+            return self.out(torch.cat([*upsampled, last], dim=1))
         weight = self.out.weight  # (n_classes, 960, 3, 3): input channels in the original's concatenation order
         logits = F.conv2d(last, weight[:, weight.shape[1] - last.shape[1]:], self.out.bias, padding=1)
         start = 0
