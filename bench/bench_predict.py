@@ -6,7 +6,8 @@ speed with a matmul peak.
                                   [--device auto|cpu|cuda] [--vendors Cirrus,Topcon] [--bscans N] [--many 3]
                                   [--set NAME=VALUE]
 
-**Networks**: for each of ``--models`` (freshly initialised, no weights downloaded; smp_unet with ``ENCODER``), in
+**Networks**: for each of ``--models`` (freshly initialised, no weights downloaded; smp_unet with ``ENCODER``; in
+eval mode with the batch norms folded into their convs, as predict.py runs them), in
 bf16 autocast (where the device supports it) and in fp32, both with ``CHANNELS_LAST``, ``--batches`` batches of
 ``INFERENCE_BATCH_SIZE`` random ``(n, H, W, 3)`` uint8 B-scans go through
 :func:`utils.predict.inference.network_probabilities` (padding, normalisation, forward pass, softmax, crop) after
