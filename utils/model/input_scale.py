@@ -67,6 +67,10 @@ def _pil_resize(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.array(resized)  # np.array, not asarray: a writable copy for in-place augmentation downstream
 
 
+# IMAGE_RESAMPLING -> the resize_patch order of images, in training patches and in inference alike
+IMAGE_ORDERS = {"linear": 1, "nearest": 0}
+
+
 def resize_patch(patch: np.ndarray, shape: Sequence[int], order: int = 1) -> np.ndarray:
     """A patch resized to ``shape``.
 

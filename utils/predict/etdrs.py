@@ -196,23 +196,22 @@ def grid_scanned_fraction(n_bscans: int, width: int, geometry: Geometry, fovea: 
 
 
 def side_names(laterality: str) -> dict[str, str]:
-    """Image side (``"left"``/``"right"``) -> ``"nasal"``/``"temporal"`` for a laterality ``R``/``L``; empty
-    for an unknown one (``""``)."""
+    """``"nasal"`` and ``"temporal"`` (in ``SIDES`` order) -> the image side (``"left"``/``"right"``) each lies on
+    for a laterality ``R``/``L``; empty for an unknown one (``""``)."""
     nasal = NASAL_SIDE.get(laterality)
     if nasal is None:
         return {}
-    return {nasal: "nasal", ({"left", "right"} - {nasal}).pop(): "temporal"}
+    return {"nasal": nasal, "temporal": ({"left", "right"} - {nasal}).pop()}
 
 
 def anatomical_volumes(by_image: Mapping[str, float], laterality: str) -> dict[str, float | str]:
     """One fluid's ``ANATOMICAL_SUBFIELDS`` volumes from its volumes by image direction (``SUBFIELDS`` -> mm³):
     the horizontal quadrants renamed by :func:`side_names`, or ``""`` (unknown) for each when the laterality is
     unknown."""
-    names = side_names(laterality)
-    if not names:
+    sides = side_names(laterality)
+    if not sides:
         return dict.fromkeys(ANATOMICAL_SUBFIELDS, "")
-    image_side = {name: side for side, name in names.items()}
-    return {f"{ring}_{name}": by_image[f"{ring}_{image_side[name]}"] for ring in RINGS for name in SIDES}
+    return {f"{ring}_{name}": by_image[f"{ring}_{side}"] for ring in RINGS for name, side in sides.items()}
 
 
 def etdrs_columns(fluids: Sequence[str]) -> list[str]:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.io.mhd_io import Geometry
-from utils.model.input_scale import physical_patch_shape, resize_patch
+from utils.model.input_scale import IMAGE_ORDERS, physical_patch_shape, resize_patch
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
@@ -278,9 +278,9 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
     roi_of = (lambda z: rois[z]) if rois is not None else (lambda z: bscan_roi(volume[z], cfg))
     scaled = scaled_height(height, axial_spacing_mm, cfg)
     band = min(int(cfg.PATCH_SHAPE[0]), scaled)
+    image_order = IMAGE_ORDERS[cfg.IMAGE_RESAMPLING]
     for start in range(0, n_bscans, int(batch_size)):
         stop = min(start + int(batch_size), n_bscans)
-        image_order = 0 if cfg.IMAGE_RESAMPLING == "nearest" else 1
         images = scale_depth(stack_neighbours(volume, start, stop), scaled, image_order)
         if cfg.PREDICT_REGION == "band":
             tops = [band_top(roi_of(z), band, scaled, height) for z in range(start, stop)]

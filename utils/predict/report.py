@@ -78,7 +78,7 @@ def _draw_grid(axes, fovea_x_mm: float, fovea_z_mm: float, diameters_mm: Sequenc
         axes.plot([fovea_x_mm + inner * dx, fovea_x_mm + outer * dx],
                   [fovea_z_mm + inner * dz, fovea_z_mm + outer * dz], color="white", lw=0.8)
     axes.plot([fovea_x_mm], [fovea_z_mm], marker="+", color="white", ms=8)
-    for side, name in etdrs.side_names(laterality).items():
+    for name, side in etdrs.side_names(laterality).items():
         axes.text(fovea_x_mm + (1 if side == "right" else -1) * outer * 1.1, fovea_z_mm, name[0].upper(),
                   color="white", ha="center", va="center", fontsize=10, fontweight="bold")
 

@@ -61,9 +61,10 @@ class LoadedCase:
     rois: np.ndarray | None = None
 
 
-def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> LoadedCase:
+def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: bool = True) -> LoadedCase:
     """Reads and preprocesses one case and computes its B-scans' ROIs where the test-time region needs them: all
     the work before the network, so that :func:`segment_cases` can do it for the next case in the background.
+    ``with_rois=False`` leaves the ROIs out (drawing figures of a case segmented before needs none).
 
     Raises:
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
@@ -73,7 +74,7 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None) -> LoadedCas
                          f"no histogram reference")
     volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
-    return LoadedCase(geometry, prepared, laterality, inference.volume_rois(prepared, cfg))
+    return LoadedCase(geometry, prepared, laterality, inference.volume_rois(prepared, cfg) if with_rois else None)
 
 
 def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, loaded: LoadedCase,
@@ -118,8 +119,7 @@ def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray
     if outputs.overlays is None and not outputs.report:
         return
     labels, geometry = read_volume(segmentation_path(case_dir, cfg, outputs.format))
-    volume, _, _ = read_oct_volume(case.oct_path, cfg)
-    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
+    prepared = load_case(case, cfg, reference_counts, with_rois=False).prepared
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     if outputs.report:

@@ -31,12 +31,12 @@ from utils.train.custom_nuts import ImagePatchesByMaskRetouch_resampled
 from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
+from utils.model.input_scale import IMAGE_ORDERS
 
 # Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
 # and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
 IMAGE, MASK, ROI, IS_IRF, IS_SRF, IS_PED, SPACING = range(7)
 RECORD_HAS_FLUID, RECORD_VENDOR = 4, 6
-IMAGE_ORDERS = {"linear": 1, "nearest": 0}  # IMAGE_RESAMPLING -> resize order of image patches
 
 
 def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
