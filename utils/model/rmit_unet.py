@@ -291,8 +291,8 @@ class RmitUNet(nn.Module):
         In training mode it is computed so. In eval mode it is the sum of the conv's channel groups applied to each
         part, each level cropped before it is upsampled (:func:`_upsampled_centre`): the same numbers up to
         rounding (a conv is linear in its input channels and zero-pads every group alike), without copying the
-        960-channel tensor (with the batch norms folded at inference, about 8% less CPU inference time:
-        bench/bench_predict.py). Training keeps the concatenation: there the four smaller convs' backward passes
+        960-channel tensor (with the batch norms folded at inference, bench/bench_predict.py went from 879 to 846
+        ms per band B-scan on the CPU). Training keeps the concatenation: there the four smaller convs' backward passes
         were slower than the copy they save (bf16 on this project's CPU).
         """
         height, width = last.shape[-2:]
