@@ -126,6 +126,9 @@ CONFIGS: dict[str, dict] = {
     # ... training on every non-test patient, the last (annealed) weights kept, as nnU-Net's final checkpoint
     "smp_unet_all_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"],
                           "no_validation": True},
+    # the plain CE + Dice loss with both of the above
+    "smp_unet_cedice_all_poly": {"train": SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"],
+                                 "no_validation": True},
 }
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
