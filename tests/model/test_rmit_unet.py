@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.model.rmit_unet import (MARGIN, RmitDiscriminator, RmitUNet, _centre_crop, _upsampled_centre,
-                                   input_shape_for, l2_penalty, output_shape, valid_input)
+from utils.model.rmit_unet import (MARGIN, RmitDiscriminator, RmitUNet, _centre_crop, _upsample_2x2, _upsampled_centre,
+                                   _upsampled_conv, input_shape_for, l2_penalty, output_shape, valid_input)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,19 +86,55 @@ def test_upsampled_centre_equals_upsampling_then_cropping(factor, size, crop):
     assert torch.equal(_upsampled_centre(x, factor, *crop), expected)
 
 
-def test_multi_scale_output_is_the_original_conv_over_the_concatenation():
+def _values_and_gradients(output: torch.Tensor, inputs: tuple[torch.Tensor, ...],
+                          upstream: torch.Tensor) -> list[torch.Tensor]:
+    return [output, *torch.autograd.grad(output, inputs, upstream)]
+
+
+@pytest.mark.parametrize("factor, size, crop", [(8, (5, 9), (33, 60)), (8, (6, 6), (48, 48)), (8, (4, 4), (2, 5)),
+                                                (4, (7, 6), (25, 21)), (4, (6, 6), (3, 3)), (3, (10, 11), (20, 22)),
+                                                (2, (10, 11), (20, 22)), (2, (9, 8), (17, 15))])
+def test_upsampled_conv_equals_the_conv_of_the_upsampled_crop(factor, size, crop):
+    # values and both gradients, in float64 so that only the order of the sums differs; odd crops start mid-block
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, *size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    expected = F.conv2d(_upsampled_centre(x, factor, *crop), weight, padding=1)
+    upstream = torch.randn_like(expected)
+    got = _upsampled_conv(x, factor, weight, *crop)
+    for a, b in zip(_values_and_gradients(got, (x, weight), upstream),
+                    _values_and_gradients(expected, (x, weight), upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_upsample_2x2_equals_the_transposed_conv():
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(5, 3, 2, stride=2).double()
+    x = torch.randn(2, 5, 4, 7, dtype=torch.float64, requires_grad=True)
+    expected = layer(x)
+    upstream = torch.randn_like(expected)
+    inputs = (x, layer.weight, layer.bias)
+    for a, b in zip(_values_and_gradients(_upsample_2x2(layer, x), inputs, upstream),
+                    _values_and_gradients(expected, inputs, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_multi_scale_output_is_the_original_conv_over_the_concatenation(training):
     # seg_out_ as the original builds it: upsample, centre-crop, concatenate (bottleneck first), one 3x3 conv
     torch.manual_seed(0)
-    model = RmitUNet().eval()
+    model = RmitUNet().double().train(training)
     levels = [(torch.randn(1, 512, 5, 7), 8), (torch.randn(1, 256, 9, 13), 4), (torch.randn(1, 128, 17, 25), 2)]
-    last = torch.randn(1, 64, 30, 46)
+    levels = [(level.double().requires_grad_(), factor) for level, factor in levels]
+    last = torch.randn(1, 64, 30, 46, dtype=torch.float64, requires_grad=True)
     concatenated = torch.cat([_centre_crop(F.interpolate(level, scale_factor=factor), 30, 46)
                               for level, factor in levels] + [last], dim=1)
-    with torch.no_grad():
-        torch.testing.assert_close(model._multi_scale_logits(levels, last), model.out(concatenated),
-                                   rtol=1e-5, atol=1e-5)  # eval: the sum over channel groups
-        torch.testing.assert_close(model.train()._multi_scale_logits(levels, last), model.out(concatenated),
-                                   rtol=1e-6, atol=1e-6)  # training: the concatenation itself
+    expected = model.out(concatenated)
+    upstream = torch.randn_like(expected)
+    inputs = (*[level for level, _ in levels], last, model.out.weight, model.out.bias)
+    for a, b in zip(_values_and_gradients(model._multi_scale_logits(levels, last), inputs, upstream),
+                    _values_and_gradients(expected, inputs, upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_segmenter_parameter_count_matches_the_original_layer_list():

@@ -132,16 +132,124 @@ def _centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[..., top:top + height, left:left + width]
 
 
-def _upsampled_centre(x: torch.Tensor, factor: int, height: int, width: int) -> torch.Tensor:
-    """``_centre_crop(F.interpolate(x, scale_factor=factor, mode="nearest"), height, width)``, upsampling only the
-    rows and columns of ``x`` ``(N, C, H, W)`` that the crop keeps."""
-    top = (x.shape[-2] * factor - height + 1) // 2
-    left = (x.shape[-1] * factor - width + 1) // 2
+def _upsampled_window(x: torch.Tensor, factor: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """Rows ``top:top + height`` and columns ``left:left + width`` of ``x`` ``(N, C, H, W)`` nearest-upsampled by
+    ``factor``, upsampling only the rows and columns of ``x`` that the window holds."""
     rows = slice(top // factor, (top + height - 1) // factor + 1)
     columns = slice(left // factor, (left + width - 1) // factor + 1)
     upsampled = F.interpolate(x[..., rows, columns], scale_factor=factor, mode="nearest")
     top, left = top - rows.start * factor, left - columns.start * factor
     return upsampled[..., top:top + height, left:left + width]
+
+
+def _centre_offsets(x: torch.Tensor, factor: int, height: int, width: int) -> tuple[int, int]:
+    """Top and left of the central ``(height, width)`` of ``x`` upsampled by ``factor`` (as :func:`_centre_crop`)."""
+    return (x.shape[-2] * factor - height + 1) // 2, (x.shape[-1] * factor - width + 1) // 2
+
+
+def _upsampled_centre(x: torch.Tensor, factor: int, height: int, width: int) -> torch.Tensor:
+    """``_centre_crop(F.interpolate(x, scale_factor=factor, mode="nearest"), height, width)``, upsampling only the
+    rows and columns of ``x`` ``(N, C, H, W)`` that the crop keeps."""
+    return _upsampled_window(x, factor, *_centre_offsets(x, factor, height, width), height, width)
+
+
+def _phase_taps(factor: int) -> torch.Tensor:
+    """``(T, 3, 3)`` 0/1 matrices ``M[t, e, d]``: tap ``d`` (0..2, offset ``d - 1``) of a 3x3 conv over a map
+    nearest-upsampled by ``factor`` reads source offset ``e - 1`` at an output pixel of phase type ``t``.
+
+    The phase of output row ``i`` is ``i % factor``: phase 0 reads the source row above with its first tap, phase
+    ``factor - 1`` the row below with its last tap, the phases between (``factor`` > 2) only their own row; so
+    ``T`` is 3 (2 for ``factor`` 2).
+    """
+    phases = [0, 1, factor - 1] if factor > 2 else [0, 1]
+    taps = torch.zeros(len(phases), 3, 3)
+    for t, phase in enumerate(phases):
+        for d in range(3):
+            taps[t, (phase + d - 1) // factor + 1, d] = 1.0
+    return taps
+
+
+def _phase_types(factor: int) -> torch.Tensor:
+    """Phase type (row of :func:`_phase_taps`) of each phase ``0 .. factor - 1``."""
+    last = 2 if factor > 2 else 1
+    return torch.tensor([0 if p == 0 else (1 if p < factor - 1 else last) for p in range(factor)])
+
+
+def _exact_upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, top: int, left: int, height: int,
+                          width: int, rows: tuple[int, int], columns: tuple[int, int]) -> torch.Tensor:
+    """Rows ``rows[0]:rows[1]`` and columns ``columns[0]:columns[1]`` of
+    ``conv2d(_upsampled_window(x, factor, top, left, height, width), weight, padding=1)``, upsampling only the
+    window's pixels that they read."""
+    (r0, r1), (c0, c1) = rows, columns
+    lo_r, hi_r, lo_c, hi_c = max(r0 - 1, 0), min(r1 + 1, height), max(c0 - 1, 0), min(c1 + 1, width)
+    window = _upsampled_window(x, factor, top + lo_r, left + lo_c, hi_r - lo_r, hi_c - lo_c)
+    # zero padding on every side, used only where the window is the crop's edge (F.pad would lose channels_last)
+    return F.conv2d(window, weight, padding=1)[..., r0 - lo_r:r1 - lo_r, c0 - lo_c:c1 - lo_c]
+
+
+def _upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``conv2d(_upsampled_centre(x, factor, height, width), weight, padding=1)`` computed at ``x``'s resolution.
+
+    A 3x3 conv over a nearest-upsampled map reads, at each output pixel, the source pixels around it with taps
+    that depend only on the pixel's phase (its position within its ``factor x factor`` block): one 3x3 conv of
+    ``x`` with the taps summed per phase type (:func:`_phase_taps`) gives every phase at once, ``factor ** 2``
+    times fewer pixels than the upsampled map. The crop's border ring, where the upsampled conv reads the zero
+    padding instead of its neighbours, is computed directly. Equal up to rounding; gradients too.
+
+    Args:
+        x: ``(N, C, h, w)`` source map.
+        factor: upsampling factor, >= 2.
+        weight: ``(O, C, 3, 3)`` kernels (no bias).
+        height, width: size of the centre crop of the upsampled map (>= 1).
+
+    Returns:
+        ``(N, O, height, width)``, dtype of the conv.
+    """
+    top, left = _centre_offsets(x, factor, height, width)
+    if height < 3 or width < 3:  # no interior
+        return _exact_upsampled_conv(x, factor, weight, top, left, height, width, (0, height), (0, width))
+    taps = _phase_taps(factor).to(weight.device, weight.dtype)
+    n_types = len(taps)
+    # (T, T, O, C, 3, 3): per (row type, column type), the source taps as sums of the upsampled conv's taps
+    phased = torch.einsum("aed,bfg,ocdg->abocef", taps, taps, weight)
+    rows = slice(top // factor, (top + height - 1) // factor + 1)
+    columns = slice(left // factor, (left + width - 1) // factor + 1)
+    source = x[..., rows, columns]
+    scores = F.conv2d(source, phased.reshape(-1, *weight.shape[1:]), padding=1)
+    n, (h, w) = scores.shape[0], scores.shape[-2:]
+    scores = scores.reshape(n, n_types, n_types, weight.shape[0], h, w)
+    types = _phase_types(factor).to(scores.device)
+    # (N, factor, factor, O, h, w) -> (N, O, h, factor, w, factor) -> the upsampled map of the crop's source blocks
+    scores = scores.index_select(1, types).index_select(2, types)
+    upsampled = scores.permute(0, 3, 4, 1, 5, 2).reshape(n, weight.shape[0], h * factor, w * factor)
+    r, c = top - rows.start * factor, left - columns.start * factor
+    interior = upsampled[..., r + 1:r + height - 1, c + 1:c + width - 1]
+
+    def exact(row_range: tuple[int, int], column_range: tuple[int, int]) -> torch.Tensor:
+        return _exact_upsampled_conv(x, factor, weight, top, left, height, width, row_range, column_range)
+
+    middle = torch.cat([exact((1, height - 1), (0, 1)), interior, exact((1, height - 1), (width - 1, width))], dim=-1)
+    return torch.cat([exact((0, 1), (0, width)), middle, exact((height - 1, height), (0, width))], dim=-2)
+
+
+def _upsample_2x2(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for a 2x2 transposed conv with stride 2, computed as a 1x1 conv to ``4 * out_channels`` and a
+    pixel shuffle: each input pixel writes its own 2x2 output block, so the two are the same sums, and the
+    gradients too (tested). oneDNN runs the 1x1 conv as one matrix multiply; its transposed conv was the slowest
+    layer per FLOP of the training step on CPU.
+
+    Args:
+        layer: ``nn.ConvTranspose2d(C, O, 2, stride=2)`` (weight ``(C, O, 2, 2)``).
+        x: ``(N, C, H, W)``.
+
+    Returns:
+        ``(N, O, 2H, 2W)``.
+    """
+    out_channels = layer.out_channels
+    # (C, O, 2, 2) -> (O, 2, 2, C): output channel o * 4 + 2 * a + b, the pixel-shuffle order of block pixel (a, b)
+    weight = layer.weight.permute(1, 2, 3, 0).reshape(4 * out_channels, layer.in_channels, 1, 1)
+    bias = None if layer.bias is None else layer.bias.repeat_interleave(4)
+    return F.pixel_shuffle(F.conv2d(x, weight, bias), 2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -278,9 +386,9 @@ class RmitUNet(nn.Module):
         skip2 = self.enc2(self.pool(skip1))
         skip3 = self.enc3(self.pool(skip2))
         bottom = self.enc4(self.pool(skip3))
-        dec3 = self._merge(self.up3(bottom), skip3, self.drop3_up, self.drop3_skip, self.dec3)
-        dec2 = self._merge(self.up2(dec3), skip2, self.drop2_up, self.drop2_skip, self.dec2)
-        dec1 = self.drop_last(self._merge(self.up1(dec2), skip1, self.drop1_up, self.drop1_skip, self.dec1))
+        dec3 = self._merge(self.up3, bottom, skip3, self.drop3_up, self.drop3_skip, self.dec3)
+        dec2 = self._merge(self.up2, dec3, skip2, self.drop2_up, self.drop2_skip, self.dec2)
+        dec1 = self.drop_last(self._merge(self.up1, dec2, skip1, self.drop1_up, self.drop1_skip, self.dec1))
         logits = self._multi_scale_logits([(bottom, 8), (dec3, 4), (dec2, 2)], dec1)
         return F.relu(logits) if self.relu_before_softmax else logits
 
@@ -288,31 +396,29 @@ class RmitUNet(nn.Module):
         """The original's ``seg_out_``: one 3x3 'same' conv over the concatenation of each level nearest-upsampled
         by its factor and centre-cropped to ``last``'s size, then ``last`` (960 channels).
 
-        In training mode it is computed so. In eval mode it is the sum of the conv's channel groups applied to each
-        part, each level cropped before it is upsampled (:func:`_upsampled_centre`): the same numbers up to
-        rounding (a conv is linear in its input channels and zero-pads every group alike), without copying the
-        960-channel tensor (with the batch norms folded at inference, bench/bench_predict.py went from 879 to 846
-        ms per band B-scan on the CPU). Training keeps the concatenation: there the four smaller convs' backward passes
-        were slower than the copy they save (bf16 on this project's CPU).
+        Computed as the sum of the conv's channel groups applied to each part (a conv is linear in its input
+        channels and zero-pads every group alike), each upsampled level's part at the level's own resolution
+        (:func:`_upsampled_conv`): the same numbers and gradients up to rounding, without the 960-channel map at
+        full resolution, whose upsampling, copying and 4-output conv took about a quarter of the forward time.
         """
         height, width = last.shape[-2:]
-        if self.training:
-            upsampled = [_upsampled_centre(level, factor, height, width) for level, factor in levels]
-            return self.out(torch.cat([*upsampled, last], dim=1))
         weight = self.out.weight  # (n_classes, 960, 3, 3): input channels in the original's concatenation order
         logits = F.conv2d(last, weight[:, weight.shape[1] - last.shape[1]:], self.out.bias, padding=1)
         start = 0
         for level, factor in levels:
             part = weight[:, start:start + level.shape[1]]
-            logits = logits + F.conv2d(_upsampled_centre(level, factor, height, width), part, padding=1)
+            logits = logits + _upsampled_conv(level, factor, part, height, width)
             start += level.shape[1]
         return logits
 
     @staticmethod
-    def _merge(up: torch.Tensor, skip: torch.Tensor, drop_up: nn.Module, drop_skip: nn.Module,
-               block: nn.Module) -> torch.Tensor:
-        skip = _centre_crop(skip, up.shape[-2], up.shape[-1])
-        return block(torch.cat([drop_up(up), drop_skip(skip)], dim=1))
+    def _merge(up: nn.ConvTranspose2d, x: torch.Tensor, skip: torch.Tensor, drop_up: nn.Module,
+               drop_skip: nn.Module, block: nn.Module) -> torch.Tensor:
+        """A decoder level: ``x`` upsampled by ``up``, the skip centre-cropped to it, each dropped out, concatenated
+        (upsampled first) and passed through ``block``."""
+        upsampled = _upsample_2x2(up, x)
+        skip = _centre_crop(skip, upsampled.shape[-2], upsampled.shape[-1])
+        return block(torch.cat([drop_up(upsampled), drop_skip(skip)], dim=1))
 
 
 # ----------------------------------------------------------------------------------------------------------------
