@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.local_cfg = load_config(args.overrides)
     except ConfigError as error:
         parser.error(str(error))
-    args.set_names = [item.partition("=")[0].strip() for item in args.overrides]
+    # the names given with --set (a preset's model settings are not notes: they describe training)
+    args.set_names = [item.partition("=")[0].strip() for item in args.overrides if item not in args.preset_overrides]
     return args
 
 

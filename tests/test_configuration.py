@@ -1,11 +1,15 @@
+import argparse
+import importlib
 import json
 import re
 import types
+from pathlib import Path
 
 import pytest
 
 import config
-from utils.configuration import ConfigError, apply_overrides, check_settings, config_from_dict, load_config, save_config
+from utils.configuration import (ConfigError, add_config_arguments, apply_overrides, check_settings, config_from_dict,
+                                 load_config, save_config)
 
 BASE = {"EPOCHS": 10, "LEARNING_RATE": 2e-4, "PATCH_SHAPE": (256, 128), "ENCODER": "resnet18",
         "USE_BF16": True, "VENDORS": ("Cirrus", "Spectralis"), "SPLIT_FRACTIONS": {"train": 0.7}}
@@ -93,3 +97,45 @@ def test_saved_config_round_trips(tmp_path):
     restored = config_from_dict(saved)
     assert restored.PATCH_SHAPE == (128, 64) and restored.VENDORS == cfg.VENDORS
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left behind
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --preset
+# ----------------------------------------------------------------------------------------------------------------
+def _parsed(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("argv", [["--preset", "improved", "--set", "LOSS=rmit"],
+                                  ["--set", "LOSS=rmit", "--preset", "improved"]])
+def test_a_preset_applies_first_and_the_command_lines_set_wins(argv):
+    args = _parsed(argv)
+    assert args.overrides == [*config.PRESETS["improved"], "LOSS=rmit"]
+    assert args.preset_overrides == list(config.PRESETS["improved"])
+    cfg = load_config(args.overrides)
+    assert (cfg.MODEL, cfg.LOSS, cfg.PREDICT_REGION) == ("smp_unet", "rmit", "all")
+
+
+def test_without_a_preset_only_the_set_items_apply():
+    args = _parsed(["--set", "EPOCHS=3"])
+    assert (args.overrides, args.preset_overrides) == (["EPOCHS=3"], [])
+
+
+def test_an_unknown_preset_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as raised:
+        _parsed(["--preset", "best"])
+    assert raised.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(config.PRESETS))
+def test_every_preset_is_a_valid_set_of_overrides(name):
+    load_config(list(config.PRESETS[name]))
+
+
+def test_the_improved_preset_is_the_configuration_measured_in_the_quality_benchmark(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    quality = importlib.import_module("quality")
+    measured = quality.CONFIGS["smp_unet_cedice"]
+    assert sorted(config.PRESETS["improved"]) == sorted(measured["train"] + measured["predict"])

@@ -194,7 +194,24 @@ def config_from_dict(saved: dict[str, Any]) -> types.SimpleNamespace:
     return types.SimpleNamespace(**settings)
 
 
+class _PresetAction(argparse.Action):
+    """``--preset NAME``: puts ``config.PRESETS[NAME]`` before the ``--set`` overrides (given before or after it),
+    so that the command line's own ``--set`` win; the preset's items are kept in ``preset_overrides`` too."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        items = list(default_config.PRESETS[value])
+        earlier = [item for item in getattr(namespace, "overrides", None) or []
+                   if item not in getattr(namespace, "preset_overrides", [])]
+        namespace.preset_overrides = items
+        namespace.overrides = items + earlier
+        setattr(namespace, self.dest, value)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--set NAME=VALUE`` (repeatable) to a script's parser."""
+    """Adds ``--set NAME=VALUE`` (repeatable) and ``--preset NAME`` to a script's parser; after parsing,
+    ``overrides`` holds the preset's items first, then the ``--set`` items, and ``preset_overrides`` the preset's."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="override a constant of config.py for this run (repeatable), e.g. --set EPOCHS=5")
+    parser.add_argument("--preset", action=_PresetAction, choices=sorted(default_config.PRESETS),
+                        help="apply a named set of overrides from config.py's PRESETS first (--set still wins)")
+    parser.set_defaults(preset_overrides=[])
