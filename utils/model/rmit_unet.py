@@ -132,11 +132,17 @@ def _centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[..., top:top + height, left:left + width]
 
 
+def _source_blocks(factor: int, top: int, left: int, height: int, width: int) -> tuple[slice, slice]:
+    """The rows and columns of a map whose ``factor x factor`` blocks, once nearest-upsampled, hold the window
+    of rows ``top:top + height`` and columns ``left:left + width``."""
+    return (slice(top // factor, (top + height - 1) // factor + 1),
+            slice(left // factor, (left + width - 1) // factor + 1))
+
+
 def _upsampled_window(x: torch.Tensor, factor: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
     """Rows ``top:top + height`` and columns ``left:left + width`` of ``x`` ``(N, C, H, W)`` nearest-upsampled by
     ``factor``, upsampling only the rows and columns of ``x`` that the window holds."""
-    rows = slice(top // factor, (top + height - 1) // factor + 1)
-    columns = slice(left // factor, (left + width - 1) // factor + 1)
+    rows, columns = _source_blocks(factor, top, left, height, width)
     upsampled = F.interpolate(x[..., rows, columns], scale_factor=factor, mode="nearest")
     top, left = top - rows.start * factor, left - columns.start * factor
     return upsampled[..., top:top + height, left:left + width]
@@ -212,8 +218,7 @@ def _upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, height: 
     n_types = len(taps)
     # (T, T, O, C, 3, 3): per (row type, column type), the source taps as sums of the upsampled conv's taps
     phased = torch.einsum("aed,bfg,ocdg->abocef", taps, taps, weight)
-    rows = slice(top // factor, (top + height - 1) // factor + 1)
-    columns = slice(left // factor, (left + width - 1) // factor + 1)
+    rows, columns = _source_blocks(factor, top, left, height, width)
     source = x[..., rows, columns]
     scores = F.conv2d(source, phased.reshape(-1, *weight.shape[1:]), padding=1)
     n, (h, w) = scores.shape[0], scores.shape[-2:]
