@@ -29,6 +29,12 @@ def test_test_case_without_reference(tmp_path, rng):
     assert case.reference_path is None and not case.has_reference
 
 
+@pytest.mark.parametrize("name, from_vendor_file", [("oct.mhd", False), ("scan.mhd", False), ("visit.vol", True),
+                                                     ("cube_z.IMG", True), ("export.xml", True)])
+def test_a_case_knows_whether_its_volume_is_a_vendor_file(tmp_path, name, from_vendor_file):
+    assert Case("c", "Spectralis", tmp_path / name, None).from_vendor_file is from_vendor_file
+
+
 def test_duplicate_folder_names_get_their_path(tmp_path, rng):
     write_case(tmp_path / "Cirrus" / "P1", "Cirrus", rng)
     write_case(tmp_path / "Spectralis" / "P1", "Spectralis", rng)

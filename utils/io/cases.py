@@ -45,6 +45,11 @@ class Case:
     def has_reference(self) -> bool:
         return self.reference_path is not None
 
+    @property
+    def from_vendor_file(self) -> bool:
+        """True when the volume is a vendor file (``.vol``, ``.img``, ...) rather than a MetaImage header."""
+        return is_vendor_file(self.oct_path)
+
 
 def detect_vendor(oct_path: Path, vendors: Sequence[str], root: Path | None = None) -> str:
     """The vendor of a case: from its path if a folder names one, else from the volume's dtype and size.
@@ -81,7 +86,7 @@ def check_case(case: Case) -> None:
     Raises:
         VolumeError: naming the file and the problem.
     """
-    if is_vendor_file(case.oct_path):
+    if case.from_vendor_file:
         return
     oct_shape = read_volume_info(case.oct_path).shape
     if case.reference_path is not None:

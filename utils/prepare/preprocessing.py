@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import ndimage
 
 from utils.io import layout
-from utils.io.cases import OCT_FILE, Case, check_case
+from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
 from utils.io.mhd_io import VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
@@ -205,7 +205,7 @@ def _reference_candidates(cases: list[Case]) -> list[Path]:
     """The Spectralis ``oct.mhd`` volumes that can be the automatic histogram reference, by path. Vendor files are
     not: ``.vol``/``.e2e``/XML exports arrive on Heyex's display scale, not on RETOUCH's uint16 scale, and their
     histogram would shift every matched Cirrus and Topcon volume."""
-    return sorted(case.oct_path for case in cases if case.vendor == "Spectralis" and case.oct_path.name == OCT_FILE)
+    return sorted(case.oct_path for case in cases if case.vendor == "Spectralis" and not case.from_vendor_file)
 
 
 def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) -> Path | None:
