@@ -9,12 +9,15 @@ Arrays are ``(z, y, x)`` = (B-scan, depth, width); SimpleITK spacing is ``(x, y,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-SPACING_RTOL = 1e-4  # a prediction's spacing may differ from its reference's by this relative amount
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import config  # noqa: E402
 
 
 class MeasureError(ValueError):
@@ -69,14 +72,15 @@ def case_measures(prediction_path: str | Path, reference_path: str | Path,
         ``area_ratio`` (predicted / reference fluid pixels, None without reference fluid).
 
     Raises:
-        MeasureError: unreadable volume, or a prediction of another size or spacing than its reference.
+        MeasureError: unreadable volume, or a prediction of another size than its reference, or of a spacing
+            that differs from the reference's by more than ``config.SPACING_RTOL`` (relative, per component).
     """
     pred_labels, pred_spacing = read_labels(prediction_path)
     ref_labels, ref_spacing = read_labels(reference_path)
     if pred_labels.shape != ref_labels.shape:
         raise MeasureError(f"{prediction_path}: size (z, y, x) {pred_labels.shape} differs from the reference's "
                            f"{ref_labels.shape} ({reference_path})")
-    if not np.allclose(pred_spacing, ref_spacing, rtol=SPACING_RTOL, atol=0):
+    if not np.allclose(pred_spacing, ref_spacing, rtol=config.SPACING_RTOL, atol=0):
         raise MeasureError(f"{prediction_path}: spacing (x, y, z) {pred_spacing} mm differs from the reference's "
                            f"{ref_spacing} mm ({reference_path})")
     pred, ref = pred_labels > 0, ref_labels > 0

@@ -1,0 +1,83 @@
+"""bench/quality.py: its command-line helpers (folds of the real set, seeds); nothing here runs the pipeline."""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture
+def quality(monkeypatch):
+    """bench/quality.py imported as its script runs it: with bench/ on sys.path (it imports quality_measures)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("quality")
+
+
+def test_default_folds_test_every_real_patient_once(quality):
+    folds = quality.parse_folds(quality.REAL_FOLDS)
+    assert [fold.name for fold in folds] == ["fold1", "fold2"]
+    tested = collections.Counter(case for fold in folds for case in fold.test)
+    assert sorted(tested) == sorted(quality.REAL_CASES) and set(tested.values()) == {1}
+    for fold in folds:
+        assert not set(fold.test) & set(fold.train) and not set(fold.test) & set(fold.val)
+        assert not set(fold.val) & set(fold.train) and fold.train  # validates on a patient it does not train on
+        assert sorted(fold.test + fold.val + fold.train) == sorted(quality.REAL_CASES)
+
+
+def test_without_a_validation_case_the_last_remaining_patient_validates(quality):
+    first, second = quality.parse_folds("DUKE01+DUKE02;DUKE03+DUKE04+DUKE05")
+    assert (first.test, first.val, first.train) == (("DUKE01", "DUKE02"), ("DUKE05",), ("DUKE03", "DUKE04"))
+    assert (second.test, second.val, second.train) == (("DUKE03", "DUKE04", "DUKE05"), ("DUKE02",), ("DUKE01",))
+
+
+def test_a_validation_case_can_be_given(quality):
+    first, second = quality.parse_folds("DUKE01:DUKE03;DUKE02+DUKE04")
+    assert (first.test, first.val, first.train) == (("DUKE01",), ("DUKE03",), ("DUKE02", "DUKE04", "DUKE05"))
+    assert (second.test, second.val, second.train) == (("DUKE02", "DUKE04"), ("DUKE05",), ("DUKE01", "DUKE03"))
+
+
+def test_a_fold_without_validation_trains_on_its_validation_patient(quality):
+    fold = quality.parse_folds("DUKE03+DUKE04+DUKE05")[0].without_validation()
+    assert (fold.name, fold.test, fold.val, fold.train) == ("fold1", ("DUKE03", "DUKE04", "DUKE05"), (),
+                                                            ("DUKE01", "DUKE02"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("DUKE01;DUKE06", "unknown case 'DUKE06'; the real set has DUKE01, DUKE02, DUKE03, DUKE04, DUKE05"),
+    ("duke01", "unknown case 'duke01'"),
+    ("DUKE01:DUKE07", "unknown case 'DUKE07'"),
+    ("", "expected at least one fold, e.g. DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"),
+    (" ; ", "expected at least one fold"),
+    ("DUKE01;:DUKE02", "fold 2 has no test case"),
+    ("DUKE01+DUKE02;DUKE02+DUKE03", "DUKE02 tested in two folds"),
+    ("DUKE01:DUKE01", "fold 1 validates on a test case"),
+    ("DUKE01+DUKE02+DUKE03+DUKE04", "fold 1 leaves 1 patient(s) for training and validation"),
+    ("DUKE01+DUKE02+DUKE03:DUKE04+DUKE05", "fold 1 leaves no patient to train on"),
+])
+def test_malformed_folds_are_usage_errors(quality, spec, message):
+    with pytest.raises(quality.UsageError, match=f"^--folds {re.escape(repr(spec))}: .*{re.escape(message)}"):
+        quality.parse_folds(spec)
+
+
+@pytest.mark.parametrize("text, seeds", [("0", [0]), ("0,1", [0, 1]), (" 2 , 1 ", [2, 1]), ("1,0,1,0", [1, 0]),
+                                         ("0,,1,", [0, 1])])
+def test_seeds_keep_their_order_without_repeats(quality, text, seeds):
+    assert quality.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a", "expected comma-separated integers, e.g. 0,1"),
+    ("0.5", "expected comma-separated integers"),
+    ("0;1", "expected comma-separated integers"),
+    ("", "expected at least one seed"),
+    (" , ", "expected at least one seed"),
+])
+def test_bad_seeds_are_usage_errors(quality, text, message):
+    with pytest.raises(quality.UsageError, match=f"^--seeds {re.escape(repr(text))}: {re.escape(message)}"):
+        quality.parse_seeds(text)
