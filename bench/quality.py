@@ -78,6 +78,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -192,6 +193,7 @@ def _names(text: str, known: tuple[str, ...] | list[str], what: str) -> list[str
 
 
 def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` text (``0,1``) -> the seeds in their order, each once; UsageError for anything else."""
     try:
         seeds = [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
@@ -204,7 +206,8 @@ def parse_seeds(text: str) -> list[int]:
 def parse_folds(text: str) -> list[Fold]:
     """``TEST[:VAL];...`` with cases joined by ``+`` -> folds of the real set; train = the remaining patients.
 
-    Without ``:VAL`` the last remaining patient (by name) validates. Test sets must not overlap.
+    Without ``:VAL`` the last remaining patient (by name) validates. Test sets must not overlap, and a fold names
+    each patient once.
     """
     folds, tested = [], set()
     for number, part in enumerate([p for p in text.split(";") if p.strip()], 1):
@@ -216,6 +219,9 @@ def parse_folds(text: str) -> list[Fold]:
                 raise UsageError(f"--folds {text!r}: unknown case {case!r}; the real set has {', '.join(REAL_CASES)}")
         if not test:
             raise UsageError(f"--folds {text!r}: fold {number} has no test case")
+        repeated = sorted({case for group in (test, val) for case, count in Counter(group).items() if count > 1})
+        if repeated:
+            raise UsageError(f"--folds {text!r}: fold {number} names {', '.join(repeated)} more than once")
         if tested & set(test):
             raise UsageError(f"--folds {text!r}: {', '.join(sorted(tested & set(test)))} tested in two folds; "
                              f"patient-level folds test each patient once")

@@ -84,7 +84,7 @@ def case_measures(prediction_path: str | Path, reference_path: str | Path,
         raise MeasureError(f"{prediction_path}: spacing (x, y, z) {pred_spacing} mm differs from the reference's "
                            f"{ref_spacing} mm ({reference_path})")
     pred, ref = pred_labels > 0, ref_labels > 0
-    start, stop = columns
+    start, stop = (min(max(column, 0), ref.shape[-1]) for column in columns)  # clipped to the B-scan width
     counts = {"tp": int(np.count_nonzero(pred & ref)), "pred": int(np.count_nonzero(pred)),
               "ref": int(np.count_nonzero(ref)),
               "cols_tp": int(np.count_nonzero(pred[..., start:stop] & ref[..., start:stop])),

@@ -57,6 +57,8 @@ def test_a_fold_without_validation_trains_on_its_validation_patient(quality):
     ("DUKE01;:DUKE02", "fold 2 has no test case"),
     ("DUKE01+DUKE02;DUKE02+DUKE03", "DUKE02 tested in two folds"),
     ("DUKE01:DUKE01", "fold 1 validates on a test case"),
+    ("DUKE01+DUKE01", "fold 1 names DUKE01 more than once"),
+    ("DUKE01:DUKE02+DUKE02", "fold 1 names DUKE02 more than once"),
     ("DUKE01+DUKE02+DUKE03+DUKE04", "fold 1 leaves 1 patient(s) for training and validation"),
     ("DUKE01+DUKE02+DUKE03:DUKE04+DUKE05", "fold 1 leaves no patient to train on"),
 ])

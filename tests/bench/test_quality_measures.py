@@ -89,6 +89,8 @@ def test_column_range_is_clipped_to_the_width(case):
     beyond = case_measures(*case, columns=(100, 650))  # the real set's range on a 6-column B-scan
     assert (beyond["cols_tp"], beyond["cols_pred"], beyond["cols_ref"]) == (0, 0, 0)
     assert beyond["dice_cols"] is None and beyond["dice"] == pytest.approx(8 / 11)
+    below = case_measures(*case, columns=(-3, 1000))  # a negative start is column 0, not counted from the end
+    assert (below["cols_tp"], below["cols_pred"], below["cols_ref"]) == (4, 5, 6)
 
 
 def test_without_fluid_dice_and_area_ratio_are_undefined(tmp_path):
