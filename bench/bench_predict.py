@@ -207,7 +207,9 @@ def bench_many(cases: list[Case], model: CountingModel, cfg, runtime: Runtime, r
     Seconds per volume and forward seconds per volume are means over ``cases``; "speed-up" is the mode's
     volumes/hour over that of one at a time.
     """
-    identity = run_identity(folder / "bench_predict.pt", {"epoch": 0}, cfg)  # no checkpoint: the network is fresh
+    weights = folder / "bench_predict.pt"  # no checkpoint to segment with: the fresh network's weights stand for one
+    torch.save(model.model.state_dict(), weights)
+    identity = run_identity(weights, {"epoch": 0}, cfg)
     warm_up(model, cases, cfg, runtime, reference_counts)
     modes = {"one at a time (load_case, predict_case)": (segment_one_at_a_time, folder / "one_at_a_time"),
              "read ahead (segment_cases)": (segment_reading_ahead, folder / "read_ahead")}

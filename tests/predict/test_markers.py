@@ -21,6 +21,7 @@ def _finished_case(tmp_path: Path, outputs: Outputs) -> tuple[Case, Path, dict]:
     oct_path.write_text("header")
     case = Case("TRAIN001", "Cirrus", oct_path, None)
     case_dir = tmp_path / "out" / case.name
+    (tmp_path / "best.pt").write_bytes(b"weights of epoch 3")
     identity = run_identity(tmp_path / "best.pt", {"epoch": 3}, config)
     labels = np.zeros((2, 4, 4), np.uint8)
     probabilities = {fluid: labels for fluid in config.FLUIDS} if outputs.probabilities else None
@@ -40,6 +41,12 @@ def test_a_matching_marker_gives_the_saved_row(tmp_path):
     assert finished_result(moved, case_dir, identity, config) is None
     remove_marker(case_dir)
     assert not (case_dir / MARKER_FILE).exists() and finished_result(case, case_dir, identity, config) is None
+
+
+def test_a_checkpoint_retrained_in_place_is_not_taken_for_the_old_one(tmp_path):
+    case, case_dir, identity = _finished_case(tmp_path, Outputs())
+    (tmp_path / "best.pt").write_bytes(b"weights of another run's epoch 3")  # same path, same epoch
+    assert finished_result(case, case_dir, run_identity(tmp_path / "best.pt", {"epoch": 3}, config), config) is None
 
 
 def test_a_row_without_todays_columns_is_redone(tmp_path):

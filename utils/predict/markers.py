@@ -4,6 +4,7 @@ whose requested files exist, and redoes the others."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,9 +18,21 @@ from utils.predict.settings import INFERENCE_SETTINGS
 MARKER_FILE = "prediction.json"  # OUT/<case>/<this>: written last, marks the case complete
 
 
+def checkpoint_digest(checkpoint_path: Path) -> str:
+    """SHA-256 of the checkpoint file, hex: tells a retrained ``best.pt`` from the one it replaced, even at the same
+    path and epoch."""
+    with open(checkpoint_path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
-    """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise."""
+    """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise.
+
+    The checkpoint counts by path, epoch and content (:func:`checkpoint_digest`), so a model retrained into the
+    same run folder is never taken for the one whose outputs are there.
+    """
     return {"checkpoint": str(checkpoint_path.resolve()), "epoch": checkpoint.get("epoch"),
+            "checkpoint_sha256": checkpoint_digest(checkpoint_path),
             "settings": {name: getattr(cfg, name) for name in INFERENCE_SETTINGS if name != "INFERENCE_BATCH_SIZE"}}
 
 
