@@ -186,6 +186,15 @@ def test_bad_arguments(data, checkpoint, tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
 
 
+def test_a_preset_gives_predict_its_inference_settings_without_notes_on_the_training_ones(data, checkpoint, tmp_path,
+                                                                                          capsys):
+    out = tmp_path / "preset"
+    cirrus = next(data.glob("*Cirrus/*/oct.mhd"))
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--preset", "improved", str(cirrus)]) == 0
+    assert json.loads((out / config.CONFIG_JSON).read_text())["PREDICT_REGION"] == "all"  # the preset's
+    assert "ignored" not in capsys.readouterr().err  # its MODEL, LOSS, ... describe training: no note each
+
+
 def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, checkpoint, tmp_path):
     out = tmp_path / "gated"
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", "PRESENCE_GATE=1.0",
