@@ -159,26 +159,22 @@ def _upsampled_centre(x: torch.Tensor, factor: int, height: int, width: int) -> 
     return _upsampled_window(x, factor, *_centre_offsets(x, factor, height, width), height, width)
 
 
-def _phase_taps(factor: int) -> torch.Tensor:
-    """``(T, 3, 3)`` 0/1 matrices ``M[t, e, d]``: tap ``d`` (0..2, offset ``d - 1``) of a 3x3 conv over a map
-    nearest-upsampled by ``factor`` reads source offset ``e - 1`` at an output pixel of phase type ``t``.
+def _phase_taps(factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which source pixels a 3x3 conv over a map nearest-upsampled by ``factor`` reads, by output phase.
 
-    The phase of output row ``i`` is ``i % factor``: phase 0 reads the source row above with its first tap, phase
-    ``factor - 1`` the row below with its last tap, the phases between (``factor`` > 2) only their own row; so
-    ``T`` is 3 (2 for ``factor`` 2).
+    The phase of output row ``i`` is ``i % factor``. At phase ``p`` tap ``d`` (0..2, offset ``d - 1``) reads source
+    offset ``(p + d - 1) // factor``: phase 0 reads the source row above with its first tap, phase ``factor - 1``
+    the row below with its last, the phases between only their own row. Phases that read alike share a type.
+
+    Returns:
+        ``(taps, types)``: ``(T, 3, 3)`` 0/1 matrices ``taps[t, e, d]`` (tap ``d`` reads source offset ``e - 1`` at
+        phase type ``t``; T is 3, or 2 for ``factor`` 2) and the ``(factor,)`` int64 type of each phase.
     """
-    phases = [0, 1, factor - 1] if factor > 2 else [0, 1]
-    taps = torch.zeros(len(phases), 3, 3)
-    for t, phase in enumerate(phases):
+    per_phase = torch.zeros(factor, 3, 3)
+    for phase in range(factor):
         for d in range(3):
-            taps[t, (phase + d - 1) // factor + 1, d] = 1.0
-    return taps
-
-
-def _phase_types(factor: int) -> torch.Tensor:
-    """Phase type (row of :func:`_phase_taps`) of each phase ``0 .. factor - 1``."""
-    last = 2 if factor > 2 else 1
-    return torch.tensor([0 if p == 0 else (1 if p < factor - 1 else last) for p in range(factor)])
+            per_phase[phase, (phase + d - 1) // factor + 1, d] = 1.0
+    return torch.unique(per_phase, dim=0, return_inverse=True)
 
 
 def _exact_upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, top: int, left: int, height: int,
@@ -214,8 +210,8 @@ def _upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, height: 
     top, left = _centre_offsets(x, factor, height, width)
     if height < 3 or width < 3:  # no interior
         return _exact_upsampled_conv(x, factor, weight, top, left, height, width, (0, height), (0, width))
-    taps = _phase_taps(factor).to(weight.device, weight.dtype)
-    n_types = len(taps)
+    taps, types = _phase_taps(factor)
+    taps, types, n_types = taps.to(weight.device, weight.dtype), types.to(weight.device), len(taps)
     # (T, T, O, C, 3, 3): per (row type, column type), the source taps as sums of the upsampled conv's taps
     phased = torch.einsum("aed,bfg,ocdg->abocef", taps, taps, weight)
     rows, columns = _source_blocks(factor, top, left, height, width)
@@ -223,7 +219,6 @@ def _upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, height: 
     scores = F.conv2d(source, phased.reshape(-1, *weight.shape[1:]), padding=1)
     n, (h, w) = scores.shape[0], scores.shape[-2:]
     scores = scores.reshape(n, n_types, n_types, weight.shape[0], h, w)
-    types = _phase_types(factor).to(scores.device)
     # (N, factor, factor, O, h, w) -> (N, O, h, factor, w, factor) -> the upsampled map of the crop's source blocks
     scores = scores.index_select(1, types).index_select(2, types)
     upsampled = scores.permute(0, 3, 4, 1, 5, 2).reshape(n, weight.shape[0], h * factor, w * factor)
