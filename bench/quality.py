@@ -47,16 +47,18 @@ reference.mhd, read with SimpleITK (see bench/quality_measures.py):
   holding the fluid and over all cases (absent from both = 1.0), and the detection AUC.
 
 Outputs under OUT (default work/quality):
-    results/<dataset>-<config>-seed<s>.json  everything about one run (settings, commands, per fold: cases,
+    results/<dataset>-<run>-seed<s>.json     everything about one run (settings, commands, per fold: cases,
                                              training time and epochs, per-case counts and measures, pooled
                                              measures, evaluate.py summary; pooled over folds)
-    <dataset>/<config>/seed<s>/<fold>/       run/ (train.py run folder), pred/ (predict.py; pred/evaluation/:
+    <dataset>/<run>/seed<s>/<fold>/          run/ (train.py run folder), pred/ (predict.py; pred/evaluation/:
                                              evaluate.py), train.log, predict.log, evaluate.log (the scripts'
                                              output), train_time.json
     <dataset>/prepared/<fold>/, <dataset>/splits/, data/   prepare_data.py work dirs, split CSVs, the data sets
 A rerun skips every run whose result JSON exists (and was made with the same settings: otherwise it stops with
 status 2) and reuses finished training; an interrupted run is simply started again. Markdown tables are printed
 at the end: one row per config and seed, then the mean and spread (max - min) over seeds per config.
+<run> is the config's name, with the budget appended (``smp_unet-30min``) when it is not the standard one (15
+minutes, 1 with --smoke): runs of one config at several budgets keep their own folders, results and table rows.
 
 Exit status: 0 all runs done; 1 some run failed (each named with its data set, config, seed, fold and failing
 step, and the script's log); 2 usage error.
@@ -471,8 +473,18 @@ class Plan:
             return [fold.without_validation() for fold in self.real_folds]
         return self.real_folds
 
+    def run_name(self, config: str) -> str:
+        """``config`` with this plan's budget when that is not the standard one (see :func:`run_name`)."""
+        return run_name(config, self.budget_minutes, self.smoke)
+
     def result_path(self, dataset: str, config: str, seed: int) -> Path:
-        return self.out / "results" / f"{dataset}-{config}-seed{seed}.json"
+        return self.out / "results" / f"{dataset}-{self.run_name(config)}-seed{seed}.json"
+
+
+def run_name(config: str, budget_minutes: float, smoke: bool) -> str:
+    """A run's name in paths and tables: ``config``, or ``config-<budget>min`` at a non-standard training budget."""
+    standard = SMOKE_BUDGET_MINUTES if smoke else DEFAULT_BUDGET_MINUTES
+    return config if budget_minutes == standard else f"{config}-{budget_minutes:g}min"
 
 
 def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Path, Path, Fold]:
@@ -534,9 +546,9 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
     work_dir, split_file, fold = prepare_fold(plan, dataset, config, fold)
     if not fold.test:
         raise StepFailed("split", f"{split_file}: no test case")
-    fold_dir = plan.out / dataset / config / f"seed{seed}" / fold.name
+    fold_dir = plan.out / dataset / plan.run_name(config) / f"seed{seed}" / fold.name
     trained_as = CONFIGS[config].get("train_as", config)  # predict-only variants reuse that config's training
-    train_dir = plan.out / dataset / trained_as / f"seed{seed}" / fold.name
+    train_dir = plan.out / dataset / plan.run_name(trained_as) / f"seed{seed}" / fold.name
     run_dir, pred_dir = train_dir / "run", fold_dir / "pred"
     commands = {"train": script("train.py", "--work-dir", work_dir, "--run-dir", run_dir,
                                 *_sets(plan.train_overrides(trained_as, seed)))}
@@ -642,12 +654,13 @@ def row_values(result: dict, fold_names: list[str]) -> list[tuple[str, float | N
 
 
 def tables(results: list[dict]) -> str:
-    """Markdown: per dataset, one row per config and seed, then mean (max - min) over seeds per config."""
+    """Markdown: per dataset, one row per run name (:func:`run_name`) and seed, then mean (max - min) over seeds."""
     parts = []
     for dataset in DATASETS:
         runs = sorted((r for r in results if r["dataset"] == dataset),
                       key=lambda r: (list(CONFIGS).index(r["config"]) if r["config"] in CONFIGS else len(CONFIGS),
-                                     r["config"], r["seed"]))
+                                     r["config"], r["budget_minutes"], r["seed"]))
+        names = [run_name(r["config"], r["budget_minutes"], r.get("smoke", False)) for r in runs]
         if not runs:
             continue
         fold_names = list(dict.fromkeys(name for r in runs for name in r["folds"]))
@@ -663,18 +676,18 @@ def tables(results: list[dict]) -> str:
                      + (f"; train.py overrides for every config: {' / '.join(e or '-' for e in extra)}"
                         if any(extra) else ""))
         header = ["config", "seed"] + [name for name, _, _ in row_values(runs[0], fold_names)]
-        parts.append(_markdown(header, [[r["config"], str(r["seed"])] + [_fmt(v, d) for _, v, d in
-                                                                         row_values(r, fold_names)] for r in runs]))
+        parts.append(_markdown(header, [[name, str(r["seed"])] + [_fmt(v, d) for _, v, d in row_values(r, fold_names)]
+                                        for name, r in zip(names, runs)]))
         rows = []
-        for config in dict.fromkeys(r["config"] for r in runs):
-            group = [row_values(r, fold_names) for r in runs if r["config"] == config]
+        for name in dict.fromkeys(names):
+            group = [row_values(r, fold_names) for other, r in zip(names, runs) if other == name]
             cells = []
             for column in range(len(group[0])):
                 values = [g[column][1] for g in group if g[column][1] is not None]
                 digits = group[0][column][2]
                 cells.append("-" if not values else f"{_fmt(sum(values) / len(values), digits)} "
                              f"({_fmt(max(values) - min(values), digits)})")
-            rows.append([config, str(len(group))] + cells)
+            rows.append([name, str(len(group))] + cells)
         parts.append("mean (max - min) over seeds:\n\n" + _markdown(["config", "seeds"] + header[2:], rows))
     return "\n\n".join(parts)
 

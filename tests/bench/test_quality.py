@@ -83,3 +83,39 @@ def test_seeds_keep_their_order_without_repeats(quality, text, seeds):
 def test_bad_seeds_are_usage_errors(quality, text, message):
     with pytest.raises(quality.UsageError, match=f"^--seeds {re.escape(repr(text))}: {re.escape(message)}"):
         quality.parse_seeds(text)
+
+
+def _plan(quality, tmp_path, budget_minutes, smoke=False):
+    return quality.Plan(tmp_path, smoke, budget_minutes, budget_passed=True, extra_train=[],
+                        real_folds=quality.parse_folds(quality.REAL_FOLDS), real_data=None)
+
+
+def test_a_run_at_another_budget_gets_its_own_result_file(quality, tmp_path):
+    standard = _plan(quality, tmp_path, quality.DEFAULT_BUDGET_MINUTES)
+    longer = _plan(quality, tmp_path, 30.0)
+    assert standard.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-seed1.json"
+    assert longer.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-30min-seed1.json"
+    assert _plan(quality, tmp_path, 7.5).run_name("default") == "default-7.5min"
+    smoke = _plan(quality, tmp_path, quality.SMOKE_BUDGET_MINUTES, smoke=True)
+    assert smoke.run_name("default") == "default"
+
+
+def _result(config, seed, budget_minutes, dice):
+    fold = {"dice_pooled": dice, "cases_by_split": {"test": ["DUKE01"], "val": ["DUKE02"], "train": ["DUKE03"]},
+            "train": {"epochs_done": 3}, "evaluate_summary": []}
+    pooled = {"dice_pooled": dice, "dice_pooled_cols": dice, "dice_per_patient_mean": dice,
+              "abs_volume_diff_mean_mm3": 0.1, "area_ratio": 1.0, "train_minutes_per_fold_mean": budget_minutes}
+    return {"dataset": "real", "config": config, "seed": seed, "smoke": False, "budget_minutes": budget_minutes,
+            "budget_passed": True, "folds": {"fold1": fold}, "pooled": pooled}
+
+
+def test_tables_keep_runs_at_other_budgets_apart(quality):
+    text = quality.tables([_result("smp_unet", 0, 30.0, 0.7), _result("smp_unet", 0, 15.0, 0.5),
+                           _result("smp_unet", 1, 15.0, 0.6)])
+    per_run, means = text.split("mean (max - min) over seeds:")
+    rows = [line.split(" | ")[:4] for line in per_run.splitlines() if line.startswith("| smp_unet")]
+    assert rows == [["| smp_unet", "0", "0.500", "0.500"], ["| smp_unet", "1", "0.600", "0.600"],
+                    ["| smp_unet-30min", "0", "0.700", "0.700"]]
+    rows = [line.split(" | ")[:3] for line in means.splitlines() if line.startswith("| smp_unet")]
+    assert rows == [["| smp_unet", "2", "0.550 (0.100)"], ["| smp_unet-30min", "1", "0.700 (0.000)"]]
+    assert "training budget per fold: 15 min, 30 min;" in per_run
