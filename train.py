@@ -223,8 +223,11 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     regulariser = (lambda: l2_penalty(state.model, cfg.L2_WEIGHT)) if cfg.MODEL == "rmit_unet" and cfg.L2_WEIGHT \
         else (lambda: 0.0)
     endless = cfg.BATCHES_PER_EPOCH > 0
-    if endless:  # N batches an epoch from one endless stream
-        batches = iter(training_loader(train_records, work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers))
+    # endless: N batches an epoch from one endless stream; else each epoch one stratified, augmented pass (the
+    # original's epoch), each rank its share of the B-scans
+    loader = training_loader(train_records if endless else train_records[runtime.rank::runtime.world_size],
+                             work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers, endless)
+    batches = iter(loader) if endless else loader  # one pass: each epoch iterates the loader again
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
     schedule = LearningRateSchedule(state.optimizer, cfg.LR_SCHEDULE, cfg.LEARNING_RATE, cfg.EPOCHS,
@@ -232,9 +235,6 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
         schedule.epoch = epoch
-        if not endless:  # one stratified, augmented pass (the original's epoch); each rank its share of B-scans
-            batches = training_loader(train_records[runtime.rank::runtime.world_size], work_dir, cfg, cfg.SEED,
-                                      runtime.rank, epoch - 1, workers, endless=False)
         with network.join() if runtime.distributed and not endless else contextlib.nullcontext():
             train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
                                      description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,

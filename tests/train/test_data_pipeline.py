@@ -117,6 +117,38 @@ def test_ranks_and_workers_draw_different_patches(prepared_work, cfg, train_reco
     assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[0], resumed[0])
 
 
+def _batches(iterable) -> list[torch.Tensor]:
+    return [images for images, _ in iterable]
+
+
+def _same(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return len(first) == len(second) > 0 and all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_one_pass_mode_draws_the_next_epoch_at_each_iteration(prepared_work, cfg, train_records):
+    from utils.train.data_pipeline import PatchBatches
+
+    passes = PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=2, endless=False)
+    first, second = _batches(passes), _batches(passes)
+    assert _same(first, _batches(PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=2,
+                                              endless=False)))
+    assert _same(second, _batches(PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=3,
+                                               endless=False)))
+    assert not _same(first, second)
+
+
+def test_a_persistent_worker_gives_the_same_passes_as_the_training_process(prepared_work, cfg, train_records):
+    """One loader for the whole run: its worker process (started once) draws pass after pass as the training
+    process itself would, epoch by epoch."""
+    from utils.train.data_pipeline import PatchBatches, training_loader
+
+    loader = training_loader(train_records, prepared_work, cfg, seed=0, start_epoch=1, workers=1, endless=False)
+    in_worker = [_batches(loader), _batches(loader)]
+    expected = [_batches(PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=epoch, endless=False))
+                for epoch in (1, 2)]
+    assert _same(in_worker[0], expected[0]) and _same(in_worker[1], expected[1])
+
+
 def test_loader_workers_auto_choice():
     from utils.train.data_pipeline import loader_workers
 
