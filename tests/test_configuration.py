@@ -10,6 +10,7 @@ import pytest
 import config
 from utils.configuration import (ConfigError, add_config_arguments, apply_overrides, check_settings, config_from_dict,
                                  load_config, save_config)
+from utils.predict.settings import INFERENCE_SETTINGS
 
 BASE = {"EPOCHS": 10, "LEARNING_RATE": 2e-4, "PATCH_SHAPE": (256, 128), "ENCODER": "resnet18",
         "USE_BF16": True, "VENDORS": ("Cirrus", "Spectralis"), "SPLIT_FRACTIONS": {"train": 0.7}}
@@ -139,3 +140,14 @@ def test_the_improved_preset_is_the_configuration_measured_in_the_quality_benchm
     quality = importlib.import_module("quality")
     measured = quality.CONFIGS["smp_unet_cedice"]
     assert sorted(config.PRESETS["improved"]) == sorted(measured["train"] + measured["predict"])
+
+
+def test_the_readme_lists_the_improved_preset_as_config_py_defines_it():
+    """The README spells the preset out for users who prefer --set; that copy must not drift from config.py."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"`--preset improved` is the same as these `--set` items: `([^`]+)` for training and `([^`]+)` "
+                      r"for `predict.py`", " ".join(readme.split()))
+    assert found, "README: the sentence spelling out --preset improved is missing"
+    train_items, predict_items = found.group(1).split(), found.group(2).split()
+    assert sorted(train_items + predict_items) == sorted(config.PRESETS["improved"])
+    assert all(item.split("=")[0] in INFERENCE_SETTINGS for item in predict_items)
