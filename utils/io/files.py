@@ -111,6 +111,24 @@ def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list
     return removed
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Holds an exclusive advisory lock on ``path`` (created if missing, left in place) for the block: two
+    processes that write the same files from a shared folder's contents take turns. Without ``fcntl`` (Windows)
+    the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:

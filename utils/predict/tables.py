@@ -3,12 +3,13 @@ the case markers), the label tables for ITK-SNAP and 3D Slicer, and with ``--rep
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from utils.io.files import atomic_write_csv, error_line
+from utils.io.files import atomic_write_csv, error_line, exclusive_lock
 from utils.predict import etdrs, label_tables, report
 from utils.predict.markers import MARKER_FILE, marker_matches, read_marker
 
@@ -37,22 +38,31 @@ def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, 
     return pd.DataFrame(rows, columns=volumes_columns(fluids)), others
 
 
+TABLES_LOCK = ".tables.lock"  # in the output folder: two predict.py runs sharing it write their tables in turn
+
+
 def write_run_tables(out_dir: Path, identity: dict, cfg, with_report: bool) -> pd.DataFrame | None:
     """Writes ``volumes.csv`` (the cases of ``out_dir`` made with ``identity``), the label tables and, when
     ``with_report``, the report index; a line names the index, a note the case folders left out (stderr).
 
+    The case markers are read and the tables written under a lock on ``out_dir/.tables.lock``: of two runs sharing
+    the folder, the later one reads the markers only once the earlier one has written, so neither table misses a
+    case that the other finished before it.
+
     Returns:
         The ``volumes.csv`` table, or None after one error line when ``volumes.csv`` cannot be written.
     """
-    table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
-    try:
-        atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
-    except OSError as error:
-        print(f"error: {error_line(error)}; {cfg.VOLUMES_CSV} not written (the case folders are complete: a "
-              f"rerun writes it without segmenting them again)", file=sys.stderr)
-        return None
-    label_tables.write_label_tables(out_dir, cfg)
-    index = report.write_report_index(out_dir, table, cfg) if with_report else None
+    with contextlib.ExitStack() as locked:
+        try:
+            locked.enter_context(exclusive_lock(out_dir / TABLES_LOCK))
+            table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
+            atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
+        except OSError as error:
+            print(f"error: {error_line(error)}; {cfg.VOLUMES_CSV} not written (the case folders are complete: a "
+                  f"rerun writes it without segmenting them again)", file=sys.stderr)
+            return None
+        label_tables.write_label_tables(out_dir, cfg)
+        index = report.write_report_index(out_dir, table, cfg) if with_report else None
     if index is not None:
         print(f"reports: {index}")
     if others:
