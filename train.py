@@ -15,7 +15,6 @@ Exit status: 0 done, 1 the prepared data could not be used (named in the message
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -44,8 +43,8 @@ from utils.model.rmit_unet import l2_penalty, valid_input
 from utils.model.runtime import Runtime, select_runtime
 from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records, training_loader,
                                        validation_batches)
-from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, append_log, plot_curves, score_of, train_epoch,
-                              validate)
+from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, plot_curves, score_of,
+                              train_epoch, validate)
 from utils.train.losses import make_loss
 from utils.train.schedule import LearningRateSchedule
 
@@ -235,11 +234,10 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
         schedule.epoch = epoch
-        with network.join() if runtime.distributed and not endless else contextlib.nullcontext():
-            train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
-                                     description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
-                                     n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline,
-                                     before_step=schedule.step)
+        train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
+                                 description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
+                                 n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline,
+                                 before_step=schedule.step)
         metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
             else {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
@@ -257,7 +255,8 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
             if improved:
                 save_checkpoint(run_dir / cfg.BEST_CHECKPOINT, checkpoint)
             save_checkpoint(run_dir / cfg.LAST_CHECKPOINT, checkpoint)
-        if deadline is not None and time.perf_counter() >= deadline and epoch < cfg.EPOCHS:
+        # the ranks agree, as within an epoch: one rank's clock past the deadline stops them all
+        if deadline is not None and epoch < cfg.EPOCHS and not all_ranks_go(time.perf_counter() < deadline, runtime):
             log.info(f"time budget of {cfg.TRAIN_BUDGET_MINUTES:g} min reached in epoch {epoch} (validated and saved)")
             break
 

@@ -101,20 +101,36 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_process_ddp_on_cpu(prepared_work, tmp_path):
-    run_dir = tmp_path / "ddp"
+def _torchrun_train(prepared_work, run_dir, tmp_path, *sets: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_port", str(_free_port()),
                str(REPO / "train.py"), "--work-dir", str(prepared_work), "--run-dir", str(run_dir), *QUICK,
-               "--set", "EPOCHS=2", "--set", "BATCHES_PER_EPOCH=3", "--set", "DEVICE=cpu"]
+               "--set", "DEVICE=cpu", *[arg for item in sets for arg in ("--set", item)]]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
+    return result
+
+
+def test_two_process_ddp_on_cpu(prepared_work, tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = _torchrun_train(prepared_work, run_dir, tmp_path, "EPOCHS=2", "BATCHES_PER_EPOCH=3")
     log = pd.read_csv(run_dir / "log.csv")
     assert log["epoch"].tolist() == [1, 2]  # one writer: rank 0
     assert result.stdout.count("epoch 2: train loss") == 1
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+
+def test_two_process_ddp_one_pass_epochs_with_a_budget_stay_in_step(prepared_work, tmp_path):
+    """The original's one-pass epochs give the ranks unequal batch counts, and the time budget is checked every
+    step: the ranks must still agree on every step (a mismatched collective would hang until the timeout)."""
+    run_dir = tmp_path / "ddp"
+    result = _torchrun_train(prepared_work, run_dir, tmp_path, "EPOCHS=3", "BATCHES_PER_EPOCH=0",
+                             "TRAIN_BUDGET_MINUTES=0.02", "LR_SCHEDULE=poly")
+    log = pd.read_csv(run_dir / "log.csv")
+    assert log["epoch"].tolist()[0] == 1 and result.stdout.count("epoch 1: train loss") == 1
+    assert "time budget of 0.02 min reached in epoch" in result.stdout + result.stderr
 
 
 def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_network(trained_run, prepared_work,

@@ -71,10 +71,15 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
     """Trains on the batches (``n_batches`` of them, or all the iterable holds when None), stopping early at
     ``deadline``.
 
+    Under DDP the ranks stay in step: before each batch they agree (:func:`all_ranks_go`) to go on only while every
+    rank has a batch and none has passed the deadline, so all run the same steps and reach the closing mean
+    together. A one-pass epoch gives ranks unequal batch counts (fluid-free patches are dropped at random); the
+    longer ranks' surplus batches of that pass are not trained on.
+
     Args:
         regulariser: a penalty added to the segmenter's objective each step (e.g. the L2 on conv kernels).
         deadline: a ``time.perf_counter()`` value after which no further batch starts (a training time budget:
-            one pass of the original's epoch can take hours on a CPU); all ranks stop after the same batch.
+            one pass of the original's epoch can take hours on a CPU); at least one batch is trained.
         before_step: called before each optimiser step of the segmenter (the learning-rate schedule).
 
     Returns:
@@ -82,45 +87,47 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
     """
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(batches, total=n_batches, desc=description, unit="batch", disable=not runtime.is_main, leave=False)
-    for images, masks in bar:
-        images, masks = runtime.to_device(images), masks.to(runtime.device, non_blocking=True)
-        with runtime.autocast():
-            logits = model(images)
-        masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
-        loss = loss_fn(logits.float(), masks)
-        objective, discriminator_loss = loss + regulariser(), None
-        if adversary is not None:
+    batches = iter(batches)
+    with tqdm(total=n_batches, desc=description, unit="batch", disable=not runtime.is_main, leave=False) as bar:
+        while n_batches is None or count < n_batches:
+            batch = next(batches, None)
+            timed_out = count > 0 and deadline is not None and time.perf_counter() >= deadline
+            if not all_ranks_go(batch is not None and not timed_out, runtime):
+                break
+            images, masks = runtime.to_device(batch[0]), batch[1].to(runtime.device, non_blocking=True)
             with runtime.autocast():
-                discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
-            objective = objective + adversary.weight * adversarial_loss.float()
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
-        before_step()
-        optimizer.step()
-        if adversary is not None:
-            adversary.optimizer.zero_grad(set_to_none=True)
-            discriminator_loss.float().backward(inputs=list(adversary.discriminator.parameters()))
-            average_gradients(adversary.discriminator)
-            adversary.optimizer.step()
-        total += float(loss.detach())
-        count += 1
-        bar.set_postfix(loss=f"{total / count:.4f}")
-        if (n_batches is not None and count >= n_batches) or past_deadline(deadline, runtime):
-            break
+                logits = model(images)
+            masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
+            loss = loss_fn(logits.float(), masks)
+            objective, discriminator_loss = loss + regulariser(), None
+            if adversary is not None:
+                with runtime.autocast():
+                    discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
+                objective = objective + adversary.weight * adversarial_loss.float()
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
+            before_step()
+            optimizer.step()
+            if adversary is not None:
+                adversary.optimizer.zero_grad(set_to_none=True)
+                discriminator_loss.float().backward(inputs=list(adversary.discriminator.parameters()))
+                average_gradients(adversary.discriminator)
+                adversary.optimizer.step()
+            total += float(loss.detach())
+            count += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.4f}")
     return _mean_over_ranks(total, count)
 
 
-def past_deadline(deadline: float | None, runtime: Runtime) -> bool:
-    """Whether ``deadline`` (a ``time.perf_counter()`` value) has passed, as rank 0 sees it, on every rank."""
-    if deadline is None:
-        return False
-    passed = time.perf_counter() >= deadline
-    if runtime.distributed:
-        flag = torch.tensor([float(passed)], device=runtime.device if runtime.device.type == "cuda" else "cpu")
-        dist.broadcast(flag, src=0)
-        passed = bool(flag.item())
-    return passed
+def all_ranks_go(go: bool, runtime: Runtime) -> bool:
+    """True when ``go`` holds on every rank (one ``all_reduce`` with MIN under DDP; ``go`` itself otherwise). Every
+    rank must call it at the same point: then they all take the same branch."""
+    if not runtime.distributed:
+        return go
+    flag = torch.tensor([float(go)], device=runtime.device if runtime.device.type == "cuda" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 @torch.no_grad()
