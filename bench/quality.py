@@ -482,9 +482,12 @@ class Plan:
 
 
 def run_name(config: str, budget_minutes: float, smoke: bool) -> str:
-    """A run's name in paths and tables: ``config``, or ``config-<budget>min`` at a non-standard training budget."""
+    """A run's name in paths and tables: ``config``, or at a non-standard training budget ``config-<budget>min``
+    (``config-nobudget`` for 0, no time limit)."""
     standard = SMOKE_BUDGET_MINUTES if smoke else DEFAULT_BUDGET_MINUTES
-    return config if budget_minutes == standard else f"{config}-{budget_minutes:g}min"
+    if budget_minutes == standard:
+        return config
+    return f"{config}-{budget_minutes:g}min" if budget_minutes > 0 else f"{config}-nobudget"
 
 
 def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Path, Path, Fold]:
@@ -541,7 +544,7 @@ def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str) ->
 
 def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> dict:
     """Prepare, train, predict, evaluate and score one fold of one run."""
-    label = f"[{dataset} {config} seed {seed} {fold.name}]"
+    label = f"[{dataset} {plan.run_name(config)} seed {seed} {fold.name}]"
     data_root = plan.data_roots[dataset]
     work_dir, split_file, fold = prepare_fold(plan, dataset, config, fold)
     if not fold.test:
@@ -760,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             pending = [(c, s) for c, s in todo if not plan.result_path(dataset, c, s).is_file()]
             for config, seed in todo:
                 if (config, seed) not in pending:
-                    print(f"[{dataset} {config} seed {seed}] done before: {plan.result_path(dataset, config, seed)}")
+                    print(f"[{dataset} {plan.run_name(config)} seed {seed}] done before: {plan.result_path(dataset, config, seed)}")
                     results.append(json.loads(plan.result_path(dataset, config, seed).read_text(encoding="utf-8")))
             if not pending:
                 continue
@@ -768,14 +771,14 @@ def main(argv: list[str] | None = None) -> int:
                 plan.data_roots[dataset] = (make_synthetic(plan.out, plan.smoke) if dataset == "synthetic"
                                             else make_real(plan.out, plan.real_data))
             except StepFailed as error:
-                failures += [(f"{dataset} {c} seed {s}", error) for c, s in pending]
+                failures += [(f"{dataset} {plan.run_name(c)} seed {s}", error) for c, s in pending]
                 continue
             for config, seed in pending:
                 try:
                     results.append(run_one(plan, dataset, config, seed))
                 except StepFailed as error:
-                    failures.append((f"{dataset} {config} seed {seed}", error))
-                    print(f"[{dataset} {config} seed {seed}] FAILED at {error.step}: {error}", file=sys.stderr)
+                    failures.append((f"{dataset} {plan.run_name(config)} seed {seed}", error))
+                    print(f"[{dataset} {plan.run_name(config)} seed {seed}] FAILED at {error.step}: {error}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to continue (finished steps are reused)", file=sys.stderr)
         return 1

@@ -96,6 +96,7 @@ def test_a_run_at_another_budget_gets_its_own_result_file(quality, tmp_path):
     assert standard.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-seed1.json"
     assert longer.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-30min-seed1.json"
     assert _plan(quality, tmp_path, 7.5).run_name("default") == "default-7.5min"
+    assert _plan(quality, tmp_path, 0.0).run_name("default") == "default-nobudget"
     smoke = _plan(quality, tmp_path, quality.SMOKE_BUDGET_MINUTES, smoke=True)
     assert smoke.run_name("default") == "default"
 

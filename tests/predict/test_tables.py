@@ -1,9 +1,11 @@
 """utils/predict/tables.py: volumes.csv gathered from the case markers, written in turn by runs sharing a folder."""
 
-import fcntl
+import errno
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 import config
 from utils.io.cases import Case
@@ -23,6 +25,7 @@ def _finish(out_dir: Path, identity: dict, name: str) -> None:
 
 
 def test_a_run_waits_for_the_other_runs_tables_and_then_sees_its_cases(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
     out_dir = tmp_path / "out"
     (tmp_path / "best.pt").write_bytes(b"weights")
     identity = run_identity(tmp_path / "best.pt", {"epoch": 1}, config)
@@ -48,3 +51,17 @@ def test_an_unwritable_folder_gives_one_error_line(tmp_path, capsys):
     assert write_run_tables(out_dir, {}, config, False) is None
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1 and "volumes.csv not written" in error
+
+
+def test_a_file_system_without_locks_still_gets_its_tables(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out_dir = tmp_path / "out"
+    (tmp_path / "best.pt").write_bytes(b"weights")
+    identity = run_identity(tmp_path / "best.pt", {"epoch": 1}, config)
+    _finish(out_dir, identity, "TRAIN001")
+    assert list(write_run_tables(out_dir, identity, config, False)["case"]) == ["TRAIN001"]

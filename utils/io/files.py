@@ -6,6 +6,7 @@ An interrupted run therefore never leaves a truncated file under the final name 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -114,15 +115,25 @@ def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path) -> Iterator[None]:
     """Holds an exclusive advisory lock on ``path`` (created if missing, left in place) for the block: two
-    processes that write the same files from a shared folder's contents take turns. Without ``fcntl`` (Windows)
-    the block runs unlocked."""
+    processes that write the same files from a shared folder's contents take turns. Without ``fcntl`` (Windows),
+    or on a file system that has no locks (some network mounts), the block runs unlocked.
+
+    Raises:
+        OSError: ``path`` cannot be opened for appending.
+    """
     try:
         import fcntl
     except ImportError:
         yield
         return
     with open(path, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            yield  # no locks here: unlocked, as before locking existed
+            return
         try:
             yield
         finally:

@@ -298,7 +298,8 @@ def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: in
 
 
 class PatchBatches(torch.utils.data.IterableDataset):
-    """The endless training batch stream as a dataset for ``DataLoader(batch_size=None)``.
+    """The training batch stream (endless, or one pass per iteration) as a dataset for
+    ``DataLoader(batch_size=None)``.
 
     Each DataLoader worker of each DDP rank runs its own pipeline, seeded by
     ``(seed, rank, worker id, epoch index)``, so ranks and workers draw different patches and a resumed run
@@ -341,8 +342,9 @@ def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
 
 def training_loader(records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
                     start_epoch: int = 0, workers: int = 0, endless: bool = True) -> torch.utils.data.DataLoader:
-    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one),
-    kept alive for the whole run; endless, or one pass per iteration (epochs ``start_epoch + 1``, ``+ 2``, ...)."""
+    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one;
+    worker processes are started once and kept for the loader's life); endless, or one pass per iteration (epochs
+    ``start_epoch + 1``, ``+ 2``, ...)."""
     return torch.utils.data.DataLoader(
         PatchBatches(records, work_dir, cfg, seed, rank, start_epoch, endless), batch_size=None, num_workers=workers,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
