@@ -138,8 +138,9 @@ def test_every_preset_is_a_valid_set_of_overrides(name):
 def test_the_improved_preset_is_the_configuration_measured_in_the_quality_benchmark(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
     quality = importlib.import_module("quality")
-    measured = quality.CONFIGS["smp_unet_cedice"]
+    measured = quality.CONFIGS["smp_unet_cedice_all_poly"]
     assert sorted(config.PRESETS["improved"]) == sorted(measured["train"] + measured["predict"])
+    assert measured.get("no_validation") and not measured.get("prepare")  # as config.py's comment tells users
 
 
 def test_the_readme_lists_the_improved_preset_as_config_py_defines_it():
