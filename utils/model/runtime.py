@@ -63,6 +63,14 @@ class Runtime:
         return tensor
 
 
+def collective_device() -> torch.device:
+    """Where a tensor for a collective (all_reduce, broadcast) must live in the initialised process group: this
+    rank's GPU under NCCL, which reduces only CUDA tensors, else the CPU (gloo)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def select_runtime(cfg, device: str | None = None) -> Runtime:
     """The runtime for this process from the config (``DEVICE``, ``MIXED_PRECISION``) and torchrun's variables.
 

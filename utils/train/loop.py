@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from utils.io.files import atomic_path, atomic_write_csv
 from utils.model.networks import centre_crop
-from utils.model.runtime import Runtime
+from utils.model.runtime import Runtime, collective_device
 from utils.train.metrics import SegmentationMeter
 
 LOG_CSV = "log.csv"
@@ -125,7 +125,7 @@ def all_ranks_go(go: bool, runtime: Runtime) -> bool:
     rank must call it at the same point: then they all take the same branch."""
     if not runtime.distributed:
         return go
-    flag = torch.tensor([float(go)], device=runtime.device if runtime.device.type == "cuda" else "cpu")
+    flag = torch.tensor([float(go)], device=collective_device())
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
 
@@ -167,8 +167,7 @@ def average_gradients(module: nn.Module) -> None:
 
 def _mean_over_ranks(total: float, count: int) -> float:
     if dist.is_available() and dist.is_initialized():
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=collective_device())
         dist.all_reduce(sums)
         total, count = float(sums[0]), float(sums[1])
     return total / count if count else math.nan

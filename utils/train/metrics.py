@@ -34,6 +34,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
 
+from utils.model.runtime import collective_device
 from utils.train.base import check_label_map, check_segmentation_inputs
 
 METRICS = ("dice", "iou", "precision", "recall")
@@ -246,10 +247,7 @@ class SegmentationMeter:
         """
         if not (dist.is_available() and dist.is_initialized()):
             return self.counts.clone()
-        # NCCL reduces only CUDA tensors; gloo (and the CPU part of a mixed backend) takes CPU tensors.
-        nccl = dist.get_backend() == "nccl"
-        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-        counts = self.counts.to(device, copy=True)
+        counts = self.counts.to(collective_device(), copy=True)
         dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         return counts.cpu()
 

@@ -9,7 +9,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from utils.model.runtime import Runtime
+from utils.model.runtime import Runtime, collective_device
 
 POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler exponent
 
@@ -53,8 +53,7 @@ class LearningRateSchedule:
         by_epochs = (self.epoch - 1) / self.epochs
         by_time = (time.perf_counter() - self.start) / self.budget_seconds if self.budget_seconds > 0 else 0.0
         if by_time and self.runtime is not None and self.runtime.distributed:
-            device = self.runtime.device if self.runtime.device.type == "cuda" else "cpu"
-            shared = torch.tensor([by_time], dtype=torch.float64, device=device)
+            shared = torch.tensor([by_time], dtype=torch.float64, device=collective_device())
             dist.broadcast(shared, src=0)
             by_time = float(shared.item())
         return min(1.0, max(by_epochs, by_time))
