@@ -763,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
             pending = [(c, s) for c, s in todo if not plan.result_path(dataset, c, s).is_file()]
             for config, seed in todo:
                 if (config, seed) not in pending:
-                    print(f"[{dataset} {plan.run_name(config)} seed {seed}] done before: {plan.result_path(dataset, config, seed)}")
+                    print(f"[{dataset} {plan.run_name(config)} seed {seed}] done before: "
+                          f"{plan.result_path(dataset, config, seed)}")
                     results.append(json.loads(plan.result_path(dataset, config, seed).read_text(encoding="utf-8")))
             if not pending:
                 continue
@@ -778,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(run_one(plan, dataset, config, seed))
                 except StepFailed as error:
                     failures.append((f"{dataset} {plan.run_name(config)} seed {seed}", error))
-                    print(f"[{dataset} {plan.run_name(config)} seed {seed}] FAILED at {error.step}: {error}", file=sys.stderr)
+                    print(f"[{dataset} {plan.run_name(config)} seed {seed}] FAILED at {error.step}: {error}",
+                          file=sys.stderr)
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to continue (finished steps are reused)", file=sys.stderr)
         return 1

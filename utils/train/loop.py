@@ -90,8 +90,8 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
     batches = iter(batches)
     with tqdm(total=n_batches, desc=description, unit="batch", disable=not runtime.is_main, leave=False) as bar:
         while n_batches is None or count < n_batches:
-            batch = next(batches, None)
             timed_out = count > 0 and deadline is not None and time.perf_counter() >= deadline
+            batch = None if timed_out else next(batches, None)  # no batch drawn to be thrown away
             if not all_ranks_go(batch is not None and not timed_out, runtime):
                 break
             images, masks = runtime.to_device(batch[0]), batch[1].to(runtime.device, non_blocking=True)
