@@ -187,6 +187,9 @@ PREDICT_REGION = "band"
 TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
+# A-scans without signal (every pixel 0 after preprocessing: a device's black border, an export's blanked edge) lie
+# outside the scan: True labels them background whatever the network says (the method labels every column)
+BLANK_COLUMNS_BACKGROUND = False
 PRESENCE_MIN_VOLUME_MM3 = 0.001  # presence score: the probability reached over at least this much fluid
 # ETDRS grid (volumes.csv, utils/predict/etdrs.py): fluid volume per subfield, centred on the fovea (the lowest
 # point of the inner retinal surface within FOVEA_SEARCH_RADIUS_MM of the scan centre, at least FOVEA_MIN_DEPTH_MM

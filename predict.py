@@ -1,6 +1,6 @@
 """Segments OCT volumes with a trained U-Net: label volumes, fluid volumes and presence scores.
 
-    python predict.py [--checkpoint FILE] [--out DIR] [--format mhd|mha|nii.gz] [--save-probabilities]
+    python predict.py [--checkpoint FILE [FILE ...]] [--out DIR] [--format mhd|mha|nii.gz] [--save-probabilities]
                       [--overlays [N|all]] [--report] [--set NAME=VALUE ...] INPUT...
 
 INPUT: ``oct.mhd`` files, or folders searched for them and for vendor files at any depth (the RETOUCH layout; see
@@ -10,6 +10,9 @@ utils/io/cases.py), or the devices' own files: Heidelberg ``.vol``/``.e2e``/Heye
 ``E2E_SPACING_XZ_MM`` supply what those files lack). A case is named after the folder of its ``oct.mhd``, or after
 a vendor file's name without its suffix. Default checkpoint: ``best.pt`` of the most recent run under
 ``WORK_DIR/runs``; default ``--out``: ``WORK_DIR/predictions/<run name>``. Nothing is written next to the inputs.
+Several checkpoints (``--checkpoint A.pt B.pt``: models of several seeds or folds) segment as an ensemble: their
+softmax probabilities are averaged (utils/predict/ensemble.py); they must prepare their input alike, and the
+settings are the first one's (default ``--out``: ``WORK_DIR/predictions/<run A>+<run B>``).
 
 Each volume gets exactly the preprocessing and depth resolution the model was trained with: the settings come from
 the checkpoint; ``--set`` changes only those about this machine and inference (``LOCAL_SETTINGS`` in
@@ -45,7 +48,8 @@ from utils.model.checkpoints import latest_checkpoint, load_checkpoint
 from utils.model.runtime import select_runtime
 from utils.predict import inference
 from utils.predict.inputs import collect_cases
-from utils.predict.markers import run_identity
+from utils.predict.ensemble import ProbabilityEnsemble, check_members
+from utils.predict.markers import ensemble_identity
 from utils.predict.out_dir import check_out_dir, prepare_out_dir
 from utils.predict.outputs import Outputs
 from utils.predict.segment import gather_counts, inference_model, reference_counts, segment_cases
@@ -61,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                         help="oct.mhd files, folders searched for them at any depth, or vendor files ("
                              + " ".join(VENDOR_SUFFIXES) + ")")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="model checkpoint (default: best.pt of the most recent run under WORK_DIR/runs)")
+    parser.add_argument("--checkpoint", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="model checkpoint (default: best.pt of the most recent run under WORK_DIR/runs); "
+                             "several: an ensemble, their probabilities averaged")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: WORK_DIR/predictions/<run name>)")
     parser.add_argument("--overlays", nargs="?", const=str(DEFAULT_OVERLAYS), default=None, metavar="N|all",
@@ -98,17 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     local_cfg = args.local_cfg
     try:
-        checkpoint_path = args.checkpoint or latest_checkpoint(
+        checkpoint_paths = args.checkpoint or [latest_checkpoint(
             Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, local_cfg.BEST_CHECKPOINT,
-            "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")
-        checkpoint = load_checkpoint(checkpoint_path)
-        if not isinstance(checkpoint.get("config"), dict):
-            raise ValueError(f"{checkpoint_path}: the checkpoint holds no config; predict.py needs the settings the "
-                             f"model was trained with (use a checkpoint written by train.py)")
+            "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")]
+        checkpoints = [load_checkpoint(path) for path in checkpoint_paths]
+        for path, checkpoint in zip(checkpoint_paths, checkpoints):
+            if not isinstance(checkpoint.get("config"), dict):
+                raise ValueError(f"{path}: the checkpoint holds no config; predict.py needs the settings the model "
+                                 f"was trained with (use a checkpoint written by train.py)")
+        check_members(checkpoint_paths, checkpoints)
+        checkpoint = checkpoints[0]
         cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
-        out_dir = args.out or predictions_dir(cfg.WORK_DIR, checkpoint_path.resolve().parent.name, cfg)
+        out_dir = args.out or predictions_dir(
+            cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
-        check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_path)
+        check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_paths)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -128,10 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    members = []
+    for path, member in zip(checkpoint_paths, checkpoints):
+        try:
+            members.append(inference_model(member, runtime))
+        except ValueError as error:
+            print(f"error: {path}: {error}", file=sys.stderr)
+            return 1
     try:
-        model = inference_model(checkpoint, runtime)
+        model = members[0] if len(members) == 1 else ProbabilityEnsemble(members)
     except ValueError as error:
-        print(f"error: {checkpoint_path}: {error}", file=sys.stderr)
+        print(f"error: {' '.join(map(str, checkpoint_paths))}: {error}", file=sys.stderr)
         return 1
     try:
         check_inference_settings(cfg, inference.input_multiple(model))
@@ -139,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     histogram_counts = reference_counts(checkpoint)
-    identity = run_identity(checkpoint_path, checkpoint, cfg)
+    identity = ensemble_identity(checkpoint_paths, checkpoints, cfg)
     status = prepare_out_dir(out_dir, cfg, runtime)
     if status:
         return status
-    print(f"{len(cases)} case(s); {checkpoint_path} (epoch {checkpoint.get('epoch')}) on {runtime.device} "
+    models = "; ".join(f"{path} (epoch {member.get('epoch')})" for path, member in zip(checkpoint_paths, checkpoints))
+    print(f"{len(cases)} case(s); {models}{' (ensemble)' if len(members) > 1 else ''} on {runtime.device} "
           f"({runtime.autocast_dtype or 'fp32'}{f', {runtime.world_size} processes' if runtime.distributed else ''}"
           f"); output in {out_dir}")
 

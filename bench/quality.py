@@ -1,7 +1,8 @@
 """Segmentation quality of named configurations, on the synthetic set and on the real development set.
 
     python bench/quality.py [--dataset synthetic|real|both] [--configs default,adversarial] [--seeds 0,1]
-                            [--budget-minutes 15] [--out work/quality] [--set NAME=VALUE ...] [--folds SPEC]
+                            [--epochs 15] [--budget-minutes 0] [--out work/quality] [--set NAME=VALUE ...]
+                            [--folds SPEC]
     python bench/quality.py --smoke                  # a few minutes: tiny synthetic set, a few batches per fold
     python bench/quality.py --table-only [--out DIR] # the tables of every result JSON under --out, again
 
@@ -19,14 +20,15 @@ Data sets:
   (which picks best.pt), the others train. Each fold's split CSV (columns ``case, split``) is written to
   OUT/real/splits/ and given to prepare_data.py with ``--split-file``. ``--folds`` sets other folds.
 
-Budget: ``--budget-minutes M`` (default 15) is the wall-clock training budget per fold, passed to train.py as
-``--set TRAIN_BUDGET_MINUTES=M`` (training stops after the epoch during which it runs out; 0 = no limit, and then
-nothing is passed). Training also stops at EPOCHS (config.py: 20 x 50 batches, about 12.5 minutes on the 2-core
-CPU for the synthetic set): add ``--set EPOCHS=1000`` to make the budget the only limit. If config.py does not
-have TRAIN_BUDGET_MINUTES yet, the budget is not passed (a note says so; each result JSON records it). A full run
-of one config and one seed on both data sets trains 3 folds: up to 3 x budget, plus about 5 minutes of preparing
-and predicting. ``--smoke``: tiny synthetic set, 1-minute budget, EPOCHS=2 x BATCHES_PER_EPOCH=3, VAL_BSCANS=8,
-output in work/quality-smoke (4.5 minutes on the 2-core CPU; it checks that everything runs, not quality).
+Budget, as work: ``--epochs E`` (default 15) is passed to train.py as ``--set EPOCHS=E``; an epoch is
+``BATCHES_PER_EPOCH`` batches of ``BATCH_SIZE`` patches (the config's; 0 = one pass over the training stream, the
+authors' epoch), so a budget means the same training on every machine. Minutes differ 2-3x between CPUs (native
+bf16 or fp32 only) and more on a GPU: each result records the training minutes and the machine (CPU model, cores
+and precision, or the GPU) beside the epochs. ``--budget-minutes M`` (default 0 = none) adds a wall-clock cap
+(``TRAIN_BUDGET_MINUTES``: training stops within the epoch during which it runs out). A full run of one config and
+one seed on both data sets trains 3 folds, plus about 5 minutes of preparing and predicting. ``--smoke``: tiny
+synthetic set, 2 epochs of 3 batches, VAL_BSCANS=8, a 1-minute cap, output in work/quality-smoke (a few minutes on
+the 2-core CPU; it checks that everything runs, not quality).
 
 Measures (fluid merged: a voxel is fluid when its label is > 0 in the prediction and in the reference, because the
 real masks do not tell fluid types apart), from each test case's OUT/.../pred/<case>/segmentation.mhd against its
@@ -57,8 +59,9 @@ Outputs under OUT (default work/quality):
 A rerun skips every run whose result JSON exists (and was made with the same settings: otherwise it stops with
 status 2) and reuses finished training; an interrupted run is simply started again. Markdown tables are printed
 at the end: one row per config and seed, then the mean and spread (max - min) over seeds per config.
-<run> is the config's name, with the budget appended (``smp_unet-30min``) when it is not the standard one (15
-minutes, 1 with --smoke): runs of one config at several budgets keep their own folders, results and table rows.
+<run> is the config's name, with the epochs appended (``smp_unet-30ep``) when they are not the standard 15 (2 with
+--smoke), and a wall-clock cap (``-20min``) when one is given: runs of one config at several budgets keep their own
+folders, results and table rows.
 
 Exit status: 0 all runs done; 1 some run failed (each named with its data set, config, seed, fold and failing
 step, and the script's log); 2 usage error.
@@ -74,6 +77,7 @@ import difflib
 import json
 import math
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -84,6 +88,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository: utils (machine_description)
 
 from quality_measures import MeasureError, case_measures, pooled_measures  # noqa: E402
 
@@ -99,13 +104,18 @@ SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified
             "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
             "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid"]
 SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for item in SMP_UNET]
+# The preset "improved" (config.PRESETS): plain CE + Dice and poly decay, trained without validation cases
+IMPROVED = SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"]
+STRIPS = ["PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8"]
+BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 # Post-processing beyond the method (predict.py settings only): flip TTA, presence gating, small components removed
 # (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).
 POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
 # A config is {"train": train.py overrides, "predict": predict.py overrides}; "train_as": NAME reuses the trained
 # runs of config NAME (a predict-only variant: no training of its own); "prepare": prepare_data.py overrides;
 # "no_validation": True trains a real-set fold on its validation patient too (no validation: best.pt is the last
-# epoch), so fold 2 learns from two patients instead of one.
+# epoch), so fold 2 learns from two patients instead of one; "ensemble_seeds": (0, 1) predicts with the models of
+# those seeds together (predict.py --checkpoint A B: an ensemble).
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
@@ -130,24 +140,36 @@ CONFIGS: dict[str, dict] = {
     "smp_unet_all_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"],
                           "no_validation": True},
     # the plain CE + Dice loss with both of the above
-    "smp_unet_cedice_all_poly": {"train": SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"],
-                                 "no_validation": True},
+    "smp_unet_cedice_all_poly": {"train": IMPROVED, "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... trained on full-depth strips (512 x 128: the whole depth of a Spectralis B-scan, zero-padded) in batches
+    # of 8, the same pixels per batch: the patch sees where a pocket ends and what lies around a faint cyst
+    "improved_strips": {"train": IMPROVED + STRIPS, "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... never fluid in A-scans without signal (all-zero columns: the real set's unannotated edges, black borders)
+    "improved_strips_blank": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
+    "improved_blank": {"train_as": "smp_unet_cedice_all_poly", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
+    # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
+    # both seeds' (the table's minutes and epochs are their sums)
+    "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],
+                             "ensemble_seeds": (0, 1)},
+    "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
+                                   "ensemble_seeds": (0, 1)},
 }
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
 REAL_FOLDS = "DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"
 REAL_BUILD_SCRIPT = Path("/work/shared/data/duke_dev/build.py")
 COLUMNS = (100, 650)  # x in [100, 650): columns 100..649, where the real masks are annotated
-DEFAULT_BUDGET_MINUTES = 15.0
+DEFAULT_EPOCHS = 15
 DEFAULT_OUT = "work/quality"
 SMOKE_OUT = "work/quality-smoke"
+SMOKE_EPOCHS = 2
 SMOKE_BUDGET_MINUTES = 1.0
-SMOKE_TRAIN = ["EPOCHS=2", "BATCHES_PER_EPOCH=3", "VAL_BSCANS=8"]
+SMOKE_TRAIN = ["BATCHES_PER_EPOCH=3", "VAL_BSCANS=8"]
 BUDGET_SETTING = "TRAIN_BUDGET_MINUTES"
 SYNTHETIC_FOLD = "split"  # the synthetic set's one fold: prepare_data.py's own split
 RUN_LOG_CSV = "log.csv"  # train.py: one row per epoch in the run folder
 TRAIN_MARKER = "train_time.json"  # <fold dir>/<this>: training finished, its wall time and command
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: budgets in epochs (1: in minutes)
 
 
 class UsageError(Exception):
@@ -252,9 +274,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--configs", default="default",
                         help=f"comma-separated names of CONFIGS ({', '.join(CONFIGS)}; default: %(default)s)")
     parser.add_argument("--seeds", default="0", help="comma-separated train.py SEEDs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training budget per fold in epochs of the config's BATCHES_PER_EPOCH batches (default: "
+                             f"{DEFAULT_EPOCHS}; --smoke: {SMOKE_EPOCHS})")
     parser.add_argument("--budget-minutes", type=float, default=None,
-                        help=f"training wall-clock budget per fold in minutes, 0 = none (default: "
-                             f"{DEFAULT_BUDGET_MINUTES:g}; --smoke: {SMOKE_BUDGET_MINUTES:g})")
+                        help=f"wall-clock cap on training per fold in minutes, 0 = none (default: 0; --smoke: "
+                             f"{SMOKE_BUDGET_MINUTES:g})")
     parser.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}; --smoke: {SMOKE_OUT})")
     parser.add_argument("--folds", default=REAL_FOLDS,
                         help="real-set folds: TEST[:VAL] per fold, separated by ';', cases joined by '+' "
@@ -275,9 +300,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.fold_list = parse_folds(args.folds)
         for item in args.overrides:
             if not re.fullmatch(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=.*", item, re.S):
-                raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set EPOCHS=10")
+                raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set BATCH_SIZE=8")
+            if item.partition("=")[0].strip() in ("EPOCHS", BUDGET_SETTING):
+                raise UsageError(f"--set {item!r}: give the training budget with --epochs and --budget-minutes")
+        if args.epochs is None:
+            args.epochs = SMOKE_EPOCHS if args.smoke else DEFAULT_EPOCHS
+        if args.epochs < 1:
+            raise UsageError(f"--epochs {args.epochs}: expected at least 1 epoch")
         if args.budget_minutes is None:
-            args.budget_minutes = SMOKE_BUDGET_MINUTES if args.smoke else DEFAULT_BUDGET_MINUTES
+            args.budget_minutes = SMOKE_BUDGET_MINUTES if args.smoke else 0.0
         if not (args.budget_minutes >= 0 and math.isfinite(args.budget_minutes)):
             raise UsageError(f"--budget-minutes {args.budget_minutes:g}: expected minutes >= 0 (0 = no limit)")
     except UsageError as error:
@@ -304,13 +335,23 @@ def check_untracked(path: Path, what: str) -> None:
                          f"from them must never be tracked: use a folder under work/ or outside the repository")
 
 
-def budget_supported() -> bool:
-    """Whether config.py has TRAIN_BUDGET_MINUTES (read as text: train.py rejects unknown --set names)."""
+def machine_description() -> str:
+    """What trained: the GPU's name, or the CPU's model, cores and precision ("bf16" where it has native bf16,
+    else "fp32 only"), as train.py's runtime would choose it."""
+    import torch  # here: the table-only path needs no torch
+
+    from utils.model.runtime import cpu_supports_bf16
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    model = platform.processor() or platform.machine()
     try:
-        text = (REPO / "config.py").read_text(encoding="utf-8")
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
     except OSError:
-        return False
-    return re.search(rf"^{BUDGET_SETTING}\s*[:=]", text, re.M) is not None
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores, {'bf16' if cpu_supports_bf16() else 'fp32 only'}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -444,8 +485,9 @@ class Plan:
 
     out: Path
     smoke: bool
+    epochs: int
     budget_minutes: float
-    budget_passed: bool
+    machine: str
     extra_train: list[str]
     real_folds: list[Fold]
     real_data: Path | None
@@ -453,15 +495,16 @@ class Plan:
     prepared: dict[tuple, Fold] = dataclasses.field(default_factory=dict)
 
     def train_overrides(self, config: str, seed: int) -> list[str]:
-        budget = [f"{BUDGET_SETTING}={self.budget_minutes:g}"] if self.budget_passed else []
-        return [*CONFIGS[config]["train"], *(SMOKE_TRAIN if self.smoke else []), *self.extra_train, *budget,
-                f"SEED={seed}"]
+        budget = [f"{BUDGET_SETTING}={self.budget_minutes:g}"] if self.budget_minutes > 0 else []
+        return [*CONFIGS[config]["train"], *(SMOKE_TRAIN if self.smoke else []), f"EPOCHS={self.epochs}",
+                *self.extra_train, *budget, f"SEED={seed}"]
 
     def identity(self, dataset: str, config: str, seed: int) -> dict:
         """What a run's result depends on: a result JSON made otherwise is not reused."""
         return {"version": RESULT_VERSION, "dataset": dataset, "config": config, "seed": seed, "smoke": self.smoke,
-                "budget_minutes": self.budget_minutes, "budget_passed": self.budget_passed,
+                "epochs": self.epochs, "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
+                "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
                 "train_overrides": self.train_overrides(CONFIGS[config].get("train_as", config), seed),
                 "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),
                 "folds": [fold.as_dict() for fold in self.folds_of(config)] if dataset == "real" else SYNTHETIC_FOLD}
@@ -475,19 +518,19 @@ class Plan:
 
     def run_name(self, config: str) -> str:
         """``config`` with this plan's budget when that is not the standard one (see :func:`run_name`)."""
-        return run_name(config, self.budget_minutes, self.smoke)
+        return run_name(config, self.epochs, self.budget_minutes, self.smoke)
 
     def result_path(self, dataset: str, config: str, seed: int) -> Path:
         return self.out / "results" / f"{dataset}-{self.run_name(config)}-seed{seed}.json"
 
 
-def run_name(config: str, budget_minutes: float, smoke: bool) -> str:
-    """A run's name in paths and tables: ``config``, or at a non-standard training budget ``config-<budget>min``
-    (``config-nobudget`` for 0, no time limit)."""
-    standard = SMOKE_BUDGET_MINUTES if smoke else DEFAULT_BUDGET_MINUTES
-    if budget_minutes == standard:
-        return config
-    return f"{config}-{budget_minutes:g}min" if budget_minutes > 0 else f"{config}-nobudget"
+def run_name(config: str, epochs: int, budget_minutes: float, smoke: bool) -> str:
+    """A run's name in paths and tables: ``config``, with ``-<epochs>ep`` at other than the standard epochs and
+    ``-<minutes>min`` under a wall-clock cap other than the standard one (none; 1 minute with ``smoke``)."""
+    name = config if epochs == (SMOKE_EPOCHS if smoke else DEFAULT_EPOCHS) else f"{config}-{epochs}ep"
+    if budget_minutes != (SMOKE_BUDGET_MINUTES if smoke else 0.0):
+        name += f"-{budget_minutes:g}min" if budget_minutes > 0 else "-nocap"
+    return name
 
 
 def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Path, Path, Fold]:
@@ -551,17 +594,28 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
         raise StepFailed("split", f"{split_file}: no test case")
     fold_dir = plan.out / dataset / plan.run_name(config) / f"seed{seed}" / fold.name
     trained_as = CONFIGS[config].get("train_as", config)  # predict-only variants reuse that config's training
-    train_dir = plan.out / dataset / plan.run_name(trained_as) / f"seed{seed}" / fold.name
-    run_dir, pred_dir = train_dir / "run", fold_dir / "pred"
-    commands = {"train": script("train.py", "--work-dir", work_dir, "--run-dir", run_dir,
-                                *_sets(plan.train_overrides(trained_as, seed)))}
-    training = train_fold(commands["train"], train_dir, run_dir, label)
+    # an ensemble predicts with the models of several seeds (each trained, or reused, as its own run)
+    member_seeds = CONFIGS[config].get("ensemble_seeds", (seed,))
+    run_dirs, commands, trainings = [], {}, []
+    for member_seed in member_seeds:
+        train_dir = plan.out / dataset / plan.run_name(trained_as) / f"seed{member_seed}" / fold.name
+        run_dirs.append(train_dir / "run")
+        command = script("train.py", "--work-dir", work_dir, "--run-dir", run_dirs[-1],
+                         *_sets(plan.train_overrides(trained_as, member_seed)))
+        commands["train" if member_seed == seed else f"train_seed{member_seed}"] = command
+        trainings.append(train_fold(command, train_dir, run_dirs[-1], label))
+    # an ensemble's training time and epochs: its members' summed
+    training = trainings[0] if len(trainings) == 1 else {
+        "wall_seconds": round(sum(t["wall_seconds"] for t in trainings), 1), "reused": True,
+        "epochs_done": sum(t["epochs_done"] or 0 for t in trainings), "members": trainings}
+    pred_dir = fold_dir / "pred"
 
     octs = find_octs(data_root)
     missing = [case for case in fold.test if case not in octs]
     if missing:
         raise StepFailed("predict.py", f"no oct.mhd under {data_root} for test case(s) {', '.join(missing)}")
-    commands["predict"] = script("predict.py", "--checkpoint", run_dir / "best.pt", "--out", pred_dir,
+    commands["predict"] = script("predict.py", "--checkpoint", *[run_dir / "best.pt" for run_dir in run_dirs],
+                                 "--out", pred_dir,
                                  *_sets(CONFIGS[config]["predict"]), *[octs[case] for case in fold.test])
     seconds = run_step("predict.py", commands["predict"], fold_dir / "predict.log")
     print(f"{label} predicted {len(fold.test)} case(s) in {seconds:.0f} s", flush=True)
@@ -585,7 +639,7 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
     print(f"{label} Dice {_fmt(pooled['dice_pooled'], 3)} (columns {COLUMNS[0]}-{COLUMNS[1] - 1}: "
           f"{_fmt(pooled['dice_pooled_cols'], 3)})", flush=True)
     return {"cases_by_split": fold.as_dict(), "work_dir": str(work_dir), "split_file": str(split_file),
-            "run_dir": str(run_dir), "pred_dir": str(pred_dir),
+            "run_dir": " ".join(map(str, run_dirs)), "pred_dir": str(pred_dir),
             "commands": {step: shlex.join(command) for step, command in commands.items()},
             "train": training, "cases": cases, **pooled, "evaluate_summary": summary}
 
@@ -604,7 +658,7 @@ def run_one(plan: Plan, dataset: str, config: str, seed: int) -> dict:
     minutes = [fold["train"]["wall_seconds"] / 60 for fold in results.values()]
     result = {**plan.identity(dataset, config, seed), "identity": plan.identity(dataset, config, seed),
               "common_train_overrides": [*(SMOKE_TRAIN if plan.smoke else []), *plan.extra_train],
-              "data_root": str(plan.data_roots[dataset]), "started": started,
+              "data_root": str(plan.data_roots[dataset]), "machine": plan.machine, "started": started,
               "finished": datetime.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
               "folds": results,
               "pooled": {**pooled_measures(all_cases), "train_minutes_total": sum(minutes),
@@ -662,20 +716,22 @@ def tables(results: list[dict]) -> str:
     for dataset in DATASETS:
         runs = sorted((r for r in results if r["dataset"] == dataset),
                       key=lambda r: (list(CONFIGS).index(r["config"]) if r["config"] in CONFIGS else len(CONFIGS),
-                                     r["config"], r["budget_minutes"], r["seed"]))
-        names = [run_name(r["config"], r["budget_minutes"], r.get("smoke", False)) for r in runs]
+                                     r["config"], r["epochs"], r["budget_minutes"], r["seed"]))
+        names = [run_name(r["config"], r["epochs"], r["budget_minutes"], r.get("smoke", False)) for r in runs]
         if not runs:
             continue
         fold_names = list(dict.fromkeys(name for r in runs for name in r["folds"]))
-        budgets = sorted({(r["budget_minutes"], r["budget_passed"]) for r in runs})
-        budget_text = ", ".join(f"{minutes:g} min" + ("" if passed else " (not passed: train.py lacked it)")
-                                for minutes, passed in budgets)
+        budgets = sorted({(r["epochs"], r["budget_minutes"]) for r in runs})
+        budget_text = ", ".join(f"{epochs} epochs" + (f" (at most {minutes:g} min)" if minutes > 0 else "")
+                                for epochs, minutes in budgets)
+        machines = sorted({r.get("machine", "?") for r in runs})
         smoke = " (smoke run)" if any(r.get("smoke") for r in runs) else ""
         fold_text = "; ".join(
             f"{name}: test {'+'.join(fold['cases_by_split']['test'])}, val {'+'.join(fold['cases_by_split']['val'])}"
             for name, fold in runs[0]["folds"].items())
         extra = sorted({" ".join(r.get("common_train_overrides", [])) for r in runs})
-        parts.append(f"### {dataset}{smoke}\n\ntraining budget per fold: {budget_text}; folds: {fold_text}"
+        parts.append(f"### {dataset}{smoke}\n\ntraining budget per fold: {budget_text} (of each config's "
+                     f"BATCHES_PER_EPOCH batches); trained on: {' / '.join(machines)}; folds: {fold_text}"
                      + (f"; train.py overrides for every config: {' / '.join(e or '-' for e in extra)}"
                         if any(extra) else ""))
         header = ["config", "seed"] + [name for name, _, _ in row_values(runs[0], fold_names)]
@@ -730,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             check_untracked(args.out, "--out")
             if args.real_data:
                 check_untracked(args.real_data, "--real-data")
-        plan = Plan(args.out, args.smoke, args.budget_minutes,
-                    budget_passed=args.budget_minutes > 0 and budget_supported(), extra_train=args.overrides,
+        plan = Plan(args.out, args.smoke, args.epochs, args.budget_minutes, machine_description(),
+                    extra_train=args.overrides,
                     real_folds=args.fold_list, real_data=args.real_data)
         runs = [(d, c, s) for d in args.datasets for c in args.config_names for s in args.seed_list]
         conflicts = []
@@ -752,10 +808,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.budget_minutes > 0 and not plan.budget_passed:
-        print(f"note: config.py has no {BUDGET_SETTING} yet: the {args.budget_minutes:g}-minute budget is not passed "
-              f"to train.py; EPOCHS x BATCHES_PER_EPOCH limit training", file=sys.stderr)
-
     results, failures = [], []
     try:
         for dataset in args.datasets:

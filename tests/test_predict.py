@@ -369,3 +369,66 @@ def test_checkpoint_of_another_architecture_or_without_config_is_one_line(data, 
     assert predict.main(["--checkpoint", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "b"), str(data)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the checkpoint holds no config" in err[0] and str(tmp_path / "bare.pt") in err[0]
+
+
+def _second_checkpoint(checkpoint, tmp_path, seed=1, **changes):
+    """Another model beside ``checkpoint``: new random weights, the same settings unless ``changes`` says."""
+    torch.manual_seed(seed)
+    saved = torch.load(checkpoint, weights_only=False)
+    path = tmp_path / "runs" / f"other{seed}" / "best.pt"
+    save_checkpoint(path, {**saved, "model_state": build_unet(UNET).state_dict(),
+                           "config": {**saved["config"], **changes}})
+    return path
+
+
+def test_several_checkpoints_segment_as_an_ensemble_of_their_probabilities(data, checkpoint, tmp_path, capsys):
+    other = _second_checkpoint(checkpoint, tmp_path)
+    runs = {}
+    for name, checkpoints in (("a", [checkpoint]), ("b", [other]), ("ab", [checkpoint, other])):
+        out = tmp_path / name
+        assert predict.main(["--checkpoint", *map(str, checkpoints), "--out", str(out), "--save-probabilities",
+                             str(data)]) == 0
+        runs[name] = out
+    assert "(ensemble)" in capsys.readouterr().out
+    marker = json.loads(next(runs["ab"].glob(f"*/{MARKER_FILE}")).read_text())
+    assert marker["checkpoint"] == [str(checkpoint.resolve()), str(other.resolve())] and len(marker["epoch"]) == 2
+    for case_dir in runs["ab"].glob(f"*/{MARKER_FILE}"):
+        case = case_dir.parent.name
+        for fluid in config.FLUIDS:
+            name = config.PROBABILITY_FILE.format(fluid=fluid)
+            mean = (read_volume(runs["a"] / case / name)[0].astype(float)
+                    + read_volume(runs["b"] / case / name)[0].astype(float)) / 2
+            assert np.abs(read_volume(runs["ab"] / case / name)[0] - mean).max() <= 1.0  # uint8 rounding
+    # a rerun with the members in the same order skips every case
+    assert predict.main(["--checkpoint", str(checkpoint), str(other), "--out", str(runs["ab"]), str(data)]) == 0
+    assert f"0 case(s) segmented, {len(TINY_SPECS)} already done" in capsys.readouterr().out
+
+
+def test_an_ensemble_of_models_preparing_their_input_otherwise_is_refused(data, checkpoint, tmp_path, capsys):
+    other = _second_checkpoint(checkpoint, tmp_path, MEDIAN_INPLANE=OTHER_MEDIAN)
+    assert predict.main(["--checkpoint", str(checkpoint), str(other), "--out", str(tmp_path / "out"),
+                         str(data)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {other}: MEDIAN_INPLANE={OTHER_MEDIAN}, but {checkpoint} has {config.MEDIAN_INPLANE}; "
+                   f"the models of an ensemble must prepare their input alike")
+    assert not (tmp_path / "out").exists()
+
+
+def test_blank_columns_are_never_fluid(data, checkpoint, tmp_path):
+    """A volume whose left quarter of A-scans is blank (0) keeps no fluid there with BLANK_COLUMNS_BACKGROUND."""
+    root = tmp_path / "blank"
+    source = next(data.glob("*Spectralis/*/oct.mhd"))
+    volume, geometry = read_volume(source)
+    volume = volume.copy()
+    width = volume.shape[2]
+    volume[:, :, : width // 4] = 0
+    write_volume(root / "Spectralis" / "BLANK" / "oct.mhd", volume, geometry)
+    labels = {}
+    for blank in (False, True):
+        out = tmp_path / f"out{blank}"
+        assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", "PREDICT_REGION=all",
+                             "--set", f"BLANK_COLUMNS_BACKGROUND={blank}", "--save-probabilities", str(root)]) == 0
+        labels[blank] = read_volume(out / "BLANK" / config.SEGMENTATION_FILE)[0]
+    assert labels[False][:, :, : width // 4].any()  # the random network marks fluid there ...
+    assert not labels[True][:, :, : width // 4].any()  # ... and not with the setting
+    assert np.array_equal(labels[True][:, :, width // 4:], labels[False][:, :, width // 4:])

@@ -85,38 +85,62 @@ def test_bad_seeds_are_usage_errors(quality, text, message):
         quality.parse_seeds(text)
 
 
-def _plan(quality, tmp_path, budget_minutes, smoke=False):
-    return quality.Plan(tmp_path, smoke, budget_minutes, budget_passed=True, extra_train=[],
+def _plan(quality, tmp_path, epochs, budget_minutes=0.0, smoke=False):
+    return quality.Plan(tmp_path, smoke, epochs, budget_minutes, "CPU test, 2 cores, bf16", extra_train=[],
                         real_folds=quality.parse_folds(quality.REAL_FOLDS), real_data=None)
 
 
 def test_a_run_at_another_budget_gets_its_own_result_file(quality, tmp_path):
-    standard = _plan(quality, tmp_path, quality.DEFAULT_BUDGET_MINUTES)
-    longer = _plan(quality, tmp_path, 30.0)
+    standard = _plan(quality, tmp_path, quality.DEFAULT_EPOCHS)
+    longer = _plan(quality, tmp_path, 30)
     assert standard.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-seed1.json"
-    assert longer.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-30min-seed1.json"
-    assert _plan(quality, tmp_path, 7.5).run_name("default") == "default-7.5min"
-    assert _plan(quality, tmp_path, 0.0).run_name("default") == "default-nobudget"
-    smoke = _plan(quality, tmp_path, quality.SMOKE_BUDGET_MINUTES, smoke=True)
+    assert longer.result_path("real", "smp_unet", 1) == tmp_path / "results" / "real-smp_unet-30ep-seed1.json"
+    assert _plan(quality, tmp_path, 15, 7.5).run_name("default") == "default-7.5min"
+    assert _plan(quality, tmp_path, 60, 20).run_name("default") == "default-60ep-20min"
+    smoke = _plan(quality, tmp_path, quality.SMOKE_EPOCHS, quality.SMOKE_BUDGET_MINUTES, smoke=True)
     assert smoke.run_name("default") == "default"
+    assert _plan(quality, tmp_path, quality.SMOKE_EPOCHS, 0.0, smoke=True).run_name("default") == "default-nocap"
 
 
-def _result(config, seed, budget_minutes, dice):
+def test_the_budget_reaches_train_py_as_epochs(quality, tmp_path):
+    overrides = _plan(quality, tmp_path, 30).train_overrides("smp_unet", 1)
+    assert overrides[-2:] == ["EPOCHS=30", "SEED=1"] and "BATCHES_PER_EPOCH=50" in overrides
+    assert not any(item.startswith("TRAIN_BUDGET_MINUTES") for item in overrides)
+    assert _plan(quality, tmp_path, 30, 20).train_overrides("smp_unet", 1)[-2:] == ["TRAIN_BUDGET_MINUTES=20",
+                                                                                   "SEED=1"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--epochs", "0"], "--epochs 0: expected at least 1 epoch"),
+                                           (["--set", "EPOCHS=3"], "give the training budget with --epochs")])
+def test_budgets_given_otherwise_are_usage_errors(quality, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        quality.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_ensemble_config_names_trained_seeds(quality):
+    for name, config in quality.CONFIGS.items():
+        if "ensemble_seeds" in config:
+            assert len(config["ensemble_seeds"]) >= 2 and config["train_as"] in quality.CONFIGS, name
+
+
+def _result(config, seed, epochs, dice, minutes=15.0):
     fold = {"dice_pooled": dice, "cases_by_split": {"test": ["DUKE01"], "val": ["DUKE02"], "train": ["DUKE03"]},
-            "train": {"epochs_done": 3}, "evaluate_summary": []}
+            "train": {"epochs_done": epochs}, "evaluate_summary": []}
     pooled = {"dice_pooled": dice, "dice_pooled_cols": dice, "dice_per_patient_mean": dice,
-              "abs_volume_diff_mean_mm3": 0.1, "area_ratio": 1.0, "train_minutes_per_fold_mean": budget_minutes}
-    return {"dataset": "real", "config": config, "seed": seed, "smoke": False, "budget_minutes": budget_minutes,
-            "budget_passed": True, "folds": {"fold1": fold}, "pooled": pooled}
+              "abs_volume_diff_mean_mm3": 0.1, "area_ratio": 1.0, "train_minutes_per_fold_mean": minutes}
+    return {"dataset": "real", "config": config, "seed": seed, "smoke": False, "epochs": epochs,
+            "budget_minutes": 0.0, "machine": "CPU test, 2 cores, bf16", "folds": {"fold1": fold}, "pooled": pooled}
 
 
 def test_tables_keep_runs_at_other_budgets_apart(quality):
-    text = quality.tables([_result("smp_unet", 0, 30.0, 0.7), _result("smp_unet", 0, 15.0, 0.5),
-                           _result("smp_unet", 1, 15.0, 0.6)])
+    text = quality.tables([_result("smp_unet", 0, 30, 0.7), _result("smp_unet", 0, 15, 0.5),
+                           _result("smp_unet", 1, 15, 0.6)])
     per_run, means = text.split("mean (max - min) over seeds:")
     rows = [line.split(" | ")[:4] for line in per_run.splitlines() if line.startswith("| smp_unet")]
     assert rows == [["| smp_unet", "0", "0.500", "0.500"], ["| smp_unet", "1", "0.600", "0.600"],
-                    ["| smp_unet-30min", "0", "0.700", "0.700"]]
+                    ["| smp_unet-30ep", "0", "0.700", "0.700"]]
     rows = [line.split(" | ")[:3] for line in means.splitlines() if line.startswith("| smp_unet")]
-    assert rows == [["| smp_unet", "2", "0.550 (0.100)"], ["| smp_unet-30min", "1", "0.700 (0.000)"]]
-    assert "training budget per fold: 15 min, 30 min;" in per_run
+    assert rows == [["| smp_unet", "2", "0.550 (0.100)"], ["| smp_unet-30ep", "1", "0.700 (0.000)"]]
+    assert "training budget per fold: 15 epochs, 30 epochs (of each config's BATCHES_PER_EPOCH" in per_run
+    assert "trained on: CPU test, 2 cores, bf16" in per_run

@@ -65,3 +65,13 @@ def test_resize_patch_mask_holds_only_original_labels():
 def test_resize_patch_rejects_unknown_order():
     with pytest.raises(ValueError, match="order"):
         resize_patch(np.zeros((4, 4), np.uint8), (2, 2), order=3)
+
+
+def test_signal_columns_are_those_with_any_nonzero_pixel():
+    from utils.model.input_scale import signal_columns
+    bscans = np.zeros((2, 4, 5), np.uint8)
+    bscans[0, 3, 1] = 1
+    bscans[1, :, 4] = 200
+    assert signal_columns(bscans).tolist() == [[[False, True, False, False, False]],
+                                               [[False, False, False, False, True]]]
+    assert signal_columns(bscans[0]).shape == (1, 5)

@@ -16,6 +16,13 @@ from PIL import Image
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers: geometry, cropping, resizing, flags
 # ----------------------------------------------------------------------------------------------------------------
+def signal_columns(bscans: np.ndarray) -> np.ndarray:
+    """Which A-scans hold signal: ``(n, H, W)`` preprocessed B-scans (any dtype, 0 = no signal) -> ``(n, 1, W)``
+    bool, False where every pixel of the column is 0 (a device's black border, an export's blanked edge; the real
+    development set's unannotated edge columns). ``(H, W)`` -> ``(1, W)``."""
+    return np.any(bscans != 0, axis=-2, keepdims=True)
+
+
 def check_patch_shape(pshape: Sequence[int], name: str = "pshape") -> tuple[int, int]:
     """``pshape`` as two positive ints, or ValueError."""
     try:

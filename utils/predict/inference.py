@@ -17,7 +17,8 @@ width) uint8) is segmented in batches of B-scans; per batch:
    pixels whose softmax is blended with :func:`blend_weights`. Inputs are normalised ``(x - 128) / 128`` as
    :func:`utils.train.data_pipeline.normalise`; with ``TTA_FLIP`` the mirrored pass is averaged in.
 5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class
-   probabilities back to ``H`` rows (bilinear: they still sum to 1), and the arg-max gives the labels;
+   probabilities back to ``H`` rows (bilinear: they still sum to 1); with ``BLANK_COLUMNS_BACKGROUND`` the A-scans
+   without signal (:func:`utils.model.input_scale.signal_columns`) become background; the arg-max gives the labels;
    :class:`PresenceScores` keeps what the presence scores need.
 
 Only labels and presence statistics are kept per volume (:func:`predict_volume`): the softmax of a Cirrus volume,
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.io.mhd_io import Geometry
-from utils.model.input_scale import IMAGE_ORDERS, physical_patch_shape, resize_patch
+from utils.model.input_scale import IMAGE_ORDERS, physical_patch_shape, resize_patch, signal_columns
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
@@ -133,7 +134,10 @@ def padded_size(size: int, multiple: int) -> int:
 
 
 def input_multiple(model: nn.Module) -> int:
-    """What the model's input height and width must be multiples of (its encoder's output stride, else 32)."""
+    """What the model's input height and width must be multiples of (its encoder's output stride, an ensemble's
+    ``input_multiple``, else 32)."""
+    if getattr(model, "input_multiple", None):
+        return int(model.input_multiple)
     encoder = getattr(model, "encoder", None)
     return int(getattr(encoder, "output_stride", PAD_MULTIPLE) or PAD_MULTIPLE)
 
@@ -292,6 +296,9 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
         if cfg.PREDICT_REGION == "roi":
             inside = torch.from_numpy(np.stack([roi_of(z) for z in range(start, stop)]))
             probabilities = keep_inside(probabilities, inside.to(probabilities.device))
+        if cfg.BLANK_COLUMNS_BACKGROUND:
+            inside = torch.from_numpy(signal_columns(volume[start:stop]))
+            probabilities = keep_inside(probabilities, inside.to(probabilities.device))
         yield start, probabilities
 
 
@@ -369,7 +376,7 @@ def place_bands(probabilities: torch.Tensor, tops: list[int], scaled: int) -> to
 
 def keep_inside(probabilities: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """``(n, C, H, W)`` probabilities made background (1 for class 0, 0 for the others) where ``inside`` is
-    False (``(n, H, W)`` bool)."""
+    False (``(n, H, W)`` bool, or ``(n, 1, W)`` for whole columns)."""
     background = torch.zeros_like(probabilities)
     background[:, 0] = 1.0
     return torch.where(inside[:, None], probabilities, background)

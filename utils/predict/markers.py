@@ -36,6 +36,16 @@ def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
             "settings": {name: getattr(cfg, name) for name in INFERENCE_SETTINGS if name != "INFERENCE_BATCH_SIZE"}}
 
 
+def ensemble_identity(checkpoint_paths: list[Path], checkpoints: list[dict], cfg) -> dict:
+    """:func:`run_identity` of one checkpoint, or of an ensemble: then ``checkpoint``, ``epoch`` and
+    ``checkpoint_sha256`` are lists in the members' order."""
+    identities = [run_identity(path, checkpoint, cfg) for path, checkpoint in zip(checkpoint_paths, checkpoints)]
+    if len(identities) == 1:
+        return identities[0]
+    return {**identities[0], **{key: [identity[key] for identity in identities]
+                                for key in ("checkpoint", "epoch", "checkpoint_sha256")}}
+
+
 def read_marker(case_dir: Path) -> dict | None:
     """The marker in ``case_dir``, or None when there is none or it cannot be read."""
     try:

@@ -17,8 +17,9 @@ from utils.predict.markers import MARKER_FILE
 from utils.predict.tables import volumes_columns
 
 
-def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg, checkpoint_path: Path) -> None:
-    """Refuses an output folder in (or below) the data or an input, onto the checkpoint, or one that holds
+def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg,
+                  checkpoint_paths: Path | list[Path]) -> None:
+    """Refuses an output folder in (or below) the data or an input, onto a checkpoint, or one that holds
     another program's ``config.json``/``volumes.csv`` (a training run, an evaluation, someone's notes).
 
     Raises:
@@ -28,8 +29,9 @@ def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg, che
              for path in inputs if path.exists()]
     roots += [("folder of the input", case.oct_path.parent) for case in cases]
     roots += [("data root", cfg.DATA_ROOT), ("prepared slices folder", Path(cfg.WORK_DIR) / cfg.SLICES_SUBDIR)]
-    check_outputs([("--out", out_dir)], roots, [("--checkpoint", checkpoint_path),
-                                               ("--checkpoint's run folder", checkpoint_path.parent)])
+    paths = [checkpoint_paths] if isinstance(checkpoint_paths, Path) else list(checkpoint_paths)
+    check_outputs([("--out", out_dir)], roots, [item for path in paths for item in (
+        ("--checkpoint", path), ("--checkpoint's run folder", path.parent))])
     resolved = out_dir.resolve()
     for case in cases:
         if (resolved / case.name) == case.oct_path.resolve().parent:
