@@ -284,6 +284,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folds", default=REAL_FOLDS,
                         help="real-set folds: TEST[:VAL] per fold, separated by ';', cases joined by '+' "
                              "(default: %(default)s; validation: the last remaining patient)")
+    parser.add_argument("--only-fold", type=int, default=None, metavar="N",
+                        help="run fold N (1, 2, ...) of --folds alone, under its own name: several processes can "
+                             "train the folds at once into folders under one --out, whose --table-only joins them")
     parser.add_argument("--real-data", default=None,
                         help="the built real set (default: OUT/data/duke_dev, built there when missing)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
@@ -298,6 +301,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.config_names = _names(args.configs, tuple(CONFIGS), "configs")
         args.seed_list = parse_seeds(args.seeds)
         args.fold_list = parse_folds(args.folds)
+        if args.only_fold is not None:
+            if not 1 <= args.only_fold <= len(args.fold_list):
+                raise UsageError(f"--only-fold {args.only_fold}: --folds has folds 1 to {len(args.fold_list)}")
+            args.fold_list = [args.fold_list[args.only_fold - 1]]
         for item in args.overrides:
             if not re.fullmatch(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*=.*", item, re.S):
                 raise UsageError(f"--set {item!r}: expected NAME=VALUE, e.g. --set BATCH_SIZE=8")
@@ -751,8 +758,32 @@ def tables(results: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
+def join_fold_results(results: list[dict]) -> list[dict]:
+    """Results of one run (dataset, run name, seed) made fold by fold (``--only-fold``) joined into one: their
+    folds together, the pooled measures over all their cases. Results whose folds overlap stay apart."""
+    joined: dict[tuple, dict] = {}
+    out = []
+    for result in results:
+        key = (result["dataset"], run_name(result["config"], result.get("epochs", DEFAULT_EPOCHS),
+                                           result["budget_minutes"], result.get("smoke", False)), result["seed"])
+        first = joined.get(key)
+        if first is None or set(first["folds"]) & set(result["folds"]):
+            joined.setdefault(key, result)
+            out.append(result)
+            continue
+        merged = {**first, "folds": {**first["folds"], **result["folds"]}}
+        folds = list(merged["folds"].values())
+        minutes = [fold["train"]["wall_seconds"] / 60 for fold in folds]
+        merged["pooled"] = {**pooled_measures([case for fold in folds for case in fold["cases"].values()]),
+                            "train_minutes_total": sum(minutes), "train_minutes_per_fold_mean": sum(minutes) / len(minutes)}
+        out[out.index(first)] = merged
+        joined[key] = merged
+    return out
+
+
 def load_results(out: Path) -> tuple[list[dict], list[str]]:
-    """Every result JSON under ``out``; and one line per file that cannot be read."""
+    """Every result JSON under ``out`` (at any depth), those of one run made fold by fold joined
+    (:func:`join_fold_results`); and one line per file that cannot be read."""
     results, errors = [], []
     for path in sorted(out.rglob("results/*.json")):
         try:
@@ -762,7 +793,7 @@ def load_results(out: Path) -> tuple[list[dict], list[str]]:
             results.append(result)
         except (OSError, ValueError) as error:
             errors.append(f"{path}: cannot be read ({error})")
-    return results, errors
+    return join_fold_results(results), errors
 
 
 # --------------------------------------------------------------------------------------------------------------

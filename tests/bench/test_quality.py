@@ -144,3 +144,44 @@ def test_tables_keep_runs_at_other_budgets_apart(quality):
     assert rows == [["| smp_unet", "2", "0.550 (0.100)"], ["| smp_unet-30ep", "1", "0.700 (0.000)"]]
     assert "training budget per fold: 15 epochs, 30 epochs (of each config's BATCHES_PER_EPOCH" in per_run
     assert "trained on: CPU test, 2 cores, bf16" in per_run
+
+
+def test_only_fold_runs_one_fold_under_its_own_name(quality):
+    args = quality.parse_args(["--dataset", "real", "--only-fold", "2"])
+    assert [fold.name for fold in args.fold_list] == ["fold2"] and args.fold_list[0].test[0] == "DUKE03"
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--only-fold", "3"])
+
+
+def _fold(dice, cases):
+    return {"dice_pooled": dice, "cases_by_split": {"test": list(cases), "val": [], "train": []},
+            "train": {"epochs_done": 15, "wall_seconds": 600.0}, "evaluate_summary": [],
+            "cases": {case: {"n_bscans": 11, "tp": tp, "pred": pred, "ref": ref, "cols_tp": tp, "cols_pred": pred,
+                             "cols_ref": ref, "dice": 2 * tp / (pred + ref), "pred_area_mm2": 1.0,
+                             "ref_area_mm2": 1.0, "abs_volume_diff_mm3": 0.0}
+                      for case, (tp, pred, ref) in cases.items()}}
+
+
+def test_results_made_fold_by_fold_are_joined_and_pooled(quality):
+    one = {**_result("improved", 0, 15, 0.5), "folds": {"fold1": _fold(0.5, {"DUKE01": (1, 2, 2)})}}
+    two = {**_result("improved", 0, 15, 0.8), "folds": {"fold2": _fold(0.8, {"DUKE03": (4, 5, 5)})}}
+    (joined,) = quality.join_fold_results([one, two])
+    assert sorted(joined["folds"]) == ["fold1", "fold2"]
+    assert joined["pooled"]["dice_pooled"] == pytest.approx(2 * 5 / (7 + 7))
+    assert joined["pooled"]["train_minutes_per_fold_mean"] == pytest.approx(10.0)
+    assert len(quality.join_fold_results([one, one])) == 2  # the same fold twice: not joined
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path):
+    import subprocess
+    import sys
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the check would run for minutes")
+    script = BENCH / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines() == ["bench/gpu_check.sh: no CUDA GPU on this machine (torch sees none); "
+                                        "nothing run"]
+    assert not (tmp_path / "out").exists()
