@@ -45,6 +45,7 @@ IRF = 1  # intraretinal fluid
 SRF = 2  # subretinal fluid
 PED = 3  # pigment epithelial detachment
 N_CLASSES = 4
+IGNORE_LABEL = 255  # training targets only (BLANK_COLUMNS_IGNORED): a pixel left out of the loss and the metrics
 FLUIDS = {"IRF": IRF, "SRF": SRF, "PED": PED}
 VENDORS = ("Cirrus", "Spectralis", "Topcon")
 
@@ -157,6 +158,11 @@ INTENSITY_AUGMENT = False
 INTENSITY_GAMMA = 1.5
 INTENSITY_CONTRAST = 0.25
 SPECKLE_LOOKS = 8.0
+# Beyond the method (off by default): A-scans without signal (every pixel of the patch's B-scan column 0: the real
+# development set's unannotated edges, a device's black border) are left out of the loss and the validation
+# metrics (their targets become IGNORE_LABEL); with the losses "ce_dice" and "balanced_ce_dice", not adversarial.
+# Pair it with BLANK_COLUMNS_BACKGROUND at inference.
+BLANK_COLUMNS_IGNORED = False
 VAL_BSCANS = 48  # validation B-scans (fixed seed, half with fluid where possible); their patches are scored
 SEED = 0
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu

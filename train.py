@@ -176,6 +176,10 @@ def initial_weights(path: Path, cfg) -> dict:
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
     """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
     model_args = unet_arguments(cfg)
+    if cfg.BLANK_COLUMNS_IGNORED and (cfg.LOSS == "rmit" or cfg.ADVERSARIAL):
+        raise ConfigError(f"BLANK_COLUMNS_IGNORED=True needs LOSS 'ce_dice' or 'balanced_ce_dice' without "
+                          f"ADVERSARIAL (got LOSS={cfg.LOSS!r}, ADVERSARIAL={cfg.ADVERSARIAL}): the authors' loss "
+                          f"and critic take no ignored pixels")
     if cfg.MODEL == "rmit_unet" and not valid_input(cfg.PATCH_SHAPE):
         raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: rmit_unet needs sides that are multiples of 8 and "
                           f"at least 96, e.g. (256, 128)")

@@ -147,6 +147,9 @@ CONFIGS: dict[str, dict] = {
     # ... never fluid in A-scans without signal (all-zero columns: the real set's unannotated edges, black borders)
     "improved_strips_blank": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
     "improved_blank": {"train_as": "smp_unet_cedice_all_poly", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
+    # ... and those A-scans left out of the loss in training too
+    "improved_strips_blankloss": {"train": IMPROVED + STRIPS + ["BLANK_COLUMNS_IGNORED=True"],
+                                  "predict": ["PREDICT_REGION=all", *BLANK_PREDICT], "no_validation": True},
     # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
     # both seeds' (the table's minutes and epochs are their sums)
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],

@@ -183,3 +183,17 @@ def test_time_budget_stops_within_a_long_epoch(prepared_work, tmp_path):
     assert log["epoch"].tolist() == [1]
     assert "time budget of 0.01 min reached in epoch 1" in (tmp_path / "budget" / "train.log").read_text()
     assert load_checkpoint(tmp_path / "budget" / "best.pt")["epoch"] == 1
+
+
+def test_blank_columns_left_out_of_the_loss_train_and_validate(prepared_work, tmp_path):
+    assert _train(prepared_work, tmp_path / "blank", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=2",
+                  "--set", "MODEL=smp_unet", "--set", "LOSS=ce_dice", "--set", "BLANK_COLUMNS_IGNORED=True") == 0
+    log = pd.read_csv(tmp_path / "blank" / "log.csv")
+    assert log["train_loss"].notna().all() and log["val_loss"].notna().all()
+
+
+def test_blank_columns_with_the_authors_loss_are_refused_in_one_line(prepared_work, tmp_path, capsys):
+    assert _train(prepared_work, tmp_path / "blank", "--set", "BLANK_COLUMNS_IGNORED=True") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "BLANK_COLUMNS_IGNORED=True needs LOSS 'ce_dice' or 'balanced_ce_dice'" in err[0]
+    assert not (tmp_path / "blank" / "last.pt").exists()

@@ -311,3 +311,18 @@ def test_intensity_augmentation_is_off_by_default_and_on_when_set(prepared_work,
     varied = next(training_batches(train_records, prepared_work, on, seed=3))
     assert torch.equal(plain[0], again[0])
     assert not torch.equal(plain[0], varied[0])
+
+
+def test_collate_leaves_blank_columns_out_of_the_targets_when_asked():
+    import config
+    from utils.train.data_pipeline import collate
+    image = np.full((4, 5, 3), 90, np.uint8)
+    image[:, 0, 1] = 0  # column 0 of the patch's own B-scan has no signal (its neighbours' do)
+    image[1, 3] = 0  # one dark pixel: the column still has signal
+    mask = np.ones((4, 5), np.uint8)
+    patch = (image, mask, np.ones((4, 5), np.uint8), 1, 0, 0, 0.0039)
+    _, plain = collate([patch])
+    assert (plain == 1).all()
+    _, masks = collate([patch, patch], ignore_blank_columns=True)
+    assert masks.shape == (2, 4, 5) and (masks[:, :, 0] == config.IGNORE_LABEL).all()
+    assert (masks[:, :, 1:] == 1).all()

@@ -162,3 +162,28 @@ def test_make_loss_suggests_the_nearest_name():
 def test_base_loss_needs_compute():
     with pytest.raises(NotImplementedError):
         Loss()(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.int64))
+
+
+IGNORING_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
+                   losses.CrossEntropyLoss, losses.ce_dice_loss]
+
+
+@pytest.mark.parametrize("make", IGNORING_LOSSES)
+def test_ignored_pixels_count_nowhere(make):
+    """With IGNORE_LABEL pixels, the loss equals the loss of the other pixels alone, whatever the scores there."""
+    logits, target = random_batch(seed=3, shape=(2, config.N_CLASSES, 4, 6))
+    ignored = target.clone()
+    ignored[:, :, :2] = config.IGNORE_LABEL  # the first two columns of every image
+    loss = make()
+    kept = loss(logits[..., 2:], target[..., 2:])
+    assert loss(logits, ignored).item() == pytest.approx(kept.item(), rel=1e-5)
+    changed = logits.detach().clone()
+    changed[..., :2] = 50.0 * torch.randn_like(changed[..., :2])
+    assert loss(changed, ignored).item() == pytest.approx(kept.item(), rel=1e-5)
+
+
+def test_the_authors_loss_takes_no_ignored_code():
+    logits, target = random_batch()
+    target[0, 0, 0] = config.IGNORE_LABEL
+    with pytest.raises(ValueError, match="expected label codes 0..3"):
+        losses.RmitLoss()(logits, target)

@@ -219,3 +219,12 @@ def test_meter_under_two_gloo_processes(tmp_path):
     run = subprocess.run([sys.executable, str(script), str(tmp_path / "init")], cwd=repo, capture_output=True,
                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo)})
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+def test_ignored_reference_pixels_are_counted_nowhere():
+    reference = REFERENCE.clone()
+    reference[0, :, 2] = config.IGNORE_LABEL  # the last column left out
+    tp, fp, fn, tn = metrics.confusion_counts(PREDICTION, reference, N_CLASSES)
+    kept = metrics.confusion_counts(PREDICTION[..., :2].contiguous(), REFERENCE[..., :2].contiguous(), N_CLASSES)
+    for counts, expected in zip((tp, fp, fn, tn), kept):
+        assert counts.tolist() == expected.tolist()

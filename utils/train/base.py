@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 
-def check_label_map(labels: torch.Tensor, n_classes: int, name: str = "target") -> None:
-    """Checks that ``labels`` is a batch of label maps.
+def check_label_map(labels: torch.Tensor, n_classes: int, name: str = "target", ignore_label: int | None = None,
+                    ) -> None:
+    """Checks that ``labels`` is a batch of label maps (where ``ignore_label`` is given, it may hold that code too:
+    pixels that count nowhere).
 
     Reads the minimum and maximum of ``labels`` (one device synchronisation on a GPU), because a code out of
     range would otherwise be dropped silently from metric counts or fail inside a CUDA kernel.
@@ -35,19 +37,23 @@ def check_label_map(labels: torch.Tensor, n_classes: int, name: str = "target") 
                          f"convert it with .long()")
     if labels.ndim != 3:
         raise ValueError(f"{name}: expected shape (N, H, W), got {tuple(labels.shape)}")
+    if ignore_label is not None:
+        labels = labels[labels != ignore_label]
     if labels.numel():
         low, high = (int(v) for v in torch.aminmax(labels))
         if low < 0 or high >= n_classes:
             raise ValueError(f"{name}: expected label codes 0..{n_classes - 1}, got values from {low} to {high}")
 
 
-def check_segmentation_inputs(logits: torch.Tensor, target: torch.Tensor, n_classes: int | None = None) -> None:
+def check_segmentation_inputs(logits: torch.Tensor, target: torch.Tensor, n_classes: int | None = None,
+                              ignore_label: int | None = None) -> None:
     """Checks the inputs of a segmentation loss (or of a metric given scores rather than labels).
 
     Args:
         logits: ``(N, C, H, W)`` float, raw scores (or probabilities) of ``C >= 2`` classes.
-        target: ``(N, H, W)`` int64 label codes in ``0..C-1``, at least one pixel.
+        target: ``(N, H, W)`` int64 label codes in ``0..C-1`` (or ``ignore_label``, when given), at least one pixel.
         n_classes: the ``C`` expected; None takes it from ``logits``.
+        ignore_label: a code that marks pixels to leave out (``config.IGNORE_LABEL``), or None.
 
     Raises:
         ValueError: a tensor has the wrong type, dtype or shape, the shapes disagree, the batch holds no pixel,
@@ -73,7 +79,7 @@ def check_segmentation_inputs(logits: torch.Tensor, target: torch.Tensor, n_clas
                          f"{tuple(logits.shape)}, got {tuple(target.shape)}")
     if target.numel() == 0:
         raise ValueError(f"target: expected at least one pixel, got shape {tuple(target.shape)}")
-    check_label_map(target, channels, "target")
+    check_label_map(target, channels, "target", ignore_label)
 
 
 class Loss(nn.Module):
@@ -84,6 +90,7 @@ class Loss(nn.Module):
     """
 
     name: str = "loss"
+    ignore_label: int | None = None  # a target code this loss leaves out (config.IGNORE_LABEL), or None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss of ``logits`` against ``target`` (see :func:`check_segmentation_inputs` for what they hold).
@@ -91,7 +98,7 @@ class Loss(nn.Module):
         Raises:
             ValueError: bad shapes, dtypes or label codes.
         """
-        check_segmentation_inputs(logits, target)
+        check_segmentation_inputs(logits, target, ignore_label=self.ignore_label)
         return self.compute(logits, target)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -126,6 +133,8 @@ class WeightedSum(Loss):
         self.losses = nn.ModuleList(loss for _, loss in terms)
         self.name = " + ".join(loss.name if w == 1.0 else f"{w:g}*{loss.name}"
                                for w, loss in zip(self.weights, self.losses))
+        ignored = {loss.ignore_label for loss in self.losses}
+        self.ignore_label = ignored.pop() if len(ignored) == 1 else None  # only when every term leaves it out
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum(w * loss.compute(logits, target) for w, loss in zip(self.weights, self.losses))

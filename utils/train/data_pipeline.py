@@ -26,12 +26,13 @@ from nutsflow import Chunk, Filter, Map, Shuffle, nut_processor
 from nutsml import Stratify
 from skimage.transform import rotate
 
+import config
 from utils.io import layout
 from utils.train.custom_nuts import ImagePatchesByMaskRetouch_resampled
 from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
-from utils.model.input_scale import IMAGE_ORDERS
+from utils.model.input_scale import IMAGE_ORDERS, signal_columns
 
 # Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
 # and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
@@ -134,11 +135,19 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32).transpose(2, 0, 1) - 128.0) / 128.0
 
 
-def collate(patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)``."""
+def collate(patches: list[tuple], ignore_blank_columns: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)``.
+
+    With ``ignore_blank_columns`` (``BLANK_COLUMNS_IGNORED``), the targets of the columns without signal in the
+    patch's own B-scan (:func:`utils.model.input_scale.signal_columns` of the middle channel) are
+    ``config.IGNORE_LABEL``.
+    """
     images = torch.from_numpy(np.stack([normalise(patch[IMAGE]) for patch in patches]))
-    masks = torch.from_numpy(np.stack([patch[MASK] for patch in patches]).astype(np.int64))
-    return images, masks
+    masks = np.stack([patch[MASK] for patch in patches]).astype(np.int64)
+    if ignore_blank_columns:
+        blank = ~signal_columns(np.stack([patch[IMAGE][..., 1] for patch in patches]))  # (B, 1, W)
+        masks[np.broadcast_to(blank, masks.shape)] = config.IGNORE_LABEL
+    return images, torch.from_numpy(masks)
 
 
 def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random) -> list[tuple]:
@@ -264,7 +273,7 @@ def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
               >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
               >> Shuffle(4 * cfg.BATCH_SIZE, rand=rand)
               >> Chunk(cfg.BATCH_SIZE, list)
-              >> Map(collate))
+              >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED)))
     return iter(stream)
 
 
@@ -293,7 +302,7 @@ def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: in
     keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB if cfg.DROP_EMPTY_IN_VALIDATION else 1.0
     stream = (chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
               >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
-              >> Chunk(cfg.BATCH_SIZE, list) >> Map(collate))
+              >> Chunk(cfg.BATCH_SIZE, list) >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED)))
     return list(stream)
 
 

@@ -11,6 +11,9 @@ raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` 
   scale (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the
   background/fluid ratio, which favours over-segmentation; this option leaves the balance to the Dice term.
 
+Pixels whose target is ``config.IGNORE_LABEL`` (``BLANK_COLUMNS_IGNORED``) count in neither the cross-entropies nor
+the Dice; the authors' loss takes no such code.
+
 Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
 is taken over the whole batch, a class absent from the batch's target contributes 0 (so false positives of an
 absent class are left to the cross-entropy), and the loss is the mean over all ``C`` classes.
@@ -25,6 +28,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
+import config
 from utils.configuration import ConfigError
 from utils.train.base import Loss, WeightedSum
 from utils.train.method_loss import RmitLoss
@@ -62,14 +66,15 @@ def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
     Returns:
         0-d tensor, >= 0, differentiable with respect to ``logits`` (the weights are constants).
     """
-    weight = class_balanced_weights(target, logits.shape[1]).to(logits.dtype)
-    return F.cross_entropy(logits, target, weight=weight)
+    weight = class_balanced_weights(target, logits.shape[1]).to(logits.dtype)  # bincount: ignored codes drop out
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=config.IGNORE_LABEL)
 
 
 class BalancedCrossEntropyLoss(Loss):
     """:func:`balanced_cross_entropy` as a :class:`~utils.train.base.Loss` named ``"balanced_ce"``."""
 
     name = "balanced_ce"
+    ignore_label = config.IGNORE_LABEL
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return balanced_cross_entropy(logits, target)
@@ -79,9 +84,10 @@ class CrossEntropyLoss(Loss):
     """Plain cross-entropy (``F.cross_entropy``, mean over pixels, no class weights), named ``"ce"``."""
 
     name = "ce"
+    ignore_label = config.IGNORE_LABEL
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target, ignore_index=config.IGNORE_LABEL)
 
 
 class DiceLoss(Loss):
@@ -98,12 +104,14 @@ class DiceLoss(Loss):
     """
 
     name = "dice"
+    ignore_label = config.IGNORE_LABEL
 
     def __init__(self, classes: Sequence[int] | None = None, smooth: float = 0.0, eps: float = 1e-7,
                  log_loss: bool = False):
         super().__init__()
         self.smp_loss = smp.losses.DiceLoss(mode="multiclass", classes=None if classes is None else list(classes),
-                                            log_loss=log_loss, from_logits=True, smooth=smooth, eps=eps)
+                                            log_loss=log_loss, from_logits=True, smooth=smooth, eps=eps,
+                                            ignore_index=config.IGNORE_LABEL)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.smp_loss(logits, target)

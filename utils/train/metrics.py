@@ -34,6 +34,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
 
+import config
 from utils.model.runtime import collective_device
 from utils.train.base import check_label_map, check_segmentation_inputs
 
@@ -56,13 +57,13 @@ def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: i
         ValueError: wrong type, dtype or shape, shapes that disagree, or codes out of range.
     """
     if isinstance(prediction, torch.Tensor) and prediction.is_floating_point():
-        check_segmentation_inputs(prediction, reference, n_classes)
+        check_segmentation_inputs(prediction, reference, n_classes, ignore_label=config.IGNORE_LABEL)
         return prediction.detach().argmax(dim=1)
     if not isinstance(prediction, torch.Tensor) or prediction.dtype != torch.int64:
         got = f"dtype {prediction.dtype}" if isinstance(prediction, torch.Tensor) else type(prediction).__name__
         raise ValueError(f"prediction: expected (N, C, H, W) float scores or (N, H, W) int64 labels, got {got}")
     check_label_map(prediction, n_classes, "prediction")
-    check_label_map(reference, n_classes, "reference")
+    check_label_map(reference, n_classes, "reference", config.IGNORE_LABEL)
     if prediction.shape != reference.shape:
         raise ValueError(f"reference: expected the shape of prediction {tuple(prediction.shape)}, "
                          f"got {tuple(reference.shape)}")
@@ -75,18 +76,21 @@ def confusion_counts(prediction: torch.Tensor, reference: torch.Tensor, n_classe
 
     Args:
         prediction: ``(N, C, H, W)`` float scores or ``(N, H, W)`` int64 labels (see :func:`to_label_map`).
-        reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
+        reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``; ``config.IGNORE_LABEL`` pixels are
+            counted nowhere.
         n_classes: number of classes ``C`` (``N_CLASSES``).
 
     Returns:
         ``(tp, fp, fn, tn)``, each ``(N, C)`` int64 pixel counts on the CPU (where ``smp.metrics.get_stats``
-        puts them); ``tp + fp + fn + tn == H * W``.
+        puts them); ``tp + fp + fn + tn == H * W`` less the ignored pixels.
 
     Raises:
         ValueError: as :func:`to_label_map`.
     """
     labels = to_label_map(prediction, reference, n_classes)
-    tp, fp, fn, tn = smp.metrics.get_stats(labels, reference, mode="multiclass", num_classes=n_classes)
+    # contiguous: with ignore_index, get_stats views the maps flat (an arg-max of channels-last logits is strided)
+    tp, fp, fn, tn = smp.metrics.get_stats(labels.contiguous(), reference.contiguous(), mode="multiclass",
+                                           num_classes=n_classes, ignore_index=config.IGNORE_LABEL)
     # get_stats runs under inference_mode; clone so the counts can be updated in place and all-reduced.
     return tp.clone(), fp.clone(), fn.clone(), tn.clone()
 
