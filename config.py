@@ -163,6 +163,11 @@ SPECKLE_LOOKS = 8.0
 # metrics (their targets become IGNORE_LABEL); with the losses "ce_dice" and "balanced_ce_dice", not adversarial.
 # Pair it with BLANK_COLUMNS_BACKGROUND at inference.
 BLANK_COLUMNS_IGNORED = False
+# Beyond the method (0 = off): before each epoch's validation and save, re-estimate the batch norms' running
+# statistics over this many training batches (their own stream) with the current weights (torch.optim.swa_utils.
+# update_bn); training is untouched. With BN_MOMENTUM 0.01 the statistics lag the weights for thousands of steps,
+# so a short run of the authors' network scores nothing in eval mode (README, Quality).
+BN_REESTIMATE_BATCHES = 0
 VAL_BSCANS = 48  # validation B-scans (fixed seed, half with fluid where possible); their patches are scored
 SEED = 0
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu

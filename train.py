@@ -41,14 +41,15 @@ from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_che
 from utils.model.networks import build_discriminator, build_unet, unet_arguments
 from utils.model.rmit_unet import l2_penalty, valid_input
 from utils.model.runtime import Runtime, select_runtime
-from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records, training_loader,
-                                       validation_batches)
-from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, plot_curves, score_of,
-                              train_epoch, validate)
+from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records, training_batches,
+                                       training_loader, validation_batches)
+from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, plot_curves,
+                              reestimate_batch_norms, score_of, train_epoch, validate)
 from utils.train.losses import make_loss
 from utils.train.schedule import LearningRateSchedule
 
 log = logging.getLogger("train")
+BN_STREAM_SEED_OFFSET = 7919  # BN_REESTIMATE_BATCHES draws its batches with SEED + this (+ the epoch resumed after)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -232,6 +233,10 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
                              work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers, endless)
     batches = iter(loader) if endless else loader  # one pass: each epoch iterates the loader again
     val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
+    # BN_REESTIMATE_BATCHES: an endless stream of its own (another seed), so the training batches stay as they are
+    bn_batches = training_batches(train_records[runtime.rank::runtime.world_size], work_dir, cfg,
+                                  seed=cfg.SEED + BN_STREAM_SEED_OFFSET + state.epoch) \
+        if cfg.BN_REESTIMATE_BATCHES > 0 else None
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
     schedule = LearningRateSchedule(state.optimizer, cfg.LR_SCHEDULE, cfg.LEARNING_RATE, cfg.EPOCHS,
                                     cfg.TRAIN_BUDGET_MINUTES, runtime)
@@ -242,6 +247,8 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
                                  description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
                                  n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline,
                                  before_step=schedule.step)
+        if cfg.BN_REESTIMATE_BATCHES > 0:
+            reestimate_batch_norms(state.model, bn_batches, cfg.BN_REESTIMATE_BATCHES, runtime)
         metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
             else {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}

@@ -122,6 +122,9 @@ CONFIGS: dict[str, dict] = {
     # the authors' network with batch-norm running statistics that converge within a CPU budget
     "rmit_bn": {"train": ["BN_MOMENTUM=0.1"], "predict": []},
     "rmit_bn_post": {"train_as": "rmit_bn", "predict": ["PREDICT_REGION=roi", *POST]},
+    # the authors' method, training untouched, its batch-norm statistics re-estimated over 50 batches before each
+    # validation and save (BN_REESTIMATE_BATCHES)
+    "rmit_bnre": {"train": ["BN_REESTIMATE_BATCHES=50"], "predict": []},
     # ... and without the ReLU before its softmax
     "rmit_norelu": {"train": ["BN_MOMENTUM=0.1", "RELU_BEFORE_SOFTMAX=False"], "predict": []},
     "default_post": {"train_as": "default", "predict": POST},

@@ -197,3 +197,17 @@ def test_blank_columns_with_the_authors_loss_are_refused_in_one_line(prepared_wo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "BLANK_COLUMNS_IGNORED=True needs LOSS 'ce_dice' or 'balanced_ce_dice'" in err[0]
     assert not (tmp_path / "blank" / "last.pt").exists()
+
+
+def test_batch_norm_reestimation_leaves_training_as_it_was(prepared_work, tmp_path):
+    """BN_REESTIMATE_BATCHES changes the running statistics only: the training losses are those of a plain run."""
+    common = ["--set", "EPOCHS=2", "--set", "BATCHES_PER_EPOCH=2", "--set", "MODEL=smp_unet"]
+    assert _train(prepared_work, tmp_path / "plain", *common) == 0
+    assert _train(prepared_work, tmp_path / "bn", *common, "--set", "BN_REESTIMATE_BATCHES=3") == 0
+    plain, bn = (pd.read_csv(tmp_path / name / "log.csv") for name in ("plain", "bn"))
+    assert plain["train_loss"].tolist() == pytest.approx(bn["train_loss"].tolist(), rel=1e-6)
+    plain_state, bn_state = (load_checkpoint(tmp_path / name / "last.pt")["model_state"] for name in ("plain", "bn"))
+    means = [name for name in plain_state if name.endswith("running_mean")]
+    assert means and any(not torch.equal(plain_state[name], bn_state[name]) for name in means)
+    weights = [name for name in plain_state if name.endswith(".weight")]
+    assert all(torch.equal(plain_state[name], bn_state[name]) for name in weights)

@@ -326,3 +326,18 @@ def test_collate_leaves_blank_columns_out_of_the_targets_when_asked():
     _, masks = collate([patch, patch], ignore_blank_columns=True)
     assert masks.shape == (2, 4, 5) and (masks[:, :, 0] == config.IGNORE_LABEL).all()
     assert (masks[:, :, 1:] == 1).all()
+
+
+def test_batch_norm_reestimation_is_the_average_over_its_batches():
+    """Momentum None: the running mean after re-estimation is the mean of the batches' means, whatever it was."""
+    from utils.model.runtime import Runtime
+    from utils.train.loop import reestimate_batch_norms
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(2, momentum=0.01))
+    model[0].running_mean.fill_(100.0)
+    batches = iter([(torch.full((1, 2, 3, 3), float(v)), None) for v in (1.0, 3.0, 8.0)])
+    runtime = Runtime(torch.device("cpu"), None, False, 0, 1, 0)
+    model.eval()
+    assert reestimate_batch_norms(model, batches, 2, runtime) == 2
+    assert model[0].running_mean.tolist() == pytest.approx([2.0, 2.0])
+    assert model[0].momentum == 0.01 and not model.training
+    assert next(batches)[0][0, 0, 0, 0] == 8.0  # only the batches asked for were drawn

@@ -6,10 +6,11 @@ train.py wires these together; they are functions of explicit arguments so tests
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 import torch
@@ -152,6 +153,44 @@ def validate(model: nn.Module, batches: list, loss_fn: nn.Module, runtime: Runti
         count += len(masks)
         meter.update(logits.argmax(dim=1).cpu(), masks.cpu())
     return {"val_loss": _mean_over_ranks(total, count), **meter.compute(distributed=runtime.distributed)}
+
+
+@torch.no_grad()
+def reestimate_batch_norms(model: nn.Module, batches: Iterator, n_batches: int, runtime: Runtime) -> int:
+    """The batch norms' running statistics computed afresh over ``n_batches`` batches with the current weights
+    (``BN_REESTIMATE_BATCHES``), as ``torch.optim.swa_utils.update_bn`` does: statistics reset, then a cumulative
+    average (momentum None) over forward passes in training mode, then each layer's momentum restored. The weights
+    and the optimiser are untouched; under DDP the ranks' statistics are averaged.
+
+    Args:
+        batches: an iterator of ``(images, masks)`` batches (its own stream, so the training stream is unchanged).
+
+    Returns:
+        The batches used (fewer than ``n_batches`` when the iterator ends; 0 when the model has no batch norm).
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+             and module.track_running_stats]
+    if not norms or n_batches <= 0:
+        return 0
+    momenta = [norm.momentum for norm in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    used = 0
+    for images, _ in itertools.islice(batches, n_batches):
+        with runtime.autocast():
+            model(runtime.to_device(images))
+        used += 1
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+        if runtime.distributed:
+            for statistic in (norm.running_mean, norm.running_var):
+                dist.all_reduce(statistic)
+                statistic /= runtime.world_size
+    model.train(was_training)
+    return used
 
 
 def average_gradients(module: nn.Module) -> None:
