@@ -160,6 +160,9 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
+# config.PRESETS["improved"] is this config's train and predict overrides with EPOCHS at DEFAULT_EPOCHS: the budget
+# it was measured at (tests/test_configuration.py keeps them equal)
+PRESET_CONFIG = "smp_unet_cedice_all_poly"
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
 REAL_FOLDS = "DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"

@@ -138,8 +138,9 @@ def test_every_preset_is_a_valid_set_of_overrides(name):
 def test_the_improved_preset_is_the_configuration_measured_in_the_quality_benchmark(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
     quality = importlib.import_module("quality")
-    measured = quality.CONFIGS["smp_unet_cedice_all_poly"]
-    assert sorted(config.PRESETS["improved"]) == sorted(measured["train"] + measured["predict"])
+    measured = quality.CONFIGS[quality.PRESET_CONFIG]
+    assert sorted(config.PRESETS["improved"]) == sorted(measured["train"] + measured["predict"]
+                                                        + [f"EPOCHS={quality.DEFAULT_EPOCHS}"])
     assert measured.get("no_validation") and not measured.get("prepare")  # as config.py's comment tells users
 
 

@@ -170,3 +170,19 @@ def test_blank_cells_and_text_names(tmp_path):
     assert dict(zip(split["case"], split["split"])) == {"NA": "train", "Top00": "test"}
     assert any("line(s) 3 have a blank case cell" in e for e in errors)
     assert any("rows of case(s) Spe00 say (blank)" in e for e in errors)
+
+
+def test_the_original_split_draws_among_all_cases():
+    """SPLIT_BY_VENDOR=False, 75/25/0: the original's SplitRandom(ratio=0.75) by case, vendors ignored."""
+    index = _index(cases_per_vendor=4)
+    cases = index.groupby("case").agg(vendor=("vendor", "first"), root=("root", "first"),
+                                      n_slices=("slice", "size"), has_reference=("has_reference", "first"))
+    cases = cases.reset_index()
+    fractions = {"train": 0.75, "val": 0.25, "test": 0.0}
+    splits = [make_split(cases, fractions, seed=seed, by_vendor=False) for seed in range(20)]
+    for split in splits:
+        assert split["split"].value_counts().to_dict() == {"train": 9, "val": 3}
+    # drawn among all cases: some seed puts two validation cases of one vendor together (never so by vendor)
+    assert any(split[split["split"] == "val"]["vendor"].value_counts().max() > 1 for split in splits)
+    by_vendor = make_split(cases, fractions, seed=0)
+    assert (by_vendor[by_vendor["split"] == "val"]["vendor"].value_counts() == 1).all()

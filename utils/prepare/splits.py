@@ -43,8 +43,17 @@ def split_counts(n_cases: int, fractions: dict[str, float]) -> dict[str, int]:
     return {"train": n_cases - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> pd.DataFrame:
-    """Assigns each case a split, stratified by vendor, reproducibly for a given seed.
+def _strata(cases: pd.DataFrame, by_vendor: bool):
+    """``(key, rows)`` groups a split is drawn within: one per vendor, or one of all cases (``by_vendor`` False)."""
+    if by_vendor:
+        return cases.groupby("vendor", sort=True)
+    return [("all", cases)]
+
+
+def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int, by_vendor: bool = True,
+               ) -> pd.DataFrame:
+    """Assigns each case a split, stratified by vendor (``SPLIT_BY_VENDOR``; else drawn among all cases, as the
+    original's ``SplitRandom(ratio=0.75)``), reproducibly for a given seed.
 
     Cases without a reference (test-set volumes) cannot be trained or validated on: they all go to ``test``.
 
@@ -52,6 +61,7 @@ def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> p
         cases: :func:`case_table` rows.
         fractions: e.g. ``{"train": 0.7, "val": 0.15, "test": 0.15}``.
         seed: seeds the shuffle within each vendor.
+        by_vendor: stratify by vendor (else one draw over all labelled cases).
 
     Returns:
         ``cases`` with a ``split`` column, columns :data:`SPLIT_COLUMNS`, sorted by vendor and case.
@@ -62,7 +72,7 @@ def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> p
     rng = np.random.default_rng(seed)
     cases = cases.sort_values(["vendor", "case"]).reset_index(drop=True)
     split = pd.Series("test", index=cases.index)
-    for _, group in cases[cases["has_reference"].astype(bool)].groupby("vendor", sort=True):
+    for _, group in _strata(cases[cases["has_reference"].astype(bool)], by_vendor):
         order = group.index.to_numpy()[rng.permutation(len(group))]
         counts = split_counts(len(group), fractions)
         split[order[:counts["train"]]] = "train"
@@ -73,7 +83,7 @@ def make_split(cases: pd.DataFrame, fractions: dict[str, float], seed: int) -> p
 
 
 def extend_split(split: pd.DataFrame, new_cases: pd.DataFrame, fractions: dict[str, float],
-                 seed: int) -> pd.DataFrame:
+                 seed: int, by_vendor: bool = True) -> pd.DataFrame:
     """An automatic split with cases prepared since it was made: the cases it holds keep their split (a model may
     have been trained on them), each new labelled case goes, vendor by vendor in a seeded order, to the split
     furthest below its share of that vendor (:func:`split_counts`); new cases without a reference go to test.
@@ -81,7 +91,8 @@ def extend_split(split: pd.DataFrame, new_cases: pd.DataFrame, fractions: dict[s
     Args:
         split: the split so far (columns :data:`SPLIT_COLUMNS`).
         new_cases: :func:`case_table` rows of cases it lacks.
-        fractions, seed: ``SPLIT_FRACTIONS``, ``SPLIT_SEED``.
+        fractions, seed, by_vendor: ``SPLIT_FRACTIONS``, ``SPLIT_SEED``, ``SPLIT_BY_VENDOR`` (shares per vendor,
+            or over all cases).
 
     Returns:
         Both, columns :data:`SPLIT_COLUMNS`, sorted by vendor and case.
@@ -91,8 +102,9 @@ def extend_split(split: pd.DataFrame, new_cases: pd.DataFrame, fractions: dict[s
     new_cases["split"] = "test"
     labelled = new_cases["has_reference"].astype(bool)
     old_labelled = split[split["has_reference"].astype(str).str.lower().isin(["true", "1"])]
-    for vendor, group in new_cases[labelled].groupby("vendor", sort=True):
-        members = old_labelled.loc[old_labelled["vendor"] == vendor, "split"].tolist()
+    for vendor, group in _strata(new_cases[labelled], by_vendor):
+        members = (old_labelled.loc[old_labelled["vendor"] == vendor, "split"] if by_vendor
+                   else old_labelled["split"]).tolist()
         target = split_counts(len(members) + len(group), fractions)
         for row in group.index.to_numpy()[rng.permutation(len(group))]:
             choice = max(SPLITS, key=lambda name: target[name] - members.count(name))
@@ -110,7 +122,7 @@ def _record_path(split_csv: Path) -> Path:
 def _write_automatic_split(path: Path, split: pd.DataFrame, cfg) -> None:
     atomic_write_csv(path, split)
     record = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "SPLIT_FRACTIONS": cfg.SPLIT_FRACTIONS,
-              "SPLIT_SEED": cfg.SPLIT_SEED}
+              "SPLIT_SEED": cfg.SPLIT_SEED, "SPLIT_BY_VENDOR": cfg.SPLIT_BY_VENDOR}
     atomic_write_text(_record_path(path), json.dumps(record, indent=2) + "\n")
 
 
@@ -185,7 +197,7 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
         made = read_split_table(path)
         new = cases[~cases["case"].isin(made["case"])]
         if len(new):
-            made = extend_split(made, new, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED)
+            made = extend_split(made, new, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED, cfg.SPLIT_BY_VENDOR)
             _write_automatic_split(path, made, cfg)
             added = made[made["case"].isin(new["case"])]
             print(f"note: {len(new)} case(s) prepared since {path} was made added to it: " + ", ".join(
@@ -211,7 +223,7 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
                               f"split, or leave them out on purpose with --allow-unlisted (SPLIT_ALLOW_UNLISTED)"
                               + ("" if split_file else f", or delete {path.name} to make a new automatic split"))
     else:
-        split = make_split(cases, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED)
+        split = make_split(cases, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED, cfg.SPLIT_BY_VENDOR)
         _write_automatic_split(path, split, cfg)
     for name in SPLITS:
         members = set(split.loc[split["split"] == name, "case"])
