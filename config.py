@@ -144,6 +144,13 @@ ADVERSARIAL = False
 DISCRIMINATOR = "rmit"  # "rmit": the authors' discriminator; "strided": a small strided-conv critic
 ADVERSARIAL_WEIGHT = 1.0  # lambda: segmenter loss += lambda x adversarial loss (the original: 1:1)
 DISCRIMINATOR_LEARNING_RATE = 2e-4
+# Batch mixing (train_model.py): shuffle buffers of the augmented B-scans and of their patches (before the
+# empty-patch drop), as the original (100, 1000); of the kept patches (the original: none, 0); a last partial batch
+# dropped (the original). The pipeline's earlier mixing: 0, 0, 4 x BATCH_SIZE, False (--preset improved keeps it).
+BSCAN_SHUFFLE_BUFFER = 100
+PATCH_SHUFFLE_BUFFER = 1000
+KEPT_PATCH_SHUFFLE_BUFFER = 0
+DROP_PARTIAL_BATCH = True
 EMPTY_PATCH_DROP_PROB = 0.75  # probability of dropping a patch that holds no fluid (the original: 0.75) ...
 DROP_EMPTY_IN_VALIDATION = True  # ... in validation too, as the original
 # Training B-scans are drawn balanced by "vendor" (the original: nutsml Stratify(1, mode='up') on the vendor) or
@@ -241,5 +248,6 @@ PRESETS = {
     "improved": ("MODEL=smp_unet", "LOSS=ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
                  "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
                  "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
-                 "LR_SCHEDULE=poly", "EPOCHS=15", "PREDICT_REGION=all"),
+                 "BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64",
+                 "DROP_PARTIAL_BATCH=False", "LR_SCHEDULE=poly", "EPOCHS=15", "PREDICT_REGION=all"),
 }

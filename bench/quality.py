@@ -100,13 +100,18 @@ REPO = Path(__file__).resolve().parents[1]
 # "default": the authors' method (config.py as it is). "smp_unet": the pipeline's choices before the method became
 # the default (smp ResNet18 U-Net, balanced CE + 4-class Dice, stratified centres, in-place augmentation, fluid
 # stratification, 50-batch epochs, best by Dice, whole B-scans segmented).
+# The pipeline's batch mixing before the original's became the default: the kept patches shuffled in a buffer of
+# 4 x BATCH_SIZE, nothing shuffled before, partial batches kept (the smp_unet configs were measured with it)
+EARLIER_MIXING = ["BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64",
+                  "DROP_PARTIAL_BATCH=False"]
 SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
             "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
-            "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid"]
+            "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
+            *EARLIER_MIXING]
 SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for item in SMP_UNET]
 # The preset "improved" (config.PRESETS): plain CE + Dice and poly decay, trained without validation cases
 IMPROVED = SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"]
-STRIPS = ["PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8"]
+STRIPS = ["PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32"]  # the earlier 4 x BATCH_SIZE
 BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 # Post-processing beyond the method (predict.py settings only): flip TTA, presence gating, small components removed
 # (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).

@@ -341,3 +341,35 @@ def test_batch_norm_reestimation_is_the_average_over_its_batches():
     assert model[0].running_mean.tolist() == pytest.approx([2.0, 2.0])
     assert model[0].momentum == 0.01 and not model.training
     assert next(batches)[0][0, 0, 0, 0] == 8.0  # only the batches asked for were drawn
+
+
+def _earlier_pipeline(records, work_dir, cfg, seed):
+    """The pipeline's mixing before the original's became the default (kept here as the reference): the kept
+    patches shuffled in a buffer of 4 x BATCH_SIZE, nothing before, partial batches kept."""
+    from nutsflow import Chunk, Filter, Map, Shuffle
+    from utils.train import data_pipeline as dp
+    rand, rng = random.Random(seed), np.random.default_rng(seed)
+    return iter(records >> dp._passes(cfg, rand, True) >> Map(lambda r: load_slice(r, work_dir, cfg))
+                >> dp._augmented(rng, cfg) >> dp._patch_nut(cfg, rng)
+                >> Filter(lambda p: dp._has_fluid(p) or rand.random() < 1.0 - cfg.EMPTY_PATCH_DROP_PROB)
+                >> Shuffle(4 * cfg.BATCH_SIZE, rand=rand) >> Chunk(cfg.BATCH_SIZE, list) >> Map(dp.collate))
+
+
+def test_the_earlier_mixing_settings_give_the_earlier_batches(prepared_work, train_records):
+    """The presets measured with the earlier mixing keep their exact batches through these four settings."""
+    earlier = load_config(SMALL + ["BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=24",
+                                   "DROP_PARTIAL_BATCH=False"])
+    ours, reference = training_batches(train_records, prepared_work, earlier, seed=4), \
+        _earlier_pipeline(train_records, prepared_work, earlier, seed=4)
+    for _ in range(3):
+        (images, masks), (ref_images, ref_masks) = next(ours), next(reference)
+        assert torch.equal(images, ref_images) and torch.equal(masks, ref_masks)
+
+
+def test_the_original_mixing_drops_a_partial_last_batch(prepared_work, cfg, train_records):
+    one_pass = list(training_batches(train_records[:3], prepared_work, cfg, seed=0, endless=False))
+    assert one_pass and all(len(masks) == cfg.BATCH_SIZE for _, masks in one_pass)
+    kept = load_config(SMALL + ["DROP_PARTIAL_BATCH=False"])
+    sizes = [len(masks) for _, masks in training_batches(train_records[:3], prepared_work, kept, seed=0,
+                                                          endless=False)]
+    assert sum(sizes) >= sum(len(masks) for _, masks in one_pass) and all(size <= kept.BATCH_SIZE for size in sizes)

@@ -259,22 +259,34 @@ def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
     Args:
         endless: pass after pass (``BATCHES_PER_EPOCH`` > 0), or one pass (the original's epoch).
 
+    Mixing, as the original's ``train_model.py``: the augmented B-scans pass a shuffle buffer of
+    ``BSCAN_SHUFFLE_BUFFER`` (100), their patches one of ``PATCH_SHUFFLE_BUFFER`` (1000) before the empty-patch
+    drop, the kept patches one of ``KEPT_PATCH_SHUFFLE_BUFFER`` (0: none; the pipeline's earlier mixing was 64
+    here and nothing before), and a last partial batch is dropped when ``DROP_PARTIAL_BATCH``.
+
     Yields:
         ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` with
-        ``(h, w) = cfg.PATCH_SHAPE`` (the last batch of a pass may be smaller).
+        ``(h, w) = cfg.PATCH_SHAPE`` (without ``DROP_PARTIAL_BATCH`` the last batch of a pass may be smaller).
     """
     rand = random.Random(seed)
     rng = np.random.default_rng(seed)
     keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB
     stream = (records >> _passes(cfg, rand, endless)
               >> Map(lambda record: load_slice(record, work_dir, cfg))
-              >> _augmented(rng, cfg)
-              >> _patch_nut(cfg, rng)
-              >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
-              >> Shuffle(4 * cfg.BATCH_SIZE, rand=rand)
-              >> Chunk(cfg.BATCH_SIZE, list)
-              >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED)))
-    return iter(stream)
+              >> _augmented(rng, cfg))
+    stream = _shuffled(stream, cfg.BSCAN_SHUFFLE_BUFFER, rand) >> _patch_nut(cfg, rng)
+    stream = (_shuffled(stream, cfg.PATCH_SHUFFLE_BUFFER, rand)
+              >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty))
+    stream = _shuffled(stream, cfg.KEPT_PATCH_SHUFFLE_BUFFER, rand) >> Chunk(cfg.BATCH_SIZE, list)
+    if cfg.DROP_PARTIAL_BATCH:
+        stream = stream >> Filter(lambda patches: len(patches) == cfg.BATCH_SIZE)
+    return iter(stream >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED)))
+
+
+def _shuffled(stream, buffer_size: int, rand: random.Random):
+    """``stream`` shuffled in a buffer of ``buffer_size`` items (nutsflow's ``Shuffle``, as the original); left
+    as it is for a size of 0 or 1, without drawing from ``rand``."""
+    return stream >> Shuffle(int(buffer_size), rand=rand) if buffer_size > 1 else stream
 
 
 def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) -> list[tuple]:
