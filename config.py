@@ -179,7 +179,9 @@ BLANK_COLUMNS_IGNORED = False
 # update_bn); training is untouched. With BN_MOMENTUM 0.01 the statistics lag the weights for thousands of steps,
 # so a short run of the authors' network scores nothing in eval mode (README, Quality).
 BN_REESTIMATE_BATCHES = 0
-VAL_BSCANS = 48  # validation B-scans (fixed seed, half with fluid where possible); their patches are scored
+VAL_BSCANS = 0  # validation B-scans: 0 = all (the original); N = a fixed choice of N, half with fluid where possible
+VAL_FRESH_PATCHES = True  # each epoch samples new validation patches (the original); False: the same every epoch
+VAL_LOSS_WITH_L2 = True  # the validation loss includes the L2 penalty (the original's Keras test loss; rmit_unet)
 SEED = 0
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
 MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU
@@ -249,5 +251,6 @@ PRESETS = {
                  "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
                  "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
                  "BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64",
-                 "DROP_PARTIAL_BATCH=False", "LR_SCHEDULE=poly", "EPOCHS=15", "PREDICT_REGION=all"),
+                 "DROP_PARTIAL_BATCH=False", "VAL_BSCANS=48", "VAL_FRESH_PATCHES=False", "LR_SCHEDULE=poly",
+                 "EPOCHS=15", "PREDICT_REGION=all"),
 }

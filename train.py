@@ -232,7 +232,8 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     loader = training_loader(train_records if endless else train_records[runtime.rank::runtime.world_size],
                              work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers, endless)
     batches = iter(loader) if endless else loader  # one pass: each epoch iterates the loader again
-    val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) if val_records else []
+    fixed_val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) \
+        if val_records and not cfg.VAL_FRESH_PATCHES else None
     # BN_REESTIMATE_BATCHES: an endless stream of its own (another seed), so the training batches stay as they are
     bn_batches = training_batches(train_records[runtime.rank::runtime.world_size], work_dir, cfg,
                                   seed=cfg.SEED + BN_STREAM_SEED_OFFSET + state.epoch) \
@@ -249,13 +250,18 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
                                  before_step=schedule.step)
         if cfg.BN_REESTIMATE_BATCHES > 0:
             reestimate_batch_norms(state.model, bn_batches, cfg.BN_REESTIMATE_BATCHES, runtime)
-        metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS) if val_batches \
-            else {}
+        metrics = {}
+        if val_records:
+            val_batches = fixed_val_batches if fixed_val_batches is not None else validation_batches(
+                val_records, work_dir, cfg, seed=cfg.SEED, epoch=epoch)
+            with torch.no_grad():
+                penalty = float(regulariser()) if cfg.VAL_LOSS_WITH_L2 else 0.0
+            metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS, penalty)
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
-        score = score_of(metrics, cfg.BEST_BY) if val_batches else math.inf
-        improved = score > state.best_score or not val_batches or epoch == 1
+        score = score_of(metrics, cfg.BEST_BY) if val_records else math.inf
+        improved = score > state.best_score or not val_records or epoch == 1
         state.best_score, state.epoch = max(state.best_score, score), epoch
-        log.info(epoch_summary(epoch, train_loss, metrics, timer.seconds, cfg.FLUIDS, improved and bool(val_batches)))
+        log.info(epoch_summary(epoch, train_loss, metrics, timer.seconds, cfg.FLUIDS, improved and bool(val_records)))
         if runtime.is_main:
             plot_curves(append_log(run_dir, row), run_dir / CURVES_PNG, loss_name=loss_fn.name)
             adversary = state.adversary

@@ -98,7 +98,8 @@ def test_validation_choice_is_fixed_and_half_with_fluid_where_possible(n_with_fl
     assert chosen != choose_validation_records(_records(n_with_fluid, n_without), 8, seed=1)
 
 
-def test_validation_batches_are_fixed(prepared_work, cfg):
+def test_validation_batches_are_fixed(prepared_work):
+    cfg = load_config(SMALL + ["VAL_FRESH_PATCHES=False"])
     records = slice_records(read_split_slices(prepared_work, "val", cfg), cfg.FLUIDS)
     first = validation_batches(records, prepared_work, cfg, seed=0)
     second = validation_batches(records, prepared_work, cfg, seed=0)
@@ -274,9 +275,10 @@ def _count_patches(batches) -> tuple[int, int]:
 
 
 def test_validation_drops_empty_patches_only_when_asked(prepared_work):
-    drop = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=True"])
-    keep = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=False"])
-    none_dropped = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=0.0", "DROP_EMPTY_IN_VALIDATION=True"])
+    whole = SMALL + ["DROP_PARTIAL_BATCH=False"]  # every patch counted
+    drop = load_config(whole + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=True"])
+    keep = load_config(whole + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=False"])
+    none_dropped = load_config(whole + ["EMPTY_PATCH_DROP_PROB=0.0", "DROP_EMPTY_IN_VALIDATION=True"])
     records = slice_records(read_split_slices(prepared_work, "val", drop), drop.FLUIDS)
     n_drop, empty_drop = _count_patches(validation_batches(records, prepared_work, drop, seed=0))
     n_keep, empty_keep = _count_patches(validation_batches(records, prepared_work, keep, seed=0))
@@ -373,3 +375,19 @@ def test_the_original_mixing_drops_a_partial_last_batch(prepared_work, cfg, trai
     sizes = [len(masks) for _, masks in training_batches(train_records[:3], prepared_work, kept, seed=0,
                                                           endless=False)]
     assert sum(sizes) >= sum(len(masks) for _, masks in one_pass) and all(size <= kept.BATCH_SIZE for size in sizes)
+
+
+def test_validation_as_the_original_takes_every_bscan_with_fresh_patches_each_epoch(prepared_work):
+    cfg = load_config(SMALL + ["VAL_BSCANS=0", "DROP_EMPTY_IN_VALIDATION=False"])
+    records = slice_records(read_split_slices(prepared_work, "val", cfg), cfg.FLUIDS)
+    assert choose_validation_records(records, 0, seed=0) == sorted(records)
+    first, again, second = (list(validation_batches(records, prepared_work, cfg, seed=0, epoch=epoch))
+                            for epoch in (1, 1, 2))
+    n_patches = sum(len(masks) for _, masks in first)
+    partial = load_config(SMALL + ["VAL_BSCANS=0", "DROP_EMPTY_IN_VALIDATION=False", "DROP_PARTIAL_BATCH=False"])
+    n_all = sum(len(masks) for _, masks in validation_batches(records, prepared_work, partial, seed=0, epoch=1))
+    assert n_all >= len(records) and n_patches == n_all // cfg.BATCH_SIZE * cfg.BATCH_SIZE  # partial batch dropped
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))  # seeded by the epoch
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, second))  # new patches the next epoch
+    fixed = load_config(SMALL + ["VAL_FRESH_PATCHES=False"])
+    assert isinstance(validation_batches(records, prepared_work, fixed, seed=0), list)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -290,7 +290,10 @@ def _shuffled(stream, buffer_size: int, rand: random.Random):
 
 
 def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) -> list[tuple]:
-    """A fixed choice of ``n_bscans`` validation B-scans: half with fluid where there are enough, sorted."""
+    """A fixed choice of ``n_bscans`` validation B-scans: half with fluid where there are enough, sorted; all of
+    them (sorted) for ``n_bscans`` 0, as the original."""
+    if n_bscans <= 0:
+        return sorted(records)
     rng = np.random.default_rng(seed)
     with_fluid = [record for record in records if record[4]]
     without = [record for record in records if not record[4]]
@@ -301,21 +304,31 @@ def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) ->
     return sorted(chosen)
 
 
-def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int = 0,
-                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The validation patches of a fixed set of B-scans (no augmentation), as batches in memory.
+def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int = 0, epoch: int = 0,
+                       ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation patches of ``VAL_BSCANS`` B-scans (0: all, the original; no augmentation), as batches.
 
     Patches without fluid are dropped with ``EMPTY_PATCH_DROP_PROB`` (seeded) when ``DROP_EMPTY_IN_VALIDATION``
-    (the original's validation stream drops them as its training stream does), else all are kept.
+    (the original's validation stream drops them as its training stream does), else all are kept; a last partial
+    batch is dropped with ``DROP_PARTIAL_BATCH`` (the original). With ``VAL_FRESH_PATCHES`` (the original) each
+    epoch samples its own patches (seeded by ``seed`` and ``epoch``) and the batches stream from disk; without, the
+    same patches every epoch, kept in memory (call once).
+
+    Returns:
+        A generator of batches (fresh patches), or a list of them (fixed patches).
     """
     chosen = choose_validation_records(records, cfg.VAL_BSCANS, seed)
-    rng = np.random.default_rng(seed)
-    rand = random.Random(seed)
+    patch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) if cfg.VAL_FRESH_PATCHES else seed
+    rng = np.random.default_rng(patch_seed)
+    rand = random.Random(patch_seed)
     keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB if cfg.DROP_EMPTY_IN_VALIDATION else 1.0
     stream = (chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
               >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
-              >> Chunk(cfg.BATCH_SIZE, list) >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED)))
-    return list(stream)
+              >> Chunk(cfg.BATCH_SIZE, list))
+    if cfg.DROP_PARTIAL_BATCH:
+        stream = stream >> Filter(lambda patches: len(patches) == cfg.BATCH_SIZE)
+    stream = stream >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED))
+    return iter(stream) if cfg.VAL_FRESH_PATCHES else list(stream)
 
 
 class PatchBatches(torch.utils.data.IterableDataset):

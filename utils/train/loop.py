@@ -132,9 +132,13 @@ def all_ranks_go(go: bool, runtime: Runtime) -> bool:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, batches: list, loss_fn: nn.Module, runtime: Runtime, n_classes: int,
-             fluids: dict[str, int]) -> dict[str, float]:
-    """Loss and per-class / mean-fluid metrics over the validation batches (each rank scores its share).
+def validate(model: nn.Module, batches: Iterable, loss_fn: nn.Module, runtime: Runtime, n_classes: int,
+             fluids: dict[str, int], penalty: float = 0.0) -> dict[str, float]:
+    """Loss and per-class / mean-fluid metrics over the validation batches (each rank scores every
+    ``world_size``-th batch).
+
+    Args:
+        penalty: added to the mean loss (the L2 on conv kernels, as the original's Keras test loss holds it).
 
     Returns:
         ``{"val_loss": ..., "dice_IRF": ..., "dice_mean_fluid": ..., "iou_...": ..., ...}`` (see
@@ -143,7 +147,7 @@ def validate(model: nn.Module, batches: list, loss_fn: nn.Module, runtime: Runti
     model.eval()
     meter = SegmentationMeter(n_classes, fluids)
     total, count = 0.0, 0
-    for images, masks in batches[runtime.rank::runtime.world_size]:
+    for images, masks in itertools.islice(batches, runtime.rank, None, runtime.world_size):
         images, masks = runtime.to_device(images), masks.to(runtime.device)
         with runtime.autocast():
             logits = model(images)
@@ -152,7 +156,7 @@ def validate(model: nn.Module, batches: list, loss_fn: nn.Module, runtime: Runti
         total += float(loss_fn(logits, masks)) * len(masks)
         count += len(masks)
         meter.update(logits.argmax(dim=1).cpu(), masks.cpu())
-    return {"val_loss": _mean_over_ranks(total, count), **meter.compute(distributed=runtime.distributed)}
+    return {"val_loss": _mean_over_ranks(total, count) + penalty, **meter.compute(distributed=runtime.distributed)}
 
 
 @torch.no_grad()
