@@ -207,6 +207,10 @@ INFERENCE_TILE_OVERLAP = 64  # pixels by which tiles overlap; their softmax is b
 # of the B-scan's ROI (computed as prepare_data.py does), full width; nothing outside is labelled. "roi": the whole
 # B-scan, labels kept inside the ROI only. "all": the whole B-scan.
 PREDICT_REGION = "band"
+# rmit_unet's output lacks 46 pixels on each side of its input. "background" (the original's test_model.py): only
+# what the output covers is labelled, the band's first and last 46 rows and every B-scan's first and last 46 columns
+# stay background. "padded": the input is zero-padded by 46 on every side, so every pixel is labelled.
+UNPADDED_BORDER = "background"
 # Beyond the method (off by default; measured in bench/quality.py, see the README):
 TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)

@@ -233,11 +233,26 @@ class _MarginModel(nn.Module):
 
 def test_unpadded_network_output_covers_every_pixel_as_the_pointwise_result():
     images = np.random.default_rng(5).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
-    cfg = _cfg()
+    cfg = _cfg(UNPADDED_BORDER="padded")
     padded = inference.network_probabilities(_MarginModel(), images, cfg, CPU)
     direct = inference.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
     assert padded.shape == (2, config.N_CLASSES, 50, 70)
     torch.testing.assert_close(padded, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_unpadded_network_labels_only_its_output_centre_as_the_original():
+    """UNPADDED_BORDER = "background" (the default): the margin at every border is background, the centre is the
+    network's own output; images no larger than twice the margin are all background."""
+    images = np.random.default_rng(5).integers(0, 256, (2, 150, 170, 3), dtype=np.uint8)
+    centre = inference.network_probabilities(_MarginModel(), images, _cfg(), CPU)
+    direct = inference.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
+    assert centre.shape == (2, config.N_CLASSES, 150, 170)
+    torch.testing.assert_close(centre[..., 46:-46, 46:-46], direct[..., 46:-46, 46:-46], rtol=1e-5, atol=1e-6)
+    border = torch.ones(150, 170, dtype=torch.bool)
+    border[46:-46, 46:-46] = False
+    assert (centre[:, 0][:, border] == 1.0).all() and (centre[:, 1:][:, :, border] == 0.0).all()
+    small = inference.network_probabilities(_MarginModel(), images[:, :92], _cfg(), CPU)
+    assert (small[:, 0] == 1.0).all()
 
 
 def test_band_is_centred_on_the_roi_middle_and_kept_inside():

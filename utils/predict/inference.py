@@ -52,6 +52,7 @@ from utils.model.runtime import Runtime
 from utils.prepare.roi import roi_mask
 
 PREDICT_REGIONS = ("band", "roi", "all")  # PREDICT_REGION: see config.py
+UNPADDED_BORDERS = ("background", "padded")  # UNPADDED_BORDER: see config.py
 PAD_MULTIPLE = 32  # input sizes of a 5-level U-Net; used when the model does not say (smp encoders' output_stride)
 FLUID_COLOURS = {"IRF": (255, 0, 0), "SRF": (0, 255, 0), "PED": (0, 96, 255)}  # overlay colour of each fluid
 OVERLAY_ALPHA = 0.45  # opacity of the fluid colours over the grey B-scan
@@ -317,12 +318,15 @@ def single_pass_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime
 
     A padded network (smp_unet) sees the images zero-padded at the bottom and right to its input multiple, in one
     pass or in blended tiles (``INFERENCE_TILE_SHAPE``). An unpadded one (rmit_unet, whose output lacks
-    ``margin`` pixels on each side) sees them zero-padded by the margin on every side and up to a size it takes,
-    in one pass, so that its output covers every pixel (training patches are zero-padded the same way when a
-    B-scan is smaller than a patch).
+    ``margin`` pixels on each side) labels, as the original's ``test_model.py``, only the centre of what it sees
+    (``UNPADDED_BORDER = "background"``: :func:`centre_probabilities`); with ``"padded"`` it sees the images
+    zero-padded by the margin on every side and up to a size it takes, in one pass, so that its output covers every
+    pixel (training patches are zero-padded the same way when a B-scan is smaller than a patch).
     """
     _, height, width, _ = images.shape
     margin = output_margin(model)
+    if margin and cfg.UNPADDED_BORDER == "background":
+        return centre_probabilities(model, images, margin, cfg.N_CLASSES, runtime)
     if margin:
         in_h, in_w = rmit_input_shape_for((height, width))
         pad = ((0, 0), (margin, in_h - height - margin), (margin, in_w - width - margin), (0, 0))
@@ -334,6 +338,28 @@ def single_pass_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime
     probabilities = sliding_window_probabilities(model, to_network_input(np.pad(images, pad), runtime), tile_shape,
                                                  cfg.INFERENCE_TILE_OVERLAP, runtime)
     return probabilities[..., :height, :width]
+
+
+def centre_probabilities(model: nn.Module, images: np.ndarray, margin: int, n_classes: int, runtime: Runtime,
+                         ) -> torch.Tensor:
+    """An unpadded network's probabilities where its output reaches, background elsewhere: ``(n, H, W, 3)`` uint8
+    -> ``(n, C, H, W)`` float32, the ``margin`` rows and columns at each border of the images (of the band, for
+    ``PREDICT_REGION = "band"``) labelled background (probability 1 for class 0), as the original labels them.
+
+    The images are zero-padded at the bottom and right to the smallest input the network takes whose output covers
+    ``(H - 2 margin, W - 2 margin)``; images smaller than ``2 margin + 1`` on a side are all background.
+    """
+    n, height, width, _ = images.shape
+    inner = (height - 2 * margin, width - 2 * margin)
+    canvas = torch.zeros((n, n_classes, height, width), dtype=torch.float32, device=runtime.device)
+    canvas[:, 0] = 1.0
+    if min(inner) < 1:
+        return canvas
+    in_h, in_w = rmit_input_shape_for(inner)
+    pad = ((0, 0), (0, in_h - height), (0, in_w - width), (0, 0))
+    probabilities = forward_probabilities(model, to_network_input(np.pad(images, pad), runtime), runtime)
+    canvas[..., margin:height - margin, margin:width - margin] = probabilities[..., :inner[0], :inner[1]]
+    return canvas
 
 
 def volume_rois(volume: np.ndarray, cfg) -> np.ndarray | None:

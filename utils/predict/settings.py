@@ -10,7 +10,7 @@ from utils.predict import inference
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
-INFERENCE_SETTINGS = ("PREDICT_REGION", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "BLANK_COLUMNS_BACKGROUND",
+INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3", "BLANK_COLUMNS_BACKGROUND",
                       "INFERENCE_BATCH_SIZE",
                       "INFERENCE_TILE_SHAPE", "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3",
                       "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
@@ -49,3 +49,6 @@ def check_inference_settings(cfg, multiple: int) -> None:
         raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {cfg.INFERENCE_BATCH_SIZE}")
     if cfg.PRESENCE_MIN_VOLUME_MM3 < 0:
         raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {cfg.PRESENCE_MIN_VOLUME_MM3}")
+    if cfg.UNPADDED_BORDER not in inference.UNPADDED_BORDERS:
+        raise ValueError(f"UNPADDED_BORDER must be one of {', '.join(inference.UNPADDED_BORDERS)}, got "
+                         f"{cfg.UNPADDED_BORDER!r}")
