@@ -90,6 +90,10 @@ CLOSING_DISK_RADIUS = 55
 # --------------------------------------------------------------------------------------------------------------
 PATCH_SHAPE = (256, 128)  # (height, width) in pixels at Spectralis depth resolution
 SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches span the same mm on every vendor
+# How a volume's patch crop height is found: "height_table" (the original's factor per B-scan height: Cirrus 1024
+# rows x2, Spectralis 496 x1, Topcon 650 and 885 rows 0.004 / 0.0035 and 0.004 / 0.0026; other heights by the
+# header spacing) or "spacing" (PATCH_SHAPE[0] x SPECTRALIS_AXIAL_SPACING_MM / the header's axial spacing, any device)
+DEPTH_SCALE = "height_table"
 PATCHES_PER_BSCAN = 12  # ROI-centred patches sampled from each B-scan (the original's 12)
 RANDOM_PATCH_SHARE = 0.2  # plus int(this x PATCHES_PER_BSCAN) patches centred anywhere in the ROI (original: 2)
 # How ROI-centred patch centres are placed. "rmit" (the original's sample_oct_patch_centers): columns drawn from
@@ -255,6 +259,6 @@ PRESETS = {
                  "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
                  "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
                  "BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64",
-                 "DROP_PARTIAL_BATCH=False", "VAL_BSCANS=48", "VAL_FRESH_PATCHES=False", "LR_SCHEDULE=poly",
-                 "EPOCHS=15", "PREDICT_REGION=all"),
+                 "DROP_PARTIAL_BATCH=False", "VAL_BSCANS=48", "VAL_FRESH_PATCHES=False", "DEPTH_SCALE=spacing",
+                 "LR_SCHEDULE=poly", "EPOCHS=15", "PREDICT_REGION=all"),
 }

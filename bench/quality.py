@@ -104,12 +104,13 @@ REPO = Path(__file__).resolve().parents[1]
 # 4 x BATCH_SIZE, nothing shuffled before, partial batches kept (the smp_unet configs were measured with it)
 EARLIER_MIXING = ["BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64",
                   "DROP_PARTIAL_BATCH=False"]
-# ... and its validation: 48 fixed B-scans, the same patches every epoch
+# ... its validation: 48 fixed B-scans, the same patches every epoch; and its depth scale: the header's spacing
 EARLIER_VALIDATION = ["VAL_BSCANS=48", "VAL_FRESH_PATCHES=False"]
+EARLIER_SCALING = ["DEPTH_SCALE=spacing"]
 SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
             "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
             "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
-            *EARLIER_MIXING, *EARLIER_VALIDATION]
+            *EARLIER_MIXING, *EARLIER_VALIDATION, *EARLIER_SCALING]
 SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for item in SMP_UNET]
 # The preset "improved" (config.PRESETS): plain CE + Dice and poly decay, trained without validation cases
 IMPROVED = SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"]

@@ -9,7 +9,7 @@ import pytest
 
 import config
 from utils.configuration import (ConfigError, add_config_arguments, apply_overrides, check_settings, config_from_dict,
-                                 load_config, save_config)
+                                 config_to_dict, load_config, save_config)
 from utils.predict.settings import INFERENCE_SETTINGS
 
 BASE = {"EPOCHS": 10, "LEARNING_RATE": 2e-4, "PATCH_SHAPE": (256, 128), "ENCODER": "resnet18",
@@ -153,3 +153,16 @@ def test_the_readme_lists_the_improved_preset_as_config_py_defines_it():
     train_items, predict_items = found.group(1).split(), found.group(2).split()
     assert sorted(train_items + predict_items) == sorted(config.PRESETS["improved"])
     assert all(item.split("=")[0] in INFERENCE_SETTINGS for item in predict_items)
+
+
+def test_a_config_saved_before_a_fidelity_setting_keeps_the_behaviour_it_was_made_with():
+    from utils.configuration import EARLIER_BEHAVIOUR
+    saved = config_to_dict(load_config([]))
+    for name in EARLIER_BEHAVIOUR:
+        del saved[name]
+    restored = config_from_dict({**saved, "BATCH_SIZE": 8})
+    assert (restored.DEPTH_SCALE, restored.BSCAN_SHUFFLE_BUFFER, restored.PATCH_SHUFFLE_BUFFER,
+            restored.KEPT_PATCH_SHUFFLE_BUFFER, restored.DROP_PARTIAL_BATCH, restored.VAL_FRESH_PATCHES) == (
+        "spacing", 0, 0, 32, False, False)
+    assert config_from_dict({}).DEPTH_SCALE == config.DEPTH_SCALE  # nothing saved: config.py as it is
+    assert config_from_dict(config_to_dict(load_config([]))).DEPTH_SCALE == "height_table"

@@ -180,12 +180,29 @@ def save_config(cfg: types.SimpleNamespace, path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(vars(cfg), indent=2, sort_keys=True) + "\n")
 
 
+# Settings added to restore the original's behaviour, whose default differs from what the code did before them: a
+# config saved before a setting existed (an older checkpoint or run) gets the value that reproduces what it was
+# made with, not config.py's default. Each value is a function of the saved settings.
+EARLIER_BEHAVIOUR = {
+    "DEPTH_SCALE": lambda saved: "spacing",
+    "BSCAN_SHUFFLE_BUFFER": lambda saved: 0,
+    "PATCH_SHUFFLE_BUFFER": lambda saved: 0,
+    "KEPT_PATCH_SHUFFLE_BUFFER": lambda saved: 4 * int(saved.get("BATCH_SIZE", 16)),
+    "DROP_PARTIAL_BATCH": lambda saved: False,
+    "VAL_FRESH_PATCHES": lambda saved: False,
+    "VAL_LOSS_WITH_L2": lambda saved: False,
+}
+
+
 def config_from_dict(saved: dict[str, Any]) -> types.SimpleNamespace:
     """Rebuilds a config saved by :func:`save_config` (JSON lists back to tuples where config.py has tuples).
 
-    Settings that config.py no longer has are kept; settings it gained since are taken from config.py.
+    Settings that config.py no longer has are kept; settings it gained since are taken from config.py, except
+    those of :data:`EARLIER_BEHAVIOUR`, which get the value that reproduces the code the config was saved by.
     """
     settings = default_settings()
+    if saved:
+        settings.update({name: earlier(saved) for name, earlier in EARLIER_BEHAVIOUR.items() if name not in saved})
     for name, value in saved.items():
         default = settings.get(name)
         if isinstance(default, tuple) and isinstance(value, list):

@@ -75,3 +75,20 @@ def test_signal_columns_are_those_with_any_nonzero_pixel():
     assert signal_columns(bscans).tolist() == [[[False, True, False, False, False]],
                                                [[False, False, False, False, True]]]
     assert signal_columns(bscans[0]).shape == (1, 5)
+
+
+def test_the_original_height_table_sets_the_crop_height_of_the_retouch_devices():
+    from utils.model.input_scale import scaling_spacing_mm
+    reference = 0.0039
+    # Spectralis 496 rows: the original crops exactly the patch height; the header's 0.00387 mm gives 258
+    spectralis = scaling_spacing_mm(0.00387, 496, "height_table", reference)
+    assert physical_patch_shape((256, 128), spectralis, reference) == (256, 128)
+    assert physical_patch_shape((256, 128), scaling_spacing_mm(0.00387, 496, "spacing", reference), reference) == (
+        258, 128)
+    assert physical_patch_shape((256, 128), scaling_spacing_mm(0.00195, 1024, "height_table", reference),
+                                reference) == (512, 128)
+    assert physical_patch_shape((256, 128), scaling_spacing_mm(0.0026, 885, "height_table", reference),
+                                reference) == (round(256 * 0.004 / 0.0026), 128)
+    assert scaling_spacing_mm(0.005, 700, "height_table", reference) == 0.005  # a height the original lacked
+    with pytest.raises(ValueError, match="DEPTH_SCALE must be one of height_table, spacing"):
+        scaling_spacing_mm(0.005, 700, "table", reference)

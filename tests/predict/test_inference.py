@@ -55,10 +55,20 @@ def test_stack_neighbours_repeats_the_edge_bscans():
     (650, 0.0035, 584),        # Topcon 650 rows: crop 285 -> 256
 ])
 def test_depth_scaling_uses_the_training_patch_factor(height, axial_mm, expected):
-    cfg = load_config([])
+    cfg = load_config(["DEPTH_SCALE=spacing"])
     crop, _ = physical_patch_shape(cfg.PATCH_SHAPE, axial_mm, cfg.SPECTRALIS_AXIAL_SPACING_MM)
     assert inference.depth_scale_factor(axial_mm, cfg) == cfg.PATCH_SHAPE[0] / crop
     assert inference.scaled_height(height, axial_mm, cfg) == expected
+
+
+@pytest.mark.parametrize("height, axial_mm, expected", [
+    (1024, 0.001953125, 512),  # Cirrus: the original's x2
+    (496, 0.003872, 496),      # Spectralis: x1, the original crops exactly the patch height
+    (885, 0.0026, round(885 * 256 / round(256 * 0.004 / 0.0026))),
+    (700, 0.0035, round(700 * 256 / round(256 * 0.0039 / 0.0035))),  # not in the table: by the spacing
+])
+def test_depth_scaling_by_the_original_height_table(height, axial_mm, expected):
+    assert inference.scaled_height(height, axial_mm, load_config(["DEPTH_SCALE=height_table"])) == expected
 
 
 def test_depth_scaling_round_trip_gives_back_the_height_and_the_image():

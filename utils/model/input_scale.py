@@ -34,12 +34,38 @@ def check_patch_shape(pshape: Sequence[int], name: str = "pshape") -> tuple[int,
     return h, w
 
 
+# The original's crop height per B-scan height (custom_nuts.py, SHAPE_MULT): crop = PATCH_SHAPE[0] x this, for the
+# RETOUCH devices' heights (Cirrus 1024, Spectralis 496, Topcon 650 and 885 rows)
+ORIGINAL_SHAPE_MULT = {1024: 2.0, 496: 1.0, 650: 0.004 / 0.0035, 885: 0.004 / 0.0026}
+DEPTH_SCALES = ("height_table", "spacing")  # DEPTH_SCALE: see config.py
+
+
+def scaling_spacing_mm(axial_spacing_mm: float, height: int, depth_scale: str, reference_spacing_mm: float,
+                       ) -> float:
+    """The axial spacing by which a ``height``-row volume's patches are scaled (:func:`physical_patch_shape`).
+
+    ``"spacing"``: the header's own. ``"height_table"`` (the original): for a height of
+    :data:`ORIGINAL_SHAPE_MULT` the spacing that gives the original's factor (``reference / factor``: Spectralis 496
+    rows crop exactly ``PATCH_SHAPE[0]`` rows, where the header's 0.00387 mm gives 258); other heights, which the
+    original could not read, fall back to the header's.
+
+    Raises:
+        ValueError: an unknown ``depth_scale``.
+    """
+    if depth_scale not in DEPTH_SCALES:
+        raise ValueError(f"DEPTH_SCALE must be one of {', '.join(DEPTH_SCALES)}, got {depth_scale!r}")
+    if depth_scale == "height_table" and int(height) in ORIGINAL_SHAPE_MULT:
+        return float(reference_spacing_mm) / ORIGINAL_SHAPE_MULT[int(height)]
+    return axial_spacing_mm
+
+
 def physical_patch_shape(pshape: Sequence[int], axial_spacing_mm: float,
                          reference_spacing_mm: float) -> tuple[int, int]:
     """The crop size that covers the depth of a ``pshape`` patch at ``reference_spacing_mm`` on this volume.
 
-    The original hard-coded a factor per B-scan height ({1024: 2, 496: 1, 650: 0.004 / 0.0035, 885: 0.004 / 0.0026});
-    we derive it from the header spacing instead, so any height (and any future device) works. With the Spectralis
+    The original hard-coded a factor per B-scan height (:data:`ORIGINAL_SHAPE_MULT`, ``DEPTH_SCALE =
+    "height_table"`` through :func:`scaling_spacing_mm`); ``"spacing"`` derives it from the header spacing, so any
+    height (and any future device) works. With the Spectralis
     spacing 0.0039 mm as reference, Cirrus (0.00195 mm) gives 2 as before, Topcon 0.0026 mm gives 1.5 (the original:
     0.004 / 0.0026 = 1.54) and Topcon 0.0035 mm 1.11 (original 1.14).
 

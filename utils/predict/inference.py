@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.io.mhd_io import Geometry
-from utils.model.input_scale import IMAGE_ORDERS, physical_patch_shape, resize_patch, signal_columns
+from utils.model.input_scale import (IMAGE_ORDERS, physical_patch_shape, resize_patch, scaling_spacing_mm,
+                                     signal_columns)
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
@@ -79,23 +80,25 @@ def stack_neighbours(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.stack([volume[np.maximum(index - 1, 0)], volume[index], volume[np.minimum(index + 1, last)]], axis=-1)
 
 
-def depth_scale_factor(axial_spacing_mm: float, cfg) -> float:
-    """Factor by which training resized this volume's rows: ``PATCH_SHAPE[0] / crop height``.
+def depth_scale_factor(axial_spacing_mm: float, cfg, height: int = 0) -> float:
+    """Factor by which training resized the rows of this ``height``-row volume: ``PATCH_SHAPE[0] / crop height``.
 
     The crop height is :func:`utils.model.input_scale.physical_patch_shape` (``PATCH_SHAPE[0] *
-    SPECTRALIS_AXIAL_SPACING_MM / axial_spacing_mm``, rounded), so the factor is about ``axial_spacing_mm /
-    SPECTRALIS_AXIAL_SPACING_MM``: 0.5 for Cirrus, 0.67 for Topcon 885-row, 0.99 for Spectralis.
+    SPECTRALIS_AXIAL_SPACING_MM / spacing``, rounded), the spacing as ``DEPTH_SCALE`` takes it
+    (:func:`utils.model.input_scale.scaling_spacing_mm`: the original's factor per height, or the header's), so the
+    factor is about 0.5 for Cirrus, 0.67 for Topcon 885-row, 1 for Spectralis.
 
     Raises:
         ValueError: a spacing that is not a positive number.
     """
-    crop_height, _ = physical_patch_shape(tuple(cfg.PATCH_SHAPE), axial_spacing_mm, cfg.SPECTRALIS_AXIAL_SPACING_MM)
+    spacing = scaling_spacing_mm(axial_spacing_mm, height, cfg.DEPTH_SCALE, cfg.SPECTRALIS_AXIAL_SPACING_MM)
+    crop_height, _ = physical_patch_shape(tuple(cfg.PATCH_SHAPE), spacing, cfg.SPECTRALIS_AXIAL_SPACING_MM)
     return cfg.PATCH_SHAPE[0] / crop_height
 
 
 def scaled_height(height: int, axial_spacing_mm: float, cfg) -> int:
     """Rows of a ``height``-row B-scan at the training depth resolution: ``round(height * factor)``, at least 1."""
-    return max(1, int(round(height * depth_scale_factor(axial_spacing_mm, cfg))))
+    return max(1, int(round(height * depth_scale_factor(axial_spacing_mm, cfg, height))))
 
 
 def scale_depth(images: np.ndarray, height: int, order: int = 1) -> np.ndarray:

@@ -32,7 +32,7 @@ from utils.train.custom_nuts import ImagePatchesByMaskRetouch_resampled
 from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
-from utils.model.input_scale import IMAGE_ORDERS, signal_columns
+from utils.model.input_scale import IMAGE_ORDERS, scaling_spacing_mm, signal_columns
 
 # Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
 # and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
@@ -67,7 +67,8 @@ def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
 
     Returns:
         ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_IRF, is_SRF, is_PED,
-        spacing_y_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end.
+        spacing_y_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end; the spacing
+        is the one patches are scaled by (``DEPTH_SCALE``: :func:`utils.model.input_scale.scaling_spacing_mm`).
     """
     case, root, z, n_slices, _, spacing = record[:6]
     channels = []
@@ -78,6 +79,7 @@ def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
     mask = read_png(mask_path)
     roi = (read_png(roi_path) > 0).astype(np.uint8)
     flags = [int((mask == code).any()) for code in (cfg.IRF, cfg.SRF, cfg.PED)]
+    spacing = scaling_spacing_mm(spacing, mask.shape[0], cfg.DEPTH_SCALE, cfg.SPECTRALIS_AXIAL_SPACING_MM)
     return (np.stack(channels, axis=-1), mask, roi, *flags, spacing)
 
 
