@@ -128,7 +128,15 @@ BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training str
 TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop training (mid-epoch; it is then validated and saved) after this many minutes
 BATCH_SIZE = 16
 LEARNING_RATE = 2e-4  # Adam, as the method
+# "adam": Adam with ADAM_BETAS (the method); beyond it, "sgd": SGD with Nesterov momentum SGD_MOMENTUM and weight
+# decay WEIGHT_DECAY, nnU-Net's (0.99, 3e-5; with LEARNING_RATE=1e-2 and LR_SCHEDULE=poly as nnU-Net trains)
+OPTIMIZER = "adam"
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
+SGD_MOMENTUM = 0.99
+WEIGHT_DECAY = 3e-5  # "sgd" only
+# Beyond the method (0 = off): validate and save an exponential moving average of the weights (and batch-norm
+# statistics), updated after every step with this decay (e.g. 0.999); training itself goes on with the raw weights
+EMA_DECAY = 0.0
 # "constant": LEARNING_RATE throughout (the method); "poly": nnU-Net's LEARNING_RATE x (1 - progress) ** 0.9, progress
 # the share of the training done: the larger of the share of EPOCHS done and (TRAIN_BUDGET_MINUTES > 0) of the budget
 LR_SCHEDULE = "constant"

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from utils.configuration import (ConfigError, add_config_arguments, config_from_dict, config_to_dict, load_config,
                                  save_config)
@@ -76,6 +77,12 @@ class TrainingState:
     adversary: Adversary | None
     epoch: int = 0  # epochs completed
     best_score: float = -math.inf
+    average: AveragedModel | None = None  # EMA_DECAY > 0: the moving average of the weights, validated and saved
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The network validated and saved: the moving average when there is one, else the trained weights."""
+        return self.average.module if self.average is not None else self.model
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path | None, dict | None]:
@@ -174,6 +181,20 @@ def initial_weights(path: Path, cfg) -> dict:
     return checkpoint["model_state"]
 
 
+def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """The segmenter's optimiser, as ``OPTIMIZER`` names it.
+
+    Raises:
+        ConfigError: an unknown ``OPTIMIZER``.
+    """
+    if cfg.OPTIMIZER == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
+    if cfg.OPTIMIZER == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.LEARNING_RATE, momentum=cfg.SGD_MOMENTUM, nesterov=True,
+                               weight_decay=cfg.WEIGHT_DECAY)
+    raise ConfigError(f"OPTIMIZER={cfg.OPTIMIZER!r}: expected 'adam' (the method) or 'sgd' (nnU-Net's)")
+
+
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
     """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
     model_args = unet_arguments(cfg)
@@ -187,7 +208,7 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
     model = build_unet(model_args).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
+    optimizer = make_optimizer(model, cfg)
     adversary = None
     if cfg.ADVERSARIAL:
         discriminator = build_discriminator(cfg).to(runtime.device)
@@ -197,8 +218,13 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
     state = TrainingState(model_args, model, optimizer, adversary)
     if init_state is not None:
         model.load_state_dict(init_state)
+    if cfg.EMA_DECAY > 0:
+        state.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.EMA_DECAY), use_buffers=True)
     if checkpoint:
-        model.load_state_dict(checkpoint["model_state"])
+        # a run with a moving average saved it as the model and its trained weights beside it
+        model.load_state_dict(checkpoint.get("trained_model_state") or checkpoint["model_state"])
+        if state.average is not None:
+            state.average.module.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         if adversary and checkpoint.get("discriminator_state"):
             adversary.discriminator.load_state_dict(checkpoint["discriminator_state"])
@@ -247,16 +273,20 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
         train_loss = train_epoch(network, batches, state.optimizer, loss_fn, runtime, state.adversary,
                                  description=f"epoch {epoch}/{cfg.EPOCHS}", regulariser=regulariser,
                                  n_batches=cfg.BATCHES_PER_EPOCH if endless else None, deadline=deadline,
-                                 before_step=schedule.step)
+                                 before_step=schedule.step,
+                                 after_step=(lambda: state.average.update_parameters(state.model))
+                                 if state.average is not None else (lambda: None))
+        kept = state.kept_model
         if cfg.BN_REESTIMATE_BATCHES > 0:
-            reestimate_batch_norms(state.model, bn_batches, cfg.BN_REESTIMATE_BATCHES, runtime)
+            reestimate_batch_norms(kept, bn_batches, cfg.BN_REESTIMATE_BATCHES, runtime)
         metrics = {}
         if val_records:
             val_batches = fixed_val_batches if fixed_val_batches is not None else validation_batches(
                 val_records, work_dir, cfg, seed=cfg.SEED, epoch=epoch)
             with torch.no_grad():
                 penalty = float(regulariser()) if cfg.VAL_LOSS_WITH_L2 else 0.0
-            metrics = validate(network, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS, penalty)
+            metrics = validate(network if state.average is None else kept, val_batches, loss_fn, runtime,
+                               cfg.N_CLASSES, cfg.FLUIDS, penalty)
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
         score = score_of(metrics, cfg.BEST_BY) if val_records else math.inf
         improved = score > state.best_score or not val_records or epoch == 1
@@ -265,10 +295,12 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
         if runtime.is_main:
             plot_curves(append_log(run_dir, row), run_dir / CURVES_PNG, loss_name=loss_fn.name)
             adversary = state.adversary
-            checkpoint = make_checkpoint(state.model_args, state.model, state.optimizer, epoch, config_to_dict(cfg),
+            checkpoint = make_checkpoint(state.model_args, kept, state.optimizer, epoch, config_to_dict(cfg),
                                          row, state.best_score, reference,
                                          adversary.discriminator if adversary else None,
                                          adversary.optimizer if adversary else None)
+            if state.average is not None:
+                checkpoint["trained_model_state"] = {k: v.cpu() for k, v in state.model.state_dict().items()}
             if improved:
                 save_checkpoint(run_dir / cfg.BEST_CHECKPOINT, checkpoint)
             save_checkpoint(run_dir / cfg.LAST_CHECKPOINT, checkpoint)

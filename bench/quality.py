@@ -161,6 +161,15 @@ CONFIGS: dict[str, dict] = {
     # ... and those A-scans left out of the loss in training too
     "improved_strips_blankloss": {"train": IMPROVED + STRIPS + ["BLANK_COLUMNS_IGNORED=True"],
                                   "predict": ["PREDICT_REGION=all", *BLANK_PREDICT], "no_validation": True},
+    # nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 1e-2 with the poly decay, weight decay 3e-5)
+    "improved_strips_sgd": {"train": IMPROVED + STRIPS + ["OPTIMIZER=sgd", "LEARNING_RATE=1e-2"],
+                            "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # a moving average of the weights validated and saved (decay 0.99: about the last 100 steps)
+    "improved_strips_ema": {"train": IMPROVED + STRIPS + ["EMA_DECAY=0.99"], "predict": ["PREDICT_REGION=all"],
+                            "no_validation": True},
+    # a 5x higher Adam rate: the budget is short
+    "improved_strips_lr1e3": {"train": IMPROVED + STRIPS + ["LEARNING_RATE=1e-3"], "predict": ["PREDICT_REGION=all"],
+                              "no_validation": True},
     # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
     # both seeds' (the table's minutes and epochs are their sums)
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],

@@ -211,3 +211,26 @@ def test_batch_norm_reestimation_leaves_training_as_it_was(prepared_work, tmp_pa
     assert means and any(not torch.equal(plain_state[name], bn_state[name]) for name in means)
     weights = [name for name in plain_state if name.endswith(".weight")]
     assert all(torch.equal(plain_state[name], bn_state[name]) for name in weights)
+
+
+def test_moving_average_is_validated_saved_and_resumed(prepared_work, tmp_path):
+    run = tmp_path / "ema"
+    common = ["--set", "MODEL=smp_unet", "--set", "EMA_DECAY=0.9", "--set", "BATCHES_PER_EPOCH=2"]
+    assert _train(prepared_work, run, *common, "--set", "EPOCHS=1") == 0
+    saved = load_checkpoint(run / "last.pt")
+    averaged, trained = saved["model_state"], saved["trained_model_state"]
+    weights = [name for name in trained if name.endswith(".weight")]
+    assert any(not torch.equal(averaged[name], trained[name]) for name in weights)
+    model_from_checkpoint(saved)  # predict.py builds the averaged network
+    assert train.main(["--work-dir", str(prepared_work), "--run-dir", str(run), "--resume", *QUICK, *common,
+                       "--set", "EPOCHS=2"]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_sgd_with_nesterov_trains_and_an_unknown_optimizer_is_one_line(prepared_work, tmp_path, capsys):
+    assert _train(prepared_work, tmp_path / "sgd", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=2",
+                  "--set", "MODEL=smp_unet", "--set", "OPTIMIZER=sgd", "--set", "LEARNING_RATE=1e-2") == 0
+    state = load_checkpoint(tmp_path / "sgd" / "last.pt")["optimizer_state"]
+    assert state["param_groups"][0]["nesterov"] and state["param_groups"][0]["momentum"] == 0.99
+    assert _train(prepared_work, tmp_path / "bad", "--set", "OPTIMIZER=lion") == 2
+    assert "OPTIMIZER='lion': expected 'adam' (the method) or 'sgd' (nnU-Net's)" in capsys.readouterr().err

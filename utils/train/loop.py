@@ -68,7 +68,8 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 runtime: Runtime, adversary: Adversary | None = None, description: str = "train",
                 regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0, n_batches: int | None = None,
-                deadline: float | None = None, before_step: Callable[[], None] = lambda: None) -> float:
+                deadline: float | None = None, before_step: Callable[[], None] = lambda: None,
+                after_step: Callable[[], None] = lambda: None) -> float:
     """Trains on the batches (``n_batches`` of them, or all the iterable holds when None), stopping early at
     ``deadline``.
 
@@ -82,6 +83,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
         deadline: a ``time.perf_counter()`` value after which no further batch starts (a training time budget:
             one pass of the original's epoch can take hours on a CPU); at least one batch is trained.
         before_step: called before each optimiser step of the segmenter (the learning-rate schedule).
+        after_step: called after it (the moving average of the weights).
 
     Returns:
         The mean segmentation loss (without the regulariser), averaged over all ranks.
@@ -109,6 +111,7 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
             before_step()
             optimizer.step()
+            after_step()
             if adversary is not None:
                 adversary.optimizer.zero_grad(set_to_none=True)
                 discriminator_loss.float().backward(inputs=list(adversary.discriminator.parameters()))
