@@ -172,16 +172,15 @@ def test_results_made_fold_by_fold_are_joined_and_pooled(quality):
     assert len(quality.join_fold_results([one, one])) == 2  # the same fold twice: not joined
 
 
-def test_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path):
+@pytest.mark.parametrize("name", ["gpu_check.sh", "gpu_levers.sh"])
+def test_gpu_scripts_say_in_one_line_that_there_is_no_gpu(tmp_path, name):
     import subprocess
     import sys
     import torch
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is here: the check would run for minutes")
-    script = BENCH / "gpu_check.sh"
-    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
+    done = subprocess.run(["bash", str(BENCH / name), str(tmp_path / "out")], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=120)
     assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout.splitlines() == ["bench/gpu_check.sh: no CUDA GPU on this machine (torch sees none); "
-                                        "nothing run"]
+    assert done.stdout.splitlines() == [f"bench/{name}: no CUDA GPU on this machine (torch sees none); nothing run"]
     assert not (tmp_path / "out").exists()

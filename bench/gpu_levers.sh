@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Screen the accuracy levers on the real development set on a machine with a CUDA GPU: every (config, seed, fold)
+# of bench/quality.py trained as its own process, PARALLEL at a time, then the joined quality table.
+#
+#     bench/gpu_levers.sh [OUT]       # default OUT: work/quality-gpu-levers (git-ignored: results of real scans)
+#
+# Environment: CONFIGS (comma-separated bench/quality.py configs; default: the preset's strips and its levers),
+# SEEDS (default 0,1), EPOCHS (default 15, the preset's budget), PARALLEL (default 4), PYTHON, REAL_DATA.
+# Without a CUDA GPU it says so in one line and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "bench/gpu_levers.sh: no CUDA GPU on this machine (torch sees none); nothing run"
+    exit 0
+fi
+
+OUT="${1:-work/quality-gpu-levers}"
+CONFIGS="${CONFIGS:-improved_strips,improved_strips_sgd,improved_strips_ema,improved_strips_lr1e3,improved_strips_blankloss}"
+SEEDS="${SEEDS:-0,1}"
+EPOCHS="${EPOCHS:-15}"
+PARALLEL="${PARALLEL:-4}"
+mkdir -p "$OUT"
+real_data=()
+if [ -n "${REAL_DATA:-}" ]; then real_data=(--real-data "$REAL_DATA"); fi
+
+start=$(date +%s)
+status=0
+running=0
+for config in ${CONFIGS//,/ }; do
+    for seed in ${SEEDS//,/ }; do
+        for fold in 1 2; do
+            "$PYTHON" bench/quality.py --dataset real --configs "$config" --seeds "$seed" --epochs "$EPOCHS" \
+                --only-fold "$fold" --out "$OUT/$config-seed$seed-fold$fold" "${real_data[@]}" \
+                --set LOADER_WORKERS=3 > "$OUT/$config-seed$seed-fold$fold.log" 2>&1 &
+            running=$((running + 1))
+            if [ "$running" -ge "$PARALLEL" ]; then
+                wait -n || status=1
+                running=$((running - 1))
+            fi
+        done
+    done
+done
+while [ "$running" -gt 0 ]; do wait -n || status=1; running=$((running - 1)); done
+echo "trained and scored in $(( ($(date +%s) - start) / 60 )) min; logs: $OUT/*.log"
+"$PYTHON" bench/quality.py --table-only --out "$OUT" || status=1
+exit $status
