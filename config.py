@@ -150,12 +150,17 @@ DICE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
 BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_mean_fluid" (validation patches)
 # Adversarial training, the original's schedule (train_adversarial.py): from a finished segmentation run,
 # `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7
-# --set EMPTY_PATCH_DROP_PROB=0.9`. The critic sees softmax probabilities, not arg-max
+# --set EMPTY_PATCH_DROP_PROB=0.9 --set STRATIFY_BY=none` (no vendor stratification there). The critic sees softmax probabilities, not arg-max
 # one-hots: the original's arg-max passes no gradient to the segmenter.
 ADVERSARIAL = False
 DISCRIMINATOR = "rmit"  # "rmit": the authors' discriminator; "strided": a small strided-conv critic
 ADVERSARIAL_WEIGHT = 1.0  # lambda: segmenter loss += lambda x adversarial loss (the original: 1:1)
 DISCRIMINATOR_LEARNING_RATE = 2e-4
+DISCRIMINATOR_L2_WEIGHT = 1e-4  # L2 on the discriminator's conv and dense kernels (the original's l2(1e-4)); 0 = none
+# "discriminator_first" (the original): each step the discriminator trains first on one concatenated batch of the
+# real (reference) and fake (softmax) pairs, then the segmenter against it; "separate": the segmenter first, then
+# the discriminator on separate real and fake passes (the pipeline's earlier step)
+ADVERSARIAL_STEP = "discriminator_first"
 # Batch mixing (train_model.py): shuffle buffers of the augmented B-scans and of their patches (before the
 # empty-patch drop), as the original (100, 1000); of the kept patches (the original: none, 0); a last partial batch
 # dropped (the original). The pipeline's earlier mixing: 0, 0, 4 x BATCH_SIZE, False (--preset improved keeps it).
@@ -165,8 +170,9 @@ KEPT_PATCH_SHUFFLE_BUFFER = 0
 DROP_PARTIAL_BATCH = True
 EMPTY_PATCH_DROP_PROB = 0.75  # probability of dropping a patch that holds no fluid (the original: 0.75) ...
 DROP_EMPTY_IN_VALIDATION = True  # ... in validation too, as the original
-# Training B-scans are drawn balanced by "vendor" (the original: nutsml Stratify(1, mode='up') on the vendor) or
-# by "fluid" (B-scans with and without fluid balanced, up-sampling the rarer).
+# Training B-scans are drawn balanced by "vendor" (the original: nutsml Stratify(1, mode='up') on the vendor), by
+# "fluid" (B-scans with and without fluid balanced, up-sampling the rarer), or "none" (each once, shuffled: the
+# original's adversarial script).
 STRATIFY_BY = "vendor"
 # "rmit": every B-scan kept, a flipped copy added with FLIP_PROB, then to that stream a rotated copy (angle from
 # [0, ROTATE_MAX_DEGREES], nearest neighbour) added with ROTATE_PROB (the original). "replace": each B-scan flipped

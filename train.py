@@ -212,9 +212,13 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
     adversary = None
     if cfg.ADVERSARIAL:
         discriminator = build_discriminator(cfg).to(runtime.device)
+        if cfg.ADVERSARIAL_STEP not in ("discriminator_first", "separate"):
+            raise ConfigError(f"ADVERSARIAL_STEP={cfg.ADVERSARIAL_STEP!r}: expected 'discriminator_first' (the "
+                              f"original) or 'separate'")
         adversary = Adversary(discriminator, torch.optim.Adam(discriminator.parameters(),
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
-                                                              betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT)
+                                                              betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT,
+                              cfg.DISCRIMINATOR_L2_WEIGHT, cfg.ADVERSARIAL_STEP == "discriminator_first")
     state = TrainingState(model_args, model, optimizer, adversary)
     if init_state is not None:
         model.load_state_dict(init_state)

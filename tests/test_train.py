@@ -234,3 +234,33 @@ def test_sgd_with_nesterov_trains_and_an_unknown_optimizer_is_one_line(prepared_
     assert state["param_groups"][0]["nesterov"] and state["param_groups"][0]["momentum"] == 0.99
     assert _train(prepared_work, tmp_path / "bad", "--set", "OPTIMIZER=lion") == 2
     assert "OPTIMIZER='lion': expected 'adam' (the method) or 'sgd' (nnU-Net's)" in capsys.readouterr().err
+
+
+def test_the_original_adversarial_step_trains_the_discriminator_first_on_one_batch(prepared_work, tmp_path):
+    """ADVERSARIAL_STEP = "discriminator_first": the discriminator sees one concatenated batch (2 x BATCH_SIZE
+    pairs, the first half labelled real) and steps before the segmenter; the L2 term enters its objective."""
+    from utils.model.networks import RmitCritic
+    seen = []
+    original = RmitCritic.forward
+
+    def recording(self, image, segmentation):
+        seen.append(len(image))
+        return original(self, image, segmentation)
+
+    RmitCritic.forward = recording
+    try:
+        assert _train(prepared_work, tmp_path / "adv", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1",
+                      "--set", "ADVERSARIAL=True", "--set", "PATCH_SHAPE=(256, 128)", "--set", "BATCH_SIZE=2",
+                      "--set", "STRATIFY_BY=none") == 0
+    finally:
+        RmitCritic.forward = original
+    assert seen == [4, 2]  # the concatenated real + fake batch, then the segmenter's fake batch
+
+
+def test_stratify_none_draws_each_bscan_once_shuffled():
+    import random as random_module
+    from types import SimpleNamespace
+    from utils.train.data_pipeline import epoch_records
+    records = [("c", "r", z, 10, z % 2, 0.0039, "Spectralis") for z in range(10)]
+    drawn = epoch_records(records, SimpleNamespace(STRATIFY_BY="none"), random_module.Random(0))
+    assert sorted(drawn) == sorted(records) and drawn != records

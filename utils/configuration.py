@@ -94,14 +94,24 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
 _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
     "PATCH_CENTRES": ("rmit", "stratified"), "LR_SCHEDULE": ("constant", "poly"),
-    "STRATIFY_BY": ("vendor", "fluid"), "AUGMENT": ("rmit", "replace"), "BEST_BY": ("val_loss", "dice_mean_fluid"),
-    "PREDICT_REGION": ("band", "roi", "all"), "HISTOGRAM_ROUNDING": ("truncate", "round"),
-    "DISCRIMINATOR": ("rmit", "strided"), "IMAGE_RESAMPLING": ("linear", "nearest"),
+    "STRATIFY_BY": ("vendor", "fluid", "none"), "AUGMENT": ("rmit", "replace"),
+    "BEST_BY": ("val_loss", "dice_mean_fluid"), "PREDICT_REGION": ("band", "roi", "all"),
+    "HISTOGRAM_ROUNDING": ("truncate", "round"), "DISCRIMINATOR": ("rmit", "strided"),
+    "IMAGE_RESAMPLING": ("linear", "nearest"), "DEPTH_SCALE": ("height_table", "spacing"),
+    "UNPADDED_BORDER": ("background", "padded"), "OPTIMIZER": ("adam", "sgd"),
+    "ADVERSARIAL_STEP": ("discriminator_first", "separate"),
 }
 _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),
     "EPOCHS": (lambda value: value >= 1, "an integer >= 1"),
     "BATCHES_PER_EPOCH": (lambda value: value >= 0, "an integer >= 0"),
+    "BSCAN_SHUFFLE_BUFFER": (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)"),
+    "PATCH_SHUFFLE_BUFFER": (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)"),
+    "KEPT_PATCH_SHUFFLE_BUFFER": (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)"),
+    "BN_REESTIMATE_BATCHES": (lambda value: value >= 0, "an integer >= 0 (0: off)"),
+    "VAL_BSCANS": (lambda value: value >= 0, "an integer >= 0 (0: every validation B-scan)"),
+    "EMA_DECAY": (lambda value: 0 <= value < 1, "a number in [0, 1) (0: off)"),
+    "DISCRIMINATOR_L2_WEIGHT": (lambda value: value >= 0, "a number >= 0"),
     "LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
     "PRESENCE_GATE": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
@@ -191,6 +201,8 @@ EARLIER_BEHAVIOUR = {
     "DROP_PARTIAL_BATCH": lambda saved: False,
     "VAL_FRESH_PATCHES": lambda saved: False,
     "VAL_LOSS_WITH_L2": lambda saved: False,
+    "DISCRIMINATOR_L2_WEIGHT": lambda saved: 0.0,
+    "ADVERSARIAL_STEP": lambda saved: "separate",
 }
 
 

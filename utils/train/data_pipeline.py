@@ -176,16 +176,20 @@ def epoch_records(records: list[tuple], cfg, rand: random.Random) -> list[tuple]
     """The training B-scans of one pass, stratified as ``STRATIFY_BY`` says and shuffled.
 
     Raises:
-        ValueError: ``STRATIFY_BY`` is neither "vendor" nor "fluid".
+        ValueError: ``STRATIFY_BY`` is not "vendor", "fluid" or "none".
     """
     if cfg.STRATIFY_BY == "vendor":
         return upsample_by_label(records, RECORD_VENDOR, rand)
+    if cfg.STRATIFY_BY == "none":
+        shuffled = list(records)
+        rand.shuffle(shuffled)
+        return shuffled
     if cfg.STRATIFY_BY == "fluid":
         shuffled = list(records)
         rand.shuffle(shuffled)
         label_counts = pd.Series([record[RECORD_HAS_FLUID] for record in records]).value_counts().to_dict()
         return list(shuffled >> Stratify(RECORD_HAS_FLUID, label_counts, rand=rand))
-    raise ValueError(f"STRATIFY_BY must be 'vendor' or 'fluid', got {cfg.STRATIFY_BY!r}")
+    raise ValueError(f"STRATIFY_BY must be 'vendor', 'fluid' or 'none', got {cfg.STRATIFY_BY!r}")
 
 
 @nut_processor

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from utils.io.files import atomic_path, atomic_write_csv
 from utils.model.networks import centre_crop
+from utils.model.rmit_unet import l2_penalty
 from utils.model.runtime import Runtime, collective_device
 from utils.train.metrics import SegmentationMeter
 
@@ -31,11 +32,15 @@ BEST_METRIC = "dice_mean_fluid"  # the validation Dice drawn bold in the plot
 
 @dataclasses.dataclass
 class Adversary:
-    """The method's adversarial part: a discriminator, its optimiser, and the weight lambda of its loss."""
+    """The method's adversarial part: a discriminator, its optimiser, the weight lambda of its loss, the L2 factor
+    on its kernels, and whether it steps first on one concatenated real + fake batch (the original) or after the
+    segmenter on separate real and fake batches (``ADVERSARIAL_STEP``)."""
 
     discriminator: nn.Module
     optimizer: torch.optim.Optimizer
     weight: float
+    l2_weight: float = 0.0
+    discriminator_first: bool = True
 
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -63,6 +68,31 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
                           + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))) / 2
     fooled = adversary.discriminator(images, probabilities)
     return discriminator_loss, F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+
+
+def discriminator_step(adversary: Adversary, images: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor,
+                       runtime: Runtime) -> float:
+    """The original's discriminator step (``ADVERSARIAL_STEP = "discriminator_first"``): one batch of the
+    (image, reference one-hot) pairs labelled real and the (image, softmax) pairs labelled fake, concatenated (16 + 16
+    = 32 with the original's batch size), its loss plus the L2 on its kernels, one optimiser step. The softmax is
+    detached: this step trains the discriminator only.
+
+    Returns:
+        The discriminator's loss (without the L2).
+    """
+    images = centre_crop(images, logits.shape[-2:])
+    probabilities = logits.detach().float().softmax(dim=1)
+    reference = one_hot(masks, logits.shape[1]).to(probabilities)
+    with runtime.autocast():
+        scores = adversary.discriminator(torch.cat([images, images]), torch.cat([reference, probabilities]))
+    targets = torch.cat([torch.ones(len(images)), torch.zeros(len(images))]).to(scores)
+    loss = F.binary_cross_entropy_with_logits(scores.float(), targets.float())
+    objective = loss + (l2_penalty(adversary.discriminator, adversary.l2_weight) if adversary.l2_weight else 0.0)
+    adversary.optimizer.zero_grad(set_to_none=True)
+    objective.backward(inputs=list(adversary.discriminator.parameters()))
+    average_gradients(adversary.discriminator)
+    adversary.optimizer.step()
+    return float(loss.detach())
 
 
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
@@ -103,7 +133,14 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
             loss = loss_fn(logits.float(), masks)
             objective, discriminator_loss = loss + regulariser(), None
-            if adversary is not None:
+            if adversary is not None and adversary.discriminator_first:
+                discriminator_step(adversary, images, logits, masks, runtime)
+                with runtime.autocast():  # the segmenter's turn, against the discriminator just updated
+                    fooled = adversary.discriminator(centre_crop(images, logits.shape[-2:]),
+                                                     logits.float().softmax(dim=1))
+                objective = objective + adversary.weight * F.binary_cross_entropy_with_logits(
+                    fooled.float(), torch.ones_like(fooled, dtype=torch.float32))
+            elif adversary is not None:
                 with runtime.autocast():
                     discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
                 objective = objective + adversary.weight * adversarial_loss.float()
@@ -112,7 +149,9 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             before_step()
             optimizer.step()
             after_step()
-            if adversary is not None:
+            if discriminator_loss is not None:  # ADVERSARIAL_STEP = "separate": the discriminator after the segmenter
+                if adversary.l2_weight:
+                    discriminator_loss = discriminator_loss + l2_penalty(adversary.discriminator, adversary.l2_weight)
                 adversary.optimizer.zero_grad(set_to_none=True)
                 discriminator_loss.float().backward(inputs=list(adversary.discriminator.parameters()))
                 average_gradients(adversary.discriminator)
