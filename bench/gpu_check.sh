@@ -14,21 +14,13 @@
 # Environment: PYTHON (default .venv/bin/python, else python3), REAL_DATA, PRESET_CONFIG, PRESET_EPOCHS,
 # DEFAULT_EPOCHS (for a shorter check).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
-if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    echo "bench/gpu_check.sh: no CUDA GPU on this machine (torch sees none); nothing run"
-    exit 0
-fi
+source "$(dirname "$0")/gpu_common.sh"
 
 OUT="${1:-work/quality-gpu}"
 DEFAULT_EPOCHS="${DEFAULT_EPOCHS:-100}"
 PRESET_CONFIG="${PRESET_CONFIG:-improved_strips}"
 PRESET_EPOCHS="${PRESET_EPOCHS:-60}"
 mkdir -p "$OUT"
-real_data=()
-if [ -n "${REAL_DATA:-}" ]; then real_data=(--real-data "$REAL_DATA"); fi
 
 run() {  # config epochs fold
     "$PYTHON" bench/quality.py --dataset real --configs "$1" --epochs "$2" --only-fold "$3" --seeds 0 \

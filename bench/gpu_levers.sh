@@ -8,13 +8,7 @@
 # SEEDS (default 0,1), EPOCHS (default 15, the preset's budget), PARALLEL (default 4), PYTHON, REAL_DATA.
 # Without a CUDA GPU it says so in one line and exits 0.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
-if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    echo "bench/gpu_levers.sh: no CUDA GPU on this machine (torch sees none); nothing run"
-    exit 0
-fi
+source "$(dirname "$0")/gpu_common.sh"
 
 OUT="${1:-work/quality-gpu-levers}"
 CONFIGS="${CONFIGS:-improved_strips,improved_strips_sgd,improved_strips_ema,improved_strips_lr1e3,improved_strips_blankloss}"
@@ -22,8 +16,6 @@ SEEDS="${SEEDS:-0,1}"
 EPOCHS="${EPOCHS:-15}"
 PARALLEL="${PARALLEL:-4}"
 mkdir -p "$OUT"
-real_data=()
-if [ -n "${REAL_DATA:-}" ]; then real_data=(--real-data "$REAL_DATA"); fi
 
 start=$(date +%s)
 status=0
