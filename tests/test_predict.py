@@ -208,7 +208,8 @@ def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, check
     assert json.loads((out / config.CONFIG_JSON).read_text())["PRESENCE_GATE"] == 1.0
 
 
-@pytest.mark.parametrize("where", ["data root", "case folder", "file's folder", "run folder"])
+@pytest.mark.parametrize("where", ["data root", "case folder", "file's folder", "run folder", "input's ancestor",
+                                   "file's ancestor"])
 def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, capsys, where):
     import hashlib
 
@@ -218,7 +219,9 @@ def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, caps
     case_dir = next(data.glob("*Cirrus/*"))
     out, inputs = {"data root": (data, [data]), "case folder": (case_dir / "pred", [data]),
                    "file's folder": (case_dir, [case_dir / "oct.mhd"]),
-                   "run folder": (checkpoint.parent, [case_dir / "oct.mhd"])}[where]
+                   "run folder": (checkpoint.parent, [case_dir / "oct.mhd"]),
+                   "input's ancestor": (data, [case_dir]), "file's ancestor": (data.parent, [case_dir / "oct.mhd"])
+                   }[where]
     before, run_before = hashes(data), hashes(checkpoint.parent)
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), *map(str, inputs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

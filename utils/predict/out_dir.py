@@ -37,6 +37,10 @@ def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg,
         if (resolved / case.name) == case.oct_path.resolve().parent:
             raise ConfigError(f"{out_dir}: --out would write into the input's folder {case.oct_path.parent}; "
                               f"choose a folder outside the data")
+    for path in [*(path for path in inputs if path.exists()), *(case.oct_path for case in cases)]:
+        if resolved in path.resolve().parents:
+            raise ConfigError(f"{out_dir}: --out contains the input {path}, so its tables and case folders would "
+                              f"land among the data; choose a folder that holds no input")
     ours = (any(out_dir.glob(f"*/{MARKER_FILE}"))
             or _csv_header(out_dir / cfg.VOLUMES_CSV) == volumes_columns(cfg.FLUIDS))
     foreign = [name for name in (cfg.CONFIG_JSON, cfg.VOLUMES_CSV) if (out_dir / name).exists()]
