@@ -13,16 +13,11 @@ from typing import Any, Callable
 
 import config as default_config
 
+from utils.errors import ConfigError  # noqa: F401  (re-exported: scripts import it from here)
 from utils.io.files import atomic_write_text
 
 
 DEVICES = ("auto", "cpu", "cuda")  # the values of DEVICE
-
-
-class ConfigError(ValueError):
-    """A usage or configuration error: an override that names no setting or has a value of the wrong type, a
-    setting that cannot work, or a setting this machine cannot honour (``DEVICE=cuda`` without a GPU). Scripts
-    report it in one line and exit with status 2."""
 
 
 def default_settings() -> dict[str, Any]:

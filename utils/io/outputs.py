@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from utils.configuration import ConfigError
+from utils.errors import ConfigError
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -13,6 +13,11 @@ import numpy as np
 from PIL import Image
 
 
+# The network's input: ``(x - INPUT_CENTRE) / INPUT_SCALE`` of the 0..255 preprocessed intensities, in [-1, 1), as
+# the original (``remove_mean`` in train_model.py); training patches and inference share it
+INPUT_CENTRE = 128.0
+INPUT_SCALE = 128.0
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers: geometry, cropping, resizing, flags
 # ----------------------------------------------------------------------------------------------------------------

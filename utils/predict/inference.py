@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.io.mhd_io import Geometry
-from utils.model.input_scale import (IMAGE_ORDERS, physical_patch_shape, resize_patch, scaling_spacing_mm,
-                                     signal_columns)
+from utils.model.input_scale import (INPUT_CENTRE, INPUT_SCALE, IMAGE_ORDERS, physical_patch_shape, resize_patch,
+                                     scaling_spacing_mm, signal_columns)
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
@@ -152,7 +152,7 @@ def to_network_input(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
     The uint8 travels to the device (4x less than float); the channel-last array is the NHWC layout already.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(images)).to(runtime.device, non_blocking=True).permute(0, 3, 1, 2)
-    tensor = (tensor.float() - 128.0) / 128.0
+    tensor = (tensor.float() - INPUT_CENTRE) / INPUT_SCALE
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     return tensor.contiguous(memory_format=memory_format)
 
