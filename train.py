@@ -182,17 +182,12 @@ def initial_weights(path: Path, cfg) -> dict:
 
 
 def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """The segmenter's optimiser, as ``OPTIMIZER`` names it.
-
-    Raises:
-        ConfigError: an unknown ``OPTIMIZER``.
-    """
-    if cfg.OPTIMIZER == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
+    """The segmenter's optimiser, as ``OPTIMIZER`` names it ("adam" or "sgd": checked with the other choices in
+    utils/configuration.py)."""
     if cfg.OPTIMIZER == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.LEARNING_RATE, momentum=cfg.SGD_MOMENTUM, nesterov=True,
                                weight_decay=cfg.WEIGHT_DECAY)
-    raise ConfigError(f"OPTIMIZER={cfg.OPTIMIZER!r}: expected 'adam' (the method) or 'sgd' (nnU-Net's)")
+    return torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
 
 
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
@@ -212,9 +207,6 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
     adversary = None
     if cfg.ADVERSARIAL:
         discriminator = build_discriminator(cfg).to(runtime.device)
-        if cfg.ADVERSARIAL_STEP not in ("discriminator_first", "separate"):
-            raise ConfigError(f"ADVERSARIAL_STEP={cfg.ADVERSARIAL_STEP!r}: expected 'discriminator_first' (the "
-                              f"original) or 'separate'")
         adversary = Adversary(discriminator, torch.optim.Adam(discriminator.parameters(),
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT,

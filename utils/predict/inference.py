@@ -53,7 +53,6 @@ from utils.model.runtime import Runtime
 from utils.prepare.roi import roi_mask
 
 PREDICT_REGIONS = ("band", "roi", "all")  # PREDICT_REGION: see config.py
-UNPADDED_BORDERS = ("background", "padded")  # UNPADDED_BORDER: see config.py
 PAD_MULTIPLE = 32  # input sizes of a 5-level U-Net; used when the model does not say (smp encoders' output_stride)
 FLUID_COLOURS = {"IRF": (255, 0, 0), "SRF": (0, 255, 0), "PED": (0, 96, 255)}  # overlay colour of each fluid
 OVERLAY_ALPHA = 0.45  # opacity of the fluid colours over the grey B-scan

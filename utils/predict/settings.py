@@ -49,6 +49,3 @@ def check_inference_settings(cfg, multiple: int) -> None:
         raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {cfg.INFERENCE_BATCH_SIZE}")
     if cfg.PRESENCE_MIN_VOLUME_MM3 < 0:
         raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {cfg.PRESENCE_MIN_VOLUME_MM3}")
-    if cfg.UNPADDED_BORDER not in inference.UNPADDED_BORDERS:
-        raise ValueError(f"UNPADDED_BORDER must be one of {', '.join(inference.UNPADDED_BORDERS)}, got "
-                         f"{cfg.UNPADDED_BORDER!r}")
