@@ -781,6 +781,12 @@ def tables(results: list[dict]) -> str:
                              f"({_fmt(max(values) - min(values), digits)})")
             rows.append([name, str(len(group))] + cells)
         parts.append("mean (max - min) over seeds:\n\n" + _markdown(["config", "seeds"] + header[2:], rows))
+        patients = sorted({case for r in runs for fold in r["folds"].values() for case in fold.get("cases", {})})
+        if patients:
+            dice = [[name, str(r["seed"])] + [_fmt(next((fold["cases"][case]["dice"] for fold in r["folds"].values()
+                                                         if case in fold.get("cases", {})), None), 3)
+                                              for case in patients] for name, r in zip(names, runs)]
+            parts.append("Dice per patient (case):\n\n" + _markdown(["config", "seed", *patients], dice))
     return "\n\n".join(parts)
 
 

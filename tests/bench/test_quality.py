@@ -184,3 +184,11 @@ def test_gpu_scripts_say_in_one_line_that_there_is_no_gpu(tmp_path, name):
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.splitlines() == [f"bench/{name}: no CUDA GPU on this machine (torch sees none); nothing run"]
     assert not (tmp_path / "out").exists()
+
+
+def test_tables_give_each_patients_dice(quality):
+    one = {**_result("improved", 0, 15, 0.5), "folds": {"fold1": _fold(0.5, {"DUKE01": (1, 2, 2)})}}
+    two = {**_result("improved", 0, 15, 0.8), "folds": {"fold2": _fold(0.8, {"DUKE03": (4, 5, 5)})}}
+    text = quality.tables(quality.join_fold_results([one, two]))
+    per_patient = text.split("Dice per patient (case):")[1]
+    assert "| config | seed | DUKE01 | DUKE03 |" in per_patient and "| improved | 0 | 0.500 | 0.800 |" in per_patient
