@@ -114,7 +114,17 @@ SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified
 SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for item in SMP_UNET]
 # The preset "improved" (config.PRESETS): plain CE + Dice and poly decay, trained without validation cases
 IMPROVED = SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"]
-STRIPS = ["PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32"]  # the earlier 4 x BATCH_SIZE
+
+
+def with_settings(base: list[str], *items: str) -> list[str]:
+    """``base`` --set items with ``items`` in place of those of the same names (added at the end when new)."""
+    names = {item.partition("=")[0] for item in items}
+    return [item for item in base if item.partition("=")[0] not in names] + list(items)
+
+
+# ... on full-depth strips: 512 x 128 patches in batches of 8 (the same pixels per batch), the kept patches shuffled
+# in the earlier 4 x BATCH_SIZE
+IMPROVED_STRIPS = with_settings(IMPROVED, "PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
 BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 # Post-processing beyond the method (predict.py settings only): flip TTA, presence gating, small components removed
 # (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).
@@ -154,22 +164,22 @@ CONFIGS: dict[str, dict] = {
     "smp_unet_cedice_all_poly": {"train": IMPROVED, "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... trained on full-depth strips (512 x 128: the whole depth of a Spectralis B-scan, zero-padded) in batches
     # of 8, the same pixels per batch: the patch sees where a pocket ends and what lies around a faint cyst
-    "improved_strips": {"train": IMPROVED + STRIPS, "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips": {"train": IMPROVED_STRIPS, "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... never fluid in A-scans without signal (all-zero columns: the real set's unannotated edges, black borders)
     "improved_strips_blank": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
     "improved_blank": {"train_as": "smp_unet_cedice_all_poly", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
     # ... and those A-scans left out of the loss in training too
-    "improved_strips_blankloss": {"train": IMPROVED + STRIPS + ["BLANK_COLUMNS_IGNORED=True"],
+    "improved_strips_blankloss": {"train": with_settings(IMPROVED_STRIPS, "BLANK_COLUMNS_IGNORED=True"),
                                   "predict": ["PREDICT_REGION=all", *BLANK_PREDICT], "no_validation": True},
     # nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 1e-2 with the poly decay, weight decay 3e-5)
-    "improved_strips_sgd": {"train": IMPROVED + STRIPS + ["OPTIMIZER=sgd", "LEARNING_RATE=1e-2"],
+    "improved_strips_sgd": {"train": with_settings(IMPROVED_STRIPS, "OPTIMIZER=sgd", "LEARNING_RATE=1e-2"),
                             "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # a moving average of the weights validated and saved (decay 0.99: about the last 100 steps)
-    "improved_strips_ema": {"train": IMPROVED + STRIPS + ["EMA_DECAY=0.99"], "predict": ["PREDICT_REGION=all"],
-                            "no_validation": True},
+    "improved_strips_ema": {"train": with_settings(IMPROVED_STRIPS, "EMA_DECAY=0.99"),
+                            "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # a 5x higher Adam rate: the budget is short
-    "improved_strips_lr1e3": {"train": IMPROVED + STRIPS + ["LEARNING_RATE=1e-3"], "predict": ["PREDICT_REGION=all"],
-                              "no_validation": True},
+    "improved_strips_lr1e3": {"train": with_settings(IMPROVED_STRIPS, "LEARNING_RATE=1e-3"),
+                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
     # both seeds' (the table's minutes and epochs are their sums)
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],
@@ -177,9 +187,9 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
-# config.PRESETS["improved"] is this config's train and predict overrides with EPOCHS at DEFAULT_EPOCHS: the budget
-# it was measured at (tests/test_configuration.py keeps them equal)
-PRESET_CONFIG = "smp_unet_cedice_all_poly"
+# config.PRESETS[name] is the config's train and predict overrides with EPOCHS at DEFAULT_EPOCHS: the budget it was
+# measured at (tests/test_configuration.py keeps them equal)
+PRESET_CONFIGS = {"improved": "smp_unet_cedice_all_poly", "improved_strips": "improved_strips"}
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
 REAL_FOLDS = "DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"

@@ -135,13 +135,15 @@ def test_every_preset_is_a_valid_set_of_overrides(name):
     load_config(list(config.PRESETS[name]))
 
 
-def test_the_improved_preset_is_the_configuration_measured_in_the_quality_benchmark(monkeypatch):
+def test_the_presets_are_the_configurations_measured_in_the_quality_benchmark(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
     quality = importlib.import_module("quality")
-    measured = quality.CONFIGS[quality.PRESET_CONFIG]
-    assert sorted(config.PRESETS["improved"]) == sorted(measured["train"] + measured["predict"]
-                                                        + [f"EPOCHS={quality.DEFAULT_EPOCHS}"])
-    assert measured.get("no_validation") and not measured.get("prepare")  # as config.py's comment tells users
+    assert sorted(quality.PRESET_CONFIGS) == sorted(config.PRESETS)
+    for preset, name in quality.PRESET_CONFIGS.items():
+        measured = quality.CONFIGS[name]
+        assert sorted(config.PRESETS[preset]) == sorted(measured["train"] + measured["predict"]
+                                                        + [f"EPOCHS={quality.DEFAULT_EPOCHS}"]), preset
+        assert measured.get("no_validation") and not measured.get("prepare")  # as config.py's comment tells users
 
 
 def test_the_readme_lists_the_improved_preset_as_config_py_defines_it():
