@@ -57,17 +57,18 @@ from utils.predict.settings import check_inference_settings, inference_config
 from utils.predict.tables import write_run_tables
 
 DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
+CHECKPOINT_SUFFIXES = (".pt", ".pth")  # what --checkpoint takes; the first other path after it is an input
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help="oct.mhd files, folders searched for them at any depth, or vendor files ("
                              + " ".join(VENDOR_SUFFIXES) + ")")
     parser.add_argument("--checkpoint", type=Path, nargs="+", default=None, metavar="FILE",
-                        help="model checkpoint (default: best.pt of the most recent run under WORK_DIR/runs); "
-                             "several: an ensemble, their probabilities averaged")
+                        help="model checkpoint, a .pt file (default: best.pt of the most recent run under "
+                             "WORK_DIR/runs); several: an ensemble, their probabilities averaged")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: WORK_DIR/predictions/<run name>)")
     parser.add_argument("--overlays", nargs="?", const=str(DEFAULT_OVERLAYS), default=None, metavar="N|all",
@@ -83,6 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "most fluid) and an index report.html")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    if args.checkpoint:  # the inputs right after --checkpoint's files are taken by it: give them back
+        first_input = next((i for i, path in enumerate(args.checkpoint)
+                            if path.suffix.lower() not in CHECKPOINT_SUFFIXES), len(args.checkpoint))
+        args.inputs = args.checkpoint[first_input:] + args.inputs
+        args.checkpoint = args.checkpoint[:first_input] or None
+        if args.checkpoint is None:
+            parser.error(f"--checkpoint {args.inputs[0]}: expected a checkpoint file ending in "
+                         f"{' or '.join(CHECKPOINT_SUFFIXES)}")
+    if not args.inputs:
+        parser.error("the following arguments are required: INPUT")
     if args.overlays is not None:
         if args.overlays == "all":
             args.overlays = 0  # 0: every B-scan

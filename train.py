@@ -190,13 +190,23 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
 
 
-def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
-    """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
-    model_args = unet_arguments(cfg)
+def check_training_settings(cfg, checkpoint: dict | None) -> None:
+    """Raises ConfigError for settings that cannot work together, or with the run being resumed: checked before
+    anything is written."""
     if cfg.BLANK_COLUMNS_IGNORED and (cfg.LOSS == "rmit" or cfg.ADVERSARIAL):
         raise ConfigError(f"BLANK_COLUMNS_IGNORED=True needs LOSS 'ce_dice' or 'balanced_ce_dice' without "
                           f"ADVERSARIAL (got LOSS={cfg.LOSS!r}, ADVERSARIAL={cfg.ADVERSARIAL}): the authors' loss "
                           f"and critic take no ignored pixels")
+    if checkpoint:
+        saved = config_from_dict(checkpoint.get("config") or {})
+        if saved.OPTIMIZER != cfg.OPTIMIZER:
+            raise ConfigError(f"OPTIMIZER={cfg.OPTIMIZER!r}: the run was trained with {saved.OPTIMIZER!r}, whose "
+                              f"state --resume continues; start a new run (--init-from its checkpoint) to change it")
+
+
+def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
+    """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
+    model_args = unet_arguments(cfg)
     if cfg.MODEL == "rmit_unet" and not valid_input(cfg.PATCH_SHAPE):
         raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: rmit_unet needs sides that are multiples of 8 and "
                           f"at least 96, e.g. (256, 128)")
@@ -221,6 +231,7 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
         model.load_state_dict(checkpoint.get("trained_model_state") or checkpoint["model_state"])
         if state.average is not None:
             state.average.module.load_state_dict(checkpoint["model_state"])
+            state.average.n_averaged.fill_(1)  # an average under way: the next step blends in, not copies over
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         if adversary and checkpoint.get("discriminator_state"):
             adversary.discriminator.load_state_dict(checkpoint["discriminator_state"])
@@ -246,8 +257,9 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     network = DistributedDataParallel(state.model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
                                       else None) if runtime.distributed else state.model
     loss_fn = make_loss(cfg)
-    regulariser = (lambda: l2_penalty(state.model, cfg.L2_WEIGHT)) if cfg.MODEL == "rmit_unet" and cfg.L2_WEIGHT \
-        else (lambda: 0.0)
+    penalty_of = (lambda model: l2_penalty(model, cfg.L2_WEIGHT)) if cfg.MODEL == "rmit_unet" and cfg.L2_WEIGHT \
+        else (lambda model: 0.0)
+    regulariser = lambda: penalty_of(state.model)  # noqa: E731
     endless = cfg.BATCHES_PER_EPOCH > 0
     # endless: N batches an epoch from one endless stream; else each epoch one stratified, augmented pass (the
     # original's epoch), each rank its share of the B-scans
@@ -263,6 +275,7 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
     schedule = LearningRateSchedule(state.optimizer, cfg.LR_SCHEDULE, cfg.LEARNING_RATE, cfg.EPOCHS,
                                     cfg.TRAIN_BUDGET_MINUTES, runtime)
+    warned_empty_validation = False
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
         schedule.epoch = epoch
@@ -280,14 +293,20 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
             val_batches = fixed_val_batches if fixed_val_batches is not None else validation_batches(
                 val_records, work_dir, cfg, seed=cfg.SEED, epoch=epoch)
             with torch.no_grad():
-                penalty = float(regulariser()) if cfg.VAL_LOSS_WITH_L2 else 0.0
+                penalty = float(penalty_of(kept)) if cfg.VAL_LOSS_WITH_L2 else 0.0
             metrics = validate(network if state.average is None else kept, val_batches, loss_fn, runtime,
                                cfg.N_CLASSES, cfg.FLUIDS, penalty)
+            if math.isnan(metrics["val_loss"]):  # not one full validation batch: as without validation cases
+                if not warned_empty_validation:
+                    log.info(f"note: the validation cases gave no full batch of {cfg.BATCH_SIZE} patches; "
+                             f"{cfg.BEST_CHECKPOINT} is the last epoch (lower BATCH_SIZE or raise VAL_BSCANS)")
+                warned_empty_validation, metrics = True, {}
         row = {"epoch": epoch, "train_loss": train_loss, **metrics, "seconds": round(timer.seconds, 1)}
-        score = score_of(metrics, cfg.BEST_BY) if val_records else math.inf
-        improved = score > state.best_score or not val_records or epoch == 1
+        validated = bool(metrics)
+        score = score_of(metrics, cfg.BEST_BY) if validated else math.inf
+        improved = score > state.best_score or not validated or epoch == 1
         state.best_score, state.epoch = max(state.best_score, score), epoch
-        log.info(epoch_summary(epoch, train_loss, metrics, timer.seconds, cfg.FLUIDS, improved and bool(val_records)))
+        log.info(epoch_summary(epoch, train_loss, metrics, timer.seconds, cfg.FLUIDS, improved and validated))
         if runtime.is_main:
             plot_curves(append_log(run_dir, row), run_dir / CURVES_PNG, loss_name=loss_fn.name)
             adversary = state.adversary
@@ -309,6 +328,7 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
 def run(args: argparse.Namespace) -> Path:
     """Trains as the arguments say; returns the run folder."""
     cfg, run_dir, checkpoint = resolve_run(args)
+    check_training_settings(cfg, checkpoint)
     init_state = initial_weights(args.init_from, cfg) if args.init_from else None
     work_dir = Path(cfg.WORK_DIR)
     check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg))],

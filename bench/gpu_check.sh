@@ -4,8 +4,8 @@
 #
 #     bench/gpu_check.sh [OUT]        # default OUT: work/quality-gpu (git-ignored: results of real scans)
 #
-# Runs bench/quality.py on the real set (../shared/data/duke_dev, or REAL_DATA=DIR when the built set lies
-# elsewhere) for `default` (the authors' method, config.py as it is) at its 100 epochs (one pass each) and
+# Runs bench/quality.py on the real set (built by ../shared/data/duke_dev/build.py into each run's folder, about 10
+# s each; REAL_DATA=DIR uses a set built once instead) for `default` (the authors' method, config.py as it is) at its 100 epochs (one pass each) and
 # `PRESET_CONFIG` (the configuration of --preset improved) at PRESET_EPOCHS epochs of 50 batches, both folds,
 # seed 0. The four trainings (2 configurations x 2 folds) run at once, each with 3 loader workers (fold by fold,
 # --only-fold, into folders under OUT), then prints the quality table that joins them. Without a CUDA GPU it

@@ -4,7 +4,8 @@
 #
 #     bench/gpu_levers.sh [OUT]       # default OUT: work/quality-gpu-levers (git-ignored: results of real scans)
 #
-# Environment: CONFIGS (comma-separated bench/quality.py configs; default: the preset's strips and its levers),
+# The real set is built by ../shared/data/duke_dev/build.py into each process's folder (REAL_DATA=DIR: one built
+# set for all). Environment: CONFIGS (comma-separated bench/quality.py configs; default: the preset's strips and its levers),
 # SEEDS (default 0,1), EPOCHS (default 15, the preset's budget), PARALLEL (default 4), PYTHON, REAL_DATA.
 # Without a CUDA GPU it says so in one line and exits 0.
 set -euo pipefail

@@ -534,6 +534,7 @@ class Plan:
     extra_train: list[str]
     real_folds: list[Fold]
     real_data: Path | None
+    only_fold: bool = False
     data_roots: dict[str, Path] = dataclasses.field(default_factory=dict)
     prepared: dict[tuple, Fold] = dataclasses.field(default_factory=dict)
 
@@ -564,7 +565,10 @@ class Plan:
         return run_name(config, self.epochs, self.budget_minutes, self.smoke)
 
     def result_path(self, dataset: str, config: str, seed: int) -> Path:
-        return self.out / "results" / f"{dataset}-{self.run_name(config)}-seed{seed}.json"
+        """The result JSON; a run of some folds only (``--only-fold``) names them, so several such runs can share
+        an ``--out``."""
+        folds = "".join(f"-{fold.name}" for fold in self.real_folds) if self.only_fold and dataset == "real" else ""
+        return self.out / "results" / f"{dataset}-{self.run_name(config)}-seed{seed}{folds}.json"
 
 
 def run_name(config: str, epochs: int, budget_minutes: float, smoke: bool) -> str:
@@ -832,6 +836,9 @@ def load_results(out: Path) -> tuple[list[dict], list[str]]:
             result = json.loads(path.read_text(encoding="utf-8"))
             if not {"dataset", "config", "seed", "folds", "pooled"} <= set(result):
                 raise ValueError("not a bench/quality.py result")
+            if result.get("version") != RESULT_VERSION:
+                raise ValueError(f"made by an older bench/quality.py (result version {result.get('version')}, "
+                                 f"budget in minutes); this one tables version {RESULT_VERSION}")
             results.append(result)
         except (OSError, ValueError) as error:
             errors.append(f"{path}: cannot be read ({error})")
@@ -860,8 +867,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.real_data:
                 check_untracked(args.real_data, "--real-data")
         plan = Plan(args.out, args.smoke, args.epochs, args.budget_minutes, machine_description(),
-                    extra_train=args.overrides,
-                    real_folds=args.fold_list, real_data=args.real_data)
+                    extra_train=args.overrides, real_folds=args.fold_list, real_data=args.real_data,
+                    only_fold=args.only_fold is not None)
         runs = [(d, c, s) for d in args.datasets for c in args.config_names for s in args.seed_list]
         conflicts = []
         for run in runs:

@@ -437,3 +437,15 @@ def test_blank_columns_are_never_fluid(data, checkpoint, tmp_path):
     assert labels[False][:, :, : width // 4].any()  # the random network marks fluid there ...
     assert not labels[True][:, :, : width // 4].any()  # ... and not with the setting
     assert np.array_equal(labels[True][:, :, width // 4:], labels[False][:, :, width // 4:])
+
+
+def test_inputs_right_after_the_checkpoints_are_inputs(data, checkpoint, tmp_path, capsys):
+    args = predict.parse_args(["--checkpoint", str(checkpoint), str(checkpoint), str(data), str(tmp_path)])
+    assert args.checkpoint == [checkpoint, checkpoint] and args.inputs == [data, tmp_path]
+    assert predict.parse_args(["--checkpoint", str(checkpoint), str(data)]).inputs == [data]
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--checkpoint", str(checkpoint)])
+    assert "the following arguments are required: INPUT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--checkpoint", str(data)])
+    assert f"--checkpoint {data}: expected a checkpoint file ending in .pt or .pth" in capsys.readouterr().err

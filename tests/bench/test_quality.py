@@ -146,9 +146,12 @@ def test_tables_keep_runs_at_other_budgets_apart(quality):
     assert "trained on: CPU test, 2 cores, bf16" in per_run
 
 
-def test_only_fold_runs_one_fold_under_its_own_name(quality):
+def test_only_fold_runs_one_fold_under_its_own_name(quality, tmp_path):
     args = quality.parse_args(["--dataset", "real", "--only-fold", "2"])
     assert [fold.name for fold in args.fold_list] == ["fold2"] and args.fold_list[0].test[0] == "DUKE03"
+    plan = quality.Plan(tmp_path, False, 15, 0.0, "CPU", extra_train=[], real_folds=args.fold_list, real_data=None,
+                        only_fold=True)
+    assert plan.result_path("real", "improved", 0).name == "real-improved-seed0-fold2.json"
     with pytest.raises(SystemExit):
         quality.parse_args(["--only-fold", "3"])
 

@@ -18,7 +18,7 @@ def curve(monkeypatch):
 
 
 def _write(out: Path, config: str, seed: int, epochs: int, dice: float, minutes: float, cap: float = 0.0):
-    result = {"dataset": "real", "config": config, "seed": seed, "smoke": False, "epochs": epochs,
+    result = {"version": 2, "dataset": "real", "config": config, "seed": seed, "smoke": False, "epochs": epochs,
               "budget_minutes": cap, "machine": "CPU test, 2 cores, bf16", "folds": {},
               "pooled": {"dice_pooled": dice, "train_minutes_per_fold_mean": minutes}}
     path = out / "results" / f"real-{config}-{epochs}-{cap}-seed{seed}.json"
@@ -46,3 +46,13 @@ def test_no_matching_result_is_one_error_line(curve, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: no uncapped real result of improved under {tmp_path}"]
     assert not (tmp_path / "c.png").exists()
+
+
+def test_results_of_an_older_version_are_named_not_tabled(curve, tmp_path, capsys):
+    out = tmp_path / "quality"
+    _write(out, "improved", 0, 15, 0.60, 14.0)
+    old = out / "results" / "real-improved-seed9.json"
+    old.write_text(json.dumps({"version": 1, "dataset": "real", "config": "improved", "seed": 9, "folds": {},
+                               "pooled": {}, "budget_minutes": 15.0}))
+    assert curve.main(["--out", str(out), "--configs", "improved", "--png", str(tmp_path / "c.png")]) == 0
+    assert f"error: {old}: cannot be read (made by an older bench/quality.py" in capsys.readouterr().err

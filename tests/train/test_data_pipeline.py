@@ -315,19 +315,21 @@ def test_intensity_augmentation_is_off_by_default_and_on_when_set(prepared_work,
     assert not torch.equal(plain[0], varied[0])
 
 
-def test_collate_leaves_blank_columns_out_of_the_targets_when_asked():
+def test_blank_columns_are_marked_out_of_the_targets_as_the_slice_is_read(prepared_work, train_records):
     import config
-    from utils.train.data_pipeline import collate
+    from utils.train.data_pipeline import collate, ignore_blank_columns
     image = np.full((4, 5, 3), 90, np.uint8)
-    image[:, 0, 1] = 0  # column 0 of the patch's own B-scan has no signal (its neighbours' do)
+    image[:, 0, 1] = 0  # column 0 of the B-scan itself has no signal (its neighbours' do)
     image[1, 3] = 0  # one dark pixel: the column still has signal
     mask = np.ones((4, 5), np.uint8)
-    patch = (image, mask, np.ones((4, 5), np.uint8), 1, 0, 0, 0.0039)
-    _, plain = collate([patch])
-    assert (plain == 1).all()
-    _, masks = collate([patch, patch], ignore_blank_columns=True)
-    assert masks.shape == (2, 4, 5) and (masks[:, :, 0] == config.IGNORE_LABEL).all()
-    assert (masks[:, :, 1:] == 1).all()
+    marked = ignore_blank_columns(image, mask)
+    assert (marked[:, 0] == config.IGNORE_LABEL).all() and (marked[:, 1:] == 1).all() and (mask == 1).all()
+    _, masks = collate([(image, marked, mask, 1, 0, 0, 0.0039)])
+    assert masks.dtype == torch.int64 and (masks[0, :, 0] == config.IGNORE_LABEL).all()
+    record = train_records[0]
+    plain = load_slice(record, prepared_work, load_config(SMALL))
+    blanked = load_slice(record, prepared_work, load_config(SMALL + ["BLANK_COLUMNS_IGNORED=True"]))
+    assert np.array_equal(blanked[1], ignore_blank_columns(plain[0], plain[1]))
 
 
 def test_batch_norm_reestimation_is_the_average_over_its_batches():

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.configuration import config_from_dict
 from utils.model.networks import output_margin
 
 # The settings that turn a volume into the network's input and its output into labels: equal in every member.
 MODEL_INPUT_SETTINGS = ("VENDORS", "N_CLASSES", "BACKGROUND", "FLUIDS", "HISTOGRAM_MATCH_VENDORS",
                         "HISTOGRAM_ROUNDING", "MEDIAN_VENDORS", "MEDIAN_SLICES_VENDORS", "MEDIAN_SLICES",
-                        "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "IMAGE_RESAMPLING",
+                        "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "DEPTH_SCALE", "IMAGE_RESAMPLING",
                         "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD", "CLOSING_DISK_RADIUS")
 
 
@@ -36,10 +37,11 @@ def _comparable(value):
 def check_members(paths: Sequence[Path], checkpoints: Sequence[dict]) -> None:
     """Raises ValueError naming the first member whose input settings or histogram reference differ from the
     first member's (``paths[i]`` is ``checkpoints[i]``'s file)."""
-    first = checkpoints[0].get("config") or {}
+    # as each checkpoint's settings are used (a setting it predates takes the behaviour it was made with)
+    first = vars(config_from_dict(checkpoints[0].get("config") or {}))
     first_counts = checkpoints[0].get("histogram_reference")
     for path, checkpoint in zip(paths[1:], checkpoints[1:]):
-        config = checkpoint.get("config") or {}
+        config = vars(config_from_dict(checkpoint.get("config") or {}))
         for name in MODEL_INPUT_SETTINGS:
             if _comparable(config.get(name)) != _comparable(first.get(name)):
                 raise ValueError(f"{path}: {name}={config.get(name)!r}, but {paths[0]} has {first.get(name)!r}; "

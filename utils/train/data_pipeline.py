@@ -80,7 +80,10 @@ def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
     roi = (read_png(roi_path) > 0).astype(np.uint8)
     flags = [int((mask == code).any()) for code in (cfg.IRF, cfg.SRF, cfg.PED)]
     spacing = scaling_spacing_mm(spacing, mask.shape[0], cfg.DEPTH_SCALE, cfg.SPECTRALIS_AXIAL_SPACING_MM)
-    return (np.stack(channels, axis=-1), mask, roi, *flags, spacing)
+    image = np.stack(channels, axis=-1)
+    if cfg.BLANK_COLUMNS_IGNORED:
+        mask = ignore_blank_columns(image, mask)
+    return (image, mask, roi, *flags, spacing)
 
 
 def _rotated(sample: tuple, angle: float, image_order: int) -> tuple:
@@ -137,19 +140,28 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32).transpose(2, 0, 1) - INPUT_CENTRE) / INPUT_SCALE
 
 
-def collate(patches: list[tuple], ignore_blank_columns: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)``.
-
-    With ``ignore_blank_columns`` (``BLANK_COLUMNS_IGNORED``), the targets of the columns without signal in the
-    patch's own B-scan (:func:`utils.model.input_scale.signal_columns` of the middle channel) are
-    ``config.IGNORE_LABEL``.
-    """
+def collate(patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)`` (labels 0..3, or
+    ``config.IGNORE_LABEL`` where :func:`ignore_blank_columns` marked them)."""
     images = torch.from_numpy(np.stack([normalise(patch[IMAGE]) for patch in patches]))
-    masks = np.stack([patch[MASK] for patch in patches]).astype(np.int64)
-    if ignore_blank_columns:
-        blank = ~signal_columns(np.stack([patch[IMAGE][..., 1] for patch in patches]))  # (B, 1, W)
-        masks[np.broadcast_to(blank, masks.shape)] = config.IGNORE_LABEL
-    return images, torch.from_numpy(masks)
+    masks = torch.from_numpy(np.stack([patch[MASK] for patch in patches]).astype(np.int64))
+    return images, masks
+
+
+def ignore_blank_columns(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``BLANK_COLUMNS_IGNORED``: the mask with ``config.IGNORE_LABEL`` in the A-scans without signal of the B-scan
+    (:func:`utils.model.input_scale.signal_columns` of ``image``'s middle channel), marked as the slice is read, so
+    that flips, rotations, intensity augmentation and patch resizing carry the mark with the labels.
+
+    Args:
+        image: ``(H, W, 3)`` uint8, the B-scan and its neighbours. mask: ``(H, W)`` uint8 labels.
+
+    Returns:
+        A new ``(H, W)`` uint8 mask.
+    """
+    marked = mask.copy()
+    marked[:, ~signal_columns(image[..., 1])[0]] = config.IGNORE_LABEL
+    return marked
 
 
 def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random) -> list[tuple]:
@@ -286,7 +298,7 @@ def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
     stream = _shuffled(stream, cfg.KEPT_PATCH_SHUFFLE_BUFFER, rand) >> Chunk(cfg.BATCH_SIZE, list)
     if cfg.DROP_PARTIAL_BATCH:
         stream = stream >> Filter(lambda patches: len(patches) == cfg.BATCH_SIZE)
-    return iter(stream >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED)))
+    return iter(stream >> Map(collate))
 
 
 def _shuffled(stream, buffer_size: int, rand: random.Random):
@@ -333,7 +345,7 @@ def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: in
               >> Chunk(cfg.BATCH_SIZE, list))
     if cfg.DROP_PARTIAL_BATCH:
         stream = stream >> Filter(lambda patches: len(patches) == cfg.BATCH_SIZE)
-    stream = stream >> Map(lambda patches: collate(patches, cfg.BLANK_COLUMNS_IGNORED))
+    stream = stream >> Map(collate)
     return iter(stream) if cfg.VAL_FRESH_PATCHES else list(stream)
 
 

@@ -225,10 +225,12 @@ def reestimate_batch_norms(model: nn.Module, batches: Iterator, n_batches: int, 
         norm.momentum = None
     model.train()
     used = 0
-    for images, _ in itertools.islice(batches, n_batches):
-        with runtime.autocast():
-            model(runtime.to_device(images))
-        used += 1
+    # its own random numbers (dropout in training mode draws some): the training stream's stay as they were
+    with torch.random.fork_rng(devices=[runtime.device] if runtime.device.type == "cuda" else []):
+        for images, _ in itertools.islice(batches, n_batches):
+            with runtime.autocast():
+                model(runtime.to_device(images))
+            used += 1
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
         if runtime.distributed:
