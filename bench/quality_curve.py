@@ -5,8 +5,9 @@
 
 Reads every result JSON under ``--out`` (as ``bench/quality.py --table-only`` does, runs made fold by fold joined),
 keeps those of ``--configs`` on ``--dataset`` trained without a wall-clock cap, and draws per config the pooled
-fluid Dice of each seed (dots) and their mean (a line) against the budget in epochs, each budget labelled with the
-mean training minutes per fold and the machine the runs trained on. Prints the points as a Markdown table.
+fluid Dice of each seed (dots) and their mean (a line) against the budget in epochs (an ensemble's: its models'
+epochs summed, so it sits at the work it cost), each budget labelled with the mean training minutes per fold and
+the machine the runs trained on. Prints the points as a Markdown table.
 Exit status 1 when no result matches.
 """
 
@@ -28,13 +29,15 @@ from quality import DEFAULT_OUT, REPO, load_results  # noqa: E402
 
 def curve_points(results: list[dict], dataset: str, configs: list[str]) -> dict[str, dict[int, list[dict]]]:
     """Config -> epochs -> the runs (``seed``, ``dice``, ``minutes``, ``machine``) at that budget, uncapped runs of
-    ``dataset`` only."""
+    ``dataset`` only; an ensemble's epochs are its models' summed."""
     points: dict[str, dict[int, list[dict]]] = {config: defaultdict(list) for config in configs}
     for result in results:
         if (result["dataset"] != dataset or result["config"] not in points or result.get("budget_minutes")
                 or result.get("smoke") or "epochs" not in result or result["pooled"]["dice_pooled"] is None):
             continue
-        points[result["config"]][result["epochs"]].append({
+        # an ensemble's budget is its models' together (2 models of 15 epochs: 30), as are its minutes
+        budget = result["epochs"] * max(1, len(result.get("ensemble_seeds") or []))
+        points[result["config"]][budget].append({
             "seed": result["seed"], "dice": result["pooled"]["dice_pooled"],
             "minutes": result["pooled"]["train_minutes_per_fold_mean"], "machine": result.get("machine", "?")})
     return {config: dict(sorted(by_epochs.items())) for config, by_epochs in points.items() if by_epochs}
@@ -53,7 +56,9 @@ def draw(points: dict[str, dict[int, list[dict]]], png: Path, title: str) -> Non
             minutes = sum(run["minutes"] for run in runs) / len(runs)
             axes.annotate(f"{minutes:.0f} min", (budget, max(run["dice"] for run in runs)), fontsize=7,
                           textcoords="offset points", xytext=(0, 6), ha="center", color=line.get_color())
-    axes.set_xlabel("training budget per fold (epochs of 50 batches)")
+    axes.margins(x=0.08, y=0.15)  # room for the minute labels
+    axes.set_xlim(left=0)
+    axes.set_xlabel("training per fold (epochs of 50 batches; an ensemble: its models' together)")
     axes.set_ylabel("pooled fluid Dice, both folds")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)

@@ -56,3 +56,12 @@ def test_results_of_an_older_version_are_named_not_tabled(curve, tmp_path, capsy
                                "pooled": {}, "budget_minutes": 15.0}))
     assert curve.main(["--out", str(out), "--configs", "improved", "--png", str(tmp_path / "c.png")]) == 0
     assert f"error: {old}: cannot be read (made by an older bench/quality.py" in capsys.readouterr().err
+
+
+def test_an_ensemble_sits_at_its_models_epochs_together(curve, tmp_path, capsys):
+    out = tmp_path / "quality"
+    _write(out, "ens", 0, 15, 0.70, 30.0)
+    path = next((out / "results").glob("*.json"))
+    path.write_text(path.read_text().replace('"epochs": 15', '"epochs": 15, "ensemble_seeds": [0, 1]'))
+    assert curve.main(["--out", str(out), "--configs", "ens", "--png", str(tmp_path / "c.png")]) == 0
+    assert "| ens | 30 | 1 | 0.700 | 0.700 | 30.0 |" in capsys.readouterr().out.splitlines()
