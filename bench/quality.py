@@ -691,6 +691,13 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
             "train": training, "cases": cases, **pooled, "evaluate_summary": summary}
 
 
+def pooled_over_folds(folds: list[dict]) -> dict:
+    """The measures over every test case of ``folds`` (:func:`run_fold` results) and their training minutes."""
+    minutes = [fold["train"]["wall_seconds"] / 60 for fold in folds]
+    return {**pooled_measures([case for fold in folds for case in fold["cases"].values()]),
+            "train_minutes_total": sum(minutes), "train_minutes_per_fold_mean": sum(minutes) / len(minutes)}
+
+
 def run_one(plan: Plan, dataset: str, config: str, seed: int) -> dict:
     """All folds of one (dataset, config, seed); writes and returns its result."""
     started = datetime.datetime.now().isoformat(timespec="seconds")
@@ -701,15 +708,11 @@ def run_one(plan: Plan, dataset: str, config: str, seed: int) -> dict:
             results[fold.name] = run_fold(plan, dataset, config, seed, fold)
         except StepFailed as error:
             raise StepFailed(error.step, f"{fold.name}: {error}", error.log) from None
-    all_cases = [case for fold in results.values() for case in fold["cases"].values()]
-    minutes = [fold["train"]["wall_seconds"] / 60 for fold in results.values()]
     result = {**plan.identity(dataset, config, seed), "identity": plan.identity(dataset, config, seed),
               "common_train_overrides": [*(SMOKE_TRAIN if plan.smoke else []), *plan.extra_train],
               "data_root": str(plan.data_roots[dataset]), "machine": plan.machine, "started": started,
               "finished": datetime.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-              "folds": results,
-              "pooled": {**pooled_measures(all_cases), "train_minutes_total": sum(minutes),
-                         "train_minutes_per_fold_mean": sum(minutes) / len(minutes)}}
+              "folds": results, "pooled": pooled_over_folds(list(results.values()))}
     path = plan.result_path(dataset, config, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -818,10 +821,7 @@ def join_fold_results(results: list[dict]) -> list[dict]:
             out.append(result)
             continue
         merged = {**first, "folds": {**first["folds"], **result["folds"]}}
-        folds = list(merged["folds"].values())
-        minutes = [fold["train"]["wall_seconds"] / 60 for fold in folds]
-        merged["pooled"] = {**pooled_measures([case for fold in folds for case in fold["cases"].values()]),
-                            "train_minutes_total": sum(minutes), "train_minutes_per_fold_mean": sum(minutes) / len(minutes)}
+        merged["pooled"] = pooled_over_folds(list(merged["folds"].values()))
         out[out.index(first)] = merged
         joined[key] = merged
     return out
