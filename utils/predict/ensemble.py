@@ -17,12 +17,13 @@ from torch import nn
 
 from utils.configuration import config_from_dict
 from utils.model.networks import output_margin
+from utils.predict.inference import input_multiple
 
 # The settings that turn a volume into the network's input and its output into labels: equal in every member.
 MODEL_INPUT_SETTINGS = ("VENDORS", "N_CLASSES", "BACKGROUND", "FLUIDS", "HISTOGRAM_MATCH_VENDORS",
                         "HISTOGRAM_ROUNDING", "MEDIAN_VENDORS", "MEDIAN_SLICES_VENDORS", "MEDIAN_SLICES",
-                        "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "DEPTH_SCALE", "IMAGE_RESAMPLING",
-                        "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD", "CLOSING_DISK_RADIUS")
+                        "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "DEPTH_SCALE",
+                        "IMAGE_RESAMPLING", "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD", "CLOSING_DISK_RADIUS")
 
 
 def _comparable(value):
@@ -74,9 +75,8 @@ class ProbabilityEnsemble(nn.Module):
                              f"networks of one output size (all rmit_unet, or all padded networks)")
         self.members = nn.ModuleList(members)
         self.margin = margins[0]
-        # the input sides every member takes: multiples of each member's encoder stride
-        strides = [int(getattr(getattr(member, "encoder", None), "output_stride", 0) or 0) for member in members]
-        self.input_multiple = int(np.lcm.reduce([stride for stride in strides if stride] or [0])) or None
+        # the input sides every member takes (read by inference.input_multiple)
+        self.input_multiple = int(np.lcm.reduce([input_multiple(member) for member in members]))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         mean = sum(torch.softmax(member(images).float(), dim=1) for member in self.members) / len(self.members)

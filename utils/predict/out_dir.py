@@ -37,8 +37,8 @@ def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg,
         if (resolved / case.name) == case.oct_path.resolve().parent:
             raise ConfigError(f"{out_dir}: --out would write into the input's folder {case.oct_path.parent}; "
                               f"choose a folder outside the data")
-    for path in [*(path for path in inputs if path.exists()), *(case.oct_path for case in cases)]:
-        if resolved in path.resolve().parents:
+    for path in inputs:  # every case lies in or below an input, whose ancestors or insides are refused here
+        if path.exists() and resolved in path.resolve().parents:
             raise ConfigError(f"{out_dir}: --out contains the input {path}, so its tables and case folders would "
                               f"land among the data; choose a folder that holds no input")
     ours = (any(out_dir.glob(f"*/{MARKER_FILE}"))

@@ -192,13 +192,11 @@ def epoch_records(records: list[tuple], cfg, rand: random.Random) -> list[tuple]
     """
     if cfg.STRATIFY_BY == "vendor":
         return upsample_by_label(records, RECORD_VENDOR, rand)
-    if cfg.STRATIFY_BY == "none":
+    if cfg.STRATIFY_BY in ("none", "fluid"):
         shuffled = list(records)
         rand.shuffle(shuffled)
-        return shuffled
-    if cfg.STRATIFY_BY == "fluid":
-        shuffled = list(records)
-        rand.shuffle(shuffled)
+        if cfg.STRATIFY_BY == "none":
+            return shuffled
         label_counts = pd.Series([record[RECORD_HAS_FLUID] for record in records]).value_counts().to_dict()
         return list(shuffled >> Stratify(RECORD_HAS_FLUID, label_counts, rand=rand))
     raise ValueError(f"STRATIFY_BY must be 'vendor', 'fluid' or 'none', got {cfg.STRATIFY_BY!r}")
@@ -295,16 +293,22 @@ def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
     stream = _shuffled(stream, cfg.BSCAN_SHUFFLE_BUFFER, rand) >> _patch_nut(cfg, rng)
     stream = (_shuffled(stream, cfg.PATCH_SHUFFLE_BUFFER, rand)
               >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty))
-    stream = _shuffled(stream, cfg.KEPT_PATCH_SHUFFLE_BUFFER, rand) >> Chunk(cfg.BATCH_SIZE, list)
-    if cfg.DROP_PARTIAL_BATCH:
-        stream = stream >> Filter(lambda patches: len(patches) == cfg.BATCH_SIZE)
-    return iter(stream >> Map(collate))
+    return iter(_batched(_shuffled(stream, cfg.KEPT_PATCH_SHUFFLE_BUFFER, rand), cfg))
 
 
 def _shuffled(stream, buffer_size: int, rand: random.Random):
     """``stream`` shuffled in a buffer of ``buffer_size`` items (nutsflow's ``Shuffle``, as the original); left
     as it is for a size of 0 or 1, without drawing from ``rand``."""
     return stream >> Shuffle(int(buffer_size), rand=rand) if buffer_size > 1 else stream
+
+
+def _batched(patches, cfg):
+    """Patch samples in batches of ``BATCH_SIZE`` (:func:`collate`), a last partial batch dropped when
+    ``DROP_PARTIAL_BATCH`` (the original's ``Filter(filter_batch_shape)``)."""
+    stream = patches >> Chunk(cfg.BATCH_SIZE, list)
+    if cfg.DROP_PARTIAL_BATCH:
+        stream = stream >> Filter(lambda batch: len(batch) == cfg.BATCH_SIZE)
+    return stream >> Map(collate)
 
 
 def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) -> list[tuple]:
@@ -340,12 +344,8 @@ def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: in
     rng = np.random.default_rng(patch_seed)
     rand = random.Random(patch_seed)
     keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB if cfg.DROP_EMPTY_IN_VALIDATION else 1.0
-    stream = (chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
-              >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty)
-              >> Chunk(cfg.BATCH_SIZE, list))
-    if cfg.DROP_PARTIAL_BATCH:
-        stream = stream >> Filter(lambda patches: len(patches) == cfg.BATCH_SIZE)
-    stream = stream >> Map(collate)
+    stream = _batched(chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
+                      >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty), cfg)
     return iter(stream) if cfg.VAL_FRESH_PATCHES else list(stream)
 
 
