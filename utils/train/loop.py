@@ -59,32 +59,44 @@ def adversarial_losses(adversary: Adversary, images: torch.Tensor, logits: torch
     Returns:
         ``(discriminator_loss, segmenter_adversarial_loss)``; the first sees the softmax detached.
     """
-    images = centre_crop(images, logits.shape[-2:])  # what an unpadded segmenter's output covers
-    probabilities = logits.float().softmax(dim=1)
-    reference = one_hot(masks, logits.shape[1]).to(probabilities)
+    images, probabilities, reference = critic_inputs(images, logits, masks)
     real = adversary.discriminator(images, reference)
     fake = adversary.discriminator(images, probabilities.detach())
     discriminator_loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
                           + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))) / 2
+    return discriminator_loss, fooling_loss(adversary, images, probabilities)
+
+
+def critic_inputs(images: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the discriminator sees of a batch: ``(images centre-cropped to what an unpadded segmenter's output covers,
+    the softmax (N, C, h, w) float32 with its gradient, the reference one-hot (N, C, h, w))``."""
+    images = centre_crop(images, logits.shape[-2:])
+    probabilities = logits.float().softmax(dim=1)
+    return images, probabilities, one_hot(masks, logits.shape[1]).to(probabilities)
+
+
+def fooling_loss(adversary: Adversary, images: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """The segmenter's adversarial loss: binary cross-entropy of its (image, softmax) pairs labelled real."""
     fooled = adversary.discriminator(images, probabilities)
-    return discriminator_loss, F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+    return F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
 
 
-def discriminator_step(adversary: Adversary, images: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor,
-                       runtime: Runtime) -> float:
+def discriminator_step(adversary: Adversary, images: torch.Tensor, probabilities: torch.Tensor,
+                       reference: torch.Tensor, runtime: Runtime) -> float:
     """The original's discriminator step (``ADVERSARIAL_STEP = "discriminator_first"``): one batch of the
     (image, reference one-hot) pairs labelled real and the (image, softmax) pairs labelled fake, concatenated (16 + 16
     = 32 with the original's batch size), its loss plus the L2 on its kernels, one optimiser step. The softmax is
     detached: this step trains the discriminator only.
 
+    Args:
+        images, probabilities, reference: :func:`critic_inputs` of the batch.
+
     Returns:
         The discriminator's loss (without the L2).
     """
-    images = centre_crop(images, logits.shape[-2:])
-    probabilities = logits.detach().float().softmax(dim=1)
-    reference = one_hot(masks, logits.shape[1]).to(probabilities)
     with runtime.autocast():
-        scores = adversary.discriminator(torch.cat([images, images]), torch.cat([reference, probabilities]))
+        scores = adversary.discriminator(torch.cat([images, images]), torch.cat([reference, probabilities.detach()]))
     targets = torch.cat([torch.ones(len(images)), torch.zeros(len(images))]).to(scores)
     loss = F.binary_cross_entropy_with_logits(scores.float(), targets.float())
     objective = loss + (l2_penalty(adversary.discriminator, adversary.l2_weight) if adversary.l2_weight else 0.0)
@@ -134,12 +146,11 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             loss = loss_fn(logits.float(), masks)
             objective, discriminator_loss = loss + regulariser(), None
             if adversary is not None and adversary.discriminator_first:
-                discriminator_step(adversary, images, logits, masks, runtime)
+                critic_images, probabilities, reference = critic_inputs(images, logits, masks)
+                discriminator_step(adversary, critic_images, probabilities, reference, runtime)
                 with runtime.autocast():  # the segmenter's turn, against the discriminator just updated
-                    fooled = adversary.discriminator(centre_crop(images, logits.shape[-2:]),
-                                                     logits.float().softmax(dim=1))
-                objective = objective + adversary.weight * F.binary_cross_entropy_with_logits(
-                    fooled.float(), torch.ones_like(fooled, dtype=torch.float32))
+                    adversarial_loss = fooling_loss(adversary, critic_images, probabilities)
+                objective = objective + adversary.weight * adversarial_loss.float()
             elif adversary is not None:
                 with runtime.autocast():
                     discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
