@@ -52,7 +52,8 @@ from utils.predict.ensemble import ProbabilityEnsemble, check_members
 from utils.predict.markers import ensemble_identity
 from utils.predict.out_dir import check_out_dir, prepare_out_dir
 from utils.predict.outputs import Outputs
-from utils.predict.segment import gather_counts, inference_model, reference_counts, segment_cases
+from utils.predict.segment import (gather_counts, inference_model, model_histogram_reference, reference_counts,
+                                   segment_cases)
 from utils.predict.settings import check_inference_settings, inference_config
 from utils.predict.tables import write_run_tables
 
@@ -129,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
         check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_paths)
+        reference, reference_supplied, reference_notes = model_histogram_reference(checkpoint, local_cfg,
+                                                                                   args.set_names, cases)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for line in notes:
+    for line in notes + reference_notes:
         print(f"note: {line}", file=sys.stderr)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
@@ -165,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    histogram_counts = reference_counts(checkpoint)
+    histogram_counts = reference_counts(reference)
     identity = ensemble_identity(checkpoint_paths, checkpoints, cfg)
+    if reference_supplied:  # cases matched to another supplied reference are redone
+        identity["histogram_reference"] = {"path": reference["path"], "counts": reference["counts"]}
     status = prepare_out_dir(out_dir, cfg, runtime)
     if status:
         return status

@@ -26,7 +26,7 @@ from utils.model.runtime import Runtime
 from utils.predict import etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
 from utils.predict.outputs import OVERLAY_FOLDER, Outputs, segmentation_path, write_overlays, write_volumes
-from utils.prepare.preprocessing import preprocess_volume
+from utils.prepare.preprocessing import histogram_reference, preprocess_volume
 
 
 def inference_model(checkpoint: dict, runtime: Runtime) -> torch.nn.Module:
@@ -38,9 +38,44 @@ def inference_model(checkpoint: dict, runtime: Runtime) -> torch.nn.Module:
     return model
 
 
-def reference_counts(checkpoint: dict) -> np.ndarray | None:
-    """The histogram reference's counts the checkpoint holds (histogram matching), or None."""
-    reference = checkpoint.get("histogram_reference")
+def model_histogram_reference(checkpoint: dict, local_cfg, set_names: list[str] = (),
+                              cases: list[Case] = ()) -> tuple[dict | None, bool, list[str]]:
+    """The histogram reference predict.py matches Cirrus and Topcon volumes to (``{"path", "counts", "vendor"}``):
+    the checkpoint's; for a checkpoint made without one (trained on cases none of which needed matching, before
+    prepare_data.py recorded it always), the volume ``--set HISTOGRAM_REFERENCE=FILE`` names, read here.
+
+    Args:
+        checkpoint: a loaded checkpoint.
+        local_cfg: config.py with this command's ``--set`` overrides (``HISTOGRAM_REFERENCE``: a path, relative to
+            where the command runs, or empty).
+        set_names: the names this command's ``--set`` overrides.
+        cases: the cases to segment (a note when Spectralis ones meet a reference of another vendor).
+
+    Returns:
+        ``(reference, supplied, notes)``: the reference or None, whether ``--set`` supplied it, and notes to print.
+
+    Raises:
+        FileNotFoundError, ValueError: the supplied file cannot be read as a volume; the message names it.
+    """
+    reference, notes, supplied = checkpoint.get("histogram_reference"), [], False
+    given = local_cfg.HISTOGRAM_REFERENCE if "HISTOGRAM_REFERENCE" in set_names else ""
+    if reference and given and Path(given).resolve() != Path(reference.get("path", "")).resolve():
+        notes.append(f"--set HISTOGRAM_REFERENCE={given} ignored: the checkpoint holds the histogram reference it "
+                     f"was trained with ({reference.get('path')})")
+    elif not reference and given:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"{given}: HISTOGRAM_REFERENCE names no file")
+        reference, supplied = histogram_reference(given, local_cfg), True
+    vendor = (reference or {}).get("vendor", "Spectralis")  # checkpoints before the vendor was recorded: Spectralis
+    if vendor != "Spectralis" and any(case.vendor == "Spectralis" for case in cases):
+        notes.append(f"the model's histogram reference is a {vendor} volume ({reference.get('path')}; it was "
+                     f"trained without Spectralis scans): Spectralis volumes reach it on another intensity scale "
+                     f"than its training scans")
+    return reference, supplied, notes
+
+
+def reference_counts(reference: dict | None) -> np.ndarray | None:
+    """The counts of a histogram reference (:func:`model_histogram_reference`), or None."""
     return np.asarray(reference["counts"]) if reference else None
 
 
@@ -71,7 +106,8 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: b
     """
     if case.vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
         raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
-                         f"no histogram reference")
+                         f"no histogram reference; give one with --set HISTOGRAM_REFERENCE=FILE (a Spectralis "
+                         f"oct.mhd, ideally one of the model's training scans)")
     volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
     return LoadedCase(geometry, prepared, laterality, inference.volume_rois(prepared, cfg) if with_rois else None)

@@ -15,6 +15,8 @@ INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "PRESENCE
                       "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
 # The vendor-file settings say how to read an input, not how the model was trained.
 VENDOR_FILE_SETTINGS = ("CIRRUS_IMG_SHAPE", "CIRRUS_IMG_SPACING_MM", "TOPCON_SPACING_MM", "E2E_SPACING_XZ_MM")
+# Settings a checkpoint may lack: segment.model_histogram_reference takes HISTOGRAM_REFERENCE from --set only then.
+SUPPLIED_SETTINGS = ("HISTOGRAM_REFERENCE",)
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
                   "CHANNELS_LAST") + INFERENCE_SETTINGS + VENDOR_FILE_SETTINGS
 
@@ -36,7 +38,7 @@ def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> 
     notes = [f"--set {name}={getattr(local_cfg, name)!r} ignored: predict.py uses the model's own settings "
              f"({name}={settings[name]!r} in the checkpoint); only {', '.join(LOCAL_SETTINGS)} can be set"
              for name in dict.fromkeys(set_names)
-             if name not in LOCAL_SETTINGS and getattr(local_cfg, name) != settings.get(name)]
+             if name not in LOCAL_SETTINGS + SUPPLIED_SETTINGS and getattr(local_cfg, name) != settings.get(name)]
     settings.update({name: getattr(local_cfg, name) for name in LOCAL_SETTINGS})
     return load_config([], base=settings), notes
 

@@ -194,68 +194,96 @@ def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndar
 
 
 
-def histogram_reference(path: str | Path, cfg) -> dict:
-    """The histogram-matching reference: ``{"path": str, "counts": [256 ints]}`` of a Spectralis volume (an
-    ``oct.mhd`` or a vendor file; ``cfg`` gives the vendor files' spacing settings)."""
+def histogram_reference(path: str | Path, cfg, vendor: str = "Spectralis") -> dict:
+    """The histogram-matching reference: ``{"path": str, "vendor": str, "counts": [256 ints]}`` of a volume (an
+    ``oct.mhd`` or a vendor file; ``cfg`` gives the vendor files' spacing settings). ``vendor`` is the volume's
+    vendor: Spectralis as the method has it, another one only for a data set without Spectralis scans."""
     volume, _, _ = read_oct_volume(path, cfg)
-    return {"path": str(path), "counts": intensity_histogram(to_uint8_intensity(volume, str(path))).tolist()}
+    return {"path": str(path), "vendor": vendor,
+            "counts": intensity_histogram(to_uint8_intensity(volume, str(path))).tolist()}
 
 
-def _reference_candidates(cases: list[Case]) -> list[Path]:
-    """The Spectralis ``oct.mhd`` volumes that can be the automatic histogram reference, by path. Vendor files are
+def _reference_candidates(cases: list[Case], vendors: tuple[str, ...] = ("Spectralis",)) -> list[Case]:
+    """The ``oct.mhd`` cases of ``vendors`` that can be the automatic histogram reference, by path. Vendor files are
     not: ``.vol``/``.e2e``/XML exports arrive on Heyex's display scale, not on RETOUCH's uint16 scale, and their
     histogram would shift every matched Cirrus and Topcon volume."""
-    return sorted(case.oct_path for case in cases if case.vendor == "Spectralis" and not case.from_vendor_file)
+    return sorted((case for case in cases if case.vendor in vendors and not case.from_vendor_file),
+                  key=lambda case: case.oct_path)
 
 
-def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) -> Path | None:
+def _no_spectralis_note(reference: Path, vendor: str, cfg) -> str:
+    """The one line prepare_data.py prints when the reference is not a Spectralis volume."""
+    return (f"histogram reference {reference}: no Spectralis oct.mhd case, so {'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} "
+            f"volumes are matched to this {vendor} volume; a model trained here sees Spectralis volumes on another "
+            f"intensity scale than the other vendors'. To match them to Spectralis as the method does, set "
+            f"HISTOGRAM_REFERENCE to a Spectralis oct.mhd")
+
+
+def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) -> tuple[Path, str] | None:
     """``cfg.HISTOGRAM_REFERENCE`` (relative to ``data_root`` or absolute), else the first Spectralis ``oct.mhd``
-    case by path (:func:`_reference_candidates`).
+    case by path (:func:`_reference_candidates`), whether or not a case needs matching: a checkpoint then carries
+    the reference, and a model trained on Spectralis alone can prepare Cirrus and Topcon volumes as the method does.
+    Without any Spectralis case, the first ``oct.mhd`` of a matched vendor (Cirrus, Topcon).
 
-    Returns None when no case needs matching. Raises FileNotFoundError when one does but there is no reference.
+    Returns:
+        ``(path, vendor)`` (``"Spectralis"`` for ``HISTOGRAM_REFERENCE``), or None when there is no candidate and
+        no case needs matching.
+
+    Raises:
+        FileNotFoundError: ``HISTOGRAM_REFERENCE`` names no file, or cases need matching but none can be the
+            reference (they all come from vendor files).
     """
     if cfg.HISTOGRAM_REFERENCE:
         path = Path(cfg.HISTOGRAM_REFERENCE)
         path = path if path.is_absolute() or path.exists() else Path(data_root) / path
         if not path.is_file():
             raise FileNotFoundError(f"{path}: HISTOGRAM_REFERENCE names no file")
-        return path
-    if not any(case.vendor in cfg.HISTOGRAM_MATCH_VENDORS for case in cases):
-        return None
-    spectralis = _reference_candidates(cases)
-    if not spectralis:
-        raise FileNotFoundError(f"{data_root}: no Spectralis oct.mhd case to match "
-                                f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
-                                f"Spectralis oct.mhd")
-    return spectralis[0]
+        return path, "Spectralis"
+    candidates = (_reference_candidates(cases)
+                  or _reference_candidates(cases, tuple(cfg.HISTOGRAM_MATCH_VENDORS)))
+    if candidates:
+        return candidates[0].oct_path, candidates[0].vendor
+    if any(case.vendor in cfg.HISTOGRAM_MATCH_VENDORS for case in cases):
+        raise FileNotFoundError(f"{data_root}: no oct.mhd case to match {'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} "
+                                f"histograms to; set HISTOGRAM_REFERENCE to a Spectralis oct.mhd")
+    return None
 
 
 def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
                              ) -> tuple[Path | None, dict | None, list[str]]:
     """The histogram reference to match Cirrus and Topcon to, read: ``HISTOGRAM_REFERENCE`` when set, else the
-    first Spectralis case (by path) that can be read.
+    first case (by path) of :func:`choose_histogram_reference`'s vendor that can be read.
 
     Returns:
-        ``(path, reference, notes)``: path and :func:`histogram_reference` (both None when no case needs
-        matching), and a note naming the Spectralis volumes passed over (their errors come from preprocessing).
+        ``(path, reference, notes)``: path and :func:`histogram_reference` (both None when there is no candidate
+        and no case needs matching), and notes: the Spectralis volumes passed over (their errors come from
+        preprocessing), and a reference that is not a Spectralis volume.
 
     Raises:
-        FileNotFoundError, VolumeError, ValueError: the set reference cannot be used, or no Spectralis case can.
+        FileNotFoundError, VolumeError, ValueError: the set reference cannot be used, or no candidate can be read
+            while cases need matching.
     """
-    path = choose_histogram_reference(cases, cfg, data_root)
-    if path is None or cfg.HISTOGRAM_REFERENCE:
-        return path, histogram_reference(path, cfg) if path else None, []
+    chosen = choose_histogram_reference(cases, cfg, data_root)
+    if chosen is None:
+        return None, None, []
+    path, vendor = chosen
+    if cfg.HISTOGRAM_REFERENCE:
+        return path, histogram_reference(path, cfg), []
     passed_over = []
-    for candidate in _reference_candidates(cases):
+    for candidate in _reference_candidates(cases, (vendor,)):
         try:
-            reference = histogram_reference(candidate, cfg)
+            reference = histogram_reference(candidate.oct_path, cfg, vendor)
         except (OSError, ValueError):  # the case itself is reported by the preprocess step
-            passed_over.append(str(candidate))
+            passed_over.append(str(candidate.oct_path))
             continue
-        notes = [f"histogram reference {candidate}: the first Spectralis case, {', '.join(passed_over)}, cannot be "
-                 f"read (reported below)"] if passed_over else []
-        return candidate, reference, notes
-    raise FileNotFoundError(f"{data_root}: no Spectralis oct.mhd case can be read to match "
+        notes = [f"histogram reference {candidate.oct_path}: the first {vendor} case, {', '.join(passed_over)}, "
+                 f"cannot be read (reported below)"] if passed_over else []
+        if vendor != "Spectralis":
+            notes.append(_no_spectralis_note(candidate.oct_path, vendor, cfg))
+        return candidate.oct_path, reference, notes
+    if not any(case.vendor in cfg.HISTOGRAM_MATCH_VENDORS for case in cases):
+        return None, None, []  # no Spectralis volume is readable, and none is needed: the cases report themselves
+    raise FileNotFoundError(f"{data_root}: no {vendor} oct.mhd case can be read to match "
                             f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
                             f"Spectralis oct.mhd")
 
