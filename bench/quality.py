@@ -143,6 +143,10 @@ CONFIGS: dict[str, dict] = {
     # the authors' method, training untouched, its batch-norm statistics re-estimated over 50 batches before each
     # validation and save (BN_REESTIMATE_BATCHES)
     "rmit_bnre": {"train": ["BN_REESTIMATE_BATCHES=50"], "predict": []},
+    # ... with the pipeline's earlier batch mixing, or its earlier validation, in place of the original's: what
+    # each restored behaviour changes
+    "rmit_bnre_earlymix": {"train": ["BN_REESTIMATE_BATCHES=50", *EARLIER_MIXING], "predict": []},
+    "rmit_bnre_earlyval": {"train": ["BN_REESTIMATE_BATCHES=50", *EARLIER_VALIDATION], "predict": []},
     # ... and without the ReLU before its softmax
     "rmit_norelu": {"train": ["BN_MOMENTUM=0.1", "RELU_BEFORE_SOFTMAX=False"], "predict": []},
     "default_post": {"train_as": "default", "predict": POST},
