@@ -29,7 +29,10 @@ ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer (``labels_slicer.ctbl``), with `
 index of the case reports that opens from disk), and ``OUT/config.json``. Presence scores are defined in
 utils/predict/inference.py.
 
-Exit status 1 when a case failed (the others are still segmented) or there was nothing to do, 2 on bad arguments.
+A run holds ``--out`` for its whole duration (a lock on ``OUT/.predict.lock``, released by the system however the run
+ends; a torchrun launch holds it once, from rank 0): a second run on the same folder is refused at once with a line
+naming the run that holds it. Exit status 1 when a case failed (the others are still segmented) or there was nothing
+to do, 2 on bad arguments or an --out in use.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = args.out or predictions_dir(
             cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
-        check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_paths)
+        check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_paths, local_cfg.DATA_ROOT)
         reference, reference_supplied, reference_notes = model_histogram_reference(checkpoint, local_cfg,
                                                                                    args.set_names, cases)
     except ConfigError as error:
@@ -172,29 +175,31 @@ def main(argv: list[str] | None = None) -> int:
     identity = ensemble_identity(checkpoint_paths, checkpoints, cfg)
     if reference_supplied:  # cases matched to another supplied reference are redone
         identity["histogram_reference"] = {"path": reference["path"], "counts": reference["counts"]}
-    status = prepare_out_dir(out_dir, cfg, runtime)
-    if status:
-        return status
-    models = "; ".join(f"{path} (epoch {member.get('epoch')})" for path, member in zip(checkpoint_paths, checkpoints))
-    print(f"{len(cases)} case(s); {models}{' (ensemble)' if len(members) > 1 else ''} on {runtime.device} "
-          f"({runtime.autocast_dtype or 'fp32'}{f', {runtime.world_size} processes' if runtime.distributed else ''}"
-          f"); output in {out_dir}")
+    # the run holds --out until its tables are written: a second run on the folder is refused (exit 2)
+    with prepare_out_dir(out_dir, cfg, runtime) as status:
+        if status:
+            return status
+        models = "; ".join(f"{path} (epoch {member.get('epoch')})"
+                           for path, member in zip(checkpoint_paths, checkpoints))
+        print(f"{len(cases)} case(s); {models}{' (ensemble)' if len(members) > 1 else ''} on {runtime.device} "
+              f"({runtime.autocast_dtype or 'fp32'}"
+              f"{f', {runtime.world_size} processes' if runtime.distributed else ''}); output in {out_dir}")
 
-    outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
-    # under torchrun each rank segments its share of the cases; rank 0 alone writes the tables at the end
-    counts = segment_cases(cases[runtime.rank::runtime.world_size], model, cfg, runtime,
-                           histogram_counts, out_dir, identity, outputs)
-    segmented, skipped, failed = gather_counts(counts, runtime)
-    if not runtime.is_main:
+        outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
+        # under torchrun each rank segments its share of the cases; rank 0 alone writes the tables at the end
+        counts = segment_cases(cases[runtime.rank::runtime.world_size], model, cfg, runtime,
+                               histogram_counts, out_dir, identity, outputs)
+        segmented, skipped, failed = gather_counts(counts, runtime)
+        if not runtime.is_main:
+            return 1 if failed else 0
+        failed = errors + failed
+        table = write_run_tables(out_dir, identity, cfg, args.report)
+        if table is None:
+            return 1
+        print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {cfg.VOLUMES_CSV} "
+              f"({len(table)} case(s)), {cfg.ITKSNAP_LABELS_FILE}, {cfg.SLICER_COLOURS_FILE} and {cfg.CONFIG_JSON} "
+              f"in {out_dir}")
         return 1 if failed else 0
-    failed = errors + failed
-    table = write_run_tables(out_dir, identity, cfg, args.report)
-    if table is None:
-        return 1
-    print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {cfg.VOLUMES_CSV} "
-          f"({len(table)} case(s)), {cfg.ITKSNAP_LABELS_FILE}, {cfg.SLICER_COLOURS_FILE} and {cfg.CONFIG_JSON} in "
-          f"{out_dir}")
-    return 1 if failed else 0
 
 
 def run(argv: list[str] | None = None) -> int:

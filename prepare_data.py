@@ -15,6 +15,9 @@ from the data root; writes under the work dir:
 A rerun skips cases whose outputs are complete. Problems with a case are reported in one line naming the file;
 the other cases go on, and the run ends with a summary and exit status 1. A usage or configuration error (bad
 option or ``--set``, a setting that cannot work, a work dir inside the data root) is one line and exit status 2.
+A run holds the work dir for its whole duration (a lock on ``WORK_DIR/.prepare_data.lock``, released by the system
+however the run ends): a second run on the same work dir is refused at once, in one line naming the run that holds
+it, with exit status 2.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
-from utils.io.cases import find_cases
+from utils.io.cases import Case, find_cases
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
 from utils.io.files import atomic_write_text, error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
 from utils.io.parallel import default_workers
+from utils.io.run_lock import run_lock
 from utils.io.tables import read_slice_index
 from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.prepare.preprocessing import load_histogram_reference, preprocess_oct_images
@@ -37,6 +42,7 @@ from utils.prepare.splits import create_test_train_set
 
 STEPS = ("preprocess", "split", "roi")
 CONFIG_JSON = "prepare_config.json"
+RUN_LOCK = ".prepare_data.lock"  # in the work dir: held by the run writing it (utils/io/run_lock.py)
 
 __all__ = ["preprocess_oct_images", "create_test_train_set", "create_roi_masks", "main"]
 
@@ -76,10 +82,12 @@ def output_paths(work_dir: Path, cfg) -> list[tuple[str, Path]]:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    """Runs the requested steps; returns one line per problem with an input (empty when all went well).
+    """Runs the requested steps, holding the work dir's run lock throughout; returns one line per problem with an
+    input (empty when all went well).
 
     Raises:
         ConfigError: a bad ``--set``, a setting that cannot work, or a work dir inside the data root.
+        FolderInUse: another prepare_data.py run holds the work dir (nothing was written).
     """
     overrides = list(args.overrides)
     if args.data_root:
@@ -91,14 +99,10 @@ def run(args: argparse.Namespace) -> list[str]:
     cfg = load_config(overrides)
     data_root, work_dir = Path(cfg.DATA_ROOT), Path(cfg.WORK_DIR)
     steps = [step for step in STEPS if step in args.steps] or list(STEPS)
-    errors: list[str] = []
     check_outputs(output_paths(work_dir, cfg), [("data root", data_root)],
                   [("--split-file", args.split_file), ("HISTOGRAM_REFERENCE", cfg.HISTOGRAM_REFERENCE or None)])
-    removed = remove_stale_temporaries(work_dir)
-    if removed:
-        print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {work_dir}")
-
-    if "preprocess" in steps:
+    cases, errors = [], []
+    if "preprocess" in steps:  # the cases are found before the work dir is made: a wrong data root leaves nothing
         if not data_root.is_dir():
             return [f"{data_root}: data root is not a folder; pass --data-root or set DATA_ROOT in config.py"]
         cases, errors = find_cases(data_root, cfg.VENDORS)
@@ -106,20 +110,35 @@ def run(args: argparse.Namespace) -> list[str]:
             return [f"{data_root}: no oct.mhd nor vendor file ({' '.join(VENDOR_SUFFIXES)}) found at any depth; "
                     f"point --data-root at the RETOUCH download (or make synthetic data: python -m utils.synthetic "
                     f"--out DIR)"]
+        work_dir.mkdir(parents=True, exist_ok=True)
+    # Without preprocess a missing work dir has no slice index to read: the steps fail at once, writing nothing, so
+    # there is nothing to lock (and the folder is not made).
+    with run_lock(work_dir / RUN_LOCK, "prepare_data.py", "--work-dir") if work_dir.is_dir() else nullcontext():
+        return errors + run_steps(steps, cases, data_root, work_dir, cfg, args)
+
+
+def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Path, cfg,
+              args: argparse.Namespace) -> list[str]:
+    """The requested steps on ``cases`` (found under ``data_root``; empty without preprocess), in the work dir this
+    run holds; returns one line per problem with an input."""
+    errors: list[str] = []
+    removed = remove_stale_temporaries(work_dir)
+    if removed:
+        print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {work_dir}")
+
+    if "preprocess" in steps:
         print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
             f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
         try:
             reference_path, reference, notes = load_histogram_reference(cases, cfg, data_root)
         except (OSError, ValueError) as error:
-            return errors + [error_line(error)]
+            return [error_line(error)]
         for note in notes:
             print(f"note: {note}")
         cfg.HISTOGRAM_REFERENCE = str(reference_path or "")
-        work_dir.mkdir(parents=True, exist_ok=True)
         if reference:
             atomic_write_text(work_dir / cfg.HISTOGRAM_REFERENCE_JSON, json.dumps(reference) + "\n")
-        index, case_errors = preprocess_oct_images(cases, work_dir, cfg, reference, args.workers)
-        errors += case_errors
+        index, errors = preprocess_oct_images(cases, work_dir, cfg, reference, args.workers)
     else:
         try:
             index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV, cfg.FLUIDS)

@@ -15,6 +15,7 @@ Exit status: 0 done, 1 the prepared data could not be used (named in the message
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,6 +38,7 @@ from utils.configuration import (ConfigError, add_config_arguments, config_from_
                                  save_config)
 from utils.io.files import error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
+from utils.io.run_lock import run_lock
 from utils.io import layout
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from utils.model.networks import build_discriminator, build_unet, unet_arguments
@@ -50,6 +52,7 @@ from utils.train.losses import make_loss
 from utils.train.schedule import LearningRateSchedule
 
 log = logging.getLogger("train")
+RUN_LOCK = ".train.lock"  # in the run folder: held by the run training into it (utils/io/run_lock.py)
 BN_STREAM_SEED_OFFSET = 7919  # BN_REESTIMATE_BATCHES draws its batches with SEED + this (+ the epoch resumed after)
 
 
@@ -85,6 +88,12 @@ class TrainingState:
         return self.average.module if self.average is not None else self.model
 
 
+def run_exists(run_dir: Path, cfg) -> ConfigError:
+    """The refusal of a new run in a folder that holds one."""
+    return ConfigError(f"{run_dir}: already holds a run ({cfg.LAST_CHECKPOINT}); continue it with --resume or "
+                       f"choose another --run-dir")
+
+
 def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path | None, dict | None]:
     """The effective config, the run folder (None: a new one) and, with ``--resume``, the checkpoint to continue.
 
@@ -99,8 +108,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path |
                           "a new one from another run's weights")
     if not args.resume:
         if run_dir is not None and (run_dir / cfg.LAST_CHECKPOINT).exists():
-            raise ConfigError(f"{run_dir}: already holds a run ({cfg.LAST_CHECKPOINT}); continue it with --resume "
-                              f"or choose another --run-dir")
+            raise run_exists(run_dir, cfg)
         return cfg, run_dir, None
     runs_dir = layout.run_dir(cfg.WORK_DIR, "", cfg)
     run_dir = run_dir or latest_checkpoint(runs_dir, cfg.LAST_CHECKPOINT, " to resume").parent
@@ -286,6 +294,11 @@ def fit(state: TrainingState, train_records: list[tuple], val_records: list[tupl
                                  after_step=(lambda: state.average.update_parameters(state.model))
                                  if state.average is not None else (lambda: None))
         kept = state.kept_model
+        if not all(bool(torch.isfinite(tensor).all()) for tensor in kept.state_dict().values()
+                   if tensor.is_floating_point()):
+            raise ValueError(f"{run_dir}: training diverged in epoch {epoch} (train loss {train_loss:.4g}): the "
+                             f"weights hold NaN or infinite values, so this epoch is not saved; lower "
+                             f"LEARNING_RATE, or --resume from the last saved epoch")
         if cfg.BN_REESTIMATE_BATCHES > 0:
             reestimate_batch_norms(kept, bn_batches, cfg.BN_REESTIMATE_BATCHES, runtime)
         metrics = {}
@@ -336,29 +349,33 @@ def run(args: argparse.Namespace) -> Path:
     train_records, val_records = read_records(work_dir, cfg)
     runtime = select_runtime(cfg)
     run_dir = open_run_dir(run_dir, cfg, runtime)
-    if runtime.is_main:
-        removed = remove_stale_temporaries(run_dir, recursive=False)
-        if removed:
-            log.info(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {run_dir}")
-    seed_everything(cfg.SEED + runtime.rank)
-    workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if runtime.device.type == "cpu" and workers > 0:
-        torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
-    if not val_records:
-        log.info(f"note: the split has no val cases; no validation, and {cfg.BEST_CHECKPOINT} is the last epoch")
-    state = build_training(cfg, runtime, checkpoint, init_state)
-    if checkpoint:
-        log.info(f"resuming {run_dir} after epoch {state.epoch}")
-    if init_state is not None:
-        log.info(f"network weights from {args.init_from}")
-    if runtime.is_main:
-        save_config(cfg, run_dir / cfg.CONFIG_JSON)
-    network_name = cfg.MODEL + (f" ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else "")
-    log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {network_name} on "
-             f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
-             f"run folder {run_dir}")
-    fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
-        histogram_reference(work_dir, cfg, checkpoint), workers)
+    with contextlib.ExitStack() as held:
+        if runtime.is_main:  # one run at a time in a run folder: a second is refused, naming the first
+            held.enter_context(run_lock(run_dir / RUN_LOCK, "train.py", "--run-dir"))
+            if checkpoint is None and (run_dir / cfg.LAST_CHECKPOINT).exists():  # another run saved it meanwhile
+                raise run_exists(run_dir, cfg)
+            removed = remove_stale_temporaries(run_dir, recursive=False)
+            if removed:
+                log.info(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {run_dir}")
+        seed_everything(cfg.SEED + runtime.rank)
+        workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if runtime.device.type == "cpu" and workers > 0:
+            torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
+        if not val_records:
+            log.info(f"note: the split has no val cases; no validation, and {cfg.BEST_CHECKPOINT} is the last epoch")
+        state = build_training(cfg, runtime, checkpoint, init_state)
+        if checkpoint:
+            log.info(f"resuming {run_dir} after epoch {state.epoch}")
+        if init_state is not None:
+            log.info(f"network weights from {args.init_from}")
+        if runtime.is_main:
+            save_config(cfg, run_dir / cfg.CONFIG_JSON)
+        network_name = cfg.MODEL + (f" ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else "")
+        log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {network_name} on "
+                 f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
+                 f"run folder {run_dir}")
+        fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
+            histogram_reference(work_dir, cfg, checkpoint), workers)
     if runtime.distributed:
         dist.barrier()
     return run_dir

@@ -91,12 +91,12 @@ def test_check_settings_skips_what_a_config_lacks_and_rejects_wrong_types():
 
 
 def test_saved_config_round_trips(tmp_path):
-    cfg = load_config(["ENTROPY_THRESHOLD=0.02", "PATCH_SHAPE=(128, 64)"])
+    cfg = load_config(["ENTROPY_THRESHOLD=0.02", "PATCH_SHAPE=(128, 96)"])
     save_config(cfg, tmp_path / "config.json")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["ENTROPY_THRESHOLD"] == 0.02
     restored = config_from_dict(saved)
-    assert restored.PATCH_SHAPE == (128, 64) and restored.VENDORS == cfg.VENDORS
+    assert restored.PATCH_SHAPE == (128, 96) and restored.VENDORS == cfg.VENDORS
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left behind
 
 
@@ -168,3 +168,161 @@ def test_a_config_saved_before_a_fidelity_setting_keeps_the_behaviour_it_was_mad
         "spacing", 0, 0, 32, False, False)
     assert config_from_dict({}).DEPTH_SCALE == config.DEPTH_SCALE  # nothing saved: config.py as it is
     assert config_from_dict(config_to_dict(load_config([]))).DEPTH_SCALE == "height_table"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Values that pass the type check but name no known thing, or cannot work: refused at load time
+# ----------------------------------------------------------------------------------------------------------------
+VENDOR_NAMES = "expected vendor names among Cirrus, Spectralis, Topcon"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("VENDORS=('Heidelberg',)", f"VENDORS=('Heidelberg',): {VENDOR_NAMES}; 'Heidelberg' is none of them"),
+    ("HISTOGRAM_MATCH_VENDORS=('Zeiss',)", f"HISTOGRAM_MATCH_VENDORS=('Zeiss',): {VENDOR_NAMES}; 'Zeiss' is none"),
+    ("MEDIAN_VENDORS=('Topcn',)", f"MEDIAN_VENDORS=('Topcn',): {VENDOR_NAMES}; 'Topcn' is none of them "
+                                  f"(did you mean 'Topcon'?)"),
+    ("MEDIAN_SLICES_VENDORS=Cirrus,topcon", f"MEDIAN_SLICES_VENDORS=('Cirrus', 'topcon'): {VENDOR_NAMES}; 'topcon' "
+                                            f"is none of them (did you mean 'Topcon'?)"),
+    ("VENDORS=()", "VENDORS=(): expected at least one vendor name of Cirrus, Spectralis, Topcon"),
+    ("MEDIAN_SLICES=2", "MEDIAN_SLICES=2: expected an odd number of B-scans >= 1 (1: off)"),
+    ("MEDIAN_INPLANE=0", "MEDIAN_INPLANE=0: expected an odd size in pixels >= 1 (1: off)"),
+    ("PNG_COMPRESS_LEVEL=12", "PNG_COMPRESS_LEVEL=12: expected a zlib level in 0..9"),
+    ("CLOSING_DISK_RADIUS=-5", "CLOSING_DISK_RADIUS=-5: expected a radius in pixels >= 0"),
+    ("ENTROPY_DISK_RADIUS=0", "ENTROPY_DISK_RADIUS=0: expected a radius in pixels >= 1"),
+    ("ENTROPY_THRESHOLD=1.0", "ENTROPY_THRESHOLD=1.0: expected a share of the B-scan's largest entropy in [0, 1)"),
+    ("SPECTRALIS_AXIAL_SPACING_MM=0.0", "SPECTRALIS_AXIAL_SPACING_MM=0.0: expected a spacing in mm > 0"),
+    ("PATCH_SHAPE=(256, 0)", "PATCH_SHAPE=(256, 0): expected a patch size (height, width) in pixels"),
+    ("PATCH_BORDER=64", "PATCH_BORDER=64: expected a number of pixels >= 0 that leaves pixels inside "
+                        "PATCH_SHAPE=(256, 128) (2 x PATCH_BORDER < 128)"),
+    ("PATCHES_PER_BSCAN=0", "PATCHES_PER_BSCAN=0: expected an integer >= 1"),
+    ("SEED=-1", "SEED=-1: expected a seed >= 0"),
+    ("SPLIT_SEED=-3", "SPLIT_SEED=-3: expected a seed >= 0"),
+    ("ADAM_BETAS=(0.5, 1.0)", "ADAM_BETAS=(0.5, 1.0): expected two betas in [0, 1)"),
+    ("INTENSITY_GAMMA=0.0", "INTENSITY_GAMMA=0.0: expected a gamma >= 1"),
+    ("LOADER_WORKERS=-2", "LOADER_WORKERS=-2: expected a number of processes >= 0, or -1 (auto)"),
+    ("INFERENCE_BATCH_SIZE=0", "INFERENCE_BATCH_SIZE=0: expected an integer >= 1"),
+    ("SLICE_IMAGE_FOLDER=", "SLICE_IMAGE_FOLDER='': expected a file or folder name, not empty"),
+    ("SPLIT_SLICES_CSV=slices.csv", "SPLIT_SLICES_CSV='slices.csv': expected a file name with the placeholder "
+                                    "{split} (and no other), e.g. slices_{split}.csv"),
+    ("SPLIT_SLICES_CSV=slices_{split}_{fold}.csv", "SPLIT_SLICES_CSV='slices_{split}_{fold}.csv': expected a file "
+                                                   "name with the placeholder {split} (and no other)"),
+    ("PROBABILITY_FILE=probability.mhd", "PROBABILITY_FILE='probability.mhd': expected a file name with the "
+                                         "placeholder {fluid}"),
+    ("SPLIT_FRACTIONS={'train': 0.7, 'valid': 0.3}", "SPLIT_FRACTIONS={'train': 0.7, 'valid': 0.3}: expected shares "
+                                                     "of train, val and test (a split left out: 0), each >= 0, "
+                                                     "summing to 1"),
+    ("SPLIT_FRACTIONS={'train': 0.7, 'val': 0.15, 'test': 0.5}", "SPLIT_FRACTIONS={'train': 0.7, 'val': 0.15, "
+                                                                 "'test': 0.5}: expected shares"),
+    ("SPLIT_FRACTIONS={'train': 1.2, 'val': -0.2}", "SPLIT_FRACTIONS={'train': 1.2, 'val': -0.2}: expected shares"),
+    ("FLUIDS={'IRF': 1, 'XYZ': 9}", "FLUIDS={'IRF': 1, 'XYZ': 9}: expected fluid names among IRF, SRF, PED with "
+                                    "their label codes, e.g. {'IRF': 1, 'SRF': 2, 'PED': 3}"),
+    ("FLUIDS={'IRF': 2}", "FLUIDS={'IRF': 2}: expected fluid names among IRF, SRF, PED with their label codes"),
+    ("FLUIDS={}", "FLUIDS={}: expected fluid names"),
+    ("IRF=2", "IRF=2: expected a label code in [0, N_CLASSES=4) that no other of BACKGROUND, IRF, SRF, PED has"),
+    ("PED=4", "PED=4: expected a label code in [0, N_CLASSES=4)"),
+    ("IGNORE_LABEL=3", "IGNORE_LABEL=3: expected a code in [N_CLASSES=4, 255]"),
+    ("DEMO_OVERRIDES=('VAL_BSCAN=48',)", "DEMO_OVERRIDES=('VAL_BSCAN=48',): expected NAME=VALUE items of config.py's "
+                                         "settings"),
+])
+def test_values_that_name_no_known_thing_or_cannot_work_are_refused_in_one_line(override, message):
+    name = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}") as raised:
+        load_config([override])
+    assert str(raised.value).endswith(f"; set it in config.py or with --set {name}=...")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", sorted(name for name in vars(config) if name.endswith("VENDORS")))
+def test_every_vendor_setting_takes_known_vendor_names_only(name):
+    with pytest.raises(ConfigError, match=f"^{name}=\\('Cirrus', 'Heidelberg'\\): {VENDOR_NAMES}"):
+        load_config([f"{name}=Cirrus,Heidelberg"])
+    assert getattr(load_config([f"{name}=Spectralis"]), name) == ("Spectralis",)
+
+
+@pytest.mark.parametrize("name", sorted(name for name in vars(config) if name.endswith("_PROB")))
+def test_every_probability_lies_in_0_to_1(name):
+    for value in (5, -0.1):
+        with pytest.raises(ConfigError, match=f"^{name}={float(value)}: expected a probability in \\[0, 1\\]"):
+            load_config([f"{name}={value}"])
+    assert [getattr(load_config([f"{name}={value}"]), name) for value in (0, 1)] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("override", [
+    "MEDIAN_SLICES=1", "MEDIAN_SLICES=5", "MEDIAN_INPLANE=1", "PNG_COMPRESS_LEVEL=0", "PNG_COMPRESS_LEVEL=9",
+    "CLOSING_DISK_RADIUS=0", "ENTROPY_THRESHOLD=0.0", "SEED=0", "LOADER_WORKERS=-1", "PATCH_BORDER=63",
+    "PATCH_BORDER=0", "VENDORS=Cirrus", "HISTOGRAM_MATCH_VENDORS=()", "MEDIAN_SLICES_VENDORS=('Topcon',)",
+    "SPLIT_FRACTIONS={'train': 0.75, 'val': 0.25, 'test': 0.0}",  # the original's split (docs/fidelity.md)
+    "SPLIT_FRACTIONS={'train': 0.85, 'val': 0.0, 'test': 0.15}",  # the README's
+    "SPLIT_FRACTIONS={'train': 1.0}", "SPLIT_SLICES_CSV=split_{split}.csv", "PROBABILITY_FILE=p_{fluid}.nii.gz",
+    "FLUIDS={'IRF': 1}", "IGNORE_LABEL=4", "ENCODER=resnet999",  # rmit_unet (the default) uses no encoder
+])
+def test_values_at_the_edge_of_the_rules_are_accepted(override):
+    load_config([override])
+
+
+def test_an_smp_encoder_must_be_one_smp_knows():
+    with pytest.raises(ConfigError, match="^ENCODER='resnet999': expected an encoder segmentation_models_pytorch knows"
+                                          r" \(its encoders.get_encoder_names\(\)\), e.g. resnet18; 'resnet999' is "
+                                          "none of them"):
+        load_config(["MODEL=smp_unet", "ENCODER=resnet999"])
+    assert load_config(["MODEL=smp_unet", "ENCODER=resnet34"]).ENCODER == "resnet34"
+
+
+@pytest.mark.parametrize("override, other", [("SLICE_IMAGE_FOLDER=reference", "SLICE_MASK_FOLDER='reference'"),
+                                             ("SLICE_ROI_FOLDER=oct/", "SLICE_ROI_FOLDER='oct/'"),
+                                             ("LAST_CHECKPOINT=best.pt", "LAST_CHECKPOINT='best.pt'"),
+                                             ("SPLIT_CSV=slice_index.csv", "SPLIT_CSV='slice_index.csv'")])
+def test_names_that_share_a_folder_must_differ(override, other):
+    with pytest.raises(ConfigError, match=f"{re.escape(other)}: expected different names: both lie in one folder"):
+        load_config([override])
+
+
+def test_an_input_file_setting_must_name_an_existing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "none" / "oct.mhd"
+    with pytest.raises(ConfigError, match=f"^HISTOGRAM_REFERENCE='{re.escape(str(missing))}': no such file; expected "
+                                          f"a Spectralis oct.mhd"):
+        load_config([f"HISTOGRAM_REFERENCE={missing}"])
+    reference = tmp_path / "data" / "Spectralis" / "oct.mhd"
+    reference.parent.mkdir(parents=True)
+    reference.write_text("")
+    load_config([f"HISTOGRAM_REFERENCE={reference}"])  # absolute
+    load_config(["HISTOGRAM_REFERENCE=data/Spectralis/oct.mhd"])  # relative to the working folder
+    load_config([f"DATA_ROOT={tmp_path / 'data'}", "HISTOGRAM_REFERENCE=Spectralis/oct.mhd"])  # ... or to DATA_ROOT
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config([f"DATA_ROOT={tmp_path / 'other'}", "HISTOGRAM_REFERENCE=Spectralis/oct.mhd"])
+    assert load_config(["HISTOGRAM_REFERENCE="]).HISTOGRAM_REFERENCE == ""  # unset: the first Spectralis case
+    # a checkpoint's config names files of the machine it was made on: only what --set gives on top is checked
+    saved = {**vars(load_config([])), "HISTOGRAM_REFERENCE": str(missing)}
+    assert load_config([], base=saved).HISTOGRAM_REFERENCE == str(missing)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config([f"HISTOGRAM_REFERENCE={missing}"], base=saved)
+
+
+def test_the_demo_and_the_quality_benchmark_configurations_pass_the_checks(monkeypatch):
+    load_config([f"EPOCHS={config.DEMO_EPOCHS}", f"TRAIN_BUDGET_MINUTES={config.DEMO_TRAIN_MINUTES}",
+                 *config.DEMO_OVERRIDES])
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    quality = importlib.import_module("quality")
+    for name, measured in quality.CONFIGS.items():
+        train = quality.CONFIGS[measured.get("train_as", name)]["train"]
+        for overrides in (measured.get("prepare", []),
+                          [*train, *quality.SMOKE_TRAIN, f"EPOCHS={quality.DEFAULT_EPOCHS}", "SEED=1"],
+                          measured["predict"]):
+            try:
+                load_config(list(overrides))
+            except ConfigError as error:
+                pytest.fail(f"bench/quality.py config {name}: {error}")
+
+
+@pytest.mark.parametrize("override", ["VENDORS=('Heidelberg',)", "ROTATE_PROB=5", "SPLIT_SLICES_CSV=slices.csv",
+                                      "HISTOGRAM_REFERENCE=/nonexistent/oct.mhd"])
+def test_the_scripts_refuse_such_a_value_with_status_2_before_any_work(tmp_path, capsys, override):
+    import prepare_data
+    import train
+    work = tmp_path / "work"
+    assert prepare_data.main(["--data-root", str(tmp_path / "none"), "--work-dir", str(work), "--set", override]) == 2
+    assert train.main(["--work-dir", str(work), "--set", override]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"error: {override.partition('=')[0]}=") for line in lines), lines
+    assert not work.exists()

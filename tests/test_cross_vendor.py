@@ -122,6 +122,8 @@ def test_a_checkpoint_without_reference_takes_one_from_set(prepared_work, spectr
                          str(cirrus)]) == 0
     assert np.array_equal(read_volume(tmp_path / "pred2" / cirrus.parent.name / config.SEGMENTATION_FILE)[0], supplied)
 
-    assert predict.main(["--checkpoint", str(old), "--out", str(out), "--set", f"HISTOGRAM_REFERENCE={tmp_path}/none.mhd",
-                         str(cirrus)]) == 1
-    assert "none.mhd: HISTOGRAM_REFERENCE names no file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # a file setting naming no file: a usage error, before any work
+        predict.main(["--checkpoint", str(old), "--out", str(out), "--set", f"HISTOGRAM_REFERENCE={tmp_path}/none.mhd",
+                      str(cirrus)])
+    assert refused.value.code == 2
+    assert "none.mhd': no such file" in capsys.readouterr().err

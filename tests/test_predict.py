@@ -5,6 +5,9 @@ import os
 import re
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +28,7 @@ from utils.prepare.preprocessing import histogram_reference
 from html_check import check_html  # a strict html.parser check (no headless browser here)
 from volume_factory import TINY_SPECS, tiny_volume
 
+REPO = Path(predict.__file__).resolve().parent
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
 ROTATED = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # 90 degrees about z: not the identity
 # The tiny volumes have ~0.045 mm rows; a training reference spacing near that keeps them small after depth scaling.
@@ -209,7 +213,7 @@ def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, check
 
 
 @pytest.mark.parametrize("where", ["data root", "case folder", "file's folder", "run folder", "input's ancestor",
-                                   "file's ancestor"])
+                                   "file's ancestor", "another vendor's folder", "link into the data"])
 def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, capsys, where):
     import hashlib
 
@@ -220,13 +224,28 @@ def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, caps
     out, inputs = {"data root": (data, [data]), "case folder": (case_dir / "pred", [data]),
                    "file's folder": (case_dir, [case_dir / "oct.mhd"]),
                    "run folder": (checkpoint.parent, [case_dir / "oct.mhd"]),
-                   "input's ancestor": (data, [case_dir]), "file's ancestor": (data.parent, [case_dir / "oct.mhd"])
-                   }[where]
+                   "input's ancestor": (data, [case_dir]), "file's ancestor": (data.parent, [case_dir / "oct.mhd"]),
+                   # beside the inputs, in the data root their vendor folders lie in
+                   "another vendor's folder": (next(data.glob("*Topcon")) / "new", [case_dir / "oct.mhd"]),
+                   "link into the data": (tmp_path / "link", [case_dir / "oct.mhd"])}[where]
+    if where == "link into the data":
+        out.symlink_to(next(data.glob("*Topcon")), target_is_directory=True)
     before, run_before = hashes(data), hashes(checkpoint.parent)
     assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), *map(str, inputs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {out}: --out ")
     assert hashes(data) == before and hashes(checkpoint.parent) == run_before
+
+
+def test_out_holding_a_link_into_the_data_where_a_case_goes_is_refused(data, checkpoint, tmp_path, capsys):
+    case_dir = next(data.glob("*Cirrus/*"))
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / case_dir.name).symlink_to(next(data.glob("*Topcon")), target_is_directory=True)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), str(case_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lies inside the data root" in err[0] and case_dir.name in err[0]
+    assert sorted(path.name for path in out.iterdir()) == [case_dir.name]
 
 
 def test_out_holding_someone_elses_files_is_refused(data, checkpoint, tmp_path, capsys):
@@ -449,3 +468,107 @@ def test_inputs_right_after_the_checkpoints_are_inputs(data, checkpoint, tmp_pat
     with pytest.raises(SystemExit):
         predict.parse_args(["--checkpoint", str(data)])
     assert f"--checkpoint {data}: expected a checkpoint file ending in .pt or .pth" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("empty", "cannot load the checkpoint"),
+    ("truncated", "cannot load the checkpoint"),
+    ("garbage", "cannot load the checkpoint"),
+    ("nan_weights", "holds NaN or infinite values"),
+    ("bad_reference", "histogram_reference is not a histogram reference"),
+    ("short_counts", "histogram_reference is not a histogram reference"),
+])
+def test_a_damaged_checkpoint_is_one_line_and_no_case_is_marked_done(data, checkpoint, tmp_path, capsys, damage,
+                                                                       message):
+    damaged = tmp_path / "damaged.pt"
+    if damage in ("empty", "truncated", "garbage"):
+        whole = checkpoint.read_bytes()
+        damaged.write_bytes({"empty": b"", "truncated": whole[:len(whole) // 2],
+                             "garbage": bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8))}[damage])
+    else:
+        saved = torch.load(checkpoint, weights_only=True)
+        if damage == "nan_weights":
+            state = dict(saved["model_state"])
+            name = next(key for key, value in state.items() if value.is_floating_point())
+            state[name] = torch.full_like(state[name], float("nan"))
+            saved["model_state"] = state
+        else:
+            saved["histogram_reference"] = ("nonsense" if damage == "bad_reference"
+                                            else {"path": "x.mhd", "counts": [1.0] * 10})
+        save_checkpoint(damaged, saved)
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(damaged), "--out", str(out), str(data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {damaged}: ") and message in err[0]
+    assert not list(out.rglob(MARKER_FILE)) if out.exists() else True
+
+
+def test_a_full_disk_fails_the_cases_in_one_line_each_and_the_rerun_completes(data, checkpoint, predicted, tmp_path,
+                                                                                capsys, monkeypatch):
+    """SimpleITK runs out of space half way through each label volume: no file under its final name, no case
+    done; once there is space again the rerun writes what an uninterrupted run writes."""
+    import utils.io.mhd_io
+
+    real_write = utils.io.mhd_io.sitk.WriteImage
+
+    def full_disk(image, name, *args, **kwargs):
+        real_write(image, name, *args, **kwargs)
+        for written in utils.io.mhd_io.volume_files(name):  # what a writer leaves when the space runs out
+            with open(written, "r+b") as file:
+                file.truncate(max(1, os.path.getsize(written) // 2))
+        raise RuntimeError(f"Exception thrown in SimpleITK ImageFileWriter_Execute: x.cxx:1\nITK ERROR: "
+                           f"MetaImageIO(0x5f00): File cannot be written: {name}\nReason: No space left on device")
+
+    out = tmp_path / "pred"
+    monkeypatch.setattr(utils.io.mhd_io.sitk, "WriteImage", full_disk)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--overlays", "2", str(data)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and all("No space left on device" in line and "is the disk full" in line
+                                    and "Traceback" not in line for line in errors)
+    assert not list(out.rglob(MARKER_FILE)) and not list(out.rglob(config.SEGMENTATION_FILE))
+    monkeypatch.setattr(utils.io.mhd_io.sitk, "WriteImage", real_write)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--overlays", "2", str(data)]) == 0
+    for case in ("TRAIN001", "TRAIN002", "TRAIN003"):
+        assert np.array_equal(read_volume(out / case / config.SEGMENTATION_FILE)[0],
+                              read_volume(predicted / case / config.SEGMENTATION_FILE)[0])
+    assert not [path for path in out.rglob("*") if ".tmp" in path.name]
+
+
+# Runs predict.py and SIGKILLs itself half way through writing its second volume file (the second case's labels).
+KILLED_MID_VOLUME = """
+import os, signal, sys
+import predict
+import utils.io.mhd_io
+real_write, calls = utils.io.mhd_io.sitk.WriteImage, []
+
+def killed_on_the_second_file(image, name, *args, **kwargs):
+    calls.append(name)
+    real_write(image, name, *args, **kwargs)
+    if len(calls) == 2:
+        for written in utils.io.mhd_io.volume_files(name):
+            with open(written, "r+b") as file:
+                file.truncate(max(1, os.path.getsize(written) // 2))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+utils.io.mhd_io.sitk.WriteImage = killed_on_the_second_file
+sys.exit(predict.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no SIGKILL")
+def test_a_run_killed_mid_volume_reruns_to_the_outputs_of_an_uninterrupted_run(data, checkpoint, predicted,
+                                                                                  tmp_path):
+    out = tmp_path / "pred"
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--overlays", "2", str(data)]
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_VOLUME, *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    # killed inside the second case: the first is done, the second has no file under its final name
+    assert [path.parent.name for path in out.rglob(MARKER_FILE)] == ["TRAIN001"]
+    assert not (out / "TRAIN002" / config.SEGMENTATION_FILE).exists()
+    assert predict.main(args) == 0
+    for case in ("TRAIN001", "TRAIN002", "TRAIN003"):
+        assert np.array_equal(read_volume(out / case / config.SEGMENTATION_FILE)[0],
+                              read_volume(predicted / case / config.SEGMENTATION_FILE)[0])
+    assert pd.read_csv(out / config.VOLUMES_CSV).equals(pd.read_csv(predicted / config.VOLUMES_CSV))
+    assert not [path for path in out.rglob("*") if ".tmp" in path.name]

@@ -264,3 +264,86 @@ def test_stratify_none_draws_each_bscan_once_shuffled():
     records = [("c", "r", z, 10, z % 2, 0.0039, "Spectralis") for z in range(10)]
     drawn = epoch_records(records, SimpleNamespace(STRATIFY_BY="none"), random_module.Random(0))
     assert sorted(drawn) == sorted(records) and drawn != records
+
+
+def test_a_diverged_run_stops_in_one_line_without_saving_nan_weights(prepared_work, tmp_path, capsys):
+    run_dir = tmp_path / "diverged"
+    assert _train(prepared_work, run_dir, "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=2",
+                  "--set", "LEARNING_RATE=1e30", "--set", "MIXED_PRECISION=False") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "training diverged in epoch 1" in err[0] and str(run_dir) in err[0]
+    assert not list(run_dir.glob("*.pt"))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line(prepared_work, tmp_path, capsys, monkeypatch):
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 123 vs 456")
+    monkeypatch.setattr(torch, "save", full_disk)
+    run_dir = tmp_path / "full"
+    assert _train(prepared_work, run_dir, "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "cannot write the checkpoint" in err[0] and "is the disk full" in err[0]
+    assert not list(run_dir.glob("*.pt")) and not list(run_dir.glob("*.tmp*"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl locks")
+def test_a_second_run_on_a_run_folder_in_use_is_refused_naming_the_first(prepared_work, tmp_path, capsys):
+    run_dir = tmp_path / "shared"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time\nfrom utils.io.run_lock import run_lock\n"
+                               "with run_lock(sys.argv[1], 'train.py', '--run-dir'):\n"
+                               "    print('held', flush=True)\n    time.sleep(600)\n",
+                               str(run_dir / train.RUN_LOCK)],
+                              cwd=REPO, text=True, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _train(prepared_work, run_dir, "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--run-dir {run_dir} is in use by another run (train.py, pid {holder.pid}" in err[0]
+        assert sorted(path.name for path in run_dir.iterdir()) == [train.RUN_LOCK, "train.log"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _train(prepared_work, run_dir, "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1") == 0  # killed: free
+
+
+# Runs train.py and SIGKILLs itself after two batches of epoch 2 (mid-epoch, after epoch 1's checkpoints).
+KILLED_IN_EPOCH_2 = """
+import os, signal, sys
+import train
+real_train_epoch, calls = train.train_epoch, []
+
+def killed_in_the_second_epoch(model, batches, *args, **kwargs):
+    calls.append(1)
+    if len(calls) < 2:
+        return real_train_epoch(model, batches, *args, **kwargs)
+    def two_then_killed():
+        for number, batch in enumerate(batches):
+            if number == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+    return real_train_epoch(model, two_then_killed(), *args, **kwargs)
+
+train.train_epoch = killed_in_the_second_epoch
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL")
+def test_a_run_killed_mid_epoch_resumes_from_its_last_saved_epoch(prepared_work, tmp_path):
+    run_dir = tmp_path / "killed"
+    args = ["--work-dir", str(prepared_work), "--run-dir", str(run_dir), *QUICK, "--set", "EPOCHS=3",
+            "--set", "BATCHES_PER_EPOCH=4"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_EPOCH_2, *args], cwd=REPO, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    saved = load_checkpoint(run_dir / "last.pt")
+    assert saved["epoch"] == 1
+    steps_saved = max(int(s["step"]) for s in saved["optimizer_state"]["state"].values())
+    assert train.main(["--work-dir", str(prepared_work), "--run-dir", str(run_dir), "--resume"]) == 0
+    assert pd.read_csv(run_dir / "log.csv")["epoch"].tolist() == [1, 2, 3]  # epoch 2 trained again, whole
+    after = load_checkpoint(run_dir / "last.pt")
+    assert after["epoch"] == 3
+    assert max(int(s["step"]) for s in after["optimizer_state"]["state"].values()) == steps_saved + 8

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import functools
 import json
 import math
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import config as default_config
 
 from utils.errors import ConfigError  # noqa: F401  (re-exported: scripts import it from here)
 from utils.io.files import atomic_write_text
+from utils.io.tables import SPLITS
+from utils.io.vendor_files import FORMAT_VENDORS
 
 
 DEVICES = ("auto", "cpu", "cuda")  # the values of DEVICE
@@ -82,9 +85,8 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
     return result
 
 
-# Settings whose type check passes but whose value cannot work: name -> (test, what is expected). Only the settings
-# a config holds are checked (a checkpoint's config may predate some). MODEL and ENCODER are checked where the
-# network is built, which knows the names.
+# Settings whose type check passes but whose value cannot work, or silently does nothing, checked before any work
+# (check_settings). Only the settings a config holds are checked (a checkpoint's config may predate some).
 # Settings that name one of a few choices (a wrong name gets the nearest suggested).
 _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
@@ -96,13 +98,82 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "UNPADDED_BORDER": ("background", "padded"), "OPTIMIZER": ("adam", "sgd"),
     "ADVERSARIAL_STEP": ("discriminator_first", "separate"),
 }
+# The vendor names the readers give a volume (utils/io/vendor_files.py's FORMAT_VENDORS): every vendor setting
+# names some of these (VENDORS, the vendors processed, may list fewer).
+KNOWN_VENDORS = tuple(sorted({vendor for vendor in FORMAT_VENDORS.values() if vendor}))
+FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
+_LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
+
+
+@functools.lru_cache(maxsize=None)
+def _smp_encoders() -> tuple[str, ...]:
+    """The encoder names segmentation_models_pytorch knows (imported only where an smp network is configured: the
+    import takes seconds; nothing is downloaded)."""
+    import segmentation_models_pytorch as smp
+    return tuple(smp.encoders.get_encoder_names())
+
+
+# Settings that name known things, one name or a tuple of names: name -> (the known names for a config, or None
+# where the setting is not used; what is expected). An unknown name gets the nearest known one suggested.
+_KNOWN_NAMES: dict[str, tuple[Callable[[Any], Sequence[str] | None], str]] = {
+    **{name: (lambda cfg: KNOWN_VENDORS, f"vendor names among {', '.join(KNOWN_VENDORS)}")
+       for name in default_settings() if name.endswith("VENDORS")},
+    "ENCODER": (lambda cfg: _smp_encoders() if getattr(cfg, "MODEL", None) == "smp_unet" else None,
+                "an encoder segmentation_models_pytorch knows (its encoders.get_encoder_names()), e.g. resnet18"),
+}
+
+
+def _spacing_or_unset(value, length: int) -> bool:
+    """``()`` (unset) or ``length`` positive finite numbers."""
+    return len(value) == 0 or (len(value) == length and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value))
+
+
+def _sizes(value, length: int = 2) -> bool:
+    """``length`` integers >= 1 (a shape in pixels)."""
+    return len(value) == length and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+
+
+def _name(value) -> bool:
+    """A file or folder name that is not empty (nor only blanks)."""
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _template(value, field: str) -> bool:
+    """A file name holding the placeholder ``{field}`` and no other."""
+    try:
+        return _name(value) and f"{{{field}}}" in value and bool(value.format(**{field: "x"}))
+    except (KeyError, IndexError, ValueError):  # another placeholder, or a stray brace
+        return False
+
+
+def _split_fractions(value) -> bool:
+    """Shares of the splits of utils/io/tables.py (a split left out gets none): numbers >= 0 that sum to 1."""
+    return (isinstance(value, dict) and set(value) <= set(SPLITS)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value.values())
+            and math.isclose(sum(value.values()), 1.0, abs_tol=1e-6))
+
+
+def _overrides_that_apply(value) -> bool:
+    """``NAME=VALUE`` items that :func:`apply_overrides` accepts (typed, known names)."""
+    try:
+        apply_overrides(default_settings(), list(value))
+    except ConfigError:
+        return False
+    return True
+
+
+_PROBABILITY = (lambda value: 0 <= value <= 1, "a probability in [0, 1]")
+_COUNT = (lambda value: value >= 1, "an integer >= 1")
+_SEED = (lambda value: value >= 0, "a seed >= 0 (numpy's generators take no negative seed)")
+_SHUFFLE_BUFFER = (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)")
 _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),
-    "EPOCHS": (lambda value: value >= 1, "an integer >= 1"),
+    "BATCH_SIZE": _COUNT,
+    "EPOCHS": _COUNT,
     "BATCHES_PER_EPOCH": (lambda value: value >= 0, "an integer >= 0"),
-    "BSCAN_SHUFFLE_BUFFER": (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)"),
-    "PATCH_SHUFFLE_BUFFER": (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)"),
-    "KEPT_PATCH_SHUFFLE_BUFFER": (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)"),
+    "BSCAN_SHUFFLE_BUFFER": _SHUFFLE_BUFFER,
+    "PATCH_SHUFFLE_BUFFER": _SHUFFLE_BUFFER,
+    "KEPT_PATCH_SHUFFLE_BUFFER": _SHUFFLE_BUFFER,
     "BN_REESTIMATE_BATCHES": (lambda value: value >= 0, "an integer >= 0 (0: off)"),
     "VAL_BSCANS": (lambda value: value >= 0, "an integer >= 0 (0: every validation B-scan)"),
     "EMA_DECAY": (lambda value: 0 <= value < 1, "a number in [0, 1) (0: off)"),
@@ -117,26 +188,112 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "FOVEA_SEARCH_RADIUS_MM": (lambda value: value > 0, "a radius in mm > 0"),
     "FOVEA_MIN_DEPTH_MM": (lambda value: value >= 0, "a depth in mm >= 0"),
     "TRAIN_BUDGET_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
-    "EMPTY_PATCH_DROP_PROB": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
-    "CIRRUS_IMG_SHAPE": (lambda value: len(value) == 2 and all(isinstance(v, int) and v >= 1 for v in value),
-                         "a B-scan size (depth, width) in pixels, e.g. (1024, 512)"),
+    "CIRRUS_IMG_SHAPE": (_sizes, "a B-scan size (depth, width) in pixels, e.g. (1024, 512)"),
     "CIRRUS_IMG_SPACING_MM": (lambda value: _spacing_or_unset(value, 3),
                               "() or 3 spacings (x, y, z) in mm > 0, e.g. (0.0117, 0.00195, 0.047)"),
     "TOPCON_SPACING_MM": (lambda value: _spacing_or_unset(value, 3),
                           "() or 3 spacings (x, y, z) in mm > 0, e.g. (0.0117, 0.0026, 0.047)"),
     "E2E_SPACING_XZ_MM": (lambda value: _spacing_or_unset(value, 2),
                           "() or 2 spacings (x, z) in mm > 0, e.g. (0.0114, 0.12)"),
+    # names: an empty one writes into the folder above, beside (or over) other outputs
+    **{name: (_name, "a file or folder name, not empty") for name in (
+        "SLICES_SUBDIR", "SLICE_IMAGE_FOLDER", "SLICE_MASK_FOLDER", "SLICE_ROI_FOLDER", "HISTOGRAM_REFERENCE_JSON",
+        "SLICE_INDEX_CSV", "SPLIT_CSV", "RUNS_SUBDIR", "BEST_CHECKPOINT", "LAST_CHECKPOINT", "CONFIG_JSON",
+        "PREDICTIONS_SUBDIR", "SEGMENTATION_FILE", "VOLUMES_CSV", "ITKSNAP_LABELS_FILE", "SLICER_COLOURS_FILE",
+        "REPORT_PNG", "REPORT_HTML")},
+    # one file per split or fluid: without the placeholder they would all overwrite one file
+    "SPLIT_SLICES_CSV": (lambda value: _template(value, "split"),
+                         "a file name with the placeholder {split} (and no other), e.g. slices_{split}.csv"),
+    "PROBABILITY_FILE": (lambda value: _template(value, "fluid"),
+                         "a file name with the placeholder {fluid} (and no other), e.g. probability_{fluid}.mhd"),
+    "N_CLASSES": (lambda value: value >= 2, "a number of classes >= 2 (background and the fluids: RETOUCH's 4)"),
+    "VENDORS": (lambda value: len(value) >= 1, f"at least one vendor name of {', '.join(KNOWN_VENDORS)}"),
+    "MEDIAN_SLICES": (lambda value: value >= 1 and value % 2 == 1, "an odd number of B-scans >= 1 (1: off)"),
+    "MEDIAN_INPLANE": (lambda value: value >= 1 and value % 2 == 1, "an odd size in pixels >= 1 (1: off)"),
+    "PNG_COMPRESS_LEVEL": (lambda value: 0 <= value <= 9, "a zlib level in 0..9"),
+    "SPLIT_FRACTIONS": (_split_fractions, "shares of train, val and test (a split left out: 0), each >= 0, "
+                                          "summing to 1, e.g. {'train': 0.7, 'val': 0.15, 'test': 0.15}"),
+    "SPLIT_SEED": _SEED,
+    "SEED": _SEED,
+    "SYNTHETIC_CASES_PER_VENDOR": _COUNT,
+    "ENTROPY_DISK_RADIUS": (lambda value: value >= 1, "a radius in pixels >= 1 (0: no entropy, no ROI)"),
+    "ENTROPY_THRESHOLD": (lambda value: 0 <= value < 1, "a share of the B-scan's largest entropy in [0, 1)"),
+    "CLOSING_DISK_RADIUS": (lambda value: value >= 0, "a radius in pixels >= 0 (0: no closing)"),
+    "PATCH_SHAPE": (_sizes, "a patch size (height, width) in pixels, e.g. (256, 128)"),
+    "SPECTRALIS_AXIAL_SPACING_MM": (lambda value: math.isfinite(value) and value > 0, "a spacing in mm > 0"),
+    "PATCHES_PER_BSCAN": _COUNT,
+    "RANDOM_PATCH_SHARE": (lambda value: value >= 0, "a share of PATCHES_PER_BSCAN >= 0"),
+    "PATCH_JITTER_PX": (lambda value: value >= 0, "a number of pixels >= 0"),
+    "PATCH_JITTER": (lambda value: value >= 0, "a share of the patch height >= 0"),
+    "L2_WEIGHT": (lambda value: value >= 0, "a number >= 0 (0: none)"),
+    "ADAM_BETAS": (lambda value: len(value) == 2 and all(0 <= beta < 1 for beta in value),
+                   "two betas in [0, 1), e.g. (0.5, 0.999)"),
+    "SGD_MOMENTUM": (lambda value: 0 <= value < 1, "a momentum in [0, 1)"),
+    "WEIGHT_DECAY": (lambda value: value >= 0, "a number >= 0"),
+    "CE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
+    "DICE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
+    "ADVERSARIAL_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
+    "DISCRIMINATOR_LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
+    **{name: _PROBABILITY for name in default_settings() if name.endswith("_PROB")},
+    "ROTATE_MAX_DEGREES": (lambda value: 0 <= value <= 180, "an angle in degrees in [0, 180]"),
+    "INTENSITY_GAMMA": (lambda value: value >= 1, "a gamma >= 1 (1: no change)"),
+    "INTENSITY_CONTRAST": (lambda value: 0 <= value <= 1, "a share in [0, 1]"),
+    "SPECKLE_LOOKS": (lambda value: value > 0, "a number of looks > 0"),
+    "LOADER_WORKERS": (lambda value: value >= -1, "a number of processes >= 0, or -1 (auto)"),
+    "DEMO_EPOCHS": (lambda value: value >= 1, "an integer >= 1"),
+    "DEMO_TRAIN_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
+    "DEMO_OVERRIDES": (_overrides_that_apply, "NAME=VALUE items of config.py's settings, e.g. ('VAL_BSCANS=48',)"),
+    "INFERENCE_BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),
+    "INFERENCE_TILE_SHAPE": (_sizes, "a tile size (height, width) in pixels, e.g. (1024, 1024)"),
+    "INFERENCE_TILE_OVERLAP": (lambda value: value >= 0, "a number of pixels >= 0"),
+    "PRESENCE_MIN_VOLUME_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
+    "SPACING_RTOL": (lambda value: value >= 0, "a relative tolerance >= 0"),
 }
+# Settings whose possible values depend on others: name -> (test of the value and the config, what is expected for
+# the config). A rule that reads a setting the config lacks is skipped.
+_RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]]] = {
+    **{name: (lambda value, cfg: 0 <= value < cfg.N_CLASSES
+              and [getattr(cfg, label) for label in _LABEL_CODES].count(value) == 1,
+              lambda cfg: f"a label code in [0, N_CLASSES={cfg.N_CLASSES}) that no other of "
+                          f"{', '.join(_LABEL_CODES)} has (RETOUCH's reference.mhd: 0, 1, 2, 3)")
+       for name in _LABEL_CODES},
+    "FLUIDS": (lambda value, cfg: isinstance(value, dict) and len(value) >= 1 and all(
+                   name in FLUID_LABELS and code == getattr(cfg, name) for name, code in value.items()),
+               lambda cfg: f"fluid names among {', '.join(FLUID_LABELS)} with their label codes, e.g. "
+                           f"{ {name: getattr(cfg, name) for name in FLUID_LABELS} }"),
+    "IGNORE_LABEL": (lambda value, cfg: cfg.N_CLASSES <= value <= 255,
+                     lambda cfg: f"a code in [N_CLASSES={cfg.N_CLASSES}, 255] (no class has it; masks are uint8)"),
+    "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),
+                     lambda cfg: f"a number of pixels >= 0 that leaves pixels inside PATCH_SHAPE="
+                                 f"{tuple(cfg.PATCH_SHAPE)} (2 x PATCH_BORDER < {min(cfg.PATCH_SHAPE)})"),
+}
+# Names of files and folders that share a folder (a case's slice folders; a run folder; WORK_DIR; the predictions
+# folder): two equal names would overwrite each other's files.
+_DISTINCT_NAMES = (
+    ("SLICE_IMAGE_FOLDER", "SLICE_MASK_FOLDER", "SLICE_ROI_FOLDER"),
+    ("BEST_CHECKPOINT", "LAST_CHECKPOINT", "CONFIG_JSON"),
+    ("SLICES_SUBDIR", "HISTOGRAM_REFERENCE_JSON", "SLICE_INDEX_CSV", "SPLIT_CSV", "CONFIG_JSON", "RUNS_SUBDIR",
+     "PREDICTIONS_SUBDIR"),
+    ("VOLUMES_CSV", "ITKSNAP_LABELS_FILE", "SLICER_COLOURS_FILE", "REPORT_HTML", "CONFIG_JSON"),
+)
+# Settings that name an input file: name -> what is expected. Checked where the value comes from config.py or --set
+# (load_config), not in a checkpoint's config, which names files of the machine it was made on.
+_INPUT_FILES = {"HISTOGRAM_REFERENCE": "a Spectralis oct.mhd (absolute, or relative to the working folder or "
+                                       "DATA_ROOT), or empty (the first Spectralis case)"}
 
 
-def _spacing_or_unset(value, length: int) -> bool:
-    """``()`` (unset) or ``length`` positive finite numbers."""
-    return len(value) == 0 or (len(value) == length and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value))
+def _refused(name: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r}: expected {expected}; set it in config.py or with --set {name}=...")
+
+
+def _nearest(text: Any, options: Sequence[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the option nearest ``text``, or ``""``."""
+    nearest = difflib.get_close_matches(str(text), list(options), n=1)
+    return f" (did you mean {nearest[0]!r}?)" if nearest else ""
 
 
 def check_settings(cfg: types.SimpleNamespace) -> None:
-    """Checks the values that pass the type check but cannot work, before any work starts.
+    """Checks the values that pass the type check but cannot work, or name no known thing, before any work starts.
 
     Args:
         cfg: a config (as :func:`load_config` returns); settings it lacks are not checked.
@@ -159,19 +316,61 @@ def check_settings(cfg: types.SimpleNamespace) -> None:
         except TypeError:  # a base dict (a checkpoint's config) is not type-checked against config.py
             good = False
         if not good:
-            raise ConfigError(f"{name}={getattr(cfg, name)!r}: expected {expected}; set it in config.py or with "
-                              f"--set {name}=...")
+            raise _refused(name, getattr(cfg, name), expected)
+    for name, (known_names, expected) in _KNOWN_NAMES.items():
+        known = known_names(cfg) if hasattr(cfg, name) else None
+        if known is None:
+            continue
+        value = getattr(cfg, name)
+        unknown = [item for item in (value if isinstance(value, (tuple, list)) else (value,)) if item not in known]
+        if unknown:
+            raise _refused(name, value, f"{expected}; {unknown[0]!r} is none of them{_nearest(unknown[0], known)}")
+    for name, (works, expected) in _RELATED_RULES.items():
+        if not hasattr(cfg, name):
+            continue
+        try:
+            good = works(getattr(cfg, name), cfg)
+        except AttributeError:  # the config lacks a setting the rule reads
+            continue
+        except TypeError:
+            good = False
+        if not good:
+            raise _refused(name, getattr(cfg, name), expected(cfg))
+    for names in _DISTINCT_NAMES:
+        held = [(name, getattr(cfg, name)) for name in names if hasattr(cfg, name)]
+        for i, (name, value) in enumerate(held):
+            same = [other for other, other_value in held[i + 1:] if Path(str(other_value)) == Path(str(value))]
+            if same:
+                raise ConfigError(f"{name}={value!r} and {same[0]}={getattr(cfg, same[0])!r}: expected different "
+                                  f"names: both lie in one folder and would overwrite each other's files; set one "
+                                  f"in config.py or with --set {same[0]}=...")
+
+
+def _check_input_files(cfg: types.SimpleNamespace, names: Sequence[str]) -> None:
+    """Raises ConfigError for the first of ``names`` that is an input-file setting naming no file (empty: unset)."""
+    for name in names:
+        value = getattr(cfg, name, "") if name in _INPUT_FILES else ""
+        if not value:
+            continue
+        path = Path(value)
+        if not (path.is_file() or (not path.is_absolute() and (Path(getattr(cfg, "DATA_ROOT", "")) / path).is_file())):
+            raise ConfigError(f"{name}={value!r}: no such file; expected {_INPUT_FILES[name]}; set it in config.py or "
+                              f"with --set {name}=...")
 
 
 def load_config(overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> types.SimpleNamespace:
     """The effective config: ``base`` (default: config.py) with ``overrides`` applied, as attributes.
 
     Raises:
-        ConfigError: a bad override (:func:`apply_overrides`) or a setting that cannot work (:func:`check_settings`).
+        ConfigError: a bad override (:func:`apply_overrides`), a setting that cannot work (:func:`check_settings`),
+            or an input file that config.py or ``overrides`` name and that does not exist (``HISTOGRAM_REFERENCE``;
+            a ``base``'s own files are not checked: a checkpoint names files of the machine it was made on).
     """
     settings = default_settings() if base is None else dict(base)
     cfg = types.SimpleNamespace(**apply_overrides(settings, overrides or []))
     check_settings(cfg)
+    _check_input_files(cfg, list(_INPUT_FILES) if base is None
+                       else [item.partition("=")[0].strip() for item in overrides or []])
     return cfg
 
 

@@ -64,6 +64,12 @@ def test_vendor_from_header_when_the_path_names_none(tmp_path):
     assert detect_vendor(tmp_path / "scans" / "A" / "oct.mhd", config.VENDORS, tmp_path) == "Cirrus"
 
 
+def test_a_case_folder_as_the_root_takes_its_vendor_from_the_folder_above(tmp_path, rng):
+    write_case(tmp_path / "RETOUCH-TrainingSet-Topcon" / "TRAIN001", "Topcon", rng)
+    cases, errors = find_cases(tmp_path / "RETOUCH-TrainingSet-Topcon" / "TRAIN001", config.VENDORS)
+    assert not errors and [case.vendor for case in cases] == ["Topcon"]
+
+
 def test_unknown_vendor_is_reported_and_others_kept(tmp_path, rng):
     write_volume(tmp_path / "scans" / "A" / "oct.mhd", np.zeros((2, 30, 4), np.uint8), Geometry((1, 1, 1)))
     write_case(tmp_path / "Cirrus" / "B", "Cirrus", rng)

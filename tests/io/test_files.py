@@ -97,3 +97,13 @@ def _dead_pid():
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def test_a_writer_error_without_a_file_name_is_raised_naming_the_file(tmp_path):
+    target = tmp_path / "table.csv"
+    with pytest.raises(OSError) as caught:
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(28, "No space left on device")  # what a flush raises: no file name
+    assert caught.value.errno == 28 and caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,19 @@ def test_find_volume_takes_the_named_file_first_then_any_format(tmp_path):
     assert find_volume(tmp_path, "segmentation.mhd") == tmp_path / "segmentation.mhd"
     remove_volume(tmp_path / "segmentation.mhd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["segmentation.nii.gz"]
+
+
+def test_a_volume_the_disk_cannot_hold_is_an_oserror_naming_it_and_nothing_is_left(tmp_path, monkeypatch):
+    import utils.io.mhd_io
+
+    def full_disk(image, name, *args, **kwargs):
+        Path(name).write_bytes(b"half")
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute: x.cxx:1\n"
+                           "ITK ERROR: MetaImageIO(0x5f00): File cannot be written\nReason: No space left on device")
+
+    monkeypatch.setattr(utils.io.mhd_io.sitk, "WriteImage", full_disk)
+    target = tmp_path / "labels.mhd"
+    with pytest.raises(OSError) as caught:
+        write_volume(target, np.zeros((2, 3, 4), np.uint8), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    assert caught.value.filename == str(target) and "No space left on device" in caught.value.strerror
+    assert list(tmp_path.iterdir()) == []

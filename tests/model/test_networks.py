@@ -1,6 +1,7 @@
 """utils/model: the network the config describes, checkpoints round trip, the discriminator."""
 
 import math
+import types
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _trained_state(seed=0):
 
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     model, optimizer, critic, critic_optimizer = _trained_state()
-    reference = {"counts": [1, 2, 3], "source": "x/oct.mhd"}
+    reference = {"path": "x/oct.mhd", "vendor": "Spectralis", "counts": list(range(256))}
     checkpoint = make_checkpoint(TINY_UNET, model, optimizer, 3, {"PATCH_SHAPE": [256, 128]},
                                  {"val_loss": torch.tensor(0.25), "dice_mean_fluid": math.nan}, 0.7, reference,
                                  critic, critic_optimizer)
@@ -182,9 +183,11 @@ def test_the_authors_critic_passes_gradient_to_the_segmenter_and_crops_the_image
 
 
 def test_unknown_encoder_is_a_config_error_naming_the_nearest():
-    cfg = load_config(["MODEL=smp_unet", "ENCODER=resnet181"])
+    with pytest.raises(ConfigError, match="ENCODER='resnet181': expected an encoder .*did you mean 'resnet18'"):
+        load_config(["MODEL=smp_unet", "ENCODER=resnet181"])  # checked when the settings load
+    unchecked = types.SimpleNamespace(**{**vars(load_config(["MODEL=smp_unet"])), "ENCODER": "resnet181"})
     with pytest.raises(ConfigError, match="ENCODER='resnet181': not an encoder .*did you mean 'resnet18'"):
-        unet_arguments(cfg)
+        unet_arguments(unchecked)  # a checkpoint's settings, which are not checked again
 
 
 def test_bn_momentum_reaches_every_batch_norm_of_the_authors_network():

@@ -279,7 +279,7 @@ def test_band_is_centred_on_the_roi_middle_and_kept_inside():
 def test_band_mode_labels_nothing_outside_the_band():
     rng = np.random.default_rng(3)
     volume = rng.integers(0, 256, (2, 120, 64), dtype=np.uint8)
-    band_cfg = _cfg(PREDICT_REGION="band", PATCH_SHAPE=(32, 64), SPECTRALIS_AXIAL_SPACING_MM=0.004)
+    band_cfg = _cfg(PREDICT_REGION="band", PATCH_SHAPE=(32, 64), PATCH_BORDER=8, SPECTRALIS_AXIAL_SPACING_MM=0.004)
     geometry = Geometry(spacing_mm=(0.01, 0.004, 0.05))
     probabilities = _volume_probabilities(_pointwise_model(1), volume, geometry.axial_spacing_mm, band_cfg, 2)
     for z in range(2):

@@ -57,16 +57,17 @@ def detect_vendor(oct_path: Path, vendors: Sequence[str], root: Path | None = No
     Args:
         oct_path: the case's ``oct.mhd``.
         vendors: the vendor names (``VENDORS``).
-        root: the data root: only folders below it count (a study folder above it may name another vendor);
-            None (a file named on its own): the case's folder and the one above it, as in the RETOUCH layout
-            ``RETOUCH-TrainingSet-<vendor>/<case>/oct.mhd``.
+        root: the data root: only folders below it count (a study folder above it may name another vendor), and
+            when none of them names one, the case's folder and the one above it; None (a file named on its own):
+            those two, as in the RETOUCH layout ``RETOUCH-TrainingSet-<vendor>/<case>/oct.mhd``.
 
     Raises:
         VolumeError: neither the path nor the header tells the vendor.
     """
-    folders = (oct_path.parent.relative_to(root) if root is not None
-               else Path(*oct_path.resolve().parent.parts[-2:]))
-    vendor = vendor_from_path(folders, vendors)
+    retouch_layout = Path(*oct_path.resolve().parent.parts[-2:])
+    vendor = vendor_from_path(oct_path.parent.relative_to(root) if root is not None else retouch_layout, vendors)
+    if vendor is None and root is not None:  # the root is the case folder itself (predict.py CASE_FOLDER)
+        vendor = vendor_from_path(retouch_layout, vendors)
     if vendor:
         return vendor
     info = read_volume_info(oct_path)

@@ -45,7 +45,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renames it to ``path`` if the block ends without an exception.
 
     The temporary name keeps the suffix of ``path`` so that writers which choose a format by suffix still work.
-    The file gets the permissions of any new file (0666 less the umask), not mkstemp's private 0600.
+    The file gets the permissions of any new file (0666 less the umask), not mkstemp's private 0600. An OSError
+    raised without a file name (a full disk during a writer's flush) is raised again naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        if error.filename is not None or not error.strerror:
+            raise
+        # a writer's error without a file name (ENOSPC from a flush): name the file this block was writing
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

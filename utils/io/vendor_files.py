@@ -25,7 +25,9 @@ pipeline scales other uint16 volumes by 255/65536, as RETOUCH's Spectralis ones)
 ``.vol`` and ``.e2e`` become uint8 on Heyex's display scale (eyepy's and oct-converter's log transform); the XML
 export's B-scan images already are 8-bit display-scale images.
 
-A file these readers cannot use raises :class:`VendorFileError`: one line naming the file and the problem.
+A file these readers cannot use raises :class:`VendorFileError`: one line naming the file and the problem. Before a
+reader allocates the voxels, the sizes the file's header declares are checked against the bytes the file holds (the
+readers would otherwise try to allocate whatever a corrupt header says: terabytes for a few bytes of file).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import struct
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -49,6 +52,10 @@ HEYEX_XML_ROOT = b"<HEDX"  # the root element of a Heyex XML export, within its 
 VENDOR_SUFFIXES = tuple(FORMAT_VENDORS)
 # DICOM Manufacturer (lower case, a part of it) -> vendor.
 _MANUFACTURERS = {"heidelberg": "Spectralis", "zeiss": "Cirrus", "topcon": "Topcon"}
+# How many times its size compressed DICOM pixel data may declare: JPEG codes a flat 8x8 block in a few bits (at most
+# about 1:128 for 8-bit grey), RLE at most 1:64, deflate 1:1032; speckled OCT B-scans compress far less. A header
+# declaring more is corrupt; refused before pydicom allocates the frames.
+_DICOM_MAX_COMPRESSION_RATIO = 1032
 
 
 class VendorFileError(VolumeError):
@@ -158,9 +165,49 @@ def _spacing_setting(path: Path, value: Sequence[float], name: str, length: int,
     return tuple(value)
 
 
+def _declared_beyond_file(path: Path, declared: str, n_bytes: int, n_available: int) -> VendorFileError:
+    """The one-line error for a header that declares more voxel data than the file holds."""
+    return VendorFileError(f"{path}: its header declares {declared} ({n_bytes} bytes), but the file holds "
+                           f"{max(n_available, 0)} bytes for them; expected a complete {path.suffix.lower()} file "
+                           f"(a truncated or corrupt one)")
+
+
+def _check_vol_size(path: Path) -> None:
+    """Checks a Heidelberg ``.vol`` header against the file's size before eyepy reads it: the 2048-byte header, the
+    localizer (size_x_slo x size_y_slo bytes), then per B-scan its own header (bscan_hdr_size bytes, of them 256 +
+    4 x num_seg x size_x for the layer segmentations) and size_y x size_x float32 voxels, as eyepy's ``vol_format``
+    reads them (it allocates each part's bytes as declared)."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        header = file.read(2048)
+        if len(header) < 2048:
+            return  # eyepy reports the short header
+        size_x, n_bscans, size_y = struct.unpack_from("<3I", header, 12)
+        size_x_slo, size_y_slo = struct.unpack_from("<2I", header, 48)
+        offset, bscan_bytes = 2048 + size_x_slo * size_y_slo, 4 * size_x * size_y
+        n_bytes = offset - 2048 + n_bscans * (256 + bscan_bytes)  # each B-scan header holds at least 256 bytes
+        if 2048 + n_bytes > size:
+            raise _declared_beyond_file(path, f"{n_bscans} B-scans of {size_y} x {size_x} float32 voxels and a "
+                                              f"{size_y_slo} x {size_x_slo} localizer", n_bytes, size - 2048)
+        for index in range(n_bscans):  # at most size / 256 steps: each advances by at least 256 bytes
+            file.seek(offset)
+            bscan_header = file.read(52)
+            if len(bscan_header) == 52:
+                header_bytes, n_layers = struct.unpack_from("<I32xI", bscan_header, 12)  # bscan_hdr_size, num_seg
+                if 256 + 4 * n_layers * size_x > header_bytes:
+                    raise VendorFileError(f"{path}: B-scan {index} declares {n_layers} layer segmentations of "
+                                          f"{size_x} A-scans, more than its {header_bytes}-byte header holds; "
+                                          f"expected a complete .vol file (a corrupt one)")
+                offset += header_bytes + bscan_bytes
+            if len(bscan_header) < 52 or offset > size:
+                raise VendorFileError(f"{path}: B-scan {index} of {n_bscans} runs past the end of the {size}-byte "
+                                      f"file; expected a complete .vol file (a truncated or corrupt one)")
+
+
 def _read_vol(path: Path, cfg) -> VendorVolume:
     from eyepy.io.he import HeVolReader
 
+    _check_vol_size(path)
     volume = HeVolReader(path).volume
     # eyepy's data: (n_bscans, size_y, size_x) uint8 on Heyex's display scale (from_vol_intensity)
     spacing = (volume.scale_x, volume.scale_y, volume.scale_z)
@@ -278,9 +325,55 @@ def _topcon_readers():
     return fds.FDS, fda.FDA
 
 
+def _topcon_chunks(path: Path) -> dict[bytes, tuple[int, int]]:
+    """Chunk name -> (offset of its body, declared size) of a Topcon file, walked as oct-converter walks it (a
+    15-byte file header, then per chunk a name-length byte, the name, a uint32 size and the body) without reading
+    the bodies; a name met twice keeps its last chunk, as the FDS reader does."""
+    chunks = {}
+    with open(path, "rb") as file:
+        file.seek(15)
+        while (name_size := file.read(1)) and name_size[0]:
+            name, chunk_size = file.read(name_size[0]), file.read(4)
+            if len(chunk_size) < 4:
+                break
+            chunks[name] = (file.tell(), struct.unpack("<I", chunk_size)[0])
+            file.seek(chunks[name][1], 1)
+    return chunks
+
+
+def _check_topcon_size(path: Path) -> None:
+    """Checks the OCT chunk of a Topcon ``.fds`` (@IMG_SCAN_03) or ``.fda`` (@IMG_JPEG, else @IMG_MOT_COMP_03)
+    against the file's size before oct-converter reads it: the raw chunks hold a 22-byte header (width, height,
+    number of B-scans) and then width x height x B-scans uint16 voxels, read in one piece of the declared size; the
+    JPEG chunk a 4-byte length before each B-scan's JPEG (Pillow limits what one JPEG may decode to)."""
+    size, chunks = path.stat().st_size, _topcon_chunks(path)
+    raw_chunk = b"@IMG_SCAN_03" if path.suffix.lower() == ".fds" else b"@IMG_MOT_COMP_03"
+    jpeg = path.suffix.lower() == ".fda" and b"@IMG_JPEG" in chunks
+    name = b"@IMG_JPEG" if jpeg else raw_chunk
+    if name not in chunks:
+        return  # the reader reports the missing chunk
+    offset = chunks[name][0]
+    with open(path, "rb") as file:
+        file.seek(offset)
+        header = file.read(25 if jpeg else 22)
+    if len(header) < (25 if jpeg else 22):
+        return  # the reader reports the short header
+    if jpeg:
+        (n_bscans,) = struct.unpack_from("<I", header, 17)
+        if offset + 25 + 4 * n_bscans > size:
+            raise _declared_beyond_file(path, f"{n_bscans} JPEG B-scans", 4 * n_bscans, size - offset - 25)
+        return
+    width, height, _, n_bscans = struct.unpack_from("<4I", header, 1)
+    n_bytes = 2 * width * height * n_bscans
+    if offset + 22 + n_bytes > size:
+        raise _declared_beyond_file(path, f"{n_bscans} B-scans of {height} x {width} uint16 voxels", n_bytes,
+                                    size - offset - 22)
+
+
 def _read_topcon(path: Path, cfg) -> VendorVolume:
     FDS, FDA = _topcon_readers()
 
+    _check_topcon_size(path)
     oct_volume = (FDS if path.suffix.lower() == ".fds" else FDA)(path).read_oct_volume()
     if oct_volume.volume is None:
         raise VendorFileError(f"{path}: no OCT volume in the file (neither @IMG_JPEG nor @IMG_MOT_COMP_03)")
@@ -336,11 +429,34 @@ def _dicom_spacing(path: Path, dataset) -> tuple[float, float, float]:
     return float(pixel[1]), float(pixel[0]), z_mm
 
 
+def _check_dicom_size(path: Path, dataset) -> None:
+    """Checks a DICOM's Rows x Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated against the file's size
+    before pydicom allocates the frames: uncompressed pixel data must fit in the file; compressed (encapsulated or
+    deflated) data may declare at most ``_DICOM_MAX_COMPRESSION_RATIO`` times the file's size, and needs an 8-byte
+    item header per frame."""
+    if "Rows" not in dataset or "Columns" not in dataset:
+        return  # no image: the reader reports it
+    rows, columns = int(dataset.Rows or 0), int(dataset.Columns or 0)
+    frames, samples = int(dataset.get("NumberOfFrames") or 1), int(dataset.get("SamplesPerPixel") or 1)
+    bits = int(dataset.get("BitsAllocated") or 8)
+    n_bytes = (rows * columns * frames * samples * bits + 7) // 8
+    declared = f"{frames} frame(s) of {rows} x {columns} pixels, {samples} sample(s) of {bits} bits"
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    size = path.stat().st_size
+    if syntax is not None and (syntax.is_encapsulated or syntax.is_deflated):
+        if n_bytes > _DICOM_MAX_COMPRESSION_RATIO * size or 8 * frames > size:
+            raise VendorFileError(f"{path}: its header declares {declared} ({n_bytes} bytes), more than its {size} "
+                                  f"bytes of compressed data can hold; expected a complete .dcm file (a corrupt one)")
+    elif n_bytes > size:
+        raise _declared_beyond_file(path, declared, n_bytes, size)
+
+
 def _read_dicom(path: Path, cfg) -> VendorVolume:
     import pydicom
     from oct_converter.readers import Dicom
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    _check_dicom_size(path, dataset)
     vendor = _dicom_vendor(path, str(dataset.get("Manufacturer", "")), cfg.VENDORS)
     spacing = _dicom_spacing(path, dataset)
     array = np.asarray(Dicom(path).read_oct_volume().volume)

@@ -12,17 +12,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from utils.io.files import atomic_path
 from utils.model.networks import build_unet
+from utils.prepare.preprocessing import N_LEVELS
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     """Writes ``checkpoint`` with ``torch.save``, atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+    except RuntimeError as error:  # torch's writer reports a full disk or a failed write as RuntimeError
+        detail = str(error).splitlines()[0] if str(error) else "the write failed"
+        raise OSError(f"{path}: cannot write the checkpoint ({detail}); is the disk full?") from None
 
 
 def make_checkpoint(model_args: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
@@ -77,7 +83,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                          f"checkpoint written by train.py") from None
     if not isinstance(checkpoint, dict) or "model_args" not in checkpoint or "model_state" not in checkpoint:
         raise ValueError(f"{path}: not a retouch checkpoint (expected a dict with model_args and model_state)")
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     return checkpoint
+
+
+def checkpoint_problem(checkpoint: dict[str, Any]) -> str:
+    """What makes a loaded checkpoint dict unusable, or "" when nothing does.
+
+    Checks the fields the scripts read: ``model_args`` and ``config`` dicts, ``model_state`` a dict of tensors, all
+    finite (a diverged run's NaN weights would segment nothing and look like success), and a histogram reference of
+    None or ``{"path": str, "counts": 256 finite counts >= 0, ...}``.
+    """
+    if not isinstance(checkpoint["model_args"], dict):
+        return f"model_args is a {type(checkpoint['model_args']).__name__}; expected a dict"
+    if not isinstance(checkpoint.get("config", {}), dict):
+        return f"config is a {type(checkpoint['config']).__name__}; expected a dict of settings"
+    state = checkpoint["model_state"]
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        return "model_state is not a dict of tensors; expected the network's state_dict"
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"weight {name} holds NaN or infinite values (a training run that diverged); expected finite weights"
+    reference = checkpoint.get("histogram_reference")
+    if reference is not None:
+        counts = reference.get("counts") if isinstance(reference, dict) else None
+        try:
+            counts = np.asarray(counts, dtype=np.float64)
+        except (TypeError, ValueError):
+            counts = np.zeros(0)
+        if (not isinstance(reference, dict) or not isinstance(reference.get("path", ""), str)
+                or counts.shape != (N_LEVELS,) or not np.isfinite(counts).all() or (counts < 0).any()):
+            return (f"histogram_reference is not a histogram reference; expected None or a dict with a path and "
+                    f"{N_LEVELS} counts >= 0")
+    return ""
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:

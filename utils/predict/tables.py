@@ -38,7 +38,9 @@ def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, 
     return pd.DataFrame(rows, columns=volumes_columns(fluids)), others
 
 
-TABLES_LOCK = ".tables.lock"  # in the output folder: two predict.py runs sharing it write their tables in turn
+# in the output folder: two writers of its tables take turns. predict.py's run lock (utils/predict/out_dir.py) already
+# keeps a second run out of the folder; this one guards write_run_tables called from the API alone.
+TABLES_LOCK = ".tables.lock"
 
 
 def write_run_tables(out_dir: Path, identity: dict, cfg, with_report: bool) -> pd.DataFrame | None:
