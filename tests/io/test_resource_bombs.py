@@ -3,7 +3,8 @@ holds (or a zlib stream that inflates to far more than declared) are refused in 
 and without allocating what they declare; valid files of the same kinds still read.
 
 Covers utils/io/mhd_io.py (MetaImage with ``ElementDataFile = LOCAL``, ``CompressedData = True``, DimSize overflow,
-multi-channel voxels, NIfTI) and utils/io/vendor_files.py (Topcon .fds/.fda, Heidelberg .vol, OCT DICOM).
+multi-channel voxels, NIfTI) and utils/io/vendor_files.py (Topcon .fds/.fda, Heidelberg .vol and .e2e, OCT DICOM
+encapsulated and deflated).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import SimpleITK as sitk
 from utils.configuration import load_config
 from utils.io.cases import Case, check_case
 from utils.io.mhd_io import Geometry, VolumeError, read_volume, read_volume_info, write_volume
-from utils.io.vendor_files import VendorFileError, read_vendor_volume
+from utils.io.vendor_files import VendorFileError, read_vendor_volume, vendor_file_vendor
 from vendor_factory import write_dicom, write_topcon, write_vol
 
 SECONDS = 5.0  # a refusal takes milliseconds; the bombs below took 10 s and gigabytes before
@@ -247,7 +248,8 @@ GRADIENT = (np.indices(SHAPE).sum(axis=0) % 200).astype(np.uint8)  # not constan
 
 
 def _settings():
-    return load_config(["CIRRUS_IMG_SHAPE=(24,16)", "CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)"])
+    return load_config(["CIRRUS_IMG_SHAPE=(24,16)", "CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)",
+                        "E2E_SPACING_XZ_MM=(0.011,0.12)"])
 
 
 def _read_vendor(path: Path):
@@ -323,3 +325,160 @@ def test_valid_vendor_files_still_read(tmp_path, suffix):
      ".vol": lambda: write_vol(path, GRADIENT, (0.01, 0.004, 0.1)),
      ".dcm": lambda: write_dicom(path, GRADIENT, (0.01, 0.004, 0.1))}[suffix]()
     assert _read_vendor(path).array.shape == SHAPE
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Heidelberg .e2e: directories, slice numbers and chunks against the file's size, before oct-converter reads it
+# --------------------------------------------------------------------------------------------------------------
+E2E_DIRECTORY = 36 + 52  # after the header and the main directory
+E2E_ENTRIES = E2E_DIRECTORY + 52
+# E2E's 16-bit floats (10-bit mantissa, 6-bit exponent biased by 63): exponents 55..62 are values 2**-8..1, which
+# Heyex's display scale spreads over 0..255
+E2E_RAW = (((55 + np.indices(SHAPE)[:2].sum(axis=0) % 8) << 10) | (np.indices(SHAPE)[2] * 61 % 1024)).astype(np.uint16)
+
+
+def _build(structure, **fields) -> bytes:
+    """An oct-converter ``e2e_binary`` struct built from ``fields``, every other field zero."""
+    return structure.build({**structure.parse(bytes(structure.sizeof())), **fields})
+
+
+def _write_e2e(path: Path, raw: np.ndarray, depth_mm: float = 0.0039, multiple: bool = False,
+               dangling_entry: bool = False) -> Path:
+    """A Heidelberg .e2e of the ``(z, y, x)`` E2E float codes ``raw``, laid out with oct-converter's structs: header,
+    main directory, one directory of entries, then a right-eye chunk (type 3) and per B-scan a metadata chunk
+    (10004, scaley = ``depth_mm``) and an OCT image chunk. ``multiple``: behind a 64-byte E2EMultipleVolumeFile
+    prefix; ``dangling_entry``: one more entry, pointing past the end of the file (as in anonymised exports)."""
+    from oct_converter.readers.binary_structs import e2e_binary as e2e
+
+    ticks = (11644473600 + 1_600_000_000) * 10**7  # 2020, in 100 ns since 1601
+    chunks = [(3, 0, -1, struct.pack("<I", 0) + b"R")]  # (type, ind, slice id, body)
+    for index, bscan in enumerate(raw):
+        height, width = bscan.shape
+        chunks.append((10004, 0, 2 * index, _build(e2e.bscan_metadata, imgSizeY=height, imgSizeX=width,
+                                                   scaley=depth_mm, acquisitionTime=ticks)))
+        chunks.append((0x40000000, 1, 2 * index, _build(e2e.image_structure, size=2 * height * width, height=height,
+                                                        width=width) + bscan.astype("<u2").tobytes()))
+    n_entries = len(chunks) + dangling_entry
+    entries, bodies, start = b"", b"", E2E_ENTRIES + 44 * n_entries
+    for index, (kind, ind, slice_id, body) in enumerate(chunks):
+        ids = dict(patient_db_id=1, study_id=1, series_id=1, slice_id=slice_id, type=kind)
+        entries += _build(e2e.sub_directory_structure, pos=E2E_ENTRIES + 44 * index, start=start,
+                          size=60 + len(body), **ids)
+        bodies += _build(e2e.chunk_structure, magic3="MDbData", pos=start, size=len(body), ind=ind, **ids) + body
+        start += 60 + len(body)
+    if dangling_entry:
+        entries += _build(e2e.sub_directory_structure, pos=E2E_ENTRIES + 44 * len(chunks), start=10**9, size=64,
+                          patient_db_id=1, study_id=1, series_id=1, slice_id=-1, type=3)
+    data = (_build(e2e.header_structure, magic1="CMDb", version=0x64)
+            + _build(e2e.main_directory_structure, magic2="MDbMDir", num_entries=n_entries, current=E2E_DIRECTORY)
+            + _build(e2e.main_directory_structure, magic2="MDbDir", num_entries=n_entries, current=E2E_DIRECTORY)
+            + entries + bodies)
+    path.write_bytes(b"E2EMultipleVolumeFile".ljust(64, b"\0") + data if multiple else data)
+    return path
+
+
+def _e2e_chunk(data: bytes, index: int) -> int:
+    """The offset of the ``index``-th chunk (0: the eye chunk, 1 + 2 z: B-scan z's metadata, 2 + 2 z: its image)."""
+    return struct.unpack_from("<I", data, E2E_ENTRIES + 44 * index + 4)[0]
+
+
+E2E_BOMBS = {  # case: (patch the bytes of a valid .e2e, the refusal's message)
+    "image of 1e10 pixels": (lambda data: struct.pack_into("<2I", data, _e2e_chunk(data, 2) + 72, 100000, 100000),
+                             r"its header declares an OCT B-scan of 100000 x 100000 uint16 pixels in its chunk at "
+                             r"byte \d+ \(20000000000 bytes\), but the file holds \d+ bytes for them"),
+    "directory cycle": (lambda data: struct.pack_into("<I", data, E2E_DIRECTORY + 44, E2E_DIRECTORY),
+                        rf"its chain of directories cycles back to byte {E2E_DIRECTORY}"),
+    "directory past the end": (lambda data: struct.pack_into("<I", data, E2E_DIRECTORY + 44, 10**9),
+                               r"its chain of directories points past the end of the file, to byte 1000000000"),
+    "1e8 entries": (lambda data: struct.pack_into("<I", data, E2E_DIRECTORY + 36, 10**8),
+                    rf"its header declares a directory of 100000000 entries at byte {E2E_DIRECTORY} \(4400000000 "
+                    rf"bytes\)"),
+    "slice number 2**31 - 1": (lambda data: struct.pack_into("<i", data, E2E_ENTRIES + 28, 2**31 - 1),
+                               r"its directory numbers slices up to 2147483647, 1073741824 B-scans in all, more than "
+                               r"its \d+ bytes can hold"),
+    "chunk body of 4 GB": (lambda data: struct.pack_into("<I", data, _e2e_chunk(data, 0) + 24, 4_000_000_000),
+                           r"its header declares a chunk body at byte \d+ \(4000000000 bytes\)"),
+    "contour of 1e9 values": (lambda data: (struct.pack_into("<I", data, _e2e_chunk(data, 1) + 52, 10019),
+                                            struct.pack_into("<I", data, _e2e_chunk(data, 1) + 72, 10**9)),
+                              r"its header declares 1000000000 float32 contour values in its chunk at byte \d+ "
+                              r"\(4000000000 bytes\)"),
+}
+
+
+@pytest.mark.parametrize("bomb", list(E2E_BOMBS))
+def test_e2e_declaring_more_than_the_file_is_refused(tmp_path, bomb):
+    """oct-converter allocated what these declare (the cycle: a directory list growing for ever)."""
+    patch, match = E2E_BOMBS[bomb]
+    path = _write_e2e(tmp_path / "case.e2e", E2E_RAW)
+    data = bytearray(path.read_bytes())
+    patch(data)
+    path.write_bytes(bytes(data))
+    _refused(_read_vendor, path, match, VendorFileError)
+
+
+@pytest.mark.parametrize("layout", ["plain", "E2EMultipleVolumeFile", "entry past the end"])
+def test_valid_e2e_still_reads(tmp_path, layout):
+    from oct_converter.readers import E2E
+
+    path = _write_e2e(tmp_path / "case.e2e", E2E_RAW, multiple=layout == "E2EMultipleVolumeFile",
+                      dangling_entry=layout == "entry past the end")
+    result = _read_vendor(path)
+    assert result.vendor == "Spectralis" and result.laterality == "R"
+    np.testing.assert_allclose(result.geometry.spacing_mm, (0.011, 0.0039, 0.12), rtol=1e-6)
+    reader = E2E(path)  # its float codes and display scale, to uint8 as vendor_files does
+    floats = np.array([reader.uint16_to_ufloat16(int(code)) for code in E2E_RAW.ravel()]).reshape(SHAPE)
+    expected = np.rint(np.clip(reader.vol_intensity_transform(floats), 0, 1) * 255).astype(np.uint8)
+    assert len(np.unique(expected)) > 20  # the codes span the display scale
+    np.testing.assert_array_equal(result.array, expected)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DICOM with the deflated transfer syntax: pydicom inflates the whole data set even to read its header
+# --------------------------------------------------------------------------------------------------------------
+def _deflated_dicom(path: Path, dataset=None) -> Path:
+    """``path`` (an OCT DICOM), or ``dataset`` saved there, in the deflated transfer syntax."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    dataset = dataset or pydicom.dcmread(path)
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_deflated_dicom_inflating_past_its_declared_size_is_refused(tmp_path):
+    """The valid data set followed by a raw deflate stream of 2 GiB of zeros (2 MB in the file): it declares 5 x 24
+    x 16 uint16 pixels; inflating stops just past them and 16 MiB of other attributes."""
+    path = _deflated_dicom(write_dicom(tmp_path / "case.dcm", GRADIENT, (0.01, 0.004, 0.1)))
+    data = path.read_bytes()
+    start = 132 + 12 + struct.unpack_from("<I", data, 132 + 8)[0]  # after FileMetaInformationGroupLength's group
+    compressor = zlib.compressobj(9, wbits=-zlib.MAX_WBITS)
+    data_set = zlib.decompress(data[start:], -zlib.MAX_WBITS)
+    stream = compressor.compress(data_set) + compressor.flush(zlib.Z_FULL_FLUSH)
+    block = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    path.write_bytes(data[:start] + stream + block * 2048)
+    match = (r"its deflated data set inflates to more than 16781056 bytes, but its header declares 5 frame\(s\) of "
+             r"24 x 16 pixels, 1 sample\(s\) of 16 bits \(3840 bytes\)")
+    _refused(_read_vendor, path, match, VendorFileError)
+    _refused(lambda file: vendor_file_vendor(file, ("Cirrus", "Spectralis", "Topcon")), path, match,
+             VendorFileError)
+
+
+def test_deflated_dicom_declaring_absurd_frames_is_refused_before_inflating(tmp_path):
+    import pydicom
+
+    path = write_dicom(tmp_path / "case.dcm", GRADIENT, (0.01, 0.004, 0.1))
+    dataset = pydicom.dcmread(path)
+    dataset.NumberOfFrames, dataset.Rows, dataset.Columns = 100000, 65535, 65535
+    _deflated_dicom(path, dataset)
+    _refused(_read_vendor, path, r"declares 100000 frame\(s\) of 65535 x 65535 pixels, 1 sample\(s\) of 16 bits "
+                                 r"\(\d+ bytes\), more than its \d+ bytes of compressed data can hold",
+             VendorFileError)
+
+
+def test_valid_deflated_dicom_still_reads(tmp_path):
+    plain = write_dicom(tmp_path / "plain.dcm", GRADIENT, (0.01, 0.004, 0.1))
+    deflated = _deflated_dicom(write_dicom(tmp_path / "case.dcm", GRADIENT, (0.01, 0.004, 0.1)))
+    assert b"1.2.840.10008.1.2.1.99" in deflated.read_bytes()[:400]
+    np.testing.assert_array_equal(_read_vendor(deflated).array, _read_vendor(plain).array)
+    assert vendor_file_vendor(deflated, ("Cirrus", "Spectralis", "Topcon")) == "Topcon"

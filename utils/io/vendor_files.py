@@ -27,7 +27,8 @@ export's B-scan images already are 8-bit display-scale images.
 
 A file these readers cannot use raises :class:`VendorFileError`: one line naming the file and the problem. Before a
 reader allocates the voxels, the sizes the file's header declares are checked against the bytes the file holds (the
-readers would otherwise try to allocate whatever a corrupt header says: terabytes for a few bytes of file).
+readers would otherwise try to allocate whatever a corrupt header says: terabytes for a few bytes of file), and a
+deflated DICOM data set is inflated, counting, no further than its declared pixel data and a header margin.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ import contextlib
 import dataclasses
 import io
 import math
+import mmap
 import struct
+import warnings
+import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -56,6 +60,18 @@ _MANUFACTURERS = {"heidelberg": "Spectralis", "zeiss": "Cirrus", "topcon": "Topc
 # about 1:128 for 8-bit grey), RLE at most 1:64, deflate 1:1032; speckled OCT B-scans compress far less. A header
 # declaring more is corrupt; refused before pydicom allocates the frames.
 _DICOM_MAX_COMPRESSION_RATIO = 1032
+# Bytes a deflated DICOM data set may hold besides its pixel data (patient, study and per-frame attributes: some
+# hundred kB for an OCT volume). Its image attributes are read from this many first inflated bytes.
+_DICOM_HEADER_BYTES = 1 << 24
+_INFLATE_PIECE_BYTES = 1 << 22  # deflated data is inflated in pieces of at most this many bytes
+# Heidelberg .e2e as oct-converter 0.7.0 reads it (readers/e2e.py, binary_structs/e2e_binary.py): a 36-byte header,
+# a 52-byte main directory, directories of a 52-byte header and 44-byte entries, chunks of a 60-byte header and a
+# body. An entry: position, chunk start, size, patient, study, series and slice ids, chunk type.
+_E2E_ENTRY = np.dtype([("pos", "<u4"), ("start", "<u4"), ("size", "<u4"), ("unknown", "<u4"), ("patient", "<u4"),
+                       ("study", "<u4"), ("series", "<u4"), ("slice", "<i4"), ("unknown2", "<u4"),
+                       ("type", "<u4"), ("unknown4", "<u4")])
+_E2E_CHUNK_HEADER_BYTES = 60
+_E2E_IMAGE, _E2E_CONTOUR = 0x40000000, 10019  # chunk types: image (20-byte header, pixels), layer contour
 
 
 class VendorFileError(VolumeError):
@@ -105,7 +121,10 @@ def vendor_file_vendor(path: str | Path, vendors: Sequence[str]) -> str:
         import pydicom
 
         try:
+            _check_dicom_deflate(path)
             manufacturer = str(pydicom.dcmread(path, stop_before_pixels=True).get("Manufacturer", ""))
+        except VendorFileError:
+            raise
         except Exception as error:  # noqa: BLE001 - pydicom on untrusted bytes
             raise VendorFileError(f"{path}: not a readable DICOM file ({type(error).__name__}: "
                                   f"{' '.join(str(error).split())[:200]})") from None
@@ -389,9 +408,98 @@ def _read_topcon(path: Path, cfg) -> VendorVolume:
                         _laterality(oct_volume.laterality))
 
 
+def _e2e_entries(path: Path, data: mmap.mmap, skip: int) -> np.ndarray:
+    """The ``_E2E_ENTRY`` records of the directories chained from the main directory (each directory's ``prev``
+    field names the next; positions count from byte ``skip``), as oct-converter's ``E2E`` follows them.
+
+    Raises:
+        VendorFileError: a directory past the end of the file, a chain that cycles (the reader would loop
+            forever), or more entries than the file can hold.
+    """
+    size, tables, seen, n_entries_in_all = len(data), [], set(), 0
+    (current,) = struct.unpack_from("<I", data, skip + 36 + 40)  # the main directory's ``current``
+    while current != 0:  # each step a new position inside the file: at most one step per byte
+        offset = skip + current
+        if current in seen or offset + 52 > size:
+            problem = "cycles back to" if current in seen else "points past the end of the file, to"
+            raise VendorFileError(f"{path}: its chain of directories {problem} byte {offset}; expected a complete "
+                                  f".e2e file (a corrupt one)")
+        seen.add(current)
+        n_entries, current = struct.unpack_from("<I4xI", data, offset + 36)  # num_entries, prev
+        if offset + 52 + 44 * n_entries > size:
+            raise _declared_beyond_file(path, f"a directory of {n_entries} entries at byte {offset}", 44 * n_entries,
+                                        size - offset - 52)
+        n_entries_in_all += n_entries
+        if 44 * n_entries_in_all > size:  # directories sharing entries: the reader's work would grow as their square
+            raise VendorFileError(f"{path}: its directories declare {n_entries_in_all} entries in all, more than its "
+                                  f"{size} bytes can hold (44 bytes each); expected a complete .e2e file (a corrupt "
+                                  f"one)")
+        tables.append(np.frombuffer(data, _E2E_ENTRY, n_entries, offset + 52).copy())
+    return np.concatenate(tables) if tables else np.zeros(0, _E2E_ENTRY)
+
+
+def _check_e2e_slots(path: Path, entries: np.ndarray, size: int) -> None:
+    """Checks the B-scan slots oct-converter allocates, per series (patient, study, series ids) its highest slice
+    id / 2 + 1, against the file's size: each B-scan needs a chunk header of ``_E2E_CHUNK_HEADER_BYTES``."""
+    if not len(entries):
+        return
+    keys = np.stack([entries["patient"], entries["study"], entries["series"]], axis=1)
+    _, series = np.unique(keys, axis=0, return_inverse=True)
+    highest = np.full(int(series.max()) + 1, -1, np.int64)
+    np.maximum.at(highest, series.ravel(), entries["slice"])
+    n_slots = int(np.where(highest > 0, highest // 2 + 1, 0).sum())
+    if n_slots * _E2E_CHUNK_HEADER_BYTES > size:
+        raise VendorFileError(f"{path}: its directory numbers slices up to {int(highest.max())}, {n_slots} B-scans "
+                              f"in all, more than its {size} bytes can hold ({_E2E_CHUNK_HEADER_BYTES} bytes of "
+                              f"chunk header each); expected a complete .e2e file (a corrupt one)")
+
+
+def _check_e2e_chunk(path: Path, data: mmap.mmap, offset: int) -> None:
+    """Checks that the chunk at ``offset`` ends inside the file: its body, an image's height x width pixels (uint16
+    for OCT, uint8 else) and a contour's width float32 values. A header oct-converter cannot parse (past the end of
+    the file, or a magic that is not ASCII) is passed over, as the reader skips it."""
+    size = len(data)
+    if offset + _E2E_CHUNK_HEADER_BYTES > size or not data[offset:offset + 12].isascii():
+        return
+    body_bytes, ind, chunk_type = struct.unpack_from("<24xI20xH2xI", data, offset)  # size, ind, type
+    body, left = offset + _E2E_CHUNK_HEADER_BYTES, size - offset - _E2E_CHUNK_HEADER_BYTES
+    if chunk_type == _E2E_IMAGE and left >= 20:
+        height, width = struct.unpack_from("<2I", data, body + 12)
+        kind, dtype, pixel_bytes = ("an OCT B-scan", "uint16", 2) if ind == 1 else ("an image", "uint8", 1)
+        if pixel_bytes * height * width > left - 20:
+            raise _declared_beyond_file(path, f"{kind} of {height} x {width} {dtype} pixels in its chunk at byte "
+                                              f"{offset}", pixel_bytes * height * width, left - 20)
+    if chunk_type == _E2E_CONTOUR and left >= 16:
+        (width,) = struct.unpack_from("<I", data, body + 12)
+        if 4 * width > left - 16:
+            raise _declared_beyond_file(path, f"{width} float32 contour values in its chunk at byte {offset}",
+                                        4 * width, left - 16)
+    if body_bytes > left:
+        raise _declared_beyond_file(path, f"a chunk body at byte {body}", body_bytes, left)
+
+
+def _check_e2e_size(path: Path) -> None:
+    """Checks a Heidelberg ``.e2e`` against the file's size before oct-converter reads it, walking it as its ``E2E``
+    reader does (positions count from byte 64 in an ``E2EMultipleVolumeFile``): the chain of directories
+    (:func:`_e2e_entries`), the B-scan slots (:func:`_check_e2e_slots`) and each chunk an entry points to whose
+    start lies after the entry's position (:func:`_check_e2e_chunk`). The reader would otherwise allocate whatever
+    the headers declare, or loop forever on a directory chain that cycles."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        skip = 64 if file.read(21) == b"E2EMultipleVolumeFile" else 0
+        if size < skip + 36 + 52:
+            return  # the reader reports the short header
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            entries = _e2e_entries(path, data, skip)
+            _check_e2e_slots(path, entries, size)
+            for start in np.unique(entries["start"][entries["start"] > entries["pos"]]):
+                _check_e2e_chunk(path, data, skip + int(start))
+
+
 def _read_e2e(path: Path, cfg) -> VendorVolume:
     from oct_converter.readers import E2E
 
+    _check_e2e_size(path)
     # oct-converter 0.7.0 reads the depth spacing from the B-scan header; width and B-scan distance are not there
     x_mm, z_mm = _spacing_setting(path, cfg.E2E_SPACING_XZ_MM, "E2E_SPACING_XZ_MM", 2,
                                   "its A-scan spacing and B-scan distance (x, z)")
@@ -429,20 +537,27 @@ def _dicom_spacing(path: Path, dataset) -> tuple[float, float, float]:
     return float(pixel[1]), float(pixel[0]), z_mm
 
 
-def _check_dicom_size(path: Path, dataset) -> None:
-    """Checks a DICOM's Rows x Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated against the file's size
-    before pydicom allocates the frames: uncompressed pixel data must fit in the file; compressed (encapsulated or
-    deflated) data may declare at most ``_DICOM_MAX_COMPRESSION_RATIO`` times the file's size, and needs an 8-byte
-    item header per frame."""
+def _dicom_declared(dataset) -> tuple[int, str]:
+    """Bytes of pixel data a DICOM's Rows x Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated declare, and
+    those numbers in words; ``(0, "no image")`` without Rows and Columns."""
     if "Rows" not in dataset or "Columns" not in dataset:
-        return  # no image: the reader reports it
+        return 0, "no image"
     rows, columns = int(dataset.Rows or 0), int(dataset.Columns or 0)
     frames, samples = int(dataset.get("NumberOfFrames") or 1), int(dataset.get("SamplesPerPixel") or 1)
     bits = int(dataset.get("BitsAllocated") or 8)
-    n_bytes = (rows * columns * frames * samples * bits + 7) // 8
-    declared = f"{frames} frame(s) of {rows} x {columns} pixels, {samples} sample(s) of {bits} bits"
-    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-    size = path.stat().st_size
+    return ((rows * columns * frames * samples * bits + 7) // 8,
+            f"{frames} frame(s) of {rows} x {columns} pixels, {samples} sample(s) of {bits} bits")
+
+
+def _check_dicom_size(path: Path, dataset, syntax) -> None:
+    """Checks what a DICOM's image attributes declare (:func:`_dicom_declared`) against the file's size before
+    pydicom allocates the frames: uncompressed pixel data must fit in the file; compressed (``syntax`` encapsulated
+    or deflated) data may declare at most ``_DICOM_MAX_COMPRESSION_RATIO`` times the file's size, and needs an
+    8-byte item header per frame."""
+    if "Rows" not in dataset or "Columns" not in dataset:
+        return  # no image: the reader reports it
+    n_bytes, declared = _dicom_declared(dataset)
+    frames, size = int(dataset.get("NumberOfFrames") or 1), path.stat().st_size
     if syntax is not None and (syntax.is_encapsulated or syntax.is_deflated):
         if n_bytes > _DICOM_MAX_COMPRESSION_RATIO * size or 8 * frames > size:
             raise VendorFileError(f"{path}: its header declares {declared} ({n_bytes} bytes), more than its {size} "
@@ -451,12 +566,66 @@ def _check_dicom_size(path: Path, dataset) -> None:
         raise _declared_beyond_file(path, declared, n_bytes, size)
 
 
+def _inflated_pieces(file: BinaryIO) -> Iterator[bytes]:
+    """The raw deflate stream from ``file``'s position on, inflated in pieces of at most ``_INFLATE_PIECE_BYTES``
+    (a truncated stream ends where its data does). Raises zlib.error for other data."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    while not inflater.eof and (data := inflater.unconsumed_tail or file.read(_INFLATE_PIECE_BYTES)):
+        yield inflater.decompress(data, _INFLATE_PIECE_BYTES)
+    if not inflater.eof:
+        yield inflater.flush(_INFLATE_PIECE_BYTES)
+
+
+def _check_dicom_deflate(path: Path) -> None:
+    """For the deflated transfer syntax, which pydicom inflates whole even to read the header: reads the image
+    attributes from the first ``_DICOM_HEADER_BYTES`` inflated bytes, checks them (:func:`_check_dicom_size`), and
+    inflates the rest in pieces, counting, to refuse a data set larger than the pixel data they declare plus
+    ``_DICOM_HEADER_BYTES``. Other transfer syntaxes are left to the reader.
+
+    Raises:
+        VendorFileError: the data set inflates beyond that bound, or declares more than its compressed bytes hold.
+    """
+    from pydicom.filereader import read_dataset, read_preamble
+
+    def past_file_meta(tag, vr, length) -> bool:
+        return tag >> 16 != 2
+
+    def past_image_attributes(tag, vr, length) -> bool:
+        return tag > 0x0028FFFF
+
+    with open(path, "rb") as file:
+        read_preamble(file, False)
+        syntax = read_dataset(file, False, True, stop_when=past_file_meta).get("TransferSyntaxUID")
+        if syntax is None or not syntax.is_deflated:
+            return
+        pieces, head = _inflated_pieces(file), bytearray()
+        for piece in pieces:
+            head += piece
+            if len(head) >= _DICOM_HEADER_BYTES:
+                break
+        with warnings.catch_warnings():  # pydicom warns where the head ends inside an element
+            warnings.simplefilter("ignore")
+            dataset = read_dataset(io.BytesIO(bytes(head)), False, True, stop_when=past_image_attributes)
+        _check_dicom_size(path, dataset, syntax)
+        n_bytes, declared = _dicom_declared(dataset)
+        limit, n_inflated = n_bytes + _DICOM_HEADER_BYTES, len(head)
+        del head
+        for piece in pieces:
+            n_inflated += len(piece)
+            if n_inflated > limit:
+                raise VendorFileError(f"{path}: its deflated data set inflates to more than {limit} bytes, but its "
+                                      f"header declares {declared} ({n_bytes} bytes) and at most "
+                                      f"{_DICOM_HEADER_BYTES} bytes of other attributes are expected; expected a "
+                                      f"complete .dcm file (a corrupt one)")
+
+
 def _read_dicom(path: Path, cfg) -> VendorVolume:
     import pydicom
     from oct_converter.readers import Dicom
 
+    _check_dicom_deflate(path)
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    _check_dicom_size(path, dataset)
+    _check_dicom_size(path, dataset, getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None))
     vendor = _dicom_vendor(path, str(dataset.get("Manufacturer", "")), cfg.VENDORS)
     spacing = _dicom_spacing(path, dataset)
     array = np.asarray(Dicom(path).read_oct_volume().volume)
