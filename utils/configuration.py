@@ -17,7 +17,7 @@ import config as default_config
 from utils.errors import ConfigError  # noqa: F401  (re-exported: scripts import it from here)
 from utils.io.files import atomic_write_text
 from utils.io.tables import SPLITS
-from utils.io.vendor_files import FORMAT_VENDORS
+from utils.io.vendor_files import KNOWN_VENDORS
 
 
 DEVICES = ("auto", "cpu", "cuda")  # the values of DEVICE
@@ -98,9 +98,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "UNPADDED_BORDER": ("background", "padded"), "OPTIMIZER": ("adam", "sgd"),
     "ADVERSARIAL_STEP": ("discriminator_first", "separate"),
 }
-# The vendor names the readers give a volume (utils/io/vendor_files.py's FORMAT_VENDORS): every vendor setting
-# names some of these (VENDORS, the vendors processed, may list fewer).
-KNOWN_VENDORS = tuple(sorted({vendor for vendor in FORMAT_VENDORS.values() if vendor}))
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
 _LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
 

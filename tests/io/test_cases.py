@@ -183,3 +183,17 @@ def test_folder_search_passes_over_other_xml_and_resource_forks(tmp_path):
     cases, errors = find_cases(root, config.VENDORS)
     assert sorted((case.name, case.vendor) for case in cases) == [("cube", "Cirrus"), ("visit", "Spectralis")]
     assert errors == []
+
+
+def test_a_case_of_a_vendor_that_vendors_leaves_out_is_one_line(tmp_path, rng):
+    """VENDORS lists the vendors processed: a volume of another vendor, named by its folder or by its dtype and
+    size, is refused naming both, as a vendor file of such a vendor is."""
+    write_case(tmp_path / "Cirrus" / "C1", "Cirrus", rng)
+    write_case(tmp_path / "Spectralis" / "S1", "Spectralis", rng)
+    write_case(tmp_path / "unnamed" / "S2", "Spectralis", rng)  # uint16: Spectralis by its dtype
+    cases, errors = find_cases(tmp_path, ("Cirrus",))
+    assert [case.name for case in cases] == ["C1"]
+    assert sorted(errors) == sorted([
+        f"{tmp_path / 'Spectralis' / 'S1' / 'oct.mhd'}: a Spectralis volume (by its folder), but VENDORS is ('Cirrus',)",
+        f"{tmp_path / 'unnamed' / 'S2' / 'oct.mhd'}: a Spectralis volume (by its dtype and size), but VENDORS is "
+        f"('Cirrus',)"])

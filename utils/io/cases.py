@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.io.mhd_io import VolumeError, read_volume_info
-from utils.io.vendor_files import found_in_folder, is_vendor_file, vendor_file_vendor
+from utils.io.vendor_files import KNOWN_VENDORS, found_in_folder, is_vendor_file, vendor_file_vendor
 from utils.io.vendors import vendor_from_array, vendor_from_path
 
 OCT_FILE = "oct.mhd"
@@ -62,21 +62,29 @@ def detect_vendor(oct_path: Path, vendors: Sequence[str], root: Path | None = No
             those two, as in the RETOUCH layout ``RETOUCH-TrainingSet-<vendor>/<case>/oct.mhd``.
 
     Raises:
-        VolumeError: neither the path nor the header tells the vendor.
+        VolumeError: neither the path nor the header tells the vendor, or they tell one ``vendors`` leaves out.
     """
     retouch_layout = Path(*oct_path.resolve().parent.parts[-2:])
-    vendor = vendor_from_path(oct_path.parent.relative_to(root) if root is not None else retouch_layout, vendors)
-    if vendor is None and root is not None:  # the root is the case folder itself (predict.py CASE_FOLDER)
-        vendor = vendor_from_path(retouch_layout, vendors)
+
+    def named_by_path(names: Sequence[str]) -> str | None:
+        vendor = vendor_from_path(oct_path.parent.relative_to(root) if root is not None else retouch_layout, names)
+        if vendor is None and root is not None:  # the root is the case folder itself (predict.py CASE_FOLDER)
+            vendor = vendor_from_path(retouch_layout, names)
+        return vendor
+
+    vendor = named_by_path(vendors)
     if vendor:
         return vendor
-    info = read_volume_info(oct_path)
-    shape, dtype = info.shape, info.dtype
-    vendor = vendor_from_array(dtype, shape)
+    vendor, by = named_by_path(KNOWN_VENDORS), "its folder"
     if vendor is None:
-        raise VolumeError(f"{oct_path}: unknown vendor: no folder of the path names one of {tuple(vendors)} and "
-                          f"a {dtype} volume of size {shape} matches none; put it under a folder named after "
-                          f"its vendor")
+        info = read_volume_info(oct_path)
+        vendor, by = vendor_from_array(info.dtype, info.shape), "its dtype and size"
+        if vendor is None:
+            raise VolumeError(f"{oct_path}: unknown vendor: no folder of the path names one of {tuple(vendors)} and "
+                              f"a {info.dtype} volume of size {info.shape} matches none; put it under a folder "
+                              f"named after its vendor")
+    if vendor not in vendors:  # as a vendor file of a vendor VENDORS leaves out (vendor_file_vendor)
+        raise VolumeError(f"{oct_path}: a {vendor} volume (by {by}), but VENDORS is {tuple(vendors)}")
     return vendor
 
 

@@ -54,6 +54,8 @@ FORMAT_VENDORS = {".vol": "Spectralis", ".e2e": "Spectralis", ".xml": "Spectrali
                   ".fds": "Topcon", ".fda": "Topcon", ".dcm": None, ".dicom": None}
 HEYEX_XML_ROOT = b"<HEDX"  # the root element of a Heyex XML export, within its first bytes
 VENDOR_SUFFIXES = tuple(FORMAT_VENDORS)
+# The vendor names the readers give a volume: every vendor setting names some of these (VENDORS may list fewer).
+KNOWN_VENDORS = tuple(sorted({vendor for vendor in FORMAT_VENDORS.values() if vendor}))
 # DICOM Manufacturer (lower case, a part of it) -> vendor.
 _MANUFACTURERS = {"heidelberg": "Spectralis", "zeiss": "Cirrus", "topcon": "Topcon"}
 # How many times its size compressed DICOM pixel data may declare: JPEG codes a flat 8x8 block in a few bits (at most
