@@ -27,7 +27,7 @@ whose requested files exist); then ``OUT/volumes.csv`` (one row per case in OUT 
 presence scores, and volumes per ETDRS subfield, see utils/predict/etdrs.py), the label names and colours for
 ITK-SNAP (``labels_itksnap.txt``) and 3D Slicer (``labels_slicer.ctbl``), with ``--report`` ``OUT/report.html`` (an
 index of the case reports that opens from disk), and ``OUT/config.json``. Presence scores are defined in
-utils/predict/inference.py.
+utils/predict/presence.py.
 
 A run holds ``--out`` for its whole duration (a lock on ``OUT/.predict.lock``, released by the system however the run
 ends; a torchrun launch holds it once, from rank 0): a second run on the same folder is refused at once with a line
@@ -49,7 +49,7 @@ from utils.io.mhd_io import VOLUME_FORMATS
 from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint
 from utils.model.runtime import select_runtime
-from utils.predict import inference
+from utils.predict import tiling
 from utils.predict.inputs import collect_cases
 from utils.predict.ensemble import ProbabilityEnsemble, check_members
 from utils.predict.markers import ensemble_identity
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(map(str, checkpoint_paths))}: {error}", file=sys.stderr)
         return 1
     try:
-        check_inference_settings(cfg, inference.input_multiple(model))
+        check_inference_settings(cfg, tiling.input_multiple(model))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import (device_name, forward_flops, markdown_table, matmul_peaks, peak_shares,  # noqa: E402
                    precision_name, synchronize)
 from utils.predict import inference  # noqa: E402
+from utils.predict.band import PREDICT_REGIONS  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
@@ -84,7 +85,7 @@ class CountingModel(nn.Module):
         self.seconds = 0.0
 
     @property
-    def encoder(self) -> nn.Module:  # utils.predict.inference.input_multiple reads the encoder's output stride
+    def encoder(self) -> nn.Module:  # utils.predict.tiling.input_multiple reads the encoder's output stride
         return self.model.encoder
 
     @property
@@ -315,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args.models = [m for m in args.models.split(",") if m]
     args.regions = [r for r in args.regions.split(",") if r]
     vendors = [v for v in args.vendors.split(",") if v]
-    if [m for m in args.models if m not in MODELS] or [r for r in args.regions if r not in inference.PREDICT_REGIONS]:
-        parser.error(f"--models takes {', '.join(MODELS)}; --regions takes {', '.join(inference.PREDICT_REGIONS)}")
+    if [m for m in args.models if m not in MODELS] or [r for r in args.regions if r not in PREDICT_REGIONS]:
+        parser.error(f"--models takes {', '.join(MODELS)}; --regions takes {', '.join(PREDICT_REGIONS)}")
     unknown = [v for v in vendors if v not in VOLUMES]
     if unknown or (args.bscans is not None and args.bscans < 1) or args.batches < 1 or args.many < 0:
         parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans and --batches must be >= 1, --many >= 0")

@@ -1,14 +1,23 @@
-"""Tests of utils/model/input_scale.py: the depth each vendor's crop spans, and patch resizing."""
+"""Tests of utils/model/input_scale.py: the network's input scale, the depth each vendor's crop spans, and patch
+resizing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import config
-from utils.model.input_scale import physical_patch_shape, resize_patch
+from utils.model.input_scale import normalise_input, physical_patch_shape, resize_patch
 
 REF_MM = config.SPECTRALIS_AXIAL_SPACING_MM  # 0.0039
+
+
+def test_normalise_input_maps_0_255_to_minus_one_up_to_one_alike_in_numpy_and_torch():
+    levels = np.arange(256, dtype=np.float32)
+    scaled = normalise_input(levels)
+    assert scaled.dtype == np.float32 and scaled[0] == -1.0 and scaled[128] == 0.0 and scaled[255] == 127 / 128
+    np.testing.assert_array_equal(normalise_input(torch.from_numpy(levels)).numpy(), scaled)
 
 
 # ----------------------------------------------------------------------------------------------------------------

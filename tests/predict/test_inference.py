@@ -1,4 +1,5 @@
-"""utils/inference.py: neighbours, depth scaling, tiling and stitching, presence scores, volumes, overlays."""
+"""utils/predict/inference.py: neighbours, depth scaling, the network input, whole-volume probabilities, labels,
+presence scores and fluid volumes."""
 
 
 import numpy as np
@@ -7,7 +8,8 @@ import torch
 from torch import nn
 
 import config
-from utils.predict import inference
+from utils.predict import band, inference, tiling
+from utils.predict.presence import presence_voxel_count
 from utils.configuration import load_config
 from utils.model.input_scale import physical_patch_shape
 from utils.train.data_pipeline import normalise
@@ -98,43 +100,6 @@ def test_network_input_is_the_training_normalisation_in_either_layout():
     assert inference.to_network_input(image, CPU_NHWC).is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("length, tile, overlap", [(64, 64, 16), (160, 64, 16), (100, 32, 0), (97, 64, 63)])
-def test_tiles_cover_everything_and_overlap_enough(length, tile, overlap):
-    starts = inference.tile_starts(length, tile, overlap)
-    covered = np.zeros(length, int)
-    for start in starts:
-        covered[start:start + tile] += 1
-    assert covered.min() >= 1 and starts[0] == 0 and starts[-1] + tile == max(length, tile)
-    for a, b in zip(starts, starts[1:]):
-        assert a + tile - b >= overlap
-
-
-def test_blend_weights_ramp_over_the_overlap_and_stay_positive():
-    weights = inference.blend_weights((6, 8), overlap=2)
-    assert weights.min() == pytest.approx(1 / 9) and weights.max() == 1.0
-    np.testing.assert_allclose(weights[:, 3], [1 / 3, 2 / 3, 1, 1, 2 / 3, 1 / 3], rtol=1e-6)
-    assert np.all(inference.blend_weights((5, 5), overlap=0) == 1.0)
-
-
-@pytest.mark.parametrize("tile_shape, overlap", [((64, 64), 16), ((32, 96), 0), ((64, 32), 24)])
-def test_tiled_probabilities_equal_the_whole_image_for_a_pointwise_model(tile_shape, overlap):
-    model = _pointwise_model()
-    images = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        whole = inference.sliding_window_probabilities(model, images, (96, 160), overlap, CPU)
-        tiled = inference.sliding_window_probabilities(model, images, tile_shape, overlap, CPU_NHWC)
-    assert whole.shape == (2, config.N_CLASSES, 96, 160)
-    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-6)
-
-
-def test_tiling_settings_are_checked():
-    assert inference.check_tiling((64, 96), 16) == (64, 96)
-    with pytest.raises(ValueError, match="multiples of 32"):
-        inference.check_tiling((64, 100), 16)
-    with pytest.raises(ValueError, match="INFERENCE_TILE_OVERLAP must be in"):
-        inference.check_tiling((64, 64), 64)
-
-
 def test_volume_probabilities_are_the_same_whole_or_tiled_and_match_the_labels():
     rng = np.random.default_rng(2)
     volume = rng.integers(0, 256, (3, 70, 90), dtype=np.uint8)
@@ -151,7 +116,7 @@ def test_volume_probabilities_are_the_same_whole_or_tiled_and_match_the_labels()
     result = inference.predict_volume(model, volume, geometry, whole_cfg, CPU, batch_size=2)
     assert result.labels.dtype == np.uint8 and result.labels.shape == volume.shape
     np.testing.assert_array_equal(result.labels, whole.argmax(axis=0))
-    k = inference.presence_voxel_count(whole_cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
+    k = presence_voxel_count(whole_cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
     for fluid, code in config.FLUIDS.items():
         assert result.presence[fluid] == pytest.approx(np.sort(whole[code].ravel())[-k], abs=1e-6)
     assert result.probabilities is None
@@ -178,46 +143,12 @@ def test_bad_inputs_are_refused():
         next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint8), 0.004, cfg, CPU, 0))
 
 
-@pytest.mark.parametrize("min_volume, voxel, n, expected", [
-    (0.001, 1e-6, 10**6, 1000), (0.001, 3e-4, 100, 4), (0.0, 1e-6, 10, 1), (1.0, 1e-6, 10, 10)])
-def test_presence_voxel_count(min_volume, voxel, n, expected):
-    assert inference.presence_voxel_count(min_volume, voxel, n) == expected
-
-
-def test_presence_score_is_the_kth_largest_probability_over_all_batches():
-    fluids = {"IRF": 1, "SRF": 2}
-
-    def batch(irf, srf):  # (n=1, C=3, 1, len) with background chosen so nothing matters but the fluid channels
-        return torch.tensor([[[irf], [irf], [srf]]], dtype=torch.float32).reshape(1, 3, 1, -1)
-
-    scores = inference.PresenceScores(fluids, k=2)
-    scores.update(batch([0.1, 0.9, 0.5], [0.0, 0.0, 0.3]))
-    scores.update(batch([0.7, 0.2, 0.0], [0.0, 0.0, 0.0]))
-    assert scores.scores() == pytest.approx({"IRF": 0.7, "SRF": 0.0})
-    few = inference.PresenceScores(fluids, k=10)  # more than all voxels: the smallest
-    few.update(batch([0.4, 0.6], [0.2, 0.8]))
-    assert few.scores() == pytest.approx({"IRF": 0.4, "SRF": 0.2})
-    assert inference.PresenceScores(fluids, k=3).scores() == {"IRF": 0.0, "SRF": 0.0}
-
-
 def test_fluid_volumes_are_voxel_counts_times_voxel_volume():
     labels = np.zeros((2, 3, 4), np.uint8)
     labels[0, 0, :3] = config.IRF
     labels[1, 2, 1] = config.PED
     geometry = Geometry(spacing_mm=(0.5, 0.25, 2.0))  # 0.25 mm³ per voxel
     assert inference.fluid_volumes_mm3(labels, geometry, config.FLUIDS) == {"IRF": 0.75, "SRF": 0.0, "PED": 0.25}
-
-
-def test_overlay_colours_fluid_pixels_only():
-    bscan = np.full((2, 3), 100, np.uint8)
-    labels = np.array([[0, config.IRF, config.SRF], [config.PED, 0, 0]], np.uint8)
-    rgb = inference.overlay_bscan(bscan, labels, config.FLUIDS, alpha=1.0)
-    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
-    assert rgb[0, 0].tolist() == [100, 100, 100]
-    assert rgb[0, 1].tolist() == list(inference.FLUID_COLOURS["IRF"])
-    assert rgb[1, 0].tolist() == list(inference.FLUID_COLOURS["PED"])
-    assert inference.overlay_indices(10, 3) == [0, 4, 9]
-    assert inference.overlay_indices(4, None) == [0, 1, 2, 3] and inference.overlay_indices(4, 9) == [0, 1, 2, 3]
 
 
 def test_arg_max_labels_in_either_layout_take_the_first_of_equal_probabilities():
@@ -245,7 +176,7 @@ def test_unpadded_network_output_covers_every_pixel_as_the_pointwise_result():
     images = np.random.default_rng(5).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
     cfg = _cfg(UNPADDED_BORDER="padded")
     padded = inference.network_probabilities(_MarginModel(), images, cfg, CPU)
-    direct = inference.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
+    direct = tiling.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
     assert padded.shape == (2, config.N_CLASSES, 50, 70)
     torch.testing.assert_close(padded, direct, rtol=1e-5, atol=1e-6)
 
@@ -255,7 +186,7 @@ def test_unpadded_network_labels_only_its_output_centre_as_the_original():
     network's own output; images no larger than twice the margin are all background."""
     images = np.random.default_rng(5).integers(0, 256, (2, 150, 170, 3), dtype=np.uint8)
     centre = inference.network_probabilities(_MarginModel(), images, _cfg(), CPU)
-    direct = inference.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
+    direct = tiling.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
     assert centre.shape == (2, config.N_CLASSES, 150, 170)
     torch.testing.assert_close(centre[..., 46:-46, 46:-46], direct[..., 46:-46, 46:-46], rtol=1e-5, atol=1e-6)
     border = torch.ones(150, 170, dtype=torch.bool)
@@ -265,17 +196,6 @@ def test_unpadded_network_labels_only_its_output_centre_as_the_original():
     assert (small[:, 0] == 1.0).all()
 
 
-def test_band_is_centred_on_the_roi_middle_and_kept_inside():
-    roi = np.zeros((100, 8), bool)
-    roi[40:61] = True  # rows 40..60: middle 50
-    assert inference.band_top(roi, band=20, scaled=100, height=100) == 40
-    assert inference.band_top(roi, band=20, scaled=50, height=100) == 15  # middle 25 at half the depth
-    roi[:] = False
-    roi[90:] = True
-    assert inference.band_top(roi, band=20, scaled=100, height=100) == 80  # kept inside the B-scan
-    assert inference.band_top(np.zeros((100, 8), bool), band=20, scaled=100, height=100) == 40  # empty: middle
-
-
 def test_band_mode_labels_nothing_outside_the_band():
     rng = np.random.default_rng(3)
     volume = rng.integers(0, 256, (2, 120, 64), dtype=np.uint8)
@@ -283,7 +203,7 @@ def test_band_mode_labels_nothing_outside_the_band():
     geometry = Geometry(spacing_mm=(0.01, 0.004, 0.05))
     probabilities = _volume_probabilities(_pointwise_model(1), volume, geometry.axial_spacing_mm, band_cfg, 2)
     for z in range(2):
-        top = inference.band_top(inference.bscan_roi(volume[z], band_cfg), 32, 120, 120)
+        top = band.band_top(band.bscan_roi(volume[z], band_cfg), 32, 120, 120)
         outside = np.ones(120, bool)
         outside[top:top + 32] = False
         assert (probabilities[0, z, outside] == 1.0).all()  # background, certain

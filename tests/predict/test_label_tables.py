@@ -4,7 +4,7 @@ import pytest
 
 import config
 from utils.predict import label_tables
-from utils.predict.inference import FLUID_COLOURS
+from utils.predict.overlays import FLUID_COLOURS
 
 FLUIDS = {"IRF": 1, "SRF": 2, "PED": 3}
 

@@ -42,6 +42,7 @@ from scipy.stats import rankdata
 
 from utils.io.files import read_csv_table
 from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume  # check_labels: also prepare's
+from utils.io.tables import presence_column
 
 PER_CASE_COLUMNS = ("case", "vendor", "fluid", "dice", "abs_volume_diff_mm3", "reference_volume_mm3",
                     "predicted_volume_mm3", "reference_present", "predicted_present", "presence_score")
@@ -268,7 +269,7 @@ def read_presence_scores(path: str | Path, fluids: Sequence[str]) -> dict[str, d
         table = read_csv_table(path, dtype={"case": str}, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path}: cannot read it as CSV ({str(error).strip().splitlines()[0]})") from None
-    columns = ["case"] + [f"{fluid}_presence" for fluid in fluids]
+    columns = ["case"] + [presence_column(fluid) for fluid in fluids]
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected at least {', '.join(columns)}")

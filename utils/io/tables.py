@@ -1,12 +1,13 @@
 """The CSV tables the stages hand to one another: the slice index (one row per B-scan) and the split (one row per
-case). prepare_data.py writes them; train.py, evaluate.py and demo.py read them here, so no later stage reaches
-into the preparation code. Every name column is read as text (case folders named ``NA`` or ``001`` stay names).
+case), which prepare_data.py writes and train.py, evaluate.py and demo.py read here, so no later stage reaches
+into the preparation code; and the names of ``volumes.csv``'s columns (one row per case), which predict.py writes
+and evaluate.py reads. Every name column is read as text (case folders named ``NA`` or ``001`` stay names).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -92,3 +93,29 @@ def read_split_cases(path: str | Path, split: str) -> list[str]:
     if not names:
         raise ValueError(f"{path}: no case of split {split!r}; it has {', '.join(sorted(table['split'].unique()))}")
     return names
+
+
+# volumes.csv: the columns before the fluids' (the ETDRS columns that follow are utils/predict/etdrs.py's)
+VOLUMES_CASE_COLUMNS = ["case", "vendor", "n_bscans"]
+
+
+def volume_column(fluid: str) -> str:
+    """``volumes.csv``'s column of a fluid's volume in mm³: ``<fluid>_volume_mm3``."""
+    return f"{fluid}_volume_mm3"
+
+
+def presence_column(fluid: str) -> str:
+    """``volumes.csv``'s column of a fluid's presence score: ``<fluid>_presence``."""
+    return f"{fluid}_presence"
+
+
+def subfield_column(fluid: str, subfield: str) -> str:
+    """``volumes.csv``'s column of a fluid's volume in mm³ in one ETDRS subfield: ``<fluid>_<subfield>_mm3``."""
+    return f"{fluid}_{subfield}_mm3"
+
+
+def volumes_fluid_columns(fluids: Iterable[str]) -> list[str]:
+    """``volumes.csv``'s columns after :data:`VOLUMES_CASE_COLUMNS`: each fluid's :func:`volume_column`, then each
+    fluid's :func:`presence_column`."""
+    fluids = list(fluids)
+    return [volume_column(fluid) for fluid in fluids] + [presence_column(fluid) for fluid in fluids]

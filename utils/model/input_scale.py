@@ -7,16 +7,36 @@ Conventions: a B-scan or patch is ``(H, W)`` or ``(H, W, C)`` (rows = depth, col
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
 
 
 # The network's input: ``(x - INPUT_CENTRE) / INPUT_SCALE`` of the 0..255 preprocessed intensities, in [-1, 1), as
-# the original (``remove_mean`` in train_model.py); training patches and inference share it
+# the original (``remove_mean`` in train_model.py): :func:`normalise_input`
 INPUT_CENTRE = 128.0
 INPUT_SCALE = 128.0
+
+ArrayOrTensor = TypeVar("ArrayOrTensor")
+
+
+def normalise_input(intensities: ArrayOrTensor) -> ArrayOrTensor:
+    """The network's input scale, ``(x - 128) / 128``: 0..255 preprocessed intensities -> [-1, 1).
+
+    The one definition: training patches (:func:`utils.train.data_pipeline.normalise`), inference
+    (:func:`utils.predict.inference.to_network_input`) and the ROI's entropy (:data:`utils.prepare.roi.ENTROPY_LEVELS`)
+    all call it.
+
+    Args:
+        intensities: a float32 NumPy array or torch tensor, any shape (convert uint8 first: the result keeps the
+            input's dtype).
+
+    Returns:
+        The same kind, shape and dtype; exact for integer intensities (128 is a power of two).
+    """
+    return (intensities - INPUT_CENTRE) / INPUT_SCALE
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers: geometry, cropping, resizing, flags

@@ -366,8 +366,8 @@ class RmitUNet(nn.Module):
         """Class scores of the central part of each patch.
 
         Args:
-            x: ``(N, in_channels, H, W)`` float images (the project scales to [-1, 1], as the original's
-                ``(x - 128) / 128``); ``(H, W)`` must pass :func:`valid_input`.
+            x: ``(N, in_channels, H, W)`` float images in [-1, 1) (:func:`utils.model.input_scale.normalise_input`,
+                the original's ``(x - 128) / 128``); ``(H, W)`` must pass :func:`valid_input`.
 
         Returns:
             ``(N, n_classes, H - 92, W - 92)`` logits, same dtype as ``x``; non-negative when

@@ -17,7 +17,7 @@ from torch import nn
 
 from utils.configuration import config_from_dict
 from utils.model.networks import output_margin
-from utils.predict.inference import input_multiple
+from utils.predict.tiling import input_multiple
 
 # The settings that turn a volume into the network's input and its output into labels: equal in every member.
 MODEL_INPUT_SETTINGS = ("VENDORS", "N_CLASSES", "BACKGROUND", "FLUIDS", "HISTOGRAM_MATCH_VENDORS",
@@ -75,7 +75,7 @@ class ProbabilityEnsemble(nn.Module):
                              f"networks of one output size (all rmit_unet, or all padded networks)")
         self.members = nn.ModuleList(members)
         self.margin = margins[0]
-        # the input sides every member takes (read by inference.input_multiple)
+        # the input sides every member takes (read by tiling.input_multiple)
         self.input_multiple = int(np.lcm.reduce([input_multiple(member) for member in members]))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from utils.io.mhd_io import Geometry
+from utils.io.tables import subfield_column
 
 QUADRANTS = ("top", "right", "bottom", "left")  # by image direction: see the module docstring
 RINGS = ("inner", "outer")
@@ -220,7 +221,7 @@ def etdrs_columns(fluids: Sequence[str]) -> list[str]:
     ``<fluid>_<subfield>_mm3`` for each fluid and subfield of ``SUBFIELDS`` (image directions) and of
     ``ANATOMICAL_SUBFIELDS`` (nasal/temporal: empty when the laterality is unknown)."""
     return (["fovea_bscan", "fovea_column", "fovea_found_by", "etdrs_scanned_fraction", "laterality"]
-            + [f"{fluid}_{field}_mm3" for fluid in fluids for field in SUBFIELDS + ANATOMICAL_SUBFIELDS])
+            + [subfield_column(fluid, field) for fluid in fluids for field in SUBFIELDS + ANATOMICAL_SUBFIELDS])
 
 
 def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, cfg, laterality: str = "") -> dict:
@@ -241,5 +242,5 @@ def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, cfg, l
            "laterality": laterality if laterality in NASAL_SIDE else ""}
     for fluid, fields in volumes.items():
         fields = {**fields, **anatomical_volumes(fields, row["laterality"])}
-        row.update({f"{fluid}_{field}_mm3": value for field, value in fields.items()})
+        row.update({subfield_column(fluid, field): value for field, value in fields.items()})
     return row

@@ -1,7 +1,7 @@
 """Whole-volume inference: every B-scan through the U-Net at the depth resolution it was trained at.
 
 A preprocessed volume (:func:`utils.prepare.preprocessing.preprocess_volume`, ``(z, y, x)`` = (B-scan, depth,
-width) uint8) is segmented in batches of B-scans; per batch:
+width) uint8) is segmented in batches of B-scans (:func:`iter_probabilities`); per batch:
 
 1. :func:`stack_neighbours`: each B-scan with B-scans z-1 and z+1 as channels, ``(n, H, W, 3)`` uint8, the edge
    B-scan repeated at either end (as :func:`utils.train.data_pipeline.load_slice` reads training slices).
@@ -9,33 +9,27 @@ width) uint8) is segmented in batches of B-scans; per batch:
    :func:`utils.model.input_scale.physical_patch_shape` rows (``PATCH_SHAPE[0]`` rows at
    ``SPECTRALIS_AXIAL_SPACING_MM``) and resizes them to ``PATCH_SHAPE[0]``; we apply that same factor to the whole
    B-scan with the same resize (``IMAGE_RESAMPLING``), so a Cirrus 1024-row B-scan (0.00195 mm rows) becomes 513.
-3. ``PREDICT_REGION = "band"`` (the original): only the ``PATCH_SHAPE[0]`` rows centred on the middle of the
-   B-scan's ROI (:func:`bscan_roi`, :func:`band_top`) go on; ``"roi"`` and ``"all"``: the whole B-scan.
-4. :func:`network_probabilities`: an unpadded network (rmit_unet) sees the images zero-padded by its margin on
-   every side, in one pass; a padded one (smp_unet) sees them zero-padded at the bottom and right to its input
-   multiple, whole when they fit ``INFERENCE_TILE_SHAPE``, else in tiles overlapping by ``INFERENCE_TILE_OVERLAP``
-   pixels whose softmax is blended with :func:`blend_weights`. Inputs are normalised ``(x - 128) / 128`` as
-   :func:`utils.train.data_pipeline.normalise`; with ``TTA_FLIP`` the mirrored pass is averaged in.
+3. ``PREDICT_REGION`` (:mod:`utils.predict.band`): with ``"band"`` (the original) only the band of
+   ``PATCH_SHAPE[0]`` rows centred on the B-scan's ROI goes on; with ``"roi"`` and ``"all"`` the whole B-scan.
+4. :func:`network_probabilities`: an unpadded network (rmit_unet) labels only the centre its output reaches
+   (``UNPADDED_BORDER = "background"``, the original) or sees the images zero-padded by its margin (``"padded"``),
+   in one pass; a padded one (smp_unet) sees them padded to its input multiple, whole or in blended tiles
+   (:mod:`utils.predict.tiling`). Inputs are :func:`utils.model.input_scale.normalise_input`'d as in training
+   (:func:`to_network_input`); with ``TTA_FLIP`` the mirrored pass is averaged in.
 5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class
-   probabilities back to ``H`` rows (bilinear: they still sum to 1); with ``BLANK_COLUMNS_BACKGROUND`` the A-scans
-   without signal (:func:`utils.model.input_scale.signal_columns`) become background; the arg-max gives the labels;
-   :class:`PresenceScores` keeps what the presence scores need.
+   probabilities back to ``H`` rows (bilinear: they still sum to 1); with ``"roi"`` the pixels outside the ROI and
+   with ``BLANK_COLUMNS_BACKGROUND`` the A-scans without signal (:func:`utils.model.input_scale.signal_columns`)
+   become background.
 
-Only labels and presence statistics are kept per volume (:func:`predict_volume`): the softmax of a Cirrus volume,
-128 x 1024 x 512 x 4 float32, would take 1 GB. Asked for them, it also keeps each fluid's probability as it streams,
-scaled to uint8 (:func:`probability_to_uint8`, 1/255 steps): 3 x 64 MB for a Cirrus volume.
-
-**Presence score** of a fluid in a volume (for the detection ROC): the largest probability ``p`` such that the
-fluid's softmax probability is at least ``p`` over at least ``PRESENCE_MIN_VOLUME_MM3`` of the volume, i.e. the
-k-th largest probability over all voxels with ``k = ceil(PRESENCE_MIN_VOLUME_MM3 / voxel volume)``
-(:func:`presence_voxel_count`). It lies in [0, 1], grows with the network's confidence, ignores a few isolated
-confident voxels, and means the same physical amount of fluid on every vendor.
+Only labels (the arg-max) and presence scores (:mod:`utils.predict.presence`) are kept per volume
+(:func:`predict_volume`): the softmax of a Cirrus volume, 128 x 1024 x 512 x 4 float32, would take 1 GB. Asked for
+them, it also keeps each fluid's probability as it streams, scaled to uint8 (:func:`probability_to_uint8`, 1/255
+steps): 3 x 64 MB for a Cirrus volume.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -45,21 +39,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.io.mhd_io import Geometry
-from utils.model.input_scale import (INPUT_CENTRE, INPUT_SCALE, IMAGE_ORDERS, physical_patch_shape, resize_patch,
+from utils.model.input_scale import (IMAGE_ORDERS, normalise_input, physical_patch_shape, resize_patch,
                                      scaling_spacing_mm, signal_columns)
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
-from utils.prepare.roi import roi_mask
-
-PREDICT_REGIONS = ("band", "roi", "all")  # PREDICT_REGION: see config.py
-PAD_MULTIPLE = 32  # input sizes of a 5-level U-Net; used when the model does not say (smp encoders' output_stride)
-FLUID_COLOURS = {"IRF": (255, 0, 0), "SRF": (0, 255, 0), "PED": (0, 96, 255)}  # overlay colour of each fluid
-OVERLAY_ALPHA = 0.45  # opacity of the fluid colours over the grey B-scan
+from utils.predict.band import PREDICT_REGIONS, band_top, bscan_roi, keep_inside, place_bands
+from utils.predict.presence import PresenceScores, presence_voxel_count
+from utils.predict.tiling import (check_tiling, forward_probabilities, input_multiple, padded_size,
+                                  sliding_window_probabilities)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Inputs: neighbours, depth scaling, padding
+# Inputs: neighbours, depth scaling, scaling to the network's input
 # --------------------------------------------------------------------------------------------------------------
 def stack_neighbours(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
     """B-scans ``start..stop-1`` of a volume, each with its two neighbours as channels.
@@ -131,119 +123,16 @@ def restore_depth(probabilities: torch.Tensor, height: int) -> torch.Tensor:
     return F.interpolate(probabilities, size=(height, probabilities.shape[3]), mode="bilinear", align_corners=False)
 
 
-def padded_size(size: int, multiple: int) -> int:
-    """``size`` rounded up to a multiple of ``multiple``."""
-    return -(-size // multiple) * multiple
-
-
-def input_multiple(model: nn.Module) -> int:
-    """What the model's input height and width must be multiples of (its encoder's output stride, an ensemble's
-    ``input_multiple``, else 32)."""
-    if getattr(model, "input_multiple", None):
-        return int(model.input_multiple)
-    encoder = getattr(model, "encoder", None)
-    return int(getattr(encoder, "output_stride", PAD_MULTIPLE) or PAD_MULTIPLE)
-
-
 def to_network_input(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
-    """``(n, H, W, 3)`` uint8 -> ``(n, 3, H, W)`` float32 ``(x - 128) / 128`` in [-1, 1) on the runtime's device.
+    """``(n, H, W, 3)`` uint8 -> ``(n, 3, H, W)`` float32 in [-1, 1) (:func:`utils.model.input_scale.normalise_input`)
+    on the runtime's device.
 
     The uint8 travels to the device (4x less than float); the channel-last array is the NHWC layout already.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(images)).to(runtime.device, non_blocking=True).permute(0, 3, 1, 2)
-    tensor = (tensor.float() - INPUT_CENTRE) / INPUT_SCALE
+    tensor = normalise_input(tensor.float())
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     return tensor.contiguous(memory_format=memory_format)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The network over whole B-scans or tiles
-# --------------------------------------------------------------------------------------------------------------
-def check_tiling(tile_shape: tuple[int, int], overlap: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
-    """``INFERENCE_TILE_SHAPE`` and ``INFERENCE_TILE_OVERLAP`` checked; returns the tile shape as two ints.
-
-    Raises:
-        ValueError: a tile side that is not a positive multiple of ``multiple``, or an overlap outside
-            ``0 <= overlap < min(tile_shape)``.
-    """
-    try:
-        shape = tuple(int(v) for v in tile_shape)
-    except (TypeError, ValueError):
-        shape = ()
-    if len(shape) != 2 or min(shape) < multiple or any(v % multiple for v in shape):
-        raise ValueError(f"INFERENCE_TILE_SHAPE must be (height, width), positive multiples of {multiple}, got "
-                         f"{tile_shape!r}")
-    if not 0 <= overlap < min(shape):
-        raise ValueError(f"INFERENCE_TILE_OVERLAP must be in [0, {min(shape)}) for tiles {shape}, got {overlap!r}")
-    return shape
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """First pixel of each tile covering ``length`` pixels with tiles of ``tile`` overlapping by at least
-    ``overlap``: steps of ``tile - overlap``, the last tile flush with the end. ``[0]`` when one tile covers it.
-    """
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return starts + [length - tile]
-
-
-def blend_weights(shape: tuple[int, int], overlap: int) -> np.ndarray:
-    """``(h, w)`` float32 weights of a tile's softmax when tiles are stitched.
-
-    Separable ramps rising linearly from ``1 / (overlap + 1)`` at the tile's edges to 1 at ``overlap`` pixels
-    inside (all ones for ``overlap`` 0): where tiles overlap, each counts less near its own border, where
-    convolutions see its zero padding. Every weight is positive, so a pixel covered by one tile keeps its value.
-    """
-    ramps = []
-    for n in shape:
-        distance = np.minimum(np.arange(1, n + 1), np.arange(n, 0, -1))
-        ramps.append(np.minimum(distance, overlap + 1) / (overlap + 1))
-    return np.outer(ramps[0], ramps[1]).astype(np.float32)
-
-
-def forward_probabilities(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Softmax of the model's logits: ``(n, 3, H, W)`` -> ``(n, C, H, W)`` float32 in [0, 1] (mixed precision
-    forward, softmax in float32)."""
-    with runtime.autocast():
-        logits = model(images)
-    return torch.softmax(logits.float(), dim=1)
-
-
-def sliding_window_probabilities(model: nn.Module, images: torch.Tensor, tile_shape: tuple[int, int],
-                                 overlap: int, runtime: Runtime) -> torch.Tensor:
-    """Class probabilities of whole images, in one pass when they fit ``tile_shape``, else from blended tiles.
-
-    Args:
-        model: maps ``(n, 3, h, w)`` to ``(n, C, h, w)`` logits.
-        images: ``(n, 3, H, W)`` float, H and W multiples of the model's input multiple (padded).
-        tile_shape: largest ``(height, width)`` sent at once; multiples of the input multiple
-            (:func:`check_tiling`).
-        overlap: pixels by which neighbouring tiles overlap at least.
-        runtime: device, autocast and memory layout.
-
-    Returns:
-        ``(n, C, H, W)`` float32 probabilities on the images' device; where tiles overlap, the
-        :func:`blend_weights`-weighted mean of their softmax (so a model whose output at a pixel depends on that
-        pixel alone gives exactly the untiled result).
-    """
-    height, width = images.shape[-2:]
-    tile_h, tile_w = min(tile_shape[0], height), min(tile_shape[1], width)
-    if (tile_h, tile_w) == (height, width):
-        return forward_probabilities(model, images, runtime)
-    weights = torch.from_numpy(blend_weights((tile_h, tile_w), overlap)).to(images.device)
-    total = norm = None
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    for row in tile_starts(height, tile_h, overlap):
-        for col in tile_starts(width, tile_w, overlap):
-            tile = images[..., row:row + tile_h, col:col + tile_w].contiguous(memory_format=memory_format)
-            probabilities = forward_probabilities(model, tile, runtime)
-            if total is None:
-                total = images.new_zeros((images.shape[0], probabilities.shape[1], height, width), dtype=torch.float32)
-                norm = images.new_zeros((height, width), dtype=torch.float32)
-            total[..., row:row + tile_h, col:col + tile_w] += probabilities * weights
-            norm[row:row + tile_h, col:col + tile_w] += weights
-    return total / norm
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,8 +151,9 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
             ``INFERENCE_TILE_OVERLAP``.
         runtime: device, autocast and memory layout.
         batch_size: B-scans per forward pass, >= 1.
-        rois: ``(z, y, x)`` bool ROI of every B-scan (:func:`volume_rois`) when computed ahead (predict.py does so
-            in its read-ahead thread); None computes them here where ``PREDICT_REGION`` needs them.
+        rois: ``(z, y, x)`` bool ROI of every B-scan (:func:`utils.predict.band.volume_rois`) when computed ahead
+            (predict.py does so in its read-ahead thread); None computes them here where ``PREDICT_REGION`` needs
+            them.
 
     Yields:
         ``(start, probabilities)``: the first B-scan of the batch and ``(n, C, y, x)`` float32 probabilities in
@@ -364,95 +254,6 @@ def centre_probabilities(model: nn.Module, images: np.ndarray, margin: int, n_cl
     return canvas
 
 
-def volume_rois(volume: np.ndarray, cfg) -> np.ndarray | None:
-    """The ROI of every B-scan of a preprocessed ``(z, y, x)`` uint8 volume, ``(z, y, x)`` bool
-    (:func:`bscan_roi`), when ``PREDICT_REGION`` needs it (``band``, ``roi``); None for ``all``."""
-    if cfg.PREDICT_REGION not in ("band", "roi"):
-        return None
-    return np.stack([bscan_roi(bscan, cfg) for bscan in volume]) if len(volume) else np.zeros(volume.shape, bool)
-
-
-def bscan_roi(bscan: np.ndarray, cfg) -> np.ndarray:
-    """The ROI of one preprocessed B-scan, ``(H, W)`` bool, computed as prepare_data.py computes it (no fluid
-    mask at prediction time)."""
-    return roi_mask(bscan, None, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD, cfg.CLOSING_DISK_RADIUS)
-
-
-def band_top(roi: np.ndarray, band: int, scaled: int, height: int) -> int:
-    """First (depth-scaled) row of the band of ``band`` rows centred on the vertical middle of the ROI.
-
-    The original (``test_model.py``) segments a band of the patch height centred on the middle of the retina's
-    extent; the middle is taken between the first and last ROI row (the B-scan's middle when the ROI is empty),
-    scaled from ``height`` to ``scaled`` rows, and the band kept inside the B-scan.
-    """
-    rows = np.flatnonzero(roi.any(axis=1))
-    middle = (rows[0] + rows[-1]) / 2 if rows.size else (height - 1) / 2
-    top = int(round(middle * scaled / height)) - band // 2
-    return int(min(max(top, 0), scaled - band))
-
-
-def place_bands(probabilities: torch.Tensor, tops: list[int], scaled: int) -> torch.Tensor:
-    """Band probabilities ``(n, C, band, W)`` placed at rows ``tops`` of ``(n, C, scaled, W)`` canvases that are
-    background (probability 1 for class 0) everywhere else."""
-    n, channels, band, width = probabilities.shape
-    canvas = probabilities.new_zeros((n, channels, scaled, width))
-    canvas[:, 0] = 1.0
-    for index, top in enumerate(tops):
-        canvas[index, :, top:top + band] = probabilities[index]
-    return canvas
-
-
-def keep_inside(probabilities: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-    """``(n, C, H, W)`` probabilities made background (1 for class 0, 0 for the others) where ``inside`` is
-    False (``(n, H, W)`` bool, or ``(n, 1, W)`` for whole columns)."""
-    background = torch.zeros_like(probabilities)
-    background[:, 0] = 1.0
-    return torch.where(inside[:, None], probabilities, background)
-
-
-
-def presence_voxel_count(min_volume_mm3: float, voxel_volume_mm3: float, n_voxels: int) -> int:
-    """``k`` of the presence score: ``ceil(min_volume_mm3 / voxel_volume_mm3)``, within ``[1, n_voxels]``.
-
-    Raises:
-        ValueError: a negative minimum volume or a voxel volume that is not positive.
-    """
-    if not min_volume_mm3 >= 0 or not voxel_volume_mm3 > 0:
-        raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 and the voxel volume > 0, got {min_volume_mm3!r} "
-                         f"and {voxel_volume_mm3!r} mm³")
-    return int(min(max(1, math.ceil(min_volume_mm3 / voxel_volume_mm3 - 1e-9)), max(1, n_voxels)))
-
-
-class PresenceScores:
-    """Streaming presence scores: the ``k``-th largest probability of each fluid over all voxels seen.
-
-    ``update`` with each batch of probabilities; ``scores`` at the end. Keeps only the ``k`` largest values per
-    fluid, on the probabilities' device. When fewer than ``k`` voxels were seen, the smallest of them is the score.
-    """
-
-    def __init__(self, fluids: Mapping[str, int], k: int):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.fluids, self.k = dict(fluids), int(k)
-        self._top: dict[str, torch.Tensor | None] = {name: None for name in self.fluids}
-
-    def update(self, probabilities: torch.Tensor) -> None:
-        """Takes ``(n, C, ...)`` probabilities; channel ``code`` of each fluid is used."""
-        for name, code in self.fluids.items():
-            values = probabilities[:, code].reshape(-1)
-            top = self._top[name]
-            if top is not None:
-                if top.numel() >= self.k:
-                    values = values[values > top[-1]]  # cheap filter before the sort
-                values = torch.cat([top, values])
-            self._top[name] = torch.topk(values, min(self.k, values.numel())).values  # sorted, largest first
-
-    def scores(self) -> dict[str, float]:
-        """Fluid name -> score in [0, 1]; 0.0 for a fluid when nothing was seen."""
-        return {name: float(np.clip(top[-1].item(), 0.0, 1.0)) if top is not None and top.numel() else 0.0
-                for name, top in self._top.items()}
-
-
 def arg_max_labels(probabilities: torch.Tensor) -> torch.Tensor:
     """``(n, C, H, W)`` probabilities -> ``(n, H, W)`` uint8 index of the largest (the first among equals).
 
@@ -477,7 +278,7 @@ class VolumePrediction:
 
     Attributes:
         labels: ``(z, y, x)`` uint8 arg-max class codes, 0..C-1 (0 background, then the codes of ``cfg.FLUIDS``).
-        presence: fluid name -> presence score in [0, 1] (module docstring).
+        presence: fluid name -> presence score in [0, 1] (:mod:`utils.predict.presence`).
         probabilities: when asked for, fluid name -> ``(z, y, x)`` uint8 softmax probability of that fluid scaled
             to 0..255 (:func:`probability_to_uint8`; before any post-processing of the labels); else None.
     """
@@ -537,33 +338,3 @@ def fluid_volumes_mm3(labels: np.ndarray, geometry: Geometry, fluids: Mapping[st
     """
     counts = np.bincount(labels.ravel(), minlength=max(fluids.values()) + 1)
     return {name: float(counts[code]) * geometry.voxel_volume_mm3 for name, code in fluids.items()}
-
-
-def overlay_indices(n_bscans: int, count: int | None) -> list[int]:
-    """B-scans to draw: ``count`` of them evenly spread from first to last (all when ``count`` is None or larger)."""
-    if count is None or count >= n_bscans:
-        return list(range(n_bscans))
-    return sorted({int(round(v)) for v in np.linspace(0, n_bscans - 1, max(1, count))})
-
-
-def overlay_bscan(bscan: np.ndarray, labels: np.ndarray, fluids: Mapping[str, int],
-                  colours: Mapping[str, tuple[int, int, int]] = FLUID_COLOURS, alpha: float = OVERLAY_ALPHA,
-                  ) -> np.ndarray:
-    """A grey B-scan with each fluid's pixels tinted by its colour.
-
-    Args:
-        bscan: ``(H, W)`` uint8 grey values.
-        labels: ``(H, W)`` integer labels.
-        fluids: fluid name -> label code; fluids without a colour are not drawn.
-        colours: fluid name -> RGB.
-        alpha: colour opacity in [0, 1].
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    rgb = np.repeat(bscan[..., None], 3, axis=2).astype(np.float32)
-    for name, code in fluids.items():
-        if name in colours:
-            where = labels == code
-            rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colours[name], np.float32)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

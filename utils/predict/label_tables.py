@@ -1,7 +1,7 @@
 """Label names and colours for viewers: an ITK-SNAP label description file and a 3D Slicer colour table.
 
 Both name the background and each fluid of ``FLUIDS`` by its label code, in the overlay colours of
-:data:`utils.predict.inference.FLUID_COLOURS` (the one place colours are defined), so a segmentation opened over its
+:data:`utils.predict.overlays.FLUID_COLOURS` (the one place colours are defined), so a segmentation opened over its
 OCT shows IRF, SRF and PED as the overlay PNGs and the report draw them.
 
 - ITK-SNAP: *Segmentation > Import Label Descriptions...* reads the text file (``IDX R G B A VIS MSH "LABEL"``,
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from utils.io.files import atomic_write_text
-from utils.predict.inference import FLUID_COLOURS
+from utils.predict.overlays import FLUID_COLOURS
 
 BACKGROUND_NAME = "Background"
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from utils.io.files import atomic_path
 from utils.io.mhd_io import VOLUME_FORMATS, remove_volume, with_format, write_volume
-from utils.predict import inference
+from utils.predict.overlays import overlay_bscan, overlay_indices
 
 OVERLAY_FOLDER = "overlays"  # OUT/<case>/<this>/<case>_<zzz>.png
 
@@ -45,8 +45,8 @@ def probability_paths(case_dir: Path, cfg, fmt: str) -> dict[str, Path]:
 
 def write_overlays(folder: Path, case_name: str, volume: np.ndarray, labels: np.ndarray, count: int, cfg) -> None:
     """PNGs of ``count`` evenly spread B-scans (0: all): the preprocessed B-scan in grey, fluids in colour."""
-    for z in inference.overlay_indices(volume.shape[0], count or None):
-        rgb = inference.overlay_bscan(volume[z], labels[z], cfg.FLUIDS)
+    for z in overlay_indices(volume.shape[0], count or None):
+        rgb = overlay_bscan(volume[z], labels[z], cfg.FLUIDS)
         with atomic_path(folder / f"{case_name}_{z:03d}.png") as tmp:
             Image.fromarray(rgb).save(tmp, format="PNG", compress_level=cfg.PNG_COMPRESS_LEVEL)
 

@@ -19,7 +19,7 @@ def gate_absent_fluids(labels: np.ndarray, presence: Mapping[str, float], fluids
 
     Args:
         labels: ``(z, y, x)`` integer label codes.
-        presence: fluid name -> presence score in [0, 1] (:class:`utils.predict.inference.PresenceScores`).
+        presence: fluid name -> presence score in [0, 1] (:class:`utils.predict.presence.PresenceScores`).
         fluids: fluid name -> label code (``FLUIDS``).
         threshold: in [0, 1]; 0 keeps everything.
 

@@ -9,7 +9,7 @@
 - the B-scans with the most fluid, fluids coloured over the preprocessed B-scan (as the ``--overlays`` PNGs);
 - the case's volumes, presence scores and how the fovea was found.
 
-Colours come from :data:`utils.predict.inference.FLUID_COLOURS`. Figures are drawn with matplotlib's Agg canvas
+Colours come from :data:`utils.predict.overlays.FLUID_COLOURS`. Figures are drawn with matplotlib's Agg canvas
 (no display, no pyplot state). ``report.html`` is plain HTML (no scripts, no external files besides the PNGs,
 linked by relative paths), one table row and one image per case.
 """
@@ -29,8 +29,9 @@ from matplotlib.patches import Circle
 
 from utils.io.files import atomic_path, atomic_write_text
 from utils.io.mhd_io import Geometry
+from utils.io.tables import presence_column, volume_column
 from utils.predict import etdrs
-from utils.predict.inference import FLUID_COLOURS, overlay_bscan
+from utils.predict.overlays import FLUID_COLOURS, overlay_bscan
 
 REPORT_BSCANS = 3  # B-scans with the most fluid drawn in a report
 REPORT_DPI = 100
@@ -123,7 +124,7 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
                    cfg.ETDRS_DIAMETERS_MM, laterality)
         axes.set_xlim(extent[0], extent[1])
         axes.set_ylim(extent[2], extent[3])
-        axes.set_title(f"{name}: {row[f'{name}_volume_mm3']:.3f} mm³")
+        axes.set_title(f"{name}: {row[volume_column(name)]:.3f} mm³")
         axes.set_xlabel("x along the B-scan (mm)")
         axes.set_ylabel("B-scan position (mm, B-scan 0 at the top)")
 
@@ -139,7 +140,7 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
     axes = figure.add_subplot(grid[1, columns - 1])
     axes.axis("off")
     lines = [f"{'fluid':<5} {'volume mm³':>11} {'presence':>9}"]
-    lines += [f"{name:<5} {row[f'{name}_volume_mm3']:>11.4f} {row[f'{name}_presence']:>9.3f}" for name in fluids]
+    lines += [f"{name:<5} {row[volume_column(name)]:>11.4f} {row[presence_column(name)]:>9.3f}" for name in fluids]
     lines += ["", f"fovea: B-scan {float(row['fovea_bscan']):g}, column {float(row['fovea_column']):g}",
               f"  found by {row['fovea_found_by']}",
               f"ETDRS grid scanned: {100 * float(row['etdrs_scanned_fraction']):.0f}%",
@@ -182,8 +183,9 @@ def report_index_html(table: pd.DataFrame, report_png: str, fluids: Sequence[str
         link = f"{quote(case)}/{quote(report_png)}"
         anchor = html.escape(f"case-{case}", quote=True)
         values = ([f'<td><a href="#{anchor}">{html.escape(case)}</a></td>', cell(record["vendor"])]
-                  + [cell(float(record[f"{f}_volume_mm3"])) for f in fluids]
-                  + [cell(float(record[f"{f}_presence"])) for f in fluids] + [cell(record.get("fovea_found_by", ""))])
+                  + [cell(float(record[volume_column(f)])) for f in fluids]
+                  + [cell(float(record[presence_column(f)])) for f in fluids]
+                  + [cell(record.get("fovea_found_by", ""))])
         rows.append("<tr>" + "".join(values) + "</tr>")
         sections.append(f'<section id="{anchor}">\n<h2>{html.escape(case)}</h2>\n'
                         f'<a href="{html.escape(link, quote=True)}"><img src="{html.escape(link, quote=True)}" '

@@ -19,11 +19,12 @@ from utils.io.cases import Case
 from utils.io.files import error_line
 from utils.io.mhd_io import Geometry, read_volume
 from utils.io.parallel import CASE_ERRORS
+from utils.io.tables import presence_column, volume_column
 from utils.io.vendor_files import read_oct_volume
 from utils.model.checkpoints import model_from_checkpoint
 from utils.model.networks import fold_batch_norms
 from utils.model.runtime import Runtime
-from utils.predict import etdrs, inference, postprocess, report
+from utils.predict import band, etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
 from utils.predict.outputs import OVERLAY_FOLDER, Outputs, segmentation_path, write_overlays, write_volumes
 from utils.prepare.preprocessing import histogram_reference, preprocess_volume
@@ -110,7 +111,7 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: b
                          f"oct.mhd, ideally one of the model's training scans)")
     volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
     prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
-    return LoadedCase(geometry, prepared, laterality, inference.volume_rois(prepared, cfg) if with_rois else None)
+    return LoadedCase(geometry, prepared, laterality, band.volume_rois(prepared, cfg) if with_rois else None)
 
 
 def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, loaded: LoadedCase,
@@ -139,8 +140,8 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, load
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
     row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(prepared.shape[0]),
-           **{f"{fluid}_volume_mm3": volumes[fluid] for fluid in cfg.FLUIDS},
-           **{f"{fluid}_presence": result.presence[fluid] for fluid in cfg.FLUIDS},
+           **{volume_column(fluid): volumes[fluid] for fluid in cfg.FLUIDS},
+           **{presence_column(fluid): result.presence[fluid] for fluid in cfg.FLUIDS},
            **etdrs.etdrs_row(prepared, labels, geometry, cfg, loaded.laterality)}
     if outputs.report:
         report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
@@ -202,7 +203,7 @@ def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runti
                 failed.append(str(case.oct_path))
                 continue
             segmented += 1
-            volumes = " ".join(f"{fluid} {row[f'{fluid}_volume_mm3']:.3f}" for fluid in cfg.FLUIDS)
+            volumes = " ".join(f"{fluid} {row[volume_column(fluid)]:.3f}" for fluid in cfg.FLUIDS)
             print(f"[{number}/{len(cases)}] {case.name} ({case.vendor}, {row['n_bscans']} B-scans): {volumes} mm³ "
                   f"({time.perf_counter() - start:.1f} s)")
     return segmented, skipped, failed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import types
 
 from utils.configuration import config_from_dict, load_config
-from utils.predict import inference
+from utils.predict import tiling
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
@@ -45,7 +45,7 @@ def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> 
 
 def check_inference_settings(cfg, multiple: int) -> None:
     """Raises ValueError naming the first inference setting of ``cfg`` that cannot work."""
-    inference.check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
+    tiling.check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
     if cfg.INFERENCE_BATCH_SIZE < 1:
         raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {cfg.INFERENCE_BATCH_SIZE}")
     if cfg.PRESENCE_MIN_VOLUME_MM3 < 0:

@@ -10,16 +10,17 @@ from pathlib import Path
 import pandas as pd
 
 from utils.io.files import atomic_write_csv, error_line, exclusive_lock
+from utils.io.tables import VOLUMES_CASE_COLUMNS, volumes_fluid_columns
 from utils.predict import etdrs, label_tables, report
 from utils.predict.markers import MARKER_FILE, marker_matches, read_marker
 
 
 def volumes_columns(fluids) -> list[str]:
-    """The columns of ``volumes.csv``: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and ``<fluid>_presence``
-    for each fluid of ``FLUIDS``, then the ETDRS grid's (:func:`utils.predict.etdrs.etdrs_columns`: where the
-    fovea is and how it was found, the laterality, and ``<fluid>_<subfield>_mm3``)."""
-    return (["case", "vendor", "n_bscans"] + [f"{fluid}_volume_mm3" for fluid in fluids]
-            + [f"{fluid}_presence" for fluid in fluids] + etdrs.etdrs_columns(list(fluids)))
+    """The columns of ``volumes.csv``, in order: case, vendor, n_bscans, then ``<fluid>_volume_mm3`` and
+    ``<fluid>_presence`` for each fluid of ``FLUIDS`` (names from :mod:`utils.io.tables`), then the ETDRS grid's
+    (:func:`utils.predict.etdrs.etdrs_columns`: where the fovea is and how it was found, the laterality, and
+    ``<fluid>_<subfield>_mm3``)."""
+    return VOLUMES_CASE_COLUMNS + volumes_fluid_columns(fluids) + etdrs.etdrs_columns(list(fluids))
 
 
 def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, list[str]]:

@@ -31,16 +31,18 @@ from skimage.util import img_as_ubyte
 from utils.io import layout
 from utils.io.files import atomic_write_png, atomic_write_text, read_png
 from utils.io.parallel import map_cases
+from utils.model.input_scale import normalise_input
 
 
 def _normalised_levels() -> np.ndarray:
     """Lookup table: uint8 B-scan value -> grey level the method's entropy sees.
 
-    The method takes the entropy of the normalised B-scan ``x / 128 - 1`` (in [-1, 1)); scikit-image's rank filters
-    convert that float image to uint8 with ``img_as_ubyte``, which clips the negative half to 0. So only the
-    brighter half of the intensities (the retina, not the dark vitreous and noise) carries entropy.
+    The method takes the entropy of the B-scan normalised as the network's input
+    (:func:`utils.model.input_scale.normalise_input`, in [-1, 1)); scikit-image's rank filters convert that float
+    image to uint8 with ``img_as_ubyte``, which clips the negative half to 0. So only the brighter half of the
+    intensities (the retina, not the dark vitreous and noise) carries entropy.
     """
-    values = np.arange(256, dtype=np.float32) / 128.0 - 1.0
+    values = normalise_input(np.arange(256, dtype=np.float32))
     return img_as_ubyte(np.clip(values, 0.0, 1.0))
 
 
@@ -190,7 +192,7 @@ def roi_mask_reference(bscan: np.ndarray, fluid_mask: np.ndarray | None, entropy
     from skimage.filters.rank import entropy as rank_entropy
     from skimage.morphology import binary_closing
 
-    normalised = bscan.astype(np.float32) / 128.0 - 1.0
+    normalised = normalise_input(bscan.astype(np.float32))
     # rank filters warn that they convert the float image to uint8; binary_closing is deprecated in 0.26
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -32,7 +32,7 @@ from utils.train.custom_nuts import ImagePatchesByMaskRetouch_resampled
 from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
-from utils.model.input_scale import INPUT_CENTRE, INPUT_SCALE, IMAGE_ORDERS, scaling_spacing_mm, signal_columns
+from utils.model.input_scale import IMAGE_ORDERS, normalise_input, scaling_spacing_mm, signal_columns
 
 # Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
 # and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
@@ -136,8 +136,8 @@ def augment_slice(sample: tuple, rng: np.random.Generator, cfg) -> tuple:
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 ``(x - 128) / 128`` in [-1, 1)."""
-    return (image.astype(np.float32).transpose(2, 0, 1) - INPUT_CENTRE) / INPUT_SCALE
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [-1, 1) (:func:`utils.model.input_scale.normalise_input`)."""
+    return normalise_input(image.astype(np.float32).transpose(2, 0, 1))
 
 
 def collate(patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,32 @@
+"""bench/identical_outputs.py: what is hashed (the work folder's path made neutral, run locks left out) and how two
+records compare."""
+
+from __future__ import annotations
+
+import json
+
+from bench.identical_outputs import differences, file_hashes, main
+
+
+def test_hashes_ignore_where_the_run_happened_and_its_locks(tmp_path):
+    records = []
+    for name in ("a", "b"):
+        work = tmp_path / name
+        (work / "case").mkdir(parents=True)
+        (work / "case" / "marker.json").write_text(json.dumps({"oct_path": str(work / "data" / "oct.mhd")}))
+        (work / ".predict.lock").write_text(f'{{"pid": {len(records) + 100}}}')
+        records.append(file_hashes(work))
+    assert records[0] == records[1] and list(records[0]) == ["case/marker.json"]
+    (tmp_path / "b" / "case" / "marker.json").write_text('{"oct_path": "elsewhere"}')
+    assert file_hashes(tmp_path / "b") != records[0]
+
+
+def test_compare_names_each_difference_and_exits_1(tmp_path, capsys):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps({"files": {"same": "1", "changed": "2", "gone": "3"}}))
+    second.write_text(json.dumps({"files": {"same": "1", "changed": "4", "new": "5"}}))
+    assert differences({"x": "1"}, {"x": "1"}) == []
+    assert main(["--compare", str(first), str(second)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "differs: changed", "only in the first: gone", "only in the second: new", "4 files, 3 difference(s)"]
+    assert main(["--compare", str(first), str(first)]) == 0
