@@ -5,9 +5,9 @@
 1. data: DATA_ROOT when it holds any oct.mhd, else the synthetic RETOUCH-like set (generated once in
    SYNTHETIC_ROOT);
 2. prepare_data.py (all steps) into WORK_DIR;
-3. train.py for at most DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training, with DEMO_OVERRIDES (a
-   batch-norm momentum that settles within the demo's few steps), into WORK_DIR/runs/demo (resumed if a demo run
-   exists);
+3. train.py for at most DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training, with DEMO_OVERRIDES (the
+   batch-norm statistics re-estimated before the save, so the demo's few steps give a model that segments), into
+   WORK_DIR/runs/demo (resumed if a demo run exists);
 4. predict.py on the test cases of the split with the best checkpoint, into WORK_DIR/predictions/demo;
 5. evaluate.py on those predictions; the summary table is printed and written to .../predictions/demo/evaluation.
 A rerun reuses everything that is finished.

@@ -6,7 +6,10 @@ Each ``PRED/<case>/segmentation.mhd`` (``SEGMENTATION_FILE``; or the same name e
 ``predict.py --format`` writes it) is matched by case name with the ``reference.mhd``
 of that case under the data root. Presence scores come from ``PRED/volumes.csv`` (``VOLUMES_CSV``; columns
 ``case`` and ``<fluid>_presence``) when it exists, else from the label volumes (1.0 where the prediction holds the
-fluid). Writes ``per_case.csv``, ``summary.csv`` and ``config.json`` to ``--out`` (default ``PRED/evaluation``)
+fluid). The model's settings (label codes, file names) come from ``PRED/config.json``, the settings predict.py ran
+with (the checkpoint's), as predict.py takes them from the checkpoint; config.py and ``--set`` give only
+``EVALUATION_LOCAL_SETTINGS`` (a ``--set`` of another setting is ignored with a note). Without a ``config.json``
+(labels from another program) every setting is config.py's. Writes ``per_case.csv``, ``summary.csv`` and ``config.json`` to ``--out`` (default ``PRED/evaluation``)
 and prints the summary. How a fluid absent from both volumes counts is described in
 ``utils/evaluate/volume_metrics.py``.
 
@@ -17,13 +20,14 @@ cases are still scored) or no case can be scored; 2 on a usage or configuration 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from utils.configuration import ConfigError, add_config_arguments, load_config, save_config
+from utils.configuration import ConfigError, add_config_arguments, load_config, save_config, set_names, trained_config
 from utils.evaluate import volume_metrics
 from utils.io.cases import Case, find_cases
 from utils.io.files import atomic_write_csv, error_line, remove_stale_temporaries
@@ -34,6 +38,9 @@ from utils.io.tables import read_split_cases
 DEFAULT_OUT_SUBDIR = "evaluation"  # PRED/<this>/ when --out is not given
 PER_CASE_CSV = "per_case.csv"  # OUT/<this>: one row per case and fluid (volume_metrics.PER_CASE_COLUMNS)
 SUMMARY_CSV = "summary.csv"  # OUT/<this>: one row per vendor and fluid (volume_metrics.SUMMARY_COLUMNS)
+# The settings of this command, not of the model: where the references are, which vendors' cases to score, the
+# spacing tolerance, the name of the saved config. All others come from PRED/config.json when it exists.
+EVALUATION_LOCAL_SETTINGS = ("DATA_ROOT", "VENDORS", "SPACING_RTOL", "CONFIG_JSON")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +59,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.split_file is not None and args.split is None:
         args.split = "test"
     return args
+
+
+def evaluation_config(pred_dir: Path, local_cfg, names: list[str]) -> tuple[object, list[str], str]:
+    """The effective config: ``pred_dir/CONFIG_JSON`` (predict.py's) with ``EVALUATION_LOCAL_SETTINGS`` from
+    ``local_cfg`` on top (:func:`utils.configuration.trained_config`), or ``local_cfg`` alone when the folder holds
+    no such file.
+
+    Returns:
+        ``(cfg, notes, where the model's settings came from)``.
+
+    Raises:
+        ValueError: a ``config.json`` that cannot be read or holds settings that cannot work; the message names it.
+    """
+    path = pred_dir / local_cfg.CONFIG_JSON
+    if not path.is_file():
+        return local_cfg, [], f"config.py (no {path}: labels not written by predict.py)"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable settings file ({error.__class__.__name__}: {error}); expected "
+                         f"the config.json predict.py writes, or none") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: holds a JSON {type(saved).__name__}, expected the settings object predict.py "
+                         f"writes")
+    try:
+        cfg, notes = trained_config(saved, local_cfg, EVALUATION_LOCAL_SETTINGS, names, source=str(path))
+    except ConfigError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return cfg, notes, str(path)
 
 
 def find_predictions(pred_dir: Path, file_name: str) -> dict[str, Path]:
@@ -183,10 +219,18 @@ def write_outputs(per_case: pd.DataFrame, out_dir: Path, cfg) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.overrides)
+        local_cfg = load_config(args.overrides)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        cfg, notes, source = evaluation_config(args.pred, local_cfg, set_names(args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"model settings (label codes, file names) from {source}")
     data_root = args.data_root if args.data_root is not None else Path(cfg.DATA_ROOT)
     out_dir = args.out if args.out is not None else args.pred / DEFAULT_OUT_SUBDIR
     try:

@@ -33,6 +33,9 @@ A run holds ``--out`` for its whole duration (a lock on ``OUT/.predict.lock``, r
 ends; a torchrun launch holds it once, from rank 0): a second run on the same folder is refused at once with a line
 naming the run that holds it. Exit status 1 when a case failed (the others are still segmented) or there was nothing
 to do, 2 on bad arguments or an --out in use.
+
+From Python, ``utils.predict.predictor.Predictor(checkpoint).segment(path_or_array)`` segments one volume at a time
+with the same settings and functions, writing nothing.
 """
 
 from __future__ import annotations
@@ -43,20 +46,19 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from utils.configuration import ConfigError, add_config_arguments, load_config
+from utils.configuration import ConfigError, add_config_arguments, load_config, set_names
 from utils.io.layout import predictions_dir
 from utils.io.mhd_io import VOLUME_FORMATS
 from utils.io.vendor_files import VENDOR_SUFFIXES
-from utils.model.checkpoints import latest_checkpoint, load_checkpoint
+from utils.model.checkpoints import latest_checkpoint
 from utils.model.runtime import select_runtime
 from utils.predict import tiling
 from utils.predict.inputs import collect_cases
-from utils.predict.ensemble import ProbabilityEnsemble, check_members
 from utils.predict.markers import ensemble_identity
 from utils.predict.out_dir import check_out_dir, prepare_out_dir
 from utils.predict.outputs import Outputs
-from utils.predict.segment import (gather_counts, inference_model, model_histogram_reference, reference_counts,
-                                   segment_cases)
+from utils.predict.predictor import inference_network, load_checkpoints
+from utils.predict.segment import gather_counts, model_histogram_reference, reference_counts, segment_cases
 from utils.predict.settings import check_inference_settings, inference_config
 from utils.predict.tables import write_run_tables
 
@@ -110,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ConfigError as error:
         parser.error(str(error))
     # the names given with --set (a preset's model settings are not notes: they describe training)
-    args.set_names = [item.partition("=")[0].strip() for item in args.overrides if item not in args.preset_overrides]
+    args.set_names = set_names(args)
     return args
 
 
@@ -121,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_paths = args.checkpoint or [latest_checkpoint(
             Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, local_cfg.BEST_CHECKPOINT,
             "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")]
-        checkpoints = [load_checkpoint(path) for path in checkpoint_paths]
-        for path, checkpoint in zip(checkpoint_paths, checkpoints):
-            if not isinstance(checkpoint.get("config"), dict):
-                raise ValueError(f"{path}: the checkpoint holds no config; predict.py needs the settings the model "
-                                 f"was trained with (use a checkpoint written by train.py)")
-        check_members(checkpoint_paths, checkpoints)
+        checkpoints = load_checkpoints(checkpoint_paths)
         checkpoint = checkpoints[0]
         cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
         out_dir = args.out or predictions_dir(
@@ -154,17 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    members = []
-    for path, member in zip(checkpoint_paths, checkpoints):
-        try:
-            members.append(inference_model(member, runtime))
-        except ValueError as error:
-            print(f"error: {path}: {error}", file=sys.stderr)
-            return 1
     try:
-        model = members[0] if len(members) == 1 else ProbabilityEnsemble(members)
+        model = inference_network(checkpoint_paths, checkpoints, runtime)
     except ValueError as error:
-        print(f"error: {' '.join(map(str, checkpoint_paths))}: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
     try:
         check_inference_settings(cfg, tiling.input_multiple(model))
@@ -181,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
         models = "; ".join(f"{path} (epoch {member.get('epoch')})"
                            for path, member in zip(checkpoint_paths, checkpoints))
-        print(f"{len(cases)} case(s); {models}{' (ensemble)' if len(members) > 1 else ''} on {runtime.device} "
+        print(f"{len(cases)} case(s); {models}{' (ensemble)' if len(checkpoints) > 1 else ''} on {runtime.device} "
               f"({runtime.autocast_dtype or 'fp32'}"
               f"{f', {runtime.world_size} processes' if runtime.distributed else ''}); output in {out_dir}")
 

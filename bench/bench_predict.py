@@ -16,10 +16,12 @@ a warm-up batch, for each ``--regions`` entry: ``band``, the ``PATCH_SHAPE[0]``-
 B-scan are of the whole call; GFLOP/s is of the forward passes alone.
 
 **Volumes**: for each vendor a noise volume of the vendor's usual size, type and spacing is written to a temporary
-folder and put through the same steps as ``predict.py`` (read, preprocess,
-:func:`utils.predict.inference.predict_volume`, write) with the network of the config (``MODEL``); ``--vendors ''``
-skips them, ``--bscans`` limits the B-scans per volume for a quick run. "end-to-end / forward" is the volume's total
-time over the time of its forward passes alone (1 would be a network that never waits).
+folder and put through predict.py's steps, each timed: read, preprocess (:func:`utils.predict.segment.prepare_volume`:
+intensity, histogram matching, medians and the B-scans' ROIs for the test-time band), predict
+(:func:`utils.predict.segment.segment_volume`: the network in batches, labels, presence scores, post-processing),
+write, with the network of the config (``MODEL``); ``--vendors ''`` skips them, ``--bscans`` limits the B-scans per
+volume for a quick run. "end-to-end / forward" is the volume's total time over the time of its forward passes alone
+(1 would be a network that never waits).
 
 **Many volumes**: ``--many`` noise volumes per vendor (0 skips them) are written as
 ``<folder>/<vendor>/CASE<k>/oct.mhd`` and segmented by predict.py's per-case path twice, into separate folders:
@@ -59,11 +61,13 @@ from utils.predict.band import PREDICT_REGIONS  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
-from utils.model.networks import MODELS, build_unet, fold_batch_norms, output_margin, unet_arguments  # noqa: E402
+from utils.model.networks import MODELS, build_unet, output_margin, unet_arguments  # noqa: E402
 from utils.predict.markers import run_identity  # noqa: E402
 from utils.predict.outputs import Outputs  # noqa: E402
-from utils.predict.segment import load_case, predict_case, segment_cases  # noqa: E402
-from utils.prepare.preprocessing import intensity_histogram, preprocess_volume, to_uint8_intensity  # noqa: E402
+from utils.predict.predictor import inference_model  # noqa: E402
+from utils.predict.segment import (load_case, predict_case, prepare_volume, segment_cases,  # noqa: E402
+                                   segment_volume)
+from utils.prepare.preprocessing import intensity_histogram, to_uint8_intensity  # noqa: E402
 from utils.model.runtime import Runtime, select_runtime  # noqa: E402
 
 # The vendors' usual RETOUCH volumes: (z, y, x), dtype, spacing (x, y, z) mm. Benchmark inputs only: predict.py
@@ -113,9 +117,10 @@ def noise_volume(vendor: str, n_bscans: int | None, rng: np.random.Generator) ->
     return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True), Geometry(spacing_mm=spacing)
 
 
-def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, batch_size: int, folder: Path,
+def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, folder: Path,
                  reference_counts: np.ndarray, n_bscans: int | None, rng: np.random.Generator) -> dict:
-    """Times one volume's read, preprocess, predict and write; returns the table row."""
+    """Times one volume's read, preprocess, predict and write (batches of ``cfg.INFERENCE_BATCH_SIZE``); returns the
+    table row."""
     volume, geometry = noise_volume(vendor, n_bscans, rng)
     path = folder / vendor / "oct.mhd"
     write_volume(path, volume, geometry)
@@ -124,14 +129,16 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, batch
     volume, geometry = read_volume(path)
     times["read"] = time.perf_counter() - start
     start = time.perf_counter()
-    prepared = preprocess_volume(volume, vendor, reference_counts, cfg, str(path))
+    loaded = prepare_volume(volume, geometry, vendor, cfg, reference_counts, str(path))
     times["preprocess"] = time.perf_counter() - start
     # warm-up at this input size (oneDNN / cuDNN choose their kernels on the first call of a shape)
-    inference.predict_volume(model, prepared[:min(batch_size, len(prepared))], geometry, cfg, runtime, batch_size)
+    batch_size = cfg.INFERENCE_BATCH_SIZE
+    inference.predict_volume(model, loaded.prepared[:min(batch_size, len(loaded.prepared))], geometry, cfg, runtime,
+                             batch_size)
     model.reset()
     synchronize(runtime.device)
     start = time.perf_counter()
-    result = inference.predict_volume(model, prepared, geometry, cfg, runtime, batch_size)
+    result = segment_volume(model, loaded, cfg, runtime)
     synchronize(runtime.device)
     times["predict"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -240,12 +247,13 @@ def region_shape(region: str, cfg) -> tuple[int, int]:
 
 
 def counting_network(cfg, runtime: Runtime) -> CountingModel:
-    """A freshly initialised network of the config in eval mode on the runtime's device and layout, counted."""
+    """A freshly initialised network of the config as predict.py runs it
+    (:func:`utils.predict.predictor.inference_model`: eval mode, batch norms folded, the runtime's device and
+    layout), counted."""
     torch.manual_seed(cfg.SEED)
-    network = fold_batch_norms(build_unet(unet_arguments(cfg)).eval()).to(runtime.device)  # as predict.py
-    if runtime.channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    return CountingModel(network, runtime.device)
+    model_args = unet_arguments(cfg)
+    fresh = {"model_args": model_args, "model_state": build_unet(model_args).state_dict()}
+    return CountingModel(inference_model(fresh, runtime), runtime.device)
 
 
 def model_label(cfg) -> str:
@@ -319,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if [m for m in args.models if m not in MODELS] or [r for r in args.regions if r not in PREDICT_REGIONS]:
         parser.error(f"--models takes {', '.join(MODELS)}; --regions takes {', '.join(PREDICT_REGIONS)}")
     unknown = [v for v in vendors if v not in VOLUMES]
-    if unknown or (args.bscans is not None and args.bscans < 1) or args.batches < 1 or args.many < 0:
-        parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans and --batches must be >= 1, --many >= 0")
+    if (unknown or (args.bscans is not None and args.bscans < 1) or args.batches < 1 or args.many < 0
+            or (args.batch_size is not None and args.batch_size < 1)):
+        parser.error(f"--vendors takes {', '.join(VOLUMES)}; --bscans, --batches and --batch-size must be >= 1, "
+                     f"--many >= 0")
     try:
         cfg = load_config(args.overrides)
         runtime = select_runtime(cfg, args.device)
@@ -330,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         parser.error(str(error))
     batch_size = args.batch_size or cfg.INFERENCE_BATCH_SIZE
+    # predict.py's steps batch by the config: make it the batch of the network rows
+    cfg = load_config(args.overrides + [f"INFERENCE_BATCH_SIZE={batch_size}"])
     peaks = matmul_peaks(peak_runtime, args.matmul_size)
     rng = np.random.default_rng(cfg.SEED)
     print(f"\n{runtime.device} ({device_name(runtime.device)}), channels_last {runtime.channels_last}, batch "
@@ -345,8 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as folder:
         for vendor in vendors:
-            row = bench_vendor(vendor, model, cfg, runtime, batch_size, Path(folder), reference_counts,
-                               args.bscans, rng)
+            row = bench_vendor(vendor, model, cfg, runtime, Path(folder), reference_counts, args.bscans, rng)
             rows.append({**row, **peak_shares(row["GFLOP/s"], peaks)})
             print(f"{vendor}: {rows[-1]['total s']:.1f} s", file=sys.stderr)
     print(f"\nVolumes through predict.py's steps: {model_label(cfg)}, "
@@ -355,8 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.many:
         return 0
 
-    # predict.py's per-case path batches by the config: make it the batch of the tables above
-    cfg = load_config(args.overrides + [f"INFERENCE_BATCH_SIZE={batch_size}"])
     with tempfile.TemporaryDirectory(prefix="bench_predict_many_") as folder:
         cases = write_noise_cases(vendors, args.many, args.bscans, Path(folder), rng)
         many_rows = bench_many(cases, model, cfg, runtime, reference_counts, Path(folder))

@@ -9,6 +9,7 @@ import pytest
 
 import config
 import evaluate
+from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, write_volume
 
 SHAPE = (2, 4, 5)  # (z, y, x)
@@ -233,3 +234,40 @@ def test_unusable_case_under_the_data_root_is_an_error_and_the_others_are_scored
     assert any(str(bad) in line for line in errors)
     per_case = pd.read_csv(layout / "pred" / "evaluation" / "per_case.csv", dtype={"case": str})
     assert sorted(per_case["case"].unique()) == sorted(CASES)
+
+
+def test_model_settings_come_from_the_prediction_folder_and_local_ones_from_the_command_line(tmp_path, capsys):
+    # a model trained with IRF coded 3 and PED 1: predict.py wrote its settings as config.json beside the labels
+    model = ["SEGMENTATION_FILE=labels.mhd", "IRF=3", "PED=1", "FLUIDS={'IRF': 3, 'SRF': 2, 'PED': 1}"]
+    volume = np.zeros(SHAPE, np.uint8)
+    volume[0, 1, 1] = volume[0, 1, 2] = 3  # two voxels of IRF in the model's codes
+    volume[1, 2, 2] = 1  # one voxel of PED
+    write_case(tmp_path, "TRAIN050", "Topcon", volume, None)
+    write_volume(tmp_path / "pred" / "TRAIN050" / "labels.mhd", volume, GEOMETRY)
+    (tmp_path / "pred" / "config.json").write_text(json.dumps(config_to_dict(load_config(model))))
+    assert evaluate_status(tmp_path, "--set", "SEGMENTATION_FILE=other.mhd", "--set", "SPACING_RTOL=0.01") == 0
+    printed = capsys.readouterr()
+    assert f"model settings (label codes, file names) from {tmp_path / 'pred' / 'config.json'}" in printed.out
+    assert "note: --set SEGMENTATION_FILE='other.mhd' ignored" in printed.err
+    evaluation = json.loads((tmp_path / "pred" / "evaluation" / "config.json").read_text())
+    assert evaluation["SEGMENTATION_FILE"] == "labels.mhd" and evaluation["FLUIDS"] == {"IRF": 3, "SRF": 2, "PED": 1}
+    assert evaluation["SPACING_RTOL"] == 0.01  # a setting of this command: the command line's
+    per_case = pd.read_csv(tmp_path / "pred" / "evaluation" / "per_case.csv").set_index("fluid")
+    assert per_case.loc["IRF", "reference_volume_mm3"] == pytest.approx(2 * 0.25)
+    assert per_case.loc["PED", "reference_volume_mm3"] == pytest.approx(0.25)
+    # without config.json (labels of another program) config.py's settings read the same volumes, said so
+    (tmp_path / "pred" / "config.json").unlink()
+    write_volume(tmp_path / "pred" / "TRAIN050" / "segmentation.mhd", volume, GEOMETRY)
+    assert evaluate_status(tmp_path) == 0
+    assert "model settings (label codes, file names) from config.py (no " in capsys.readouterr().out
+    per_case = pd.read_csv(tmp_path / "pred" / "evaluation" / "per_case.csv").set_index("fluid")
+    assert per_case.loc["IRF", "reference_volume_mm3"] == pytest.approx(0.25)  # code 1: IRF in config.py
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"FLUIDS": {"IRF": 1, "SRF": 1, "PED": 3}}'])
+def test_a_damaged_prediction_config_is_one_line_naming_it(layout, capsys, content):
+    (layout / "pred" / "config.json").write_text(content)
+    assert evaluate_status(layout) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {layout / 'pred' / 'config.json'}: ")
+    assert not (layout / "pred" / "evaluation").exists()

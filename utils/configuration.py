@@ -414,6 +414,42 @@ def config_from_dict(saved: dict[str, Any]) -> types.SimpleNamespace:
     return types.SimpleNamespace(**settings)
 
 
+def trained_config(saved: dict[str, Any], local_cfg: types.SimpleNamespace, local_names: Sequence[str],
+                   set_names: Sequence[str] = (), source: str = "the checkpoint",
+                   also_settable: Sequence[str] = ()) -> tuple[types.SimpleNamespace, list[str]]:
+    """The one rule for where a setting comes from once a model is trained: the model's settings from what it was
+    saved with (a checkpoint's config, or the ``config.json`` predict.py wrote beside its outputs), and only the
+    ``local_names`` settings (about this machine, this command's inputs and how it runs) from config.py and
+    ``--set`` (``local_cfg``).
+
+    Args:
+        saved: the saved settings (:func:`save_config`'s JSON, or a checkpoint's ``config``); settings newer than
+            it get :func:`config_from_dict`'s values.
+        local_cfg: config.py with this command's ``--set`` overrides.
+        local_names: the settings taken from ``local_cfg``.
+        set_names: the names this command's ``--set`` gave (:func:`set_names`).
+        source: what ``saved`` is, for the notes.
+        also_settable: names ``--set`` may give without a note although they are not local (handled by the
+            caller, e.g. a setting a checkpoint may lack).
+
+    Returns:
+        ``(cfg, notes)``: one note per ``--set`` of a model setting whose value differs from the saved one (it is
+        ignored: the model's outputs are read and scored with the settings it was made with).
+    """
+    settings = vars(config_from_dict(saved))
+    notes = [f"--set {name}={getattr(local_cfg, name)!r} ignored: the model's own setting is used "
+             f"({name}={settings[name]!r} in {source}); only {', '.join(local_names)} can be set"
+             for name in dict.fromkeys(set_names)
+             if name not in (*local_names, *also_settable) and getattr(local_cfg, name) != settings.get(name)]
+    settings.update({name: getattr(local_cfg, name) for name in local_names})
+    return load_config([], base=settings), notes
+
+
+def set_names(args: argparse.Namespace) -> list[str]:
+    """The setting names the command line's own ``--set`` items give (a ``--preset``'s items left out)."""
+    return [item.partition("=")[0].strip() for item in args.overrides if item not in args.preset_overrides]
+
+
 class _PresetAction(argparse.Action):
     """``--preset NAME``: puts ``config.PRESETS[NAME]`` before the ``--set`` overrides (given before or after it),
     so that the command line's own ``--set`` win; the preset's items are kept in ``preset_overrides`` too."""

@@ -10,6 +10,23 @@ from utils.io.parallel import CASE_ERRORS
 from utils.io.vendor_files import VENDOR_SUFFIXES, is_vendor_file, vendor_file_vendor
 
 
+def file_case(path: Path, vendors) -> Case:
+    """The case of one file, as the command line names it: a vendor file named by its stem, its vendor from the
+    file; an ``.mhd`` named by its folder, its vendor from the folders or the header
+    (:func:`utils.io.cases.detect_vendor`).
+
+    Raises:
+        VolumeError, ValueError, OSError: neither an ``.mhd`` nor a vendor file, or a vendor that cannot be told or
+            that ``vendors`` leaves out; the message names the file.
+    """
+    if is_vendor_file(path):
+        return Case(path.stem, vendor_file_vendor(path, vendors), path, None)
+    if path.suffix.lower() != ".mhd":
+        raise ValueError(f"{path}: not a MetaImage header (.mhd) nor a vendor file ({' '.join(VENDOR_SUFFIXES)}); "
+                         f"give oct.mhd files, vendor files or folders")
+    return Case(path.resolve().parent.name, detect_vendor(path, vendors), path, None)
+
+
 def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
     """The cases named by the command line: ``.mhd`` files, vendor files (named by their stem), and every
     ``oct.mhd`` below folders.
@@ -28,18 +45,9 @@ def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
             errors += problems
             if not found and not problems:
                 errors.append(f"{path}: no {OCT_FILE} nor vendor file below this folder")
-        elif path.is_file() and is_vendor_file(path):
-            try:
-                cases.append(Case(path.stem, vendor_file_vendor(path, vendors), path, None))
-            except CASE_ERRORS as error:
-                errors.append(str(error))
         elif path.is_file():
-            if path.suffix.lower() != ".mhd":
-                errors.append(f"{path}: not a MetaImage header (.mhd) nor a vendor file "
-                              f"({' '.join(VENDOR_SUFFIXES)}); give oct.mhd files, vendor files or folders")
-                continue
             try:
-                cases.append(Case(path.resolve().parent.name, detect_vendor(path, vendors), path, None))
+                cases.append(file_case(path, vendors))
             except CASE_ERRORS as error:
                 errors.append(str(error))
         else:

@@ -1,14 +1,18 @@
-"""Segmenting cases: one case read and preprocessed (:func:`load_case`), segmented and written
-(:func:`predict_case`), and a rank's share of the cases with the next one read ahead (:func:`segment_cases`);
-under torchrun, the ranks' totals (:func:`gather_counts`)."""
+"""Segmenting cases: one case read and preprocessed (:func:`load_case`; a volume read elsewhere:
+:func:`prepare_volume`), segmented (:func:`segment_volume`) and written (:func:`predict_case`), and a rank's share
+of the cases with the next one read ahead (:func:`segment_cases`); under torchrun, the ranks' totals
+(:func:`gather_counts`). predict.py and :class:`utils.predict.predictor.Predictor` segment through the same
+functions, so their labels agree."""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,22 +25,11 @@ from utils.io.mhd_io import Geometry, read_volume
 from utils.io.parallel import CASE_ERRORS
 from utils.io.tables import presence_column, volume_column
 from utils.io.vendor_files import read_oct_volume
-from utils.model.checkpoints import model_from_checkpoint
-from utils.model.networks import fold_batch_norms
 from utils.model.runtime import Runtime
 from utils.predict import band, etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
 from utils.predict.outputs import OVERLAY_FOLDER, Outputs, segmentation_path, write_overlays, write_volumes
 from utils.prepare.preprocessing import histogram_reference, preprocess_volume
-
-
-def inference_model(checkpoint: dict, runtime: Runtime) -> torch.nn.Module:
-    """The checkpoint's network in eval mode on ``runtime.device`` (channels-last when ``runtime`` says so), its
-    batch norms folded into the convs before them where they directly follow one."""
-    model = fold_batch_norms(model_from_checkpoint(checkpoint)).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def model_histogram_reference(checkpoint: dict, local_cfg, set_names: list[str] = (),
@@ -97,6 +90,38 @@ class LoadedCase:
     rois: np.ndarray | None = None
 
 
+def check_reference(vendor: str, reference_counts: np.ndarray | None, cfg, source: str | Path) -> None:
+    """Raises ValueError naming ``source`` when ``vendor``'s volumes are histogram matched
+    (``HISTOGRAM_MATCH_VENDORS``) and there is no reference to match them to."""
+    if vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
+        raise ValueError(f"{source}: {vendor} volumes are histogram matched, but the checkpoint holds "
+                         f"no histogram reference; give one with --set HISTOGRAM_REFERENCE=FILE (a Spectralis "
+                         f"oct.mhd, ideally one of the model's training scans)")
+
+
+def prepare_volume(volume: np.ndarray, geometry: Geometry, vendor: str, cfg, reference_counts: np.ndarray | None,
+                   source: str = "volume", laterality: str = "", with_rois: bool = True) -> LoadedCase:
+    """A volume read elsewhere made ready for the network, as :func:`load_case` makes a case's.
+
+    Args:
+        volume: ``(z, y, x)`` raw OCT, uint8 (Cirrus, Topcon) or uint16 (Spectralis).
+        geometry: its geometry (spacing ``(x, y, z)`` mm).
+        vendor: one of ``cfg.VENDORS``: which preprocessing it gets.
+        cfg: the effective config (:func:`utils.predict.settings.inference_config`).
+        reference_counts: ``(256,)`` histogram reference, needed for ``HISTOGRAM_MATCH_VENDORS``.
+        source: names the volume in error messages.
+        laterality: ``"R"``, ``"L"`` or ``""`` (unknown).
+        with_rois: compute the B-scans' ROIs where ``PREDICT_REGION`` needs them.
+
+    Raises:
+        ValueError: a dtype other than uint8/uint16, or a histogram-matched vendor without a reference; the message
+            names ``source``.
+    """
+    check_reference(vendor, reference_counts, cfg, source)
+    prepared = preprocess_volume(volume, vendor, reference_counts, cfg, source)
+    return LoadedCase(geometry, prepared, laterality, band.volume_rois(prepared, cfg) if with_rois else None)
+
+
 def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: bool = True) -> LoadedCase:
     """Reads and preprocesses one case and computes its B-scans' ROIs where the test-time region needs them: all
     the work before the network, so that :func:`segment_cases` can do it for the next case in the background.
@@ -105,13 +130,36 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: b
     Raises:
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
     """
-    if case.vendor in cfg.HISTOGRAM_MATCH_VENDORS and reference_counts is None:
-        raise ValueError(f"{case.oct_path}: {case.vendor} volumes are histogram matched, but the checkpoint holds "
-                         f"no histogram reference; give one with --set HISTOGRAM_REFERENCE=FILE (a Spectralis "
-                         f"oct.mhd, ideally one of the model's training scans)")
+    check_reference(case.vendor, reference_counts, cfg, case.oct_path)  # before reading a volume in vain
     volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
-    prepared = preprocess_volume(volume, case.vendor, reference_counts, cfg, str(case.oct_path))
-    return LoadedCase(geometry, prepared, laterality, band.volume_rois(prepared, cfg) if with_rois else None)
+    return prepare_volume(volume, geometry, case.vendor, cfg, reference_counts, str(case.oct_path), laterality,
+                          with_rois)
+
+
+def segment_volume(model: torch.nn.Module, loaded: LoadedCase, cfg, runtime: Runtime, keep_probabilities: bool = False,
+                   on_batch: Callable[[int], Any] | None = None) -> inference.VolumePrediction:
+    """The labels of a loaded volume as predict.py writes them: :func:`utils.predict.inference.predict_volume` in
+    batches of ``INFERENCE_BATCH_SIZE``, then ``PRESENCE_GATE`` and ``MIN_COMPONENT_MM3``
+    (:mod:`utils.predict.postprocess`).
+
+    Args:
+        model: the network (or ensemble) in eval mode on ``runtime.device``.
+        loaded: the volume from :func:`load_case` or :func:`prepare_volume`.
+        cfg: the effective config.
+        runtime: device, autocast and memory layout.
+        keep_probabilities: also keep each fluid's uint8-scaled probability volume.
+        on_batch: called with the number of B-scans after each batch (a progress bar's ``update``).
+
+    Returns:
+        The :class:`utils.predict.inference.VolumePrediction` with its labels post-processed: ``(z, y, x)`` uint8
+        codes 0..C-1; presence scores and probabilities as the network gave them (before the post-processing).
+    """
+    result = inference.predict_volume(model, loaded.prepared, loaded.geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
+                                      on_batch=on_batch, keep_probabilities=keep_probabilities, rois=loaded.rois)
+    labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
+    labels = postprocess.remove_small_components(labels, cfg.FLUIDS, loaded.geometry.voxel_volume_mm3,
+                                                 cfg.MIN_COMPONENT_MM3)
+    return dataclasses.replace(result, labels=labels)
 
 
 def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, loaded: LoadedCase,
@@ -129,12 +177,8 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, load
     geometry, prepared = loaded.geometry, loaded.prepared
     remove_marker(case_dir)  # an old marker must not vouch for half-replaced outputs
     with tqdm(total=prepared.shape[0], desc=case.name, unit="B-scan", leave=False) as bar:
-        result = inference.predict_volume(model, prepared, geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
-                                          on_batch=bar.update, keep_probabilities=outputs.probabilities,
-                                          rois=loaded.rois)
-    labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
-    labels = postprocess.remove_small_components(labels, cfg.FLUIDS, geometry.voxel_volume_mm3,
-                                                 cfg.MIN_COMPONENT_MM3)
+        result = segment_volume(model, loaded, cfg, runtime, outputs.probabilities, bar.update)
+    labels = result.labels
     write_volumes(case_dir, cfg, outputs, labels, result.probabilities, geometry)
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import types
 
-from utils.configuration import config_from_dict, load_config
+from utils.configuration import trained_config
 from utils.predict import tiling
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
@@ -23,7 +23,8 @@ LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MI
 
 def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> tuple[types.SimpleNamespace,
                                                                                         list[str]]:
-    """The effective config: the checkpoint's settings, with ``LOCAL_SETTINGS`` from ``local_cfg`` on top.
+    """The effective config: the checkpoint's settings, with ``LOCAL_SETTINGS`` from ``local_cfg`` on top
+    (:func:`utils.configuration.trained_config`).
 
     Args:
         checkpoint: a loaded checkpoint (its ``config``).
@@ -34,13 +35,8 @@ def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> 
         ``(cfg, notes)``: one note per overridden setting that is not local and differs from the checkpoint's
         (ignored: the model is used with the settings it was trained with).
     """
-    settings = vars(config_from_dict(checkpoint.get("config") or {}))
-    notes = [f"--set {name}={getattr(local_cfg, name)!r} ignored: predict.py uses the model's own settings "
-             f"({name}={settings[name]!r} in the checkpoint); only {', '.join(LOCAL_SETTINGS)} can be set"
-             for name in dict.fromkeys(set_names)
-             if name not in LOCAL_SETTINGS + SUPPLIED_SETTINGS and getattr(local_cfg, name) != settings.get(name)]
-    settings.update({name: getattr(local_cfg, name) for name in LOCAL_SETTINGS})
-    return load_config([], base=settings), notes
+    return trained_config(checkpoint.get("config") or {}, local_cfg, LOCAL_SETTINGS, set_names,
+                          also_settable=SUPPLIED_SETTINGS)
 
 
 def check_inference_settings(cfg, multiple: int) -> None:
