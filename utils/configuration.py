@@ -87,8 +87,10 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
 
 # Settings whose type check passes but whose value cannot work, or silently does nothing, checked before any work
 # (check_settings). Only the settings a config holds are checked (a checkpoint's config may predate some).
-# Settings that name one of a few choices (a wrong name gets the nearest suggested).
-_CHOICES: dict[str, tuple[str, ...]] = {
+# Settings that name one of a few choices (a wrong name gets the nearest suggested): the one registry of their
+# names, checked here once (load_config). A module that implements a choice maps each of these names to its
+# implementation (e.g. utils/model/networks.py for MODEL) and does not check the name again; a test ties the two.
+CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
     "PATCH_CENTRES": ("rmit", "stratified"), "LR_SCHEDULE": ("constant", "poly"),
     "STRATIFY_BY": ("vendor", "fluid", "none"), "AUGMENT": ("rmit", "replace"),
@@ -299,7 +301,7 @@ def check_settings(cfg: types.SimpleNamespace) -> None:
         ConfigError: the first bad setting, with what it holds and what is expected, e.g.
             ``BATCH_SIZE=0: expected an integer >= 1; set it in config.py or with --set BATCH_SIZE=...``.
     """
-    for name, options in _CHOICES.items():
+    for name, options in CHOICES.items():
         value = getattr(cfg, name, options[0])
         if value not in options:
             nearest = difflib.get_close_matches(str(value), options, n=1)
