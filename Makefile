@@ -1,6 +1,6 @@
 # make test : create/refresh .venv from requirements.txt, then run the test suite
 # make demo : the whole pipeline on DATA_ROOT (the synthetic set when it holds no volumes)
-# make bench: the benchmark scripts of bench/ (tables as in the README)
+# make bench: the benchmark scripts of bench/ (tables as in docs/benchmarks.md)
 # make quality: bench/quality.py, the pipeline on the synthetic and the real development set (about 2 h on 2 cores)
 PYTHON ?= python3
 VENV := .venv

@@ -23,7 +23,7 @@ SLICE_INDEX_CSV = "slice_index.csv"  # WORK_DIR/<this>: one row per B-scan of ev
 SPLIT_CSV = "split.csv"  # WORK_DIR/<this>: one row per case with its split (train / val / test)
 SPLIT_SLICES_CSV = "slices_{split}.csv"  # WORK_DIR/<this>: the slice index rows of one split
 RUNS_SUBDIR = "runs"  # WORK_DIR/<this>/<run name>/: training runs
-BEST_CHECKPOINT = "best.pt"  # run folder: the checkpoint of the best validation epoch (predict.py's default)
+BEST_CHECKPOINT = "best.pt"  # run folder: the best epoch by BEST_BY, the last without val cases (predict.py's default)
 LAST_CHECKPOINT = "last.pt"  # run folder: the checkpoint of the last epoch (train.py --resume)
 CONFIG_JSON = "config.json"  # beside every script's outputs: the effective settings
 PREDICTIONS_SUBDIR = "predictions"  # WORK_DIR/<this>/<run name>/: predict.py's default output folder
@@ -53,7 +53,8 @@ VENDORS = ("Cirrus", "Spectralis", "Topcon")
 # Preprocessing (prepare_data.py preprocess)
 # --------------------------------------------------------------------------------------------------------------
 # Spectralis oct.mhd (relative to DATA_ROOT, or absolute) whose histogram Cirrus and Topcon volumes are matched
-# to. Empty: the first Spectralis case found (sorted by path); the one used is recorded in config.json.
+# to. Empty: the first Spectralis oct.mhd case by path (without any, the first Cirrus or Topcon one); the one used is
+# recorded in WORK_DIR/prepare_config.json and, with its histogram, in HISTOGRAM_REFERENCE_JSON and every checkpoint.
 HISTOGRAM_REFERENCE = ""
 HISTOGRAM_MATCH_VENDORS = ("Cirrus", "Topcon")
 HISTOGRAM_ROUNDING = "truncate"  # matched intensities cut to integers ("truncate", the original) or "round"
@@ -81,9 +82,9 @@ SPLIT_ALLOW_UNLISTED = False
 # --------------------------------------------------------------------------------------------------------------
 # ROI masks (prepare_data.py roi): entropy threshold + closing + column fill
 # --------------------------------------------------------------------------------------------------------------
-ENTROPY_DISK_RADIUS = 15
-ENTROPY_THRESHOLD = 1e-2  # on entropy / max(entropy) of the B-scan
-CLOSING_DISK_RADIUS = 55
+ENTROPY_DISK_RADIUS = 15  # pixels: the local-entropy disk (the original's disk(15))
+ENTROPY_THRESHOLD = 1e-2  # ROI where entropy / max(entropy) of the B-scan exceeds this (the original's 1e-2)
+CLOSING_DISK_RADIUS = 55  # pixels: the binary closing's disk (the original's disk(55))
 
 # --------------------------------------------------------------------------------------------------------------
 # Patches (train.py)
@@ -117,22 +118,21 @@ PATCH_BORDER = 42  # pixels ignored on each side of a patch when flagging its fl
 # output as large as the input); random initialisation, nothing is downloaded at run time.
 MODEL = "rmit_unet"
 RELU_BEFORE_SOFTMAX = True  # rmit_unet: the original's ReLU on the logits before the softmax
-# rmit_unet's batch norms: PyTorch momentum of their running statistics. 0.01 is the original's Keras 0.99; with a
-# short CPU budget (a few hundred steps) the statistics lag and the eval-mode network outputs nearly constant
-# scores (seen on the real set); 0.1 (PyTorch's default) is the measured fix (bench/quality.py rmit_bn).
+# rmit_unet's batch norms: PyTorch momentum of their running statistics, in (0, 1]; 0.01 is the original's Keras
+# momentum 0.99 (PyTorch's default is 0.1). For short CPU budgets see BN_REESTIMATE_BATCHES.
 BN_MOMENTUM = 0.01
 L2_WEIGHT = 1e-4  # rmit_unet: L2 penalty on conv kernels added to the loss (Keras kernel_regularizer l2(1e-4))
-ENCODER = "resnet18"  # smp_unet's encoder (measured choice: see README, bench/bench_train.py)
+ENCODER = "resnet18"  # smp_unet only: an encoder name segmentation_models_pytorch knows (rmit_unet has none)
 EPOCHS = 100  # the original's 100
 BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training stream (the original); N: N batches
 TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop training (mid-epoch; it is then validated and saved) after this many minutes
-BATCH_SIZE = 16
+BATCH_SIZE = 16  # patches per training batch (the original: 16)
 LEARNING_RATE = 2e-4  # Adam, as the method
 # "adam": Adam with ADAM_BETAS (the method); beyond it, "sgd": SGD with Nesterov momentum SGD_MOMENTUM and weight
 # decay WEIGHT_DECAY, nnU-Net's (0.99, 3e-5; with LEARNING_RATE=1e-2 and LR_SCHEDULE=poly as nnU-Net trains)
 OPTIMIZER = "adam"
 ADAM_BETAS = (0.5, 0.999)  # beta1 = 0.5, as the method
-SGD_MOMENTUM = 0.99
+SGD_MOMENTUM = 0.99  # "sgd" only: Nesterov momentum
 WEIGHT_DECAY = 3e-5  # "sgd" only
 # Beyond the method (0 = off): validate and save an exponential moving average of the weights (and batch-norm
 # statistics), updated after every step with this decay (e.g. 0.999); training itself goes on with the raw weights
@@ -150,12 +150,12 @@ DICE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
 BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_mean_fluid" (validation patches)
 # Adversarial training, the original's schedule (train_adversarial.py): from a finished segmentation run,
 # `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7
-# --set EMPTY_PATCH_DROP_PROB=0.9 --set STRATIFY_BY=none` (no vendor stratification there). The critic sees softmax probabilities, not arg-max
-# one-hots: the original's arg-max passes no gradient to the segmenter.
+# --set EMPTY_PATCH_DROP_PROB=0.9 --set STRATIFY_BY=none` (no vendor stratification there). The critic sees softmax
+# probabilities, as in the authors' script (a Python 3 port's arg-max one-hots pass no gradient to the segmenter).
 ADVERSARIAL = False
 DISCRIMINATOR = "rmit"  # "rmit": the authors' discriminator; "strided": a small strided-conv critic
 ADVERSARIAL_WEIGHT = 1.0  # lambda: segmenter loss += lambda x adversarial loss (the original: 1:1)
-DISCRIMINATOR_LEARNING_RATE = 2e-4
+DISCRIMINATOR_LEARNING_RATE = 2e-4  # its Adam rate (the port's; the authors' own script used SGD at 0.01)
 DISCRIMINATOR_L2_WEIGHT = 1e-4  # L2 on the discriminator's conv and dense kernels (the original's l2(1e-4)); 0 = none
 # "discriminator_first" (the original): each step the discriminator trains first on one concatenated batch of the
 # real (reference) and fake (softmax) pairs, then the segmenter against it; "separate": the segmenter first, then
@@ -178,9 +178,9 @@ STRATIFY_BY = "vendor"
 # [0, ROTATE_MAX_DEGREES], nearest neighbour) added with ROTATE_PROB (the original). "replace": each B-scan flipped
 # with FLIP_PROB and rotated by an angle from [-ROTATE_MAX_DEGREES, ROTATE_MAX_DEGREES] with ROTATE_PROB, in place.
 AUGMENT = "rmit"
-FLIP_PROB = 0.5
-ROTATE_PROB = 0.5
-ROTATE_MAX_DEGREES = 10.0
+FLIP_PROB = 0.5  # probability in [0, 1] (the original: 0.5)
+ROTATE_PROB = 0.5  # probability in [0, 1] (the original: 0.5)
+ROTATE_MAX_DEGREES = 10.0  # degrees (the original: 10)
 # Beyond the method (off by default): intensity augmentation of training B-scans, each part with p = 0.5: gamma
 # up to INTENSITY_GAMMA either way, contrast 1 +- INTENSITY_CONTRAST, speckle-like Gamma noise of SPECKLE_LOOKS looks.
 INTENSITY_AUGMENT = False
@@ -194,22 +194,22 @@ SPECKLE_LOOKS = 8.0
 BLANK_COLUMNS_IGNORED = False
 # Beyond the method (0 = off): before each epoch's validation and save, re-estimate the batch norms' running
 # statistics over this many training batches (their own stream) with the current weights (torch.optim.swa_utils.
-# update_bn); training is untouched. With BN_MOMENTUM 0.01 the statistics lag the weights for thousands of steps,
-# so a short run of the authors' network scores nothing in eval mode without it (docs/quality.md).
+# update_bn); training is untouched. With BN_MOMENTUM 0.01 the statistics trail the weights by about 100 steps, so
+# a run of a few hundred steps of the authors' network needs it to segment in eval mode (docs/quality.md).
 BN_REESTIMATE_BATCHES = 0
 VAL_BSCANS = 0  # validation B-scans: 0 = all (the original); N = a fixed choice of N, half with fluid where possible
 VAL_FRESH_PATCHES = True  # each epoch samples new validation patches (the original); False: the same every epoch
 VAL_LOSS_WITH_L2 = True  # the validation loss includes the L2 penalty (the original's Keras test loss; rmit_unet)
-SEED = 0
+SEED = 0  # train.py's random generators: initial weights, patch sampling, augmentation, validation choice
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
-MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU
+MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU (the original: fp32)
 CHANNELS_LAST = True  # NHWC memory layout for the network
 # Processes running the patch pipeline beside the model; 0 = in the training process; -1 = auto: 0 on CPU (on 2
 # cores the pipeline outruns the model step, and a worker process only takes a core from it: bench/bench_train.py),
 # on GPU up to 8 per process, as the cores allow (there the model step outruns one pipeline).
 LOADER_WORKERS = -1
 DEMO_EPOCHS = 6  # `make demo` trains at most this many epochs ...
-DEMO_TRAIN_MINUTES = 3.0  # ... and stops after this much training time (about 40 steps of rmit_unet here) ...
+DEMO_TRAIN_MINUTES = 3.0  # ... and stops after this much training time (about 40 rmit_unet steps on 2 CPU cores) ...
 # ... with these --set overrides on top: the batch-norm statistics re-estimated over 20 batches before the save
 # (with the original's momentum alone, about 40 steps leave them near their start and the model marks no fluid),
 # and validation on 48 fixed B-scans rather than all of the synthetic set's (minutes per epoch on a CPU). The
@@ -230,7 +230,7 @@ PREDICT_REGION = "band"
 # what the output covers is labelled, the band's first and last 46 rows and every B-scan's first and last 46 columns
 # stay background. "padded": the input is zero-padded by 46 on every side, so every pixel is labelled.
 UNPADDED_BORDER = "background"
-# Beyond the method (off by default; measured in bench/quality.py, see the README):
+# Beyond the method (off by default; measured in bench/quality.py, docs/quality.md):
 TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
@@ -263,7 +263,7 @@ SPACING_RTOL = 1e-4  # relative tolerance when a prediction's voxel spacing is c
 # Presets: `--preset NAME` (every script) applies these overrides before the command line's --set, which win
 # --------------------------------------------------------------------------------------------------------------
 # "improved": beyond the method, the configuration with the best pooled fluid Dice measured on real scans
-# (bench/quality.py config smp_unet_cedice_all_poly, 2 seeds; README, Quality): smp's U-Net with plain
+# (bench/quality.py config smp_unet_cedice_all_poly, 2 seeds; docs/quality.md): smp's U-Net with plain
 # cross-entropy + Dice, the earlier pipeline's sampling and 50-batch epochs, nnU-Net's polynomial learning-rate
 # decay over the budget, whole B-scans at inference. It was measured trained on every labelled case, without
 # validation cases (then best.pt is the last epoch, where the decayed rate has settled the weights): prepare with

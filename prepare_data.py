@@ -18,6 +18,9 @@ option or ``--set``, a setting that cannot work, a work dir inside the data root
 A run holds the work dir for its whole duration (a lock on ``WORK_DIR/.prepare_data.lock``, released by the system
 however the run ends): a second run on the same work dir is refused at once, in one line naming the run that holds
 it, with exit status 2.
+
+From Python, ``utils.prepare.preparer.Preparer(histogram_reference).prepare(path_or_array)`` prepares one volume with
+the same settings and functions (preprocessed volume, label codes, ROI masks, slice-index rows), writing nothing.
 """
 
 from __future__ import annotations

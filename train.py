@@ -189,13 +189,18 @@ def initial_weights(path: Path, cfg) -> dict:
     return checkpoint["model_state"]
 
 
+# OPTIMIZER -> the segmenter's optimiser, from its parameters and the config; the names are utils/configuration.py's
+# CHOICES["OPTIMIZER"], checked there
+OPTIMIZERS = {
+    "adam": lambda parameters, cfg: torch.optim.Adam(parameters, lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS)),
+    "sgd": lambda parameters, cfg: torch.optim.SGD(parameters, lr=cfg.LEARNING_RATE, momentum=cfg.SGD_MOMENTUM,
+                                                   nesterov=True, weight_decay=cfg.WEIGHT_DECAY),
+}
+
+
 def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """The segmenter's optimiser, as ``OPTIMIZER`` names it ("adam" or "sgd": checked with the other choices in
-    utils/configuration.py)."""
-    if cfg.OPTIMIZER == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.LEARNING_RATE, momentum=cfg.SGD_MOMENTUM, nesterov=True,
-                               weight_decay=cfg.WEIGHT_DECAY)
-    return torch.optim.Adam(model.parameters(), lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS))
+    """The segmenter's optimiser, as ``OPTIMIZER`` names it (:data:`OPTIMIZERS`)."""
+    return OPTIMIZERS[cfg.OPTIMIZER](model.parameters(), cfg)
 
 
 def check_training_settings(cfg, checkpoint: dict | None) -> None:
@@ -228,7 +233,7 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
         adversary = Adversary(discriminator, torch.optim.Adam(discriminator.parameters(),
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT,
-                              cfg.DISCRIMINATOR_L2_WEIGHT, cfg.ADVERSARIAL_STEP == "discriminator_first")
+                              cfg.DISCRIMINATOR_L2_WEIGHT, cfg.ADVERSARIAL_STEP)
     state = TrainingState(model_args, model, optimizer, adversary)
     if init_state is not None:
         model.load_state_dict(init_state)

@@ -65,6 +65,7 @@ from utils.model.networks import MODELS, build_unet, output_margin, unet_argumen
 from utils.predict.markers import run_identity  # noqa: E402
 from utils.predict.outputs import Outputs  # noqa: E402
 from utils.predict.predictor import inference_model  # noqa: E402
+from utils.predict.settings import InferenceSettings  # noqa: E402
 from utils.predict.segment import (load_case, predict_case, prepare_volume, segment_cases,  # noqa: E402
                                    segment_volume)
 from utils.prepare.preprocessing import intensity_histogram, to_uint8_intensity  # noqa: E402
@@ -133,8 +134,8 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, folde
     times["preprocess"] = time.perf_counter() - start
     # warm-up at this input size (oneDNN / cuDNN choose their kernels on the first call of a shape)
     batch_size = cfg.INFERENCE_BATCH_SIZE
-    inference.predict_volume(model, loaded.prepared[:min(batch_size, len(loaded.prepared))], geometry, cfg, runtime,
-                             batch_size)
+    inference.predict_volume(model, loaded.prepared[:min(batch_size, len(loaded.prepared))], geometry,
+                             InferenceSettings.from_config(cfg), runtime, batch_size)
     model.reset()
     synchronize(runtime.device)
     start = time.perf_counter()
@@ -178,7 +179,8 @@ def warm_up(model: CountingModel, cases: list[Case], cfg, runtime: Runtime, refe
         loaded = load_case(case, cfg, reference_counts)
         n_bscans = len(loaded.prepared)
         for batch_bscans in {min(batch_size, n_bscans), n_bscans % batch_size} - {0}:
-            inference.predict_volume(model, loaded.prepared[:batch_bscans], loaded.geometry, cfg, runtime, batch_size)
+            inference.predict_volume(model, loaded.prepared[:batch_bscans], loaded.geometry,
+                                     InferenceSettings.from_config(cfg), runtime, batch_size)
     model.reset()
 
 
@@ -268,12 +270,13 @@ def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batc
     B-scans of the region's shape (after one warm-up call); returns the table row."""
     height, width = region_shape(region, cfg)
     images = rng.integers(0, 256, (batch_size, height, width, 3), dtype=np.uint8)
-    inference.network_probabilities(model, images, cfg, runtime)  # warm-up: oneDNN / cuDNN pick their kernels
+    settings = InferenceSettings.from_config(cfg)
+    inference.network_probabilities(model, images, settings, runtime)  # warm-up: oneDNN / cuDNN pick their kernels
     model.reset()
     synchronize(runtime.device)
     start = time.perf_counter()
     for _ in range(n_batches):
-        inference.network_probabilities(model, images, cfg, runtime)
+        inference.network_probabilities(model, images, settings, runtime)
     synchronize(runtime.device)
     seconds = time.perf_counter() - start
     n_bscans = n_batches * batch_size

@@ -3,7 +3,9 @@
     python bench/bench_prepare.py [--vendors Cirrus,Spectralis] [--baseline-bscans 2]
 
 Generates one full-size synthetic case per vendor (Cirrus 128x1024x512 uint8, Spectralis 49x496x512 uint16) in a
-temporary folder, times every stage in this process, then the whole ``prepare_data.py`` run of that one case
+temporary folder, times every stage in this process (the preprocessing steps as ``preprocess_volume`` applies them,
+:func:`utils.prepare.preprocessing.preprocessing_steps`; the parts of the ROI), the whole volume through the Python
+API (:class:`utils.prepare.preparer.Preparer`, in memory), then the whole ``prepare_data.py`` run of that one case
 (one worker: a case is never split across processes), and the straightforward scikit-image ROI
 (rank entropy + binary_closing) on a few B-scans for comparison. Prints a Markdown table of the stages, then per
 vendor the straightforward ROI's time per volume over the whole run's time per volume, both from that table
@@ -27,15 +29,16 @@ import prepare_data  # noqa: E402
 from utils.configuration import load_config  # noqa: E402
 from utils.io.files import atomic_write_png  # noqa: E402
 from utils.io.mhd_io import read_volume  # noqa: E402
-from utils.prepare.preprocessing import (histogram_reference, match_histogram, median_across_bscans,  # noqa: E402
-                                 median_inplane, to_uint8_intensity)
+from utils.prepare.preparer import Preparer  # noqa: E402
+from utils.prepare.preprocessing import histogram_reference, preprocessing_steps  # noqa: E402
 from utils.prepare.roi import (ENTROPY_LEVELS, binary_closing_disk, fill_columns, local_entropy,  # noqa: E402
-                       roi_mask_reference)
+                               roi_mask_reference)
 from utils.synthetic import case_spec, generate_volume  # noqa: E402
 from utils.io.mhd_io import write_volume  # noqa: E402
 
 BASELINE_STAGE = "straightforward scikit-image ROI (for comparison)"
 WHOLE_RUN_STAGE = "whole prepare_data.py run (1 worker)"
+API_STAGE = "Preparer.prepare: read, preprocess, ROI (in memory)"
 
 
 class Stopwatch:
@@ -58,12 +61,8 @@ def bench_vendor(vendor: str, folder: Path, reference: dict, cfg, baseline_bscan
     n = volume_raw.shape[0]
     watch = Stopwatch()
     volume, _ = watch.time("read oct.mhd", n, read_volume, case / "oct.mhd")
-    volume = watch.time("intensity to 0..255", n, to_uint8_intensity, volume)
-    if vendor in cfg.HISTOGRAM_MATCH_VENDORS:
-        volume = watch.time("histogram matching", n, match_histogram, volume, np.asarray(reference["counts"]))
-    if vendor in cfg.MEDIAN_VENDORS:
-        volume = watch.time("median across B-scans", n, median_across_bscans, volume, cfg.MEDIAN_SLICES)
-        volume = watch.time("median in-plane 3x3", n, median_inplane, volume, cfg.MEDIAN_INPLANE)
+    for stage, step in preprocessing_steps(vendor, np.asarray(reference["counts"]), cfg):
+        volume = watch.time(stage, n, step, volume)
     out = folder / "pngs" / vendor
     watch.time("write image + mask PNGs", n, lambda: [
         (atomic_write_png(out / f"i{z}.png", volume[z]), atomic_write_png(out / f"m{z}.png", labels[z]))
@@ -80,6 +79,9 @@ def bench_vendor(vendor: str, folder: Path, reference: dict, cfg, baseline_bscan
         watch.time(BASELINE_STAGE, baseline_bscans, lambda: [
             roi_mask_reference(volume[z], labels[z], cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD,
                                cfg.CLOSING_DISK_RADIUS) for z in range(baseline_bscans)])
+    prepared = watch.time(API_STAGE, n, Preparer(reference).prepare, case / "oct.mhd")
+    if not np.array_equal(prepared.image, volume) or not np.array_equal(prepared.labels, labels):
+        raise SystemExit(f"the {vendor} volume prepared by Preparer differs from the one of the stages timed above")
     start = time.perf_counter()
     status = prepare_data.main(["--data-root", str(folder / "data" / vendor), "--work-dir",
                                 str(folder / "work" / vendor), "--workers", "1",

@@ -8,9 +8,12 @@ import difflib
 import functools
 import json
 import math
+import os
 import types
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 import config as default_config
 
@@ -18,9 +21,6 @@ from utils.errors import ConfigError  # noqa: F401  (re-exported: scripts import
 from utils.io.files import atomic_write_text
 from utils.io.tables import SPLITS
 from utils.io.vendor_files import KNOWN_VENDORS
-
-
-DEVICES = ("auto", "cpu", "cuda")  # the values of DEVICE
 
 
 def default_settings() -> dict[str, Any]:
@@ -98,8 +98,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "HISTOGRAM_ROUNDING": ("truncate", "round"), "DISCRIMINATOR": ("rmit", "strided"),
     "IMAGE_RESAMPLING": ("linear", "nearest"), "DEPTH_SCALE": ("height_table", "spacing"),
     "UNPADDED_BORDER": ("background", "padded"), "OPTIMIZER": ("adam", "sgd"),
-    "ADVERSARIAL_STEP": ("discriminator_first", "separate"),
+    "ADVERSARIAL_STEP": ("discriminator_first", "separate"), "DEVICE": ("auto", "cpu", "cuda"),
 }
+DEVICES = CHOICES["DEVICE"]
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
 _LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
 
@@ -178,7 +179,6 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "EMA_DECAY": (lambda value: 0 <= value < 1, "a number in [0, 1) (0: off)"),
     "DISCRIMINATOR_L2_WEIGHT": (lambda value: value >= 0, "a number >= 0"),
     "LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
-    "DEVICE": (lambda value: value in DEVICES, f"one of {', '.join(DEVICES)}"),
     "PRESENCE_GATE": (lambda value: 0 <= value <= 1, "a number in [0, 1]"),
     "BN_MOMENTUM": (lambda value: 0 < value <= 1, "a momentum in (0, 1]"),
     "MIN_COMPONENT_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
@@ -215,7 +215,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "SPLIT_SEED": _SEED,
     "SEED": _SEED,
     "SYNTHETIC_CASES_PER_VENDOR": _COUNT,
-    "ENTROPY_DISK_RADIUS": (lambda value: value >= 1, "a radius in pixels >= 1 (0: no entropy, no ROI)"),
+    "ENTROPY_DISK_RADIUS": (lambda value: value >= 1, "a radius in pixels >= 1"),
     "ENTROPY_THRESHOLD": (lambda value: 0 <= value < 1, "a share of the B-scan's largest entropy in [0, 1)"),
     "CLOSING_DISK_RADIUS": (lambda value: value >= 0, "a radius in pixels >= 0 (0: no closing)"),
     "PATCH_SHAPE": (_sizes, "a patch size (height, width) in pixels, e.g. (256, 128)"),
@@ -445,6 +445,20 @@ def trained_config(saved: dict[str, Any], local_cfg: types.SimpleNamespace, loca
              if name not in (*local_names, *also_settable) and getattr(local_cfg, name) != settings.get(name)]
     settings.update({name: getattr(local_cfg, name) for name in local_names})
     return load_config([], base=settings), notes
+
+
+def keyword_overrides(settings: dict[str, Any]) -> list[str]:
+    """Settings given by keyword from Python (``Predictor(path, DEVICE="cpu")``) as ``--set`` items
+    (``NAME=VALUE``, the value a Python literal: paths as strings, numpy scalars as Python numbers), for
+    :func:`load_config`."""
+    items = []
+    for name, value in settings.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        items.append(f"{name}={value!r}")
+    return items
 
 
 def set_names(args: argparse.Namespace) -> list[str]:

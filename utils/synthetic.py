@@ -8,14 +8,15 @@ anatomy has them:
 - SRF (``config.SRF``): a dark dome between the photoreceptors and the RPE, lifting the neuroretina;
 - PED (``config.PED``): the RPE raised into a dome over dark (serous) or medium (fibrovascular) content.
 
-Every fluid is a 3-D blob in mm spanning several adjacent B-scans, and its label covers exactly the voxels drawn
-dark. Reflectivity is then multiplied by speckle and log-compressed the way each vendor does it, so that the
-vendors' intensity distributions differ as in the real data (Cirrus: bright noisy background, Topcon: dark and low
-contrast, uint8; Spectralis: averaged, little speckle, high dynamic range over the whole uint16 range).
+Every fluid is a 3-D blob in mm that spans several adjacent B-scans at the vendors' own B-scan spacing, and its
+label covers exactly the voxels drawn as fluid. Reflectivity is then multiplied by speckle and log-compressed the
+way each vendor does it, so that the vendors' intensity distributions differ as in the real data (Cirrus: bright
+noisy background, Topcon: dark and low contrast, uint8; Spectralis: averaged, little speckle, high dynamic range
+over the whole uint16 range).
 
-All anatomy is drawn in mm (axial spacing included), so a retina is ~0.25-0.35 mm thick on every vendor and at any
-sampling; the same settings and seed give the same bytes. Arrays are ``(z, y, x)`` = (B-scan, depth, width);
-spacing and extents are SimpleITK ``(x, y, z)`` in mm.
+All anatomy is drawn in mm (axial spacing included), so away from the fovea a retina is ~0.25-0.35 mm thick on
+every vendor and at any sampling; the same settings and seed give the same bytes. Arrays are ``(z, y, x)`` =
+(B-scan, depth, width); spacing and extents are SimpleITK ``(x, y, z)`` in mm.
 
 Usage::
 
@@ -98,15 +99,13 @@ VENDOR_SPECS: dict[str, tuple[VolumeSpec, ...]] = {
 
 SMALL_SCALE = 0.25  # --small: B-scan height and width in pixels times this ...
 SMALL_N_BSCANS = 8  # ... and this many B-scans (same physical extent)
-MAX_BSCANS = 1024  # --bscans above this is refused (a full-size volume of 1024 B-scans already takes about 1 GB)
+MAX_BSCANS = 1024  # --bscans above this is refused (a Cirrus case of 1024 B-scans, OCT + reference, is about 1 GB)
 
 _FLUID_NAMES = {code: name for name, code in config.FLUIDS.items()}
 _IRF_NAME, _SRF_NAME, _PED_NAME = _FLUID_NAMES[config.IRF], _FLUID_NAMES[config.SRF], _FLUID_NAMES[config.PED]
-# The fluids of the i-th case of each vendor (cycled): any 3 consecutive cases of a vendor hold every fluid type
-# and one case without fluid; most cases hold one or two types.
-# Like the real set, most volumes hold two or three fluids and a few none; each fluid is in 4 of 6 cases, so that a
-# validation or test split of one case per vendor rarely misses a fluid. Any 3 cases in a row of one vendor hold
-# every fluid type, and the cycle's second case none.
+# The fluids of the i-th case of each vendor (cycled): five of the six hold two or three fluids, the second none;
+# each fluid is in 4 of 6 cases, so that a validation or test split of one case per vendor rarely misses a fluid.
+# Any 3 cases in a row of one vendor hold every fluid type; the first 3 also hold the case without fluid.
 FLUID_PLAN: tuple[tuple[str, ...], ...] = (
     (_IRF_NAME, _SRF_NAME), (), (_IRF_NAME, _PED_NAME), (_SRF_NAME, _PED_NAME),
     (_IRF_NAME, _SRF_NAME, _PED_NAME), (_IRF_NAME, _SRF_NAME, _PED_NAME),
@@ -119,8 +118,9 @@ FORMAT_VERSION = 2  # bump when the generated volumes change, so that an old tre
 # --------------------------------------------------------------------------------------------------------------
 # Anatomy (all in mm)
 # --------------------------------------------------------------------------------------------------------------
-# Neuroretinal layers from the ILM down: (share of the ILM-to-RPE thickness away from the fovea, share at the
-# foveal centre, reflectivity relative to the RPE). The inner layers vanish in the foveal pit, the ONL thickens.
+# Neuroretinal layers from the ILM down: (share of the neuroretinal thickness, ILM to the photoreceptor tips, away
+# from the fovea; share at the foveal centre; reflectivity relative to the RPE). The inner layers vanish in the
+# foveal pit, the ONL thickens.
 _LAYERS = (
     (0.13, 0.00, 0.30),  # RNFL
     (0.14, 0.00, 0.06),  # GCL
@@ -133,7 +133,7 @@ _LAYERS = (
     (0.04, 0.05, 0.50),  # ellipsoid zone
     (0.06, 0.11, 0.03),  # outer segments
 )
-_FLUID_REFLECTIVITY = 0.0005  # clear fluid: below the noise floor, like the vitreous
+_FLUID_REFLECTIVITY = 0.0005  # clear fluid, -33 dB: below Cirrus's and Topcon's noise floor, above Spectralis's
 _RPE_REFLECTIVITY = 1.0
 _BRUCH_REFLECTIVITY = 0.5
 _BRUCH_MM = 0.006  # Bruch's membrane, visible as a thin line under a PED
@@ -189,7 +189,8 @@ def _dome(x_mm: np.ndarray, z_mm: np.ndarray, centre: tuple[float, float], semi_
 
 
 def _sample_anatomy(spec: VolumeSpec, rng: np.random.Generator, fluids: Sequence[str]) -> _Anatomy:
-    """Draws one volume's anatomy in mm; only the extent of ``spec`` matters, not its sampling."""
+    """Draws one volume's anatomy in mm, as maps over the A-scans of ``spec``: a coarser ``spec`` of the same extent
+    gives about the same anatomy, with each lesion centred on the B-scan nearest to its drawn centre."""
     width, depth, length = spec.extent_mm
     dx, _, dz = spec.spacing_mm
     x = np.arange(spec.shape[2]) * dx
@@ -216,7 +217,7 @@ def _sample_anatomy(spec: VolumeSpec, rng: np.random.Generator, fluids: Sequence
                          depth_share=rng.uniform(0.4, 0.65),
                          semi_axes_mm=(rng.uniform(0.08, 0.3), rng.uniform(0.03, 0.08), rng.uniform(0.15, 0.4)))
             cysts.append(cyst)
-            # oedema: the retina around the cysts thickens by most of their height, over a broad area
+            # oedema: the retina around a cyst thickens by 0.6 of its height, over a broad area
             swelling = tuple(max(3 * a, 0.6) for a in cyst.semi_axes_mm[::2])
             thickness += 1.2 * cyst.semi_axes_mm[1] * _dome(x, z, (cyst.x_mm, cyst.z_mm), swelling, 2)
     if _SRF_NAME in fluids:
@@ -227,7 +228,7 @@ def _sample_anatomy(spec: VolumeSpec, rng: np.random.Generator, fluids: Sequence
         semi_axes = tuple(rng.uniform(0.5, 1.2, 2))
         height = min(rng.uniform(0.08, 0.3), 0.35 * min(semi_axes))  # a dome, far wider than high
         ped = height * _dome(x, z, centre, semi_axes, rng.uniform(0.6, 1.0))
-        # serous PED (dark) or fibrovascular (medium), but always darker than the retina around it
+        # serous PED (dark) or fibrovascular (medium), always darker than the RPE above and the choroid below
         ped_reflectivity = _FLUID_REFLECTIVITY if rng.random() < 0.5 else rng.uniform(0.005, 0.02)
 
     # Bruch's membrane: a bowl (the eye's curvature: shallower towards the edges), tilted, with undulations.
@@ -363,9 +364,9 @@ def _render_bscan(anatomy: _Anatomy, k: int, spec: VolumeSpec) -> tuple[np.ndarr
 class _Appearance:
     """How a vendor turns reflectivity into voxel values.
 
-    ``looks`` independent exponential speckle patterns are averaged over ``grain_mm`` (axial, lateral) blocks;
-    ``(reflectivity + noise floor) * speckle`` is log-compressed, ``db_range`` mapped linearly to ``out_range``
-    (fractions of the dtype's maximum) and clipped.
+    Reflectivity is scaled by the depth roll-off and a per-B-scan gain, the noise floor added, and the sum multiplied
+    by speckle (:func:`_speckle`, grain ``looks``); it is then log-compressed, ``db_range`` mapped linearly to
+    ``out_range`` (fractions of the dtype's maximum) and clipped to the dtype.
     """
 
     looks: tuple[int, int]  # pixels averaged (axial, lateral) at full size; more = smoother, lower contrast speckle
@@ -387,7 +388,7 @@ _APPEARANCE = {
 
 
 def _speckle(rng: np.random.Generator, shape: tuple[int, int], looks: tuple[int, int]) -> np.ndarray:
-    """``(H, W)`` float32 speckle of mean 1: the mean of ``looks`` exponential draws over a block of pixels.
+    """``(H, W)`` float32 speckle of mean 1: the mean of ``looks_y x looks_x`` exponential draws over a block of pixels.
 
     Each value is Gamma(looks_y * looks_x)-distributed; neighbours share draws, so the grain spans the block.
     """
@@ -403,7 +404,7 @@ def _speckle(rng: np.random.Generator, shape: tuple[int, int], looks: tuple[int,
 
 def _to_voxels(reflectivity: np.ndarray, rng: np.random.Generator, appearance: _Appearance, spec: VolumeSpec,
                looks: tuple[int, int]) -> np.ndarray:
-    """One B-scan's voxel values in ``spec.dtype`` (full range used) from ``(H, W)`` reflectivity."""
+    """One B-scan's voxel values in ``spec.dtype``, over the vendor's ``out_range``, from ``(H, W)`` reflectivity."""
     dy = spec.spacing_mm[1]
     gain = np.float32(10 ** (rng.normal(0, appearance.bscan_gain_db) / 10))
     rolloff = np.exp(-np.arange(spec.shape[1]) * dy / appearance.rolloff_mm).astype(np.float32)[:, None]
@@ -444,7 +445,8 @@ def generate_volume(vendor: str, rng: np.random.Generator, spec: VolumeSpec | No
             for a volume without fluid.
 
     Returns:
-        ``(oct, reference, geometry)``: ``oct`` ``(z, y, x)`` in ``spec.dtype`` over its whole range;
+        ``(oct, reference, geometry)``: ``oct`` ``(z, y, x)`` in ``spec.dtype`` over the vendor's share of its range
+        (Spectralis: all of it);
         ``reference`` ``(z, y, x)`` uint8 with ``config.BACKGROUND`` and the codes of ``fluids``; ``geometry``
         with ``spec.spacing_mm`` and zero origin.
 
@@ -544,7 +546,7 @@ def generate_dataset(out_root: str | Path, cases_per_vendor: int, small: bool = 
         The ``oct.mhd`` of every case, in case-number order.
 
     Raises:
-        ValueError: ``cases_per_vendor`` or ``n_bscans`` < 1.
+        ValueError: ``cases_per_vendor`` < 1, or ``n_bscans`` outside 1..``MAX_BSCANS``.
         FileExistsError: see the folder rules above.
     """
     if cases_per_vendor < 1:

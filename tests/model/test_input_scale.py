@@ -99,5 +99,3 @@ def test_the_original_height_table_sets_the_crop_height_of_the_retouch_devices()
     assert physical_patch_shape((256, 128), scaling_spacing_mm(0.0026, 885, "height_table", reference),
                                 reference) == (round(256 * 0.004 / 0.0026), 128)
     assert scaling_spacing_mm(0.005, 700, "height_table", reference) == 0.005  # a height the original lacked
-    with pytest.raises(ValueError, match="DEPTH_SCALE must be one of height_table, spacing"):
-        scaling_spacing_mm(0.005, 700, "table", reference)

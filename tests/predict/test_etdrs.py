@@ -1,6 +1,5 @@
 """ETDRS subfields and the fovea on synthetic volumes with fluid placed in known subfields."""
 
-import types
 
 import numpy as np
 import pytest
@@ -13,8 +12,7 @@ FLUIDS = {"IRF": 1, "SRF": 2, "PED": 3}
 GEOMETRY = Geometry(spacing_mm=(0.05, 0.01, 0.1))
 SHAPE = (61, 120, 161)  # (z, y, x): 6 mm of B-scans by 8 mm wide; scan centre (30, 80)
 VOXEL_MM3 = 0.05 * 0.01 * 0.1
-CFG = types.SimpleNamespace(FLUIDS=FLUIDS, ETDRS_DIAMETERS_MM=(1.0, 3.0, 6.0), FOVEA_SEARCH_RADIUS_MM=1.0,
-                            FOVEA_MIN_DEPTH_MM=0.03)
+GRID = {"diameters_mm": (1.0, 3.0, 6.0), "fovea_search_radius_mm": 1.0, "fovea_min_depth_mm": 0.03}
 
 
 def retina(pit_at=None, pit_depth_rows=12, seed=0):
@@ -93,7 +91,7 @@ def test_etdrs_row_gives_every_column():
     volume = retina(pit_at=(25, 90))
     labels = np.zeros(SHAPE, np.uint8)
     labels[25, 50:55, 90] = 1  # 5 voxels under the pit: central once the fovea is found there
-    row = etdrs.etdrs_row(volume, labels, GEOMETRY, CFG)
+    row = etdrs.etdrs_row(volume, labels, GEOMETRY, FLUIDS, **GRID)
     assert list(row) == etdrs.etdrs_columns(list(FLUIDS))
     assert row["fovea_found_by"] == etdrs.FOUND_BY_SURFACE
     assert row["IRF_central_mm3"] == pytest.approx(5 * VOXEL_MM3)
@@ -112,7 +110,7 @@ def test_horizontal_quadrants_named_nasal_temporal_by_laterality(laterality, nas
     labels = np.zeros(SHAPE, np.uint8)
     labels[30, 60:63, 100] = 1
     labels[30, 60:64, 60] = 1
-    row = etdrs.etdrs_row(volume, labels, GEOMETRY, CFG, laterality)
+    row = etdrs.etdrs_row(volume, labels, GEOMETRY, FLUIDS, **GRID, laterality=laterality)
     assert list(row) == etdrs.etdrs_columns(list(FLUIDS))
     assert row["laterality"] == laterality
     assert row["IRF_inner_right_mm3"] == pytest.approx(3 * VOXEL_MM3)  # image names are always given

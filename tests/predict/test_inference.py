@@ -10,7 +10,7 @@ from torch import nn
 import config
 from utils.predict import band, inference, tiling
 from utils.predict.presence import presence_voxel_count
-from utils.configuration import load_config
+from utils.predict.settings import InferenceSettings
 from utils.model.input_scale import physical_patch_shape
 from utils.train.data_pipeline import normalise
 from utils.io.mhd_io import Geometry
@@ -23,14 +23,15 @@ CPU_NHWC = Runtime(torch.device("cpu"), autocast_dtype=None, channels_last=True)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _cfg(**settings):
-    return load_config([], base={**vars(load_config([])), "PREDICT_REGION": "all", **settings})
+def _settings(**fields):
+    """config.py's inference settings with the whole B-scan segmented, and ``fields`` on top."""
+    return InferenceSettings(**{"predict_region": "all", **fields})
 
 
-def _volume_probabilities(model, volume, axial_spacing_mm, cfg, batch_size):
+def _volume_probabilities(model, volume, axial_spacing_mm, settings, batch_size):
     """The whole softmax volume ``(C, z, y, x)`` from :func:`inference.iter_probabilities`."""
-    parts = {start: p.numpy() for start, p in inference.iter_probabilities(model, volume, axial_spacing_mm, cfg, CPU,
-                                                                           batch_size)}
+    parts = {start: p.numpy() for start, p in inference.iter_probabilities(model, volume, axial_spacing_mm, settings,
+                                                                           CPU, batch_size)}
     return np.concatenate([parts[start] for start in sorted(parts)]).transpose(1, 0, 2, 3)
 
 
@@ -57,10 +58,10 @@ def test_stack_neighbours_repeats_the_edge_bscans():
     (650, 0.0035, 584),        # Topcon 650 rows: crop 285 -> 256
 ])
 def test_depth_scaling_uses_the_training_patch_factor(height, axial_mm, expected):
-    cfg = load_config(["DEPTH_SCALE=spacing"])
-    crop, _ = physical_patch_shape(cfg.PATCH_SHAPE, axial_mm, cfg.SPECTRALIS_AXIAL_SPACING_MM)
-    assert inference.depth_scale_factor(axial_mm, cfg) == cfg.PATCH_SHAPE[0] / crop
-    assert inference.scaled_height(height, axial_mm, cfg) == expected
+    settings = InferenceSettings(depth_scale="spacing")
+    crop, _ = physical_patch_shape(settings.patch_shape, axial_mm, settings.spectralis_axial_spacing_mm)
+    assert inference.depth_scale_factor(axial_mm, settings) == settings.patch_shape[0] / crop
+    assert inference.scaled_height(height, axial_mm, settings) == expected
 
 
 @pytest.mark.parametrize("height, axial_mm, expected", [
@@ -70,7 +71,7 @@ def test_depth_scaling_uses_the_training_patch_factor(height, axial_mm, expected
     (700, 0.0035, round(700 * 256 / round(256 * 0.0039 / 0.0035))),  # not in the table: by the spacing
 ])
 def test_depth_scaling_by_the_original_height_table(height, axial_mm, expected):
-    assert inference.scaled_height(height, axial_mm, load_config(["DEPTH_SCALE=height_table"])) == expected
+    assert inference.scaled_height(height, axial_mm, InferenceSettings(depth_scale="height_table")) == expected
 
 
 def test_depth_scaling_round_trip_gives_back_the_height_and_the_image():
@@ -105,23 +106,24 @@ def test_volume_probabilities_are_the_same_whole_or_tiled_and_match_the_labels()
     volume = rng.integers(0, 256, (3, 70, 90), dtype=np.uint8)
     geometry = Geometry(spacing_mm=(0.01, 0.002, 0.05))  # depth scaled ~0.5 -> 35 rows, padded to 64 x 96
     model = _pointwise_model(3)
-    whole_cfg = _cfg(SPECTRALIS_AXIAL_SPACING_MM=0.004)
-    tiled_cfg = _cfg(SPECTRALIS_AXIAL_SPACING_MM=0.004, INFERENCE_TILE_SHAPE=(32, 64), INFERENCE_TILE_OVERLAP=8)
-    whole = _volume_probabilities(model, volume, geometry.axial_spacing_mm, whole_cfg, batch_size=2)
-    tiled = _volume_probabilities(model, volume, geometry.axial_spacing_mm, tiled_cfg, batch_size=3)
+    whole_settings = _settings(spectralis_axial_spacing_mm=0.004)
+    tiled_settings = _settings(spectralis_axial_spacing_mm=0.004, inference_tile_shape=(32, 64),
+                               inference_tile_overlap=8)
+    whole = _volume_probabilities(model, volume, geometry.axial_spacing_mm, whole_settings, batch_size=2)
+    tiled = _volume_probabilities(model, volume, geometry.axial_spacing_mm, tiled_settings, batch_size=3)
     assert whole.shape == (config.N_CLASSES, 3, 70, 90) and whole.dtype == np.float32
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(whole.sum(axis=0), 1.0, atol=1e-5)
 
-    result = inference.predict_volume(model, volume, geometry, whole_cfg, CPU, batch_size=2)
+    result = inference.predict_volume(model, volume, geometry, whole_settings, CPU, batch_size=2)
     assert result.labels.dtype == np.uint8 and result.labels.shape == volume.shape
     np.testing.assert_array_equal(result.labels, whole.argmax(axis=0))
-    k = presence_voxel_count(whole_cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
+    k = presence_voxel_count(whole_settings.presence_min_volume_mm3, geometry.voxel_volume_mm3, volume.size)
     for fluid, code in config.FLUIDS.items():
         assert result.presence[fluid] == pytest.approx(np.sort(whole[code].ravel())[-k], abs=1e-6)
     assert result.probabilities is None
 
-    kept = inference.predict_volume(model, volume, geometry, whole_cfg, CPU, batch_size=2, keep_probabilities=True)
+    kept = inference.predict_volume(model, volume, geometry, whole_settings, CPU, batch_size=2, keep_probabilities=True)
     np.testing.assert_array_equal(kept.labels, result.labels)
     assert sorted(kept.probabilities) == sorted(config.FLUIDS)
     for fluid, code in config.FLUIDS.items():
@@ -136,11 +138,11 @@ def test_probability_to_uint8_rounds_and_clamps():
 
 
 def test_bad_inputs_are_refused():
-    cfg = _cfg()
+    settings = _settings()
     with pytest.raises(ValueError, match="uint8 volume"):
-        next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint16), 0.004, cfg, CPU, 1))
+        next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint16), 0.004, settings, CPU, 1))
     with pytest.raises(ValueError, match="INFERENCE_BATCH_SIZE must be >= 1"):
-        next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint8), 0.004, cfg, CPU, 0))
+        next(inference.iter_probabilities(_pointwise_model(), np.zeros((2, 8, 8), np.uint8), 0.004, settings, CPU, 0))
 
 
 def test_fluid_volumes_are_voxel_counts_times_voxel_volume():
@@ -174,8 +176,7 @@ class _MarginModel(nn.Module):
 
 def test_unpadded_network_output_covers_every_pixel_as_the_pointwise_result():
     images = np.random.default_rng(5).integers(0, 256, (2, 50, 70, 3), dtype=np.uint8)
-    cfg = _cfg(UNPADDED_BORDER="padded")
-    padded = inference.network_probabilities(_MarginModel(), images, cfg, CPU)
+    padded = inference.network_probabilities(_MarginModel(), images, _settings(unpadded_border="padded"), CPU)
     direct = tiling.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
     assert padded.shape == (2, config.N_CLASSES, 50, 70)
     torch.testing.assert_close(padded, direct, rtol=1e-5, atol=1e-6)
@@ -185,25 +186,25 @@ def test_unpadded_network_labels_only_its_output_centre_as_the_original():
     """UNPADDED_BORDER = "background" (the default): the margin at every border is background, the centre is the
     network's own output; images no larger than twice the margin are all background."""
     images = np.random.default_rng(5).integers(0, 256, (2, 150, 170, 3), dtype=np.uint8)
-    centre = inference.network_probabilities(_MarginModel(), images, _cfg(), CPU)
+    centre = inference.network_probabilities(_MarginModel(), images, _settings(), CPU)
     direct = tiling.forward_probabilities(_pointwise_model(4), inference.to_network_input(images, CPU), CPU)
     assert centre.shape == (2, config.N_CLASSES, 150, 170)
     torch.testing.assert_close(centre[..., 46:-46, 46:-46], direct[..., 46:-46, 46:-46], rtol=1e-5, atol=1e-6)
     border = torch.ones(150, 170, dtype=torch.bool)
     border[46:-46, 46:-46] = False
     assert (centre[:, 0][:, border] == 1.0).all() and (centre[:, 1:][:, :, border] == 0.0).all()
-    small = inference.network_probabilities(_MarginModel(), images[:, :92], _cfg(), CPU)
+    small = inference.network_probabilities(_MarginModel(), images[:, :92], _settings(), CPU)
     assert (small[:, 0] == 1.0).all()
 
 
 def test_band_mode_labels_nothing_outside_the_band():
     rng = np.random.default_rng(3)
     volume = rng.integers(0, 256, (2, 120, 64), dtype=np.uint8)
-    band_cfg = _cfg(PREDICT_REGION="band", PATCH_SHAPE=(32, 64), PATCH_BORDER=8, SPECTRALIS_AXIAL_SPACING_MM=0.004)
+    band_settings = _settings(predict_region="band", patch_shape=(32, 64), spectralis_axial_spacing_mm=0.004)
     geometry = Geometry(spacing_mm=(0.01, 0.004, 0.05))
-    probabilities = _volume_probabilities(_pointwise_model(1), volume, geometry.axial_spacing_mm, band_cfg, 2)
+    probabilities = _volume_probabilities(_pointwise_model(1), volume, geometry.axial_spacing_mm, band_settings, 2)
     for z in range(2):
-        top = band.band_top(band.bscan_roi(volume[z], band_cfg), 32, 120, 120)
+        top = band.band_top(band.bscan_roi(volume[z], band_settings), 32, 120, 120)
         outside = np.ones(120, bool)
         outside[top:top + 32] = False
         assert (probabilities[0, z, outside] == 1.0).all()  # background, certain
@@ -219,8 +220,8 @@ def test_flip_tta_averages_the_mirrored_pass():
             return torch.cat([columns / 10, x[:, :3]], dim=1)
 
     model = LeftRightModel()
-    plain = inference.network_probabilities(model, images, _cfg(), CPU)
-    tta = inference.network_probabilities(model, images, _cfg(TTA_FLIP=True), CPU)
-    mirrored = inference.network_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), _cfg(), CPU)
+    plain = inference.network_probabilities(model, images, _settings(), CPU)
+    tta = inference.network_probabilities(model, images, _settings(tta_flip=True), CPU)
+    mirrored = inference.network_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), _settings(), CPU)
     torch.testing.assert_close(tta, (plain + mirrored.flip(-1)) / 2)
     assert not torch.allclose(tta, plain)

@@ -1,7 +1,6 @@
 """utils/predict/predictor.py: the Python API segments as predict.py does, and the README's example runs."""
 
 import ast
-import re
 import shutil
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from utils.predict.outputs import probability_paths
 from utils.predict.predictor import Predictor
 from utils.prepare.preprocessing import histogram_reference
 from volume_factory import TINY_SPECS, tiny_volume
+from docs_examples import readme_example
 
-REPO = Path(predict.__file__).resolve().parent
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
 ROTATED = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # 90 degrees about z: not the identity
 TRAINING = ["SPECTRALIS_AXIAL_SPACING_MM=0.03"]  # near the tiny volumes' rows: they stay small after depth scaling
@@ -149,14 +148,6 @@ def test_bad_inputs_are_refused_naming_what_was_expected(data, checkpoints, pred
         Predictor(checkpoints[0].parent / "missing.pt")
 
 
-def readme_example() -> str:
-    """The first ``python`` code block of README.md's "Python API" section."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^#+ Python API\n(.*?)^```python\n(.*?)^```", readme, re.M | re.S)
-    assert match and not re.search(r"^#", match.group(1), re.M), "README.md: no ```python block under 'Python API'"
-    return match.group(2)
-
-
 def first_string_arguments(code: str) -> dict[str, str]:
     """Callee name (``Predictor``, ``segment``, ``write_volume``) -> the string literal of its first argument."""
     found = {}
@@ -168,7 +159,7 @@ def first_string_arguments(code: str) -> dict[str, str]:
 
 
 def test_the_readme_example_runs(data, checkpoints, predicted, tmp_path, monkeypatch, capsys):
-    code = readme_example()
+    code = readme_example("from utils.predict.predictor import Predictor")
     paths = first_string_arguments(code)
     assert {"Predictor", "segment", "write_volume"} <= set(paths), paths
     # the checkpoint and volume where the example expects them, relative to the folder it runs in

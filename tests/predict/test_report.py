@@ -1,6 +1,5 @@
 """The per-case report and its HTML index, on hand-made label volumes."""
 
-import types
 from urllib.parse import unquote
 
 import numpy as np
@@ -14,8 +13,8 @@ from utils.predict import etdrs, report
 
 FLUIDS = {"IRF": 1, "SRF": 2, "PED": 3}
 GEOMETRY = Geometry(spacing_mm=(0.05, 0.004, 0.1))  # (x, y, z) mm
-CFG = types.SimpleNamespace(FLUIDS=FLUIDS, ETDRS_DIAMETERS_MM=(1.0, 3.0, 6.0), REPORT_PNG="report.png",
-                            REPORT_HTML="report.html")
+DIAMETERS_MM = (1.0, 3.0, 6.0)
+INDEX_FILES = ("report.png", "report.html")  # REPORT_PNG, REPORT_HTML
 def labels_with_fluid():
     labels = np.zeros((6, 20, 30), np.uint8)
     labels[2, 5:9, 10] = 1    # IRF: 4 voxels in one A-scan
@@ -56,12 +55,12 @@ def test_draw_report_writes_a_png(tmp_path):
     labels = labels_with_fluid()
     volume = np.random.default_rng(0).integers(0, 256, labels.shape, dtype=np.uint8)
     path = tmp_path / "TRAIN001" / "report.png"
-    report.draw_report(path, "TRAIN001", volume, labels, GEOMETRY, row_for("TRAIN001", labels), CFG)
+    report.draw_report(path, "TRAIN001", volume, labels, GEOMETRY, row_for("TRAIN001", labels), FLUIDS, DIAMETERS_MM)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width >= 1000 and image.height >= 1000
     assert [p.name for p in path.parent.iterdir()] == ["report.png"]  # no temporary file left
     with pytest.raises(ValueError, match="must be the same"):
-        report.draw_report(path, "TRAIN001", volume[:2], labels, GEOMETRY, row_for("TRAIN001", labels), CFG)
+        report.draw_report(path, "TRAIN001", volume[:2], labels, GEOMETRY, row_for("TRAIN001", labels), FLUIDS, DIAMETERS_MM)
 
 
 def test_index_is_valid_html_linking_each_report_and_escaping_names(tmp_path):
@@ -71,14 +70,14 @@ def test_index_is_valid_html_linking_each_report_and_escaping_names(tmp_path):
         Image.new("RGB", (4, 4)).save(tmp_path / name / "report.png")
     (tmp_path / "TRAIN009").mkdir()  # no report: not in the index
     table = pd.DataFrame([row_for(name, labels_with_fluid()) for name in names + ["TRAIN009"]])
-    path = report.write_report_index(tmp_path, table, CFG)
+    path = report.write_report_index(tmp_path, table, list(FLUIDS), *INDEX_FILES)
     assert path == tmp_path / "report.html"
     links = check_html(path)
     images = [link for link in links if not link.startswith("#")]
     assert sorted(unquote(link) for link in set(images)) == sorted(f"{name}/report.png" for name in names)
     text = path.read_text()
     assert "odd &lt;name&gt; &amp; #1" in text and "TRAIN009" not in text
-    assert report.write_report_index(tmp_path, table.iloc[2:], CFG) is None
+    assert report.write_report_index(tmp_path, table.iloc[2:], list(FLUIDS), *INDEX_FILES) is None
 
 
 def test_the_strict_parser_catches_broken_markup(tmp_path):

@@ -248,8 +248,6 @@ def test_epoch_records_by_vendor_up_samples_and_by_fluid_down_samples():
     assert len(set(out)) == len(out) and set(out) <= set(records)
     assert out == epoch_records(records, fluid, random.Random(0))
     assert out != sorted(out)  # shuffled
-    with pytest.raises(ValueError, match="STRATIFY_BY"):
-        epoch_records(records, load_config(["STRATIFY_BY=case"]), random.Random(0))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Hand-computed tables for utils/losses.py and the loss base in utils/base.py."""
+"""Hand-computed tables for utils/train/losses.py and the loss base in utils/train/base.py."""
 
 import math
 from types import SimpleNamespace
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import config
-from utils.configuration import ConfigError
 from utils.train import losses
 from utils.train.base import Loss, WeightedSum, check_segmentation_inputs
 
@@ -152,11 +151,6 @@ def test_bad_inputs_raise_value_error(make, logits, target, message):
 def test_check_segmentation_inputs_n_classes():
     with pytest.raises(ValueError, match=r"C = 4 class channels"):
         check_segmentation_inputs(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64), n_classes=4)
-
-
-def test_make_loss_suggests_the_nearest_name():
-    with pytest.raises(ConfigError, match="did you mean 'balanced_ce_dice'"):
-        losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dise", CE_WEIGHT=0.5, DICE_WEIGHT=0.5))
 
 
 def test_base_loss_needs_compute():

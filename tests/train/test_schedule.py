@@ -43,8 +43,3 @@ def test_poly_follows_the_larger_of_epoch_and_time_progress(monkeypatch):
     clock[0] = 200.0  # past the budget
     schedule.step()
     assert optimizer.param_groups[0]["lr"] == 0.0
-
-
-def test_unknown_schedule_is_refused():
-    with pytest.raises(ValueError, match="LR_SCHEDULE='cosine'"):
-        LearningRateSchedule(_optimizer(), "cosine", 1e-3, epochs=1, budget_minutes=0)

@@ -217,12 +217,43 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str], fluids: Sequence[s
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
+def score_labels(prediction: np.ndarray, prediction_geometry: Geometry, reference: np.ndarray,
+                 reference_geometry: Geometry, fluids: Mapping[str, int], background: int, spacing_rtol: float,
+                 prediction_name: str | Path = "prediction") -> tuple[list[dict], dict[str, float]]:
+    """Scores a predicted label volume against its reference, whose labels the caller has checked
+    (:func:`utils.io.mhd_io.check_labels`).
+
+    Args:
+        prediction: ``(z, y, x)`` integer label volume: ``background`` and the codes of ``fluids`` only.
+        prediction_geometry: its geometry (spacing ``(x, y, z)`` mm).
+        reference: ``(z, y, x)`` integer label volume, checked.
+        reference_geometry: its geometry; its spacing gives the voxel volume.
+        fluids: fluid name -> label code (``FLUIDS``).
+        background: the background code (``BACKGROUND``).
+        spacing_rtol: relative spacing tolerance (``SPACING_RTOL``), see :func:`check_same_grid`.
+        prediction_name: names the prediction in error messages.
+
+    Returns:
+        ``(rows, presence)``: the :func:`case_fluid_metrics` rows, and :func:`presence_from_labels` of the
+        prediction (the presence scores to use when the method gives none).
+
+    Raises:
+        VolumeError: a prediction not on the reference's grid, or holding other label values; the message names
+            ``prediction_name``.
+    """
+    check_same_grid(prediction.shape, prediction_geometry, reference.shape, reference_geometry, prediction_name,
+                    spacing_rtol)
+    check_labels(prediction, [background, *fluids.values()], prediction_name)
+    rows = case_fluid_metrics(prediction, reference, reference_geometry.voxel_volume_mm3, fluids)
+    return rows, presence_from_labels(prediction, fluids)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------------------
 def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path, fluids: Mapping[str, int],
                         background: int, spacing_rtol: float) -> tuple[list[dict], dict[str, float]]:
-    """Reads a predicted and a reference label volume and scores them.
+    """Reads a predicted and a reference label volume and scores them (:func:`score_labels`).
 
     Args:
         prediction_path: the predicted ``segmentation.mhd``.
@@ -232,22 +263,17 @@ def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path,
         spacing_rtol: relative spacing tolerance (``SPACING_RTOL``), see :func:`check_same_grid`.
 
     Returns:
-        ``(rows, presence)``: the :func:`case_fluid_metrics` rows, and :func:`presence_from_labels` of the
-        prediction (the presence scores to use when the method gives none).
+        :func:`score_labels`'s ``(rows, presence)``.
 
     Raises:
         VolumeError: an unreadable volume, other label values, or a prediction not on the reference's grid;
             the message names the file.
     """
-    allowed = [background, *fluids.values()]
     reference, reference_geometry = read_volume(reference_path)
-    check_labels(reference, allowed, reference_path)
+    check_labels(reference, [background, *fluids.values()], reference_path)  # before reading the prediction
     prediction, prediction_geometry = read_volume(prediction_path)
-    check_same_grid(prediction.shape, prediction_geometry, reference.shape, reference_geometry, prediction_path,
-                    spacing_rtol)
-    check_labels(prediction, allowed, prediction_path)
-    rows = case_fluid_metrics(prediction, reference, reference_geometry.voxel_volume_mm3, fluids)
-    return rows, presence_from_labels(prediction, fluids)
+    return score_labels(prediction, prediction_geometry, reference, reference_geometry, fluids, background,
+                        spacing_rtol, prediction_path)
 
 
 def read_presence_scores(path: str | Path, fluids: Sequence[str]) -> dict[str, dict[str, float]]:

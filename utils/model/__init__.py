@@ -1,2 +1,2 @@
-"""What training and prediction share: the networks and their checkpoints, the input depth scaling, and the
-runtime (device, precision, DDP)."""
+"""What training and prediction share: the networks and their checkpoints, the network's input scale (intensities
+and depth), and the runtime (device, precision, DDP)."""

@@ -1,5 +1,6 @@
-"""The network's input scale, shared by training patches and whole-volume inference: every vendor's B-scans are
-resized in depth so that one row spans the same millimetres (the Spectralis axial spacing).
+"""The network's input scale, shared by training patches and whole-volume inference: intensities mapped to [-1, 1),
+and every vendor's B-scans resized in depth so that one row spans about the same millimetres (the Spectralis axial
+spacing; by default through the original's factor per B-scan height, ``DEPTH_SCALE``).
 
 Conventions: a B-scan or patch is ``(H, W)`` or ``(H, W, C)`` (rows = depth, columns = A-scans); a shape is
 ``(height, width)``.
@@ -39,7 +40,7 @@ def normalise_input(intensities: ArrayOrTensor) -> ArrayOrTensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Pure helpers: geometry, cropping, resizing, flags
+# Pure helpers: geometry and resizing
 # ----------------------------------------------------------------------------------------------------------------
 def signal_columns(bscans: np.ndarray) -> np.ndarray:
     """Which A-scans hold signal: ``(n, H, W)`` preprocessed B-scans (any dtype, 0 = no signal) -> ``(n, 1, W)``
@@ -62,26 +63,30 @@ def check_patch_shape(pshape: Sequence[int], name: str = "pshape") -> tuple[int,
 # The original's crop height per B-scan height (custom_nuts.py, SHAPE_MULT): crop = PATCH_SHAPE[0] x this, for the
 # RETOUCH devices' heights (Cirrus 1024, Spectralis 496, Topcon 650 and 885 rows)
 ORIGINAL_SHAPE_MULT = {1024: 2.0, 496: 1.0, 650: 0.004 / 0.0035, 885: 0.004 / 0.0026}
-DEPTH_SCALES = ("height_table", "spacing")  # DEPTH_SCALE: see config.py
+
+
+def _height_table_spacing_mm(axial_spacing_mm: float, height: int, reference_spacing_mm: float) -> float:
+    """``DEPTH_SCALE = "height_table"`` (the original): for a height of :data:`ORIGINAL_SHAPE_MULT` the spacing that
+    gives the original's factor (``reference / factor``: Spectralis 496 rows crop exactly ``PATCH_SHAPE[0]`` rows,
+    where the header's 0.00387 mm gives 258); other heights, which the original could not read, the header's."""
+    if int(height) in ORIGINAL_SHAPE_MULT:
+        return float(reference_spacing_mm) / ORIGINAL_SHAPE_MULT[int(height)]
+    return axial_spacing_mm
+
+
+# DEPTH_SCALE -> the spacing patches are scaled by: (the header's axial spacing in mm, the B-scan height in rows, the
+# reference spacing in mm) -> mm. The names are utils/configuration.py's CHOICES["DEPTH_SCALE"], checked there.
+DEPTH_SCALES = {
+    "height_table": _height_table_spacing_mm,
+    "spacing": lambda axial_spacing_mm, height, reference_spacing_mm: axial_spacing_mm,  # the header's own
+}
 
 
 def scaling_spacing_mm(axial_spacing_mm: float, height: int, depth_scale: str, reference_spacing_mm: float,
                        ) -> float:
-    """The axial spacing by which a ``height``-row volume's patches are scaled (:func:`physical_patch_shape`).
-
-    ``"spacing"``: the header's own. ``"height_table"`` (the original): for a height of
-    :data:`ORIGINAL_SHAPE_MULT` the spacing that gives the original's factor (``reference / factor``: Spectralis 496
-    rows crop exactly ``PATCH_SHAPE[0]`` rows, where the header's 0.00387 mm gives 258); other heights, which the
-    original could not read, fall back to the header's.
-
-    Raises:
-        ValueError: an unknown ``depth_scale``.
-    """
-    if depth_scale not in DEPTH_SCALES:
-        raise ValueError(f"DEPTH_SCALE must be one of {', '.join(DEPTH_SCALES)}, got {depth_scale!r}")
-    if depth_scale == "height_table" and int(height) in ORIGINAL_SHAPE_MULT:
-        return float(reference_spacing_mm) / ORIGINAL_SHAPE_MULT[int(height)]
-    return axial_spacing_mm
+    """The axial spacing by which a ``height``-row volume's patches are scaled (:func:`physical_patch_shape`), as
+    ``depth_scale`` (``DEPTH_SCALE``, a name of :data:`DEPTH_SCALES`) says."""
+    return DEPTH_SCALES[depth_scale](axial_spacing_mm, height, reference_spacing_mm)
 
 
 def physical_patch_shape(pshape: Sequence[int], axial_spacing_mm: float,
@@ -90,9 +95,9 @@ def physical_patch_shape(pshape: Sequence[int], axial_spacing_mm: float,
 
     The original hard-coded a factor per B-scan height (:data:`ORIGINAL_SHAPE_MULT`, ``DEPTH_SCALE =
     "height_table"`` through :func:`scaling_spacing_mm`); ``"spacing"`` derives it from the header spacing, so any
-    height (and any future device) works. With the Spectralis
-    spacing 0.0039 mm as reference, Cirrus (0.00195 mm) gives 2 as before, Topcon 0.0026 mm gives 1.5 (the original:
-    0.004 / 0.0026 = 1.54) and Topcon 0.0035 mm 1.11 (original 1.14).
+    height (and any future device) works. With the Spectralis spacing 0.0039 mm as reference, Cirrus (0.00195 mm)
+    gives 2 as the original, Topcon 0.0026 mm gives 1.5 (the original: 0.004 / 0.0026 = 1.54) and Topcon 0.0035 mm
+    1.11 (original 1.14).
 
     Args:
         pshape: ``(height, width)`` of the patch in pixels at the reference spacing, e.g. ``config.PATCH_SHAPE``.
@@ -125,7 +130,8 @@ def _pil_resize(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.array(resized)  # np.array, not asarray: a writable copy for in-place augmentation downstream
 
 
-# IMAGE_RESAMPLING -> the resize_patch order of images, in training patches and in inference alike
+# IMAGE_RESAMPLING -> the resize_patch order of images, in training patches and in inference alike (the names are
+# utils/configuration.py's CHOICES["IMAGE_RESAMPLING"], checked there)
 IMAGE_ORDERS = {"linear": 1, "nearest": 0}
 
 

@@ -3,43 +3,43 @@ checkpoints store, so prediction rebuilds the network without config.py)."""
 
 from __future__ import annotations
 
-import difflib
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from utils.configuration import ConfigError
 from utils.model.rmit_unet import RmitDiscriminator, RmitUNet
 
 
-MODELS = ("rmit_unet", "smp_unet")  # the MODEL setting: the authors' U-Net, or an smp U-Net with an ENCODER
+class Network(NamedTuple):
+    """How a ``MODEL`` is made: its constructor arguments from a config (what checkpoints store), and the network
+    with fresh weights from those arguments."""
+
+    arguments: Callable[[Any], dict[str, Any]]
+    build: Callable[..., nn.Module]
+
+
+# MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, or an smp U-Net with an
+# ENCODER whose weights are never downloaded (no network access at run time, even when an old checkpoint asks for
+# pretrained weights). The names are utils/configuration.py's CHOICES["MODEL"], checked there.
+MODELS: dict[str, Network] = {
+    "rmit_unet": Network(lambda cfg: {"in_channels": 3, "n_classes": cfg.N_CLASSES,
+                                      "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX, "bn_momentum": cfg.BN_MOMENTUM},
+                         RmitUNet),
+    "smp_unet": Network(lambda cfg: {"encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
+                                     "classes": cfg.N_CLASSES},
+                        lambda **args: smp.Unet(**{**args, "encoder_weights": None})),
+}
 
 
 def unet_arguments(cfg) -> dict[str, Any]:
-    """Constructor arguments of the U-Net the config describes (3 input channels: a B-scan and its neighbours).
+    """Constructor arguments of the U-Net the config describes (:data:`MODELS`).
 
     ``name`` says which network (``MODEL``); the rest are that network's constructor arguments.
-
-    Raises:
-        ConfigError: ``MODEL`` names no network.
     """
-    if cfg.MODEL == "rmit_unet":
-        return {"name": "rmit_unet", "in_channels": 3, "n_classes": cfg.N_CLASSES,
-                "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX, "bn_momentum": cfg.BN_MOMENTUM}
-    if cfg.MODEL == "smp_unet":
-        encoders = smp.encoders.get_encoder_names()
-        if cfg.ENCODER not in encoders:
-            nearest = difflib.get_close_matches(str(cfg.ENCODER), encoders, n=1)
-            raise ConfigError(f"ENCODER={cfg.ENCODER!r}: not an encoder segmentation_models_pytorch knows"
-                              + (f"; did you mean {nearest[0]!r}?" if nearest else ""))
-        return {"name": "smp_unet", "encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
-                "classes": cfg.N_CLASSES}
-    nearest = difflib.get_close_matches(str(cfg.MODEL), MODELS, n=1)
-    raise ConfigError(f"MODEL={cfg.MODEL!r}: expected one of {', '.join(MODELS)}"
-                      + (f"; did you mean {nearest[0]!r}?" if nearest else ""))
+    return {"name": cfg.MODEL, **MODELS[cfg.MODEL].arguments(cfg)}
 
 
 def build_unet(model_args: dict[str, Any]) -> nn.Module:
@@ -47,19 +47,17 @@ def build_unet(model_args: dict[str, Any]) -> nn.Module:
 
     ``rmit_unet``: :class:`utils.model.rmit_unet.RmitUNet`, unpadded convolutions, ``(N, 3, H, W)`` ->
     ``(N, C, H - 92, W - 92)`` logits (H, W multiples of 8, >= 96). ``smp_unet``: ``smp.Unet``, ``(N, 3, H, W)``
-    -> ``(N, C, H, W)`` logits (H, W multiples of 32); its encoder weights are never downloaded (no network
-    access at run time, even when an old checkpoint asks for pretrained weights). Inputs are float in [-1, 1].
+    -> ``(N, C, H, W)`` logits (H, W multiples of 32), no pretrained weights. Inputs are float in [-1, 1).
 
     Raises:
-        ValueError: ``model_args`` names no known network.
+        ValueError: ``model_args`` names no known network (a checkpoint of other code; the names of a config are
+            checked when it loads).
     """
     args = dict(model_args)
     name = args.pop("name", "smp_unet")  # checkpoints from before MODEL existed hold smp arguments only
-    if name == "rmit_unet":
-        return RmitUNet(**args)
-    if name == "smp_unet":
-        return smp.Unet(**{**args, "encoder_weights": None})
-    raise ValueError(f"unknown network {name!r} in the model arguments; expected one of {', '.join(MODELS)}")
+    if name not in MODELS:
+        raise ValueError(f"unknown network {name!r} in the model arguments; expected one of {', '.join(MODELS)}")
+    return MODELS[name].build(**args)
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
@@ -107,7 +105,8 @@ def centre_crop(tensor: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 class Discriminator(nn.Module):
-    """The method's adversarial critic: tells (image, reference one-hot) pairs from (image, softmax) pairs.
+    """A small critic (``DISCRIMINATOR = "strided"``; the authors' is :class:`RmitCritic`): tells (image, reference
+    one-hot) pairs from (image, softmax) pairs.
 
     Input: image ``(N, 3, H, W)`` in [-1, 1] and segmentation ``(N, C, H, W)`` with values in [0, 1] (one-hot or
     class probabilities); output ``(N,)`` logits, high for "reference". Strided convolutions with leaky ReLU, then
@@ -131,9 +130,6 @@ class Discriminator(nn.Module):
         return self.net(torch.cat([image, segmentation], dim=1)).mean(dim=(1, 2, 3))
 
 
-
-
-
 class RmitCritic(nn.Module):
     """The authors' discriminator (:class:`utils.model.rmit_unet.RmitDiscriminator`) as a one-logit critic.
 
@@ -151,14 +147,11 @@ class RmitCritic(nn.Module):
         return out[:, 1] - out[:, 0]
 
 
-def build_discriminator(cfg) -> nn.Module:
-    """The critic of adversarial training: ``DISCRIMINATOR = "rmit"`` (the authors') or ``"strided"``.
+# DISCRIMINATOR -> the critic's class, built from the class count (names: CHOICES["DISCRIMINATOR"], checked there)
+DISCRIMINATORS: dict[str, Callable[[int], nn.Module]] = {"rmit": RmitCritic, "strided": Discriminator}
 
-    Raises:
-        ConfigError: an unknown ``DISCRIMINATOR``.
-    """
-    if cfg.DISCRIMINATOR == "rmit":
-        return RmitCritic(cfg.N_CLASSES)
-    if cfg.DISCRIMINATOR == "strided":
-        return Discriminator(cfg.N_CLASSES)
-    raise ConfigError(f"DISCRIMINATOR={cfg.DISCRIMINATOR!r}: expected 'rmit' or 'strided'")
+
+def build_discriminator(cfg) -> nn.Module:
+    """The critic of adversarial training (:data:`DISCRIMINATORS`): ``DISCRIMINATOR = "rmit"`` (the authors') or
+    ``"strided"``."""
+    return DISCRIMINATORS[cfg.DISCRIMINATOR](cfg.N_CLASSES)

@@ -41,20 +41,6 @@ _BN_MOMENTUM = 0.01
 # ----------------------------------------------------------------------------------------------------------------
 # Shape arithmetic
 # ----------------------------------------------------------------------------------------------------------------
-def _output_side(n: int) -> int:
-    """Output length of the segmenter along one axis of length ``n``, layer by layer (may be < 1 when too small).
-
-    conv1_0 is 'same'; each level then loses 4 to two valid 3x3 convs; pooling floors (Keras 'valid' pooling);
-    each decoder level doubles (2x2 transposed conv, stride 2) and loses 4 again.
-    """
-    n -= 4  # conv1_1, conv1_2
-    for _ in range(3):  # pool1..3, then conv{2,3,4}_1 and conv{2,3,4}_2
-        n = n // 2 - 4
-    for _ in range(3):  # upool3..1, then dconv{3,2,1}_1 and dconv{3,2,1}_2
-        n = 2 * n - 4
-    return n
-
-
 def _valid_side(n: int) -> bool:
     return n % INPUT_MULTIPLE == 0 and n >= MIN_INPUT_SIDE
 
@@ -77,25 +63,6 @@ def valid_input(shape: Sequence[int]) -> bool:
     except ValueError:
         return False
     return _valid_side(h) and _valid_side(w)
-
-
-def output_shape(input_shape: Sequence[int]) -> tuple[int, int]:
-    """The segmenter's output ``(height, width)`` for an input of ``input_shape`` (valid convolutions only).
-
-    Args:
-        input_shape: ``(height, width)`` accepted by :func:`valid_input`, e.g. ``(256, 128)``.
-
-    Returns:
-        ``(height - 92, width - 92)``, e.g. ``(164, 36)`` for ``(256, 128)``.
-
-    Raises:
-        ValueError: the network cannot take this shape.
-    """
-    h, w = check_patch_shape(input_shape, "input_shape")
-    if not (_valid_side(h) and _valid_side(w)):
-        raise ValueError(f"input_shape {input_shape!r} does not fit the network: both sides must be multiples of "
-                         f"{INPUT_MULTIPLE} and at least {MIN_INPUT_SIDE}; input_shape_for(...) gives one")
-    return _output_side(h), _output_side(w)
 
 
 def input_shape_for(output_shape: Sequence[int]) -> tuple[int, int]:
@@ -153,12 +120,6 @@ def _centre_offsets(x: torch.Tensor, factor: int, height: int, width: int) -> tu
     return (x.shape[-2] * factor - height + 1) // 2, (x.shape[-1] * factor - width + 1) // 2
 
 
-def _upsampled_centre(x: torch.Tensor, factor: int, height: int, width: int) -> torch.Tensor:
-    """``_centre_crop(F.interpolate(x, scale_factor=factor, mode="nearest"), height, width)``, upsampling only the
-    rows and columns of ``x`` ``(N, C, H, W)`` that the crop keeps."""
-    return _upsampled_window(x, factor, *_centre_offsets(x, factor, height, width), height, width)
-
-
 def _phase_taps(factor: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Which source pixels a 3x3 conv over a map nearest-upsampled by ``factor`` reads, by output phase.
 
@@ -190,7 +151,8 @@ def _exact_upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, to
 
 
 def _upsampled_conv(x: torch.Tensor, factor: int, weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``conv2d(_upsampled_centre(x, factor, height, width), weight, padding=1)`` computed at ``x``'s resolution.
+    """``conv2d(_centre_crop(F.interpolate(x, scale_factor=factor), height, width), weight, padding=1)`` (a 3x3 conv
+    of the central ``(height, width)`` of ``x`` nearest-upsampled by ``factor``), computed at ``x``'s resolution.
 
     A 3x3 conv over a nearest-upsampled map reads, at each output pixel, the source pixels around it with taps
     that depend only on the pixel's phase (its position within its ``factor x factor`` block): one 3x3 conv of
@@ -320,7 +282,8 @@ class RmitUNet(nn.Module):
 
     A ``(256, 128)`` input gives a ``(164, 36)`` output (rows: 256 -> 252 -> 126 -> 122 -> 61 -> 57 -> 28 -> 24
     -> 48 -> 44 -> 88 -> 84 -> 168 -> 164; columns: 128 -> 124 -> 62 -> 58 -> 29 -> 25 -> 12 -> 8 -> 16 -> 12 ->
-    24 -> 20 -> 40 -> 36); see :func:`output_shape`. The softmax is left to the loss and to inference.
+    24 -> 20 -> 40 -> 36): every valid input loses ``MARGIN`` on each side. The softmax is left to the loss and to
+    inference.
 
     Args:
         in_channels: input channels (3: a B-scan and its two neighbours).

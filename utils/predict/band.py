@@ -11,23 +11,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils.prepare.roi import roi_mask
+from utils.configuration import CHOICES
+from utils.predict.settings import InferenceSettings
+from utils.prepare.roi import roi_mask, volume_roi_masks
 
-PREDICT_REGIONS = ("band", "roi", "all")  # PREDICT_REGION: see config.py
+PREDICT_REGIONS = CHOICES["PREDICT_REGION"]  # checked by load_config; bench/bench_predict.py offers them
 
 
-def volume_rois(volume: np.ndarray, cfg) -> np.ndarray | None:
+def volume_rois(volume: np.ndarray, settings: InferenceSettings) -> np.ndarray | None:
     """The ROI of every B-scan of a preprocessed ``(z, y, x)`` uint8 volume, ``(z, y, x)`` bool
     (:func:`bscan_roi`), when ``PREDICT_REGION`` needs it (``band``, ``roi``); None for ``all``."""
-    if cfg.PREDICT_REGION not in ("band", "roi"):
+    if settings.predict_region not in ("band", "roi"):
         return None
-    return np.stack([bscan_roi(bscan, cfg) for bscan in volume]) if len(volume) else np.zeros(volume.shape, bool)
+    return volume_roi_masks(volume, None, settings.entropy_disk_radius, settings.entropy_threshold,
+                            settings.closing_disk_radius)
 
 
-def bscan_roi(bscan: np.ndarray, cfg) -> np.ndarray:
+def bscan_roi(bscan: np.ndarray, settings: InferenceSettings) -> np.ndarray:
     """The ROI of one preprocessed B-scan, ``(H, W)`` bool, computed as prepare_data.py computes it (no fluid
     mask at prediction time)."""
-    return roi_mask(bscan, None, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD, cfg.CLOSING_DISK_RADIUS)
+    return roi_mask(bscan, None, settings.entropy_disk_radius, settings.entropy_threshold, settings.closing_disk_radius)
 
 
 def band_top(roi: np.ndarray, band: int, scaled: int, height: int) -> int:

@@ -224,21 +224,26 @@ def etdrs_columns(fluids: Sequence[str]) -> list[str]:
             + [subfield_column(fluid, field) for fluid in fluids for field in SUBFIELDS + ANATOMICAL_SUBFIELDS])
 
 
-def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, cfg, laterality: str = "") -> dict:
+def etdrs_row(volume: np.ndarray, labels: np.ndarray, geometry: Geometry, fluids: Mapping[str, int],
+              diameters_mm: Sequence[float], fovea_search_radius_mm: float, fovea_min_depth_mm: float,
+              laterality: str = "") -> dict:
     """The ETDRS columns of one case (:func:`etdrs_columns`).
 
     Args:
         volume: ``(z, y, x)`` preprocessed grey volume (the fovea is found in it).
         labels: ``(z, y, x)`` label codes, the same shape.
         geometry: their geometry.
-        cfg: ``FLUIDS``, ``ETDRS_DIAMETERS_MM``, ``FOVEA_SEARCH_RADIUS_MM``, ``FOVEA_MIN_DEPTH_MM``.
+        fluids: fluid name -> label code (``FLUIDS``).
+        diameters_mm: the grid's three circles (``ETDRS_DIAMETERS_MM``).
+        fovea_search_radius_mm, fovea_min_depth_mm: :func:`find_fovea`'s (``FOVEA_SEARCH_RADIUS_MM``,
+            ``FOVEA_MIN_DEPTH_MM``).
         laterality: ``"R"``, ``"L"`` (from a vendor file) or ``""`` (unknown).
     """
-    fovea = find_fovea(volume, geometry, cfg.FOVEA_SEARCH_RADIUS_MM, cfg.FOVEA_MIN_DEPTH_MM)
-    volumes = subfield_volumes_mm3(labels, geometry, fovea, cfg.FLUIDS, cfg.ETDRS_DIAMETERS_MM)
+    fovea = find_fovea(volume, geometry, fovea_search_radius_mm, fovea_min_depth_mm)
+    volumes = subfield_volumes_mm3(labels, geometry, fovea, fluids, diameters_mm)
     row = {"fovea_bscan": fovea.bscan, "fovea_column": fovea.column, "fovea_found_by": fovea.found_by,
            "etdrs_scanned_fraction": grid_scanned_fraction(labels.shape[0], labels.shape[2], geometry, fovea,
-                                                           cfg.ETDRS_DIAMETERS_MM),
+                                                           diameters_mm),
            "laterality": laterality if laterality in NASAL_SIDE else ""}
     for fluid, fields in volumes.items():
         fields = {**fields, **anatomical_volumes(fields, row["laterality"])}

@@ -44,8 +44,9 @@ from utils.model.input_scale import (IMAGE_ORDERS, normalise_input, physical_pat
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
-from utils.predict.band import PREDICT_REGIONS, band_top, bscan_roi, keep_inside, place_bands
+from utils.predict.band import band_top, bscan_roi, keep_inside, place_bands
 from utils.predict.presence import PresenceScores, presence_voxel_count
+from utils.predict.settings import InferenceSettings
 from utils.predict.tiling import (check_tiling, forward_probabilities, input_multiple, padded_size,
                                   sliding_window_probabilities)
 
@@ -71,7 +72,7 @@ def stack_neighbours(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.stack([volume[np.maximum(index - 1, 0)], volume[index], volume[np.minimum(index + 1, last)]], axis=-1)
 
 
-def depth_scale_factor(axial_spacing_mm: float, cfg, height: int = 0) -> float:
+def depth_scale_factor(axial_spacing_mm: float, settings: InferenceSettings, height: int = 0) -> float:
     """Factor by which training resized the rows of this ``height``-row volume: ``PATCH_SHAPE[0] / crop height``.
 
     The crop height is :func:`utils.model.input_scale.physical_patch_shape` (``PATCH_SHAPE[0] *
@@ -82,14 +83,14 @@ def depth_scale_factor(axial_spacing_mm: float, cfg, height: int = 0) -> float:
     Raises:
         ValueError: a spacing that is not a positive number.
     """
-    spacing = scaling_spacing_mm(axial_spacing_mm, height, cfg.DEPTH_SCALE, cfg.SPECTRALIS_AXIAL_SPACING_MM)
-    crop_height, _ = physical_patch_shape(tuple(cfg.PATCH_SHAPE), spacing, cfg.SPECTRALIS_AXIAL_SPACING_MM)
-    return cfg.PATCH_SHAPE[0] / crop_height
+    spacing = scaling_spacing_mm(axial_spacing_mm, height, settings.depth_scale, settings.spectralis_axial_spacing_mm)
+    crop_height, _ = physical_patch_shape(tuple(settings.patch_shape), spacing, settings.spectralis_axial_spacing_mm)
+    return settings.patch_shape[0] / crop_height
 
 
-def scaled_height(height: int, axial_spacing_mm: float, cfg) -> int:
+def scaled_height(height: int, axial_spacing_mm: float, settings: InferenceSettings) -> int:
     """Rows of a ``height``-row B-scan at the training depth resolution: ``round(height * factor)``, at least 1."""
-    return max(1, int(round(height * depth_scale_factor(axial_spacing_mm, cfg, height))))
+    return max(1, int(round(height * depth_scale_factor(axial_spacing_mm, settings, height))))
 
 
 def scale_depth(images: np.ndarray, height: int, order: int = 1) -> np.ndarray:
@@ -139,7 +140,8 @@ def to_network_input(images: np.ndarray, runtime: Runtime) -> torch.Tensor:
 # Whole volumes
 # --------------------------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: float, cfg, runtime: Runtime,
+def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: float, settings: InferenceSettings,
+                       runtime: Runtime,
                        batch_size: int, rois: np.ndarray | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """The class probabilities of a volume, one batch of B-scans at a time (see the module docstring).
 
@@ -147,8 +149,7 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
         model: the U-Net in eval mode on ``runtime.device`` (channels_last when the runtime says so).
         volume: ``(z, y, x)`` preprocessed volume, uint8.
         axial_spacing_mm: depth of one row in mm (``Geometry.axial_spacing_mm``), > 0.
-        cfg: effective config: ``PATCH_SHAPE``, ``SPECTRALIS_AXIAL_SPACING_MM``, ``INFERENCE_TILE_SHAPE``,
-            ``INFERENCE_TILE_OVERLAP``.
+        settings: depth scaling, region, passes and tiling (:class:`utils.predict.settings.InferenceSettings`).
         runtime: device, autocast and memory layout.
         batch_size: B-scans per forward pass, >= 1.
         rois: ``(z, y, x)`` bool ROI of every B-scan (:func:`utils.predict.band.volume_rois`) when computed ahead
@@ -167,45 +168,45 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
                          f"{volume.dtype}")
     if int(batch_size) < 1:
         raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {batch_size!r}")
-    if cfg.PREDICT_REGION not in PREDICT_REGIONS:
-        raise ValueError(f"PREDICT_REGION must be one of {', '.join(PREDICT_REGIONS)}, got {cfg.PREDICT_REGION!r}")
     n_bscans, height, width = volume.shape
     if rois is not None and rois.shape != volume.shape:
         raise ValueError(f"ROI masks of shape {rois.shape} for a volume of shape {volume.shape}")
-    roi_of = (lambda z: rois[z]) if rois is not None else (lambda z: bscan_roi(volume[z], cfg))
-    scaled = scaled_height(height, axial_spacing_mm, cfg)
-    band = min(int(cfg.PATCH_SHAPE[0]), scaled)
-    image_order = IMAGE_ORDERS[cfg.IMAGE_RESAMPLING]
+    roi_of = (lambda z: rois[z]) if rois is not None else (lambda z: bscan_roi(volume[z], settings))
+    scaled = scaled_height(height, axial_spacing_mm, settings)
+    band = min(int(settings.patch_shape[0]), scaled)
+    image_order = IMAGE_ORDERS[settings.image_resampling]
     for start in range(0, n_bscans, int(batch_size)):
         stop = min(start + int(batch_size), n_bscans)
         images = scale_depth(stack_neighbours(volume, start, stop), scaled, image_order)
-        if cfg.PREDICT_REGION == "band":
+        if settings.predict_region == "band":
             tops = [band_top(roi_of(z), band, scaled, height) for z in range(start, stop)]
             images = np.stack([image[top:top + band] for image, top in zip(images, tops)])
-        probabilities = network_probabilities(model, images, cfg, runtime)
-        if cfg.PREDICT_REGION == "band":
+        probabilities = network_probabilities(model, images, settings, runtime)
+        if settings.predict_region == "band":
             probabilities = place_bands(probabilities, tops, scaled)
         probabilities = restore_depth(probabilities, height)
-        if cfg.PREDICT_REGION == "roi":
+        if settings.predict_region == "roi":
             inside = torch.from_numpy(np.stack([roi_of(z) for z in range(start, stop)]))
             probabilities = keep_inside(probabilities, inside.to(probabilities.device))
-        if cfg.BLANK_COLUMNS_BACKGROUND:
+        if settings.blank_columns_background:
             inside = torch.from_numpy(signal_columns(volume[start:stop]))
             probabilities = keep_inside(probabilities, inside.to(probabilities.device))
         yield start, probabilities
 
 
-def network_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime: Runtime) -> torch.Tensor:
+def network_probabilities(model: nn.Module, images: np.ndarray, settings: InferenceSettings, runtime: Runtime,
+                          ) -> torch.Tensor:
     """Class probabilities of whole (depth-scaled) B-scans (:func:`single_pass_probabilities`), with
     ``TTA_FLIP`` the mean of those of the B-scans and of their left-right mirrors (mirrored back)."""
-    probabilities = single_pass_probabilities(model, images, cfg, runtime)
-    if cfg.TTA_FLIP:
-        mirrored = single_pass_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), cfg, runtime)
+    probabilities = single_pass_probabilities(model, images, settings, runtime)
+    if settings.tta_flip:
+        mirrored = single_pass_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), settings, runtime)
         probabilities = (probabilities + mirrored.flip(-1)) / 2
     return probabilities
 
 
-def single_pass_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime: Runtime) -> torch.Tensor:
+def single_pass_probabilities(model: nn.Module, images: np.ndarray, settings: InferenceSettings, runtime: Runtime,
+                              ) -> torch.Tensor:
     """Class probabilities of whole (depth-scaled) B-scans: ``(n, H, W, 3)`` uint8 -> ``(n, C, H, W)`` float32.
 
     A padded network (smp_unet) sees the images zero-padded at the bottom and right to its input multiple, in one
@@ -217,18 +218,18 @@ def single_pass_probabilities(model: nn.Module, images: np.ndarray, cfg, runtime
     """
     _, height, width, _ = images.shape
     margin = output_margin(model)
-    if margin and cfg.UNPADDED_BORDER == "background":
-        return centre_probabilities(model, images, margin, cfg.N_CLASSES, runtime)
+    if margin and settings.unpadded_border == "background":
+        return centre_probabilities(model, images, margin, settings.n_classes, runtime)
     if margin:
         in_h, in_w = rmit_input_shape_for((height, width))
         pad = ((0, 0), (margin, in_h - height - margin), (margin, in_w - width - margin), (0, 0))
         probabilities = forward_probabilities(model, to_network_input(np.pad(images, pad), runtime), runtime)
         return probabilities[..., :height, :width]
     multiple = input_multiple(model)
-    tile_shape = check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
+    tile_shape = check_tiling(tuple(settings.inference_tile_shape), settings.inference_tile_overlap, multiple)
     pad = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
     probabilities = sliding_window_probabilities(model, to_network_input(np.pad(images, pad), runtime), tile_shape,
-                                                 cfg.INFERENCE_TILE_OVERLAP, runtime)
+                                                 settings.inference_tile_overlap, runtime)
     return probabilities[..., :height, :width]
 
 
@@ -277,7 +278,7 @@ class VolumePrediction:
     """What :func:`predict_volume` keeps of a volume's softmax.
 
     Attributes:
-        labels: ``(z, y, x)`` uint8 arg-max class codes, 0..C-1 (0 background, then the codes of ``cfg.FLUIDS``).
+        labels: ``(z, y, x)`` uint8 arg-max class codes, 0..C-1 (0 background, then the codes of ``FLUIDS``).
         presence: fluid name -> presence score in [0, 1] (:mod:`utils.predict.presence`).
         probabilities: when asked for, fluid name -> ``(z, y, x)`` uint8 softmax probability of that fluid scaled
             to 0..255 (:func:`probability_to_uint8`; before any post-processing of the labels); else None.
@@ -289,14 +290,15 @@ class VolumePrediction:
 
 
 @torch.inference_mode()
-def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, cfg, runtime: Runtime,
+def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, settings: InferenceSettings,
+                   runtime: Runtime,
                    batch_size: int, on_batch: Callable[[int], Any] | None = None,
                    keep_probabilities: bool = False, rois: np.ndarray | None = None) -> VolumePrediction:
     """Labels and presence scores of one preprocessed volume, and optionally each fluid's probabilities.
 
     Args:
-        model, volume, cfg, runtime, batch_size, rois: as :func:`iter_probabilities`; ``cfg`` also gives
-            ``FLUIDS`` and ``PRESENCE_MIN_VOLUME_MM3``.
+        model, volume, settings, runtime, batch_size, rois: as :func:`iter_probabilities`; ``settings`` also
+            gives the fluids' codes and the presence scores' smallest volume.
         geometry: the volume's header geometry (axial spacing for depth scaling, voxel volume for presence).
         on_batch: called with the number of B-scans after each batch (e.g. a progress bar's ``update``).
         keep_probabilities: also keep each fluid's probability volume, uint8-scaled batch by batch (the float
@@ -306,16 +308,16 @@ def predict_volume(model: nn.Module, volume: np.ndarray, geometry: Geometry, cfg
         :class:`VolumePrediction` with labels (and probabilities) of the volume's shape.
     """
     labels = np.empty(volume.shape, np.uint8)
-    kept = {name: np.empty(volume.shape, np.uint8) for name in cfg.FLUIDS} if keep_probabilities else None
-    k = presence_voxel_count(cfg.PRESENCE_MIN_VOLUME_MM3, geometry.voxel_volume_mm3, volume.size)
-    presence = PresenceScores(cfg.FLUIDS, k)
-    for start, probabilities in iter_probabilities(model, volume, geometry.axial_spacing_mm, cfg, runtime,
+    kept = {name: np.empty(volume.shape, np.uint8) for name in settings.fluids} if keep_probabilities else None
+    k = presence_voxel_count(settings.presence_min_volume_mm3, geometry.voxel_volume_mm3, volume.size)
+    presence = PresenceScores(settings.fluids, k)
+    for start, probabilities in iter_probabilities(model, volume, geometry.axial_spacing_mm, settings, runtime,
                                                    batch_size, rois):
         n = probabilities.shape[0]
         labels[start:start + n] = arg_max_labels(probabilities).cpu().numpy()
         presence.update(probabilities)
         if kept is not None:
-            for name, code in cfg.FLUIDS.items():
+            for name, code in settings.fluids.items():
                 kept[name][start:start + n] = probability_to_uint8(probabilities[:, code]).cpu().numpy()
         if on_batch is not None:
             on_batch(n)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.configuration import load_config
+from utils.configuration import keyword_overrides, load_config
 from utils.io.mhd_io import Geometry
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 from utils.model.networks import fold_batch_norms
@@ -87,15 +87,6 @@ def inference_network(paths: Sequence[Path], checkpoints: Sequence[dict], runtim
         raise ValueError(f"{' '.join(map(str, paths))}: {error}") from None
 
 
-def _override(name: str, value: Any) -> str:
-    """A keyword setting as a ``--set`` item (``NAME=VALUE``), its value a Python literal."""
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    elif isinstance(value, np.generic):
-        value = value.item()
-    return f"{name}={value!r}"
-
-
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
     """One volume segmented by :meth:`Predictor.segment`.
@@ -153,7 +144,7 @@ class Predictor:
         self.checkpoint_paths = [Path(path) for path in checkpoint_paths]
         if not self.checkpoint_paths:
             raise ValueError("Predictor needs at least one checkpoint path")
-        local_cfg = load_config([_override(name, value) for name, value in overrides.items()])
+        local_cfg = load_config(keyword_overrides(overrides))
         self.checkpoints = load_checkpoints(self.checkpoint_paths)
         self.cfg, self.notes = inference_config(self.checkpoints[0], local_cfg, list(overrides))
         reference, _, reference_notes = model_histogram_reference(self.checkpoints[0], local_cfg, list(overrides))

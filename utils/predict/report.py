@@ -85,7 +85,7 @@ def _draw_grid(axes, fovea_x_mm: float, fovea_z_mm: float, diameters_mm: Sequenc
 
 
 def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np.ndarray, geometry: Geometry,
-                row: Mapping, cfg) -> None:
+                row: Mapping, fluids: Mapping[str, int], diameters_mm: Sequence[float]) -> None:
     """Draws one case's ``report.png`` (module docstring) and writes it atomically.
 
     Args:
@@ -95,14 +95,15 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
         labels: ``(z, y, x)`` label codes, the same shape.
         geometry: their geometry (spacing ``(x, y, z)`` mm).
         row: the case's ``volumes.csv`` row (volumes, presence, fovea columns).
-        cfg: ``FLUIDS``, ``ETDRS_DIAMETERS_MM``.
+        fluids: fluid name -> label code (``FLUIDS``).
+        diameters_mm: the ETDRS grid's three circles (``ETDRS_DIAMETERS_MM``).
 
     Raises:
         ValueError: ``volume`` and ``labels`` of different shapes.
     """
     if volume.shape != labels.shape or labels.ndim != 3:
         raise ValueError(f"{path}: volume {volume.shape} and labels {labels.shape} must be the same (z, y, x) shape")
-    fluids = dict(cfg.FLUIDS)
+    fluids = dict(fluids)
     n_bscans, height, width = labels.shape
     x_mm, depth_mm, z_mm = geometry.spacing_mm
     laterality = row.get("laterality") if isinstance(row.get("laterality"), str) else ""
@@ -121,7 +122,7 @@ def draw_report(path: str | Path, case_name: str, volume: np.ndarray, labels: np
                             interpolation="nearest", aspect="equal")
         figure.colorbar(image, ax=axes, label=f"{name} thickness (µm)", shrink=0.8)
         _draw_grid(axes, float(row["fovea_column"]) * x_mm, float(row["fovea_bscan"]) * z_mm,
-                   cfg.ETDRS_DIAMETERS_MM, laterality)
+                   diameters_mm, laterality)
         axes.set_xlim(extent[0], extent[1])
         axes.set_ylim(extent[2], extent[3])
         axes.set_title(f"{name}: {row[volume_column(name)]:.3f} mm³")
@@ -211,14 +212,16 @@ def report_index_html(table: pd.DataFrame, report_png: str, fluids: Sequence[str
     ]) + "\n"
 
 
-def write_report_index(out_dir: str | Path, table: pd.DataFrame, cfg) -> Path | None:
-    """Writes ``out_dir/REPORT_HTML`` for the rows of ``table`` whose ``out_dir/<case>/REPORT_PNG`` exists;
-    returns its path, or None (nothing written) when no case has a report."""
+def write_report_index(out_dir: str | Path, table: pd.DataFrame, fluids: Sequence[str], report_png: str,
+                       report_html: str) -> Path | None:
+    """Writes ``out_dir/<report_html>`` (``REPORT_HTML``) for the rows of ``table`` whose
+    ``out_dir/<case>/<report_png>`` (``REPORT_PNG``) exists, with the volume columns of ``fluids``; returns its path,
+    or None (nothing written) when no case has a report."""
     out_dir = Path(out_dir)
-    with_report = table[[(out_dir / str(case) / cfg.REPORT_PNG).is_file() for case in table["case"]]]
+    with_report = table[[(out_dir / str(case) / report_png).is_file() for case in table["case"]]]
     if with_report.empty:
         return None
-    path = out_dir / cfg.REPORT_HTML
-    atomic_write_text(path, report_index_html(with_report, cfg.REPORT_PNG, list(cfg.FLUIDS),
+    path = out_dir / report_html
+    atomic_write_text(path, report_index_html(with_report, report_png, list(fluids),
                                               f"Fluid segmentation: {len(with_report)} case(s) in {out_dir.name}"))
     return path

@@ -29,6 +29,7 @@ from utils.model.runtime import Runtime
 from utils.predict import band, etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
 from utils.predict.outputs import OVERLAY_FOLDER, Outputs, segmentation_path, write_overlays, write_volumes
+from utils.predict.settings import InferenceSettings
 from utils.prepare.preprocessing import histogram_reference, preprocess_volume
 
 
@@ -119,7 +120,8 @@ def prepare_volume(volume: np.ndarray, geometry: Geometry, vendor: str, cfg, ref
     """
     check_reference(vendor, reference_counts, cfg, source)
     prepared = preprocess_volume(volume, vendor, reference_counts, cfg, source)
-    return LoadedCase(geometry, prepared, laterality, band.volume_rois(prepared, cfg) if with_rois else None)
+    rois = band.volume_rois(prepared, InferenceSettings.from_config(cfg)) if with_rois else None
+    return LoadedCase(geometry, prepared, laterality, rois)
 
 
 def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: bool = True) -> LoadedCase:
@@ -154,8 +156,9 @@ def segment_volume(model: torch.nn.Module, loaded: LoadedCase, cfg, runtime: Run
         The :class:`utils.predict.inference.VolumePrediction` with its labels post-processed: ``(z, y, x)`` uint8
         codes 0..C-1; presence scores and probabilities as the network gave them (before the post-processing).
     """
-    result = inference.predict_volume(model, loaded.prepared, loaded.geometry, cfg, runtime, cfg.INFERENCE_BATCH_SIZE,
-                                      on_batch=on_batch, keep_probabilities=keep_probabilities, rois=loaded.rois)
+    result = inference.predict_volume(model, loaded.prepared, loaded.geometry, InferenceSettings.from_config(cfg),
+                                      runtime, cfg.INFERENCE_BATCH_SIZE, on_batch=on_batch,
+                                      keep_probabilities=keep_probabilities, rois=loaded.rois)
     labels = postprocess.gate_absent_fluids(result.labels, result.presence, cfg.FLUIDS, cfg.PRESENCE_GATE)
     labels = postprocess.remove_small_components(labels, cfg.FLUIDS, loaded.geometry.voxel_volume_mm3,
                                                  cfg.MIN_COMPONENT_MM3)
@@ -186,9 +189,11 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, load
     row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(prepared.shape[0]),
            **{volume_column(fluid): volumes[fluid] for fluid in cfg.FLUIDS},
            **{presence_column(fluid): result.presence[fluid] for fluid in cfg.FLUIDS},
-           **etdrs.etdrs_row(prepared, labels, geometry, cfg, loaded.laterality)}
+           **etdrs.etdrs_row(prepared, labels, geometry, cfg.FLUIDS, cfg.ETDRS_DIAMETERS_MM,
+                              cfg.FOVEA_SEARCH_RADIUS_MM, cfg.FOVEA_MIN_DEPTH_MM, loaded.laterality)}
     if outputs.report:
-        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg.FLUIDS,
+                           cfg.ETDRS_DIAMETERS_MM)
     write_marker(case_dir, identity, case, row)
     return row
 
@@ -204,7 +209,8 @@ def redraw_figures(case: Case, case_dir: Path, cfg, reference_counts: np.ndarray
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     if outputs.report:
-        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg)
+        report.draw_report(case_dir / cfg.REPORT_PNG, case.name, prepared, labels, geometry, row, cfg.FLUIDS,
+                           cfg.ETDRS_DIAMETERS_MM)
 
 
 def segment_cases(cases: list[Case], model: torch.nn.Module, cfg, runtime: Runtime,

@@ -65,7 +65,8 @@ def write_run_tables(out_dir: Path, identity: dict, cfg, with_report: bool) -> p
                   f"rerun writes it without segmenting them again)", file=sys.stderr)
             return None
         label_tables.write_label_tables(out_dir, cfg)
-        index = report.write_report_index(out_dir, table, cfg) if with_report else None
+        index = (report.write_report_index(out_dir, table, list(cfg.FLUIDS), cfg.REPORT_PNG, cfg.REPORT_HTML)
+                 if with_report else None)
     if index is not None:
         print(f"reports: {index}")
     if others:

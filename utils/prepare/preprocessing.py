@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ from scipy import ndimage
 from utils.io import layout
 from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
-from utils.io.mhd_io import VolumeError, check_labels, read_volume
+from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
 from utils.io.tables import read_slice_index, slice_index_columns
 from utils.io.vendor_files import read_oct_volume
@@ -160,9 +161,39 @@ def median_inplane(volume: np.ndarray, size: int = 3) -> np.ndarray:
     return ndimage.median_filter(volume, size=(1, size, size), mode="reflect")
 
 
+def _matched_to_reference(volume: np.ndarray, reference_counts: np.ndarray | None, rounding: str, vendor: str,
+                          source: str) -> np.ndarray:
+    """:func:`match_histogram`, refusing a missing reference when the volume comes to be matched."""
+    if reference_counts is None:
+        raise ValueError(f"{source}: {vendor} volumes are histogram matched, but no reference histogram "
+                         f"was given (set HISTOGRAM_REFERENCE to a Spectralis oct.mhd)")
+    return match_histogram(volume, reference_counts, rounding)
+
+
+def preprocessing_steps(vendor: str, reference_counts: np.ndarray | None, cfg, source: str = "volume"
+                        ) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """The steps :func:`preprocess_volume` applies to a ``vendor`` volume, in order, each ``(name, function)``
+    taking and returning a ``(z, y, x)`` volume (``bench/bench_prepare.py`` times them one by one).
+
+    Args:
+        vendor, reference_counts, cfg, source: as :func:`preprocess_volume`.
+    """
+    steps = [("intensity to 0..255", functools.partial(to_uint8_intensity, source=source))]
+    if vendor in cfg.HISTOGRAM_MATCH_VENDORS:
+        steps.append(("histogram matching", functools.partial(
+            _matched_to_reference, reference_counts=reference_counts, rounding=cfg.HISTOGRAM_ROUNDING, vendor=vendor,
+            source=source)))
+    if vendor in cfg.MEDIAN_SLICES_VENDORS:
+        steps.append(("median across B-scans", functools.partial(median_across_bscans, size=cfg.MEDIAN_SLICES)))
+    if vendor in cfg.MEDIAN_VENDORS:
+        steps.append((f"median in-plane {cfg.MEDIAN_INPLANE}x{cfg.MEDIAN_INPLANE}",
+                      functools.partial(median_inplane, size=cfg.MEDIAN_INPLANE)))
+    return steps
+
+
 def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndarray | None, cfg,
                       source: str = "volume") -> np.ndarray:
-    """The method's preprocessing of one OCT volume.
+    """The method's preprocessing of one OCT volume (:func:`preprocessing_steps`).
 
     Intensity to 0..255; for ``cfg.HISTOGRAM_MATCH_VENDORS`` (Cirrus, Topcon) the histogram matched to the
     Spectralis reference; for ``cfg.MEDIAN_SLICES_VENDORS`` a median over each B-scan and its neighbours; for
@@ -180,18 +211,9 @@ def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndar
     Returns:
         ``(z, y, x)`` uint8 preprocessed volume.
     """
-    volume = to_uint8_intensity(volume, source)
-    if vendor in cfg.HISTOGRAM_MATCH_VENDORS:
-        if reference_counts is None:
-            raise ValueError(f"{source}: {vendor} volumes are histogram matched, but no reference histogram "
-                             f"was given (set HISTOGRAM_REFERENCE to a Spectralis oct.mhd)")
-        volume = match_histogram(volume, reference_counts, cfg.HISTOGRAM_ROUNDING)
-    if vendor in cfg.MEDIAN_SLICES_VENDORS:
-        volume = median_across_bscans(volume, cfg.MEDIAN_SLICES)
-    if vendor in cfg.MEDIAN_VENDORS:
-        volume = median_inplane(volume, cfg.MEDIAN_INPLANE)
+    for _, step in preprocessing_steps(vendor, reference_counts, cfg, source):
+        volume = step(volume)
     return volume
-
 
 
 def histogram_reference(path: str | Path, cfg, vendor: str = "Spectralis") -> dict:
@@ -300,6 +322,86 @@ def _case_settings(case: Case, cfg, reference: dict | None) -> dict:
             "median_inplane": cfg.MEDIAN_INPLANE if case.vendor in cfg.MEDIAN_VENDORS else 1}
 
 
+def check_reference_labels(labels: np.ndarray, shape: tuple[int, ...], allowed_codes: Sequence[int],
+                           source: str | Path) -> np.ndarray:
+    """A case's reference labels checked against its OCT volume, as uint8.
+
+    Args:
+        labels: ``(z, y, x)`` integer label codes.
+        shape: the OCT volume's ``(z, y, x)`` size.
+        allowed_codes: the background code and the fluid codes (``BACKGROUND``, the values of ``FLUIDS``).
+        source: names the labels in error messages.
+
+    Returns:
+        ``(z, y, x)`` uint8 label codes.
+
+    Raises:
+        VolumeError: another size than the OCT's, a non-integer dtype or other codes; the message names ``source``.
+    """
+    if labels.shape != tuple(shape):
+        raise VolumeError(f"{source}: size {labels.shape} differs from its oct.mhd {tuple(shape)}")
+    # negative, fractional or too-large codes would be cast silently by astype(uint8)
+    check_labels(labels, allowed_codes, source)
+    return labels.astype(np.uint8)
+
+
+def read_case(case: Case, cfg) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
+    """Reads one case as the preprocess step does: its OCT volume (an ``oct.mhd`` or a vendor file; ``cfg`` gives
+    the vendor files' spacing settings) and, when it has one, its reference labels
+    (:func:`check_reference_labels`).
+
+    Returns:
+        ``(volume, geometry, labels)``: ``(z, y, x)`` raw OCT (uint8, or uint16 for Spectralis), its geometry
+        (spacing ``(x, y, z)`` mm), and ``(z, y, x)`` uint8 label codes or None.
+
+    Raises:
+        VolumeError: unreadable files, a reference of another size than the OCT, labels outside 0..3.
+    """
+    check_case(case)
+    volume, geometry, _ = read_oct_volume(case.oct_path, cfg)
+    labels = None
+    if case.reference_path is not None:
+        labels, _ = read_volume(case.reference_path)
+        labels = check_reference_labels(labels, volume.shape, [cfg.BACKGROUND, *cfg.FLUIDS.values()],
+                                        case.reference_path)
+    return volume, geometry, labels
+
+
+def slice_rows(name: str, vendor: str, oct_path: str, shape: tuple[int, int, int], geometry: Geometry,
+               labels: np.ndarray | None, cfg) -> pd.DataFrame:
+    """A case's rows of the slice index: one per B-scan of its preprocessed volume.
+
+    Args:
+        name: the case's name (its slices are ``<name>_<zzz>.png`` in ``SLICES_SUBDIR/<name>``).
+        vendor: its vendor.
+        oct_path: its OCT file, as the ``oct_path`` column gives it.
+        shape: the preprocessed volume's ``(z, y, x)`` size.
+        geometry: the volume's geometry (spacing ``(x, y, z)`` mm).
+        labels: ``(z, y, x)`` uint8 label codes, or None for a case without reference (blank fluid flags).
+        cfg: the effective config (``FLUIDS``, ``N_CLASSES``, ``SLICES_SUBDIR``).
+
+    Returns:
+        The rows, columns :func:`utils.io.tables.slice_index_columns` (``is_<fluid>`` nullable integers 0/1).
+    """
+    rows = []
+    root = layout.case_root(name, cfg)
+    for z in range(shape[0]):
+        flags = {fluid: pd.NA for fluid in cfg.FLUIDS}
+        if labels is not None:
+            present = np.bincount(labels[z].ravel(), minlength=cfg.N_CLASSES)
+            flags = {fluid: int(present[code] > 0) for fluid, code in cfg.FLUIDS.items()}
+        spacing = geometry.spacing_mm
+        rows.append({"image_name": layout.slice_file_name(name, z), "vendor": vendor, "root": root,
+                     "slice": z, **{f"is_{fluid}": flag for fluid, flag in flags.items()}, "case": name,
+                     "n_slices": shape[0], "height": shape[1], "width": shape[2],
+                     "spacing_x_mm": spacing[0], "spacing_y_mm": spacing[1], "spacing_z_mm": spacing[2],
+                     "has_reference": labels is not None, "oct_path": oct_path})
+    frame = pd.DataFrame(rows, columns=slice_index_columns(cfg.FLUIDS))
+    for fluid in cfg.FLUIDS:
+        frame[f"is_{fluid}"] = frame[f"is_{fluid}"].astype("Int64")
+    return frame
+
+
 def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | None) -> pd.DataFrame:
     """Preprocesses one case and writes its B-scans (and label masks) as PNGs; skips a case already done.
 
@@ -315,37 +417,15 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
     if done_json.is_file() and slices_csv.is_file():
         if json.loads(done_json.read_text()) == settings:
             return read_slice_index(slices_csv, cfg.FLUIDS)  # names as text: a case named NA or 001 stays one
-    check_case(case)
-    volume, geometry, _ = read_oct_volume(case.oct_path, cfg)
-    labels = None
-    if case.reference_path is not None:
-        labels, _ = read_volume(case.reference_path)
-        if labels.shape != volume.shape:
-            raise VolumeError(f"{case.reference_path}: size {labels.shape} differs from its oct.mhd {volume.shape}")
-        # negative, fractional or too-large codes would be cast silently by astype(uint8)
-        check_labels(labels, [cfg.BACKGROUND, *cfg.FLUIDS.values()], case.reference_path)
-        labels = labels.astype(np.uint8)
+    volume, geometry, labels = read_case(case, cfg)
     counts = np.asarray(reference["counts"]) if reference else None
     prepared = preprocess_volume(volume, case.vendor, counts, cfg, str(case.oct_path))
-    rows = []
-    for z in range(prepared.shape[0]):
-        name = layout.slice_file_name(case.name, z)
+    frame = slice_rows(case.name, case.vendor, str(case.oct_path), prepared.shape, geometry, labels, cfg)
+    for z, name in enumerate(frame["image_name"]):
         image_path, mask_path, _ = layout.slice_paths(work_dir, layout.case_root(case.name, cfg), name, cfg)
         atomic_write_png(image_path, prepared[z], cfg.PNG_COMPRESS_LEVEL)
-        flags = {fluid: pd.NA for fluid in cfg.FLUIDS}
         if labels is not None:
             atomic_write_png(mask_path, labels[z], cfg.PNG_COMPRESS_LEVEL)
-            present = np.bincount(labels[z].ravel(), minlength=cfg.N_CLASSES)
-            flags = {fluid: int(present[code] > 0) for fluid, code in cfg.FLUIDS.items()}
-        spacing = geometry.spacing_mm
-        rows.append({"image_name": name, "vendor": case.vendor, "root": layout.case_root(case.name, cfg),
-                     "slice": z, **{f"is_{fluid}": flag for fluid, flag in flags.items()}, "case": case.name,
-                     "n_slices": prepared.shape[0], "height": prepared.shape[1], "width": prepared.shape[2],
-                     "spacing_x_mm": spacing[0], "spacing_y_mm": spacing[1], "spacing_z_mm": spacing[2],
-                     "has_reference": labels is not None, "oct_path": str(case.oct_path)})
-    frame = pd.DataFrame(rows, columns=slice_index_columns(cfg.FLUIDS))
-    for fluid in cfg.FLUIDS:
-        frame[f"is_{fluid}"] = frame[f"is_{fluid}"].astype("Int64")
     atomic_write_csv(slices_csv, frame)
     atomic_write_text(done_json, json.dumps(settings))  # last: marks the case complete
     return frame

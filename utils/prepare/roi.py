@@ -209,7 +209,30 @@ def roi_mask_reference(bscan: np.ndarray, fluid_mask: np.ndarray | None, entropy
     return filled
 
 
+def volume_roi_masks(volume: np.ndarray, labels: np.ndarray | None, entropy_radius: int, threshold: float,
+                     closing_radius: int) -> np.ndarray:
+    """The ROI of every B-scan of a preprocessed volume: :func:`roi_mask` of each, with its fluid mask.
+
+    Args:
+        volume: ``(z, y, x)`` uint8 preprocessed volume (0..255).
+        labels: ``(z, y, x)`` label codes (non-zero = fluid), or None for a case without reference.
+        entropy_radius, threshold, closing_radius: as :func:`roi_mask`.
+
+    Returns:
+        ``(z, y, x)`` bool ROI masks.
+    """
+    masks = np.zeros(volume.shape, bool)
+    for z, bscan in enumerate(volume):
+        masks[z] = roi_mask(bscan, None if labels is None else labels[z], entropy_radius, threshold, closing_radius)
+    return masks
+
+
 ROI_VALUE = 255  # ROI pixels in the PNG (0 elsewhere), so the masks are visible in any image viewer
+
+
+def roi_png(roi: np.ndarray) -> np.ndarray:
+    """A bool ROI mask as its PNG stores it: uint8, ``ROI_VALUE`` inside, 0 outside."""
+    return roi.astype(np.uint8) * np.uint8(ROI_VALUE)
 
 
 def _roi_settings(case_folder: Path, cfg) -> dict:
@@ -236,7 +259,7 @@ def roi_masks_of_case(rows: pd.DataFrame, work_dir: str | Path, cfg) -> int:
         fluid = read_png(mask_path) if row.has_reference else None
         roi = roi_mask(read_png(image_path), fluid, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD,
                        cfg.CLOSING_DISK_RADIUS)
-        atomic_write_png(roi_path, roi.astype(np.uint8) * np.uint8(ROI_VALUE), cfg.PNG_COMPRESS_LEVEL)
+        atomic_write_png(roi_path, roi_png(roi), cfg.PNG_COMPRESS_LEVEL)
     atomic_write_text(done_json, json.dumps(settings))  # last: marks the case complete
     return len(rows)
 

@@ -26,6 +26,7 @@ def check_label_map(labels: torch.Tensor, n_classes: int, name: str = "target", 
         labels: ``(N, H, W)`` int64, values in ``0..n_classes-1``.
         n_classes: number of classes ``C`` (>= 1).
         name: what to call ``labels`` in the error message.
+        ignore_label: a code allowed besides (pixels that count nowhere), or None.
 
     Raises:
         ValueError: ``labels`` is not a tensor, not int64, not 3-D, or holds a value outside ``0..n_classes-1``.

@@ -1,16 +1,17 @@
 """The method's nutsml/nutsflow pipelines from prepared slices to batches of patches.
 
-Training (the original's ``train_model.py``): per pass, the slices of the split stratified (by vendor, up-sampled,
-as the original; or by fluid presence), shuffled, read as 3-channel images (a B-scan and its two neighbours) with
-mask and ROI mask, augmented (the original adds a flipped and a rotated copy; see :func:`augmented_copies`), cut
-into patches around the ROI (:func:`utils.train.custom_nuts.ImagePatchesByMaskRetouch_resampled`), normalised to
-[-1, 1], most patches without fluid dropped, and batched as torch tensors. With ``BATCHES_PER_EPOCH = 0`` an
-epoch is one pass (the original); with N, passes follow one another endlessly and an epoch is N batches.
-:class:`PatchBatches` runs it in DataLoader worker processes, each (rank, worker, epoch) with its own seed, so the
-model does not wait for data and DDP ranks draw different patches.
+Training (the original's ``train_model.py``): per pass, the slices of the split stratified (``STRATIFY_BY``: by
+vendor, up-sampled, as the original; by fluid presence; or not at all), shuffled, read as 3-channel images (a B-scan
+and its two neighbours) with mask and ROI mask, augmented (the original adds a flipped and a rotated copy; see
+:func:`augmented_copies`), cut into patches around the ROI (:func:`utils.train.patch_sampling.ResampledRoiPatches`),
+mixed in shuffle buffers, most patches without fluid dropped, and batched as torch tensors normalised to [-1, 1).
+With ``BATCHES_PER_EPOCH = 0`` an epoch is one pass (the original); with N, passes follow one another endlessly and
+an epoch is N batches. :class:`PatchBatches` runs it in DataLoader worker processes, each (rank, worker, epoch) with
+its own seed, so the model does not wait for data and DDP ranks draw different patches.
 
-Validation: a fixed set of B-scans (fixed seed, no augmentation; patches without fluid dropped with the same
-probability as the original, or all kept), their patches kept in memory.
+Validation: ``VAL_BSCANS`` B-scans (all, as the original, or a seeded choice), not augmented; patches without fluid
+dropped as in training (the original) or all kept; sampled afresh each epoch (the original) or once and kept in
+memory (:func:`validation_batches`).
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from skimage.transform import rotate
 
 import config
 from utils.io import layout
-from utils.train.custom_nuts import ImagePatchesByMaskRetouch_resampled
 from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
 from utils.model.input_scale import IMAGE_ORDERS, normalise_input, scaling_spacing_mm, signal_columns
+from utils.train.patch_sampling import ResampledRoiPatches
 
 # Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
-# and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, spacing_y_mm).
+# and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, the spacing in mm
+# patches are scaled by).
 IMAGE, MASK, ROI, IS_IRF, IS_SRF, IS_PED, SPACING = range(7)
 RECORD_HAS_FLUID, RECORD_VENDOR = 4, 6
 
@@ -184,22 +186,32 @@ def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random)
     return out
 
 
-def epoch_records(records: list[tuple], cfg, rand: random.Random) -> list[tuple]:
-    """The training B-scans of one pass, stratified as ``STRATIFY_BY`` says and shuffled.
+def _shuffled_records(records: list[tuple], rand: random.Random) -> list[tuple]:
+    """``STRATIFY_BY = "none"``: the records in random order."""
+    shuffled = list(records)
+    rand.shuffle(shuffled)
+    return shuffled
 
-    Raises:
-        ValueError: ``STRATIFY_BY`` is not "vendor", "fluid" or "none".
-    """
-    if cfg.STRATIFY_BY == "vendor":
-        return upsample_by_label(records, RECORD_VENDOR, rand)
-    if cfg.STRATIFY_BY in ("none", "fluid"):
-        shuffled = list(records)
-        rand.shuffle(shuffled)
-        if cfg.STRATIFY_BY == "none":
-            return shuffled
-        label_counts = pd.Series([record[RECORD_HAS_FLUID] for record in records]).value_counts().to_dict()
-        return list(shuffled >> Stratify(RECORD_HAS_FLUID, label_counts, rand=rand))
-    raise ValueError(f"STRATIFY_BY must be 'vendor', 'fluid' or 'none', got {cfg.STRATIFY_BY!r}")
+
+def _fluid_stratified(records: list[tuple], rand: random.Random) -> list[tuple]:
+    """``STRATIFY_BY = "fluid"``: the records shuffled, then the larger of the groups with and without fluid
+    down-sampled at random to about the smaller one's size (nutsml's ``Stratify``)."""
+    shuffled = _shuffled_records(records, rand)
+    label_counts = pd.Series([record[RECORD_HAS_FLUID] for record in records]).value_counts().to_dict()
+    return list(shuffled >> Stratify(RECORD_HAS_FLUID, label_counts, rand=rand))
+
+
+# STRATIFY_BY -> the records of one pass: (records, rand) -> records (names: CHOICES["STRATIFY_BY"], checked there)
+STRATIFY_BY = {
+    "vendor": lambda records, rand: upsample_by_label(records, RECORD_VENDOR, rand),
+    "fluid": _fluid_stratified,
+    "none": _shuffled_records,
+}
+
+
+def epoch_records(records: list[tuple], cfg, rand: random.Random) -> list[tuple]:
+    """The training B-scans of one pass, stratified as ``STRATIFY_BY`` says and shuffled (:data:`STRATIFY_BY`)."""
+    return STRATIFY_BY[cfg.STRATIFY_BY](records, rand)
 
 
 @nut_processor
@@ -240,16 +252,20 @@ def intensity_augment(image: np.ndarray, rng: np.random.Generator, cfg) -> np.nd
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+# AUGMENT -> the augmented slices of a loaded slice: (sample, rng, cfg) -> list of samples (names:
+# CHOICES["AUGMENT"], checked there)
+AUGMENT = {
+    "rmit": augmented_copies,
+    "replace": lambda sample, rng, cfg: [augment_slice(sample, rng, cfg)],
+}
+
+
 @nut_processor
 def _augmented(samples: Iterator[tuple], rng: np.random.Generator, cfg) -> Iterator[tuple]:
+    """Each loaded slice's augmented copies (:data:`AUGMENT`), each intensity-augmented with ``INTENSITY_AUGMENT``."""
+    augment = AUGMENT[cfg.AUGMENT]
     for sample in samples:
-        if cfg.AUGMENT == "rmit":
-            copies = augmented_copies(sample, rng, cfg)
-        elif cfg.AUGMENT == "replace":
-            copies = [augment_slice(sample, rng, cfg)]
-        else:
-            raise ValueError(f"AUGMENT must be 'rmit' or 'replace', got {cfg.AUGMENT!r}")
-        for copy in copies:
+        for copy in augment(sample, rng, cfg):
             if cfg.INTENSITY_AUGMENT:
                 copy = (intensity_augment(copy[IMAGE], rng, cfg), *copy[1:])
             yield copy
@@ -260,7 +276,7 @@ def _has_fluid(patch: tuple) -> bool:
 
 
 def _patch_nut(cfg, rng: np.random.Generator):
-    return ImagePatchesByMaskRetouch_resampled(
+    return ResampledRoiPatches(
         pshape=tuple(cfg.PATCH_SHAPE), npos=cfg.PATCHES_PER_BSCAN, patch_border=cfg.PATCH_BORDER,
         imagecol=IMAGE, maskcol=MASK, roicol=ROI, IRFcol=IS_IRF, SRFcol=IS_SRF, PEDcol=IS_PED, spacingcol=SPACING,
         random_share=cfg.RANDOM_PATCH_SHARE, reference_spacing_mm=cfg.SPECTRALIS_AXIAL_SPACING_MM,
@@ -277,12 +293,13 @@ def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
 
     Mixing, as the original's ``train_model.py``: the augmented B-scans pass a shuffle buffer of
     ``BSCAN_SHUFFLE_BUFFER`` (100), their patches one of ``PATCH_SHUFFLE_BUFFER`` (1000) before the empty-patch
-    drop, the kept patches one of ``KEPT_PATCH_SHUFFLE_BUFFER`` (0: none; the pipeline's earlier mixing was 64
-    here and nothing before), and a last partial batch is dropped when ``DROP_PARTIAL_BATCH``.
+    drop, the kept patches one of ``KEPT_PATCH_SHUFFLE_BUFFER`` (0: none; the pipeline's earlier mixing: 4 x
+    ``BATCH_SIZE`` here and nothing before), and a last partial batch is dropped when ``DROP_PARTIAL_BATCH``.
 
     Yields:
-        ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` with
-        ``(h, w) = cfg.PATCH_SHAPE`` (without ``DROP_PARTIAL_BATCH`` the last batch of a pass may be smaller).
+        ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` (or
+        ``IGNORE_LABEL``, :func:`ignore_blank_columns`) with ``(h, w) = cfg.PATCH_SHAPE`` (without
+        ``DROP_PARTIAL_BATCH`` the last batch of a pass may be smaller).
     """
     rand = random.Random(seed)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""One training epoch, one validation pass, the adversarial step, and the run folder's log, plot and checkpoints.
+"""One training epoch, one validation pass, the adversarial step, and the run folder's log and plot.
 
 train.py wires these together; they are functions of explicit arguments so tests can drive them directly.
 """
@@ -33,14 +33,14 @@ BEST_METRIC = "dice_mean_fluid"  # the validation Dice drawn bold in the plot
 @dataclasses.dataclass
 class Adversary:
     """The method's adversarial part: a discriminator, its optimiser, the weight lambda of its loss, the L2 factor
-    on its kernels, and whether it steps first on one concatenated real + fake batch (the original) or after the
-    segmenter on separate real and fake batches (``ADVERSARIAL_STEP``)."""
+    on its kernels, and how it steps (``ADVERSARIAL_STEP``, a name of :data:`ADVERSARIAL_STEPS`): first, on one
+    concatenated real + fake batch (the original), or after the segmenter on separate real and fake batches."""
 
     discriminator: nn.Module
     optimizer: torch.optim.Optimizer
     weight: float
     l2_weight: float = 0.0
-    discriminator_first: bool = True
+    step: str = "discriminator_first"
 
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -107,6 +107,43 @@ def discriminator_step(adversary: Adversary, images: torch.Tensor, probabilities
     return float(loss.detach())
 
 
+def _discriminator_first(adversary: Adversary, images: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor,
+                         runtime: Runtime) -> tuple[torch.Tensor, None]:
+    """``ADVERSARIAL_STEP = "discriminator_first"`` (the original): the discriminator steps now
+    (:func:`discriminator_step`). Returns the segmenter's adversarial loss against the updated discriminator, and
+    nothing to do after the segmenter's step."""
+    critic_images, probabilities, reference = critic_inputs(images, logits, masks)
+    discriminator_step(adversary, critic_images, probabilities, reference, runtime)
+    with runtime.autocast():
+        return fooling_loss(adversary, critic_images, probabilities), None
+
+
+def _separate(adversary: Adversary, images: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor,
+              runtime: Runtime) -> tuple[torch.Tensor, Callable[[], None]]:
+    """``ADVERSARIAL_STEP = "separate"``: both losses on separate real and fake batches
+    (:func:`adversarial_losses`). Returns the segmenter's adversarial loss, and the discriminator's step (its loss
+    plus the L2 on its kernels), to take after the segmenter's."""
+    with runtime.autocast():
+        discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
+
+    def discriminator_after() -> None:
+        objective = discriminator_loss
+        if adversary.l2_weight:
+            objective = objective + l2_penalty(adversary.discriminator, adversary.l2_weight)
+        adversary.optimizer.zero_grad(set_to_none=True)
+        objective.float().backward(inputs=list(adversary.discriminator.parameters()))
+        average_gradients(adversary.discriminator)
+        adversary.optimizer.step()
+
+    return adversarial_loss, discriminator_after
+
+
+# ADVERSARIAL_STEP -> (adversary, images, logits, masks, runtime) -> (the segmenter's adversarial loss, the
+# discriminator's step to take after the segmenter's, or None); the names are utils/configuration.py's
+# CHOICES["ADVERSARIAL_STEP"], checked there
+ADVERSARIAL_STEPS = {"discriminator_first": _discriminator_first, "separate": _separate}
+
+
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 runtime: Runtime, adversary: Adversary | None = None, description: str = "train",
                 regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0, n_batches: int | None = None,
@@ -144,29 +181,18 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
                 logits = model(images)
             masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
             loss = loss_fn(logits.float(), masks)
-            objective, discriminator_loss = loss + regulariser(), None
-            if adversary is not None and adversary.discriminator_first:
-                critic_images, probabilities, reference = critic_inputs(images, logits, masks)
-                discriminator_step(adversary, critic_images, probabilities, reference, runtime)
-                with runtime.autocast():  # the segmenter's turn, against the discriminator just updated
-                    adversarial_loss = fooling_loss(adversary, critic_images, probabilities)
-                objective = objective + adversary.weight * adversarial_loss.float()
-            elif adversary is not None:
-                with runtime.autocast():
-                    discriminator_loss, adversarial_loss = adversarial_losses(adversary, images, logits, masks)
+            objective, discriminator_after = loss + regulariser(), None
+            if adversary is not None:
+                adversarial_loss, discriminator_after = ADVERSARIAL_STEPS[adversary.step](
+                    adversary, images, logits, masks, runtime)
                 objective = objective + adversary.weight * adversarial_loss.float()
             optimizer.zero_grad(set_to_none=True)
             objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
             before_step()
             optimizer.step()
             after_step()
-            if discriminator_loss is not None:  # ADVERSARIAL_STEP = "separate": the discriminator after the segmenter
-                if adversary.l2_weight:
-                    discriminator_loss = discriminator_loss + l2_penalty(adversary.discriminator, adversary.l2_weight)
-                adversary.optimizer.zero_grad(set_to_none=True)
-                discriminator_loss.float().backward(inputs=list(adversary.discriminator.parameters()))
-                average_gradients(adversary.discriminator)
-                adversary.optimizer.step()
+            if discriminator_after is not None:
+                discriminator_after()
             total += float(loss.detach())
             count += 1
             bar.update(1)
@@ -254,7 +280,7 @@ def reestimate_batch_norms(model: nn.Module, batches: Iterator, n_batches: int, 
 
 def average_gradients(module: nn.Module) -> None:
     """Averages ``module``'s gradients over DDP ranks (for the discriminator, which is not DDP-wrapped because
-    it runs three forward passes per step)."""
+    it runs several forward passes per step)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     for parameter in module.parameters():
@@ -271,19 +297,22 @@ def _mean_over_ranks(total: float, count: int) -> float:
     return total / count if count else math.nan
 
 
+# BEST_BY -> the sign that makes a higher score better: the lowest validation loss (the original) or the highest
+# mean fluid Dice; the names are utils/configuration.py's CHOICES["BEST_BY"], checked there
+BEST_BY = {"val_loss": -1.0, "dice_mean_fluid": 1.0}
+
 
 def score_of(metrics: dict[str, float], best_by: str) -> float:
     """The number that picks the best checkpoint (higher is better; NaN counts as the worst).
 
     Args:
         metrics: an epoch's validation metrics.
-        best_by: ``"val_loss"`` (the original: the lowest validation loss) or a metric such as
-            ``"dice_mean_fluid"`` (the highest).
+        best_by: the metric, a name of :data:`BEST_BY` (``BEST_BY``).
     """
     value = metrics.get(best_by, math.nan)
     if value is None or math.isnan(value):
         return -math.inf
-    return -value if best_by == "val_loss" else value
+    return BEST_BY[best_by] * value
 
 
 def append_log(run_dir: Path, row: dict[str, Any]) -> pd.DataFrame:

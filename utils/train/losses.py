@@ -2,26 +2,25 @@
 
 Every loss takes ``logits`` ``(N, C, H, W)`` float (raw scores, before softmax) and ``target`` ``(N, H, W)``
 int64 label codes ``0..C-1`` (config: 0 background, 1 IRF, 2 SRF, 3 PED) and returns a 0-d tensor. Bad inputs
-raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` names one of:
+raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` names one of :data:`LOSSES`:
 
 - ``"rmit"`` (default): the authors' loss (:class:`utils.train.method_loss.RmitLoss`);
 - ``"balanced_ce_dice"``: the pipeline's earlier ``CE_WEIGHT * class-balanced cross-entropy + DICE_WEIGHT * Dice``
   (:func:`balanced_ce_dice_loss`);
-- ``"ce_dice"``: ``CE_WEIGHT * plain (unweighted) cross-entropy + DICE_WEIGHT * Dice``, nnU-Net's loss up to the
-  scale (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the
-  background/fluid ratio, which favours over-segmentation; this option leaves the balance to the Dice term.
+- ``"ce_dice"``: ``CE_WEIGHT * plain (unweighted) cross-entropy + DICE_WEIGHT * Dice``, like nnU-Net's Dice + CE
+  (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the background/fluid
+  ratio, which favours over-segmentation; this option leaves the balance to the Dice term.
 
 Pixels whose target is ``config.IGNORE_LABEL`` (``BLANK_COLUMNS_IGNORED``) count in neither the cross-entropies nor
 the Dice; the authors' loss takes no such code.
 
 Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
 is taken over the whole batch, a class absent from the batch's target contributes 0 (so false positives of an
-absent class are left to the cross-entropy), and the loss is the mean over all ``C`` classes.
+absent class are left to the cross-entropy), and the loss is the mean over the classes (all ``C`` by default).
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Sequence
 
 import segmentation_models_pytorch as smp
@@ -29,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 import config
-from utils.configuration import ConfigError
 from utils.train.base import Loss, WeightedSum
 from utils.train.method_loss import RmitLoss
 
@@ -45,7 +43,8 @@ def class_balanced_weights(target: torch.Tensor, n_classes: int) -> torch.Tensor
         n_classes: number of classes ``C``.
 
     Returns:
-        ``(C,)`` float32 on ``target``'s device, values in ``[0, 1]``; all zero only if ``target`` is empty.
+        ``(C,)`` float32 on ``target``'s device, values in ``[0, 1]``; all zero only if ``target`` holds no code in
+        ``0..n_classes-1``.
     """
     counts = torch.bincount(target.reshape(-1), minlength=n_classes)[:n_classes].float()
     inverse = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
@@ -61,7 +60,7 @@ def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
 
     Args:
         logits: ``(N, C, H, W)`` float raw scores.
-        target: ``(N, H, W)`` int64 label codes in ``0..C-1``, not empty.
+        target: ``(N, H, W)`` int64 label codes in ``0..C-1`` (or ``config.IGNORE_LABEL``: left out), not empty.
 
     Returns:
         0-d tensor, >= 0, differentiable with respect to ``logits`` (the weights are constants).
@@ -117,9 +116,8 @@ class DiceLoss(Loss):
         return self.smp_loss(logits, target)
 
 
-
 def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
-    """The method's loss: ``ce_weight * balanced cross-entropy + dice_weight * Dice`` (0.5 and 0.5).
+    """``LOSS = "balanced_ce_dice"``: ``ce_weight * balanced cross-entropy + dice_weight * Dice``.
 
     Returns:
         a :class:`~utils.train.base.WeightedSum` named ``"0.5*balanced_ce + 0.5*dice"``.
@@ -128,8 +126,8 @@ def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> W
 
 
 def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
-    """``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by 0.5 with the
-    default weights).
+    """``LOSS = "ce_dice"``: ``ce_weight * plain cross-entropy + dice_weight * Dice`` (like nnU-Net's Dice + CE,
+    whose Dice leaves the background out; scaled by 0.5 with the default weights).
 
     Returns:
         a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <dice_weight>*dice"``.
@@ -137,16 +135,15 @@ def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSu
     return ce_weight * CrossEntropyLoss() + dice_weight * DiceLoss()
 
 
-def make_loss(cfg) -> Loss:
-    """The training loss the config names in ``LOSS``.
+# LOSS -> the loss, given the weights of its cross-entropy and Dice terms (CE_WEIGHT, DICE_WEIGHT; the authors' loss
+# has its own); the names are utils/configuration.py's CHOICES["LOSS"], checked there
+LOSSES = {
+    "rmit": lambda ce_weight, dice_weight: RmitLoss(),
+    "balanced_ce_dice": balanced_ce_dice_loss,
+    "ce_dice": ce_dice_loss,
+}
 
-    Raises:
-        ConfigError: ``LOSS`` names no loss; the message lists the names and suggests the nearest.
-    """
-    losses = {"rmit": RmitLoss, "balanced_ce_dice": lambda: balanced_ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT),
-              "ce_dice": lambda: ce_dice_loss(cfg.CE_WEIGHT, cfg.DICE_WEIGHT)}
-    if cfg.LOSS not in losses:
-        nearest = difflib.get_close_matches(cfg.LOSS, losses, n=1)
-        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
-        raise ConfigError(f"LOSS={cfg.LOSS!r}: expected one of {sorted(losses)}{hint}")
-    return losses[cfg.LOSS]()
+
+def make_loss(cfg) -> Loss:
+    """The training loss the config names in ``LOSS`` (:data:`LOSSES`)."""
+    return LOSSES[cfg.LOSS](cfg.CE_WEIGHT, cfg.DICE_WEIGHT)

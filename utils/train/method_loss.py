@@ -59,7 +59,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from utils.train.base import Loss, check_segmentation_inputs
+from utils.train.base import Loss
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon() default: the original's clip bound and denominator guard
 
@@ -110,15 +110,9 @@ def fluid_dice_loss(background_prob: torch.Tensor, target: torch.Tensor, eps: fl
     return smp_dice(fluid_prob.unsqueeze(1), fluid_target) + no_fluid
 
 
-def _rmit_loss(logits: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        probs = logits.float().softmax(dim=1)
-        log_likelihood = class_normalised_log_likelihood(probs, target, eps)
-        return -0.5 * log_likelihood.mean() + 0.5 * fluid_dice_loss(probs[:, 0], target, eps)
-
-
 def rmit_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPSILON) -> torch.Tensor:
-    """The authors' loss: ``-0.5 * mean_{b,c} LL[b, c] + 0.5 * (1 - fluid Dice)`` (see the module docstring).
+    """The authors' loss: ``-0.5 * mean_{b,c} LL[b, c] + 0.5 * (1 - fluid Dice)`` (see the module docstring), of
+    inputs already checked (:class:`RmitLoss` checks them).
 
     The softmax and everything after it run in float32, also under bf16/fp16 autocast.
 
@@ -130,16 +124,17 @@ def rmit_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPS
     Returns:
         0-d float32 tensor, in ``[0, 0.5 * (-log eps) + 0.5]``; near 0 for confident correct logits on a batch
         holding fluid, 0.5 at best on a batch without.
-
-    Raises:
-        ValueError: bad types, dtypes, shapes or label codes (:func:`utils.train.base.check_segmentation_inputs`).
     """
-    check_segmentation_inputs(logits, target)
-    return _rmit_loss(logits, target, eps)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        probs = logits.float().softmax(dim=1)
+        log_likelihood = class_normalised_log_likelihood(probs, target, eps)
+        return -0.5 * log_likelihood.mean() + 0.5 * fluid_dice_loss(probs[:, 0], target, eps)
 
 
 class RmitLoss(Loss):
-    """:func:`rmit_loss` as a :class:`~utils.train.base.Loss` named ``"rmit"``.
+    """:func:`rmit_loss` as a :class:`~utils.train.base.Loss` named ``"rmit"`` (``LOSS = "rmit"``); its inputs are
+    checked (:func:`utils.train.base.check_segmentation_inputs`: ValueError for bad types, dtypes, shapes or label
+    codes; no ignored code).
 
     Args:
         eps: as :func:`rmit_loss` (Keras' default 1e-7).
@@ -152,7 +147,7 @@ class RmitLoss(Loss):
         self.eps = eps
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _rmit_loss(logits, target, self.eps)
+        return rmit_loss(logits, target, self.eps)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps:g}"

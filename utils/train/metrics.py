@@ -206,26 +206,6 @@ class SegmentationMeter:
         """Forgets every count (at the start of an epoch)."""
         self.counts = torch.zeros(4, self.n_classes, dtype=torch.int64)  # rows tp, fp, fn, tn; CPU
 
-    @property
-    def tp(self) -> torch.Tensor:
-        """``(C,)`` int64 true positives so far on this process."""
-        return self.counts[0]
-
-    @property
-    def fp(self) -> torch.Tensor:
-        """``(C,)`` int64 false positives so far on this process."""
-        return self.counts[1]
-
-    @property
-    def fn(self) -> torch.Tensor:
-        """``(C,)`` int64 false negatives so far on this process."""
-        return self.counts[2]
-
-    @property
-    def tn(self) -> torch.Tensor:
-        """``(C,)`` int64 true negatives so far on this process."""
-        return self.counts[3]
-
     @torch.no_grad()
     def update(self, prediction: torch.Tensor, reference: torch.Tensor) -> None:
         """Adds the counts of one batch.

@@ -1,10 +1,11 @@
-"""The learning-rate schedule, chosen by ``LR_SCHEDULE``: constant (the method: Adam at ``LEARNING_RATE`` throughout,
+"""The learning-rate schedule, chosen by ``LR_SCHEDULE``: constant (the method: ``LEARNING_RATE`` throughout,
 RuwanT/retouch ``train_model.py``), or nnU-Net's polynomial decay to 0 over the training (an option beyond the
 method, for short CPU budgets where the last steps at full rate leave the weights noisy)."""
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -19,8 +20,14 @@ def poly_learning_rate(base: float, progress: float, exponent: float = POLY_EXPO
     return base * (1.0 - min(max(progress, 0.0), 1.0)) ** exponent
 
 
+# LR_SCHEDULE -> the rate for (base rate, progress), or None: the optimiser's rate is never changed (the names are
+# utils/configuration.py's CHOICES["LR_SCHEDULE"], checked there)
+LR_SCHEDULES: dict[str, Callable[[float, float], float] | None] = {"constant": None, "poly": poly_learning_rate}
+
+
 class LearningRateSchedule:
-    """Sets an optimiser's learning rate before each step from how much of the training is done.
+    """Sets an optimiser's learning rate before each step from how much of the training is done (``"constant"``
+    leaves it as it is).
 
     Progress is the larger of the epochs done (``(epoch - 1) / epochs`` at the start of ``epoch``, 1-based) and
     the share of the time budget used (``budget_minutes`` > 0, counted from this object's creation, as rank 0
@@ -30,7 +37,7 @@ class LearningRateSchedule:
 
     Args:
         optimizer: its parameter groups all get the scheduled rate.
-        schedule: ``"constant"`` (the rate is never changed) or ``"poly"``.
+        schedule: a name of :data:`LR_SCHEDULES`: ``"constant"`` (the rate is never changed) or ``"poly"``.
         base: the starting learning rate (``LEARNING_RATE``).
         epochs: ``EPOCHS``.
         budget_minutes: ``TRAIN_BUDGET_MINUTES`` (0: no budget).
@@ -40,9 +47,7 @@ class LearningRateSchedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: str, base: float, epochs: int,
                  budget_minutes: float, runtime: Runtime | None = None):
-        if schedule not in ("constant", "poly"):
-            raise ValueError(f"LR_SCHEDULE={schedule!r}: expected 'constant' or 'poly'")
-        self.optimizer, self.schedule, self.base = optimizer, schedule, base
+        self.optimizer, self.rate_at, self.base = optimizer, LR_SCHEDULES[schedule], base
         self.epochs, self.budget_seconds = epochs, 60.0 * budget_minutes
         self.start = time.perf_counter()
         self.epoch = 1
@@ -60,8 +65,8 @@ class LearningRateSchedule:
 
     def step(self) -> None:
         """Sets the rate for the next optimiser step (nothing for ``"constant"``)."""
-        if self.schedule == "constant":
+        if self.rate_at is None:
             return
-        rate = poly_learning_rate(self.base, self.progress())
+        rate = self.rate_at(self.base, self.progress())
         for group in self.optimizer.param_groups:
             group["lr"] = rate

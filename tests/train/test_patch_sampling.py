@@ -1,4 +1,4 @@
-"""Tests of utils/train/custom_nuts.py: patch geometry, resizing, fluid flags, centre sampling and the patch nut."""
+"""Tests of utils/train/patch_sampling.py: patch geometry, resizing, fluid flags, centre sampling and the patch nut."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from nutsflow import Collect
 
 import config
-from utils.train.custom_nuts import (FLUID_CODES, ImagePatchesByMaskRetouch_resampled, clamp_centers, crop_patch,
-                                     fluid_flags, pad_to_shape, sample_oct_patch_centers, sample_patches_entropy_mask,
-                                     stratified_patch_centers)
+from utils.train.patch_sampling import (FLUID_CODES, ResampledRoiPatches, clamp_centers, crop_patch, fluid_flags,
+                                         pad_to_shape, sample_oct_patch_centers, sample_patches_entropy_mask,
+                                         stratified_patch_centers)
 
 REF_MM = config.SPECTRALIS_AXIAL_SPACING_MM  # 0.0039
 
@@ -292,8 +292,6 @@ def test_sample_patches_reject_bad_settings():
     img, mask, roi = make_bscan((64, 64))
     with pytest.raises(ValueError, match="same size"):
         list(sample_patches_entropy_mask(img, mask[:-1], roi, (16, 16), 2, 2, 0.2, rng=0))
-    with pytest.raises(ValueError, match="PATCH_CENTRES"):
-        list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 2, 0.2, centres="grid", rng=0))
     with pytest.raises(ValueError, match="random_share"):
         list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 2, -0.2, rng=0))
     with pytest.raises(ValueError, match="border"):
@@ -307,7 +305,7 @@ def run_nut(samples, **kwargs):
     settings = dict(pshape=(256, 128), npos=4, patch_border=16, random_share=0.5, reference_spacing_mm=REF_MM,
                     rng=0)
     settings.update(kwargs)
-    return samples >> ImagePatchesByMaskRetouch_resampled(**settings) >> Collect()
+    return samples >> ResampledRoiPatches(**settings) >> Collect()
 
 
 def test_nut_replaces_columns_and_yields_one_sample_per_patch():
@@ -371,7 +369,7 @@ def test_nut_handles_unknown_height_small_image_and_empty_roi():
 
 
 def test_nut_checks_settings_lazily_while_iterating():
-    nut = ImagePatchesByMaskRetouch_resampled((32, 32), 4, 16, 0.2, REF_MM)  # a border that leaves no pixel
+    nut = ResampledRoiPatches((32, 32), 4, 16, 0.2, REF_MM)  # a border that leaves no pixel
     assert [] >> nut >> Collect() == []  # nothing checked before the first sample
     img, mask, roi = make_bscan((64, 64))
     with pytest.raises(ValueError, match="border"):
@@ -394,7 +392,7 @@ def test_nut_is_deterministic_for_a_seed():
 
 def test_nut_with_a_generator_draws_new_patches_each_time_it_is_applied():
     img, mask, roi = make_bscan((496, 512))
-    nut = ImagePatchesByMaskRetouch_resampled((256, 128), 4, 16, 0.2, REF_MM, rng=np.random.default_rng(0))
+    nut = ResampledRoiPatches((256, 128), 4, 16, 0.2, REF_MM, rng=np.random.default_rng(0))
     first = np.stack([s[0] for s in [(img, mask, roi, 0, 0, 0, 0.0039)] >> nut >> Collect()])
     second = np.stack([s[0] for s in [(img, mask, roi, 0, 0, 0, 0.0039)] >> nut >> Collect()])
     assert not np.array_equal(first, second)
@@ -414,3 +412,8 @@ def test_nearest_image_resampling_keeps_only_input_values():
         assert near.shape == lin.shape == (120, 100, 3)
         assert set(np.unique(near)) <= values
         assert not np.array_equal(near, lin)  # linear averages neighbouring rows
+
+
+def test_the_nut_keeps_the_originals_name():
+    from utils.train.patch_sampling import ImagePatchesByMaskRetouch_resampled  # RuwanT/retouch custom_nuts.py
+    assert ImagePatchesByMaskRetouch_resampled is ResampledRoiPatches

@@ -1,16 +1,20 @@
 """Patch sampling for training, as nuts-ml nuts: ROI-centred patches of B-scans, resampled to one physical depth.
 
+Follows the authors' ``custom_nuts.py`` (RuwanT/retouch): ``sample_oct_patch_centers``,
+``sample_patches_entropy_mask`` and the nut ``ImagePatchesByMaskRetouch_resampled`` (here :func:`ResampledRoiPatches`,
+also importable under the original's name).
+
 A sample of the training stream is one B-scan with its labels and ROI (the retina band found by its entropy, see
-``prepare_data.py roi``). :func:`ImagePatchesByMaskRetouch_resampled` turns each sample into several patch samples:
+``prepare_data.py``'s ``roi`` step). :func:`ResampledRoiPatches` turns each sample into several patch samples:
 
 - ``npos`` patches centred in the middle of the ROI band: by default as the original, at columns drawn from every
   10th column (:func:`sample_oct_patch_centers`), or stratified across the width (:func:`stratified_patch_centers`);
 - ``int(npos * random_share)`` patches centred on random ROI pixels (the original added these, 20 %, through
   nuts-ml's ``sample_patch_centers``).
 
-Each patch spans the same depth in millimetres on every vendor: it is cropped ``PATCH_SHAPE[0] * reference spacing /
-this volume's axial spacing`` rows high, then resized to ``PATCH_SHAPE``. Flags say which fluids lie inside the
-patch away from its border.
+Each patch spans the same depth on every vendor: it is cropped ``PATCH_SHAPE[0] * reference spacing / the volume's
+scaling spacing`` rows high (``DEPTH_SCALE``: :func:`utils.model.input_scale.scaling_spacing_mm`), then resized to
+``PATCH_SHAPE``. Flags say which fluids lie inside the patch away from its border.
 
 Conventions: a B-scan is ``(H, W)`` or ``(H, W, C)`` (rows = depth, columns = A-scans); a patch shape is
 ``(height, width)``; a centre is ``(row, col)`` and the patch of shape ``(h, w)`` around it covers rows
@@ -23,13 +27,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from nutsflow import nut_processor
+
 import config
 from utils.model.input_scale import check_patch_shape, physical_patch_shape, resize_patch
 
 FLUID_CODES = (config.IRF, config.SRF, config.PED)  # the order of the flags every function here returns
 
 RngLike = np.random.Generator | int | None
-
 
 
 def pad_to_shape(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -261,15 +265,20 @@ def _sample_region_centers(region: np.ndarray, pshape: tuple[int, int], n: int,
     return np.empty((0, 2), dtype=np.int64)
 
 
+# PATCH_CENTRES -> the ROI-centred centres of a bool ROI: (roi, pshape, npos, rng, jitter, jitter_px) -> (n, 2)
+# (the names are utils/configuration.py's CHOICES["PATCH_CENTRES"], checked there)
+PATCH_CENTRES = {
+    "rmit": lambda roi, pshape, npos, rng, jitter, jitter_px: sample_oct_patch_centers(
+        roi, pshape, npos, pos=True, rng=rng, jitter_px=jitter_px),
+    "stratified": lambda roi, pshape, npos, rng, jitter, jitter_px: stratified_patch_centers(
+        roi, pshape, npos, pos=True, rng=rng, jitter=jitter),
+}
+
+
 def _patch_centers(roi: np.ndarray, pshape: tuple[int, int], npos: int, random_share: float, centres: str,
                    jitter: float, jitter_px: int, rng: np.random.Generator) -> np.ndarray:
     """All centres of one B-scan: ROI-centred, then ``int(npos * random_share)`` random ROI pixels (``(n, 2)``)."""
-    if centres == "rmit":
-        centred = sample_oct_patch_centers(roi, pshape, npos, pos=True, rng=rng, jitter_px=jitter_px)
-    elif centres == "stratified":
-        centred = stratified_patch_centers(roi, pshape, npos, pos=True, rng=rng, jitter=jitter)
-    else:
-        raise ValueError(f"PATCH_CENTRES must be 'rmit' or 'stratified', got {centres!r}")
+    centred = PATCH_CENTRES[centres](roi, pshape, npos, rng, jitter, jitter_px)
     # the original: nutsml's sample_patch_centers(npos=int(npos * .2)) on the ROI
     return np.concatenate([centred, _sample_region_centers(roi, pshape, int(npos * random_share), rng)])
 
@@ -297,8 +306,8 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
     Yields, in this order: the ROI-centred patches (``PATCH_CENTRES``: :func:`sample_oct_patch_centers`, the
     original, or :func:`stratified_patch_centers`), then ``int(npos * random_share)`` patches centred on random ROI
     pixels where the whole patch fits (nuts-ml's ``sample_patch_centers``, as the original). An empty ROI yields
-    nothing, so a B-scan whose ROI detection failed adds no patch. Crops are resized to ``out_shape`` (image
-    anti-aliased linear, mask and ROI nearest) before the fluids are flagged, as the original flags its resized
+    nothing, so a B-scan whose ROI detection failed adds no patch. Crops are resized to ``out_shape`` (the image as
+    ``image_order`` says, mask and ROI nearest) before the fluids are flagged, as the original flags its resized
     patches.
 
     Args:
@@ -313,7 +322,7 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
         random_share: random ROI patches per ROI-centred patch, >= 0.
         pos: ROI mask value inside the retina.
         out_shape: ``(h, w)`` the patches are resized to; None keeps ``pshape``.
-        centres: ``"rmit"`` or ``"stratified"`` (``PATCH_CENTRES``).
+        centres: ``PATCH_CENTRES``, a name of :data:`PATCH_CENTRES`: ``"rmit"`` or ``"stratified"``.
         jitter: stratified centres' row offset as a share of ``h``; jitter_px: rmit centres' offset in pixels.
         rng: numpy Generator, or a seed for one.
         image_order: how the image crop is resized: 1 anti-aliased linear (``IMAGE_RESAMPLING = "linear"``) or 0
@@ -362,14 +371,14 @@ def _resampled_patches(iterable: Iterable[Sequence], columns: tuple[int, ...], f
 
 
 @nut_processor
-def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Sequence[int], npos: int,
-                                        patch_border: int, random_share: float, reference_spacing_mm: float,
-                                        pos: int = 1, imagecol: int = 0, maskcol: int = 1, roicol: int = 2,
-                                        IRFcol: int | None = 3, SRFcol: int | None = 4, PEDcol: int | None = 5,
-                                        spacingcol: int | None = 6, centres: str = "rmit", jitter: float = 0.1,
-                                        jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
-                                        ) -> Iterator[tuple]:
-    """samples >> ImagePatchesByMaskRetouch_resampled(pshape, npos, ...) >> ...: one output sample per patch.
+def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npos: int, patch_border: int,
+                        random_share: float, reference_spacing_mm: float, pos: int = 1, imagecol: int = 0,
+                        maskcol: int = 1, roicol: int = 2, IRFcol: int | None = 3, SRFcol: int | None = 4,
+                        PEDcol: int | None = 5, spacingcol: int | None = 6, centres: str = "rmit",
+                        jitter: float = 0.1, jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
+                        ) -> Iterator[tuple]:
+    """samples >> ResampledRoiPatches(pshape, npos, ...) >> ...: one output sample per patch (the original's
+    ``ImagePatchesByMaskRetouch_resampled``, RuwanT/retouch ``custom_nuts.py``).
 
     Default sample layout (change it with the ``*col`` arguments; other columns pass through unchanged)::
 
@@ -378,10 +387,10 @@ def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Se
 
     For each B-scan, patches are sampled by :func:`sample_patches_entropy_mask` with a crop of
     :func:`physical_patch_shape` (``pshape`` height scaled by ``reference_spacing_mm / axial_spacing_mm``, so a
-    patch spans the same depth in mm on every vendor; the original hard-coded one factor per B-scan height),
-    resized to ``pshape``. Output columns: image ``(h, w[, C])`` of the input dtype, mask ``(h, w)`` of the input
-    dtype holding only input labels, roimask ``(h, w)`` uint8 0/1, the three flag columns ints 0/1;
-    axial_spacing_mm and any other column unchanged. Output samples are tuples.
+    patch spans the same depth on every vendor; the spacing column holds the spacing of ``DEPTH_SCALE``, the
+    original's factor per B-scan height by default), resized to ``pshape``. Output columns: image ``(h, w[, C])``
+    of the input dtype, mask ``(h, w)`` of the input dtype holding only input labels, roimask ``(h, w)`` uint8 0/1,
+    the three flag columns ints 0/1; axial_spacing_mm and any other column unchanged. Output samples are tuples.
 
     Args:
         iterable: samples (tuples or lists) with the columns above; image ``(H, W)`` or ``(H, W, C)``, mask and
@@ -397,11 +406,14 @@ def ImagePatchesByMaskRetouch_resampled(iterable: Iterable[Sequence], pshape: Se
             for training: new patches every epoch); an int seed restarts it, giving the same patches every time.
 
     Raises:
-        ValueError: during iteration, for bad settings (checked once by the sampler, before any sampling),
-            mismatched sizes or a spacing that is not a positive number.
+        ValueError: a malformed ``pshape`` (when the nut is applied); during iteration, bad settings (checked by
+            the sampler before each B-scan's patches), mismatched sizes or a spacing that is not a positive number.
     """
     sampler_args = {"npos": npos, "patch_border": patch_border, "random_share": random_share, "pos": pos,
                     "centres": centres, "jitter": jitter, "jitter_px": jitter_px, "image_order": image_order}
     return _resampled_patches(iterable, (imagecol, maskcol, roicol), (IRFcol, SRFcol, PEDcol), spacingcol,
                               check_patch_shape(pshape), reference_spacing_mm, np.random.default_rng(rng),
                               sampler_args)
+
+
+ImagePatchesByMaskRetouch_resampled = ResampledRoiPatches  # the original's name (RuwanT/retouch custom_nuts.py)

@@ -1,0 +1,30 @@
+"""The named choices of utils/configuration.py's CHOICES: each has one registry in the module that implements it,
+mapping exactly those names to their implementations (the names are checked once, when the config loads; a
+registry only dispatches)."""
+
+import pytest
+
+import train
+from utils.configuration import CHOICES
+from utils.model import input_scale, networks
+from utils.train import data_pipeline, loop, losses, patch_sampling, schedule
+
+REGISTRIES = {
+    "MODEL": networks.MODELS,
+    "DISCRIMINATOR": networks.DISCRIMINATORS,
+    "IMAGE_RESAMPLING": input_scale.IMAGE_ORDERS,
+    "DEPTH_SCALE": input_scale.DEPTH_SCALES,
+    "PATCH_CENTRES": patch_sampling.PATCH_CENTRES,
+    "STRATIFY_BY": data_pipeline.STRATIFY_BY,
+    "AUGMENT": data_pipeline.AUGMENT,
+    "LOSS": losses.LOSSES,
+    "LR_SCHEDULE": schedule.LR_SCHEDULES,
+    "BEST_BY": loop.BEST_BY,
+    "ADVERSARIAL_STEP": loop.ADVERSARIAL_STEPS,
+    "OPTIMIZER": train.OPTIMIZERS,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRIES))
+def test_a_registry_maps_exactly_the_names_its_choice_allows(name):
+    assert sorted(REGISTRIES[name]) == sorted(CHOICES[name])
