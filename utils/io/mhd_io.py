@@ -484,6 +484,21 @@ def remove_volume(path: str | Path) -> None:
         Path(file).unlink(missing_ok=True)
 
 
+def check_array_volume(array: np.ndarray, geometry: Geometry | None, vendor: str | None, call: str) -> None:
+    """Raises ValueError unless an OCT volume given as an array comes with what a file would hold: its geometry
+    (three positive finite spacings) and its vendor, and has the ``(z, y, x)`` shape of one; ``call`` names the
+    function for the message (e.g. ``"segment"``)."""
+    if geometry is None or vendor is None:
+        raise ValueError(f"an array needs its geometry and vendor: {call}(array, Geometry(spacing_mm=(x, y, z)), "
+                         f"vendor='Spectralis'); a file holds both")
+    if array.ndim != 3 or min(array.shape) < 1:
+        raise ValueError(f"array of shape {array.shape}: expected (z, y, x) = (B-scans, depth, width), at least one "
+                         f"voxel along each")
+    spacing = tuple(geometry.spacing_mm)
+    if len(spacing) != 3 or not all(math.isfinite(value) and value > 0 for value in spacing):
+        raise ValueError(f"geometry.spacing_mm={spacing}: expected 3 positive finite numbers (x, y, z) in mm")
+
+
 def check_labels(labels: np.ndarray, allowed_codes: Sequence[int], name: str | Path) -> None:
     """Checks that a label volume is an integer array holding only ``allowed_codes``.
 

@@ -14,7 +14,6 @@ The model loading here (:func:`load_checkpoints`, :func:`inference_network`) is 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from utils.configuration import keyword_overrides, load_config
-from utils.io.mhd_io import Geometry
+from utils.io.mhd_io import Geometry, check_array_volume
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 from utils.model.networks import fold_batch_norms
 from utils.model.runtime import Runtime, select_runtime
@@ -195,15 +194,7 @@ class Predictor:
             vendor = case.vendor
         else:
             array = np.asarray(volume)
-            if geometry is None or vendor is None:
-                raise ValueError("an array needs its geometry and vendor: segment(array, Geometry(spacing_mm=(x, y, "
-                                 "z)), vendor='Spectralis'); a file holds both")
-            if array.ndim != 3 or min(array.shape) < 1:
-                raise ValueError(f"array of shape {array.shape}: expected (z, y, x) = (B-scans, depth, width), at "
-                                 f"least one voxel along each")
-            spacing = tuple(geometry.spacing_mm)
-            if len(spacing) != 3 or not all(math.isfinite(value) and value > 0 for value in spacing):
-                raise ValueError(f"geometry.spacing_mm={spacing}: expected 3 positive finite numbers (x, y, z) in mm")
+            check_array_volume(array, geometry, vendor, "segment")
             loaded = prepare_volume(array, geometry, vendor, cfg, self.reference_counts, source="array")
         result = segment_volume(self.model, loaded, cfg, self.runtime, keep_probabilities)
         return Segmentation(result.labels, loaded.geometry, vendor,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import types
 from collections.abc import Iterator, Mapping
@@ -37,7 +36,7 @@ import pandas as pd
 
 from utils.configuration import keyword_overrides, load_config
 from utils.io.cases import OCT_FILE, REFERENCE_FILE, Case, detect_vendor
-from utils.io.mhd_io import Geometry
+from utils.io.mhd_io import Geometry, check_array_volume
 from utils.io.vendor_files import is_vendor_file, vendor_file_vendor
 from utils.prepare.preprocessing import (N_LEVELS, check_reference_labels, histogram_reference,
                                          load_histogram_reference, preprocess_volume, read_case, slice_rows)
@@ -211,15 +210,7 @@ class Preparer:
             raw, geometry, labels = read_case(case, cfg)
         else:
             raw = np.asarray(volume)
-            if geometry is None or vendor is None:
-                raise ValueError("an array needs its geometry and vendor: prepare(array, Geometry(spacing_mm=(x, y, "
-                                 "z)), vendor='Spectralis'); a file holds both")
-            if raw.ndim != 3 or min(raw.shape) < 1:
-                raise ValueError(f"array of shape {raw.shape}: expected (z, y, x) = (B-scans, depth, width), at least "
-                                 f"one voxel along each")
-            spacing = tuple(geometry.spacing_mm)
-            if len(spacing) != 3 or not all(math.isfinite(value) and value > 0 for value in spacing):
-                raise ValueError(f"geometry.spacing_mm={spacing}: expected 3 positive finite numbers (x, y, z) in mm")
+            check_array_volume(raw, geometry, vendor, "prepare")
             name, source = name or "volume", ""
             self._check_reference(vendor, "array")
             if labels is not None:
