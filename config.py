@@ -181,6 +181,12 @@ AUGMENT = "rmit"
 FLIP_PROB = 0.5  # probability in [0, 1] (the original: 0.5)
 ROTATE_PROB = 0.5  # probability in [0, 1] (the original: 0.5)
 ROTATE_MAX_DEGREES = 10.0  # degrees (the original: 10)
+# Beyond the method (AUGMENT = "replace" only; 0 = off): with this probability a B-scan is also magnified about its
+# centre by a factor log-uniform in SCALE_RANGE (nnU-Net's scaling, 0.7-1.4 there), the same for depth and width
+# or, with SCALE_ANISOTROPIC, one for each (retinas of other thicknesses and pockets of other sizes)
+SCALE_PROB = 0.0
+SCALE_RANGE = (0.8, 1.25)
+SCALE_ANISOTROPIC = False
 # Beyond the method (off by default): intensity augmentation of training B-scans, each part with p = 0.5: gamma
 # up to INTENSITY_GAMMA either way, contrast 1 +- INTENSITY_CONTRAST, speckle-like Gamma noise of SPECKLE_LOOKS looks.
 INTENSITY_AUGMENT = False

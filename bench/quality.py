@@ -192,6 +192,15 @@ CONFIGS: dict[str, dict] = {
     # a 5x higher Adam rate: the budget is short
     "improved_strips_lr1e3": {"train": with_settings(IMPROVED_STRIPS, "LEARNING_RATE=1e-3"),
                               "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # lateral context: strips twice as wide (512 x 256) in batches of 4, the same pixels per batch, so a patch sees a
+    # large pocket's neighbours and both of its ends
+    "improved_strips_wide": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4",
+                                                    "KEPT_PATCH_SHUFFLE_BUFFER=16"),
+                             "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # nnU-Net-style scaling: half the B-scans magnified by 0.8-1.25, depth and width apart (other retinal thicknesses,
+    # pockets of other sizes)
+    "improved_strips_scale": {"train": with_settings(IMPROVED_STRIPS, "SCALE_PROB=0.5", "SCALE_ANISOTROPIC=True"),
+                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
     # both seeds' (the table's minutes and epochs are their sums)
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],

@@ -250,10 +250,11 @@ def test_every_vendor_setting_takes_known_vendor_names_only(name):
 
 @pytest.mark.parametrize("name", sorted(name for name in vars(config) if name.endswith("_PROB")))
 def test_every_probability_lies_in_0_to_1(name):
+    augment = ["AUGMENT=replace"]  # SCALE_PROB's augmentation; the others' too
     for value in (5, -0.1):
         with pytest.raises(ConfigError, match=f"^{name}={float(value)}: expected a probability in \\[0, 1\\]"):
-            load_config([f"{name}={value}"])
-    assert [getattr(load_config([f"{name}={value}"]), name) for value in (0, 1)] == [0.0, 1.0]
+            load_config([*augment, f"{name}={value}"])
+    assert [getattr(load_config([*augment, f"{name}={value}"]), name) for value in (0, 1)] == [0.0, 1.0]
 
 
 @pytest.mark.parametrize("override", [

@@ -235,6 +235,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DISCRIMINATOR_LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     **{name: _PROBABILITY for name in default_settings() if name.endswith("_PROB")},
     "ROTATE_MAX_DEGREES": (lambda value: 0 <= value <= 180, "an angle in degrees in [0, 180]"),
+    "SCALE_RANGE": (lambda value: len(value) == 2 and 0 < value[0] <= value[1],
+                    "two magnifications (low, high), 0 < low <= high, e.g. (0.8, 1.25)"),
     "INTENSITY_GAMMA": (lambda value: value >= 1, "a gamma >= 1 (1: no change)"),
     "INTENSITY_CONTRAST": (lambda value: 0 <= value <= 1, "a share in [0, 1]"),
     "SPECKLE_LOOKS": (lambda value: value > 0, "a number of looks > 0"),
@@ -262,6 +264,8 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
                            f"{ {name: getattr(cfg, name) for name in FLUID_LABELS} }"),
     "IGNORE_LABEL": (lambda value, cfg: cfg.N_CLASSES <= value <= 255,
                      lambda cfg: f"a code in [N_CLASSES={cfg.N_CLASSES}, 255] (no class has it; masks are uint8)"),
+    "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
+                   lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),
                      lambda cfg: f"a number of pixels >= 0 that leaves pixels inside PATCH_SHAPE="
                                  f"{tuple(cfg.PATCH_SHAPE)} (2 x PATCH_BORDER < {min(cfg.PATCH_SHAPE)})"),

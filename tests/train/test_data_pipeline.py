@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.configuration import load_config
+from utils.configuration import ConfigError, load_config
 import random
 
 from utils.train.data_pipeline import (augment_slice, augmented_copies, choose_validation_records, epoch_records,
@@ -391,3 +391,35 @@ def test_validation_as_the_original_takes_every_bscan_with_fresh_patches_each_ep
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, second))  # new patches the next epoch
     fixed = load_config(SMALL + ["VAL_FRESH_PATCHES=False"])
     assert isinstance(validation_batches(records, prepared_work, fixed, seed=0), list)
+
+
+def test_scale_augmentation_magnifies_image_and_masks_about_the_centre():
+    image = np.zeros((41, 61, 3), np.uint8)
+    image[18:23, 28:33] = 200
+    mask = (image[..., 0] > 0).astype(np.uint8) * 2
+    sample = (image, mask, (mask > 0).astype(np.uint8), 0, 1, 0, 0.0039)
+    cfg = load_config(["AUGMENT=replace", "FLIP_PROB=0.0", "ROTATE_PROB=0.0", "SCALE_PROB=1.0",
+                       "SCALE_RANGE=(2.0, 2.0)"])
+    out = augment_slice(sample, np.random.default_rng(0), cfg)
+    assert out[0].shape == image.shape and out[0].dtype == np.uint8 and out[3:] == sample[3:]
+    rows, cols = np.nonzero(out[1])
+    assert set(np.unique(out[1])) == {0, 2}
+    # 5 x 5 pixels about (20, 30) become 9-11 x 9-11 about the same centre
+    assert 9 <= rows.max() - rows.min() + 1 <= 11 and 9 <= cols.max() - cols.min() + 1 <= 11
+    assert abs((rows.min() + rows.max()) / 2 - 20) <= 0.5 and abs((cols.min() + cols.max()) / 2 - 30) <= 0.5
+    bright, marked = out[0][..., 1] >= 100, out[1] > 0  # the image bilinear, the mask nearest: the same square
+    assert (bright & marked).sum() / (bright | marked).sum() > 0.8
+    anisotropic = load_config(["AUGMENT=replace", "FLIP_PROB=0.0", "ROTATE_PROB=0.0", "SCALE_PROB=1.0",
+                               "SCALE_RANGE=(0.5, 2.0)", "SCALE_ANISOTROPIC=True"])
+    shapes = set()
+    for seed in range(5):
+        rows, cols = np.nonzero(augment_slice(sample, np.random.default_rng(seed), anisotropic)[1])
+        shapes.add((rows.max() - rows.min(), cols.max() - cols.min()))
+    assert any(height != width for height, width in shapes)
+
+
+def test_scale_augmentation_needs_the_replace_augmentation():
+    with pytest.raises(ConfigError, match="SCALE_PROB=0.5: expected 0 with AUGMENT='rmit'"):
+        load_config(["SCALE_PROB=0.5"])
+    with pytest.raises(ConfigError, match="SCALE_RANGE"):
+        load_config(["AUGMENT=replace", "SCALE_RANGE=(1.2, 0.8)"])

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from nutsflow import Chunk, Filter, Map, Shuffle, nut_processor
 from nutsml import Stratify
+from scipy.ndimage import affine_transform
 from skimage.transform import rotate
 
 import config
@@ -123,9 +124,22 @@ def augmented_copies(sample: tuple, rng: np.random.Generator, cfg) -> list[tuple
     return out
 
 
+def zoomed(array: np.ndarray, zoom: tuple[float, float], order: int) -> np.ndarray:
+    """``array`` (H, W) or (H, W, C) magnified about its centre by ``zoom`` = (rows, columns) factors (> 1: larger,
+    its edges cut off; < 1: smaller, zeros around it), the same shape and dtype; ``order`` 1 bilinear, 0 nearest."""
+    centre = (np.asarray(array.shape[:2], dtype=float) - 1.0) / 2.0
+    inverse = 1.0 / np.asarray(zoom, dtype=float)
+    if array.ndim == 3:  # the channels are not resampled
+        inverse, centre = np.append(inverse, 1.0), np.append(centre, 0.0)
+    out = affine_transform(array.astype(np.float32), inverse, offset=centre - inverse * centre, order=order,
+                           mode="constant", cval=0.0)
+    return np.clip(np.rint(out), 0, 255).astype(array.dtype)
+
+
 def augment_slice(sample: tuple, rng: np.random.Generator, cfg) -> tuple:
-    """``AUGMENT = "replace"``: random left-right flip and rotation of a loaded slice, in place of the original
-    (image bilinear, mask and ROI nearest-neighbour)."""
+    """``AUGMENT = "replace"``: random left-right flip and rotation of a loaded slice, in place of the original,
+    and beyond it (``SCALE_PROB`` > 0) a magnification, its factor log-uniform in ``SCALE_RANGE``, drawn for depth
+    and width independently with ``SCALE_ANISOTROPIC`` (image bilinear, mask and ROI nearest-neighbour)."""
     image, mask, roi = sample[IMAGE], sample[MASK], sample[ROI]
     if rng.random() < cfg.FLIP_PROB:
         image, mask, roi = image[:, ::-1], mask[:, ::-1], roi[:, ::-1]
@@ -134,6 +148,11 @@ def augment_slice(sample: tuple, rng: np.random.Generator, cfg) -> tuple:
         image = rotate(image, angle, order=1, preserve_range=True, mode="constant").astype(np.uint8)
         mask = rotate(mask, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
         roi = rotate(roi, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+    if cfg.SCALE_PROB > 0 and rng.random() < cfg.SCALE_PROB:
+        low, high = np.log(cfg.SCALE_RANGE)
+        factors = np.exp(rng.uniform(low, high, size=2 if cfg.SCALE_ANISOTROPIC else 1))
+        zoom = (float(factors[0]), float(factors[-1]))
+        image, mask, roi = zoomed(image, zoom, order=1), zoomed(mask, zoom, order=0), zoomed(roi, zoom, order=0)
     return (np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(roi), *sample[3:])
 
 
