@@ -23,6 +23,7 @@ gives the same tables as pandas DataFrames, writing nothing.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -70,6 +71,8 @@ def write_outputs(result: Evaluation, out_dir: Path) -> None:
     atomic_write_csv(out_dir / SUMMARY_CSV, summary)
     save_config(cfg, out_dir / cfg.CONFIG_JSON)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(f"every fluid merged, Dice pooled over the voxels of all cases: {result.pooled_fluid_dice:.3f}"
+          if math.isfinite(result.pooled_fluid_dice) else "every fluid merged: no fluid in any case or prediction")
     print(f"{per_case['case'].nunique()} case(s) scored; {PER_CASE_CSV}, {SUMMARY_CSV}, {cfg.CONFIG_JSON} in "
           f"{out_dir}")
 

@@ -108,6 +108,8 @@ def test_per_case_and_summary_from_label_volumes(layout, capsys):
     assert saved["FLUIDS"] == config.FLUIDS
     printed = capsys.readouterr()
     assert "dice_mean_with_fluid" in printed.out and "presence scores from the predicted label volumes" in printed.out
+    # every fluid merged over the three cases: TP 4 + 3 + 0, predicted 5 + 5 + 0, reference 6 + 3 + 2 -> 14 / 21
+    assert "every fluid merged, Dice pooled over the voxels of all cases: 0.667" in printed.out
 
 
 def test_perfect_prediction(tmp_path):

@@ -89,6 +89,8 @@ def assert_same_as_script(result, out: Path, printed: str | None, tmp_path: Path
     assert config_to_dict(result.cfg) == json.loads((out / result.cfg.CONFIG_JSON).read_text())
     for line in result.messages if printed is not None else ():
         assert line in printed, line
+    if printed is not None:
+        assert f"Dice pooled over the voxels of all cases: {result.pooled_fluid_dice:.3f}" in printed
 
 
 def test_a_folder_scores_to_evaluate_pys_files(layout, tmp_path, capsys):
@@ -153,6 +155,8 @@ def test_arrays_score_as_the_files_holding_them(layout, tmp_path):
     plain = {name: labels for name, (labels, _) in predictions.items()}
     with pytest.warns(UserWarning, match="TRAIN005"):
         assert evaluate_arrays(plain, references, VENDORS, presence).per_case.equals(result.per_case)
+    assert 0 < result.pooled_fluid_dice < 1
+    assert result.pooled_fluid_dice == evaluate_folder(layout / "pred", layout / "data").pooled_fluid_dice
     labels_only = evaluate_arrays(plain, references, VENDORS)  # presence from the label volumes, as no volumes.csv
     assert labels_only.per_case["presence_score"].isin([0.0, 1.0]).all()
     assert labels_only.per_case.drop(columns="presence_score").equals(result.per_case.drop(columns="presence_score"))

@@ -178,14 +178,24 @@ def test_evaluate_case_files_uses_reference_spacing(tmp_path):
     prediction = labels(IRF=[(0, 0, 0)], SRF=[(1, 2, 3)], PED=[(1, 1, 1)])
     write_volume(tmp_path / "reference.mhd", reference, geometry)
     write_volume(tmp_path / "segmentation.mhd", prediction, geometry)
-    rows, presence = vm.evaluate_case_files(tmp_path / "segmentation.mhd", tmp_path / "reference.mhd", FLUIDS,
-                                            BACKGROUND, RTOL)
+    rows, presence, merged = vm.evaluate_case_files(tmp_path / "segmentation.mhd", tmp_path / "reference.mhd",
+                                                    FLUIDS, BACKGROUND, RTOL)
     rows = {row["fluid"]: row for row in rows}
     assert rows["IRF"]["dice"] == pytest.approx(2 / 3)
     assert rows["IRF"]["abs_volume_diff_mm3"] == pytest.approx(0.25)
     assert rows["SRF"]["dice"] == 0.0 and rows["SRF"]["predicted_volume_mm3"] == pytest.approx(0.25)
     assert rows["PED"]["dice"] == 1.0
     assert presence == {"IRF": 1.0, "SRF": 1.0, "PED": 1.0}
+    assert merged == (2, 3, 3)  # the IRF voxel (0, 0, 0) and the PED voxel; 3 predicted, 3 in the reference
+
+
+def test_merged_fluid_ignores_the_type_and_pools_over_cases_by_voxels():
+    reference = labels(SRF=[(0, 0, 0), (0, 0, 1)])
+    prediction = labels(IRF=[(0, 0, 0)], PED=[(1, 1, 1)])
+    assert vm.merged_fluid_counts(prediction, reference, list(FLUIDS.values())) == (1, 2, 2)
+    # one small case missed, one large case found: pooled by voxels, not a mean of the two Dice (0 and 1)
+    assert vm.pooled_dice([(0, 0, 2), (8, 8, 8)]) == pytest.approx(16 / 18)
+    assert math.isnan(vm.pooled_dice([(0, 0, 0)])) and math.isnan(vm.pooled_dice([]))
 
 
 def test_evaluate_case_files_size_mismatch_names_prediction(tmp_path):

@@ -68,6 +68,8 @@ class Evaluation:
             that could not be used), in order.
         settings_source: where the model's settings came from: a ``config.json``, or config.py.
         presence_source: where the presence scores came from: a ``volumes.csv``, or the predicted label volumes.
+        pooled_fluid_dice: every fluid merged, Dice pooled over the voxels of all cases scored
+            (:func:`utils.evaluate.volume_metrics.pooled_dice`), in [0, 1]; NaN when none holds fluid.
     """
 
     per_case: pd.DataFrame
@@ -77,6 +79,7 @@ class Evaluation:
     messages: tuple[str, ...] = ()
     settings_source: str = "config.py"
     presence_source: str = "the predicted label volumes"
+    pooled_fluid_dice: float = float("nan")
 
 
 def evaluation_config(pred_dir: Path, local_cfg: types.SimpleNamespace, names: list[str]
@@ -197,7 +200,7 @@ def _per_case_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, float]] | None, cfg, report: Report,
-                progress: bool = False) -> tuple[pd.DataFrame, list[str]]:
+                progress: bool = False) -> tuple[pd.DataFrame, list[str], float]:
     """Scores each pair against its reference.
 
     Args:
@@ -210,13 +213,14 @@ def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, floa
         progress: show a progress bar (on stderr).
 
     Returns:
-        ``(per_case, failed)``: the rows of the cases scored (columns ``volume_metrics.PER_CASE_COLUMNS``), and the
-        prediction files that could not be used.
+        ``(per_case, failed, pooled_fluid_dice)``: the rows of the cases scored (columns
+        ``volume_metrics.PER_CASE_COLUMNS``), the prediction files that could not be used, and the merged fluid's
+        Dice pooled over the cases scored (:attr:`Evaluation.pooled_fluid_dice`).
     """
-    rows, failed, no_score = [], [], []
+    rows, failed, no_score, counts = [], [], [], []
     for case, prediction_path in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
         try:
-            fluid_rows, presence = volume_metrics.evaluate_case_files(
+            fluid_rows, presence, merged = volume_metrics.evaluate_case_files(
                 prediction_path, case.reference_path, cfg.FLUIDS, cfg.BACKGROUND, cfg.SPACING_RTOL)
         except VolumeError as error:
             report(f"error: {error}", True)
@@ -228,10 +232,11 @@ def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, floa
             else:
                 no_score.append(case.name)
         rows += _case_rows(case.name, case.vendor, fluid_rows, presence)
+        counts.append(merged)
     if no_score:
         report(f"warning: {len(no_score)} case(s) not in {cfg.VOLUMES_CSV}, presence taken from their label volumes: "
                f"{_names(no_score)}", True)
-    return _per_case_table(rows), failed
+    return _per_case_table(rows), failed, volume_metrics.pooled_dice(counts)
 
 
 def summary_table(per_case: pd.DataFrame, cfg) -> pd.DataFrame:
@@ -299,11 +304,12 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
             collected.messages()  # the warnings about unmatched cases tell why none is left
         raise
     scores, failed = read_presence(pred_dir, cfg, report)
-    per_case, failed_cases = score_cases(pairs, scores, cfg, report, progress)
+    per_case, failed_cases, pooled_fluid_dice = score_cases(pairs, scores, cfg, report, progress)
     presence_source = str(pred_dir / cfg.VOLUMES_CSV) if scores is not None else "the predicted label volumes"
     return Evaluation(per_case, summary_table(per_case, cfg), cfg,
                       tuple(failed + failed_cases + [line.split(": ")[0] for line in unusable]),
-                      collected.messages() if collected is not None else (), presence_source=presence_source)
+                      collected.messages() if collected is not None else (), presence_source=presence_source,
+                      pooled_fluid_dice=pooled_fluid_dice)
 
 
 def _local_config(overrides: Mapping[str, Any]) -> types.SimpleNamespace:
@@ -406,7 +412,7 @@ def evaluate_arrays(predictions: Mapping[str, np.ndarray | tuple[np.ndarray, Geo
                              f"{_names(names) or 'none'}; expected the same cases in both")
     fluids = list(cfg.FLUIDS)
     allowed = [cfg.BACKGROUND, *cfg.FLUIDS.values()]
-    rows, no_score = [], []
+    rows, no_score, counts = [], [], []
     for name in names:
         if not (isinstance(references[name], tuple) and len(references[name]) == 2
                 and isinstance(references[name][1], Geometry)):
@@ -424,7 +430,7 @@ def evaluate_arrays(predictions: Mapping[str, np.ndarray | tuple[np.ndarray, Geo
                 raise ValueError(f"predictions[{name!r}]: expected labels or (labels, geometry); got a tuple of "
                                  f"{len(prediction)}")
             prediction, prediction_geometry = prediction
-        fluid_rows, labels_presence = volume_metrics.score_labels(
+        fluid_rows, labels_presence, merged = volume_metrics.score_labels(
             np.asarray(prediction), prediction_geometry, reference, reference_geometry, cfg.FLUIDS, cfg.BACKGROUND,
             cfg.SPACING_RTOL, f"case {name} prediction")
         scores = labels_presence
@@ -434,10 +440,12 @@ def evaluate_arrays(predictions: Mapping[str, np.ndarray | tuple[np.ndarray, Geo
             else:
                 no_score.append(name)
         rows += _case_rows(name, vendors[name], fluid_rows, scores)
+        counts.append(merged)
     if no_score:
         collected(f"warning: {len(no_score)} case(s) not in presence, presence taken from their label volumes: "
                   f"{_names(no_score)}", True)
     per_case = _per_case_table(rows)
     return Evaluation(per_case, summary_table(per_case, cfg), cfg, messages=collected.messages(),
                       settings_source=source,
-                      presence_source="the predicted label volumes" if presence is None else "the given scores")
+                      presence_source="the predicted label volumes" if presence is None else "the given scores",
+                      pooled_fluid_dice=volume_metrics.pooled_dice(counts))

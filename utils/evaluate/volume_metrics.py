@@ -130,6 +130,21 @@ def case_fluid_metrics(prediction: np.ndarray, reference: np.ndarray, voxel_volu
     return rows
 
 
+def merged_fluid_counts(prediction: np.ndarray, reference: np.ndarray, codes: Sequence[int]) -> tuple[int, int, int]:
+    """Voxel counts of one case with every fluid merged (a voxel is fluid when it holds any of ``codes``, its type
+    ignored): ``(true positives, predicted, reference)``, ints >= 0; :func:`pooled_dice` sums them over cases."""
+    predicted, expected = np.isin(prediction, codes), np.isin(reference, codes)
+    return (int(np.count_nonzero(predicted & expected)), int(np.count_nonzero(predicted)),
+            int(np.count_nonzero(expected)))
+
+
+def pooled_dice(counts: Sequence[tuple[int, int, int]]) -> float:
+    """Dice pooled over cases: ``sum(2 TP) / sum(|P| + |G|)`` of their :func:`merged_fluid_counts`, not a mean of
+    per-case Dice (so a case weighs by its fluid); in [0, 1], NaN when no case holds fluid in either volume."""
+    tp, predicted, reference = (sum(case[i] for case in counts) for i in range(3))
+    return dice_from_counts(tp, predicted - tp, reference - tp)
+
+
 def presence_from_labels(prediction: np.ndarray, fluids: Mapping[str, int]) -> dict[str, float]:
     """Presence scores of a method that gives only label volumes: 1.0 where the volume holds the fluid, else 0.0.
 
@@ -219,7 +234,7 @@ def summarize(per_case: pd.DataFrame, vendors: Sequence[str], fluids: Sequence[s
 
 def score_labels(prediction: np.ndarray, prediction_geometry: Geometry, reference: np.ndarray,
                  reference_geometry: Geometry, fluids: Mapping[str, int], background: int, spacing_rtol: float,
-                 prediction_name: str | Path = "prediction") -> tuple[list[dict], dict[str, float]]:
+                 prediction_name: str | Path = "prediction") -> tuple[list[dict], dict[str, float], tuple[int, int, int]]:
     """Scores a predicted label volume against its reference, whose labels the caller has checked
     (:func:`utils.io.mhd_io.check_labels`).
 
@@ -234,8 +249,8 @@ def score_labels(prediction: np.ndarray, prediction_geometry: Geometry, referenc
         prediction_name: names the prediction in error messages.
 
     Returns:
-        ``(rows, presence)``: the :func:`case_fluid_metrics` rows, and :func:`presence_from_labels` of the
-        prediction (the presence scores to use when the method gives none).
+        ``(rows, presence, merged)``: the :func:`case_fluid_metrics` rows, :func:`presence_from_labels` of the
+        prediction (the presence scores to use when the method gives none), and :func:`merged_fluid_counts`.
 
     Raises:
         VolumeError: a prediction not on the reference's grid, or holding other label values; the message names
@@ -245,14 +260,16 @@ def score_labels(prediction: np.ndarray, prediction_geometry: Geometry, referenc
                     spacing_rtol)
     check_labels(prediction, [background, *fluids.values()], prediction_name)
     rows = case_fluid_metrics(prediction, reference, reference_geometry.voxel_volume_mm3, fluids)
-    return rows, presence_from_labels(prediction, fluids)
+    return rows, presence_from_labels(prediction, fluids), merged_fluid_counts(prediction, reference,
+                                                                               list(fluids.values()))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------------------
 def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path, fluids: Mapping[str, int],
-                        background: int, spacing_rtol: float) -> tuple[list[dict], dict[str, float]]:
+                        background: int, spacing_rtol: float
+                        ) -> tuple[list[dict], dict[str, float], tuple[int, int, int]]:
     """Reads a predicted and a reference label volume and scores them (:func:`score_labels`).
 
     Args:
@@ -263,7 +280,7 @@ def evaluate_case_files(prediction_path: str | Path, reference_path: str | Path,
         spacing_rtol: relative spacing tolerance (``SPACING_RTOL``), see :func:`check_same_grid`.
 
     Returns:
-        :func:`score_labels`'s ``(rows, presence)``.
+        :func:`score_labels`'s ``(rows, presence, merged)``.
 
     Raises:
         VolumeError: an unreadable volume, other label values, or a prediction not on the reference's grid;
