@@ -5,12 +5,14 @@
 1. data: DATA_ROOT when it holds any oct.mhd, else the synthetic RETOUCH-like set (generated once in
    SYNTHETIC_ROOT);
 2. prepare_data.py (all steps) into WORK_DIR;
-3. train.py for at most DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training, with DEMO_OVERRIDES (the
-   batch-norm statistics re-estimated before the save, so the demo's few steps give a model that segments), into
+3. train.py with the preset DEMO_PRESET (``--preset``; "improved": smp's U-Net, fast on any CPU) for at most
+   DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training, with DEMO_OVERRIDES on top, into
    WORK_DIR/runs/demo (resumed if a demo run exists);
-4. predict.py on the test cases of the split with the best checkpoint, into WORK_DIR/predictions/demo;
-5. evaluate.py on those predictions; the summary table is printed and written to .../predictions/demo/evaluation.
-A rerun reuses everything that is finished.
+4. predict.py on the test cases of the split with the best checkpoint and the preset, into
+   WORK_DIR/predictions/demo;
+5. evaluate.py on those predictions; the summary table and the Dice of every fluid merged, pooled over the test
+   cases, are printed and written to .../predictions/demo/evaluation.
+A rerun reuses everything that is finished. The command line's ``--set`` win over the preset and DEMO_OVERRIDES.
 
 Exit status, as every script's: 0 done; 1 some inputs failed (a step reported files it could not use; the demo
 goes on where it can); 2 a usage or configuration error (bad option or ``--set``, ``DEVICE=cuda`` without a GPU,
@@ -68,6 +70,11 @@ def inputs_of_test_split(work_dir: Path, cfg) -> list[str]:
     return sorted(index.loc[index["case"].isin(test_cases), "oct_path"].unique())
 
 
+def as_arguments(items) -> list[str]:
+    """``--set`` arguments of NAME=VALUE items."""
+    return [argument for item in items for argument in ("--set", item)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    overrides = [arg for item in args.overrides for arg in ("--set", item)]
+    overrides = as_arguments(args.overrides)
+    preset = ["--preset", cfg.DEMO_PRESET] if cfg.DEMO_PRESET else []
     work_dir = Path(cfg.WORK_DIR)
     statuses = []
 
@@ -92,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     _step("train.py")
     run = run_dir(work_dir, DEMO_RUN, cfg)
     resume = ["--resume"] if (run / cfg.LAST_CHECKPOINT).is_file() else []
-    demo_length = ["--set", f"EPOCHS={cfg.DEMO_EPOCHS}", "--set", f"TRAIN_BUDGET_MINUTES={cfg.DEMO_TRAIN_MINUTES}",
-                   *[argument for override in cfg.DEMO_OVERRIDES for argument in ("--set", override)]]
-    status = train.main(["--work-dir", str(work_dir), "--run-dir", str(run), *resume, *demo_length, *overrides])
+    demo_length = as_arguments([f"EPOCHS={cfg.DEMO_EPOCHS}", f"TRAIN_BUDGET_MINUTES={cfg.DEMO_TRAIN_MINUTES}",
+                                *cfg.DEMO_OVERRIDES])
+    status = train.main(["--work-dir", str(work_dir), "--run-dir", str(run), *resume, *preset, *demo_length,
+                         *overrides])
     if status:
         return status
 
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     predictions = predictions_dir(work_dir, DEMO_RUN, cfg)
     statuses.append(predict.main(["--checkpoint", str(run / cfg.BEST_CHECKPOINT), "--out", str(predictions),
-                                  *overrides, *inputs]))
+                                  *preset, *overrides, *inputs]))
     if statuses[-1] == USAGE_ERROR:
         return USAGE_ERROR
 

@@ -41,11 +41,11 @@ from utils.io.outputs import check_outputs
 from utils.io.run_lock import run_lock
 from utils.io import layout
 from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from utils.model.networks import build_discriminator, build_unet, unet_arguments
-from utils.model.rmit_unet import l2_penalty, valid_input
+from utils.model.networks import (MODELS, UNNAMED_MODEL, build_discriminator, build_unet, network_label,
+                                  unet_arguments)
 from utils.model.runtime import Runtime, select_runtime
-from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records, training_batches,
-                                       training_loader, validation_batches)
+from utils.train.data_pipeline import (SliceRecord, loader_workers, read_split_slices, slice_records,
+                                       training_batches, training_loader, validation_batches)
 from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, plot_curves,
                               reestimate_batch_norms, score_of, train_epoch, validate)
 from utils.train.losses import make_loss
@@ -118,7 +118,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path |
     return cfg, run_dir, checkpoint
 
 
-def read_records(work_dir: Path, cfg) -> tuple[list[tuple], list[tuple]]:
+def read_records(work_dir: Path, cfg) -> tuple[list[SliceRecord], list[SliceRecord]]:
     """The training and validation B-scans of the split (read before any run folder is made).
 
     Raises:
@@ -180,7 +180,7 @@ def initial_weights(path: Path, cfg) -> dict:
     theirs, ours = checkpoint["model_args"], unet_arguments(cfg)
     their_shape = tuple((checkpoint.get("config") or {}).get("PATCH_SHAPE") or ())
     problems = [f"{what} {a!r} (this run: {b!r})" for what, a, b in (
-        ("network", theirs.get("name", "smp_unet"), ours["name"]),
+        ("network", theirs.get("name", UNNAMED_MODEL), ours["name"]),
         ("arguments", {k: v for k, v in theirs.items() if k != "name"}, {k: v for k, v in ours.items() if k != "name"}),
         ("patch shape", their_shape, tuple(cfg.PATCH_SHAPE))) if a != b]
     if problems:
@@ -220,9 +220,9 @@ def check_training_settings(cfg, checkpoint: dict | None) -> None:
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
     """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
     model_args = unet_arguments(cfg)
-    if cfg.MODEL == "rmit_unet" and not valid_input(cfg.PATCH_SHAPE):
-        raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: rmit_unet needs sides that are multiples of 8 and "
-                          f"at least 96, e.g. (256, 128)")
+    network = MODELS[cfg.MODEL]
+    if not network.accepts_patch(cfg.PATCH_SHAPE):
+        raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: {cfg.MODEL} needs {network.patch_rule}")
     model = build_unet(model_args).to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -263,14 +263,15 @@ def epoch_summary(epoch: int, train_loss: float, metrics: dict[str, float], seco
     return line + f" ({seconds:.0f} s){' *' if improved else ''}"
 
 
-def fit(state: TrainingState, train_records: list[tuple], val_records: list[tuple], work_dir: Path, run_dir: Path,
-        cfg, runtime: Runtime, reference: dict | None, workers: int) -> None:
+def fit(state: TrainingState, train_records: list[SliceRecord], val_records: list[SliceRecord], work_dir: Path,
+        run_dir: Path, cfg, runtime: Runtime, reference: dict | None, workers: int) -> None:
     """Trains epochs ``state.epoch + 1 .. EPOCHS`` (or until the time budget runs out), logging and saving
     ``last.pt`` after each and ``best.pt`` when validation improves."""
     network = DistributedDataParallel(state.model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
                                       else None) if runtime.distributed else state.model
     loss_fn = make_loss(cfg)
-    penalty_of = (lambda model: l2_penalty(model, cfg.L2_WEIGHT)) if cfg.MODEL == "rmit_unet" and cfg.L2_WEIGHT \
+    weight_penalty = MODELS[cfg.MODEL].weight_penalty  # the network's L2 on its kernels (rmit_unet), or None
+    penalty_of = (lambda model: weight_penalty(model, cfg.L2_WEIGHT)) if weight_penalty and cfg.L2_WEIGHT \
         else (lambda model: 0.0)
     regulariser = lambda: penalty_of(state.model)  # noqa: E731
     endless = cfg.BATCHES_PER_EPOCH > 0
@@ -375,10 +376,9 @@ def run(args: argparse.Namespace) -> Path:
             log.info(f"network weights from {args.init_from}")
         if runtime.is_main:
             save_config(cfg, run_dir / cfg.CONFIG_JSON)
-        network_name = cfg.MODEL + (f" ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else "")
-        log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; {network_name} on "
-                 f"{runtime.device} ({runtime.autocast_dtype or 'fp32'}, {runtime.world_size} process(es)); "
-                 f"run folder {run_dir}")
+        log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; "
+                 f"{network_label(state.model_args)} on {runtime.device} ({runtime.autocast_dtype or 'fp32'}, "
+                 f"{runtime.world_size} process(es)); run folder {run_dir}")
         fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
             histogram_reference(work_dir, cfg, checkpoint), workers)
     if runtime.distributed:

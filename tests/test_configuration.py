@@ -310,10 +310,15 @@ def test_an_input_file_setting_must_name_an_existing_file(tmp_path, monkeypatch)
 
 
 def test_the_demo_and_the_quality_benchmark_configurations_pass_the_checks(monkeypatch):
-    load_config([f"EPOCHS={config.DEMO_EPOCHS}", f"TRAIN_BUDGET_MINUTES={config.DEMO_TRAIN_MINUTES}",
-                 *config.DEMO_OVERRIDES])
+    demo_length = [f"EPOCHS={config.DEMO_EPOCHS}", f"TRAIN_BUDGET_MINUTES={config.DEMO_TRAIN_MINUTES}"]
+    load_config([*config.PRESETS[config.DEMO_PRESET], *demo_length, *config.DEMO_OVERRIDES])
+    load_config([*demo_length, *config.AUTHORS_DEMO_OVERRIDES])
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
     quality = importlib.import_module("quality")
+    # the benchmark's demo config is the demo's training at --epochs DEMO_EPOCHS
+    demo = quality.with_settings(list(config.PRESETS[config.DEMO_PRESET]), *config.DEMO_OVERRIDES)
+    assert sorted(item for item in quality.CONFIGS["demo_improved"]["train"]) == sorted(
+        item for item in demo if not item.startswith("EPOCHS=") and not item.startswith("PREDICT_REGION="))
     for name, measured in quality.CONFIGS.items():
         train = quality.CONFIGS[measured.get("train_as", name)]["train"]
         for overrides in (measured.get("prepare", []),

@@ -190,6 +190,15 @@ def test_blank_columns_left_out_of_the_loss_train_and_validate(prepared_work, tm
                   "--set", "MODEL=smp_unet", "--set", "LOSS=ce_dice", "--set", "BLANK_COLUMNS_IGNORED=True") == 0
     log = pd.read_csv(tmp_path / "blank" / "log.csv")
     assert log["train_loss"].notna().all() and log["val_loss"].notna().all()
+    assert "; smp_unet (resnet18) on cpu" in (tmp_path / "blank" / "train.log").read_text()  # the network's label
+
+
+def test_a_patch_shape_the_network_cannot_take_is_refused_in_one_line(prepared_work, tmp_path, capsys):
+    assert _train(prepared_work, tmp_path / "odd", "--set", "PATCH_SHAPE=(100, 128)") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: PATCH_SHAPE=(100, 128): rmit_unet needs sides that are multiples of 8 and at least 96, "
+                   "e.g. (256, 128)"]
+    assert not (tmp_path / "odd" / "last.pt").exists()
 
 
 def test_blank_columns_with_the_authors_loss_are_refused_in_one_line(prepared_work, tmp_path, capsys):
@@ -259,10 +268,9 @@ def test_the_original_adversarial_step_trains_the_discriminator_first_on_one_bat
 
 def test_stratify_none_draws_each_bscan_once_shuffled():
     import random as random_module
-    from types import SimpleNamespace
-    from utils.train.data_pipeline import epoch_records
-    records = [("c", "r", z, 10, z % 2, 0.0039, "Spectralis") for z in range(10)]
-    drawn = epoch_records(records, SimpleNamespace(STRATIFY_BY="none"), random_module.Random(0))
+    from utils.train.data_pipeline import SliceRecord, epoch_records
+    records = [SliceRecord("c", "r", z, 10, z % 2, 0.0039, "Spectralis") for z in range(10)]
+    drawn = epoch_records(records, "none", random_module.Random(0))
     assert sorted(drawn) == sorted(records) and drawn != records
 
 

@@ -118,6 +118,7 @@ def _smp_encoders() -> tuple[str, ...]:
 _KNOWN_NAMES: dict[str, tuple[Callable[[Any], Sequence[str] | None], str]] = {
     **{name: (lambda cfg: KNOWN_VENDORS, f"vendor names among {', '.join(KNOWN_VENDORS)}")
        for name in default_settings() if name.endswith("VENDORS")},
+    "DEMO_PRESET": (lambda cfg: ("", *default_config.PRESETS), "a name in config.py's PRESETS, or '' (none)"),
     "ENCODER": (lambda cfg: _smp_encoders() if getattr(cfg, "MODEL", None) == "smp_unet" else None,
                 "an encoder segmentation_models_pytorch knows (its encoders.get_encoder_names()), e.g. resnet18"),
 }
@@ -243,7 +244,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "LOADER_WORKERS": (lambda value: value >= -1, "a number of processes >= 0, or -1 (auto)"),
     "DEMO_EPOCHS": (lambda value: value >= 1, "an integer >= 1"),
     "DEMO_TRAIN_MINUTES": (lambda value: value >= 0, "a number of minutes >= 0 (0: no budget)"),
-    "DEMO_OVERRIDES": (_overrides_that_apply, "NAME=VALUE items of config.py's settings, e.g. ('VAL_BSCANS=48',)"),
+    **{name: (_overrides_that_apply, "NAME=VALUE items of config.py's settings, e.g. ('VAL_BSCANS=48',)")
+       for name in ("DEMO_OVERRIDES", "AUTHORS_DEMO_OVERRIDES")},
     "INFERENCE_BATCH_SIZE": (lambda value: value >= 1, "an integer >= 1"),
     "INFERENCE_TILE_SHAPE": (_sizes, "a tile size (height, width) in pixels, e.g. (1024, 1024)"),
     "INFERENCE_TILE_OVERLAP": (lambda value: value >= 0, "a number of pixels >= 0"),

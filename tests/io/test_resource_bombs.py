@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from utils.configuration import load_config
 from utils.io.cases import Case, check_case
 from utils.io.mhd_io import Geometry, VolumeError, read_volume, read_volume_info, write_volume
-from utils.io.vendor_files import VendorFileError, read_vendor_volume, vendor_file_vendor
+from utils.io.vendor_files import VendorFileError, VendorFileSettings, read_vendor_volume, vendor_file_vendor
 from vendor_factory import write_dicom, write_topcon, write_vol
 
 SECONDS = 5.0  # a refusal takes milliseconds; the bombs below took 10 s and gigabytes before
@@ -247,9 +246,9 @@ GRADIENT = (np.indices(SHAPE).sum(axis=0) % 200).astype(np.uint8)  # not constan
 # rescales by max - min
 
 
-def _settings():
-    return load_config(["CIRRUS_IMG_SHAPE=(24,16)", "CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)",
-                        "E2E_SPACING_XZ_MM=(0.011,0.12)"])
+def _settings() -> VendorFileSettings:
+    return VendorFileSettings(cirrus_img_shape=(24, 16), cirrus_img_spacing_mm=(0.01, 0.002, 0.05),
+                              e2e_spacing_xz_mm=(0.011, 0.12))
 
 
 def _read_vendor(path: Path):

@@ -16,8 +16,8 @@ import pytest
 
 from utils.configuration import load_config
 from utils.io.mhd_io import VolumeError
-from utils.io.vendor_files import (VendorFileError, is_vendor_file, read_oct_volume, read_vendor_volume,
-                                   vendor_file_vendor)
+from utils.io.vendor_files import (VendorFileError, VendorFileSettings, is_vendor_file, read_oct_volume,
+                                   read_vendor_volume, vendor_file_vendor)
 from vendor_factory import write_dicom, write_heyex_xml, write_img, write_topcon, write_vol
 
 SHAPE = (5, 24, 16)  # (z, y, x): 5 B-scans, 24 deep, 16 wide; all axes distinct so a transposition shows
@@ -30,8 +30,8 @@ def volume() -> np.ndarray:
     return (z * 50 + y * 2 + x % 2).astype(np.uint8)
 
 
-def settings(*overrides: str):
-    return load_config(["CIRRUS_IMG_SHAPE=(24,16)", *overrides])
+def settings(*overrides: str) -> VendorFileSettings:
+    return VendorFileSettings.from_config(load_config(["CIRRUS_IMG_SHAPE=(24,16)", *overrides]))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -155,9 +155,9 @@ def test_truncated_file_is_one_line(tmp_path, volume, suffix):
     build[suffix](path)
     data = path.read_bytes()
     path.write_bytes(data[:len(data) * 2 // 3 + 1])
-    cfg = settings("CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)", "E2E_SPACING_XZ_MM=(0.011,0.12)")
+    vendor_files = settings("CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)", "E2E_SPACING_XZ_MM=(0.011,0.12)")
     with pytest.raises(VendorFileError) as error:
-        read_vendor_volume(path, cfg)
+        read_vendor_volume(path, vendor_files)
     _one_line_naming(error, path)
 
 
@@ -165,9 +165,9 @@ def test_truncated_file_is_one_line(tmp_path, volume, suffix):
 def test_foreign_bytes_are_one_line(tmp_path, suffix):
     path = tmp_path / f"notes{suffix}"
     path.write_bytes(b"this is not an OCT volume\n" * 3)
-    cfg = settings("CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)", "E2E_SPACING_XZ_MM=(0.011,0.12)")
+    vendor_files = settings("CIRRUS_IMG_SPACING_MM=(0.01,0.002,0.05)", "E2E_SPACING_XZ_MM=(0.011,0.12)")
     with pytest.raises(VendorFileError) as error:
-        read_vendor_volume(path, cfg)
+        read_vendor_volume(path, vendor_files)
     _one_line_naming(error, path)
 
 

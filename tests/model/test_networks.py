@@ -9,7 +9,9 @@ import torch
 
 from utils.configuration import load_config
 from utils.model.checkpoints import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
-from utils.model.networks import Discriminator, build_unet, fold_batch_norms, output_margin, unet_arguments
+from utils.model.networks import (MODELS, Discriminator, build_unet, fold_batch_norms, network_label, output_margin,
+                                  unet_arguments)
+from utils.model.rmit_unet import l2_penalty
 from utils.train.loop import Adversary, adversarial_losses, one_hot
 
 # A 3-level smp U-Net with a narrow decoder: the same code paths as a full one at a tenth of its size.
@@ -41,6 +43,21 @@ def test_the_authors_network_is_the_one_the_config_describes(relu):
     margin = output_margin(model)
     assert margin > 0 and logits.shape == (1, 5, 96 - 2 * margin, 104 - 2 * margin)  # unpadded: a smaller map
     assert bool((logits < 0).any()) is not relu  # the ReLU on the logits is there when, and only when, asked for
+
+
+def test_each_network_says_what_training_asks_of_it():
+    """What train.py asks the network instead of comparing names: the patch shapes it takes, its weight penalty
+    and its label in the log."""
+    rmit, smp_unet = MODELS["rmit_unet"], MODELS["smp_unet"]
+    assert rmit.accepts_patch((256, 128)) and rmit.accepts_patch((96, 96))
+    assert not rmit.accepts_patch((100, 128)) and not rmit.accepts_patch((88, 128))
+    assert rmit.patch_rule == "sides that are multiples of 8 and at least 96, e.g. (256, 128)"
+    assert smp_unet.accepts_patch((100, 128))  # not checked before training
+    assert rmit.weight_penalty is l2_penalty and smp_unet.weight_penalty is None
+    assert network_label(unet_arguments(load_config(["MODEL=rmit_unet"]))) == "rmit_unet"
+    assert network_label(unet_arguments(load_config(["MODEL=smp_unet", "ENCODER=resnet34"]))) == "smp_unet (resnet34)"
+    unnamed = {key: value for key, value in TINY_UNET.items() if key != "name"}  # a checkpoint from before MODEL
+    assert network_label(unnamed) == "smp_unet (resnet18)"
 
 
 def test_a_checkpoint_naming_an_unknown_network_is_refused():

@@ -63,7 +63,7 @@ def oct_path(data: Path, name: str) -> Path:
 def assert_written_by_script(result, work: Path, tmp_path: Path) -> None:
     """``result``'s slices and rows are the files prepare_data.py wrote for its case, PNG for PNG and byte for
     byte (written again by the script's own writers)."""
-    folder = layout.case_dir(work, result.name, config)
+    folder = layout.SliceLayout().case_dir(work, result.name)
     rows = read_slice_index(folder / layout.CASE_SLICES_CSV, config.FLUIDS)
     pd.testing.assert_frame_equal(result.slice_index, rows)
     atomic_write_csv(tmp_path / "slices.csv", result.slice_index)

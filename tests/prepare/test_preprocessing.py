@@ -1,13 +1,11 @@
-import types
-
 import numpy as np
 import pytest
 from scipy import ndimage
 from skimage.exposure import match_histograms
 
-import config
-from utils.prepare.preprocessing import (histogram_matching_lut, intensity_histogram, match_histogram,
-                                 median_across_bscans, median_inplane, preprocess_volume, to_uint8_intensity)
+from utils.prepare.preprocessing import (PreprocessSettings, histogram_matching_lut, intensity_histogram,
+                                         match_histogram, median_across_bscans, median_inplane, preprocess_volume,
+                                         to_uint8_intensity)
 
 
 def test_spectralis_scaled_as_the_method():
@@ -66,18 +64,11 @@ def test_median_inplane_is_per_bscan():
     assert out[0].max() == 0 and (out[1] == 100).all()
 
 
-def _cfg(**changes):
-    settings = {name: getattr(config, name) for name in dir(config) if name.isupper()}
-    settings.update(changes)
-    return types.SimpleNamespace(**settings)
-
-
 def test_cirrus_gets_the_cross_bscan_median_the_original_skipped():
     rng = np.random.default_rng(2)
     volume = rng.integers(0, 256, (5, 12, 12)).astype(np.uint8)
     reference = intensity_histogram(volume)  # matching to itself is the identity
-    cfg = _cfg(MEDIAN_INPLANE=1)
-    out = preprocess_volume(volume, "Cirrus", reference, cfg)
+    out = preprocess_volume(volume, "Cirrus", reference, PreprocessSettings(median_inplane=1))
     np.testing.assert_array_equal(out, median_across_bscans(volume, 3))
     assert not np.array_equal(out, volume)
 
@@ -85,13 +76,13 @@ def test_cirrus_gets_the_cross_bscan_median_the_original_skipped():
 def test_spectralis_is_neither_matched_nor_filtered():
     rng = np.random.default_rng(3)
     volume = rng.integers(0, 65535, (3, 8, 8)).astype(np.uint16)
-    out = preprocess_volume(volume, "Spectralis", None, _cfg())
+    out = preprocess_volume(volume, "Spectralis", None, PreprocessSettings())
     np.testing.assert_array_equal(out, to_uint8_intensity(volume))
 
 
 def test_matching_needs_a_reference():
     with pytest.raises(ValueError, match="no reference histogram"):
-        preprocess_volume(np.zeros((1, 4, 4), np.uint8), "Topcon", None, _cfg(), "x/oct.mhd")
+        preprocess_volume(np.zeros((1, 4, 4), np.uint8), "Topcon", None, PreprocessSettings(), "x/oct.mhd")
 
 
 @pytest.mark.parametrize("labels, found", [
@@ -100,7 +91,6 @@ def test_matching_needs_a_reference():
     (np.array([0, 7, 1], np.uint8), "7"),
 ])
 def test_reference_with_other_codes_is_refused(tmp_path, labels, found):
-    from utils.configuration import load_config
     from utils.io.cases import Case
     from utils.io.mhd_io import Geometry, VolumeError, write_volume
     from utils.prepare.preprocessing import preprocess_case
@@ -113,7 +103,7 @@ def test_reference_with_other_codes_is_refused(tmp_path, labels, found):
     folder = tmp_path / "Cirrus" / "C1"
     case = Case("C1", "Spectralis", folder / "oct.mhd", folder / "reference.mhd")
     with pytest.raises(VolumeError, match=rf"reference\.mhd: .*{found}"):
-        preprocess_case(case, tmp_path / "work", load_config(), None)
+        preprocess_case(case, tmp_path / "work", PreprocessSettings(), None)
     assert not (tmp_path / "work" / "slices" / "C1" / "preprocess.json").exists()
 
 

@@ -5,9 +5,10 @@ import torch
 from utils.configuration import ConfigError, load_config
 import random
 
-from utils.train.data_pipeline import (augment_slice, augmented_copies, choose_validation_records, epoch_records,
-                                       load_slice, read_split_slices, slice_records, training_batches,
-                                       upsample_by_label, validation_batches)
+from utils.train.data_pipeline import (LoadedSlice, SliceRecord, TrainingDataSettings, augment_slice,
+                                       augmented_copies, choose_validation_records, epoch_records, load_slice,
+                                       read_split_slices, slice_records, training_batches, upsample_by_label,
+                                       validation_batches)
 from utils.io.files import read_png
 
 SMALL = ["PATCH_SHAPE=(128, 64)", "PATCH_BORDER=8", "BATCH_SIZE=6", "VAL_BSCANS=8"]
@@ -24,19 +25,29 @@ def train_records(prepared_work, cfg):
 
 
 def test_load_slice_stacks_neighbours_and_repeats_edges(prepared_work, cfg, train_records):
-    first = next(record for record in train_records if record[2] == 0)
-    case, root, _, n_slices, _, spacing, vendor = first
-    assert vendor in {"Cirrus", "Spectralis", "Topcon"}
-    image, mask, roi, *flags, spacing_read = load_slice(first, prepared_work, cfg)
-    bscan = lambda z: read_png(prepared_work / root / "oct" / f"{case}_{z:03d}.png")
+    first = next(record for record in train_records if record.z == 0)
+    assert isinstance(first, SliceRecord) and first.vendor in {"Cirrus", "Spectralis", "Topcon"}
+    settings = TrainingDataSettings.from_config(cfg)
+    loaded = load_slice(first, prepared_work, settings)
+    assert isinstance(loaded, LoadedSlice)
+    image, mask, roi = loaded.image, loaded.mask, loaded.roi
+    bscan = lambda z: read_png(prepared_work / first.root / "oct" / f"{first.case}_{z:03d}.png")
     assert image.shape == mask.shape + (3,) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 0], bscan(0))  # edge: B-scan 0 repeated
     np.testing.assert_array_equal(image[..., 1], bscan(0))
     np.testing.assert_array_equal(image[..., 2], bscan(1))
-    assert set(np.unique(roi)) <= {0, 1} and spacing_read == spacing
-    assert flags == [int((mask == code).any()) for code in (1, 2, 3)]
-    last = load_slice((case, root, n_slices - 1, n_slices, 0, spacing, vendor), prepared_work, cfg)[0]
-    np.testing.assert_array_equal(last[..., 2], bscan(n_slices - 1))
+    assert set(np.unique(roi)) <= {0, 1} and loaded.scaling_spacing_mm == first.spacing_y_mm
+    assert [loaded.is_irf, loaded.is_srf, loaded.is_ped] == [int((mask == code).any()) for code in (1, 2, 3)]
+    last = load_slice(first._replace(z=first.n_slices - 1), prepared_work, settings).image
+    np.testing.assert_array_equal(last[..., 2], bscan(first.n_slices - 1))
+
+
+def test_training_data_settings_are_the_config_settings_of_the_same_names():
+    cfg = load_config(SMALL + ["FLIP_PROB=0.25", "SLICE_ROI_FOLDER=masks_roi", "VAL_FRESH_PATCHES=False"])
+    settings = TrainingDataSettings.from_config(cfg)
+    assert settings.flip_prob == 0.25 and settings.batch_size == 6 and tuple(settings.patch_shape) == (128, 64)
+    assert settings.slice_layout.slice_roi_folder == "masks_roi" and settings.val_fresh_patches is False
+    assert TrainingDataSettings.from_config(load_config([])) == TrainingDataSettings()  # config.py's defaults
 
 
 def test_training_batches_shape_dtype_range_and_seed(prepared_work, cfg, train_records):
@@ -61,25 +72,24 @@ def test_patches_without_fluid_are_dropped(prepared_work, train_records):
         assert all(bool((mask > 0).any()) for mask in inner)
 
 
-def test_replace_augmentation_flips_image_and_masks_together(cfg):
+def test_replace_augmentation_flips_image_and_masks_together():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (20, 30, 3)).astype(np.uint8)
     mask = np.zeros((20, 30), np.uint8)
     mask[5:8, 2:6] = 2
     roi = (mask > 0).astype(np.uint8)
-    sample = (image, mask, roi, 0, 1, 0, 0.0039)
-    flip = load_config(["AUGMENT=replace", "FLIP_PROB=1.0", "ROTATE_PROB=0.0"])
-    out = augment_slice(sample, rng, flip)
-    np.testing.assert_array_equal(out[0], image[:, ::-1])
-    np.testing.assert_array_equal(out[1], mask[:, ::-1])
-    rotate = load_config(["AUGMENT=replace", "FLIP_PROB=0.0", "ROTATE_PROB=1.0", "ROTATE_MAX_DEGREES=10.0"])
-    rotated = augment_slice(sample, rng, rotate)
-    assert set(np.unique(rotated[1])) <= {0, 2} and rotated[0].dtype == np.uint8
-    assert rotated[3:] == sample[3:]
+    sample = LoadedSlice(image, mask, roi, 0, 1, 0, 0.0039)
+    no_scale = {"scale_prob": 0.0, "scale_range": (0.8, 1.25), "scale_anisotropic": False}
+    out = augment_slice(sample, rng, flip_prob=1.0, rotate_prob=0.0, rotate_max_degrees=10.0, **no_scale)
+    np.testing.assert_array_equal(out.image, image[:, ::-1])
+    np.testing.assert_array_equal(out.mask, mask[:, ::-1])
+    rotated = augment_slice(sample, rng, flip_prob=0.0, rotate_prob=1.0, rotate_max_degrees=10.0, **no_scale)
+    assert set(np.unique(rotated.mask)) <= {0, 2} and rotated.image.dtype == np.uint8
+    assert isinstance(rotated, LoadedSlice) and rotated[3:] == sample[3:]
 
 
-def _records(n_with_fluid: int, n_without: int) -> list[tuple]:
-    return [("c", "slices/c", z, 40, int(z < n_with_fluid), 0.0039, "Spectralis")
+def _records(n_with_fluid: int, n_without: int) -> list[SliceRecord]:
+    return [SliceRecord("c", "slices/c", z, 40, int(z < n_with_fluid), 0.0039, "Spectralis")
             for z in range(n_with_fluid + n_without)]
 
 
@@ -93,7 +103,7 @@ def test_validation_choice_is_fixed_and_half_with_fluid_where_possible(n_with_fl
     records = _records(n_with_fluid, n_without)
     chosen = choose_validation_records(records, 8, seed=0)
     assert len(chosen) == 8 and len(set(chosen)) == 8
-    assert sum(record[4] for record in chosen) == expected_with_fluid
+    assert sum(record.has_fluid for record in chosen) == expected_with_fluid
     assert chosen == choose_validation_records(records, 8, seed=0)
     assert chosen != choose_validation_records(_records(n_with_fluid, n_without), 8, seed=1)
 
@@ -110,10 +120,11 @@ def test_validation_batches_are_fixed(prepared_work):
 def test_ranks_and_workers_draw_different_patches(prepared_work, cfg, train_records):
     from utils.train.data_pipeline import PatchBatches
 
-    rank0 = next(iter(PatchBatches(train_records, prepared_work, cfg, seed=0, rank=0)))
-    rank1 = next(iter(PatchBatches(train_records, prepared_work, cfg, seed=0, rank=1)))
-    again = next(iter(PatchBatches(train_records, prepared_work, cfg, seed=0, rank=0)))
-    resumed = next(iter(PatchBatches(train_records, prepared_work, cfg, seed=0, rank=0, start_epoch=3)))
+    settings = TrainingDataSettings.from_config(cfg)
+    rank0 = next(iter(PatchBatches(train_records, prepared_work, settings, seed=0, rank=0)))
+    rank1 = next(iter(PatchBatches(train_records, prepared_work, settings, seed=0, rank=1)))
+    again = next(iter(PatchBatches(train_records, prepared_work, settings, seed=0, rank=0)))
+    resumed = next(iter(PatchBatches(train_records, prepared_work, settings, seed=0, rank=0, start_epoch=3)))
     assert torch.equal(rank0[0], again[0])
     assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[0], resumed[0])
 
@@ -129,11 +140,12 @@ def _same(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
 def test_one_pass_mode_draws_the_next_epoch_at_each_iteration(prepared_work, cfg, train_records):
     from utils.train.data_pipeline import PatchBatches
 
-    passes = PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=2, endless=False)
+    settings = TrainingDataSettings.from_config(cfg)
+    passes = PatchBatches(train_records, prepared_work, settings, seed=0, start_epoch=2, endless=False)
     first, second = _batches(passes), _batches(passes)
-    assert _same(first, _batches(PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=2,
+    assert _same(first, _batches(PatchBatches(train_records, prepared_work, settings, seed=0, start_epoch=2,
                                               endless=False)))
-    assert _same(second, _batches(PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=3,
+    assert _same(second, _batches(PatchBatches(train_records, prepared_work, settings, seed=0, start_epoch=3,
                                                endless=False)))
     assert not _same(first, second)
 
@@ -145,8 +157,9 @@ def test_a_persistent_worker_gives_the_same_passes_as_the_training_process(prepa
 
     loader = training_loader(train_records, prepared_work, cfg, seed=0, start_epoch=1, workers=1, endless=False)
     in_worker = [_batches(loader), _batches(loader)]
-    expected = [_batches(PatchBatches(train_records, prepared_work, cfg, seed=0, start_epoch=epoch, endless=False))
-                for epoch in (1, 2)]
+    settings = TrainingDataSettings.from_config(cfg)
+    expected = [_batches(PatchBatches(train_records, prepared_work, settings, seed=0, start_epoch=epoch,
+                                      endless=False)) for epoch in (1, 2)]
     assert _same(in_worker[0], expected[0]) and _same(in_worker[1], expected[1])
 
 
@@ -162,51 +175,52 @@ def test_loader_workers_auto_choice():
 # ----------------------------------------------------------------------------------------------------------------
 # The original's augmentation: copies added to the stream
 # ----------------------------------------------------------------------------------------------------------------
-def _asymmetric_slice() -> tuple:
+def _asymmetric_slice() -> LoadedSlice:
     """A (24, 32) slice whose image holds only 0, 100 and 200 (left half bright) and whose mask holds 0 and 2."""
     rng = np.random.default_rng(3)
     image = rng.choice(np.array([0, 100], np.uint8), (24, 32, 3))
     image[:, :16] = 200
     mask = np.zeros((24, 32), np.uint8)
     mask[8:16, 2:10] = 2
-    return image, mask, (mask > 0).astype(np.uint8), 0, 1, 0, 0.0039
+    return LoadedSlice(image, mask, (mask > 0).astype(np.uint8), 0, 1, 0, 0.0039)
 
 
 def test_augmented_copies_with_certain_flip_and_rotation_are_four():
     sample = _asymmetric_slice()
-    cfg = load_config(["FLIP_PROB=1.0", "ROTATE_PROB=1.0", "ROTATE_MAX_DEGREES=10.0"])
-    out = augmented_copies(sample, np.random.default_rng(2), cfg)  # seed 2: angles of 8.1 and 6.0 degrees
+    out = augmented_copies(sample, np.random.default_rng(2), flip_prob=1.0, rotate_prob=1.0,
+                           rotate_max_degrees=10.0)  # seed 2: angles of 8.1 and 6.0 degrees
     assert len(out) == 4
     original, rotated, flipped, rotated_flipped = out
     assert original is sample
-    np.testing.assert_array_equal(flipped[0], sample[0][:, ::-1])
-    np.testing.assert_array_equal(flipped[1], sample[1][:, ::-1])
-    np.testing.assert_array_equal(flipped[2], sample[2][:, ::-1])
+    np.testing.assert_array_equal(flipped.image, sample.image[:, ::-1])
+    np.testing.assert_array_equal(flipped.mask, sample.mask[:, ::-1])
+    np.testing.assert_array_equal(flipped.roi, sample.roi[:, ::-1])
     for copy in (rotated, rotated_flipped):
-        assert copy[0].dtype == np.uint8 and copy[0].shape == sample[0].shape
-        assert not np.array_equal(copy[0], sample[0]) and not np.array_equal(copy[0], flipped[0])
-        assert set(np.unique(copy[0])) <= {0, 100, 200}  # nearest neighbour: no blended values
-        assert set(np.unique(copy[1])) <= {0, 2} and set(np.unique(copy[2])) <= {0, 1}
-        np.testing.assert_array_equal(copy[2], copy[1] > 0)  # mask and ROI rotated together
-    assert all(copy[3:] == sample[3:] for copy in out)
+        assert copy.image.dtype == np.uint8 and copy.image.shape == sample.image.shape
+        assert not np.array_equal(copy.image, sample.image) and not np.array_equal(copy.image, flipped.image)
+        assert set(np.unique(copy.image)) <= {0, 100, 200}  # nearest neighbour: no blended values
+        assert set(np.unique(copy.mask)) <= {0, 2} and set(np.unique(copy.roi)) <= {0, 1}
+        np.testing.assert_array_equal(copy.roi, copy.mask > 0)  # mask and ROI rotated together
+    assert all(isinstance(copy, LoadedSlice) and copy[3:] == sample[3:] for copy in out)
     # the second rotated copy is of the flipped slice: its bright half is on the right
-    assert rotated[0][:, :16].mean() > rotated[0][:, 16:].mean()
-    assert rotated_flipped[0][:, 16:].mean() > rotated_flipped[0][:, :16].mean()
+    assert rotated.image[:, :16].mean() > rotated.image[:, 16:].mean()
+    assert rotated_flipped.image[:, 16:].mean() > rotated_flipped.image[:, :16].mean()
 
 
 def test_augmented_copies_without_flip_or_rotation_are_the_slice_alone():
     sample = _asymmetric_slice()
-    cfg = load_config(["FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
     for seed in range(5):
-        out = augmented_copies(sample, np.random.default_rng(seed), cfg)
+        out = augmented_copies(sample, np.random.default_rng(seed), flip_prob=0.0, rotate_prob=0.0,
+                               rotate_max_degrees=10.0)
         assert len(out) == 1 and out[0] is sample
 
 
 def test_augmented_copies_on_average_are_2_25_with_even_odds():
-    sample = (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), 0, 0, 0, 0.0039)
-    cfg = load_config(["FLIP_PROB=0.5", "ROTATE_PROB=0.5"])
+    sample = LoadedSlice(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8),
+                         0, 0, 0, 0.0039)
     rng = np.random.default_rng(0)
-    counts = np.array([len(augmented_copies(sample, rng, cfg)) for _ in range(2000)])
+    counts = np.array([len(augmented_copies(sample, rng, flip_prob=0.5, rotate_prob=0.5, rotate_max_degrees=10.0))
+                       for _ in range(2000)])
     assert set(counts.tolist()) == {1, 2, 3, 4}
     assert abs(counts.mean() - (1 + 0.5) * (1 + 0.5)) < 0.1  # standard error ~0.02
 
@@ -214,39 +228,39 @@ def test_augmented_copies_on_average_are_2_25_with_even_odds():
 # ----------------------------------------------------------------------------------------------------------------
 # Stratification of a pass
 # ----------------------------------------------------------------------------------------------------------------
-def _vendor_records() -> list[tuple]:
+def _vendor_records() -> list[SliceRecord]:
     sizes = {"Cirrus": 5, "Spectralis": 2, "Topcon": 1}
-    return [(f"{vendor}{z}", f"slices/{vendor}", z, 10, z % 2, 0.0039, vendor)
+    return [SliceRecord(f"{vendor}{z}", f"slices/{vendor}", z, 10, z % 2, 0.0039, vendor)
             for vendor, n in sizes.items() for z in range(n)]
 
 
 def test_upsample_by_label_brings_every_vendor_to_the_largest_group():
     records = _vendor_records()
-    out = upsample_by_label(records, 6, random.Random(0))
+    out = upsample_by_label(records, "vendor", random.Random(0))
     assert len(out) == 3 * 5
-    assert {vendor: [r[6] for r in out].count(vendor) for vendor in ("Cirrus", "Spectralis", "Topcon")} == \
+    assert {vendor: [r.vendor for r in out].count(vendor) for vendor in ("Cirrus", "Spectralis", "Topcon")} == \
         {"Cirrus": 5, "Spectralis": 5, "Topcon": 5}
     assert set(out) == set(records)  # every record of every group appears, nothing else
-    assert sorted(r for r in out if r[6] == "Cirrus") == sorted(r for r in records if r[6] == "Cirrus")
-    spectralis = [r for r in out if r[6] == "Spectralis"]
+    assert sorted(r for r in out if r.vendor == "Cirrus") == sorted(r for r in records if r.vendor == "Cirrus")
+    spectralis = [r for r in out if r.vendor == "Spectralis"]
     assert sorted(spectralis.count(r) for r in set(spectralis)) == [2, 3]  # cycled, as evenly as possible
-    assert out == upsample_by_label(records, 6, random.Random(0))
-    assert out != upsample_by_label(records, 6, random.Random(1))
-    assert upsample_by_label([], 6, random.Random(0)) == []
+    assert out == upsample_by_label(records, "vendor", random.Random(0))
+    assert out != upsample_by_label(records, "vendor", random.Random(1))
+    assert upsample_by_label([], "vendor", random.Random(0)) == []
 
 
 def test_epoch_records_by_vendor_up_samples_and_by_fluid_down_samples():
     records = _vendor_records()
-    by_vendor = epoch_records(records, load_config(["STRATIFY_BY=vendor"]), random.Random(0))
-    assert by_vendor == upsample_by_label(records, 6, random.Random(0))
-    fluid = load_config(["STRATIFY_BY=fluid"])
+    by_vendor = epoch_records(records, "vendor", random.Random(0))
+    assert by_vendor == upsample_by_label(records, "vendor", random.Random(0))
     records = _records(40, 10)
-    out = epoch_records(records, fluid, random.Random(0))
-    without = [r for r in out if not r[4]]
-    assert sorted(without) == [r for r in records if not r[4]]  # the smallest group is kept whole, once each
-    assert 3 <= sum(r[4] for r in out) <= 20  # the larger one down-sampled to about its size (expected 10)
+    out = epoch_records(records, "fluid", random.Random(0))
+    without = [r for r in out if not r.has_fluid]
+    assert sorted(without) == [r for r in records if not r.has_fluid]  # the smallest group is kept whole, once each
+    assert 3 <= sum(r.has_fluid for r in out) <= 20  # the larger one down-sampled to about its size (expected 10)
     assert len(set(out)) == len(out) and set(out) <= set(records)
-    assert out == epoch_records(records, fluid, random.Random(0))
+    assert all(isinstance(r, SliceRecord) for r in out)  # through nutsml's Stratify, which takes a column index
+    assert out == epoch_records(records, "fluid", random.Random(0))
     assert out != sorted(out)  # shuffled
 
 
@@ -255,7 +269,7 @@ def test_epoch_records_by_vendor_up_samples_and_by_fluid_down_samples():
 # ----------------------------------------------------------------------------------------------------------------
 def test_one_pass_ends_and_endless_goes_on(prepared_work, train_records):
     cfg = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=0.0", "FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
-    records = [r for r in train_records if r[6] == "Spectralis"][:3]  # one vendor: the pass is these 3 B-scans
+    records = [r for r in train_records if r.vendor == "Spectralis"][:3]  # one vendor: the pass is these 3 B-scans
     one_pass = list(training_batches(records, prepared_work, cfg, seed=0, endless=False))
     n_patches = sum(len(masks) for _, masks in one_pass)
     assert 0 < n_patches <= 3 * (cfg.PATCHES_PER_BSCAN + int(cfg.RANDOM_PATCH_SHARE * cfg.PATCHES_PER_BSCAN))
@@ -290,8 +304,7 @@ def test_intensity_augmentation_changes_the_look_but_not_the_layout():
 
     rng = np.random.default_rng(0)
     image = np.repeat(np.linspace(20, 200, 40 * 30).reshape(40, 30, 1), 3, axis=2).astype(np.uint8)
-    cfg = load_config(["INTENSITY_GAMMA=2.0", "INTENSITY_CONTRAST=0.5", "SPECKLE_LOOKS=4.0"])
-    outputs = [intensity_augment(image, rng, cfg) for _ in range(20)]
+    outputs = [intensity_augment(image, rng, gamma=2.0, contrast=0.5, speckle_looks=4.0) for _ in range(20)]
     assert all(out.shape == image.shape and out.dtype == np.uint8 for out in outputs)
     assert sum(not np.array_equal(out, image) for out in outputs) >= 15  # 7/8 of draws change something
     for out in outputs:  # the same transform for the three channels (identical here)
@@ -322,12 +335,12 @@ def test_blank_columns_are_marked_out_of_the_targets_as_the_slice_is_read(prepar
     mask = np.ones((4, 5), np.uint8)
     marked = ignore_blank_columns(image, mask)
     assert (marked[:, 0] == config.IGNORE_LABEL).all() and (marked[:, 1:] == 1).all() and (mask == 1).all()
-    _, masks = collate([(image, marked, mask, 1, 0, 0, 0.0039)])
+    _, masks = collate([LoadedSlice(image, marked, mask, 1, 0, 0, 0.0039)])
     assert masks.dtype == torch.int64 and (masks[0, :, 0] == config.IGNORE_LABEL).all()
     record = train_records[0]
-    plain = load_slice(record, prepared_work, load_config(SMALL))
-    blanked = load_slice(record, prepared_work, load_config(SMALL + ["BLANK_COLUMNS_IGNORED=True"]))
-    assert np.array_equal(blanked[1], ignore_blank_columns(plain[0], plain[1]))
+    plain = load_slice(record, prepared_work, TrainingDataSettings(blank_columns_ignored=False))
+    blanked = load_slice(record, prepared_work, TrainingDataSettings(blank_columns_ignored=True))
+    assert np.array_equal(blanked.mask, ignore_blank_columns(plain.image, plain.mask))
 
 
 def test_batch_norm_reestimation_is_the_average_over_its_batches():
@@ -351,8 +364,9 @@ def _earlier_pipeline(records, work_dir, cfg, seed):
     from nutsflow import Chunk, Filter, Map, Shuffle
     from utils.train import data_pipeline as dp
     rand, rng = random.Random(seed), np.random.default_rng(seed)
-    return iter(records >> dp._passes(cfg, rand, True) >> Map(lambda r: load_slice(r, work_dir, cfg))
-                >> dp._augmented(rng, cfg) >> dp._patch_nut(cfg, rng)
+    settings = TrainingDataSettings.from_config(cfg)
+    return iter(records >> dp._passes(cfg.STRATIFY_BY, rand, True) >> Map(lambda r: load_slice(r, work_dir, settings))
+                >> dp._augmented(rng, settings) >> dp._patch_nut(settings, rng)
                 >> Filter(lambda p: dp._has_fluid(p) or rand.random() < 1.0 - cfg.EMPTY_PATCH_DROP_PROB)
                 >> Shuffle(4 * cfg.BATCH_SIZE, rand=rand) >> Chunk(cfg.BATCH_SIZE, list) >> Map(dp.collate))
 
@@ -397,23 +411,23 @@ def test_scale_augmentation_magnifies_image_and_masks_about_the_centre():
     image = np.zeros((41, 61, 3), np.uint8)
     image[18:23, 28:33] = 200
     mask = (image[..., 0] > 0).astype(np.uint8) * 2
-    sample = (image, mask, (mask > 0).astype(np.uint8), 0, 1, 0, 0.0039)
-    cfg = load_config(["AUGMENT=replace", "FLIP_PROB=0.0", "ROTATE_PROB=0.0", "SCALE_PROB=1.0",
-                       "SCALE_RANGE=(2.0, 2.0)"])
-    out = augment_slice(sample, np.random.default_rng(0), cfg)
-    assert out[0].shape == image.shape and out[0].dtype == np.uint8 and out[3:] == sample[3:]
-    rows, cols = np.nonzero(out[1])
-    assert set(np.unique(out[1])) == {0, 2}
+    sample = LoadedSlice(image, mask, (mask > 0).astype(np.uint8), 0, 1, 0, 0.0039)
+    no_flip_or_rotation = {"flip_prob": 0.0, "rotate_prob": 0.0, "rotate_max_degrees": 10.0}
+    out = augment_slice(sample, np.random.default_rng(0), scale_prob=1.0, scale_range=(2.0, 2.0),
+                        scale_anisotropic=False, **no_flip_or_rotation)
+    assert out.image.shape == image.shape and out.image.dtype == np.uint8 and out[3:] == sample[3:]
+    rows, cols = np.nonzero(out.mask)
+    assert set(np.unique(out.mask)) == {0, 2}
     # 5 x 5 pixels about (20, 30) become 9-11 x 9-11 about the same centre
     assert 9 <= rows.max() - rows.min() + 1 <= 11 and 9 <= cols.max() - cols.min() + 1 <= 11
     assert abs((rows.min() + rows.max()) / 2 - 20) <= 0.5 and abs((cols.min() + cols.max()) / 2 - 30) <= 0.5
-    bright, marked = out[0][..., 1] >= 100, out[1] > 0  # the image bilinear, the mask nearest: the same square
+    bright, marked = out.image[..., 1] >= 100, out.mask > 0  # the image bilinear, the mask nearest: the same square
     assert (bright & marked).sum() / (bright | marked).sum() > 0.8
-    anisotropic = load_config(["AUGMENT=replace", "FLIP_PROB=0.0", "ROTATE_PROB=0.0", "SCALE_PROB=1.0",
-                               "SCALE_RANGE=(0.5, 2.0)", "SCALE_ANISOTROPIC=True"])
     shapes = set()
     for seed in range(5):
-        rows, cols = np.nonzero(augment_slice(sample, np.random.default_rng(seed), anisotropic)[1])
+        rows, cols = np.nonzero(augment_slice(sample, np.random.default_rng(seed), scale_prob=1.0,
+                                              scale_range=(0.5, 2.0), scale_anisotropic=True,
+                                              **no_flip_or_rotation).mask)
         shapes.add((rows.max() - rows.min(), cols.max() - cols.min()))
     assert any(height != width for height, width in shapes)
 

@@ -328,6 +328,19 @@ def test_nut_replaces_columns_and_yields_one_sample_per_patch():
     assert sum(s[3] + s[4] + s[5] for s in out) < 3 * len(out)  # flags were computed, not passed through
 
 
+def test_nut_keeps_a_named_tuple_class_and_its_fields():
+    """The training pipeline's LoadedSlice samples come out as LoadedSlice patches, other columns as they were."""
+    from utils.train.data_pipeline import LoadedSlice
+    img, mask, roi = make_bscan((496, 512), seed=1)
+    out = run_nut([LoadedSlice(img, mask, roi, 1, 1, 1, REF_MM)], IRFcol=None)
+    assert len(out) == 6 and all(type(patch) is LoadedSlice for patch in out)
+    assert all(patch.image.shape == (256, 128, 3) and patch.mask.shape == patch.roi.shape == (256, 128)
+               for patch in out)
+    assert all(patch.is_irf == 1 and patch.scaling_spacing_mm == REF_MM for patch in out)  # not written / kept
+    assert [(patch.is_srf, patch.is_ped) for patch in out] == \
+        [tuple(int(np.any(patch.mask[16:-16, 16:-16] == c)) for c in FLUID_CODES[1:]) for patch in out]
+
+
 def test_nut_masks_hold_only_the_labels_of_the_bscan():
     img, _, roi = make_bscan((885, 512))
     mask = np.zeros((885, 512), np.uint8)

@@ -8,33 +8,50 @@ to WORK_DIR (``slices/<case>``) and ``image_name`` the file name. A training run
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import config
 
 CASE_DONE_JSON = "preprocess.json"  # in a case folder: written last by the preprocess step
 CASE_SLICES_CSV = "slices.csv"  # in a case folder: that case's rows of the slice index
 ROI_DONE_JSON = "roi.json"  # in a case folder: written last by the roi step
 
 
-def case_root(case: str, cfg) -> str:
-    """The ``root`` column of a case: its folder relative to WORK_DIR, with ``/`` separators."""
-    return f"{cfg.SLICES_SUBDIR}/{case}"
+@dataclasses.dataclass(frozen=True)
+class SliceLayout:
+    """Where the prepared slices live under WORK_DIR: ``<slices_subdir>/<case>/<slice_image_folder>/`` and the same
+    with ``slice_mask_folder`` and ``slice_roi_folder``. Built once per run (:meth:`from_config`); each field is the
+    config.py setting of the same name in upper case, the defaults config.py's."""
 
+    slices_subdir: str = config.SLICES_SUBDIR
+    slice_image_folder: str = config.SLICE_IMAGE_FOLDER
+    slice_mask_folder: str = config.SLICE_MASK_FOLDER
+    slice_roi_folder: str = config.SLICE_ROI_FOLDER
 
-def case_dir(work_dir: str | Path, case: str, cfg) -> Path:
-    """The folder holding a case's prepared slices."""
-    return Path(work_dir) / case_root(case, cfg)
+    @classmethod
+    def from_config(cls, cfg) -> SliceLayout:
+        """The slice layout of an effective config (config.py with ``--set``, or a loaded config)."""
+        return cls(**{field.name: getattr(cfg, field.name.upper()) for field in dataclasses.fields(cls)})
+
+    def case_root(self, case: str) -> str:
+        """The ``root`` column of a case: its folder relative to WORK_DIR, with ``/`` separators."""
+        return f"{self.slices_subdir}/{case}"
+
+    def case_dir(self, work_dir: str | Path, case: str) -> Path:
+        """The folder holding a case's prepared slices."""
+        return Path(work_dir) / self.case_root(case)
+
+    def slice_paths(self, work_dir: str | Path, root: str, image_name: str) -> tuple[Path, Path, Path]:
+        """``(image, mask, roi)`` paths of one slice-index row (``root``, ``image_name`` columns)."""
+        folder = Path(work_dir) / root
+        return (folder / self.slice_image_folder / image_name, folder / self.slice_mask_folder / image_name,
+                folder / self.slice_roi_folder / image_name)
 
 
 def slice_file_name(case: str, z: int) -> str:
     """File name of B-scan ``z`` of ``case``: ``<case>_<zzz>.png``."""
     return f"{case}_{z:03d}.png"
-
-
-def slice_paths(work_dir: str | Path, root: str, image_name: str, cfg) -> tuple[Path, Path, Path]:
-    """``(image, mask, roi)`` paths of one slice-index row (``root``, ``image_name`` columns)."""
-    folder = Path(work_dir) / root
-    return (folder / cfg.SLICE_IMAGE_FOLDER / image_name, folder / cfg.SLICE_MASK_FOLDER / image_name,
-            folder / cfg.SLICE_ROI_FOLDER / image_name)
 
 
 def run_dir(work_dir: str | Path, run_name: str, cfg) -> Path:

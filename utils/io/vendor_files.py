@@ -46,6 +46,7 @@ from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
+import config
 from utils.io.mhd_io import Geometry, VolumeError, read_volume
 from utils.io.vendors import vendor_from_path
 
@@ -78,6 +79,32 @@ _E2E_IMAGE, _E2E_CONTOUR = 0x40000000, 10019  # chunk types: image (20-byte head
 
 class VendorFileError(VolumeError):
     """A vendor file that cannot be used; the message is one line naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VendorFileSettings:
+    """What reading a vendor file reads of the config, built once per run (:meth:`from_config`). Each field is the
+    config.py setting of the same name in upper case (see config.py for its meaning); the defaults are config.py's,
+    so a test names only what it changes.
+
+    Attributes:
+        vendors: the vendors accepted (``VENDORS``); a file of another vendor is refused.
+        cirrus_img_shape: ``(depth, width)`` pixels of a Zeiss ``.img`` B-scan, which the file does not say.
+        cirrus_img_spacing_mm: ``(x, y, z)`` mm for Zeiss ``.img``, or ``()``: not set (such a file is refused).
+        topcon_spacing_mm: ``(x, y, z)`` mm for Topcon files without a @PARAM_SCAN_04/02 chunk, or ``()``.
+        e2e_spacing_xz_mm: ``(x, z)`` mm for Heidelberg ``.e2e`` (the file gives the depth spacing), or ``()``.
+    """
+
+    vendors: tuple[str, ...] = config.VENDORS
+    cirrus_img_shape: tuple[int, int] = config.CIRRUS_IMG_SHAPE
+    cirrus_img_spacing_mm: tuple[float, ...] = config.CIRRUS_IMG_SPACING_MM
+    topcon_spacing_mm: tuple[float, ...] = config.TOPCON_SPACING_MM
+    e2e_spacing_xz_mm: tuple[float, ...] = config.E2E_SPACING_XZ_MM
+
+    @classmethod
+    def from_config(cls, cfg) -> VendorFileSettings:
+        """The vendor-file settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        return cls(**{field.name: getattr(cfg, field.name.upper()) for field in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +252,7 @@ def _check_vol_size(path: Path) -> None:
                                       f"file; expected a complete .vol file (a truncated or corrupt one)")
 
 
-def _read_vol(path: Path, cfg) -> VendorVolume:
+def _read_vol(path: Path, settings: VendorFileSettings) -> VendorVolume:
     from eyepy.io.he import HeVolReader
 
     _check_vol_size(path)
@@ -284,7 +311,7 @@ def _raster_laterality(laterality: str, bscan_meta: Sequence) -> str:
     return laterality
 
 
-def _read_heyex_xml(path: Path, cfg) -> VendorVolume:
+def _read_heyex_xml(path: Path, settings: VendorFileSettings) -> VendorVolume:
     """A Heyex XML export through eyepy's ``HeXmlReader`` (module table)."""
     from eyepy.io.he import HeXmlReader
 
@@ -302,15 +329,15 @@ def _read_heyex_xml(path: Path, cfg) -> VendorVolume:
                         "Spectralis", _raster_laterality(laterality, reader.bscan_meta))
 
 
-def _read_img(path: Path, cfg) -> VendorVolume:
+def _read_img(path: Path, settings: VendorFileSettings) -> VendorVolume:
     from oct_converter.readers import IMG
 
-    rows, cols = cfg.CIRRUS_IMG_SHAPE
+    rows, cols = settings.cirrus_img_shape
     size = path.stat().st_size
     if size == 0 or size % (rows * cols):
         raise VendorFileError(f"{path}: {size} bytes is not a whole number of {rows} x {cols} B-scans (a "
                               f"truncated file, or another scan size: --set CIRRUS_IMG_SHAPE=(depth,width))")
-    spacing = _spacing_setting(path, cfg.CIRRUS_IMG_SPACING_MM, "CIRRUS_IMG_SPACING_MM", 3,
+    spacing = _spacing_setting(path, settings.cirrus_img_spacing_mm, "CIRRUS_IMG_SPACING_MM", 3,
                                "its voxel spacing (x, y, z)")
     # oct-converter lays each B-scan out as (rows, cols) = (depth, width) from the A-scan-major bytes
     oct_volume = IMG(path).read_oct_volume(rows=rows, cols=cols)
@@ -391,7 +418,7 @@ def _check_topcon_size(path: Path) -> None:
                                     size - offset - 22)
 
 
-def _read_topcon(path: Path, cfg) -> VendorVolume:
+def _read_topcon(path: Path, settings: VendorFileSettings) -> VendorVolume:
     FDS, FDA = _topcon_readers()
 
     _check_topcon_size(path)
@@ -403,7 +430,7 @@ def _read_topcon(path: Path, cfg) -> VendorVolume:
         width, distance, depth = oct_volume.pixel_spacing
         spacing, source = (width, depth, distance), "the @PARAM_SCAN chunk"
     else:
-        spacing = _spacing_setting(path, cfg.TOPCON_SPACING_MM, "TOPCON_SPACING_MM", 3,
+        spacing = _spacing_setting(path, settings.topcon_spacing_mm, "TOPCON_SPACING_MM", 3,
                                    "its voxel spacing (no @PARAM_SCAN_04/02 chunk)")
         source = "TOPCON_SPACING_MM"
     return VendorVolume(_stack(path, oct_volume.volume), _geometry(path, spacing, source), "Topcon",
@@ -498,12 +525,12 @@ def _check_e2e_size(path: Path) -> None:
                 _check_e2e_chunk(path, data, skip + int(start))
 
 
-def _read_e2e(path: Path, cfg) -> VendorVolume:
+def _read_e2e(path: Path, settings: VendorFileSettings) -> VendorVolume:
     from oct_converter.readers import E2E
 
     _check_e2e_size(path)
     # oct-converter 0.7.0 reads the depth spacing from the B-scan header; width and B-scan distance are not there
-    x_mm, z_mm = _spacing_setting(path, cfg.E2E_SPACING_XZ_MM, "E2E_SPACING_XZ_MM", 2,
+    x_mm, z_mm = _spacing_setting(path, settings.e2e_spacing_xz_mm, "E2E_SPACING_XZ_MM", 2,
                                   "its A-scan spacing and B-scan distance (x, z)")
     volumes = [volume for volume in E2E(path).read_oct_volume() if len(volume.volume) > 1]
     if len(volumes) != 1:
@@ -621,14 +648,14 @@ def _check_dicom_deflate(path: Path) -> None:
                                       f"complete .dcm file (a corrupt one)")
 
 
-def _read_dicom(path: Path, cfg) -> VendorVolume:
+def _read_dicom(path: Path, settings: VendorFileSettings) -> VendorVolume:
     import pydicom
     from oct_converter.readers import Dicom
 
     _check_dicom_deflate(path)
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     _check_dicom_size(path, dataset, getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None))
-    vendor = _dicom_vendor(path, str(dataset.get("Manufacturer", "")), cfg.VENDORS)
+    vendor = _dicom_vendor(path, str(dataset.get("Manufacturer", "")), settings.vendors)
     spacing = _dicom_spacing(path, dataset)
     array = np.asarray(Dicom(path).read_oct_volume().volume)
     array = array[np.newaxis] if array.ndim == 2 else array
@@ -640,25 +667,25 @@ def _read_dicom(path: Path, cfg) -> VendorVolume:
                         laterality)
 
 
-_READERS: dict[str, Callable[[Path, object], VendorVolume]] = {
+_READERS: dict[str, Callable[[Path, VendorFileSettings], VendorVolume]] = {
     ".vol": _read_vol, ".xml": _read_heyex_xml, ".img": _read_img, ".fds": _read_topcon, ".fda": _read_topcon,
     ".e2e": _read_e2e, ".dcm": _read_dicom, ".dicom": _read_dicom}
 
 
-def read_vendor_volume(path: str | Path, cfg) -> VendorVolume:
+def read_vendor_volume(path: str | Path, settings: VendorFileSettings) -> VendorVolume:
     """Reads a vendor file (a suffix of ``VENDOR_SUFFIXES``) as the module table says.
 
     Args:
         path: the file.
-        cfg: the effective config (``CIRRUS_IMG_SHAPE``, ``CIRRUS_IMG_SPACING_MM``, ``TOPCON_SPACING_MM``,
-            ``E2E_SPACING_XZ_MM``, ``VENDORS``).
+        settings: the spacing and shape the files do not hold, and the vendors accepted
+            (:class:`VendorFileSettings`).
 
     Returns:
         The volume: ``(z, y, x)`` uint8 (or uint16 beyond 0..255), its geometry, vendor and laterality.
 
     Raises:
         VendorFileError: a missing, truncated or corrupt file, one its reader refuses, a spacing neither the file
-            nor the settings give, or a vendor not in ``cfg.VENDORS``; one line naming the file.
+            nor the settings give, or a vendor not in ``settings.vendors``; one line naming the file.
     """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
@@ -668,29 +695,29 @@ def read_vendor_volume(path: str | Path, cfg) -> VendorVolume:
         raise VendorFileError(f"{path}: no such file")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # oct-converter prints notes on stdout
-            result = reader(path, cfg)
+            result = reader(path, settings)
     except VendorFileError:
         raise
     except Exception as error:  # noqa: BLE001 - third-party parsers of untrusted bytes raise anything
         text = " ".join(str(error).split())[:200] or "no detail"
         raise VendorFileError(f"{path}: not a readable {path.suffix.lower()} file ({type(error).__name__}: "
                               f"{text})") from None
-    if result.vendor not in cfg.VENDORS:
-        raise VendorFileError(f"{path}: a {result.vendor} file, but VENDORS is {tuple(cfg.VENDORS)}")
+    if result.vendor not in settings.vendors:
+        raise VendorFileError(f"{path}: a {result.vendor} file, but VENDORS is {tuple(settings.vendors)}")
     if min(result.array.shape) < 1:
         raise VendorFileError(f"{path}: the volume is empty (shape {result.array.shape})")
     return dataclasses.replace(result, array=np.ascontiguousarray(_intensities(path, result.array)))
 
 
-def read_oct_volume(path: str | Path, cfg) -> tuple[np.ndarray, Geometry, str]:
-    """An OCT volume from a vendor file (:func:`read_vendor_volume`) or a MetaImage/NIfTI file
-    (:func:`utils.io.mhd_io.read_volume`), as ``(array (z, y, x), geometry, laterality)``; the laterality is
-    ``"R"``, ``"L"``, or ``""`` when unknown (always for MetaImage/NIfTI, whose headers do not hold it).
+def read_oct_volume(path: str | Path, settings: VendorFileSettings) -> tuple[np.ndarray, Geometry, str]:
+    """An OCT volume from a vendor file (:func:`read_vendor_volume` with ``settings``) or a MetaImage/NIfTI file
+    (:func:`utils.io.mhd_io.read_volume`; ``settings`` unused), as ``(array (z, y, x), geometry, laterality)``; the
+    laterality is ``"R"``, ``"L"``, or ``""`` when unknown (always for MetaImage/NIfTI, whose headers do not hold it).
 
     Raises:
         VolumeError: the file cannot be used; one line naming it.
     """
     if is_vendor_file(path):
-        volume = read_vendor_volume(path, cfg)
+        volume = read_vendor_volume(path, settings)
         return volume.array, volume.geometry, volume.laterality
     return (*read_volume(path), "")

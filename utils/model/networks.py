@@ -1,37 +1,59 @@
 """The segmentation networks and the adversarial discriminator, built from plain constructor arguments (which
-checkpoints store, so prediction rebuilds the network without config.py)."""
+checkpoints store, so prediction rebuilds the network without config.py), and what training asks of each network
+(:class:`Network`)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from utils.model.rmit_unet import RmitDiscriminator, RmitUNet
+from utils.model.rmit_unet import RmitDiscriminator, RmitUNet, l2_penalty, valid_input
 
 
 class Network(NamedTuple):
-    """How a ``MODEL`` is made: its constructor arguments from a config (what checkpoints store), and the network
-    with fresh weights from those arguments."""
+    """How a ``MODEL`` is made and trained: what differs from one network to another, so that the scripts ask the
+    network instead of comparing names.
+
+    Fields:
+        arguments: config -> the constructor arguments (what checkpoints store).
+        build: the network with fresh weights from those arguments.
+        accepts_patch: whether the network takes training patches of a ``(height, width)`` shape
+            (``PATCH_SHAPE``); ``patch_rule`` says what it needs, for the error message.
+        weight_penalty: ``(model, weight) -> scalar tensor``, the regulariser training adds to the loss with
+            ``L2_WEIGHT`` as ``weight`` (the authors' Keras ``kernel_regularizer``), or None for none.
+        detail: constructor arguments -> what the network's name alone does not say (its encoder), for logs.
+    """
 
     arguments: Callable[[Any], dict[str, Any]]
     build: Callable[..., nn.Module]
+    accepts_patch: Callable[[Sequence[int]], bool] = lambda shape: True
+    patch_rule: str = ""
+    weight_penalty: Callable[[nn.Module, float], torch.Tensor] | None = None
+    detail: Callable[[dict[str, Any]], str] = lambda args: ""
 
 
-# MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, or an smp U-Net with an
-# ENCODER whose weights are never downloaded (no network access at run time, even when an old checkpoint asks for
-# pretrained weights). The names are utils/configuration.py's CHOICES["MODEL"], checked there.
+# MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
+# its kernels, or an smp U-Net with an ENCODER whose weights are never downloaded (no network access at run time,
+# even when an old checkpoint asks for pretrained weights). The names are utils/configuration.py's
+# CHOICES["MODEL"], checked there.
 MODELS: dict[str, Network] = {
     "rmit_unet": Network(lambda cfg: {"in_channels": 3, "n_classes": cfg.N_CLASSES,
                                       "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX, "bn_momentum": cfg.BN_MOMENTUM},
-                         RmitUNet),
+                         RmitUNet, accepts_patch=valid_input,
+                         patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
+                         weight_penalty=l2_penalty),
     "smp_unet": Network(lambda cfg: {"encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
                                      "classes": cfg.N_CLASSES},
-                        lambda **args: smp.Unet(**{**args, "encoder_weights": None})),
+                        lambda **args: smp.Unet(**{**args, "encoder_weights": None}),
+                        detail=lambda args: args["encoder_name"]),
 }
+
+
+UNNAMED_MODEL = "smp_unet"  # the network of model arguments without a name: checkpoints from before MODEL existed
 
 
 def unet_arguments(cfg) -> dict[str, Any]:
@@ -40,6 +62,13 @@ def unet_arguments(cfg) -> dict[str, Any]:
     ``name`` says which network (``MODEL``); the rest are that network's constructor arguments.
     """
     return {"name": cfg.MODEL, **MODELS[cfg.MODEL].arguments(cfg)}
+
+
+def network_label(model_args: dict[str, Any]) -> str:
+    """The network of :func:`unet_arguments` for logs: ``rmit_unet``, or ``smp_unet (<encoder>)``."""
+    name = model_args.get("name", UNNAMED_MODEL)
+    detail = MODELS[name].detail(model_args)
+    return name + (f" ({detail})" if detail else "")
 
 
 def build_unet(model_args: dict[str, Any]) -> nn.Module:
@@ -54,7 +83,7 @@ def build_unet(model_args: dict[str, Any]) -> nn.Module:
             checked when it loads).
     """
     args = dict(model_args)
-    name = args.pop("name", "smp_unet")  # checkpoints from before MODEL existed hold smp arguments only
+    name = args.pop("name", UNNAMED_MODEL)
     if name not in MODELS:
         raise ValueError(f"unknown network {name!r} in the model arguments; expected one of {', '.join(MODELS)}")
     return MODELS[name].build(**args)

@@ -24,13 +24,13 @@ from utils.io.files import error_line
 from utils.io.mhd_io import Geometry, read_volume
 from utils.io.parallel import CASE_ERRORS
 from utils.io.tables import presence_column, volume_column
-from utils.io.vendor_files import read_oct_volume
+from utils.io.vendor_files import VendorFileSettings, read_oct_volume
 from utils.model.runtime import Runtime
 from utils.predict import band, etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
 from utils.predict.outputs import OVERLAY_FOLDER, Outputs, segmentation_path, write_overlays, write_volumes
 from utils.predict.settings import InferenceSettings
-from utils.prepare.preprocessing import histogram_reference, preprocess_volume
+from utils.prepare.preprocessing import PreprocessSettings, histogram_reference, preprocess_volume
 
 
 def model_histogram_reference(checkpoint: dict, local_cfg, set_names: list[str] = (),
@@ -119,7 +119,7 @@ def prepare_volume(volume: np.ndarray, geometry: Geometry, vendor: str, cfg, ref
             names ``source``.
     """
     check_reference(vendor, reference_counts, cfg, source)
-    prepared = preprocess_volume(volume, vendor, reference_counts, cfg, source)
+    prepared = preprocess_volume(volume, vendor, reference_counts, PreprocessSettings.from_config(cfg), source)
     rois = band.volume_rois(prepared, InferenceSettings.from_config(cfg)) if with_rois else None
     return LoadedCase(geometry, prepared, laterality, rois)
 
@@ -133,7 +133,7 @@ def load_case(case: Case, cfg, reference_counts: np.ndarray | None, with_rois: b
         VolumeError, ValueError, OSError: unreadable volume or unusable data; the message names the file.
     """
     check_reference(case.vendor, reference_counts, cfg, case.oct_path)  # before reading a volume in vain
-    volume, geometry, laterality = read_oct_volume(case.oct_path, cfg)
+    volume, geometry, laterality = read_oct_volume(case.oct_path, VendorFileSettings.from_config(cfg))
     return prepare_volume(volume, geometry, case.vendor, cfg, reference_counts, str(case.oct_path), laterality,
                           with_rois)
 

@@ -38,7 +38,7 @@ from utils.configuration import keyword_overrides, load_config
 from utils.io.cases import OCT_FILE, REFERENCE_FILE, Case, detect_vendor
 from utils.io.mhd_io import Geometry, check_array_volume
 from utils.io.vendor_files import is_vendor_file, vendor_file_vendor
-from utils.prepare.preprocessing import (N_LEVELS, check_reference_labels, histogram_reference,
+from utils.prepare.preprocessing import (N_LEVELS, PreprocessSettings, check_reference_labels, histogram_reference,
                                          load_histogram_reference, preprocess_volume, read_case, slice_rows)
 from utils.prepare.roi import roi_png, volume_roi_masks
 
@@ -152,6 +152,8 @@ class Preparer:
 
     Attributes:
         cfg: the effective config: config.py with the overrides, as prepare_data.py's ``--set`` makes it.
+        settings: what the preprocess step reads of ``cfg``
+            (:class:`utils.prepare.preprocessing.PreprocessSettings`), built once.
         reference: the histogram reference, ``{"path", "vendor", "counts": 256 ints}``, or None.
 
     Raises:
@@ -162,6 +164,7 @@ class Preparer:
 
     def __init__(self, histogram_reference: str | os.PathLike | Mapping | None = None, **overrides: Any):
         self.cfg: types.SimpleNamespace = load_config(keyword_overrides(overrides))
+        self.settings = PreprocessSettings.from_config(self.cfg)
         self.reference = load_reference(histogram_reference, self.cfg)
 
     def prepare(self, volume: str | os.PathLike | np.ndarray, geometry: Geometry | None = None,
@@ -193,7 +196,7 @@ class Preparer:
                 another shape or type, labels of another size or with other codes, a vendor not in ``VENDORS``, a
                 histogram-matched vendor without a histogram reference; the message names the file or argument.
         """
-        cfg = self.cfg
+        cfg, settings = self.cfg, self.settings
         if vendor is not None and vendor not in cfg.VENDORS:
             raise ValueError(f"vendor={vendor!r}: expected one of VENDORS: {', '.join(cfg.VENDORS)}")
         if isinstance(volume, (str, os.PathLike)):
@@ -207,20 +210,19 @@ class Preparer:
             case = file_case(path, cfg.VENDORS, vendor)
             name, vendor, source = name or case.name, case.vendor, str(case.oct_path)
             self._check_reference(vendor, source)
-            raw, geometry, labels = read_case(case, cfg)
+            raw, geometry, labels = read_case(case, settings)
         else:
             raw = np.asarray(volume)
             check_array_volume(raw, geometry, vendor, "prepare")
             name, source = name or "volume", ""
             self._check_reference(vendor, "array")
             if labels is not None:
-                labels = check_reference_labels(np.asarray(labels), raw.shape,
-                                                [cfg.BACKGROUND, *cfg.FLUIDS.values()], "labels")
+                labels = check_reference_labels(np.asarray(labels), raw.shape, settings.label_codes, "labels")
         counts = np.asarray(self.reference["counts"]) if self.reference else None
-        image = preprocess_volume(raw, vendor, counts, cfg, source or "array")
+        image = preprocess_volume(raw, vendor, counts, settings, source or "array")
         roi = (volume_roi_masks(image, labels, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD, cfg.CLOSING_DISK_RADIUS)
                if with_roi else None)
-        rows = slice_rows(name, vendor, source, image.shape, geometry, labels, cfg)
+        rows = slice_rows(name, vendor, source, image.shape, geometry, labels, settings)
         return PreparedVolume(name, vendor, geometry, image, labels, roi, rows)
 
     def _check_reference(self, vendor: str, source: str | Path) -> None:

@@ -1,15 +1,16 @@
 """Preprocessing of OCT volumes: vendor intensity conversion, histogram matching, median filtering.
 
 Pure functions on arrays, then :func:`preprocess_oct_images`, which applies them to whole cases and writes the
-per-B-scan PNGs and the slice index (see :mod:`utils.io.layout`). All volumes are ``(z, y, x)`` = (B-scan, depth,
-width).
+per-B-scan PNGs and the slice index (see :mod:`utils.io.layout`). What the step reads of the config is a
+:class:`PreprocessSettings`, built once from it. All volumes are ``(z, y, x)`` = (B-scan, depth, width).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -17,15 +18,65 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+import config
 from utils.io import layout
 from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
 from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
 from utils.io.tables import read_slice_index, slice_index_columns
-from utils.io.vendor_files import read_oct_volume
+from utils.io.vendor_files import VendorFileSettings, read_oct_volume
 
 N_LEVELS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessSettings:
+    """What the preprocess step reads of the config (reading a case, :func:`preprocess_volume`, writing its slices
+    and slice-index rows), built once per run (:meth:`from_config`). Each field is the config.py setting of the same
+    name in upper case (see config.py for its meaning); the defaults are config.py's, so a test names only what it
+    changes.
+
+    Attributes:
+        histogram_match_vendors: vendors whose volumes are histogram matched to the reference.
+        histogram_rounding: how matched values become levels, ``"truncate"`` or ``"round"``.
+        median_slices_vendors: vendors given the median across B-scans.
+        median_slices: its window, odd B-scans (1 = off).
+        median_vendors: vendors given the in-plane median.
+        median_inplane: its size, odd pixels (1 = off).
+        background: the background label code.
+        fluids: fluid name -> label code.
+        n_classes: background and fluid classes.
+        png_compress_level: 0..9, of the slice PNGs (lossless whatever the level).
+        slice_layout: where the slices are written (``SLICES_SUBDIR`` and the slice folders).
+        vendor_files: how vendor files are read (``VENDORS``, the spacing settings).
+    """
+
+    histogram_match_vendors: tuple[str, ...] = config.HISTOGRAM_MATCH_VENDORS
+    histogram_rounding: str = config.HISTOGRAM_ROUNDING
+    median_slices_vendors: tuple[str, ...] = config.MEDIAN_SLICES_VENDORS
+    median_slices: int = config.MEDIAN_SLICES
+    median_vendors: tuple[str, ...] = config.MEDIAN_VENDORS
+    median_inplane: int = config.MEDIAN_INPLANE
+    background: int = config.BACKGROUND
+    fluids: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(config.FLUIDS))
+    n_classes: int = config.N_CLASSES
+    png_compress_level: int = config.PNG_COMPRESS_LEVEL
+    slice_layout: layout.SliceLayout = dataclasses.field(default_factory=layout.SliceLayout)
+    vendor_files: VendorFileSettings = dataclasses.field(default_factory=VendorFileSettings)
+
+    @classmethod
+    def from_config(cls, cfg) -> PreprocessSettings:
+        """The preprocess settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        nested = {"slice_layout": layout.SliceLayout.from_config(cfg),
+                  "vendor_files": VendorFileSettings.from_config(cfg)}
+        return cls(**{field.name: nested[field.name] if field.name in nested else getattr(cfg, field.name.upper())
+                      for field in dataclasses.fields(cls)})
+
+    @property
+    def label_codes(self) -> list[int]:
+        """The codes reference labels may hold: the background code, then the fluids' codes."""
+        return [self.background, *self.fluids.values()]
 
 
 def to_uint8_intensity(volume: np.ndarray, source: str = "volume") -> np.ndarray:
@@ -170,57 +221,65 @@ def _matched_to_reference(volume: np.ndarray, reference_counts: np.ndarray | Non
     return match_histogram(volume, reference_counts, rounding)
 
 
-def preprocessing_steps(vendor: str, reference_counts: np.ndarray | None, cfg, source: str = "volume"
-                        ) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+def vendor_steps(vendor: str, reference_counts: np.ndarray | None, settings: PreprocessSettings,
+                 source: str = "volume") -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     """The steps :func:`preprocess_volume` applies to a ``vendor`` volume, in order, each ``(name, function)``
-    taking and returning a ``(z, y, x)`` volume (``bench/bench_prepare.py`` times them one by one).
+    taking and returning a ``(z, y, x)`` volume.
 
     Args:
-        vendor, reference_counts, cfg, source: as :func:`preprocess_volume`.
+        vendor, reference_counts, settings, source: as :func:`preprocess_volume`.
     """
     steps = [("intensity to 0..255", functools.partial(to_uint8_intensity, source=source))]
-    if vendor in cfg.HISTOGRAM_MATCH_VENDORS:
+    if vendor in settings.histogram_match_vendors:
         steps.append(("histogram matching", functools.partial(
-            _matched_to_reference, reference_counts=reference_counts, rounding=cfg.HISTOGRAM_ROUNDING, vendor=vendor,
-            source=source)))
-    if vendor in cfg.MEDIAN_SLICES_VENDORS:
-        steps.append(("median across B-scans", functools.partial(median_across_bscans, size=cfg.MEDIAN_SLICES)))
-    if vendor in cfg.MEDIAN_VENDORS:
-        steps.append((f"median in-plane {cfg.MEDIAN_INPLANE}x{cfg.MEDIAN_INPLANE}",
-                      functools.partial(median_inplane, size=cfg.MEDIAN_INPLANE)))
+            _matched_to_reference, reference_counts=reference_counts, rounding=settings.histogram_rounding,
+            vendor=vendor, source=source)))
+    if vendor in settings.median_slices_vendors:
+        steps.append(("median across B-scans", functools.partial(median_across_bscans, size=settings.median_slices)))
+    if vendor in settings.median_vendors:
+        steps.append((f"median in-plane {settings.median_inplane}x{settings.median_inplane}",
+                      functools.partial(median_inplane, size=settings.median_inplane)))
     return steps
 
 
-def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndarray | None, cfg,
-                      source: str = "volume") -> np.ndarray:
-    """The method's preprocessing of one OCT volume (:func:`preprocessing_steps`).
+def preprocessing_steps(vendor: str, reference_counts: np.ndarray | None, cfg, source: str = "volume"
+                        ) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """:func:`vendor_steps` with the settings of the effective config ``cfg``, for a caller that holds the whole
+    config (``bench/bench_prepare.py`` times the steps one by one)."""
+    return vendor_steps(vendor, reference_counts, PreprocessSettings.from_config(cfg), source)
 
-    Intensity to 0..255; for ``cfg.HISTOGRAM_MATCH_VENDORS`` (Cirrus, Topcon) the histogram matched to the
-    Spectralis reference; for ``cfg.MEDIAN_SLICES_VENDORS`` a median over each B-scan and its neighbours; for
-    ``cfg.MEDIAN_VENDORS`` an in-plane median. (The original code meant the cross-B-scan median for Cirrus and
+
+def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndarray | None,
+                      settings: PreprocessSettings, source: str = "volume") -> np.ndarray:
+    """The method's preprocessing of one OCT volume (:func:`vendor_steps`).
+
+    Intensity to 0..255; for ``settings.histogram_match_vendors`` (Cirrus, Topcon) the histogram matched to the
+    Spectralis reference; for ``settings.median_slices_vendors`` a median over each B-scan and its neighbours; for
+    ``settings.median_vendors`` an in-plane median. (The original code meant the cross-B-scan median for Cirrus and
     Topcon, but an if/if/else slip skipped it for Cirrus; by default we apply it to both, as meant:
     ``MEDIAN_SLICES_VENDORS = ("Topcon",)`` is the original's behaviour.)
 
     Args:
         volume: ``(z, y, x)`` uint8 or uint16 raw OCT.
-        vendor: one of ``cfg.VENDORS``.
+        vendor: one of ``VENDORS``.
         reference_counts: ``(256,)`` histogram of the reference volume; needed when ``vendor`` is matched.
-        cfg: the effective config.
+        settings: which vendors get which step, the rounding and the median sizes (:class:`PreprocessSettings`).
         source: file name for error messages.
 
     Returns:
         ``(z, y, x)`` uint8 preprocessed volume.
     """
-    for _, step in preprocessing_steps(vendor, reference_counts, cfg, source):
+    for _, step in vendor_steps(vendor, reference_counts, settings, source):
         volume = step(volume)
     return volume
 
 
 def histogram_reference(path: str | Path, cfg, vendor: str = "Spectralis") -> dict:
     """The histogram-matching reference: ``{"path": str, "vendor": str, "counts": [256 ints]}`` of a volume (an
-    ``oct.mhd`` or a vendor file; ``cfg`` gives the vendor files' spacing settings). ``vendor`` is the volume's
-    vendor: Spectralis as the method has it, another one only for a data set without Spectralis scans."""
-    volume, _, _ = read_oct_volume(path, cfg)
+    ``oct.mhd`` or a vendor file; of ``cfg``, the effective config, only the vendor files' settings are read:
+    :class:`utils.io.vendor_files.VendorFileSettings`). ``vendor`` is the volume's vendor: Spectralis as the method
+    has it, another one only for a data set without Spectralis scans."""
+    volume, _, _ = read_oct_volume(path, VendorFileSettings.from_config(cfg))
     return {"path": str(path), "vendor": vendor,
             "counts": intensity_histogram(to_uint8_intensity(volume, str(path))).tolist()}
 
@@ -233,19 +292,28 @@ def _reference_candidates(cases: list[Case], vendors: tuple[str, ...] = ("Spectr
                   key=lambda case: case.oct_path)
 
 
-def _no_spectralis_note(reference: Path, vendor: str, cfg) -> str:
-    """The one line prepare_data.py prints when the reference is not a Spectralis volume."""
-    return (f"histogram reference {reference}: no Spectralis oct.mhd case, so {'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} "
+def _no_spectralis_note(reference: Path, vendor: str, matched_vendors: Sequence[str]) -> str:
+    """The one line prepare_data.py prints when the reference is not a Spectralis volume (``matched_vendors``:
+    ``HISTOGRAM_MATCH_VENDORS``)."""
+    return (f"histogram reference {reference}: no Spectralis oct.mhd case, so {'/'.join(matched_vendors)} "
             f"volumes are matched to this {vendor} volume; a model trained here sees Spectralis volumes on another "
             f"intensity scale than the other vendors'. To match them to Spectralis as the method does, set "
             f"HISTOGRAM_REFERENCE to a Spectralis oct.mhd")
 
 
-def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) -> tuple[Path, str] | None:
-    """``cfg.HISTOGRAM_REFERENCE`` (relative to ``data_root`` or absolute), else the first Spectralis ``oct.mhd``
-    case by path (:func:`_reference_candidates`), whether or not a case needs matching: a checkpoint then carries
-    the reference, and a model trained on Spectralis alone can prepare Cirrus and Topcon volumes as the method does.
-    Without any Spectralis case, the first ``oct.mhd`` of a matched vendor (Cirrus, Topcon).
+def choose_histogram_reference(cases: list[Case], reference_setting: str, matched_vendors: Sequence[str],
+                               data_root: str | Path) -> tuple[Path, str] | None:
+    """``reference_setting`` (``HISTOGRAM_REFERENCE``: a volume relative to ``data_root`` or absolute), else the
+    first Spectralis ``oct.mhd`` case by path (:func:`_reference_candidates`), whether or not a case needs matching:
+    a checkpoint then carries the reference, and a model trained on Spectralis alone can prepare Cirrus and Topcon
+    volumes as the method does. Without any Spectralis case, the first ``oct.mhd`` of a matched vendor (of
+    ``matched_vendors``, ``HISTOGRAM_MATCH_VENDORS``: Cirrus, Topcon).
+
+    Args:
+        cases: the cases found under ``data_root``.
+        reference_setting: ``HISTOGRAM_REFERENCE``, a path, or ``""`` to choose among the cases.
+        matched_vendors: ``HISTOGRAM_MATCH_VENDORS``, the vendors whose volumes are matched.
+        data_root: the folder ``reference_setting`` may be relative to.
 
     Returns:
         ``(path, vendor)`` (``"Spectralis"`` for ``HISTOGRAM_REFERENCE``), or None when there is no candidate and
@@ -255,18 +323,18 @@ def choose_histogram_reference(cases: list[Case], cfg, data_root: str | Path) ->
         FileNotFoundError: ``HISTOGRAM_REFERENCE`` names no file, or cases need matching but none can be the
             reference (they all come from vendor files).
     """
-    if cfg.HISTOGRAM_REFERENCE:
-        path = Path(cfg.HISTOGRAM_REFERENCE)
+    if reference_setting:
+        path = Path(reference_setting)
         path = path if path.is_absolute() or path.exists() else Path(data_root) / path
         if not path.is_file():
             raise FileNotFoundError(f"{path}: HISTOGRAM_REFERENCE names no file")
         return path, "Spectralis"
     candidates = (_reference_candidates(cases)
-                  or _reference_candidates(cases, tuple(cfg.HISTOGRAM_MATCH_VENDORS)))
+                  or _reference_candidates(cases, tuple(matched_vendors)))
     if candidates:
         return candidates[0].oct_path, candidates[0].vendor
-    if any(case.vendor in cfg.HISTOGRAM_MATCH_VENDORS for case in cases):
-        raise FileNotFoundError(f"{data_root}: no oct.mhd case to match {'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} "
+    if any(case.vendor in matched_vendors for case in cases):
+        raise FileNotFoundError(f"{data_root}: no oct.mhd case to match {'/'.join(matched_vendors)} "
                                 f"histograms to; set HISTOGRAM_REFERENCE to a Spectralis oct.mhd")
     return None
 
@@ -275,6 +343,11 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
                              ) -> tuple[Path | None, dict | None, list[str]]:
     """The histogram reference to match Cirrus and Topcon to, read: ``HISTOGRAM_REFERENCE`` when set, else the
     first case (by path) of :func:`choose_histogram_reference`'s vendor that can be read.
+
+    Args:
+        cases: the cases found under ``data_root``.
+        cfg: the effective config (``HISTOGRAM_REFERENCE``, ``HISTOGRAM_MATCH_VENDORS``, the vendor files' settings).
+        data_root: the folder ``HISTOGRAM_REFERENCE`` may be relative to.
 
     Returns:
         ``(path, reference, notes)``: path and :func:`histogram_reference` (both None when there is no candidate
@@ -285,7 +358,8 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
         FileNotFoundError, VolumeError, ValueError: the set reference cannot be used, or no candidate can be read
             while cases need matching.
     """
-    chosen = choose_histogram_reference(cases, cfg, data_root)
+    matched_vendors = cfg.HISTOGRAM_MATCH_VENDORS
+    chosen = choose_histogram_reference(cases, cfg.HISTOGRAM_REFERENCE, matched_vendors, data_root)
     if chosen is None:
         return None, None, []
     path, vendor = chosen
@@ -301,25 +375,25 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
         notes = [f"histogram reference {candidate.oct_path}: the first {vendor} case, {', '.join(passed_over)}, "
                  f"cannot be read (reported below)"] if passed_over else []
         if vendor != "Spectralis":
-            notes.append(_no_spectralis_note(candidate.oct_path, vendor, cfg))
+            notes.append(_no_spectralis_note(candidate.oct_path, vendor, matched_vendors))
         return candidate.oct_path, reference, notes
-    if not any(case.vendor in cfg.HISTOGRAM_MATCH_VENDORS for case in cases):
+    if not any(case.vendor in matched_vendors for case in cases):
         return None, None, []  # no Spectralis volume is readable, and none is needed: the cases report themselves
     raise FileNotFoundError(f"{data_root}: no {vendor} oct.mhd case can be read to match "
-                            f"{'/'.join(cfg.HISTOGRAM_MATCH_VENDORS)} histograms to; set HISTOGRAM_REFERENCE to a "
+                            f"{'/'.join(matched_vendors)} histograms to; set HISTOGRAM_REFERENCE to a "
                             f"Spectralis oct.mhd")
 
 
-def _case_settings(case: Case, cfg, reference: dict | None) -> dict:
+def _case_settings(case: Case, settings: PreprocessSettings, reference: dict | None) -> dict:
     """What a case's preprocessed slices depend on; a rerun redoes a case whose settings changed."""
-    matched = case.vendor in cfg.HISTOGRAM_MATCH_VENDORS
+    matched = case.vendor in settings.histogram_match_vendors
     return {"case": case.name, "vendor": case.vendor, "oct_path": str(case.oct_path),
             "reference_path": str(case.reference_path) if case.reference_path else None,
             "histogram_reference": reference["path"] if matched and reference else None,
             "histogram_reference_counts": reference["counts"] if matched and reference else None,
-            "histogram_rounding": cfg.HISTOGRAM_ROUNDING if matched else None,
-            "median_slices": cfg.MEDIAN_SLICES if case.vendor in cfg.MEDIAN_SLICES_VENDORS else 1,
-            "median_inplane": cfg.MEDIAN_INPLANE if case.vendor in cfg.MEDIAN_VENDORS else 1}
+            "histogram_rounding": settings.histogram_rounding if matched else None,
+            "median_slices": settings.median_slices if case.vendor in settings.median_slices_vendors else 1,
+            "median_inplane": settings.median_inplane if case.vendor in settings.median_vendors else 1}
 
 
 def check_reference_labels(labels: np.ndarray, shape: tuple[int, ...], allowed_codes: Sequence[int],
@@ -345,10 +419,10 @@ def check_reference_labels(labels: np.ndarray, shape: tuple[int, ...], allowed_c
     return labels.astype(np.uint8)
 
 
-def read_case(case: Case, cfg) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
-    """Reads one case as the preprocess step does: its OCT volume (an ``oct.mhd`` or a vendor file; ``cfg`` gives
-    the vendor files' spacing settings) and, when it has one, its reference labels
-    (:func:`check_reference_labels`).
+def read_case(case: Case, settings: PreprocessSettings) -> tuple[np.ndarray, Geometry, np.ndarray | None]:
+    """Reads one case as the preprocess step does: its OCT volume (an ``oct.mhd`` or a vendor file, read with
+    ``settings.vendor_files``) and, when it has one, its reference labels, checked against
+    ``settings.label_codes`` (:func:`check_reference_labels`).
 
     Returns:
         ``(volume, geometry, labels)``: ``(z, y, x)`` raw OCT (uint8, or uint16 for Spectralis), its geometry
@@ -358,17 +432,16 @@ def read_case(case: Case, cfg) -> tuple[np.ndarray, Geometry, np.ndarray | None]
         VolumeError: unreadable files, a reference of another size than the OCT, labels outside 0..3.
     """
     check_case(case)
-    volume, geometry, _ = read_oct_volume(case.oct_path, cfg)
+    volume, geometry, _ = read_oct_volume(case.oct_path, settings.vendor_files)
     labels = None
     if case.reference_path is not None:
         labels, _ = read_volume(case.reference_path)
-        labels = check_reference_labels(labels, volume.shape, [cfg.BACKGROUND, *cfg.FLUIDS.values()],
-                                        case.reference_path)
+        labels = check_reference_labels(labels, volume.shape, settings.label_codes, case.reference_path)
     return volume, geometry, labels
 
 
 def slice_rows(name: str, vendor: str, oct_path: str, shape: tuple[int, int, int], geometry: Geometry,
-               labels: np.ndarray | None, cfg) -> pd.DataFrame:
+               labels: np.ndarray | None, settings: PreprocessSettings) -> pd.DataFrame:
     """A case's rows of the slice index: one per B-scan of its preprocessed volume.
 
     Args:
@@ -378,32 +451,39 @@ def slice_rows(name: str, vendor: str, oct_path: str, shape: tuple[int, int, int
         shape: the preprocessed volume's ``(z, y, x)`` size.
         geometry: the volume's geometry (spacing ``(x, y, z)`` mm).
         labels: ``(z, y, x)`` uint8 label codes, or None for a case without reference (blank fluid flags).
-        cfg: the effective config (``FLUIDS``, ``N_CLASSES``, ``SLICES_SUBDIR``).
+        settings: ``fluids``, ``n_classes`` and ``slice_layout`` (the ``root`` column) of :class:`PreprocessSettings`.
 
     Returns:
         The rows, columns :func:`utils.io.tables.slice_index_columns` (``is_<fluid>`` nullable integers 0/1).
     """
     rows = []
-    root = layout.case_root(name, cfg)
+    root = settings.slice_layout.case_root(name)
     for z in range(shape[0]):
-        flags = {fluid: pd.NA for fluid in cfg.FLUIDS}
+        flags = {fluid: pd.NA for fluid in settings.fluids}
         if labels is not None:
-            present = np.bincount(labels[z].ravel(), minlength=cfg.N_CLASSES)
-            flags = {fluid: int(present[code] > 0) for fluid, code in cfg.FLUIDS.items()}
+            present = np.bincount(labels[z].ravel(), minlength=settings.n_classes)
+            flags = {fluid: int(present[code] > 0) for fluid, code in settings.fluids.items()}
         spacing = geometry.spacing_mm
         rows.append({"image_name": layout.slice_file_name(name, z), "vendor": vendor, "root": root,
                      "slice": z, **{f"is_{fluid}": flag for fluid, flag in flags.items()}, "case": name,
                      "n_slices": shape[0], "height": shape[1], "width": shape[2],
                      "spacing_x_mm": spacing[0], "spacing_y_mm": spacing[1], "spacing_z_mm": spacing[2],
                      "has_reference": labels is not None, "oct_path": oct_path})
-    frame = pd.DataFrame(rows, columns=slice_index_columns(cfg.FLUIDS))
-    for fluid in cfg.FLUIDS:
+    frame = pd.DataFrame(rows, columns=slice_index_columns(settings.fluids))
+    for fluid in settings.fluids:
         frame[f"is_{fluid}"] = frame[f"is_{fluid}"].astype("Int64")
     return frame
 
 
-def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | None) -> pd.DataFrame:
+def preprocess_case(case: Case, work_dir: str | Path, settings: PreprocessSettings, reference: dict | None
+                    ) -> pd.DataFrame:
     """Preprocesses one case and writes its B-scans (and label masks) as PNGs; skips a case already done.
+
+    Args:
+        case: the case to prepare.
+        work_dir: output root; the case's slices go to ``settings.slice_layout.case_dir(work_dir, case.name)``.
+        settings: :class:`PreprocessSettings`.
+        reference: :func:`histogram_reference` of the volume matched vendors are matched to, or None.
 
     Returns:
         The case's rows of the slice index (columns :func:`utils.io.tables.slice_index_columns`).
@@ -411,23 +491,24 @@ def preprocess_case(case: Case, work_dir: str | Path, cfg, reference: dict | Non
     Raises:
         VolumeError: unreadable files, reference of another size than the OCT, labels outside 0..3.
     """
-    folder = layout.case_dir(work_dir, case.name, cfg)
+    slice_layout = settings.slice_layout
+    folder = slice_layout.case_dir(work_dir, case.name)
     done_json, slices_csv = folder / layout.CASE_DONE_JSON, folder / layout.CASE_SLICES_CSV
-    settings = _case_settings(case, cfg, reference)
+    record = _case_settings(case, settings, reference)
     if done_json.is_file() and slices_csv.is_file():
-        if json.loads(done_json.read_text()) == settings:
-            return read_slice_index(slices_csv, cfg.FLUIDS)  # names as text: a case named NA or 001 stays one
-    volume, geometry, labels = read_case(case, cfg)
+        if json.loads(done_json.read_text()) == record:
+            return read_slice_index(slices_csv, settings.fluids)  # names as text: a case named NA or 001 stays one
+    volume, geometry, labels = read_case(case, settings)
     counts = np.asarray(reference["counts"]) if reference else None
-    prepared = preprocess_volume(volume, case.vendor, counts, cfg, str(case.oct_path))
-    frame = slice_rows(case.name, case.vendor, str(case.oct_path), prepared.shape, geometry, labels, cfg)
+    prepared = preprocess_volume(volume, case.vendor, counts, settings, str(case.oct_path))
+    frame = slice_rows(case.name, case.vendor, str(case.oct_path), prepared.shape, geometry, labels, settings)
     for z, name in enumerate(frame["image_name"]):
-        image_path, mask_path, _ = layout.slice_paths(work_dir, layout.case_root(case.name, cfg), name, cfg)
-        atomic_write_png(image_path, prepared[z], cfg.PNG_COMPRESS_LEVEL)
+        image_path, mask_path, _ = slice_layout.slice_paths(work_dir, slice_layout.case_root(case.name), name)
+        atomic_write_png(image_path, prepared[z], settings.png_compress_level)
         if labels is not None:
-            atomic_write_png(mask_path, labels[z], cfg.PNG_COMPRESS_LEVEL)
+            atomic_write_png(mask_path, labels[z], settings.png_compress_level)
     atomic_write_csv(slices_csv, frame)
-    atomic_write_text(done_json, json.dumps(settings))  # last: marks the case complete
+    atomic_write_text(done_json, json.dumps(record))  # last: marks the case complete
     return frame
 
 
@@ -438,7 +519,7 @@ def preprocess_oct_images(cases: list[Case], work_dir: str | Path, cfg, referenc
     Args:
         cases: from :func:`utils.io.cases.find_cases`.
         work_dir: output root (never inside the data root).
-        cfg: effective config.
+        cfg: effective config (:class:`PreprocessSettings` are built from it once; ``SLICE_INDEX_CSV``).
         reference: :func:`histogram_reference` of the Spectralis volume Cirrus/Topcon are matched to, or None.
         workers: processes.
 
@@ -446,10 +527,12 @@ def preprocess_oct_images(cases: list[Case], work_dir: str | Path, cfg, referenc
         ``(slice_index, errors)``: the slice index of the cases that succeeded (written to
         ``work_dir/SLICE_INDEX_CSV`` too), and one line per failed case.
     """
-    function = functools.partial(preprocess_case, work_dir=work_dir, cfg=cfg, reference=reference)
+    settings = PreprocessSettings.from_config(cfg)
+    function = functools.partial(preprocess_case, work_dir=work_dir, settings=settings, reference=reference)
     frames, errors = map_cases(function, cases, workers, desc="preprocess")
     frames = [frame for frame in frames if frame is not None]
-    index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=slice_index_columns(cfg.FLUIDS))
+    index = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame(columns=slice_index_columns(settings.fluids)))
     atomic_write_csv(Path(work_dir) / cfg.SLICE_INDEX_CSV, index)
     return index, errors
 

@@ -16,6 +16,7 @@ that the tests compare against:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -28,6 +29,7 @@ import pandas as pd
 from skimage.morphology import disk
 from skimage.util import img_as_ubyte
 
+import config
 from utils.io import layout
 from utils.io.files import atomic_write_png, atomic_write_text, read_png
 from utils.io.parallel import map_cases
@@ -235,15 +237,48 @@ def roi_png(roi: np.ndarray) -> np.ndarray:
     return roi.astype(np.uint8) * np.uint8(ROI_VALUE)
 
 
-def _roi_settings(case_folder: Path, cfg) -> dict:
+@dataclasses.dataclass(frozen=True)
+class RoiSettings:
+    """What the roi step (:func:`create_roi_masks`) reads of the config, built once per run (:meth:`from_config`).
+    Each field is the config.py setting of the same name in upper case (see config.py for its meaning); the defaults
+    are config.py's, so a test names only what it changes.
+
+    Attributes:
+        entropy_disk_radius: pixels, the local entropy's disk (:func:`roi_mask`'s ``entropy_radius``).
+        entropy_threshold: on entropy / max entropy of the B-scan, in [0, 1].
+        closing_disk_radius: pixels, the binary closing's disk.
+        png_compress_level: 0..9, of the ROI PNGs (lossless whatever the level).
+        slice_layout: where the slices are read and the ROI masks written (the slice folders).
+    """
+
+    entropy_disk_radius: int = config.ENTROPY_DISK_RADIUS
+    entropy_threshold: float = config.ENTROPY_THRESHOLD
+    closing_disk_radius: int = config.CLOSING_DISK_RADIUS
+    png_compress_level: int = config.PNG_COMPRESS_LEVEL
+    slice_layout: layout.SliceLayout = dataclasses.field(default_factory=layout.SliceLayout)
+
+    @classmethod
+    def from_config(cls, cfg) -> RoiSettings:
+        """The roi settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        nested = {"slice_layout": layout.SliceLayout.from_config(cfg)}
+        return cls(**{field.name: nested[field.name] if field.name in nested else getattr(cfg, field.name.upper())
+                      for field in dataclasses.fields(cls)})
+
+
+def _roi_settings(case_folder: Path, settings: RoiSettings) -> dict:
     """What a case's ROI masks depend on: the ROI parameters and the preprocessed slices they were made from."""
-    return {"entropy_disk_radius": cfg.ENTROPY_DISK_RADIUS, "entropy_threshold": cfg.ENTROPY_THRESHOLD,
-            "closing_disk_radius": cfg.CLOSING_DISK_RADIUS,
+    return {"entropy_disk_radius": settings.entropy_disk_radius, "entropy_threshold": settings.entropy_threshold,
+            "closing_disk_radius": settings.closing_disk_radius,
             "preprocess": json.loads((case_folder / layout.CASE_DONE_JSON).read_text())}
 
 
-def roi_masks_of_case(rows: pd.DataFrame, work_dir: str | Path, cfg) -> int:
+def roi_masks_of_case(rows: pd.DataFrame, work_dir: str | Path, settings: RoiSettings) -> int:
     """Writes the ROI mask PNG of every B-scan of one case (``rows``: its slice-index rows); skips a done case.
+
+    Args:
+        rows: the case's slice-index rows (``root``, ``image_name``, ``has_reference`` columns).
+        work_dir: where the slices are.
+        settings: :class:`RoiSettings`.
 
     Returns:
         The number of B-scans of the case.
@@ -251,16 +286,16 @@ def roi_masks_of_case(rows: pd.DataFrame, work_dir: str | Path, cfg) -> int:
     root = rows["root"].iloc[0]
     folder = Path(work_dir) / root
     done_json = folder / layout.ROI_DONE_JSON
-    settings = _roi_settings(folder, cfg)
-    if done_json.is_file() and json.loads(done_json.read_text()) == settings:
+    record = _roi_settings(folder, settings)
+    if done_json.is_file() and json.loads(done_json.read_text()) == record:
         return len(rows)
     for row in rows.itertuples(index=False):
-        image_path, mask_path, roi_path = layout.slice_paths(work_dir, row.root, row.image_name, cfg)
+        image_path, mask_path, roi_path = settings.slice_layout.slice_paths(work_dir, row.root, row.image_name)
         fluid = read_png(mask_path) if row.has_reference else None
-        roi = roi_mask(read_png(image_path), fluid, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD,
-                       cfg.CLOSING_DISK_RADIUS)
-        atomic_write_png(roi_path, roi_png(roi), cfg.PNG_COMPRESS_LEVEL)
-    atomic_write_text(done_json, json.dumps(settings))  # last: marks the case complete
+        roi = roi_mask(read_png(image_path), fluid, settings.entropy_disk_radius, settings.entropy_threshold,
+                       settings.closing_disk_radius)
+        atomic_write_png(roi_path, roi_png(roi), settings.png_compress_level)
+    atomic_write_text(done_json, json.dumps(record))  # last: marks the case complete
     return len(rows)
 
 
@@ -270,13 +305,13 @@ def create_roi_masks(slice_index: pd.DataFrame, work_dir: str | Path, cfg, worke
     Args:
         slice_index: rows written by :func:`utils.prepare.preprocessing.preprocess_oct_images`.
         work_dir: where the slices are.
-        cfg: effective config (ENTROPY_DISK_RADIUS, ENTROPY_THRESHOLD, CLOSING_DISK_RADIUS).
+        cfg: effective config (:class:`RoiSettings` are built from it once).
         workers: processes.
 
     Returns:
         One line per case that failed.
     """
     groups = [rows for _, rows in slice_index.groupby("case", sort=False)]
-    _, errors = map_cases(functools.partial(roi_masks_of_case, work_dir=work_dir, cfg=cfg), groups, workers,
-                          desc="roi masks")
+    function = functools.partial(roi_masks_of_case, work_dir=work_dir, settings=RoiSettings.from_config(cfg))
+    _, errors = map_cases(function, groups, workers, desc="roi masks")
     return errors

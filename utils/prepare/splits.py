@@ -119,10 +119,13 @@ def _record_path(split_csv: Path) -> Path:
     return split_csv.with_name(split_csv.stem + ".auto.json")
 
 
-def _write_automatic_split(path: Path, split: pd.DataFrame, cfg) -> None:
+def _write_automatic_split(path: Path, split: pd.DataFrame, fractions: dict[str, float], seed: int,
+                           by_vendor: bool) -> None:
+    """Writes an automatic split and its record (:func:`_record_path`): its digest and the ``SPLIT_FRACTIONS``,
+    ``SPLIT_SEED`` and ``SPLIT_BY_VENDOR`` it was made with."""
     atomic_write_csv(path, split)
-    record = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "SPLIT_FRACTIONS": cfg.SPLIT_FRACTIONS,
-              "SPLIT_SEED": cfg.SPLIT_SEED, "SPLIT_BY_VENDOR": cfg.SPLIT_BY_VENDOR}
+    record = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "SPLIT_FRACTIONS": fractions,
+              "SPLIT_SEED": seed, "SPLIT_BY_VENDOR": by_vendor}
     atomic_write_text(_record_path(path), json.dumps(record, indent=2) + "\n")
 
 
@@ -183,13 +186,15 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
     Args:
         slice_index: the slice index of the prepared cases.
         work_dir: where ``cfg.SPLIT_CSV`` and ``cfg.SPLIT_SLICES_CSV`` files are written.
-        cfg: effective config (SPLIT_FRACTIONS, SPLIT_SEED, SPLIT_ALLOW_UNLISTED).
+        cfg: effective config (SPLIT_CSV, SPLIT_SLICES_CSV, SPLIT_FRACTIONS, SPLIT_SEED, SPLIT_BY_VENDOR,
+            SPLIT_ALLOW_UNLISTED).
         split_file: a split CSV to use as it is; default ``work_dir/SPLIT_CSV``, made when it does not exist.
 
     Returns:
         ``(split, errors)``: one row per case with its split, and one line per problem in a given split file.
     """
     work_dir = Path(work_dir)
+    fractions, seed, by_vendor = cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED, cfg.SPLIT_BY_VENDOR
     cases = case_table(slice_index)
     errors: list[str] = []
     path = Path(split_file) if split_file else work_dir / cfg.SPLIT_CSV
@@ -197,8 +202,8 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
         made = read_split_table(path)
         new = cases[~cases["case"].isin(made["case"])]
         if len(new):
-            made = extend_split(made, new, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED, cfg.SPLIT_BY_VENDOR)
-            _write_automatic_split(path, made, cfg)
+            made = extend_split(made, new, fractions, seed, by_vendor)
+            _write_automatic_split(path, made, fractions, seed, by_vendor)
             added = made[made["case"].isin(new["case"])]
             print(f"note: {len(new)} case(s) prepared since {path} was made added to it: " + ", ".join(
                 f"{case} -> {name}" for case, name in zip(added["case"], added["split"])))
@@ -223,8 +228,8 @@ def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
                               f"split, or leave them out on purpose with --allow-unlisted (SPLIT_ALLOW_UNLISTED)"
                               + ("" if split_file else f", or delete {path.name} to make a new automatic split"))
     else:
-        split = make_split(cases, cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED, cfg.SPLIT_BY_VENDOR)
-        _write_automatic_split(path, split, cfg)
+        split = make_split(cases, fractions, seed, by_vendor)
+        _write_automatic_split(path, split, fractions, seed, by_vendor)
     for name in SPLITS:
         members = set(split.loc[split["split"] == name, "case"])
         atomic_write_csv(work_dir / cfg.SPLIT_SLICES_CSV.format(split=name),

@@ -16,9 +16,10 @@ memory (:func:`validation_batches`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,11 +37,98 @@ from utils.io.tables import fluid_flag_columns, read_slice_index
 from utils.model.input_scale import IMAGE_ORDERS, normalise_input, scaling_spacing_mm, signal_columns
 from utils.train.patch_sampling import ResampledRoiPatches
 
-# Columns of a slice sample before loading: (case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)
-# and after loading: (image HxWx3 uint8, mask HxW uint8, roi HxW uint8, is_IRF, is_SRF, is_PED, the spacing in mm
-# patches are scaled by).
-IMAGE, MASK, ROI, IS_IRF, IS_SRF, IS_PED, SPACING = range(7)
-RECORD_HAS_FLUID, RECORD_VENDOR = 4, 6
+class SliceRecord(NamedTuple):
+    """One training or validation B-scan before it is read: a row of the split's slice index
+    (:func:`slice_records`). A tuple, so that nutsml's ``Stratify`` can take its label by column."""
+
+    case: str
+    root: str  # the case folder relative to WORK_DIR
+    z: int  # the B-scan's index in its volume (the ``slice`` column), 0 .. n_slices - 1
+    n_slices: int  # B-scans in the volume
+    has_fluid: int  # 1 if the B-scan holds any of the fluids, else 0
+    spacing_y_mm: float  # the header's axial spacing
+    vendor: str
+
+
+class LoadedSlice(NamedTuple):
+    """A B-scan as the pipeline carries it, read (:func:`load_slice`) or cut into a patch
+    (:func:`utils.train.patch_sampling.ResampledRoiPatches`, which keeps the class and addresses the fields by
+    column: a tuple)."""
+
+    image: np.ndarray  # (H, W, 3) uint8: B-scans z-1, z, z+1
+    mask: np.ndarray  # (H, W) uint8 labels 0..3 (or IGNORE_LABEL, ignore_blank_columns)
+    roi: np.ndarray  # (H, W) uint8 0/1
+    is_irf: int  # 1 if the slice (a patch: its inside, away from PATCH_BORDER) holds IRF, else 0
+    is_srf: int
+    is_ped: int
+    scaling_spacing_mm: float  # the axial spacing patches are scaled by (DEPTH_SCALE)
+
+
+_RECORD_COLUMN = {name: index for index, name in enumerate(SliceRecord._fields)}  # for nutsml's column arguments
+_SLICE_COLUMN = {name: index for index, name in enumerate(LoadedSlice._fields)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingDataSettings:
+    """What the training and validation pipelines read of the config, built once per stream (:meth:`from_config`)
+    by the functions train.py calls. Each field is the config.py setting of the same name in upper case (see
+    config.py for its meaning); the defaults are config.py's, so a test names only what it changes.
+
+    Attributes:
+        slice_layout: where the prepared slices are read (the slice folders).
+        irf, srf, ped: the label codes a slice's fluid flags test.
+        depth_scale, spectralis_axial_spacing_mm: the spacing patches are scaled by
+            (:func:`utils.model.input_scale.scaling_spacing_mm`).
+        blank_columns_ignored: the A-scans without signal marked out of the targets (:func:`ignore_blank_columns`).
+        augment ... speckle_looks: the augmentation (:data:`AUGMENT`, :func:`intensity_augment`).
+        patch_shape ... image_resampling: the patches (:func:`utils.train.patch_sampling.ResampledRoiPatches`).
+        stratify_by ... drop_partial_batch: the order, mixing, empty-patch drop and batching of the stream.
+        val_bscans, val_fresh_patches, drop_empty_in_validation: the validation patches.
+    """
+
+    slice_layout: layout.SliceLayout = dataclasses.field(default_factory=layout.SliceLayout)
+    irf: int = config.IRF
+    srf: int = config.SRF
+    ped: int = config.PED
+    depth_scale: str = config.DEPTH_SCALE
+    spectralis_axial_spacing_mm: float = config.SPECTRALIS_AXIAL_SPACING_MM
+    blank_columns_ignored: bool = config.BLANK_COLUMNS_IGNORED
+    augment: str = config.AUGMENT
+    flip_prob: float = config.FLIP_PROB
+    rotate_prob: float = config.ROTATE_PROB
+    rotate_max_degrees: float = config.ROTATE_MAX_DEGREES
+    scale_prob: float = config.SCALE_PROB
+    scale_range: tuple[float, float] = config.SCALE_RANGE
+    scale_anisotropic: bool = config.SCALE_ANISOTROPIC
+    intensity_augment: bool = config.INTENSITY_AUGMENT
+    intensity_gamma: float = config.INTENSITY_GAMMA
+    intensity_contrast: float = config.INTENSITY_CONTRAST
+    speckle_looks: float = config.SPECKLE_LOOKS
+    patch_shape: tuple[int, int] = config.PATCH_SHAPE
+    patches_per_bscan: int = config.PATCHES_PER_BSCAN
+    patch_border: int = config.PATCH_BORDER
+    random_patch_share: float = config.RANDOM_PATCH_SHARE
+    patch_centres: str = config.PATCH_CENTRES
+    patch_jitter: float = config.PATCH_JITTER
+    patch_jitter_px: int = config.PATCH_JITTER_PX
+    image_resampling: str = config.IMAGE_RESAMPLING
+    stratify_by: str = config.STRATIFY_BY
+    bscan_shuffle_buffer: int = config.BSCAN_SHUFFLE_BUFFER
+    patch_shuffle_buffer: int = config.PATCH_SHUFFLE_BUFFER
+    kept_patch_shuffle_buffer: int = config.KEPT_PATCH_SHUFFLE_BUFFER
+    empty_patch_drop_prob: float = config.EMPTY_PATCH_DROP_PROB
+    batch_size: int = config.BATCH_SIZE
+    drop_partial_batch: bool = config.DROP_PARTIAL_BATCH
+    val_bscans: int = config.VAL_BSCANS
+    val_fresh_patches: bool = config.VAL_FRESH_PATCHES
+    drop_empty_in_validation: bool = config.DROP_EMPTY_IN_VALIDATION
+
+    @classmethod
+    def from_config(cls, cfg) -> TrainingDataSettings:
+        """The training-data settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        nested = {"slice_layout": layout.SliceLayout.from_config(cfg)}
+        return cls(**{field.name: nested[field.name] if field.name in nested else getattr(cfg, field.name.upper())
+                      for field in dataclasses.fields(cls)})
 
 
 def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
@@ -54,73 +142,78 @@ def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
     return rows[rows["has_reference"].astype(bool)].reset_index(drop=True)
 
 
-def slice_records(rows: pd.DataFrame, fluids) -> list[tuple]:
-    """``(case, root, slice, n_slices, has_fluid, spacing_y_mm, vendor)`` per row; has_fluid is 0/1 (any of
-    ``fluids``)."""
+def slice_records(rows: pd.DataFrame, fluids) -> list[SliceRecord]:
+    """A :class:`SliceRecord` per row of a slice index; has_fluid is 0/1 (any of ``fluids``)."""
     has_fluid = (rows[fluid_flag_columns(fluids)].fillna(0).astype(int).sum(axis=1) > 0).astype(int)
-    return list(zip(rows["case"], rows["root"], rows["slice"].astype(int), rows["n_slices"].astype(int),
-                    has_fluid, rows["spacing_y_mm"].astype(float), rows["vendor"]))
+    return [SliceRecord(*row) for row in zip(rows["case"], rows["root"], rows["slice"].astype(int),
+                                             rows["n_slices"].astype(int), has_fluid,
+                                             rows["spacing_y_mm"].astype(float), rows["vendor"])]
 
 
-def load_slice(record: tuple, work_dir: str | Path, cfg) -> tuple:
+def load_slice(record: SliceRecord, work_dir: str | Path, settings: TrainingDataSettings) -> LoadedSlice:
     """Reads one B-scan with its neighbours as channels, its mask and ROI mask.
 
     Args:
         record: from :func:`slice_records`.
+        settings: the slice folders, the fluids' label codes, ``DEPTH_SCALE`` and ``BLANK_COLUMNS_IGNORED``.
 
     Returns:
-        ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_IRF, is_SRF, is_PED,
-        spacing_y_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end; the spacing
-        is the one patches are scaled by (``DEPTH_SCALE``: :func:`utils.model.input_scale.scaling_spacing_mm`).
+        ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_irf, is_srf, is_ped,
+        scaling_spacing_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end; the
+        spacing is the one patches are scaled by (``DEPTH_SCALE``: :func:`utils.model.input_scale.scaling_spacing_mm`).
     """
-    case, root, z, n_slices, _, spacing = record[:6]
+    case, root, z, n_slices = record.case, record.root, record.z, record.n_slices
+    slice_layout = settings.slice_layout
     channels = []
     for neighbour in (max(z - 1, 0), z, min(z + 1, n_slices - 1)):
-        image_path, _, _ = layout.slice_paths(work_dir, root, layout.slice_file_name(case, neighbour), cfg)
+        image_path, _, _ = slice_layout.slice_paths(work_dir, root, layout.slice_file_name(case, neighbour))
         channels.append(read_png(image_path))
-    _, mask_path, roi_path = layout.slice_paths(work_dir, root, layout.slice_file_name(case, z), cfg)
+    _, mask_path, roi_path = slice_layout.slice_paths(work_dir, root, layout.slice_file_name(case, z))
     mask = read_png(mask_path)
     roi = (read_png(roi_path) > 0).astype(np.uint8)
-    flags = [int((mask == code).any()) for code in (cfg.IRF, cfg.SRF, cfg.PED)]
-    spacing = scaling_spacing_mm(spacing, mask.shape[0], cfg.DEPTH_SCALE, cfg.SPECTRALIS_AXIAL_SPACING_MM)
+    flags = [int((mask == code).any()) for code in (settings.irf, settings.srf, settings.ped)]
+    spacing = scaling_spacing_mm(record.spacing_y_mm, mask.shape[0], settings.depth_scale,
+                                 settings.spectralis_axial_spacing_mm)
     image = np.stack(channels, axis=-1)
-    if cfg.BLANK_COLUMNS_IGNORED:
+    if settings.blank_columns_ignored:
         mask = ignore_blank_columns(image, mask)
-    return (image, mask, roi, *flags, spacing)
+    return LoadedSlice(image, mask, roi, *flags, spacing)
 
 
-def _rotated(sample: tuple, angle: float, image_order: int) -> tuple:
+def _rotated(sample: LoadedSlice, angle: float, image_order: int) -> LoadedSlice:
     """A loaded slice rotated by ``angle`` degrees about its centre (zeros outside): mask and ROI nearest."""
-    image, mask, roi = sample[IMAGE], sample[MASK], sample[ROI]
-    image = rotate(image, angle, order=image_order, preserve_range=True, mode="constant").astype(np.uint8)
-    mask = rotate(mask, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
-    roi = rotate(roi, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
-    return (image, mask, roi, *sample[3:])
+    image = rotate(sample.image, angle, order=image_order, preserve_range=True, mode="constant").astype(np.uint8)
+    mask = rotate(sample.mask, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+    roi = rotate(sample.roi, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
+    return sample._replace(image=image, mask=mask, roi=roi)
 
 
-def _flipped(sample: tuple) -> tuple:
+def _flipped(sample: LoadedSlice) -> LoadedSlice:
     """A loaded slice mirrored left-right (image, mask and ROI together)."""
-    return (np.ascontiguousarray(sample[IMAGE][:, ::-1]), np.ascontiguousarray(sample[MASK][:, ::-1]),
-            np.ascontiguousarray(sample[ROI][:, ::-1]), *sample[3:])
+    return sample._replace(image=np.ascontiguousarray(sample.image[:, ::-1]),
+                           mask=np.ascontiguousarray(sample.mask[:, ::-1]),
+                           roi=np.ascontiguousarray(sample.roi[:, ::-1]))
 
 
-def augmented_copies(sample: tuple, rng: np.random.Generator, cfg) -> list[tuple]:
+def augmented_copies(sample: LoadedSlice, rng: np.random.Generator, flip_prob: float, rotate_prob: float,
+                     rotate_max_degrees: float) -> list[LoadedSlice]:
     """The original's augmentation (``train_model.py``: ``AugmentImage`` with ``FLIP`` then ``ROTATE``, each adding
-    its output to the stream): the slice itself; with probability ``FLIP_PROB`` also its left-right mirror; then
-    for each of those, with probability ``ROTATE_PROB``, also a copy rotated by an angle drawn from
-    ``[0, ROTATE_MAX_DEGREES]`` (nearest neighbour for image, mask and ROI, as the original).
+    its output to the stream): the slice itself; with probability ``flip_prob`` (``FLIP_PROB``) also its
+    left-right mirror; then for each of those, with probability ``rotate_prob`` (``ROTATE_PROB``), also a copy
+    rotated by an angle drawn from ``[0, rotate_max_degrees]`` (``ROTATE_MAX_DEGREES``; nearest neighbour for
+    image, mask and ROI, as the original).
 
     Returns:
-        1 to 4 loaded slices (the first is ``sample`` itself); on average ``(1 + FLIP_PROB) * (1 + ROTATE_PROB)``.
+        1 to 4 loaded slices (the first is ``sample`` itself); on average ``(1 + flip_prob) * (1 + rotate_prob)``.
     """
     stream = [sample]
-    if rng.random() < cfg.FLIP_PROB:
+    if rng.random() < flip_prob:
         stream.append(_flipped(sample))
     out = []
     for item in stream:
         out.append(item)
-        if rng.random() < cfg.ROTATE_PROB:
-            out.append(_rotated(item, rng.uniform(0.0, cfg.ROTATE_MAX_DEGREES), image_order=0))
+        if rng.random() < rotate_prob:
+            out.append(_rotated(item, rng.uniform(0.0, rotate_max_degrees), image_order=0))
     return out
 
 
@@ -136,24 +229,34 @@ def zoomed(array: np.ndarray, zoom: tuple[float, float], order: int) -> np.ndarr
     return np.clip(np.rint(out), 0, 255).astype(array.dtype)
 
 
-def augment_slice(sample: tuple, rng: np.random.Generator, cfg) -> tuple:
-    """``AUGMENT = "replace"``: random left-right flip and rotation of a loaded slice, in place of the original,
-    and beyond it (``SCALE_PROB`` > 0) a magnification, its factor log-uniform in ``SCALE_RANGE``, drawn for depth
-    and width independently with ``SCALE_ANISOTROPIC`` (image bilinear, mask and ROI nearest-neighbour)."""
-    image, mask, roi = sample[IMAGE], sample[MASK], sample[ROI]
-    if rng.random() < cfg.FLIP_PROB:
+def augment_slice(sample: LoadedSlice, rng: np.random.Generator, flip_prob: float, rotate_prob: float,
+                  rotate_max_degrees: float, scale_prob: float, scale_range: tuple[float, float],
+                  scale_anisotropic: bool) -> LoadedSlice:
+    """``AUGMENT = "replace"``: random left-right flip (probability ``flip_prob``) and rotation (``rotate_prob``,
+    an angle uniform in ``+-rotate_max_degrees``) of a loaded slice, in place of the original, and beyond it
+    (``scale_prob`` > 0) a magnification, its factor log-uniform in ``scale_range``, drawn for depth and width
+    independently with ``scale_anisotropic`` (image bilinear, mask and ROI nearest-neighbour). The arguments are
+    the config.py settings of the same names in upper case.
+
+    Returns:
+        The augmented slice: image, mask and ROI new arrays of the same shapes and dtypes, the other fields
+        ``sample``'s.
+    """
+    image, mask, roi = sample.image, sample.mask, sample.roi
+    if rng.random() < flip_prob:
         image, mask, roi = image[:, ::-1], mask[:, ::-1], roi[:, ::-1]
-    if rng.random() < cfg.ROTATE_PROB:
-        angle = rng.uniform(-cfg.ROTATE_MAX_DEGREES, cfg.ROTATE_MAX_DEGREES)
+    if rng.random() < rotate_prob:
+        angle = rng.uniform(-rotate_max_degrees, rotate_max_degrees)
         image = rotate(image, angle, order=1, preserve_range=True, mode="constant").astype(np.uint8)
         mask = rotate(mask, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
         roi = rotate(roi, angle, order=0, preserve_range=True, mode="constant").astype(np.uint8)
-    if cfg.SCALE_PROB > 0 and rng.random() < cfg.SCALE_PROB:
-        low, high = np.log(cfg.SCALE_RANGE)
-        factors = np.exp(rng.uniform(low, high, size=2 if cfg.SCALE_ANISOTROPIC else 1))
+    if scale_prob > 0 and rng.random() < scale_prob:
+        low, high = np.log(scale_range)
+        factors = np.exp(rng.uniform(low, high, size=2 if scale_anisotropic else 1))
         zoom = (float(factors[0]), float(factors[-1]))
         image, mask, roi = zoomed(image, zoom, order=1), zoomed(mask, zoom, order=0), zoomed(roi, zoom, order=0)
-    return (np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(roi), *sample[3:])
+    return sample._replace(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask),
+                           roi=np.ascontiguousarray(roi))
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
@@ -161,11 +264,11 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return normalise_input(image.astype(np.float32).transpose(2, 0, 1))
 
 
-def collate(patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(patches: list[LoadedSlice]) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)`` (labels 0..3, or
     ``config.IGNORE_LABEL`` where :func:`ignore_blank_columns` marked them)."""
-    images = torch.from_numpy(np.stack([normalise(patch[IMAGE]) for patch in patches]))
-    masks = torch.from_numpy(np.stack([patch[MASK] for patch in patches]).astype(np.int64))
+    images = torch.from_numpy(np.stack([normalise(patch.image) for patch in patches]))
+    masks = torch.from_numpy(np.stack([patch.mask for patch in patches]).astype(np.int64))
     return images, masks
 
 
@@ -185,8 +288,9 @@ def ignore_blank_columns(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return marked
 
 
-def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random) -> list[tuple]:
-    """One stratified pass: every label group (e.g. vendor) up-sampled to the size of the largest, shuffled.
+def upsample_by_label(records: list[SliceRecord], label: str, rand: random.Random) -> list[SliceRecord]:
+    """One stratified pass: every label group (``label`` names the record field, e.g. ``"vendor"``) up-sampled to
+    the size of the largest, shuffled.
 
     The original stratified by vendor with nutsml's ``Stratify(1, mode='up')``; nutsml 1.2.2's ``Stratify`` only
     down-samples, so the up-sampling is done here: each group's records, shuffled, are repeated (cycling) until
@@ -194,7 +298,7 @@ def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random)
     """
     groups: dict = {}
     for record in records:
-        groups.setdefault(record[label_col], []).append(record)
+        groups.setdefault(getattr(record, label), []).append(record)
     size = max((len(group) for group in groups.values()), default=0)
     out = []
     for label in sorted(groups, key=str):
@@ -205,107 +309,120 @@ def upsample_by_label(records: list[tuple], label_col: int, rand: random.Random)
     return out
 
 
-def _shuffled_records(records: list[tuple], rand: random.Random) -> list[tuple]:
+def _shuffled_records(records: list[SliceRecord], rand: random.Random) -> list[SliceRecord]:
     """``STRATIFY_BY = "none"``: the records in random order."""
     shuffled = list(records)
     rand.shuffle(shuffled)
     return shuffled
 
 
-def _fluid_stratified(records: list[tuple], rand: random.Random) -> list[tuple]:
+def _fluid_stratified(records: list[SliceRecord], rand: random.Random) -> list[SliceRecord]:
     """``STRATIFY_BY = "fluid"``: the records shuffled, then the larger of the groups with and without fluid
     down-sampled at random to about the smaller one's size (nutsml's ``Stratify``)."""
     shuffled = _shuffled_records(records, rand)
-    label_counts = pd.Series([record[RECORD_HAS_FLUID] for record in records]).value_counts().to_dict()
-    return list(shuffled >> Stratify(RECORD_HAS_FLUID, label_counts, rand=rand))
+    label_counts = pd.Series([record.has_fluid for record in records]).value_counts().to_dict()
+    return list(shuffled >> Stratify(_RECORD_COLUMN["has_fluid"], label_counts, rand=rand))
 
 
 # STRATIFY_BY -> the records of one pass: (records, rand) -> records (names: CHOICES["STRATIFY_BY"], checked there)
 STRATIFY_BY = {
-    "vendor": lambda records, rand: upsample_by_label(records, RECORD_VENDOR, rand),
+    "vendor": lambda records, rand: upsample_by_label(records, "vendor", rand),
     "fluid": _fluid_stratified,
     "none": _shuffled_records,
 }
 
 
-def epoch_records(records: list[tuple], cfg, rand: random.Random) -> list[tuple]:
-    """The training B-scans of one pass, stratified as ``STRATIFY_BY`` says and shuffled (:data:`STRATIFY_BY`)."""
-    return STRATIFY_BY[cfg.STRATIFY_BY](records, rand)
+def epoch_records(records: list[SliceRecord], stratify_by: str, rand: random.Random) -> list[SliceRecord]:
+    """The training B-scans of one pass, stratified as ``stratify_by`` (``STRATIFY_BY``, a name of
+    :data:`STRATIFY_BY`) says and shuffled."""
+    return STRATIFY_BY[stratify_by](records, rand)
 
 
 @nut_processor
-def _passes(records: list[tuple], cfg, rand: random.Random, endless: bool) -> Iterator[tuple]:
+def _passes(records: list[SliceRecord], stratify_by: str, rand: random.Random, endless: bool,
+            ) -> Iterator[SliceRecord]:
     """The records of one stratified pass, or of pass after pass when ``endless``."""
     records = list(records)
     while records:
-        yield from epoch_records(records, cfg, rand)
+        yield from epoch_records(records, stratify_by, rand)
         if not endless:
             return
 
 
-def intensity_augment(image: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
+def intensity_augment(image: np.ndarray, rng: np.random.Generator, gamma: float, contrast: float,
+                      speckle_looks: float) -> np.ndarray:
     """Beyond the method (``INTENSITY_AUGMENT``): the look of another device or acquisition, each part with
     probability 0.5, the same for the three channels (neighbouring B-scans of one scan).
 
-    - gamma ``g`` with ``log g`` uniform in ``[-log INTENSITY_GAMMA, log INTENSITY_GAMMA]``: ``255 (x / 255)^g``;
-    - contrast: ``mean + c (x - mean)`` with ``c`` uniform in ``1 +- INTENSITY_CONTRAST``;
+    - gamma ``g`` with ``log g`` uniform in ``[-log gamma, log gamma]`` (``INTENSITY_GAMMA``): ``255 (x / 255)^g``;
+    - contrast: ``mean + c (x - mean)`` with ``c`` uniform in ``1 +- contrast`` (``INTENSITY_CONTRAST``);
     - speckle-like multiplicative noise: ``x * n`` with ``n`` Gamma-distributed of mean 1 and shape
-      ``SPECKLE_LOOKS`` (fully developed speckle averaged over that many looks).
+      ``speckle_looks`` (``SPECKLE_LOOKS``: fully developed speckle averaged over that many looks).
 
     Args:
         image: ``(H, W, 3)`` uint8.
+        gamma: >= 1, the largest gamma (1: none). contrast: in [0, 1). speckle_looks: > 0.
 
     Returns:
         ``(H, W, 3)`` uint8, a new array.
     """
     out = image.astype(np.float32)
     if rng.random() < 0.5:
-        gamma = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(cfg.INTENSITY_GAMMA)))
-        out = 255.0 * (out / 255.0) ** gamma
+        drawn_gamma = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(gamma)))
+        out = 255.0 * (out / 255.0) ** drawn_gamma
     if rng.random() < 0.5:
         mean = float(out.mean())
-        out = mean + rng.uniform(1.0 - cfg.INTENSITY_CONTRAST, 1.0 + cfg.INTENSITY_CONTRAST) * (out - mean)
+        out = mean + rng.uniform(1.0 - contrast, 1.0 + contrast) * (out - mean)
     if rng.random() < 0.5:
-        looks = float(cfg.SPECKLE_LOOKS)
+        looks = float(speckle_looks)
         out = out * rng.gamma(looks, 1.0 / looks, size=out.shape[:2])[..., None].astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-# AUGMENT -> the augmented slices of a loaded slice: (sample, rng, cfg) -> list of samples (names:
+# AUGMENT -> the augmented slices of a loaded slice: (sample, rng, settings) -> list of samples (names:
 # CHOICES["AUGMENT"], checked there)
 AUGMENT = {
-    "rmit": augmented_copies,
-    "replace": lambda sample, rng, cfg: [augment_slice(sample, rng, cfg)],
+    "rmit": lambda sample, rng, settings: augmented_copies(
+        sample, rng, settings.flip_prob, settings.rotate_prob, settings.rotate_max_degrees),
+    "replace": lambda sample, rng, settings: [augment_slice(
+        sample, rng, settings.flip_prob, settings.rotate_prob, settings.rotate_max_degrees, settings.scale_prob,
+        settings.scale_range, settings.scale_anisotropic)],
 }
 
 
 @nut_processor
-def _augmented(samples: Iterator[tuple], rng: np.random.Generator, cfg) -> Iterator[tuple]:
+def _augmented(samples: Iterator[LoadedSlice], rng: np.random.Generator, settings: TrainingDataSettings,
+               ) -> Iterator[LoadedSlice]:
     """Each loaded slice's augmented copies (:data:`AUGMENT`), each intensity-augmented with ``INTENSITY_AUGMENT``."""
-    augment = AUGMENT[cfg.AUGMENT]
+    augment = AUGMENT[settings.augment]
     for sample in samples:
-        for copy in augment(sample, rng, cfg):
-            if cfg.INTENSITY_AUGMENT:
-                copy = (intensity_augment(copy[IMAGE], rng, cfg), *copy[1:])
+        for copy in augment(sample, rng, settings):
+            if settings.intensity_augment:
+                copy = copy._replace(image=intensity_augment(copy.image, rng, settings.intensity_gamma,
+                                                             settings.intensity_contrast, settings.speckle_looks))
             yield copy
 
 
-def _has_fluid(patch: tuple) -> bool:
-    return bool(patch[IS_IRF] or patch[IS_SRF] or patch[IS_PED])
+def _has_fluid(patch: LoadedSlice) -> bool:
+    return bool(patch.is_irf or patch.is_srf or patch.is_ped)
 
 
-def _patch_nut(cfg, rng: np.random.Generator):
+def _patch_nut(settings: TrainingDataSettings, rng: np.random.Generator):
+    """The nut that cuts loaded slices into patch samples (still :class:`LoadedSlice`, its fields by column)."""
+    col = _SLICE_COLUMN
     return ResampledRoiPatches(
-        pshape=tuple(cfg.PATCH_SHAPE), npos=cfg.PATCHES_PER_BSCAN, patch_border=cfg.PATCH_BORDER,
-        imagecol=IMAGE, maskcol=MASK, roicol=ROI, IRFcol=IS_IRF, SRFcol=IS_SRF, PEDcol=IS_PED, spacingcol=SPACING,
-        random_share=cfg.RANDOM_PATCH_SHARE, reference_spacing_mm=cfg.SPECTRALIS_AXIAL_SPACING_MM,
-        centres=cfg.PATCH_CENTRES, jitter=cfg.PATCH_JITTER, jitter_px=cfg.PATCH_JITTER_PX, rng=rng,
-        image_order=IMAGE_ORDERS[cfg.IMAGE_RESAMPLING])
+        pshape=tuple(settings.patch_shape), npos=settings.patches_per_bscan, patch_border=settings.patch_border,
+        imagecol=col["image"], maskcol=col["mask"], roicol=col["roi"], IRFcol=col["is_irf"], SRFcol=col["is_srf"],
+        PEDcol=col["is_ped"], spacingcol=col["scaling_spacing_mm"],
+        random_share=settings.random_patch_share, reference_spacing_mm=settings.spectralis_axial_spacing_mm,
+        centres=settings.patch_centres, jitter=settings.patch_jitter, jitter_px=settings.patch_jitter_px, rng=rng,
+        image_order=IMAGE_ORDERS[settings.image_resampling])
 
 
-def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int, endless: bool = True,
+def training_batches(records: list[SliceRecord], work_dir: str | Path, cfg, seed: int, endless: bool = True,
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches from slice records (see module docstring), reproducible for a seed.
+    """Training batches from slice records (see module docstring), reproducible for a seed: the stream of
+    :class:`PatchBatches` with the settings of ``cfg`` (:meth:`TrainingDataSettings.from_config`).
 
     Args:
         endless: pass after pass (``BATCHES_PER_EPOCH`` > 0), or one pass (the original's epoch).
@@ -320,16 +437,23 @@ def training_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int,
         ``IGNORE_LABEL``, :func:`ignore_blank_columns`) with ``(h, w) = cfg.PATCH_SHAPE`` (without
         ``DROP_PARTIAL_BATCH`` the last batch of a pass may be smaller).
     """
+    return _training_batches(records, work_dir, TrainingDataSettings.from_config(cfg), seed, endless)
+
+
+def _training_batches(records: list[SliceRecord], work_dir: str | Path, settings: TrainingDataSettings, seed: int,
+                      endless: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`training_batches` of settings built once."""
     rand = random.Random(seed)
     rng = np.random.default_rng(seed)
-    keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB
-    stream = (records >> _passes(cfg, rand, endless)
-              >> Map(lambda record: load_slice(record, work_dir, cfg))
-              >> _augmented(rng, cfg))
-    stream = _shuffled(stream, cfg.BSCAN_SHUFFLE_BUFFER, rand) >> _patch_nut(cfg, rng)
-    stream = (_shuffled(stream, cfg.PATCH_SHUFFLE_BUFFER, rand)
+    keep_empty = 1.0 - settings.empty_patch_drop_prob
+    stream = (records >> _passes(settings.stratify_by, rand, endless)
+              >> Map(lambda record: load_slice(record, work_dir, settings))
+              >> _augmented(rng, settings))
+    stream = _shuffled(stream, settings.bscan_shuffle_buffer, rand) >> _patch_nut(settings, rng)
+    stream = (_shuffled(stream, settings.patch_shuffle_buffer, rand)
               >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty))
-    return iter(_batched(_shuffled(stream, cfg.KEPT_PATCH_SHUFFLE_BUFFER, rand), cfg))
+    return iter(_batched(_shuffled(stream, settings.kept_patch_shuffle_buffer, rand), settings.batch_size,
+                         settings.drop_partial_batch))
 
 
 def _shuffled(stream, buffer_size: int, rand: random.Random):
@@ -338,23 +462,23 @@ def _shuffled(stream, buffer_size: int, rand: random.Random):
     return stream >> Shuffle(int(buffer_size), rand=rand) if buffer_size > 1 else stream
 
 
-def _batched(patches, cfg):
-    """Patch samples in batches of ``BATCH_SIZE`` (:func:`collate`), a last partial batch dropped when
-    ``DROP_PARTIAL_BATCH`` (the original's ``Filter(filter_batch_shape)``)."""
-    stream = patches >> Chunk(cfg.BATCH_SIZE, list)
-    if cfg.DROP_PARTIAL_BATCH:
-        stream = stream >> Filter(lambda batch: len(batch) == cfg.BATCH_SIZE)
+def _batched(patches, batch_size: int, drop_partial: bool):
+    """Patch samples in batches of ``batch_size`` (:func:`collate`), a last partial batch dropped when
+    ``drop_partial`` (``DROP_PARTIAL_BATCH``, the original's ``Filter(filter_batch_shape)``)."""
+    stream = patches >> Chunk(batch_size, list)
+    if drop_partial:
+        stream = stream >> Filter(lambda batch: len(batch) == batch_size)
     return stream >> Map(collate)
 
 
-def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) -> list[tuple]:
+def choose_validation_records(records: list[SliceRecord], n_bscans: int, seed: int) -> list[SliceRecord]:
     """A fixed choice of ``n_bscans`` validation B-scans: half with fluid where there are enough, sorted; all of
     them (sorted) for ``n_bscans`` 0, as the original."""
     if n_bscans <= 0:
         return sorted(records)
     rng = np.random.default_rng(seed)
-    with_fluid = [record for record in records if record[4]]
-    without = [record for record in records if not record[4]]
+    with_fluid = [record for record in records if record.has_fluid]
+    without = [record for record in records if not record.has_fluid]
     n_fluid = min(len(with_fluid), max(n_bscans // 2, n_bscans - len(without)))
     n_empty = min(len(without), n_bscans - n_fluid)
     chosen = [with_fluid[i] for i in rng.choice(len(with_fluid), n_fluid, replace=False)]
@@ -362,7 +486,7 @@ def choose_validation_records(records: list[tuple], n_bscans: int, seed: int) ->
     return sorted(chosen)
 
 
-def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: int = 0, epoch: int = 0,
+def validation_batches(records: list[SliceRecord], work_dir: str | Path, cfg, seed: int = 0, epoch: int = 0,
                        ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """The validation patches of ``VAL_BSCANS`` B-scans (0: all, the original; no augmentation), as batches.
 
@@ -375,14 +499,18 @@ def validation_batches(records: list[tuple], work_dir: str | Path, cfg, seed: in
     Returns:
         A generator of batches (fresh patches), or a list of them (fixed patches).
     """
-    chosen = choose_validation_records(records, cfg.VAL_BSCANS, seed)
-    patch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) if cfg.VAL_FRESH_PATCHES else seed
+    settings = TrainingDataSettings.from_config(cfg)
+    chosen = choose_validation_records(records, settings.val_bscans, seed)
+    fresh = settings.val_fresh_patches
+    patch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) if fresh else seed
     rng = np.random.default_rng(patch_seed)
     rand = random.Random(patch_seed)
-    keep_empty = 1.0 - cfg.EMPTY_PATCH_DROP_PROB if cfg.DROP_EMPTY_IN_VALIDATION else 1.0
-    stream = _batched(chosen >> Map(lambda record: load_slice(record, work_dir, cfg)) >> _patch_nut(cfg, rng)
-                      >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty), cfg)
-    return iter(stream) if cfg.VAL_FRESH_PATCHES else list(stream)
+    keep_empty = 1.0 - settings.empty_patch_drop_prob if settings.drop_empty_in_validation else 1.0
+    stream = _batched(chosen >> Map(lambda record: load_slice(record, work_dir, settings))
+                      >> _patch_nut(settings, rng)
+                      >> Filter(lambda patch: _has_fluid(patch) or rand.random() < keep_empty),
+                      settings.batch_size, settings.drop_partial_batch)
+    return iter(stream) if fresh else list(stream)
 
 
 class PatchBatches(torch.utils.data.IterableDataset):
@@ -398,10 +526,10 @@ class PatchBatches(torch.utils.data.IterableDataset):
     14-second epoch of the authors' network).
     """
 
-    def __init__(self, records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
-                 start_epoch: int = 0, endless: bool = True):
+    def __init__(self, records: list[SliceRecord], work_dir: str | Path, settings: TrainingDataSettings, seed: int,
+                 rank: int = 0, start_epoch: int = 0, endless: bool = True):
         super().__init__()
-        self.records, self.work_dir, self.cfg = records, str(work_dir), cfg
+        self.records, self.work_dir, self.settings = records, str(work_dir), settings
         self.seed, self.rank, self.start_epoch, self.endless = seed, rank, start_epoch, endless
         self.passes_started = 0  # one-pass mode: iterations begun (in a worker: of that worker's copy)
 
@@ -415,8 +543,8 @@ class PatchBatches(torch.utils.data.IterableDataset):
         seed = int(np.random.SeedSequence([self.seed, self.rank, worker, epoch_index]).generate_state(1)[0])
         if not self.endless:  # one pass per worker: each worker takes every n-th B-scan of the split
             n = info.num_workers if info else 1
-            return training_batches(self.records[worker::n], self.work_dir, self.cfg, seed, endless=False)
-        return training_batches(self.records, self.work_dir, self.cfg, seed)
+            return _training_batches(self.records[worker::n], self.work_dir, self.settings, seed, endless=False)
+        return _training_batches(self.records, self.work_dir, self.settings, seed, endless=True)
 
 
 def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
@@ -428,12 +556,14 @@ def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
     return max(1, min(8, default_workers() // max(1, processes_per_node) - 1))
 
 
-def training_loader(records: list[tuple], work_dir: str | Path, cfg, seed: int, rank: int = 0,
+def training_loader(records: list[SliceRecord], work_dir: str | Path, cfg, seed: int, rank: int = 0,
                     start_epoch: int = 0, workers: int = 0, endless: bool = True) -> torch.utils.data.DataLoader:
-    """A DataLoader over :class:`PatchBatches` running the pipeline in ``workers`` processes (0: in this one;
-    worker processes are started once and kept for the loader's life); endless, or one pass per iteration (epochs
-    ``start_epoch + 1``, ``+ 2``, ...)."""
+    """A DataLoader over :class:`PatchBatches` (with the settings of ``cfg``) running the pipeline in ``workers``
+    processes (0: in this one; worker processes are started once and kept for the loader's life); endless, or one
+    pass per iteration (epochs ``start_epoch + 1``, ``+ 2``, ...)."""
+    settings = TrainingDataSettings.from_config(cfg)
     return torch.utils.data.DataLoader(
-        PatchBatches(records, work_dir, cfg, seed, rank, start_epoch, endless), batch_size=None, num_workers=workers,
+        PatchBatches(records, work_dir, settings, seed, rank, start_epoch, endless), batch_size=None,
+        num_workers=workers,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         multiprocessing_context="spawn" if workers > 0 else None)

@@ -367,7 +367,13 @@ def _resampled_patches(iterable: Iterable[Sequence], columns: tuple[int, ...], f
             for col, flag in zip(flagcols, flags):
                 if col is not None:
                     out[col] = flag
-            yield tuple(out)
+            yield _like(sample, out)
+
+
+def _like(sample: Sequence, values: list) -> tuple:
+    """``values`` as a tuple of ``sample``'s named-tuple class when it has one (the training pipeline's
+    ``LoadedSlice``), else as a plain tuple."""
+    return sample._make(values) if isinstance(sample, tuple) and hasattr(sample, "_fields") else tuple(values)
 
 
 @nut_processor
@@ -390,7 +396,8 @@ def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npo
     patch spans the same depth on every vendor; the spacing column holds the spacing of ``DEPTH_SCALE``, the
     original's factor per B-scan height by default), resized to ``pshape``. Output columns: image ``(h, w[, C])``
     of the input dtype, mask ``(h, w)`` of the input dtype holding only input labels, roimask ``(h, w)`` uint8 0/1,
-    the three flag columns ints 0/1; axial_spacing_mm and any other column unchanged. Output samples are tuples.
+    the three flag columns ints 0/1; axial_spacing_mm and any other column unchanged. Output samples are tuples, of
+    the input sample's class when that is a named tuple (:class:`utils.train.data_pipeline.LoadedSlice`).
 
     Args:
         iterable: samples (tuples or lists) with the columns above; image ``(H, W)`` or ``(H, W, C)``, mask and
