@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 import config
+from utils.stage_settings import settings_from_config
 
 CASE_DONE_JSON = "preprocess.json"  # in a case folder: written last by the preprocess step
 CASE_SLICES_CSV = "slices.csv"  # in a case folder: that case's rows of the slice index
@@ -32,7 +33,7 @@ class SliceLayout:
     @classmethod
     def from_config(cls, cfg) -> SliceLayout:
         """The slice layout of an effective config (config.py with ``--set``, or a loaded config)."""
-        return cls(**{field.name: getattr(cfg, field.name.upper()) for field in dataclasses.fields(cls)})
+        return settings_from_config(cls, cfg)
 
     def case_root(self, case: str) -> str:
         """The ``root`` column of a case: its folder relative to WORK_DIR, with ``/`` separators."""

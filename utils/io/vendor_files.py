@@ -49,6 +49,7 @@ import numpy as np
 import config
 from utils.io.mhd_io import Geometry, VolumeError, read_volume
 from utils.io.vendors import vendor_from_path
+from utils.stage_settings import settings_from_config
 
 # Suffix -> the vendor whose devices alone write it (DICOM: from its Manufacturer tag). Names as in config.VENDORS.
 FORMAT_VENDORS = {".vol": "Spectralis", ".e2e": "Spectralis", ".xml": "Spectralis", ".img": "Cirrus",
@@ -104,7 +105,7 @@ class VendorFileSettings:
     @classmethod
     def from_config(cls, cfg) -> VendorFileSettings:
         """The vendor-file settings of an effective config (config.py with ``--set``, or a loaded config)."""
-        return cls(**{field.name: getattr(cfg, field.name.upper()) for field in dataclasses.fields(cls)})
+        return settings_from_config(cls, cfg)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import config
 from utils.configuration import trained_config
 from utils.predict import tiling
+from utils.stage_settings import settings_from_config
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
@@ -79,4 +80,4 @@ class InferenceSettings:
     @classmethod
     def from_config(cls, cfg) -> InferenceSettings:
         """The inference settings of an effective config (:func:`inference_config`'s, or any loaded config)."""
-        return cls(**{field.name: getattr(cfg, field.name.upper()) for field in dataclasses.fields(cls)})
+        return settings_from_config(cls, cfg)

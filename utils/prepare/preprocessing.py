@@ -26,6 +26,7 @@ from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
 from utils.io.tables import read_slice_index, slice_index_columns
 from utils.io.vendor_files import VendorFileSettings, read_oct_volume
+from utils.stage_settings import settings_from_config
 
 N_LEVELS = 256
 
@@ -68,10 +69,8 @@ class PreprocessSettings:
     @classmethod
     def from_config(cls, cfg) -> PreprocessSettings:
         """The preprocess settings of an effective config (config.py with ``--set``, or a loaded config)."""
-        nested = {"slice_layout": layout.SliceLayout.from_config(cfg),
-                  "vendor_files": VendorFileSettings.from_config(cfg)}
-        return cls(**{field.name: nested[field.name] if field.name in nested else getattr(cfg, field.name.upper())
-                      for field in dataclasses.fields(cls)})
+        return settings_from_config(cls, cfg, slice_layout=layout.SliceLayout.from_config(cfg),
+                                    vendor_files=VendorFileSettings.from_config(cfg))
 
     @property
     def label_codes(self) -> list[int]:

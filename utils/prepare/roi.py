@@ -34,6 +34,7 @@ from utils.io import layout
 from utils.io.files import atomic_write_png, atomic_write_text, read_png
 from utils.io.parallel import map_cases
 from utils.model.input_scale import normalise_input
+from utils.stage_settings import settings_from_config
 
 
 def _normalised_levels() -> np.ndarray:
@@ -260,9 +261,7 @@ class RoiSettings:
     @classmethod
     def from_config(cls, cfg) -> RoiSettings:
         """The roi settings of an effective config (config.py with ``--set``, or a loaded config)."""
-        nested = {"slice_layout": layout.SliceLayout.from_config(cfg)}
-        return cls(**{field.name: nested[field.name] if field.name in nested else getattr(cfg, field.name.upper())
-                      for field in dataclasses.fields(cls)})
+        return settings_from_config(cls, cfg, slice_layout=layout.SliceLayout.from_config(cfg))
 
 
 def _roi_settings(case_folder: Path, settings: RoiSettings) -> dict:

@@ -36,6 +36,7 @@ from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
 from utils.model.input_scale import IMAGE_ORDERS, normalise_input, scaling_spacing_mm, signal_columns
 from utils.train.patch_sampling import ResampledRoiPatches
+from utils.stage_settings import settings_from_config
 
 class SliceRecord(NamedTuple):
     """One training or validation B-scan before it is read: a row of the split's slice index
@@ -126,9 +127,7 @@ class TrainingDataSettings:
     @classmethod
     def from_config(cls, cfg) -> TrainingDataSettings:
         """The training-data settings of an effective config (config.py with ``--set``, or a loaded config)."""
-        nested = {"slice_layout": layout.SliceLayout.from_config(cfg)}
-        return cls(**{field.name: nested[field.name] if field.name in nested else getattr(cfg, field.name.upper())
-                      for field in dataclasses.fields(cls)})
+        return settings_from_config(cls, cfg, slice_layout=layout.SliceLayout.from_config(cfg))
 
 
 def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
