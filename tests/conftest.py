@@ -11,6 +11,20 @@ import torch
 from volume_factory import TINY_SPECS, write_case
 
 
+@pytest.fixture(scope="module")
+def fp32_inference():
+    """``config.MIXED_PRECISION = False`` for a module whose tests compare the outputs of two runs byte for byte.
+
+    oneDNN's bf16 convolutions on AMX tiles (Intel Sapphire Rapids and later) are not bit-reproducible from one run
+    to the next (oneDNN 3.12 in torch 2.14.1: a few voxels' labels differ between two identical runs), while fp32
+    ones are; the tests check resumed runs, ensembles and the Predictor against predict.py, not the arithmetic.
+    A subprocess does not see this: pass it ``--set MIXED_PRECISION=False``.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("config.MIXED_PRECISION", False)
+        yield
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

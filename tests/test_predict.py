@@ -29,6 +29,11 @@ from html_check import check_html  # a strict html.parser check (no headless bro
 from volume_factory import TINY_SPECS, tiny_volume
 
 REPO = Path(predict.__file__).resolve().parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reproducible_runs(fp32_inference):
+    """Every run of this module in fp32 (see :func:`conftest.fp32_inference`)."""
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
 ROTATED = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # 90 degrees about z: not the identity
 # The tiny volumes have ~0.045 mm rows; a training reference spacing near that keeps them small after depth scaling.
@@ -559,7 +564,8 @@ sys.exit(predict.main(sys.argv[1:]))
 def test_a_run_killed_mid_volume_reruns_to_the_outputs_of_an_uninterrupted_run(data, checkpoint, predicted,
                                                                                   tmp_path):
     out = tmp_path / "pred"
-    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--overlays", "2", str(data)]
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--overlays", "2", "--set", "MIXED_PRECISION=False",
+            str(data)]
     killed = subprocess.run([sys.executable, "-c", KILLED_MID_VOLUME, *args], cwd=REPO, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert killed.returncode == -9, killed.stderr[-2000:]
