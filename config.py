@@ -147,6 +147,9 @@ LR_SCHEDULE = "constant"
 LOSS = "rmit"
 CE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
 DICE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
+# balanced_ce_dice and ce_dice: their Dice term averages over all classes, background included (True), or over the
+# fluids only (False, nnU-Net's choice: the background, most of every patch, then takes no share of the Dice)
+DICE_BACKGROUND = True
 BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_mean_fluid" (validation patches)
 # Adversarial training, the original's schedule (train_adversarial.py): from a finished segmentation run,
 # `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7

@@ -73,7 +73,8 @@ def test_combination_equals_half_ce_plus_half_dice():
     dice = losses.DiceLoss()(logits, target)
     assert combined(logits, target).item() == pytest.approx(0.5 * ce.item() + 0.5 * dice.item())
     assert combined.name == "0.5*balanced_ce + 0.5*dice"
-    made = losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dice", CE_WEIGHT=0.25, DICE_WEIGHT=0.75))
+    made = losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dice", CE_WEIGHT=0.25, DICE_WEIGHT=0.75,
+                                                DICE_BACKGROUND=True, N_CLASSES=4))
     assert made.name == "0.25*balanced_ce + 0.75*dice"
 
 
@@ -88,10 +89,26 @@ def test_ce_dice_is_plain_cross_entropy_plus_dice():
     balanced = -(log_p[0] + log_p[1]) / 2
     assert losses.CrossEntropyLoss()(logits, target).item() == pytest.approx(plain.item())
     assert losses.BalancedCrossEntropyLoss()(logits, target).item() == pytest.approx(balanced.item())
-    made = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.5, DICE_WEIGHT=0.5))
+    made = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.5, DICE_WEIGHT=0.5, DICE_BACKGROUND=True,
+                                                N_CLASSES=4))
     dice = losses.DiceLoss()(logits, target)
     assert made.name == "0.5*ce + 0.5*dice"
     assert made(logits, target).item() == pytest.approx(0.5 * plain.item() + 0.5 * dice.item())
+
+
+def test_dice_without_background_averages_the_fluids_present():
+    # Logits that give every pixel probabilities (1/2, 1/6, 1/6, 1/6) and targets (0, 0, 0, 1): the soft Dice of class 1
+    # is 2 * (1/6) / (4/6 + 1) = 1/5; classes 2 and 3 are absent from the target and count a loss of 0 in the mean
+    # (smp's rule), and the background's Dice (2 * 3/2 / (2 + 3) = 3/5) enters only with DICE_BACKGROUND.
+    logits = torch.zeros(1, 4, 1, 4)
+    logits[:, 0] = math.log(3.0)
+    target = torch.tensor([[[0, 0, 0, 1]]])
+    fluid_only = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.0, DICE_WEIGHT=1.0,
+                                                  DICE_BACKGROUND=False, N_CLASSES=4))
+    every_class = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.0, DICE_WEIGHT=1.0,
+                                                   DICE_BACKGROUND=True, N_CLASSES=4))
+    assert fluid_only(logits, target).item() == pytest.approx((1 - 1 / 5) / 3, abs=1e-5)
+    assert every_class(logits, target).item() == pytest.approx((1 - 3 / 5 + 1 - 1 / 5) / 4, abs=1e-5)
 
 
 def test_loss_arithmetic_names_and_flattening():

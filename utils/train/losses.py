@@ -116,34 +116,45 @@ class DiceLoss(Loss):
         return self.smp_loss(logits, target)
 
 
-def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
+def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
+                          dice_classes: Sequence[int] | None = None) -> WeightedSum:
     """``LOSS = "balanced_ce_dice"``: ``ce_weight * balanced cross-entropy + dice_weight * Dice``.
+
+    Args:
+        dice_classes: the class codes the Dice term averages over; None: all, background included.
 
     Returns:
         a :class:`~utils.train.base.WeightedSum` named ``"0.5*balanced_ce + 0.5*dice"``.
     """
-    return ce_weight * BalancedCrossEntropyLoss() + dice_weight * DiceLoss()
+    return ce_weight * BalancedCrossEntropyLoss() + dice_weight * DiceLoss(dice_classes)
 
 
-def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5) -> WeightedSum:
-    """``LOSS = "ce_dice"``: ``ce_weight * plain cross-entropy + dice_weight * Dice`` (like nnU-Net's Dice + CE,
-    whose Dice leaves the background out; scaled by 0.5 with the default weights).
+def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
+                 dice_classes: Sequence[int] | None = None) -> WeightedSum:
+    """``LOSS = "ce_dice"``: ``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by
+    0.5 with the default weights; nnU-Net's Dice leaves the background out: ``dice_classes`` = the fluid codes).
+
+    Args:
+        dice_classes: the class codes the Dice term averages over; None: all, background included.
 
     Returns:
         a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <dice_weight>*dice"``.
     """
-    return ce_weight * CrossEntropyLoss() + dice_weight * DiceLoss()
+    return ce_weight * CrossEntropyLoss() + dice_weight * DiceLoss(dice_classes)
 
 
-# LOSS -> the loss, given the weights of its cross-entropy and Dice terms (CE_WEIGHT, DICE_WEIGHT; the authors' loss
-# has its own); the names are utils/configuration.py's CHOICES["LOSS"], checked there
+# LOSS -> the loss, given the weights of its cross-entropy and Dice terms (CE_WEIGHT, DICE_WEIGHT) and the classes
+# its Dice averages over (DICE_BACKGROUND); the authors' loss has its own; the names are utils/configuration.py's
+# CHOICES["LOSS"], checked there
 LOSSES = {
-    "rmit": lambda ce_weight, dice_weight: RmitLoss(),
+    "rmit": lambda ce_weight, dice_weight, dice_classes: RmitLoss(),
     "balanced_ce_dice": balanced_ce_dice_loss,
     "ce_dice": ce_dice_loss,
 }
 
 
 def make_loss(cfg) -> Loss:
-    """The training loss the config names in ``LOSS`` (:data:`LOSSES`)."""
-    return LOSSES[cfg.LOSS](cfg.CE_WEIGHT, cfg.DICE_WEIGHT)
+    """The training loss the config names in ``LOSS`` (:data:`LOSSES`), its Dice over the fluid codes only where
+    ``DICE_BACKGROUND`` is False."""
+    dice_classes = None if cfg.DICE_BACKGROUND else [code for code in range(cfg.N_CLASSES) if code != config.BACKGROUND]
+    return LOSSES[cfg.LOSS](cfg.CE_WEIGHT, cfg.DICE_WEIGHT, dice_classes)
