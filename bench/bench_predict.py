@@ -61,7 +61,7 @@ from utils.predict.band import PREDICT_REGIONS  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
-from utils.model.networks import MODELS, build_unet, output_margin, unet_arguments  # noqa: E402
+from utils.model.networks import MODELS, build_unet, network_label, output_margin, unet_arguments  # noqa: E402
 from utils.predict.markers import run_identity  # noqa: E402
 from utils.predict.outputs import Outputs  # noqa: E402
 from utils.predict.predictor import inference_model  # noqa: E402
@@ -258,11 +258,6 @@ def counting_network(cfg, runtime: Runtime) -> CountingModel:
     return CountingModel(inference_model(fresh, runtime), runtime.device)
 
 
-def model_label(cfg) -> str:
-    """``rmit_unet``, or ``smp_unet (<encoder>)``."""
-    return f"smp_unet ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else cfg.MODEL
-
-
 @torch.inference_mode()
 def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batch_size: int, n_batches: int,
                   peaks: dict[str, float], rng: np.random.Generator) -> dict:
@@ -283,7 +278,8 @@ def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batc
     flops = sum(forward_flops(model.model, shape, runtime) * count for shape, count in model.calls.items())
     gflops = flops / model.seconds / 1e9
     shapes = sorted({shape[2:] for shape in model.calls})
-    return {"model": model_label(cfg), "precision": precision_name(runtime.autocast_dtype), "region": region,
+    return {"model": network_label(unet_arguments(cfg)), "precision": precision_name(runtime.autocast_dtype),
+            "region": region,
             "B-scan": f"{height}x{width}", "net input": ", ".join(f"{h}x{w}" for h, w in shapes),
             "B-scans/s": n_bscans / seconds, "ms/B-scan": 1000 * seconds / n_bscans,
             "GFLOP/B-scan": flops / n_bscans / 1e9, "forward share": model.seconds / seconds, "GFLOP/s": gflops,
@@ -363,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             row = bench_vendor(vendor, model, cfg, runtime, Path(folder), reference_counts, args.bscans, rng)
             rows.append({**row, **peak_shares(row["GFLOP/s"], peaks)})
             print(f"{vendor}: {rows[-1]['total s']:.1f} s", file=sys.stderr)
-    print(f"\nVolumes through predict.py's steps: {model_label(cfg)}, "
+    print(f"\nVolumes through predict.py's steps: {network_label(unet_arguments(cfg))}, "
           f"{precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
     print(markdown_table(rows), flush=True)
     if not args.many:
@@ -373,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = write_noise_cases(vendors, args.many, args.bscans, Path(folder), rng)
         many_rows = bench_many(cases, model, cfg, runtime, reference_counts, Path(folder))
     print(f"\nMany volumes ({args.many} per vendor: {', '.join(vendors)}) through predict.py's per-case path: "
-          f"{model_label(cfg)}, {precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
+          f"{network_label(unet_arguments(cfg))}, {precision_name(runtime.autocast_dtype)}, "
+          f"PREDICT_REGION {cfg.PREDICT_REGION}\n")
     print(markdown_table(many_rows))
     return 0
 

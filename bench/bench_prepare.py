@@ -4,7 +4,7 @@
 
 Generates one full-size synthetic case per vendor (Cirrus 128x1024x512 uint8, Spectralis 49x496x512 uint16) in a
 temporary folder, times every stage in this process (the preprocessing steps as ``preprocess_volume`` applies them,
-:func:`utils.prepare.preprocessing.preprocessing_steps`; the parts of the ROI), the whole volume through the Python
+:func:`utils.prepare.preprocessing.vendor_steps`; the parts of the ROI), the whole volume through the Python
 API (:class:`utils.prepare.preparer.Preparer`, in memory), then the whole ``prepare_data.py`` run of that one case
 (one worker: a case is never split across processes), and the straightforward scikit-image ROI
 (rank entropy + binary_closing) on a few B-scans for comparison. Prints a Markdown table of the stages, then per
@@ -30,7 +30,7 @@ from utils.configuration import load_config  # noqa: E402
 from utils.io.files import atomic_write_png  # noqa: E402
 from utils.io.mhd_io import read_volume  # noqa: E402
 from utils.prepare.preparer import Preparer  # noqa: E402
-from utils.prepare.preprocessing import histogram_reference, preprocessing_steps  # noqa: E402
+from utils.prepare.preprocessing import PreprocessSettings, histogram_reference, vendor_steps  # noqa: E402
 from utils.prepare.roi import (ENTROPY_LEVELS, binary_closing_disk, fill_columns, local_entropy,  # noqa: E402
                                roi_mask_reference)
 from utils.synthetic import case_spec, generate_volume  # noqa: E402
@@ -61,7 +61,7 @@ def bench_vendor(vendor: str, folder: Path, reference: dict, cfg, baseline_bscan
     n = volume_raw.shape[0]
     watch = Stopwatch()
     volume, _ = watch.time("read oct.mhd", n, read_volume, case / "oct.mhd")
-    for stage, step in preprocessing_steps(vendor, np.asarray(reference["counts"]), cfg):
+    for stage, step in vendor_steps(vendor, np.asarray(reference["counts"]), PreprocessSettings.from_config(cfg)):
         volume = watch.time(stage, n, step, volume)
     out = folder / "pngs" / vendor
     watch.time("write image + mask PNGs", n, lambda: [

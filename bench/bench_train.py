@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare_data  # noqa: E402
 from flops import count_flops, device_name, markdown_table, matmul_peaks, peak_shares, precision_name  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
-from utils.model.networks import MODELS, build_unet, centre_crop, unet_arguments  # noqa: E402
-from utils.model.rmit_unet import l2_penalty  # noqa: E402
+from utils.model.networks import MODELS, build_unet, centre_crop, network_label, unet_arguments  # noqa: E402
 from utils.model.runtime import select_runtime  # noqa: E402
 from utils.synthetic import generate_dataset  # noqa: E402
 from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
@@ -74,7 +73,8 @@ class ModelStep:
         self.model.train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.LEARNING_RATE)
         self.loss_fn = make_loss(cfg)
-        self.l2_weight = cfg.L2_WEIGHT if cfg.MODEL == "rmit_unet" else 0.0
+        self.weight_penalty = MODELS[cfg.MODEL].weight_penalty
+        self.l2_weight = cfg.L2_WEIGHT
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> None:
         images, masks = self.runtime.to_device(images), masks.to(self.runtime.device, non_blocking=True)
@@ -82,8 +82,8 @@ class ModelStep:
             logits = self.model(images)
         masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
         loss = self.loss_fn(logits.float(), masks)
-        if self.l2_weight:
-            loss = loss + l2_penalty(self.model, self.l2_weight)
+        if self.weight_penalty is not None and self.l2_weight:
+            loss = loss + self.weight_penalty(self.model, self.l2_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -131,16 +131,11 @@ def time_together(records, work_dir, cfg, runtime, n_batches: int) -> float:
     return n_batches * cfg.BATCH_SIZE / (time.perf_counter() - start)
 
 
-def model_label(cfg) -> str:
-    """``rmit_unet``, or ``smp_unet (<encoder>)``."""
-    return f"smp_unet ({cfg.ENCODER})" if cfg.MODEL == "smp_unet" else cfg.MODEL
-
-
 def model_configs(overrides: list[str], models: list[str], encoders: list[str]) -> list[list[str]]:
     """The ``--set`` overrides of each network to time: one per model, smp_unet once per encoder."""
     variants = []
     for model in models:
-        for encoder in encoders if model == "smp_unet" else [None]:
+        for encoder in encoders if MODELS[model].takes_encoder else [None]:
             variants.append(overrides + [f"MODEL={model}"] + ([f"ENCODER={encoder}"] if encoder else []))
     return variants
 
@@ -155,7 +150,8 @@ def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batche
                 continue
             patches_per_s, flops_per_patch = time_model(cfg, runtime, n_batches)
             gflops = patches_per_s * flops_per_patch / 1e9
-            yield {"model": model_label(cfg), "precision": precision_name(runtime.autocast_dtype),
+            label = network_label(unet_arguments(cfg))
+            yield {"model": label, "precision": precision_name(runtime.autocast_dtype),
                    "patches/s": patches_per_s, "GFLOP/patch": flops_per_patch / 1e9, "GFLOP/s": gflops,
                    **peak_shares(gflops, peaks)}
 
@@ -204,14 +200,15 @@ def main(argv: list[str] | None = None) -> None:
         work_dir = Path(args.work_dir) if args.work_dir else prepared_synthetic(Path(tmp))
         records = slice_records(read_split_slices(work_dir, "train", cfg), cfg.FLUIDS)
         precision = precision_name(runtime.autocast_dtype)
-        print(f"\npipeline: {len(records)} training B-scans, {model_label(cfg)} model step, {precision}\n")
+        label = network_label(unet_arguments(cfg))
+        print(f"\npipeline: {len(records)} training B-scans, {label} model step, {precision}\n")
         print("| stage | model | precision | loader workers | patches/s |")
         print("|---|---|---|---|---|")
         print(f"| data pipeline alone | - | - | 0 | {time_pipeline(records, work_dir, cfg, args.batches):.1f} |")
         for workers in (int(w) for w in args.loader_workers.split(",")):
             loop_cfg = load_config(overrides + [f"LOADER_WORKERS={workers}"])
             shown = f"auto = {loader_workers(loop_cfg, runtime.device.type)}" if workers < 0 else workers
-            print(f"| pipeline + model step | {model_label(cfg)} | {precision} | {shown} | "
+            print(f"| pipeline + model step | {label} | {precision} | {shown} | "
                   f"{time_together(records, work_dir, loop_cfg, runtime, args.batches):.1f} |", flush=True)
 
 

@@ -26,6 +26,8 @@ class Network(NamedTuple):
         weight_penalty: ``(model, weight) -> scalar tensor``, the regulariser training adds to the loss with
             ``L2_WEIGHT`` as ``weight`` (the authors' Keras ``kernel_regularizer``), or None for none.
         detail: constructor arguments -> what the network's name alone does not say (its encoder), for logs.
+        takes_encoder: whether ``ENCODER`` chooses the network's backbone (the benchmarks time it once per
+            encoder).
     """
 
     arguments: Callable[[Any], dict[str, Any]]
@@ -34,6 +36,7 @@ class Network(NamedTuple):
     patch_rule: str = ""
     weight_penalty: Callable[[nn.Module, float], torch.Tensor] | None = None
     detail: Callable[[dict[str, Any]], str] = lambda args: ""
+    takes_encoder: bool = False
 
 
 # MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
@@ -49,7 +52,7 @@ MODELS: dict[str, Network] = {
     "smp_unet": Network(lambda cfg: {"encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
                                      "classes": cfg.N_CLASSES},
                         lambda **args: smp.Unet(**{**args, "encoder_weights": None}),
-                        detail=lambda args: args["encoder_name"]),
+                        detail=lambda args: args["encoder_name"], takes_encoder=True),
 }
 
 

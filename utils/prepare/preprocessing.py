@@ -241,13 +241,6 @@ def vendor_steps(vendor: str, reference_counts: np.ndarray | None, settings: Pre
     return steps
 
 
-def preprocessing_steps(vendor: str, reference_counts: np.ndarray | None, cfg, source: str = "volume"
-                        ) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
-    """:func:`vendor_steps` with the settings of the effective config ``cfg``, for a caller that holds the whole
-    config (``bench/bench_prepare.py`` times the steps one by one)."""
-    return vendor_steps(vendor, reference_counts, PreprocessSettings.from_config(cfg), source)
-
-
 def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndarray | None,
                       settings: PreprocessSettings, source: str = "volume") -> np.ndarray:
     """The method's preprocessing of one OCT volume (:func:`vendor_steps`).
