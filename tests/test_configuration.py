@@ -175,8 +175,10 @@ def test_a_config_saved_before_a_fidelity_setting_keeps_the_behaviour_it_was_mad
     assert (restored.DEPTH_SCALE, restored.BSCAN_SHUFFLE_BUFFER, restored.PATCH_SHUFFLE_BUFFER,
             restored.KEPT_PATCH_SHUFFLE_BUFFER, restored.DROP_PARTIAL_BATCH, restored.VAL_FRESH_PATCHES) == (
         "spacing", 0, 0, 32, False, False)
+    assert restored.HISTOGRAM_ROUNDING == "round"  # matched intensities were rounded before the setting existed
     assert config_from_dict({}).DEPTH_SCALE == config.DEPTH_SCALE  # nothing saved: config.py as it is
     assert config_from_dict(config_to_dict(load_config([]))).DEPTH_SCALE == "height_table"
+    assert config_from_dict(config_to_dict(load_config([]))).HISTOGRAM_ROUNDING == "truncate"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -85,11 +85,10 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
     return result
 
 
-# Settings whose type check passes but whose value cannot work, or silently does nothing, checked before any work
-# (check_settings). Only the settings a config holds are checked (a checkpoint's config may predate some).
-# Settings that name one of a few choices (a wrong name gets the nearest suggested): the one registry of their
-# names, checked here once (load_config). A module that implements a choice maps each of these names to its
-# implementation (e.g. utils/model/networks.py for MODEL) and does not check the name again; a test ties the two.
+# Settings that name one of a few choices: their names, checked when a config loads (check_settings: a wrong name
+# gets the nearest suggested). Most map the names to implementations in one dict of the module that implements them
+# (MODEL: utils/model/networks.py MODELS), which tests/test_choices.py ties to these names; PREDICT_REGION,
+# UNPADDED_BORDER, HISTOGRAM_ROUNDING and DEVICE branch on the name instead.
 CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
     "PATCH_CENTRES": ("rmit", "stratified"), "LR_SCHEDULE": ("constant", "poly"),
@@ -168,6 +167,8 @@ _PROBABILITY = (lambda value: 0 <= value <= 1, "a probability in [0, 1]")
 _COUNT = (lambda value: value >= 1, "an integer >= 1")
 _SEED = (lambda value: value >= 0, "a seed >= 0 (numpy's generators take no negative seed)")
 _SHUFFLE_BUFFER = (lambda value: value >= 0, "an integer >= 0 (0 or 1: no shuffle)")
+# Settings whose type check passes but whose value cannot work, or silently does nothing, checked before any work
+# (check_settings). Only the settings a config holds are checked (a checkpoint's config may predate some).
 _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BATCH_SIZE": _COUNT,
     "EPOCHS": _COUNT,
@@ -394,6 +395,7 @@ def save_config(cfg: types.SimpleNamespace, path: str | Path) -> None:
 # made with, not config.py's default. Each value is a function of the saved settings.
 EARLIER_BEHAVIOUR = {
     "DEPTH_SCALE": lambda saved: "spacing",
+    "HISTOGRAM_ROUNDING": lambda saved: "round",
     "BSCAN_SHUFFLE_BUFFER": lambda saved: 0,
     "PATCH_SHUFFLE_BUFFER": lambda saved: 0,
     "KEPT_PATCH_SHUFFLE_BUFFER": lambda saved: 4 * int(saved.get("BATCH_SIZE", 16)),

@@ -99,6 +99,11 @@ def read_split_cases(path: str | Path, split: str) -> list[str]:
 VOLUMES_CASE_COLUMNS = ["case", "vendor", "n_bscans"]
 
 
+def volumes_case_cells(case: str, vendor: str, n_bscans: int) -> dict[str, str | int]:
+    """A ``volumes.csv`` row's :data:`VOLUMES_CASE_COLUMNS`: the case's name, its vendor, its number of B-scans."""
+    return dict(zip(VOLUMES_CASE_COLUMNS, (case, vendor, n_bscans)))
+
+
 def volume_column(fluid: str) -> str:
     """``volumes.csv``'s column of a fluid's volume in mm³: ``<fluid>_volume_mm3``."""
     return f"{fluid}_volume_mm3"

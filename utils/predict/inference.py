@@ -8,7 +8,9 @@ width) uint8) is segmented in batches of B-scans (:func:`iter_probabilities`); p
 2. :func:`scale_depth`: rows resized from ``H`` to :func:`scaled_height` ``(H)``, the width kept. Training crops
    :func:`utils.model.input_scale.physical_patch_shape` rows (``PATCH_SHAPE[0]`` rows at
    ``SPECTRALIS_AXIAL_SPACING_MM``) and resizes them to ``PATCH_SHAPE[0]``; we apply that same factor to the whole
-   B-scan with the same resize (``IMAGE_RESAMPLING``), so a Cirrus 1024-row B-scan (0.00195 mm rows) becomes 513.
+   B-scan with the same resize (``IMAGE_RESAMPLING``), so a Cirrus 1024-row B-scan becomes 512 rows
+   (``DEPTH_SCALE = "height_table"``: the original's factor 1/2); with ``"spacing"`` and the header's 0.001953 mm
+   rows (2 mm / 1024), 513 (its 511-row crop is resized to 256).
 3. ``PREDICT_REGION`` (:mod:`utils.predict.band`): with ``"band"`` (the original) only the band of
    ``PATCH_SHAPE[0]`` rows centred on the B-scan's ROI goes on; with ``"roi"`` and ``"all"`` the whole B-scan.
 4. :func:`network_probabilities`: an unpadded network (rmit_unet) labels only the centre its output reaches

@@ -23,7 +23,7 @@ from utils.io.cases import Case
 from utils.io.files import error_line
 from utils.io.mhd_io import Geometry, read_volume
 from utils.io.parallel import CASE_ERRORS
-from utils.io.tables import presence_column, volume_column
+from utils.io.tables import presence_column, volume_column, volumes_case_cells
 from utils.io.vendor_files import VendorFileSettings, read_oct_volume
 from utils.model.runtime import Runtime
 from utils.predict import band, etdrs, inference, postprocess, report
@@ -186,7 +186,7 @@ def predict_case(case: Case, model: torch.nn.Module, cfg, runtime: Runtime, load
     if outputs.overlays is not None:
         write_overlays(case_dir / OVERLAY_FOLDER, case.name, prepared, labels, outputs.overlays, cfg)
     volumes = inference.fluid_volumes_mm3(labels, geometry, cfg.FLUIDS)
-    row = {"case": case.name, "vendor": case.vendor, "n_bscans": int(prepared.shape[0]),
+    row = {**volumes_case_cells(case.name, case.vendor, int(prepared.shape[0])),
            **{volume_column(fluid): volumes[fluid] for fluid in cfg.FLUIDS},
            **{presence_column(fluid): result.presence[fluid] for fluid in cfg.FLUIDS},
            **etdrs.etdrs_row(prepared, labels, geometry, cfg.FLUIDS, cfg.ETDRS_DIAMETERS_MM,

@@ -24,7 +24,7 @@ from utils.io.cases import Case, check_case
 from utils.io.files import atomic_write_csv, atomic_write_png, atomic_write_text
 from utils.io.mhd_io import Geometry, VolumeError, check_labels, read_volume
 from utils.io.parallel import map_cases
-from utils.io.tables import read_slice_index, slice_index_columns
+from utils.io.tables import fluid_flag_columns, read_slice_index, slice_index_columns
 from utils.io.vendor_files import VendorFileSettings, read_oct_volume
 from utils.stage_settings import settings_from_config
 
@@ -450,20 +450,20 @@ def slice_rows(name: str, vendor: str, oct_path: str, shape: tuple[int, int, int
     """
     rows = []
     root = settings.slice_layout.case_root(name)
+    flag_codes = dict(zip(fluid_flag_columns(settings.fluids), settings.fluids.values()))  # is_<fluid> -> its code
     for z in range(shape[0]):
-        flags = {fluid: pd.NA for fluid in settings.fluids}
+        flags = dict.fromkeys(flag_codes, pd.NA)
         if labels is not None:
             present = np.bincount(labels[z].ravel(), minlength=settings.n_classes)
-            flags = {fluid: int(present[code] > 0) for fluid, code in settings.fluids.items()}
+            flags = {column: int(present[code] > 0) for column, code in flag_codes.items()}
         spacing = geometry.spacing_mm
-        rows.append({"image_name": layout.slice_file_name(name, z), "vendor": vendor, "root": root,
-                     "slice": z, **{f"is_{fluid}": flag for fluid, flag in flags.items()}, "case": name,
-                     "n_slices": shape[0], "height": shape[1], "width": shape[2],
+        rows.append({"image_name": layout.slice_file_name(name, z), "vendor": vendor, "root": root, "slice": z,
+                     **flags, "case": name, "n_slices": shape[0], "height": shape[1], "width": shape[2],
                      "spacing_x_mm": spacing[0], "spacing_y_mm": spacing[1], "spacing_z_mm": spacing[2],
                      "has_reference": labels is not None, "oct_path": oct_path})
     frame = pd.DataFrame(rows, columns=slice_index_columns(settings.fluids))
-    for fluid in settings.fluids:
-        frame[f"is_{fluid}"] = frame[f"is_{fluid}"].astype("Int64")
+    for column in flag_codes:
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 
