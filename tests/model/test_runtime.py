@@ -1,5 +1,7 @@
 """utils/model/runtime.py: the device a config asks for, and the one-line error when it cannot be had."""
 
+import io
+
 import pytest
 import torch
 
@@ -24,3 +26,19 @@ def test_cuda_without_a_gpu_is_a_configuration_error(monkeypatch):
 def test_unknown_device_argument_is_a_configuration_error():
     with pytest.raises(ConfigError, match="DEVICE='tpu': expected one of auto, cpu, cuda"):
         runtime.select_runtime(load_config([]), device="tpu")
+
+
+@pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+def test_a_onednn_cap_below_bf16_turns_bf16_autocast_off(monkeypatch, variable):
+    """Under ``ONEDNN_MAX_CPU_ISA=AVX2`` oneDNN emulates bf16 (slower than fp32): the runtime stays in fp32."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "avx2")
+    assert not runtime.cpu_supports_bf16()
+    assert runtime.select_runtime(load_config(["DEVICE=cpu", "MIXED_PRECISION=True"])).autocast_dtype is None
+    monkeypatch.setenv(variable, "AVX512_CORE_AMX")  # a cap that keeps bf16: the CPU's own flags decide
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA" if variable == "DNNL_MAX_CPU_ISA" else "DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(runtime, "open", lambda *args, **kwargs: io.StringIO("flags : avx2 amx_bf16"), raising=False)
+    assert runtime.cpu_supports_bf16()
+    monkeypatch.setattr(runtime, "open", lambda *args, **kwargs: io.StringIO("flags : avx2"), raising=False)
+    assert not runtime.cpu_supports_bf16()

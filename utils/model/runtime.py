@@ -12,8 +12,17 @@ import torch.distributed as dist
 from utils.configuration import DEVICES, ConfigError
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA) below which it has no
+# native bf16 arithmetic: under such a cap bf16 convolutions are emulated, slower than fp32
+ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off, and
+    oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run as an AVX2-only CPU would)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+    if cap in ISA_CAPS_WITHOUT_BF16:
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
             flags = cpuinfo.read()
