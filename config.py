@@ -296,6 +296,12 @@ PRESETS = {
 # "improved_strips": "improved" trained on full-depth strips (512 x 128 patches in batches of 8: the same pixels per
 # batch), so each patch sees where a pocket ends (bench/quality.py config improved_strips). Alone it is within the
 # seed spread of "improved"; two of its models (SEED=0 and SEED=1) segmenting as an ensemble (predict.py
-# --checkpoint A.pt B.pt) are the best measured (README, Configuration; docs/quality.md).
+# --checkpoint A.pt B.pt) gave 0.684 (docs/quality.md), below "improved_wide".
 PRESETS["improved_strips"] = tuple(item for item in PRESETS["improved"] if item not in (
     "KEPT_PATCH_SHUFFLE_BUFFER=64",)) + ("PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
+# "improved_wide": "improved" trained on strips as deep and twice as wide (512 x 256 patches in batches of 4: the same
+# pixels per batch), so a patch also sees a pocket's neighbours and both of its ends (bench/quality.py config
+# improved_strips_wide): the best single model measured, and two of its models (SEED=0 and SEED=1) segmenting as an
+# ensemble the best measured overall (README, Configuration; docs/quality.md).
+PRESETS["improved_wide"] = tuple(item for item in PRESETS["improved"] if item not in (
+    "KEPT_PATCH_SHUFFLE_BUFFER=64",)) + ("PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4", "KEPT_PATCH_SHUFFLE_BUFFER=16")

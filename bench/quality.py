@@ -219,7 +219,8 @@ CONFIGS: dict[str, dict] = {
 }
 # config.PRESETS[name] is the config's train and predict overrides with EPOCHS at DEFAULT_EPOCHS: the budget it was
 # measured at (tests/test_configuration.py keeps them equal)
-PRESET_CONFIGS = {"improved": "smp_unet_cedice_all_poly", "improved_strips": "improved_strips"}
+PRESET_CONFIGS = {"improved": "smp_unet_cedice_all_poly", "improved_strips": "improved_strips",
+                  "improved_wide": "improved_strips_wide"}
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
 REAL_FOLDS = "DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"
