@@ -199,6 +199,10 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4",
                                                     "KEPT_PATCH_SHUFFLE_BUFFER=16"),
                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... and twice as wide again (512 x 512 in batches of 2, the same pixels per batch): most of a B-scan's width
+    "improved_strips_wider": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 512)", "BATCH_SIZE=2",
+                                                     "KEPT_PATCH_SHUFFLE_BUFFER=8"),
+                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... their Dice term over the fluids only (DICE_BACKGROUND=False, nnU-Net's): the background, most of every
     # patch, no longer takes a quarter of the Dice
     "improved_strips_wide_fgdice": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4",
