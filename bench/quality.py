@@ -125,6 +125,8 @@ def with_settings(base: list[str], *items: str) -> list[str]:
 # ... on full-depth strips: 512 x 128 patches in batches of 8 (the same pixels per batch), the kept patches shuffled
 # in the earlier 4 x BATCH_SIZE
 IMPROVED_STRIPS = with_settings(IMPROVED, "PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
+# ... on strips twice as wide: 512 x 256 in batches of 4 (`--preset improved_wide`)
+IMPROVED_WIDE = with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4", "KEPT_PATCH_SHUFFLE_BUFFER=16")
 BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 # `make demo`'s budget as work (--epochs 1): 40 batches, about its 3 minutes of rmit_unet on a 2-core bf16 CPU,
 # validated on its 48 fixed B-scans
@@ -196,8 +198,7 @@ CONFIGS: dict[str, dict] = {
                               "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # lateral context: strips twice as wide (512 x 256) in batches of 4, the same pixels per batch, so a patch sees a
     # large pocket's neighbours and both of its ends
-    "improved_strips_wide": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4",
-                                                    "KEPT_PATCH_SHUFFLE_BUFFER=16"),
+    "improved_strips_wide": {"train": IMPROVED_WIDE,
                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... and twice as wide again (512 x 512 in batches of 2, the same pixels per batch): most of a B-scan's width
     "improved_strips_wider": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 512)", "BATCH_SIZE=2",
@@ -205,8 +206,7 @@ CONFIGS: dict[str, dict] = {
                               "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... their Dice term over the fluids only (DICE_BACKGROUND=False, nnU-Net's): the background, most of every
     # patch, no longer takes a quarter of the Dice
-    "improved_strips_wide_fgdice": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4",
-                                                           "KEPT_PATCH_SHUFFLE_BUFFER=16", "DICE_BACKGROUND=False"),
+    "improved_strips_wide_fgdice": {"train": with_settings(IMPROVED_WIDE, "DICE_BACKGROUND=False"),
                                     "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # nnU-Net-style scaling: half the B-scans magnified by 0.8-1.25, depth and width apart (other retinal thicknesses,
     # pockets of other sizes)

@@ -29,11 +29,6 @@ from html_check import check_html  # a strict html.parser check (no headless bro
 from volume_factory import TINY_SPECS, tiny_volume
 
 REPO = Path(predict.__file__).resolve().parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def reproducible_runs(fp32_inference):
-    """Every run of this module in fp32 (see :func:`conftest.fp32_inference`)."""
 UNET = {"encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3, "classes": config.N_CLASSES}
 ROTATED = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # 90 degrees about z: not the identity
 # The tiny volumes have ~0.045 mm rows; a training reference spacing near that keeps them small after depth scaling.
@@ -42,6 +37,11 @@ OTHER_MEDIAN = config.MEDIAN_INPLANE + 2  # a preprocessing setting unlike the c
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reproducible_runs(fp32_inference):
+    """Every run of this module in fp32 (see :func:`conftest.fp32_inference`)."""
 
 
 @pytest.fixture(scope="module")

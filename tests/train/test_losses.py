@@ -74,7 +74,7 @@ def test_combination_equals_half_ce_plus_half_dice():
     assert combined(logits, target).item() == pytest.approx(0.5 * ce.item() + 0.5 * dice.item())
     assert combined.name == "0.5*balanced_ce + 0.5*dice"
     made = losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dice", CE_WEIGHT=0.25, DICE_WEIGHT=0.75,
-                                                DICE_BACKGROUND=True, N_CLASSES=4))
+                                                DICE_BACKGROUND=True, FLUIDS=config.FLUIDS))
     assert made.name == "0.25*balanced_ce + 0.75*dice"
 
 
@@ -90,7 +90,7 @@ def test_ce_dice_is_plain_cross_entropy_plus_dice():
     assert losses.CrossEntropyLoss()(logits, target).item() == pytest.approx(plain.item())
     assert losses.BalancedCrossEntropyLoss()(logits, target).item() == pytest.approx(balanced.item())
     made = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.5, DICE_WEIGHT=0.5, DICE_BACKGROUND=True,
-                                                N_CLASSES=4))
+                                                FLUIDS=config.FLUIDS))
     dice = losses.DiceLoss()(logits, target)
     assert made.name == "0.5*ce + 0.5*dice"
     assert made(logits, target).item() == pytest.approx(0.5 * plain.item() + 0.5 * dice.item())
@@ -104,9 +104,9 @@ def test_dice_without_background_averages_the_fluids_present():
     logits[:, 0] = math.log(3.0)
     target = torch.tensor([[[0, 0, 0, 1]]])
     fluid_only = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.0, DICE_WEIGHT=1.0,
-                                                  DICE_BACKGROUND=False, N_CLASSES=4))
+                                                  DICE_BACKGROUND=False, FLUIDS=config.FLUIDS))
     every_class = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.0, DICE_WEIGHT=1.0,
-                                                   DICE_BACKGROUND=True, N_CLASSES=4))
+                                                   DICE_BACKGROUND=True, FLUIDS=config.FLUIDS))
     assert fluid_only(logits, target).item() == pytest.approx((1 - 1 / 5) / 3, abs=1e-5)
     assert every_class(logits, target).item() == pytest.approx((1 - 3 / 5 + 1 - 1 / 5) / 4, abs=1e-5)
 

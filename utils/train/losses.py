@@ -156,5 +156,5 @@ LOSSES = {
 def make_loss(cfg) -> Loss:
     """The training loss the config names in ``LOSS`` (:data:`LOSSES`), its Dice over the fluid codes only where
     ``DICE_BACKGROUND`` is False."""
-    dice_classes = None if cfg.DICE_BACKGROUND else [code for code in range(cfg.N_CLASSES) if code != config.BACKGROUND]
+    dice_classes = None if cfg.DICE_BACKGROUND else sorted(cfg.FLUIDS.values())
     return LOSSES[cfg.LOSS](cfg.CE_WEIGHT, cfg.DICE_WEIGHT, dice_classes)
