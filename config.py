@@ -166,7 +166,7 @@ DISCRIMINATOR_L2_WEIGHT = 1e-4  # L2 on the discriminator's conv and dense kerne
 ADVERSARIAL_STEP = "discriminator_first"
 # Batch mixing (train_model.py): shuffle buffers of the augmented B-scans and of their patches (before the
 # empty-patch drop), as the original (100, 1000); of the kept patches (the original: none, 0); a last partial batch
-# dropped (the original). The pipeline's earlier mixing: 0, 0, 4 x BATCH_SIZE, False (--preset improved keeps it).
+# dropped (the original). The pipeline's earlier mixing: 0, 0, 4 x BATCH_SIZE, False (the presets keep it).
 BSCAN_SHUFFLE_BUFFER = 100
 PATCH_SHUFFLE_BUFFER = 1000
 KEPT_PATCH_SHUFFLE_BUFFER = 0
@@ -219,10 +219,10 @@ CHANNELS_LAST = True  # NHWC memory layout for the network
 LOADER_WORKERS = -1
 # `make demo` (demo.py) trains and predicts with the preset DEMO_PRESET (a name in PRESETS below; "": config.py's
 # own settings, the authors' method) for at most DEMO_EPOCHS epochs and DEMO_TRAIN_MINUTES of training, with
-# DEMO_OVERRIDES on top. "improved" (smp's U-Net) trains about 4x faster than the authors' network, in fp32 too, and
-# 40 of its batches segment the synthetic set (docs/quality.md, config demo_improved). For the authors' network:
-# DEMO_PRESET="" with DEMO_OVERRIDES=AUTHORS_DEMO_OVERRIDES (about 3 minutes of training on a 2-core bf16 CPU).
-DEMO_PRESET = "improved"
+# DEMO_OVERRIDES on top. "improved_patches" (smp's U-Net) trains about 4x faster than the authors' network, in fp32
+# too, and 40 of its batches segment the synthetic set (docs/quality.md, config demo_improved). For the authors'
+# network: DEMO_PRESET="" with DEMO_OVERRIDES=AUTHORS_DEMO_OVERRIDES (about 3 minutes of training on a 2-core bf16 CPU).
+DEMO_PRESET = "improved_patches"
 DEMO_EPOCHS = 1
 DEMO_TRAIN_MINUTES = 6.0  # a cap for slow machines; 0: none
 DEMO_OVERRIDES = ("BATCHES_PER_EPOCH=40",)
@@ -278,30 +278,27 @@ SPACING_RTOL = 1e-4  # relative tolerance when a prediction's voxel spacing is c
 # --------------------------------------------------------------------------------------------------------------
 # Presets: `--preset NAME` (every script) applies these overrides before the command line's --set, which win
 # --------------------------------------------------------------------------------------------------------------
-# "improved": beyond the method, the configuration with the best pooled fluid Dice measured on real scans
-# (bench/quality.py config smp_unet_cedice_all_poly, 2 seeds; docs/quality.md): smp's U-Net with plain
-# cross-entropy + Dice, the earlier pipeline's sampling and 50-batch epochs, nnU-Net's polynomial learning-rate
-# decay over the budget, whole B-scans at inference. It was measured trained on every labelled case, without
-# validation cases (then best.pt is the last epoch, where the decayed rate has settled the weights): prepare with
-# SPLIT_FRACTIONS={'train': ..., 'val': 0.0, ...} to do the same; with validation cases, BEST_BY picks the epoch.
-# It carries its measured budget: EPOCHS=15 of BATCHES_PER_EPOCH=50 batches (about 15 minutes on a 2-core bf16 CPU).
+# Presets beyond the method, measured on real scans (bench/quality.py; docs/quality.md). Each was measured trained on
+# every labelled case, without validation cases (then best.pt is the last epoch, where the decayed rate has settled
+# the weights): prepare with SPLIT_FRACTIONS={'train': ..., 'val': 0.0, ...} to do the same; with validation cases,
+# BEST_BY picks the epoch. Each carries its measured budget: EPOCHS=15 of BATCHES_PER_EPOCH=50 batches.
+# "improved_patches" (bench config smp_unet_cedice_all_poly): smp's U-Net with plain cross-entropy + Dice, the
+# earlier pipeline's sampling of 256 x 128 patches and 50-batch epochs, nnU-Net's polynomial learning-rate decay over
+# the budget, whole B-scans at inference. `make demo` trains it (DEMO_PRESET).
 PRESETS = {
-    "improved": ("MODEL=smp_unet", "LOSS=ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8",
-                 "PATCH_BORDER=16", "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50",
-                 "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
-                 "BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64",
-                 "DROP_PARTIAL_BATCH=False", "VAL_BSCANS=48", "VAL_FRESH_PATCHES=False", "DEPTH_SCALE=spacing",
-                 "LR_SCHEDULE=poly", "EPOCHS=15", "PREDICT_REGION=all"),
+    "improved_patches": (
+        "MODEL=smp_unet", "LOSS=ce_dice", "PATCH_CENTRES=stratified", "PATCHES_PER_BSCAN=8", "PATCH_BORDER=16",
+        "AUGMENT=replace", "STRATIFY_BY=fluid", "BATCHES_PER_EPOCH=50", "EMPTY_PATCH_DROP_PROB=0.8",
+        "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid", "BSCAN_SHUFFLE_BUFFER=0",
+        "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=64", "DROP_PARTIAL_BATCH=False", "VAL_BSCANS=48",
+        "VAL_FRESH_PATCHES=False", "DEPTH_SCALE=spacing", "LR_SCHEDULE=poly", "EPOCHS=15", "PREDICT_REGION=all"),
 }
-# "improved_strips": "improved" trained on full-depth strips (512 x 128 patches in batches of 8: the same pixels per
-# batch), so each patch sees where a pocket ends (bench/quality.py config improved_strips). Alone it is within the
-# seed spread of "improved"; two of its models (SEED=0 and SEED=1) segmenting as an ensemble (predict.py
-# --checkpoint A.pt B.pt) gave 0.684 (docs/quality.md), below "improved_wide".
-PRESETS["improved_strips"] = tuple(item for item in PRESETS["improved"] if item not in (
-    "KEPT_PATCH_SHUFFLE_BUFFER=64",)) + ("PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
-# "improved_wide": "improved" trained on strips as deep and twice as wide (512 x 256 patches in batches of 4: the same
-# pixels per batch), so a patch also sees a pocket's neighbours and both of its ends (bench/quality.py config
-# improved_strips_wide): the best single model measured, and two of its models (SEED=0 and SEED=1) segmenting as an
-# ensemble the best measured overall (README, Configuration; docs/quality.md).
-PRESETS["improved_wide"] = tuple(item for item in PRESETS["improved"] if item not in (
-    "KEPT_PATCH_SHUFFLE_BUFFER=64",)) + ("PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4", "KEPT_PATCH_SHUFFLE_BUFFER=16")
+# "improved_strips": the same trained on full-depth strips (512 x 128 in batches of 8: the same pixels per batch)
+# (bench config improved_strips)
+PRESETS["improved_strips"] = (*(item for item in PRESETS["improved_patches"] if item != "KEPT_PATCH_SHUFFLE_BUFFER=64"),
+                             "PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
+# "improved": the best measured (bench config improved_strips_wide): the same trained on strips as deep and twice as
+# wide (512 x 256 in batches of 4), so a patch sees a pocket's neighbours and both of its ends. Two of its models
+# (SEED=0 and SEED=1) segmenting as an ensemble (predict.py --checkpoint A.pt B.pt) are the README's recipe.
+PRESETS["improved"] = (*(item for item in PRESETS["improved_patches"] if item != "KEPT_PATCH_SHUFFLE_BUFFER=64"),
+                      "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4", "KEPT_PATCH_SHUFFLE_BUFFER=16")

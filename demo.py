@@ -5,7 +5,7 @@
 1. data: DATA_ROOT when it holds any oct.mhd, else the synthetic RETOUCH-like set (generated once in
    SYNTHETIC_ROOT);
 2. prepare_data.py (all steps) into WORK_DIR;
-3. train.py with the preset DEMO_PRESET (``--preset``; "improved": smp's U-Net, fast on any CPU) for at most
+3. train.py with the preset DEMO_PRESET (``--preset``; "improved_patches": smp's U-Net, fast on any CPU) for at most
    DEMO_EPOCHS epochs and at most DEMO_TRAIN_MINUTES of training, with DEMO_OVERRIDES on top, into
    WORK_DIR/runs/demo (resumed if a demo run exists);
 4. predict.py on the test cases of the split with the best checkpoint and the preset, into

@@ -8,14 +8,14 @@ For each vendor V (Cirrus, Spectralis, Topcon) of the default synthetic set (``p
 per vendor): a data root holding V's cases alone (hard links into OUT/data), prepared by ``prepare_data.py`` as a
 user with one device would (its histogram reference: the first Spectralis case; without Spectralis, the first
 matched-vendor case, with a note), trained by ``train.py`` on V's first 4 cases (the 4th validates, or trains too
-when the config trains without validation, as the ``improved`` preset does), then ``predict.py`` on V's last 2 cases
-and on all 6 cases of each other vendor. Scores, fluid merged (label > 0), from each case's segmentation.mhd against
+when the config trains without validation, as the ``improved_patches`` preset does), then ``predict.py`` on V's last 2
+cases and on all 6 cases of each other vendor. Scores, fluid merged (label > 0), from each case's segmentation.mhd against
 its reference.mhd (bench/quality_measures.py): Dice pooled over all B-scans of a test vendor's cases, and the
 predicted over reference fluid area. A row is a training vendor; its own vendor's column is the in-vendor figure
 to compare the others with.
 
 Budget as work: ``--epochs E`` epochs of the config's ``BATCHES_PER_EPOCH`` batches (``CONFIGS`` of
-bench/quality.py; default the ``improved`` preset's ``smp_unet_cedice_all_poly``); the training minutes and the
+bench/quality.py; default the ``improved_patches`` preset's ``smp_unet_cedice_all_poly``); the training minutes and the
 machine are recorded beside them.
 
 Outputs under OUT (default work/cross_vendor): data/ (the synthetic set), <V>/data (V's cases), <V>/prepared,
@@ -42,7 +42,7 @@ from quality_measures import MeasureError, case_measures, pooled_measures  # noq
 
 VENDORS = ("Cirrus", "Spectralis", "Topcon")  # config.VENDORS, in the synthetic set's folder names
 TRAIN_CASES, VAL_CASES = 3, 1  # of each vendor's cases, in name order; the rest are its test cases
-DEFAULT_CONFIG = quality.PRESET_CONFIGS["improved"]
+DEFAULT_CONFIG = quality.PRESET_CONFIGS["improved_patches"]
 DEFAULT_EPOCHS = 8
 DEFAULT_OUT = "work/cross_vendor"
 SMOKE_OUT = "work/cross_vendor-smoke"
@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="a CONFIGS name of bench/quality.py (default: %(default)s, the improved preset)")
+                        help="a CONFIGS name of bench/quality.py (default: %(default)s, the improved_patches preset)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="training epochs (default: %(default)s)")
     parser.add_argument("--seeds", default="0", help="comma-separated train.py SEEDs (default: %(default)s)")
     parser.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT})")

@@ -18,7 +18,7 @@ source "$(dirname "$0")/gpu_common.sh"
 
 OUT="${1:-work/quality-gpu}"
 DEFAULT_EPOCHS="${DEFAULT_EPOCHS:-100}"
-PRESET_CONFIG="${PRESET_CONFIG:-improved_strips}"
+PRESET_CONFIG="${PRESET_CONFIG:-improved_strips_wide}"
 PRESET_EPOCHS="${PRESET_EPOCHS:-60}"
 mkdir -p "$OUT"
 

@@ -112,7 +112,7 @@ SMP_UNET = ["MODEL=smp_unet", "LOSS=balanced_ce_dice", "PATCH_CENTRES=stratified
             "EMPTY_PATCH_DROP_PROB=0.8", "DROP_EMPTY_IN_VALIDATION=False", "BEST_BY=dice_mean_fluid",
             *EARLIER_MIXING, *EARLIER_VALIDATION, *EARLIER_SCALING]
 SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for item in SMP_UNET]
-# The preset "improved" (config.PRESETS): plain CE + Dice and poly decay, trained without validation cases
+# The preset "improved_patches" (config.PRESETS): plain CE + Dice and poly decay, trained without validation cases
 IMPROVED = SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"]
 
 
@@ -125,7 +125,7 @@ def with_settings(base: list[str], *items: str) -> list[str]:
 # ... on full-depth strips: 512 x 128 patches in batches of 8 (the same pixels per batch), the kept patches shuffled
 # in the earlier 4 x BATCH_SIZE
 IMPROVED_STRIPS = with_settings(IMPROVED, "PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
-# ... on strips twice as wide: 512 x 256 in batches of 4 (`--preset improved_wide`)
+# ... on strips twice as wide: 512 x 256 in batches of 4 (`--preset improved`)
 IMPROVED_WIDE = with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4", "KEPT_PATCH_SHUFFLE_BUFFER=16")
 BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 # `make demo`'s budget as work (--epochs 1): 40 batches, about its 3 minutes of rmit_unet on a 2-core bf16 CPU,
@@ -214,6 +214,15 @@ CONFIGS: dict[str, dict] = {
                               "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
     # both seeds' (the table's minutes and epochs are their sums)
+    # ... segmented twice, as it is and mirrored left-right, the two softmaxes averaged (test-time flip)
+    "improved_strips_wide_tta": {"train_as": "improved_strips_wide",
+                                 "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
+    # ... a moving average of its weights validated and saved (decay 0.99: about the last 100 steps)
+    "improved_strips_wide_ema": {"train": with_settings(IMPROVED_WIDE, "EMA_DECAY=0.99"),
+                                 "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... a ResNet34 encoder in place of the ResNet18
+    "improved_strips_wide_r34": {"train": with_settings(IMPROVED_WIDE, "ENCODER=resnet34"),
+                                 "predict": ["PREDICT_REGION=all"], "no_validation": True},
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],
                              "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens2": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all"],
@@ -223,8 +232,8 @@ CONFIGS: dict[str, dict] = {
 }
 # config.PRESETS[name] is the config's train and predict overrides with EPOCHS at DEFAULT_EPOCHS: the budget it was
 # measured at (tests/test_configuration.py keeps them equal)
-PRESET_CONFIGS = {"improved": "smp_unet_cedice_all_poly", "improved_strips": "improved_strips",
-                  "improved_wide": "improved_strips_wide"}
+PRESET_CONFIGS = {"improved_patches": "smp_unet_cedice_all_poly", "improved_strips": "improved_strips",
+                  "improved": "improved_strips_wide"}
 DATASETS = ("synthetic", "real")
 REAL_CASES = ("DUKE01", "DUKE02", "DUKE03", "DUKE04", "DUKE05")
 REAL_FOLDS = "DUKE01+DUKE02;DUKE03+DUKE04+DUKE05"

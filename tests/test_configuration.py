@@ -2,6 +2,7 @@ import argparse
 import importlib
 import json
 import re
+import shlex
 import types
 from pathlib import Path
 
@@ -158,10 +159,10 @@ def test_the_presets_are_the_configurations_measured_in_the_quality_benchmark(mo
 def test_the_readme_lists_the_improved_preset_as_config_py_defines_it():
     """The README spells the preset out for users who prefer --set; that copy must not drift from config.py."""
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"`--preset improved` is the same as these `--set` items: `([^`]+)` for training and `([^`]+)` "
-                      r"for `predict.py`", " ".join(readme.split()))
+    found = re.search(r"`--preset improved` is the same as these `--set` items \(as a shell takes them\): `([^`]+)` for "
+                      r"training and `([^`]+)` for `predict.py`", " ".join(readme.split()))
     assert found, "README: the sentence spelling out --preset improved is missing"
-    train_items, predict_items = found.group(1).split(), found.group(2).split()
+    train_items, predict_items = shlex.split(found.group(1)), shlex.split(found.group(2))
     assert sorted(train_items + predict_items) == sorted(config.PRESETS["improved"])
     assert all(item.split("=")[0] in INFERENCE_SETTINGS for item in predict_items)
 

@@ -21,12 +21,12 @@ def test_the_demo_trains_and_predicts_with_its_preset_and_budget_and_the_command
     assert demo.main(["--set", f"WORK_DIR={tmp_path / 'work'}", "--set", "SEED=3"]) == 0
 
     train = calls["train"]
-    assert train[train.index("--preset") + 1] == config.DEMO_PRESET == "improved"
+    assert train[train.index("--preset") + 1] == config.DEMO_PRESET == "improved_patches"
     items = [train[i + 1] for i, arg in enumerate(train) if arg == "--set"]
     assert items[:2] == [f"EPOCHS={config.DEMO_EPOCHS}", f"TRAIN_BUDGET_MINUTES={config.DEMO_TRAIN_MINUTES}"]
     assert items[2:] == [*config.DEMO_OVERRIDES, f"WORK_DIR={tmp_path / 'work'}", "SEED=3"]  # the user's last: win
     predict = calls["predict"]
-    assert predict[predict.index("--preset") + 1] == "improved" and predict[-1] == "case/oct.mhd"
+    assert predict[predict.index("--preset") + 1] == "improved_patches" and predict[-1] == "case/oct.mhd"
     assert "--preset" not in calls["prepare"] and "--preset" not in calls["evaluate"]
 
 
