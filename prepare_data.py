@@ -39,15 +39,15 @@ from utils.io.parallel import default_workers
 from utils.io.run_lock import run_lock
 from utils.io.tables import read_slice_index
 from utils.io.vendor_files import VENDOR_SUFFIXES
-from utils.prepare.preprocessing import load_histogram_reference, preprocess_oct_images
-from utils.prepare.roi import create_roi_masks
-from utils.prepare.splits import create_test_train_set
+from utils.prepare.preprocessing import load_histogram_reference, write_preprocessed_slices
+from utils.prepare.roi import write_roi_masks
+from utils.prepare.splits import write_split
 
 STEPS = ("preprocess", "split", "roi")
 CONFIG_JSON = "prepare_config.json"
 RUN_LOCK = ".prepare_data.lock"  # in the work dir: held by the run writing it (utils/io/run_lock.py)
 
-__all__ = ["preprocess_oct_images", "create_test_train_set", "create_roi_masks", "main"]
+__all__ = ["write_preprocessed_slices", "write_split", "write_roi_masks", "main"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,7 +141,7 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
         cfg.HISTOGRAM_REFERENCE = str(reference_path or "")
         if reference:
             atomic_write_text(work_dir / cfg.HISTOGRAM_REFERENCE_JSON, json.dumps(reference) + "\n")
-        index, errors = preprocess_oct_images(cases, work_dir, cfg, reference, args.workers)
+        index, errors = write_preprocessed_slices(cases, work_dir, cfg, reference, args.workers)
     else:
         try:
             index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV, cfg.FLUIDS)
@@ -150,7 +150,7 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
 
     if "split" in steps:
         try:
-            split, split_errors = create_test_train_set(index, work_dir, cfg, args.split_file)
+            split, split_errors = write_split(index, work_dir, cfg, args.split_file)
         except ValueError as error:
             split, split_errors = None, [str(error)]
         errors += split_errors
@@ -158,7 +158,7 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
             print("split (cases): " + ", ".join(
                 f"{name} {count}" for name, count in split["split"].value_counts().sort_index().items()))
     if "roi" in steps:
-        errors += create_roi_masks(index, work_dir, cfg, args.workers)
+        errors += write_roi_masks(index, work_dir, cfg, args.workers)
     save_config(cfg, work_dir / CONFIG_JSON)
     print(f"{len(index)} B-scans of {index['case'].nunique()} case(s) prepared in {work_dir}")
     return errors

@@ -58,7 +58,7 @@ from flops import (device_name, forward_flops, markdown_table, matmul_peaks, pea
                    precision_name, synchronize)
 from utils.predict import inference  # noqa: E402
 from utils.predict.band import PREDICT_REGIONS  # noqa: E402
-from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
+from utils.configuration import DEVICES, ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
 from utils.model.networks import MODELS, build_unet, network_label, output_margin, unet_arguments  # noqa: E402
@@ -304,7 +304,7 @@ def network_rows(args, batch_size: int, peaks: dict[str, float], rng: np.random.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: config DEVICE)")
+    parser.add_argument("--device", default=None, choices=DEVICES, help="default: config DEVICE")
     parser.add_argument("--models", default=",".join(MODELS), help="networks timed on B-scans, comma-separated "
                         "(default: %(default)s; '' skips them)")
     parser.add_argument("--regions", default="band,all", help="PREDICT_REGION values whose network input is timed "

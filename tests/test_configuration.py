@@ -344,3 +344,9 @@ def test_the_scripts_refuse_such_a_value_with_status_2_before_any_work(tmp_path,
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and all(line.startswith(f"error: {override.partition('=')[0]}=") for line in lines), lines
     assert not work.exists()
+
+
+def test_the_models_whose_encoder_is_checked_are_those_that_take_one():
+    from utils.configuration import ENCODER_MODELS
+    from utils.model.networks import MODELS
+    assert sorted(ENCODER_MODELS) == sorted(name for name, network in MODELS.items() if network.takes_encoder)

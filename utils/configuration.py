@@ -100,6 +100,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ADVERSARIAL_STEP": ("discriminator_first", "separate"), "DEVICE": ("auto", "cpu", "cuda"),
 }
 DEVICES = CHOICES["DEVICE"]
+# The MODEL names whose backbone ENCODER chooses (utils/model/networks.py's Network.takes_encoder; kept here so that
+# loading a config imports no network code; tests/test_configuration.py ties the two)
+ENCODER_MODELS = ("smp_unet",)
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
 _LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
 
@@ -118,7 +121,7 @@ _KNOWN_NAMES: dict[str, tuple[Callable[[Any], Sequence[str] | None], str]] = {
     **{name: (lambda cfg: KNOWN_VENDORS, f"vendor names among {', '.join(KNOWN_VENDORS)}")
        for name in default_settings() if name.endswith("VENDORS")},
     "DEMO_PRESET": (lambda cfg: ("", *default_config.PRESETS), "a name in config.py's PRESETS, or '' (none)"),
-    "ENCODER": (lambda cfg: _smp_encoders() if getattr(cfg, "MODEL", None) == "smp_unet" else None,
+    "ENCODER": (lambda cfg: _smp_encoders() if getattr(cfg, "MODEL", None) in ENCODER_MODELS else None,
                 "an encoder segmentation_models_pytorch knows (its encoders.get_encoder_names()), e.g. resnet18"),
 }
 

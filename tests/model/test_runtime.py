@@ -23,9 +23,14 @@ def test_cuda_without_a_gpu_is_a_configuration_error(monkeypatch):
     assert runtime.select_runtime(load_config(["DEVICE=auto"])).device == torch.device("cpu")
 
 
-def test_unknown_device_argument_is_a_configuration_error():
-    with pytest.raises(ConfigError, match="DEVICE='tpu': expected one of auto, cpu, cuda"):
-        runtime.select_runtime(load_config([]), device="tpu")
+def test_an_unknown_device_is_refused_where_it_is_given(capsys):
+    """Checked once where it enters: the config when it loads, bench_predict's --device by argparse."""
+    from bench import bench_predict
+    with pytest.raises(ConfigError, match="DEVICE='tpu'"):
+        load_config(["DEVICE='tpu'"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench_predict.main(["--device", "tpu"])
+    assert exit_info.value.code == 2 and "invalid choice: 'tpu'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variable", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])

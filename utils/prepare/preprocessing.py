@@ -1,6 +1,6 @@
 """Preprocessing of OCT volumes: vendor intensity conversion, histogram matching, median filtering.
 
-Pure functions on arrays, then :func:`preprocess_oct_images`, which applies them to whole cases and writes the
+Pure functions on arrays, then :func:`write_preprocessed_slices`, which applies them to whole cases and writes the
 per-B-scan PNGs and the slice index (see :mod:`utils.io.layout`). What the step reads of the config is a
 :class:`PreprocessSettings`, built once from it. All volumes are ``(z, y, x)`` = (B-scan, depth, width).
 """
@@ -124,6 +124,14 @@ def intensity_histogram(volume: np.ndarray) -> np.ndarray:
     return counts
 
 
+# HISTOGRAM_ROUNDING: how matched (float) levels become integer levels. Fidelity: the original (skimage-style
+# matching, then astype(uint8)) truncates; "round" is our former choice.
+HISTOGRAM_ROUNDINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "truncate": lambda levels: np.floor(levels + 1e-9),
+    "round": np.rint,
+}
+
+
 def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarray,
                            rounding: str = "truncate") -> np.ndarray:
     """Lookup table mapping the source grey levels so that their histogram matches the reference histogram.
@@ -135,14 +143,12 @@ def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarr
     Args:
         source_counts: ``(256,)`` counts of the volume to be matched.
         reference_counts: ``(256,)`` counts of the reference (Spectralis) volume.
-        rounding: how matched values become levels: "truncate" (cut to the integer below, as the original's
-            ``astype``) or "round" (to the nearest level).
+        rounding: how matched values become levels, a name in ``HISTOGRAM_ROUNDINGS``: "truncate" (cut to the
+            integer below, as the original's ``astype``) or "round" (to the nearest level).
 
     Returns:
         ``(256,)`` uint8 lookup table; ``lut[volume]`` is the matched volume.
     """
-    if rounding not in ("truncate", "round"):
-        raise ValueError(f"HISTOGRAM_ROUNDING must be 'truncate' or 'round', got {rounding!r}")
     source_counts = np.asarray(source_counts, dtype=np.float64)
     reference_counts = np.asarray(reference_counts, dtype=np.float64)
     if source_counts.shape != (N_LEVELS,) or reference_counts.shape != (N_LEVELS,):
@@ -157,8 +163,7 @@ def histogram_matching_lut(source_counts: np.ndarray, reference_counts: np.ndarr
     mapped = np.interp(src_quantiles, ref_quantiles, levels[ref_present])
     lut = levels.copy()  # levels absent from the source never occur, so their entry does not matter
     lut[src_present] = mapped
-    # Fidelity: the original (skimage-style matching, then astype(uint8)) truncates; "round" is our former choice.
-    lut = np.floor(lut + 1e-9) if rounding == "truncate" else np.rint(lut)
+    lut = HISTOGRAM_ROUNDINGS[rounding](lut)
     return np.clip(lut, 0, N_LEVELS - 1).astype(np.uint8)
 
 
@@ -504,9 +509,9 @@ def preprocess_case(case: Case, work_dir: str | Path, settings: PreprocessSettin
     return frame
 
 
-def preprocess_oct_images(cases: list[Case], work_dir: str | Path, cfg, reference: dict | None,
+def write_preprocessed_slices(cases: list[Case], work_dir: str | Path, cfg, reference: dict | None,
                           workers: int = 1) -> tuple[pd.DataFrame, list[str]]:
-    """The method's ``preprocess_oct_images`` step over all cases, in ``workers`` processes.
+    """The method's preprocess step (the original's ``preprocess_oct_images``) over all cases, in ``workers`` processes.
 
     Args:
         cases: from :func:`utils.io.cases.find_cases`.

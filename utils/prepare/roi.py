@@ -161,7 +161,7 @@ def fill_columns(mask: np.ndarray) -> np.ndarray:
 
 def roi_mask(bscan: np.ndarray, fluid_mask: np.ndarray | None, entropy_radius: int = 15,
              threshold: float = 1e-2, closing_radius: int = 55) -> np.ndarray:
-    """The retina ROI of one preprocessed B-scan (the method's ``create_roi_masks`` for one image).
+    """The retina ROI of one preprocessed B-scan (the original's ``create_roi_masks`` for one image).
 
     Entropy of the normalised B-scan over ``disk(entropy_radius)``, divided by its maximum, above ``threshold``;
     OR-ed with the fluid mask; closed with ``disk(closing_radius)``; each column filled between its first and
@@ -240,7 +240,7 @@ def roi_png(roi: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class RoiSettings:
-    """What the roi step (:func:`create_roi_masks`) reads of the config, built once per run (:meth:`from_config`).
+    """What the roi step (:func:`write_roi_masks`) reads of the config, built once per run (:meth:`from_config`).
     Each field is the config.py setting of the same name in upper case (see config.py for its meaning); the defaults
     are config.py's, so a test names only what it changes.
 
@@ -298,11 +298,11 @@ def roi_masks_of_case(rows: pd.DataFrame, work_dir: str | Path, settings: RoiSet
     return len(rows)
 
 
-def create_roi_masks(slice_index: pd.DataFrame, work_dir: str | Path, cfg, workers: int = 1) -> list[str]:
-    """The method's ``create_roi_masks`` step: one ROI mask PNG per B-scan of the slice index.
+def write_roi_masks(slice_index: pd.DataFrame, work_dir: str | Path, cfg, workers: int = 1) -> list[str]:
+    """The method's roi step (the original's ``create_roi_masks``): one ROI mask PNG per B-scan of the slice index.
 
     Args:
-        slice_index: rows written by :func:`utils.prepare.preprocessing.preprocess_oct_images`.
+        slice_index: rows written by :func:`utils.prepare.preprocessing.write_preprocessed_slices`.
         work_dir: where the slices are.
         cfg: effective config (:class:`RoiSettings` are built from it once).
         workers: processes.

@@ -174,9 +174,9 @@ def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFra
     return usable, errors
 
 
-def create_test_train_set(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
+def write_split(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
                           split_file: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The method's ``create_test_train_set`` step: the case split and the per-split slice lists.
+    """The method's split step (the original's ``create_test_train_set``): the case split and the per-split slice lists.
 
     An automatic split (made here, recorded in ``split.auto.json`` beside it, unedited since) takes in every case
     prepared since it was made (:func:`extend_split`), so a case that failed in a first run and was fixed later is
