@@ -227,6 +227,9 @@ CONFIGS: dict[str, dict] = {
                              "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens2": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all"],
                                   "ensemble_seeds": (0, 1)},
+    # ... with the test-time flip: each member segments each B-scan as it is and mirrored, all four softmaxes averaged
+    "improved_strips_wide_ens2_tta": {"train_as": "improved_strips_wide",
+                                      "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1)},
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
