@@ -51,15 +51,12 @@ from utils.io.layout import predictions_dir
 from utils.io.mhd_io import VOLUME_FORMATS
 from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.model.checkpoints import latest_checkpoint
-from utils.model.runtime import select_runtime
-from utils.predict import tiling
 from utils.predict.inputs import collect_cases
 from utils.predict.markers import ensemble_identity
 from utils.predict.out_dir import check_out_dir, prepare_out_dir
 from utils.predict.outputs import Outputs
-from utils.predict.predictor import inference_network, load_checkpoints
+from utils.predict.predictor import load_network, load_trained
 from utils.predict.segment import gather_counts, model_histogram_reference, reference_counts, segment_cases
-from utils.predict.settings import check_inference_settings, inference_config
 from utils.predict.tables import write_run_tables
 
 DEFAULT_OVERLAYS = 5  # B-scans drawn by a bare --overlays
@@ -123,14 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_paths = args.checkpoint or [latest_checkpoint(
             Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, local_cfg.BEST_CHECKPOINT,
             "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")]
-        checkpoints = load_checkpoints(checkpoint_paths)
-        checkpoint = checkpoints[0]
-        cfg, notes = inference_config(checkpoint, local_cfg, args.set_names)
+        checkpoints, cfg, settings, notes = load_trained(checkpoint_paths, local_cfg, args.set_names)
         out_dir = args.out or predictions_dir(
             cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
-        check_out_dir(out_dir, cases, args.inputs, cfg, checkpoint_paths, local_cfg.DATA_ROOT)
-        reference, reference_supplied, reference_notes = model_histogram_reference(checkpoint, local_cfg,
+        check_out_dir(out_dir, cases, args.inputs, settings, checkpoint_paths, local_cfg.DATA_ROOT)
+        reference, reference_supplied, reference_notes = model_histogram_reference(checkpoints[0], local_cfg,
                                                                                    args.set_names, cases)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -147,22 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     try:
-        runtime = select_runtime(cfg)
-    except ConfigError as error:
+        runtime, model = load_network(checkpoint_paths, checkpoints, cfg, settings)
+    except ConfigError as error:  # no such device, or inference settings the network cannot work with
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        model = inference_network(checkpoint_paths, checkpoints, runtime)
-    except ValueError as error:
+    except ValueError as error:  # a network that cannot be built
         print(f"error: {error}", file=sys.stderr)
         return 1
-    try:
-        check_inference_settings(cfg, tiling.input_multiple(model))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     histogram_counts = reference_counts(reference)
-    identity = ensemble_identity(checkpoint_paths, checkpoints, cfg)
+    identity = ensemble_identity(checkpoint_paths, checkpoints, settings)
     if reference_supplied:  # cases matched to another supplied reference are redone
         identity["histogram_reference"] = {"path": reference["path"], "counts": reference["counts"]}
     # the run holds --out until its tables are written: a second run on the folder is refused (exit 2)
@@ -177,18 +165,18 @@ def main(argv: list[str] | None = None) -> int:
 
         outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
         # under torchrun each rank segments its share of the cases; rank 0 alone writes the tables at the end
-        counts = segment_cases(cases[runtime.rank::runtime.world_size], model, cfg, runtime,
+        counts = segment_cases(cases[runtime.rank::runtime.world_size], model, settings, runtime,
                                histogram_counts, out_dir, identity, outputs)
         segmented, skipped, failed = gather_counts(counts, runtime)
         if not runtime.is_main:
             return 1 if failed else 0
         failed = errors + failed
-        table = write_run_tables(out_dir, identity, cfg, args.report)
+        table = write_run_tables(out_dir, identity, settings, args.report)
         if table is None:
             return 1
-        print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {cfg.VOLUMES_CSV} "
-              f"({len(table)} case(s)), {cfg.ITKSNAP_LABELS_FILE}, {cfg.SLICER_COLOURS_FILE} and {cfg.CONFIG_JSON} "
-              f"in {out_dir}")
+        print(f"{segmented} case(s) segmented, {skipped} already done, {len(failed)} failed; {settings.volumes_csv} "
+              f"({len(table)} case(s)), {settings.itksnap_labels_file}, {settings.slicer_colours_file} and "
+              f"{settings.config_json} in {out_dir}")
         return 1 if failed else 0
 
 

@@ -65,7 +65,7 @@ from utils.model.networks import MODELS, build_unet, network_label, output_margi
 from utils.predict.markers import run_identity  # noqa: E402
 from utils.predict.outputs import Outputs  # noqa: E402
 from utils.predict.predictor import inference_model  # noqa: E402
-from utils.predict.settings import InferenceSettings  # noqa: E402
+from utils.predict.settings import InferenceSettings, PredictSettings  # noqa: E402
 from utils.predict.segment import (load_case, predict_case, prepare_volume, segment_cases,  # noqa: E402
                                    segment_volume)
 from utils.prepare.preprocessing import intensity_histogram, to_uint8_intensity  # noqa: E402
@@ -130,7 +130,8 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, folde
     volume, geometry = read_volume(path)
     times["read"] = time.perf_counter() - start
     start = time.perf_counter()
-    loaded = prepare_volume(volume, geometry, vendor, cfg, reference_counts, str(path))
+    settings = PredictSettings.from_config(cfg)
+    loaded = prepare_volume(volume, geometry, vendor, settings, reference_counts, str(path))
     times["preprocess"] = time.perf_counter() - start
     # warm-up at this input size (oneDNN / cuDNN choose their kernels on the first call of a shape)
     batch_size = cfg.INFERENCE_BATCH_SIZE
@@ -139,7 +140,7 @@ def bench_vendor(vendor: str, model: CountingModel, cfg, runtime: Runtime, folde
     model.reset()
     synchronize(runtime.device)
     start = time.perf_counter()
-    result = segment_volume(model, loaded, cfg, runtime)
+    result = segment_volume(model, loaded, settings, runtime)
     synchronize(runtime.device)
     times["predict"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -176,7 +177,7 @@ def warm_up(model: CountingModel, cases: list[Case], cfg, runtime: Runtime, refe
     for case in cases:
         first_case_per_vendor.setdefault(case.vendor, case)
     for case in first_case_per_vendor.values():
-        loaded = load_case(case, cfg, reference_counts)
+        loaded = load_case(case, PredictSettings.from_config(cfg), reference_counts)
         n_bscans = len(loaded.prepared)
         for batch_bscans in {min(batch_size, n_bscans), n_bscans % batch_size} - {0}:
             inference.predict_volume(model, loaded.prepared[:batch_bscans], loaded.geometry,
@@ -188,9 +189,10 @@ def segment_one_at_a_time(cases: list[Case], model: CountingModel, cfg, runtime:
                           reference_counts: np.ndarray, out_dir: Path, identity: dict) -> None:
     """predict.py's per-case path without reading ahead: :func:`load_case` then :func:`predict_case`, case by
     case, outputs in ``out_dir/<case name>``."""
+    settings = PredictSettings.from_config(cfg)
     for case in cases:
-        loaded = load_case(case, cfg, reference_counts)
-        predict_case(case, model, cfg, runtime, loaded, out_dir / case.name, identity, Outputs())
+        loaded = load_case(case, settings, reference_counts)
+        predict_case(case, model, settings, runtime, loaded, out_dir / case.name, identity, Outputs())
 
 
 def segment_reading_ahead(cases: list[Case], model: CountingModel, cfg, runtime: Runtime,
@@ -202,8 +204,8 @@ def segment_reading_ahead(cases: list[Case], model: CountingModel, cfg, runtime:
         SystemExit: a case failed or was skipped (``out_dir`` must hold no earlier results).
     """
     with contextlib.redirect_stdout(sys.stderr):
-        segmented, _, failed = segment_cases(cases, model, cfg, runtime, reference_counts, out_dir, identity,
-                                             Outputs())
+        segmented, _, failed = segment_cases(cases, model, PredictSettings.from_config(cfg), runtime,
+                                             reference_counts, out_dir, identity, Outputs())
     if segmented != len(cases):
         raise SystemExit(f"segment_cases segmented {segmented} of {len(cases)} noise volumes; failed: "
                          f"{', '.join(failed) or 'none'}")
@@ -219,7 +221,7 @@ def bench_many(cases: list[Case], model: CountingModel, cfg, runtime: Runtime, r
     """
     weights = folder / "bench_predict.pt"  # no checkpoint to segment with: the fresh network's weights stand for one
     torch.save(model.model.state_dict(), weights)
-    identity = run_identity(weights, {"epoch": 0}, cfg)
+    identity = run_identity(weights, {"epoch": 0}, PredictSettings.from_config(cfg))
     warm_up(model, cases, cfg, runtime, reference_counts)
     modes = {"one at a time (load_case, predict_case)": (segment_one_at_a_time, folder / "one_at_a_time"),
              "read ahead (segment_cases)": (segment_reading_ahead, folder / "read_ahead")}

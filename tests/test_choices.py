@@ -7,6 +7,8 @@ import pytest
 import train
 from utils.configuration import CHOICES
 from utils.model import input_scale, networks
+from utils.predict import band, inference
+from utils.prepare import preprocessing
 from utils.train import data_pipeline, loop, losses, patch_sampling, schedule
 
 REGISTRIES = {
@@ -22,7 +24,14 @@ REGISTRIES = {
     "BEST_BY": loop.BEST_BY,
     "ADVERSARIAL_STEP": loop.ADVERSARIAL_STEPS,
     "OPTIMIZER": train.OPTIMIZERS,
+    "PREDICT_REGION": band.PREDICT_REGIONS,
+    "UNPADDED_BORDER": inference.UNPADDED_BORDERS,
+    "HISTOGRAM_ROUNDING": preprocessing.HISTOGRAM_ROUNDINGS,
 }
+
+
+def test_every_choice_but_the_device_has_a_registry():
+    assert sorted(REGISTRIES) == sorted(name for name in CHOICES if name != "DEVICE")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRIES))

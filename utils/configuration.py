@@ -86,9 +86,9 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
 
 
 # Settings that name one of a few choices: their names, checked when a config loads (check_settings: a wrong name
-# gets the nearest suggested). Most map the names to implementations in one dict of the module that implements them
-# (MODEL: utils/model/networks.py MODELS), which tests/test_choices.py ties to these names; PREDICT_REGION,
-# UNPADDED_BORDER, HISTOGRAM_ROUNDING and DEVICE branch on the name instead.
+# gets the nearest suggested). Each but DEVICE maps the names to implementations in one dict of the module that
+# implements them (MODEL: utils/model/networks.py MODELS; PREDICT_REGION: utils/predict/band.py PREDICT_REGIONS; ...),
+# which tests/test_choices.py ties to these names; DEVICE names a torch device (utils/model/runtime.py).
 CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
     "PATCH_CENTRES": ("rmit", "stratified"), "LR_SCHEDULE": ("constant", "poly"),

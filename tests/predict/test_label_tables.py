@@ -34,6 +34,7 @@ def test_a_fluid_without_colour_is_refused():
 
 
 def test_write_label_tables(tmp_path):
-    paths = label_tables.write_label_tables(tmp_path, config)
+    paths = label_tables.write_label_tables(tmp_path, config.FLUIDS, config.BACKGROUND, config.ITKSNAP_LABELS_FILE,
+                                            config.SLICER_COLOURS_FILE)
     assert [p.name for p in paths] == [config.ITKSNAP_LABELS_FILE, config.SLICER_COLOURS_FILE]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)

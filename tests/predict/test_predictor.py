@@ -86,7 +86,8 @@ def test_files_and_arrays_segment_to_predict_pys_outputs(data, predicted, predic
         assert result.labels.dtype == np.uint8 and np.array_equal(result.labels, labels)
         assert result.geometry == geometry and result.geometry.direction == ROTATED
         assert result.vendor == table.loc[case, "vendor"] and result.laterality == ""
-        for fluid, saved in probability_paths(predicted / case, config, VOLUME_FORMATS[0]).items():
+        for fluid, saved in probability_paths(predicted / case, config.PROBABILITY_FILE, config.FLUIDS,
+                                                 VOLUME_FORMATS[0]).items():
             assert np.array_equal(result.probabilities[fluid], read_volume(saved)[0])
             assert result.volumes_mm3[fluid] == pytest.approx(table.loc[case, volume_column(fluid)], rel=1e-9)
             assert result.presence[fluid] == pytest.approx(table.loc[case, presence_column(fluid)], rel=1e-9)

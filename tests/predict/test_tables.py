@@ -12,7 +12,10 @@ from utils.io.cases import Case
 from utils.io.files import read_csv_table
 from utils.predict import etdrs
 from utils.predict.markers import run_identity, write_marker
+from utils.predict.settings import PredictSettings
 from utils.predict.tables import TABLES_LOCK, write_run_tables
+
+SETTINGS = PredictSettings()  # config.py's
 
 
 def _row(name: str) -> dict:
@@ -28,12 +31,12 @@ def test_a_run_waits_for_the_other_runs_tables_and_then_sees_its_cases(tmp_path)
     fcntl = pytest.importorskip("fcntl")
     out_dir = tmp_path / "out"
     (tmp_path / "best.pt").write_bytes(b"weights")
-    identity = run_identity(tmp_path / "best.pt", {"epoch": 1}, config)
+    identity = run_identity(tmp_path / "best.pt", {"epoch": 1}, SETTINGS)
     _finish(out_dir, identity, "TRAIN001")
     tables = []
     with open(out_dir / TABLES_LOCK, "a") as other_run:  # another predict.py run writing its tables
         fcntl.flock(other_run, fcntl.LOCK_EX)
-        writer = threading.Thread(target=lambda: tables.append(write_run_tables(out_dir, identity, config, False)))
+        writer = threading.Thread(target=lambda: tables.append(write_run_tables(out_dir, identity, SETTINGS, False)))
         writer.start()
         time.sleep(0.3)
         assert writer.is_alive() and not (out_dir / config.VOLUMES_CSV).exists()
@@ -48,7 +51,7 @@ def test_a_run_waits_for_the_other_runs_tables_and_then_sees_its_cases(tmp_path)
 def test_an_unwritable_folder_gives_one_error_line(tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.write_text("a file, not a folder")
-    assert write_run_tables(out_dir, {}, config, False) is None
+    assert write_run_tables(out_dir, {}, SETTINGS, False) is None
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1 and "volumes.csv not written" in error
 
@@ -62,6 +65,6 @@ def test_a_file_system_without_locks_still_gets_its_tables(tmp_path, monkeypatch
     monkeypatch.setattr(fcntl, "flock", no_locks)
     out_dir = tmp_path / "out"
     (tmp_path / "best.pt").write_bytes(b"weights")
-    identity = run_identity(tmp_path / "best.pt", {"epoch": 1}, config)
+    identity = run_identity(tmp_path / "best.pt", {"epoch": 1}, SETTINGS)
     _finish(out_dir, identity, "TRAIN001")
-    assert list(write_run_tables(out_dir, identity, config, False)["case"]) == ["TRAIN001"]
+    assert list(write_run_tables(out_dir, identity, SETTINGS, False)["case"]) == ["TRAIN001"]

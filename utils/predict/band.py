@@ -1,27 +1,56 @@
-"""Which part of each B-scan the network segments (``PREDICT_REGION``).
+"""Which part of each B-scan the network segments (``PREDICT_REGION``: :data:`PREDICT_REGIONS`).
 
 ``"band"`` (the original, ``test_model.py``): only the ``PATCH_SHAPE[0]`` (depth-scaled) rows centred on the middle
 of the B-scan's ROI (:func:`bscan_roi`, :func:`band_top`) go through the network; the band's probabilities are placed
 in a background canvas (:func:`place_bands`). ``"roi"``: the whole B-scan goes through, and pixels outside its ROI
 become background (:func:`keep_inside`). ``"all"``: the whole B-scan, nothing masked.
+:func:`utils.predict.inference.iter_probabilities` applies the :class:`Region` a name stands for.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
-from utils.configuration import CHOICES
 from utils.predict.settings import InferenceSettings
 from utils.prepare.roi import roi_mask, volume_roi_masks
 
-PREDICT_REGIONS = CHOICES["PREDICT_REGION"]  # checked by load_config; bench/bench_predict.py offers them
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    """What one ``PREDICT_REGION`` does around the network, per B-scan.
+
+    Attributes:
+        band: only the band of ``PATCH_SHAPE[0]`` depth-scaled rows centred on the ROI (:func:`band_top`) goes
+            through the network, its probabilities placed in a background canvas (:func:`place_bands`); else the
+            whole B-scan.
+        inside_roi: pixels outside the B-scan's ROI become background (:func:`keep_inside`).
+    """
+
+    band: bool
+    inside_roi: bool
+
+    @property
+    def needs_roi(self) -> bool:
+        """Whether the B-scans' ROIs are read (:func:`volume_rois`)."""
+        return self.band or self.inside_roi
+
+
+# PREDICT_REGION's names (checked by load_config; bench/bench_predict.py offers them) and what each does
+PREDICT_REGIONS = {
+    "band": Region(band=True, inside_roi=False),  # the original's
+    "roi": Region(band=False, inside_roi=True),
+    "all": Region(band=False, inside_roi=False),
+}
 
 
 def volume_rois(volume: np.ndarray, settings: InferenceSettings) -> np.ndarray | None:
     """The ROI of every B-scan of a preprocessed ``(z, y, x)`` uint8 volume, ``(z, y, x)`` bool
-    (:func:`bscan_roi`), when ``PREDICT_REGION`` needs it (``band``, ``roi``); None for ``all``."""
-    if settings.predict_region not in ("band", "roi"):
+    (:func:`bscan_roi`), when ``PREDICT_REGION`` needs it (``band``, ``roi``: :attr:`Region.needs_roi`); None for
+    ``all``."""
+    if not PREDICT_REGIONS[settings.predict_region].needs_roi:
         return None
     return volume_roi_masks(volume, None, settings.entropy_disk_radius, settings.entropy_threshold,
                             settings.closing_disk_radius)

@@ -11,13 +11,13 @@ width) uint8) is segmented in batches of B-scans (:func:`iter_probabilities`); p
    B-scan with the same resize (``IMAGE_RESAMPLING``), so a Cirrus 1024-row B-scan becomes 512 rows
    (``DEPTH_SCALE = "height_table"``: the original's factor 1/2); with ``"spacing"`` and the header's 0.001953 mm
    rows (2 mm / 1024), 513 (its 511-row crop is resized to 256).
-3. ``PREDICT_REGION`` (:mod:`utils.predict.band`): with ``"band"`` (the original) only the band of
+3. ``PREDICT_REGION`` (:data:`utils.predict.band.PREDICT_REGIONS`): with ``"band"`` (the original) only the band of
    ``PATCH_SHAPE[0]`` rows centred on the B-scan's ROI goes on; with ``"roi"`` and ``"all"`` the whole B-scan.
 4. :func:`network_probabilities`: an unpadded network (rmit_unet) labels only the centre its output reaches
-   (``UNPADDED_BORDER = "background"``, the original) or sees the images zero-padded by its margin (``"padded"``),
-   in one pass; a padded one (smp_unet) sees them padded to its input multiple, whole or in blended tiles
-   (:mod:`utils.predict.tiling`). Inputs are :func:`utils.model.input_scale.normalise_input`'d as in training
-   (:func:`to_network_input`); with ``TTA_FLIP`` the mirrored pass is averaged in.
+   (``UNPADDED_BORDER = "background"``, the original) or sees the images zero-padded by its margin (``"padded"``:
+   :data:`UNPADDED_BORDERS`), in one pass; a padded one (smp_unet) sees them padded to its input multiple, whole or
+   in blended tiles (:mod:`utils.predict.tiling`). Inputs are :func:`utils.model.input_scale.normalise_input`'d as
+   in training (:func:`to_network_input`); with ``TTA_FLIP`` the mirrored pass is averaged in.
 5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class
    probabilities back to ``H`` rows (bilinear: they still sum to 1); with ``"roi"`` the pixels outside the ROI and
    with ``BLANK_COLUMNS_BACKGROUND`` the A-scans without signal (:func:`utils.model.input_scale.signal_columns`)
@@ -46,7 +46,7 @@ from utils.model.input_scale import (IMAGE_ORDERS, normalise_input, physical_pat
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
 from utils.model.runtime import Runtime
-from utils.predict.band import band_top, bscan_roi, keep_inside, place_bands
+from utils.predict.band import PREDICT_REGIONS, band_top, bscan_roi, keep_inside, place_bands
 from utils.predict.presence import PresenceScores, presence_voxel_count
 from utils.predict.settings import InferenceSettings
 from utils.predict.tiling import (check_tiling, forward_probabilities, input_multiple, padded_size,
@@ -177,17 +177,18 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
     scaled = scaled_height(height, axial_spacing_mm, settings)
     band = min(int(settings.patch_shape[0]), scaled)
     image_order = IMAGE_ORDERS[settings.image_resampling]
+    region = PREDICT_REGIONS[settings.predict_region]
     for start in range(0, n_bscans, int(batch_size)):
         stop = min(start + int(batch_size), n_bscans)
         images = scale_depth(stack_neighbours(volume, start, stop), scaled, image_order)
-        if settings.predict_region == "band":
+        if region.band:
             tops = [band_top(roi_of(z), band, scaled, height) for z in range(start, stop)]
             images = np.stack([image[top:top + band] for image, top in zip(images, tops)])
         probabilities = network_probabilities(model, images, settings, runtime)
-        if settings.predict_region == "band":
+        if region.band:
             probabilities = place_bands(probabilities, tops, scaled)
         probabilities = restore_depth(probabilities, height)
-        if settings.predict_region == "roi":
+        if region.inside_roi:
             inside = torch.from_numpy(np.stack([roi_of(z) for z in range(start, stop)]))
             probabilities = keep_inside(probabilities, inside.to(probabilities.device))
         if settings.blank_columns_background:
@@ -213,20 +214,12 @@ def single_pass_probabilities(model: nn.Module, images: np.ndarray, settings: In
 
     A padded network (smp_unet) sees the images zero-padded at the bottom and right to its input multiple, in one
     pass or in blended tiles (``INFERENCE_TILE_SHAPE``). An unpadded one (rmit_unet, whose output lacks
-    ``margin`` pixels on each side) labels, as the original's ``test_model.py``, only the centre of what it sees
-    (``UNPADDED_BORDER = "background"``: :func:`centre_probabilities`); with ``"padded"`` it sees the images
-    zero-padded by the margin on every side and up to a size it takes, in one pass, so that its output covers every
-    pixel (training patches are zero-padded the same way when a B-scan is smaller than a patch).
+    ``margin`` pixels on each side) goes through ``UNPADDED_BORDER``'s function (:data:`UNPADDED_BORDERS`).
     """
     _, height, width, _ = images.shape
     margin = output_margin(model)
-    if margin and settings.unpadded_border == "background":
-        return centre_probabilities(model, images, margin, settings.n_classes, runtime)
     if margin:
-        in_h, in_w = rmit_input_shape_for((height, width))
-        pad = ((0, 0), (margin, in_h - height - margin), (margin, in_w - width - margin), (0, 0))
-        probabilities = forward_probabilities(model, to_network_input(np.pad(images, pad), runtime), runtime)
-        return probabilities[..., :height, :width]
+        return UNPADDED_BORDERS[settings.unpadded_border](model, images, margin, settings.n_classes, runtime)
     multiple = input_multiple(model)
     tile_shape = check_tiling(tuple(settings.inference_tile_shape), settings.inference_tile_overlap, multiple)
     pad = ((0, 0), (0, padded_size(height, multiple) - height), (0, padded_size(width, multiple) - width), (0, 0))
@@ -255,6 +248,27 @@ def centre_probabilities(model: nn.Module, images: np.ndarray, margin: int, n_cl
     probabilities = forward_probabilities(model, to_network_input(np.pad(images, pad), runtime), runtime)
     canvas[..., margin:height - margin, margin:width - margin] = probabilities[..., :inner[0], :inner[1]]
     return canvas
+
+
+def margin_padded_probabilities(model: nn.Module, images: np.ndarray, margin: int, n_classes: int, runtime: Runtime,
+                                ) -> torch.Tensor:
+    """An unpadded network's probabilities of every pixel: ``(n, H, W, 3)`` uint8 -> ``(n, C, H, W)`` float32, the
+    images zero-padded by ``margin`` on every side and up to a size the network takes, in one pass (training patches
+    are zero-padded the same way when a B-scan is smaller than a patch). ``n_classes`` is not read (the network's
+    output has them); it keeps :data:`UNPADDED_BORDERS`' signature."""
+    _, height, width, _ = images.shape
+    in_h, in_w = rmit_input_shape_for((height, width))
+    pad = ((0, 0), (margin, in_h - height - margin), (margin, in_w - width - margin), (0, 0))
+    probabilities = forward_probabilities(model, to_network_input(np.pad(images, pad), runtime), runtime)
+    return probabilities[..., :height, :width]
+
+
+# UNPADDED_BORDER's names -> how an unpadded network (output ``margin`` pixels short on each side) segments whole
+# B-scans: ``(model, images, margin, n_classes, runtime) -> (n, C, H, W)`` probabilities
+UNPADDED_BORDERS: dict[str, Callable[[nn.Module, np.ndarray, int, int, Runtime], torch.Tensor]] = {
+    "background": centre_probabilities,  # the original's: the border it cannot reach is background
+    "padded": margin_padded_probabilities,
+}
 
 
 def arg_max_labels(probabilities: torch.Tensor) -> torch.Tensor:

@@ -77,11 +77,13 @@ def slicer_colour_table(fluids: Mapping[str, int], background: int = 0,
     return "\n".join(lines) + "\n"
 
 
-def write_label_tables(out_dir: str | Path, cfg) -> list[Path]:
-    """Writes ``cfg.ITKSNAP_LABELS_FILE`` and ``cfg.SLICER_COLOURS_FILE`` into ``out_dir`` (atomically) and
-    returns their paths."""
+def write_label_tables(out_dir: str | Path, fluids: Mapping[str, int], background: int, itksnap_file: str,
+                       slicer_file: str) -> list[Path]:
+    """Writes the ITK-SNAP label description ``itksnap_file`` (``ITKSNAP_LABELS_FILE``) and the 3D Slicer colour
+    table ``slicer_file`` (``SLICER_COLOURS_FILE``) of ``fluids`` and ``background`` (as
+    :func:`itksnap_label_description`) into ``out_dir`` (atomically) and returns their paths."""
     out_dir = Path(out_dir)
-    paths = [out_dir / cfg.ITKSNAP_LABELS_FILE, out_dir / cfg.SLICER_COLOURS_FILE]
-    atomic_write_text(paths[0], itksnap_label_description(cfg.FLUIDS, cfg.BACKGROUND))
-    atomic_write_text(paths[1], slicer_colour_table(cfg.FLUIDS, cfg.BACKGROUND))
+    paths = [out_dir / itksnap_file, out_dir / slicer_file]
+    atomic_write_text(paths[0], itksnap_label_description(fluids, background))
+    atomic_write_text(paths[1], slicer_colour_table(fluids, background))
     return paths

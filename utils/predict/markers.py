@@ -13,9 +13,11 @@ from utils.io.files import atomic_write_text
 from utils.io.mhd_io import volume_files
 from utils.predict import etdrs
 from utils.predict.outputs import Outputs, probability_paths, segmentation_path
-from utils.predict.settings import INFERENCE_SETTINGS
+from utils.predict.settings import INFERENCE_SETTINGS, PredictSettings
 
 MARKER_FILE = "prediction.json"  # OUT/<case>/<this>: written last, marks the case complete
+# the settings a marker records: a case made with others is redone (the batch size changes no output)
+IDENTITY_SETTINGS = tuple(name for name in INFERENCE_SETTINGS if name != "INFERENCE_BATCH_SIZE")
 
 
 def checkpoint_digest(checkpoint_path: Path) -> str:
@@ -25,21 +27,21 @@ def checkpoint_digest(checkpoint_path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def run_identity(checkpoint_path: Path, checkpoint: dict, cfg) -> dict:
+def run_identity(checkpoint_path: Path, checkpoint: dict, settings: PredictSettings) -> dict:
     """What a case's outputs depend on besides its volume: a rerun redoes a case whose marker says otherwise.
 
     The checkpoint counts by path, epoch and content (:func:`checkpoint_digest`), so a model retrained into the
-    same run folder is never taken for the one whose outputs are there.
+    same run folder is never taken for the one whose outputs are there; the settings are ``IDENTITY_SETTINGS``
+    (config names, as ``settings`` holds them).
     """
     return {"checkpoint": str(checkpoint_path.resolve()), "epoch": checkpoint.get("epoch"),
-            "checkpoint_sha256": checkpoint_digest(checkpoint_path),
-            "settings": {name: getattr(cfg, name) for name in INFERENCE_SETTINGS if name != "INFERENCE_BATCH_SIZE"}}
+            "checkpoint_sha256": checkpoint_digest(checkpoint_path), "settings": settings.by_name(IDENTITY_SETTINGS)}
 
 
-def ensemble_identity(checkpoint_paths: list[Path], checkpoints: list[dict], cfg) -> dict:
+def ensemble_identity(checkpoint_paths: list[Path], checkpoints: list[dict], settings: PredictSettings) -> dict:
     """:func:`run_identity` of one checkpoint, or of an ensemble: then ``checkpoint``, ``epoch`` and
     ``checkpoint_sha256`` are lists in the members' order."""
-    identities = [run_identity(path, checkpoint, cfg) for path, checkpoint in zip(checkpoint_paths, checkpoints)]
+    identities = [run_identity(path, checkpoint, settings) for path, checkpoint in zip(checkpoint_paths, checkpoints)]
     if len(identities) == 1:
         return identities[0]
     return {**identities[0], **{key: [identity[key] for identity in identities]
@@ -76,18 +78,19 @@ def _complete(path: Path) -> bool:
     return all(file.is_file() for file in volume_files(path))
 
 
-def finished_result(case: Case, case_dir: Path, identity: dict, cfg, outputs: Outputs = Outputs()) -> dict | None:
+def finished_result(case: Case, case_dir: Path, identity: dict, settings: PredictSettings,
+                    outputs: Outputs = Outputs()) -> dict | None:
     """The saved volumes.csv row of a case already segmented from the same volume with this identity, whose
     segmentation (and, when ``outputs`` asks for them, probability volumes) exist in ``outputs.format`` and whose row
-    has every ETDRS column of this version; else None."""
+    has every ETDRS column of this version; else None. ``settings`` names the files and the fluids."""
     marker = read_marker(case_dir)
-    wanted = [segmentation_path(case_dir, cfg, outputs.format)]
+    wanted = [segmentation_path(case_dir, settings.segmentation_file, outputs.format)]
     if outputs.probabilities:
-        wanted += probability_paths(case_dir, cfg, outputs.format).values()
+        wanted += probability_paths(case_dir, settings.probability_file, settings.fluids, outputs.format).values()
     if not (marker_matches(marker, identity) and marker.get("oct_path") == str(case.oct_path.resolve())
             and all(_complete(path) for path in wanted)):
         return None
     result = marker.get("result")
-    if not isinstance(result, dict) or set(etdrs.etdrs_columns(list(cfg.FLUIDS))) - set(result):
+    if not isinstance(result, dict) or set(etdrs.etdrs_columns(list(settings.fluids))) - set(result):
         return None  # made by a version whose volumes.csv row lacks columns of today's: redone
     return result

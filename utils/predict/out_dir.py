@@ -18,6 +18,7 @@ from utils.io.outputs import check_outputs
 from utils.io.run_lock import FolderInUse, run_lock
 from utils.model.runtime import Runtime
 from utils.predict.markers import MARKER_FILE
+from utils.predict.settings import PredictSettings
 from utils.predict.tables import volumes_columns
 
 RUN_LOCK = ".predict.lock"  # in the output folder: held by the run writing it (utils/io/run_lock.py)
@@ -35,14 +36,16 @@ def vendor_data_root(case: Case) -> Path | None:
     return None
 
 
-def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg,
+def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], settings: PredictSettings,
                   checkpoint_paths: Path | list[Path], local_data_root: str | Path | None = None) -> None:
     """Refuses an output folder in (or below) the data or an input, onto a checkpoint, or one that holds
     another program's ``config.json``/``volumes.csv`` (a training run, an evaluation, someone's notes).
 
     The data: each input, the data root each case lies in (:func:`vendor_data_root`), ``local_data_root`` (this
-    machine's ``DATA_ROOT``: config.py or ``--set``) and the checkpoint's ``DATA_ROOT``; symbolic links are followed,
-    so an ``--out`` that is a link into the data, or holds one where a case's outputs would go, is refused too.
+    machine's ``DATA_ROOT``: config.py or ``--set``), the checkpoint's ``DATA_ROOT`` (``settings.data_root``) and
+    the prepared slices under ``settings.work_dir``; symbolic links are followed, so an ``--out`` that is a link into
+    the data, or holds one where a case's outputs would go, is refused too. ``settings`` also names the run's
+    ``config_json`` and ``volumes_csv`` and the fluids (``volumes.csv``'s columns).
 
     The files are predict.py's when a case marker is there, when ``volumes.csv`` has predict.py's columns, or when
     the folder has predict.py's lock file: a run writes ``config.json`` before its first marker, and a run killed in
@@ -55,8 +58,8 @@ def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg,
              for path in inputs if path.exists()]
     roots += [("folder of the input", case.oct_path.parent) for case in cases]
     roots += [("data root", root) for root in sorted({vendor_data_root(case) for case in cases} - {None})]
-    roots += [("data root", cfg.DATA_ROOT), ("data root", local_data_root),
-              ("prepared slices folder", Path(cfg.WORK_DIR) / cfg.SLICES_SUBDIR)]
+    roots += [("data root", settings.data_root), ("data root", local_data_root),
+              ("prepared slices folder", Path(settings.work_dir) / settings.preprocess.slice_layout.slices_subdir)]
     paths = [checkpoint_paths] if isinstance(checkpoint_paths, Path) else list(checkpoint_paths)
     check_outputs([("--out", out_dir)], roots, [item for path in paths for item in (
         ("--checkpoint", path), ("--checkpoint's run folder", path.parent))])
@@ -72,8 +75,8 @@ def check_out_dir(out_dir: Path, cases: list[Case], inputs: list[Path], cfg,
             raise ConfigError(f"{out_dir}: --out contains the input {path}, so its tables and case folders would "
                               f"land among the data; choose a folder that holds no input")
     ours = (any(out_dir.glob(f"*/{MARKER_FILE}")) or (out_dir / RUN_LOCK).is_file()
-            or _csv_header(out_dir / cfg.VOLUMES_CSV) == volumes_columns(cfg.FLUIDS))
-    foreign = [name for name in (cfg.CONFIG_JSON, cfg.VOLUMES_CSV) if (out_dir / name).exists()]
+            or _csv_header(out_dir / settings.volumes_csv) == volumes_columns(settings.fluids))
+    foreign = [name for name in (settings.config_json, settings.volumes_csv) if (out_dir / name).exists()]
     if foreign and not ours:
         raise ConfigError(f"{out_dir}: --out holds a {' and a '.join(foreign)} that predict.py did not write (no "
                           f"<case>/{MARKER_FILE} beside it); choose an empty or new folder")
@@ -90,8 +93,9 @@ def _csv_header(path: Path) -> list[str] | None:
 @contextlib.contextmanager
 def prepare_out_dir(out_dir: Path, cfg, runtime: Runtime) -> Iterator[int]:
     """Holds ``out_dir`` for this run while the block runs: creates it, takes its run lock (``RUN_LOCK``), removes an
-    interrupted run's temporaries and saves the config. Yields 0, 2 after one line when another run holds the folder
-    (nothing in it changed), or 1 after one line when the folder cannot be written.
+    interrupted run's temporaries and saves ``cfg``, the effective config, whole as its ``CONFIG_JSON``. Yields 0,
+    2 after one line when another run holds the folder (nothing in it changed), or 1 after one line when the folder
+    cannot be written.
 
     Under torchrun the ranks of one launch share ``out_dir``, so the launch takes one lock: rank 0 takes it and holds
     it until the block ends (after it has written the tables, which it does alone once every rank is done), and

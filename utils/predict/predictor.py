@@ -8,13 +8,15 @@ overridable), and a volume goes through the functions predict.py calls (:func:`u
 are those predict.py writes for the same input and checkpoints. Nothing is written: save the labels with
 :func:`utils.io.mhd_io.write_volume`.
 
-The model loading here (:func:`load_checkpoints`, :func:`inference_network`) is predict.py's too.
+The loading here is predict.py's too, in its two steps: the checkpoints and their settings (:func:`load_trained`),
+then the device and the network (:func:`load_network`); predict.py checks its cases and output folder in between.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +36,7 @@ from utils.predict.inference import fluid_volumes_mm3
 from utils.predict.inputs import file_case
 from utils.predict.segment import (load_case, model_histogram_reference, prepare_volume, reference_counts,
                                    segment_volume)
-from utils.predict.settings import check_inference_settings, inference_config
+from utils.predict.settings import PredictSettings, check_inference_settings, inference_config
 
 
 def load_checkpoints(paths: Sequence[Path]) -> list[dict]:
@@ -86,6 +88,46 @@ def inference_network(paths: Sequence[Path], checkpoints: Sequence[dict], runtim
         raise ValueError(f"{' '.join(map(str, paths))}: {error}") from None
 
 
+def load_trained(checkpoint_paths: Sequence[Path], local_cfg, set_names: Sequence[str] = (),
+                 ) -> tuple[list[dict], types.SimpleNamespace, PredictSettings, list[str]]:
+    """The checkpoints (:func:`load_checkpoints`) and the settings they are run with: the first one's
+    (:func:`utils.predict.settings.inference_config`), built once into :class:`PredictSettings`.
+
+    Args:
+        checkpoint_paths: one checkpoint, or an ensemble's members.
+        local_cfg: config.py with this command's overrides (``--set``, or ``Predictor``'s keywords).
+        set_names: the names those overrides set.
+
+    Returns:
+        ``(checkpoints, cfg, settings, notes)``: ``cfg`` the effective config (saved as ``config.json``),
+        ``settings`` what the library functions read of it, ``notes`` one line per override ignored.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_checkpoints`.
+        ConfigError: a checkpoint's setting that cannot be used.
+    """
+    checkpoints = load_checkpoints(checkpoint_paths)
+    cfg, notes = inference_config(checkpoints[0], local_cfg, list(set_names))
+    return checkpoints, cfg, PredictSettings.from_config(cfg), notes
+
+
+def load_network(checkpoint_paths: Sequence[Path], checkpoints: Sequence[dict], cfg, settings: PredictSettings,
+                 ) -> tuple[Runtime, nn.Module]:
+    """The device, precision and layout (:func:`utils.model.runtime.select_runtime` of ``cfg``, the effective
+    config) and the network on it (:func:`inference_network`), its inference settings checked against it
+    (:func:`utils.predict.settings.check_inference_settings`).
+
+    Raises:
+        ConfigError: a device this machine lacks, or inference settings that cannot work with the network.
+        ValueError: a network that cannot be built from its checkpoint, or members that cannot form an ensemble;
+            the message starts with the path(s).
+    """
+    runtime = select_runtime(cfg)
+    model = inference_network(checkpoint_paths, checkpoints, runtime)
+    check_inference_settings(settings, tiling.input_multiple(model))
+    return runtime, model
+
+
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
     """One volume segmented by :meth:`Predictor.segment`.
@@ -125,16 +167,17 @@ class Predictor:
 
     Attributes:
         cfg: the effective config (predict.py's ``config.json``).
+        settings: what the library functions read of it (:class:`utils.predict.settings.PredictSettings`).
         runtime: device, mixed precision and memory layout.
         model: the network or ensemble, in eval mode on ``runtime.device``.
         notes: what predict.py would print as notes (ignored overrides, ...), each also given as a warning.
 
     Raises:
         ConfigError: an unknown setting (the nearest name suggested), a value of the wrong type or one that cannot
-            work, or a device this machine lacks.
+            work (inference settings with this network included), or a device this machine lacks.
         FileNotFoundError: a checkpoint (or ``HISTOGRAM_REFERENCE``) that does not exist.
-        ValueError: a checkpoint that cannot be used, members that cannot form an ensemble, inference settings
-            that cannot work with the network; the message names the file or setting.
+        ValueError: a checkpoint that cannot be used, or members that cannot form an ensemble; the message names
+            the file.
     """
 
     def __init__(self, checkpoint_paths: str | os.PathLike | Sequence[str | os.PathLike], **overrides: Any):
@@ -144,16 +187,14 @@ class Predictor:
         if not self.checkpoint_paths:
             raise ValueError("Predictor needs at least one checkpoint path")
         local_cfg = load_config(keyword_overrides(overrides))
-        self.checkpoints = load_checkpoints(self.checkpoint_paths)
-        self.cfg, self.notes = inference_config(self.checkpoints[0], local_cfg, list(overrides))
+        self.checkpoints, self.cfg, self.settings, self.notes = load_trained(self.checkpoint_paths, local_cfg,
+                                                                             list(overrides))
         reference, _, reference_notes = model_histogram_reference(self.checkpoints[0], local_cfg, list(overrides))
         self.notes += reference_notes
         for note in self.notes:
             warnings.warn(note, stacklevel=2)
         self.reference_counts = reference_counts(reference)
-        self.runtime = select_runtime(self.cfg)
-        self.model = inference_network(self.checkpoint_paths, self.checkpoints, self.runtime)
-        check_inference_settings(self.cfg, tiling.input_multiple(self.model))
+        self.runtime, self.model = load_network(self.checkpoint_paths, self.checkpoints, self.cfg, self.settings)
 
     def segment(self, volume: str | os.PathLike | np.ndarray, geometry: Geometry | None = None,
                 vendor: str | None = None, keep_probabilities: bool = False) -> Segmentation:
@@ -177,9 +218,10 @@ class Predictor:
             VolumeError, ValueError, OSError: a file that cannot be read, an array without geometry or vendor or
                 of another shape or type, a vendor the model does not take; the message names the file.
         """
-        cfg = self.cfg
-        if vendor is not None and vendor not in cfg.VENDORS:
-            raise ValueError(f"vendor={vendor!r}: expected one of the model's VENDORS: {', '.join(cfg.VENDORS)}")
+        settings = self.settings
+        vendors = settings.preprocess.vendor_files.vendors
+        if vendor is not None and vendor not in vendors:
+            raise ValueError(f"vendor={vendor!r}: expected one of the model's VENDORS: {', '.join(vendors)}")
         if isinstance(volume, (str, os.PathLike)):
             path = Path(volume)
             if geometry is not None:
@@ -187,16 +229,16 @@ class Predictor:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such file; give an oct.mhd or a vendor file (a folder of "
                                         f"cases: predict.py)")
-            case = file_case(path, cfg.VENDORS)
+            case = file_case(path, vendors)
             if vendor is not None:
                 case = dataclasses.replace(case, vendor=vendor)
-            loaded = load_case(case, cfg, self.reference_counts)
+            loaded = load_case(case, settings, self.reference_counts)
             vendor = case.vendor
         else:
             array = np.asarray(volume)
             check_array_volume(array, geometry, vendor, "segment")
-            loaded = prepare_volume(array, geometry, vendor, cfg, self.reference_counts, source="array")
-        result = segment_volume(self.model, loaded, cfg, self.runtime, keep_probabilities)
+            loaded = prepare_volume(array, geometry, vendor, settings, self.reference_counts, source="array")
+        result = segment_volume(self.model, loaded, settings, self.runtime, keep_probabilities)
         return Segmentation(result.labels, loaded.geometry, vendor,
-                            fluid_volumes_mm3(result.labels, loaded.geometry, cfg.FLUIDS), result.presence,
+                            fluid_volumes_mm3(result.labels, loaded.geometry, settings.fluids), result.presence,
                             result.probabilities, loaded.laterality)

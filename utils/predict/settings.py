@@ -1,16 +1,19 @@
 """The settings predict.py runs with: the checkpoint's, with those about this machine and inference from config.py
-and ``--set`` on top, so every volume is preprocessed and scaled exactly as in training; and the few of them that
-whole-volume inference reads (:class:`InferenceSettings`)."""
+and ``--set`` on top, so every volume is preprocessed and scaled exactly as in training; the few of them that
+whole-volume inference reads (:class:`InferenceSettings`), and all that predict.py's library functions read
+(:class:`PredictSettings`, built once per run)."""
 
 from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import config
-from utils.configuration import trained_config
+from utils.configuration import ConfigError, trained_config
 from utils.predict import tiling
+from utils.prepare.preprocessing import PreprocessSettings
 from utils.stage_settings import settings_from_config
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
@@ -45,15 +48,6 @@ def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> 
                           also_settable=SUPPLIED_SETTINGS)
 
 
-def check_inference_settings(cfg, multiple: int) -> None:
-    """Raises ValueError naming the first inference setting of ``cfg`` that cannot work."""
-    tiling.check_tiling(tuple(cfg.INFERENCE_TILE_SHAPE), cfg.INFERENCE_TILE_OVERLAP, multiple)
-    if cfg.INFERENCE_BATCH_SIZE < 1:
-        raise ValueError(f"INFERENCE_BATCH_SIZE must be >= 1, got {cfg.INFERENCE_BATCH_SIZE}")
-    if cfg.PRESENCE_MIN_VOLUME_MM3 < 0:
-        raise ValueError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {cfg.PRESENCE_MIN_VOLUME_MM3}")
-
-
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings:
     """What whole-volume inference (:mod:`utils.predict.inference`, :mod:`utils.predict.band`) reads of the config,
@@ -81,3 +75,88 @@ class InferenceSettings:
     def from_config(cls, cfg) -> InferenceSettings:
         """The inference settings of an effective config (:func:`inference_config`'s, or any loaded config)."""
         return settings_from_config(cls, cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictSettings:
+    """What predict.py's library functions read of the effective config (:func:`inference_config`), built once per
+    run (:meth:`from_config`) by predict.py and :class:`utils.predict.predictor.Predictor`: how a volume is read and
+    preprocessed, segmented and post-processed, the ETDRS grid, and the names of the files written. Each field is the
+    config.py setting of the same name in upper case (see config.py for its meaning), except the nested ones; the
+    defaults are config.py's, so a test names only what it changes.
+
+    Attributes:
+        preprocess: reading (``vendor_files``: ``VENDORS`` and the vendor-file spacings) and preprocessing a volume,
+            as in training (``HISTOGRAM_MATCH_VENDORS``, the medians; ``BACKGROUND``, ``PNG_COMPRESS_LEVEL``; the
+            slices folder ``slice_layout.slices_subdir``).
+        inference: whole-volume inference (``PREDICT_REGION``, tiling, ``TTA_FLIP``, ``FLUIDS``, the ROI, ...).
+        inference_batch_size: B-scans per forward pass, >= 1.
+        presence_gate: a fluid whose presence score (in [0, 1]) is below this is removed (0: off).
+        min_component_mm3: connected fluid components smaller than this are removed (0: off).
+        etdrs_diameters_mm: the ETDRS circles' diameters, increasing.
+        fovea_search_radius_mm, fovea_min_depth_mm: where and how deep the fovea is looked for.
+        segmentation_file, probability_file: a case's label volume and its fluids' probability volumes
+            (``{fluid}`` filled in), in ``OUT/<case>/``.
+        report_png: a case's report, in ``OUT/<case>/``.
+        work_dir: the work folder (its prepared slices are never written into).
+        data_root: the model's training data (never written into).
+        volumes_csv, config_json, itksnap_labels_file, slicer_colours_file, report_html: the run's files in ``OUT``.
+    """
+
+    preprocess: PreprocessSettings = dataclasses.field(default_factory=PreprocessSettings)
+    inference: InferenceSettings = dataclasses.field(default_factory=InferenceSettings)
+    inference_batch_size: int = config.INFERENCE_BATCH_SIZE
+    presence_gate: float = config.PRESENCE_GATE
+    min_component_mm3: float = config.MIN_COMPONENT_MM3
+    etdrs_diameters_mm: tuple[float, ...] = config.ETDRS_DIAMETERS_MM
+    fovea_search_radius_mm: float = config.FOVEA_SEARCH_RADIUS_MM
+    fovea_min_depth_mm: float = config.FOVEA_MIN_DEPTH_MM
+    segmentation_file: str = config.SEGMENTATION_FILE
+    probability_file: str = config.PROBABILITY_FILE
+    report_png: str = config.REPORT_PNG
+    work_dir: str = config.WORK_DIR
+    data_root: str = config.DATA_ROOT
+    volumes_csv: str = config.VOLUMES_CSV
+    config_json: str = config.CONFIG_JSON
+    itksnap_labels_file: str = config.ITKSNAP_LABELS_FILE
+    slicer_colours_file: str = config.SLICER_COLOURS_FILE
+    report_html: str = config.REPORT_HTML
+
+    @classmethod
+    def from_config(cls, cfg) -> PredictSettings:
+        """The predict settings of an effective config (:func:`inference_config`'s, or any loaded config)."""
+        return settings_from_config(cls, cfg, preprocess=PreprocessSettings.from_config(cfg),
+                                    inference=InferenceSettings.from_config(cfg))
+
+    @property
+    def fluids(self) -> Mapping[str, int]:
+        """Fluid name -> label code (``FLUIDS``)."""
+        return self.inference.fluids
+
+    def by_name(self, names: Iterable[str]) -> dict[str, Any]:
+        """The settings ``names`` (config.py names, each a field of this object or of its ``inference``), by name,
+        in the order given: what a case marker records (:func:`utils.predict.markers.run_identity`)."""
+        fields = {**vars(self.inference), **vars(self)}
+        return {name: fields[name.lower()] for name in names}
+
+
+def check_inference_settings(settings: PredictSettings, multiple: int) -> None:
+    """Checks the inference settings that the config's value rules cannot (they depend on the network).
+
+    Args:
+        settings: the run's settings.
+        multiple: the network's input multiple (:func:`utils.predict.tiling.input_multiple`), >= 1.
+
+    Raises:
+        ConfigError: naming the first inference setting that cannot work (the tiles, the batch size, the presence
+            scores' smallest volume).
+    """
+    inference = settings.inference
+    try:
+        tiling.check_tiling(tuple(inference.inference_tile_shape), inference.inference_tile_overlap, multiple)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if settings.inference_batch_size < 1:
+        raise ConfigError(f"INFERENCE_BATCH_SIZE must be >= 1, got {settings.inference_batch_size}")
+    if inference.presence_min_volume_mm3 < 0:
+        raise ConfigError(f"PRESENCE_MIN_VOLUME_MM3 must be >= 0 mm³, got {inference.presence_min_volume_mm3}")

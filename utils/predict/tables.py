@@ -13,6 +13,7 @@ from utils.io.files import atomic_write_csv, error_line, exclusive_lock
 from utils.io.tables import VOLUMES_CASE_COLUMNS, volumes_fluid_columns
 from utils.predict import etdrs, label_tables, report
 from utils.predict.markers import MARKER_FILE, marker_matches, read_marker
+from utils.predict.settings import PredictSettings
 
 
 def volumes_columns(fluids) -> list[str]:
@@ -44,9 +45,11 @@ def volumes_table(out_dir: Path, identity: dict, fluids) -> tuple[pd.DataFrame, 
 TABLES_LOCK = ".tables.lock"
 
 
-def write_run_tables(out_dir: Path, identity: dict, cfg, with_report: bool) -> pd.DataFrame | None:
+def write_run_tables(out_dir: Path, identity: dict, settings: PredictSettings, with_report: bool,
+                     ) -> pd.DataFrame | None:
     """Writes ``volumes.csv`` (the cases of ``out_dir`` made with ``identity``), the label tables and, when
     ``with_report``, the report index; a line names the index, a note the case folders left out (stderr).
+    ``settings`` gives the fluids, the background code and the files' names.
 
     The case markers are read and the tables written under a lock on ``out_dir/.tables.lock``: of two runs sharing
     the folder, the later one reads the markers only once the earlier one has written, so neither table misses a
@@ -58,18 +61,19 @@ def write_run_tables(out_dir: Path, identity: dict, cfg, with_report: bool) -> p
     with contextlib.ExitStack() as locked:
         try:
             locked.enter_context(exclusive_lock(out_dir / TABLES_LOCK))
-            table, others = volumes_table(out_dir, identity, cfg.FLUIDS)
-            atomic_write_csv(out_dir / cfg.VOLUMES_CSV, table)
+            table, others = volumes_table(out_dir, identity, settings.fluids)
+            atomic_write_csv(out_dir / settings.volumes_csv, table)
         except OSError as error:
-            print(f"error: {error_line(error)}; {cfg.VOLUMES_CSV} not written (the case folders are complete: a "
+            print(f"error: {error_line(error)}; {settings.volumes_csv} not written (the case folders are complete: a "
                   f"rerun writes it without segmenting them again)", file=sys.stderr)
             return None
-        label_tables.write_label_tables(out_dir, cfg)
-        index = (report.write_report_index(out_dir, table, list(cfg.FLUIDS), cfg.REPORT_PNG, cfg.REPORT_HTML)
-                 if with_report else None)
+        label_tables.write_label_tables(out_dir, settings.fluids, settings.preprocess.background,
+                                        settings.itksnap_labels_file, settings.slicer_colours_file)
+        index = (report.write_report_index(out_dir, table, list(settings.fluids), settings.report_png,
+                                           settings.report_html) if with_report else None)
     if index is not None:
         print(f"reports: {index}")
     if others:
         print(f"note: {len(others)} case folder(s) in {out_dir} made with another checkpoint or settings are not "
-              f"in {cfg.VOLUMES_CSV}: {', '.join(others)}", file=sys.stderr)
+              f"in {settings.volumes_csv}: {', '.join(others)}", file=sys.stderr)
     return table
