@@ -41,10 +41,37 @@ from utils.evaluate import volume_metrics
 from utils.io.cases import Case, find_cases
 from utils.io.mhd_io import Geometry, VolumeError, check_labels, find_volume
 from utils.io.tables import read_split_cases
+from utils.stage_settings import settings_from_config
 
 # The settings of evaluate.py itself, not of the model: where the references are, which vendors' cases to score, the
 # spacing tolerance, the name of the saved config. All others come from PRED/config.json when it exists.
 EVALUATION_LOCAL_SETTINGS = ("DATA_ROOT", "VENDORS", "SPACING_RTOL", "CONFIG_JSON")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSettings:
+    """What scoring reads of the effective config, built once per evaluation (:meth:`from_config`). Each field is
+    the config.py setting of the same name in upper case.
+
+    Attributes:
+        vendors: the vendors whose cases are scored, in the summary's order.
+        fluids: fluid name -> label code (``{"IRF": 1, "SRF": 2, "PED": 3}``); ``background`` the background code.
+        spacing_rtol: relative tolerance when a prediction's voxel spacing is compared with its reference's.
+        segmentation_file, volumes_csv: predict.py's file names (``<case>/segmentation.mhd``, ``volumes.csv``).
+    """
+
+    vendors: tuple[str, ...]
+    fluids: Mapping[str, int]
+    background: int
+    spacing_rtol: float
+    segmentation_file: str
+    volumes_csv: str
+
+    @classmethod
+    def from_config(cls, cfg) -> "EvaluationSettings":
+        return settings_from_config(cls, cfg)
+
 
 Report = Callable[[str, bool], None]
 """Receives each line evaluate.py prints while scoring, as it happens: ``report(line, problem)``; problems
@@ -133,7 +160,7 @@ def _names(names) -> str:
     return ", ".join(sorted(names))
 
 
-def select_pairs(pred_dir: Path, cfg, data_root: Path, split_file: Path | None, split: str | None,
+def select_pairs(pred_dir: Path, settings: EvaluationSettings, data_root: Path, split_file: Path | None, split: str | None,
                  report: Report) -> tuple[list[tuple[Case, Path]], list[str]]:
     """The ``(case, prediction file)`` pairs to score: cases under ``data_root`` with a reference and a prediction
     in ``pred_dir``, restricted to ``split`` of ``split_file`` when given. Unmatched cases are reported as warnings;
@@ -145,11 +172,11 @@ def select_pairs(pred_dir: Path, cfg, data_root: Path, split_file: Path | None, 
     Raises:
         FileNotFoundError, ValueError: no data root, an unusable split file, or no pair; the message names the file.
     """
-    cases, case_errors = find_cases(data_root, cfg.VENDORS)
+    cases, case_errors = find_cases(data_root, settings.vendors)
     selected = set(read_split_cases(split_file, split)) if split_file is not None else None
     for line in case_errors:
         report(f"error: {line}", True)
-    predictions = find_predictions(pred_dir, cfg.SEGMENTATION_FILE)
+    predictions = find_predictions(pred_dir, settings.segmentation_file)
     if selected is not None:
         unknown = selected - {case.name for case in cases}
         if unknown:
@@ -165,7 +192,7 @@ def select_pairs(pred_dir: Path, cfg, data_root: Path, split_file: Path | None, 
     no_reference = [name for name in predictions if name not in references]
     if no_prediction:
         report(f"warning: {len(no_prediction)} case(s) with a reference but no {pred_dir}/<case>/"
-               f"{cfg.SEGMENTATION_FILE} (not scored): {_names(no_prediction)}", True)
+               f"{settings.segmentation_file} (not scored): {_names(no_prediction)}", True)
     if no_reference:
         report(f"warning: {len(no_reference)} prediction(s) without a reference.mhd under {data_root} (not scored): "
                f"{_names(no_reference)}", True)
@@ -175,14 +202,14 @@ def select_pairs(pred_dir: Path, cfg, data_root: Path, split_file: Path | None, 
     return pairs, case_errors
 
 
-def read_presence(pred_dir: Path, cfg, report: Report) -> tuple[dict[str, dict[str, float]] | None, list[str]]:
+def read_presence(pred_dir: Path, settings: EvaluationSettings, report: Report) -> tuple[dict[str, dict[str, float]] | None, list[str]]:
     """The presence scores of ``pred_dir/VOLUMES_CSV`` (case -> fluid -> score), None when there is no such file
     or it cannot be used (an error line); and the failed input (``[VOLUMES_CSV]`` or ``[]``)."""
-    volumes_csv = Path(pred_dir) / cfg.VOLUMES_CSV
+    volumes_csv = Path(pred_dir) / settings.volumes_csv
     scores, failed = None, []
     if volumes_csv.is_file():
         try:
-            scores = volume_metrics.read_presence_scores(volumes_csv, list(cfg.FLUIDS))
+            scores = volume_metrics.read_presence_scores(volumes_csv, list(settings.fluids))
         except ValueError as error:
             report(f"error: {error}; presence scores taken from the label volumes instead", True)
             failed.append(str(volumes_csv))
@@ -199,15 +226,15 @@ def _per_case_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(volume_metrics.PER_CASE_COLUMNS))
 
 
-def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, float]] | None, cfg, report: Report,
-                progress: bool = False) -> tuple[pd.DataFrame, list[str], float]:
+def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, float]] | None,
+                settings: EvaluationSettings, report: Report, progress: bool = False) -> tuple[pd.DataFrame, list[str], float]:
     """Scores each pair against its reference.
 
     Args:
         pairs: from :func:`select_pairs`.
         scores: presence scores by case and fluid (:func:`read_presence`); a case they lack, or all cases when
             None, takes its presence from its predicted label volume.
-        cfg: the config (``FLUIDS``, ``BACKGROUND``, ``SPACING_RTOL``).
+        settings: the label codes, the spacing tolerance and the presence table's name.
         report: gets one error line per prediction that could not be used, and a warning naming the cases without
             presence scores.
         progress: show a progress bar (on stderr).
@@ -221,7 +248,7 @@ def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, floa
     for case, prediction_path in tqdm(pairs, desc="evaluate", unit="case", disable=not progress):
         try:
             fluid_rows, presence, merged = volume_metrics.evaluate_case_files(
-                prediction_path, case.reference_path, cfg.FLUIDS, cfg.BACKGROUND, cfg.SPACING_RTOL)
+                prediction_path, case.reference_path, settings.fluids, settings.background, settings.spacing_rtol)
         except VolumeError as error:
             report(f"error: {error}", True)
             failed.append(str(prediction_path))
@@ -234,15 +261,15 @@ def score_cases(pairs: list[tuple[Case, Path]], scores: dict[str, dict[str, floa
         rows += _case_rows(case.name, case.vendor, fluid_rows, presence)
         counts.append(merged)
     if no_score:
-        report(f"warning: {len(no_score)} case(s) not in {cfg.VOLUMES_CSV}, presence taken from their label volumes: "
+        report(f"warning: {len(no_score)} case(s) not in {settings.volumes_csv}, presence taken from their label volumes: "
                f"{_names(no_score)}", True)
     return _per_case_table(rows), failed, volume_metrics.pooled_dice(counts)
 
 
-def summary_table(per_case: pd.DataFrame, cfg) -> pd.DataFrame:
-    """evaluate.py's summary of ``per_case``: :func:`utils.evaluate.volume_metrics.summarize` by ``VENDORS`` and
-    ``FLUIDS``."""
-    return volume_metrics.summarize(per_case, cfg.VENDORS, list(cfg.FLUIDS))
+def summary_table(per_case: pd.DataFrame, settings: EvaluationSettings) -> pd.DataFrame:
+    """evaluate.py's summary of ``per_case``: :func:`utils.evaluate.volume_metrics.summarize` by vendor and
+    fluid."""
+    return volume_metrics.summarize(per_case, settings.vendors, list(settings.fluids))
 
 
 class _Collected:
@@ -289,6 +316,7 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
     if report is None:
         collected = report = _Collected()
     pred_dir = Path(pred_dir)
+    settings = EvaluationSettings.from_config(cfg)
     data_root = Path(data_root if data_root is not None else cfg.DATA_ROOT)
     if split_file is not None and split is None:
         split = "test"
@@ -297,16 +325,16 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: prediction folder is not a folder")
     try:
-        pairs, unusable = select_pairs(pred_dir, cfg, data_root, None if split_file is None else Path(split_file),
-                                       split, report)
+        pairs, unusable = select_pairs(pred_dir, settings, data_root,
+                                       None if split_file is None else Path(split_file), split, report)
     except (FileNotFoundError, ValueError):
         if collected is not None:
             collected.messages()  # the warnings about unmatched cases tell why none is left
         raise
-    scores, failed = read_presence(pred_dir, cfg, report)
-    per_case, failed_cases, pooled_fluid_dice = score_cases(pairs, scores, cfg, report, progress)
-    presence_source = str(pred_dir / cfg.VOLUMES_CSV) if scores is not None else "the predicted label volumes"
-    return Evaluation(per_case, summary_table(per_case, cfg), cfg,
+    scores, failed = read_presence(pred_dir, settings, report)
+    per_case, failed_cases, pooled_fluid_dice = score_cases(pairs, scores, settings, report, progress)
+    presence_source = str(pred_dir / settings.volumes_csv) if scores is not None else "the predicted label volumes"
+    return Evaluation(per_case, summary_table(per_case, settings), cfg,
                       tuple(failed + failed_cases + [line.split(": ")[0] for line in unusable]),
                       collected.messages() if collected is not None else (), presence_source=presence_source,
                       pooled_fluid_dice=pooled_fluid_dice)
@@ -410,8 +438,9 @@ def evaluate_arrays(predictions: Mapping[str, np.ndarray | tuple[np.ndarray, Geo
         if set(mapping) != set(names):
             raise ValueError(f"{what} has the cases {_names(mapping) or 'none'}, predictions "
                              f"{_names(names) or 'none'}; expected the same cases in both")
-    fluids = list(cfg.FLUIDS)
-    allowed = [cfg.BACKGROUND, *cfg.FLUIDS.values()]
+    settings = EvaluationSettings.from_config(cfg)
+    fluids = list(settings.fluids)
+    allowed = [settings.background, *settings.fluids.values()]
     rows, no_score, counts = [], [], []
     for name in names:
         if not (isinstance(references[name], tuple) and len(references[name]) == 2
@@ -431,8 +460,8 @@ def evaluate_arrays(predictions: Mapping[str, np.ndarray | tuple[np.ndarray, Geo
                                  f"{len(prediction)}")
             prediction, prediction_geometry = prediction
         fluid_rows, labels_presence, merged = volume_metrics.score_labels(
-            np.asarray(prediction), prediction_geometry, reference, reference_geometry, cfg.FLUIDS, cfg.BACKGROUND,
-            cfg.SPACING_RTOL, f"case {name} prediction")
+            np.asarray(prediction), prediction_geometry, reference, reference_geometry, settings.fluids,
+            settings.background, settings.spacing_rtol, f"case {name} prediction")
         scores = labels_presence
         if presence is not None:
             if name in presence:
@@ -445,7 +474,7 @@ def evaluate_arrays(predictions: Mapping[str, np.ndarray | tuple[np.ndarray, Geo
         collected(f"warning: {len(no_score)} case(s) not in presence, presence taken from their label volumes: "
                   f"{_names(no_score)}", True)
     per_case = _per_case_table(rows)
-    return Evaluation(per_case, summary_table(per_case, cfg), cfg, messages=collected.messages(),
+    return Evaluation(per_case, summary_table(per_case, settings), cfg, messages=collected.messages(),
                       settings_source=source,
                       presence_source="the predicted label volumes" if presence is None else "the given scores",
                       pooled_fluid_dice=volume_metrics.pooled_dice(counts))
