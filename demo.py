@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: prepare_data.py reported problems; going on with the cases it prepared", file=sys.stderr)
 
     _step("train.py")
-    run = run_dir(work_dir, DEMO_RUN, cfg)
+    run = run_dir(work_dir, DEMO_RUN, cfg.RUNS_SUBDIR)
     resume = ["--resume"] if (run / cfg.LAST_CHECKPOINT).is_file() else []
     demo_length = as_arguments([f"EPOCHS={cfg.DEMO_EPOCHS}", f"TRAIN_BUDGET_MINUTES={cfg.DEMO_TRAIN_MINUTES}",
                                 *cfg.DEMO_OVERRIDES])
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    predictions = predictions_dir(work_dir, DEMO_RUN, cfg)
+    predictions = predictions_dir(work_dir, DEMO_RUN, cfg.PREDICTIONS_SUBDIR)
     statuses.append(predict.main(["--checkpoint", str(run / cfg.BEST_CHECKPOINT), "--out", str(predictions),
                                   *preset, *overrides, *inputs]))
     if statuses[-1] == USAGE_ERROR:

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")]
         checkpoints, cfg, settings, notes = load_trained(checkpoint_paths, local_cfg, args.set_names)
         out_dir = args.out or predictions_dir(
-            cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg)
+            cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg.PREDICTIONS_SUBDIR)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
         check_out_dir(out_dir, cases, args.inputs, settings, checkpoint_paths, local_cfg.DATA_ROOT)
         reference, reference_supplied, reference_notes = model_histogram_reference(checkpoints[0], local_cfg,

@@ -40,15 +40,16 @@ from utils.io.files import error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
 from utils.io.run_lock import run_lock
 from utils.io import layout
-from utils.model.checkpoints import latest_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from utils.model.networks import (MODELS, UNNAMED_MODEL, build_discriminator, build_unet, network_label,
-                                  unet_arguments)
+from utils.model.checkpoints import (MODEL_INPUT_SETTINGS, latest_checkpoint, load_checkpoint, make_checkpoint,
+                                     save_checkpoint)
+from utils.model.networks import MODELS, UNNAMED_MODEL, build_discriminator, network_label, unet_arguments
 from utils.model.runtime import Runtime, select_runtime
-from utils.train.data_pipeline import (SliceRecord, loader_workers, read_split_slices, slice_records,
-                                       training_batches, training_loader, validation_batches)
-from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, plot_curves,
-                              reestimate_batch_norms, score_of, train_epoch, validate)
-from utils.train.losses import make_loss
+from utils.train.data_pipeline import (SliceRecord, TrainingDataSettings, loader_workers, read_split_slices,
+                                       slice_records, training_batches, training_loader, validation_batches)
+from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, new_segmenter,
+                              plot_curves, reestimate_batch_norms, score_of, train_epoch, validate)
+from utils.train.losses import LOSSES, LossSettings, make_loss
+from utils.train.optimizers import make_optimizer, weight_penalty
 from utils.train.schedule import LearningRateSchedule
 
 log = logging.getLogger("train")
@@ -110,7 +111,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[types.SimpleNamespace, Path |
         if run_dir is not None and (run_dir / cfg.LAST_CHECKPOINT).exists():
             raise run_exists(run_dir, cfg)
         return cfg, run_dir, None
-    runs_dir = layout.run_dir(cfg.WORK_DIR, "", cfg)
+    runs_dir = layout.run_dir(cfg.WORK_DIR, "", cfg.RUNS_SUBDIR)
     run_dir = run_dir or latest_checkpoint(runs_dir, cfg.LAST_CHECKPOINT, " to resume").parent
     checkpoint = load_checkpoint(run_dir / cfg.LAST_CHECKPOINT)
     # the run's own settings, with this command's overrides (e.g. more EPOCHS) on top
@@ -134,7 +135,7 @@ def read_records(work_dir: Path, cfg) -> tuple[list[SliceRecord], list[SliceReco
 def open_run_dir(run_dir: Path | None, cfg, runtime: Runtime) -> Path:
     """The run folder (named by rank 0 and shared with the other ranks), created, with logging set up in it."""
     if run_dir is None:
-        run_dir = layout.run_dir(cfg.WORK_DIR, time.strftime("%Y%m%d-%H%M%S"), cfg)
+        run_dir = layout.run_dir(cfg.WORK_DIR, time.strftime("%Y%m%d-%H%M%S"), cfg.RUNS_SUBDIR)
     if runtime.distributed:
         shared = [str(run_dir)]
         dist.broadcast_object_list(shared, src=0)
@@ -189,32 +190,47 @@ def initial_weights(path: Path, cfg) -> dict:
     return checkpoint["model_state"]
 
 
-# OPTIMIZER -> the segmenter's optimiser, from its parameters and the config; the names are utils/configuration.py's
-# CHOICES["OPTIMIZER"], checked there
-OPTIMIZERS = {
-    "adam": lambda parameters, cfg: torch.optim.Adam(parameters, lr=cfg.LEARNING_RATE, betas=tuple(cfg.ADAM_BETAS)),
-    "sgd": lambda parameters, cfg: torch.optim.SGD(parameters, lr=cfg.LEARNING_RATE, momentum=cfg.SGD_MOMENTUM,
-                                                   nesterov=True, weight_decay=cfg.WEIGHT_DECAY),
-}
+def network_settings(cfg) -> tuple[str, ...]:
+    """The settings the network of ``cfg`` is built from: those its constructor arguments, which checkpoints store
+    (:func:`utils.model.networks.unet_arguments`), are read from (``MODEL``, ``N_CLASSES``, ``ENCODER``, ...)."""
+    read = []
+
+    class Reads:  # the config, noting each setting read
+        def __getattr__(self, name: str):
+            read.append(name)
+            return getattr(cfg, name)
+
+    unet_arguments(Reads())
+    return tuple(dict.fromkeys(read))
 
 
-def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """The segmenter's optimiser, as ``OPTIMIZER`` names it (:data:`OPTIMIZERS`)."""
-    return OPTIMIZERS[cfg.OPTIMIZER](model.parameters(), cfg)
+def model_settings(saved, cfg) -> tuple[str, ...]:
+    """The settings that belong to the model a run trains, which ``--resume`` keeps: those its network is built
+    from (:func:`network_settings`, of the run's config and of the given one), and those that turn a volume into the
+    network's input and its output into labels, which the models of an ensemble share
+    (``utils/model/checkpoints.py`` ``MODEL_INPUT_SETTINGS``: label codes, preprocessing, patch shape, input
+    scaling)."""
+    return tuple(dict.fromkeys((*network_settings(saved), *network_settings(cfg), *MODEL_INPUT_SETTINGS)))
 
 
 def check_training_settings(cfg, checkpoint: dict | None) -> None:
     """Raises ConfigError for settings that cannot work together, or with the run being resumed: checked before
     anything is written."""
-    if cfg.BLANK_COLUMNS_IGNORED and (cfg.LOSS == "rmit" or cfg.ADVERSARIAL):
-        raise ConfigError(f"BLANK_COLUMNS_IGNORED=True needs LOSS 'ce_dice' or 'balanced_ce_dice' without "
-                          f"ADVERSARIAL (got LOSS={cfg.LOSS!r}, ADVERSARIAL={cfg.ADVERSARIAL}): the authors' loss "
-                          f"and critic take no ignored pixels")
+    if cfg.BLANK_COLUMNS_IGNORED and (not LOSSES[cfg.LOSS].ignores_label or cfg.ADVERSARIAL):
+        ignoring = " or ".join(repr(name) for name, loss in LOSSES.items() if loss.ignores_label)
+        raise ConfigError(f"BLANK_COLUMNS_IGNORED=True needs LOSS {ignoring} without ADVERSARIAL (got "
+                          f"LOSS={cfg.LOSS!r}, ADVERSARIAL={cfg.ADVERSARIAL}): the authors' loss and critic take no "
+                          f"ignored pixels")
     if checkpoint:
         saved = config_from_dict(checkpoint.get("config") or {})
         if saved.OPTIMIZER != cfg.OPTIMIZER:
             raise ConfigError(f"OPTIMIZER={cfg.OPTIMIZER!r}: the run was trained with {saved.OPTIMIZER!r}, whose "
                               f"state --resume continues; start a new run (--init-from its checkpoint) to change it")
+        for name in model_settings(saved, cfg):
+            given, trained = getattr(cfg, name), getattr(saved, name)
+            if given != trained:
+                raise ConfigError(f"{name}={given!r}: the run was trained with {name}={trained!r}, a setting of its "
+                                  f"model, which --resume keeps; start a new run to change it")
 
 
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
@@ -223,9 +239,7 @@ def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: d
     network = MODELS[cfg.MODEL]
     if not network.accepts_patch(cfg.PATCH_SHAPE):
         raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: {cfg.MODEL} needs {network.patch_rule}")
-    model = build_unet(model_args).to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = new_segmenter(model_args, runtime)
     optimizer = make_optimizer(model, cfg)
     adversary = None
     if cfg.ADVERSARIAL:
@@ -269,21 +283,20 @@ def fit(state: TrainingState, train_records: list[SliceRecord], val_records: lis
     ``last.pt`` after each and ``best.pt`` when validation improves."""
     network = DistributedDataParallel(state.model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
                                       else None) if runtime.distributed else state.model
-    loss_fn = make_loss(cfg)
-    weight_penalty = MODELS[cfg.MODEL].weight_penalty  # the network's L2 on its kernels (rmit_unet), or None
-    penalty_of = (lambda model: weight_penalty(model, cfg.L2_WEIGHT)) if weight_penalty and cfg.L2_WEIGHT \
-        else (lambda model: 0.0)
+    loss_fn = make_loss(LossSettings.from_config(cfg))
+    penalty_of = weight_penalty(cfg.MODEL, cfg.L2_WEIGHT)  # the network's L2 on its kernels (rmit_unet), or 0
     regulariser = lambda: penalty_of(state.model)  # noqa: E731
+    data = TrainingDataSettings.from_config(cfg)
     endless = cfg.BATCHES_PER_EPOCH > 0
     # endless: N batches an epoch from one endless stream; else each epoch one stratified, augmented pass (the
     # original's epoch), each rank its share of the B-scans
     loader = training_loader(train_records if endless else train_records[runtime.rank::runtime.world_size],
-                             work_dir, cfg, cfg.SEED, runtime.rank, state.epoch, workers, endless)
+                             work_dir, data, cfg.SEED, runtime.rank, state.epoch, workers, endless)
     batches = iter(loader) if endless else loader  # one pass: each epoch iterates the loader again
-    fixed_val_batches = validation_batches(val_records, work_dir, cfg, seed=cfg.SEED) \
+    fixed_val_batches = validation_batches(val_records, work_dir, data, seed=cfg.SEED) \
         if val_records and not cfg.VAL_FRESH_PATCHES else None
     # BN_REESTIMATE_BATCHES: an endless stream of its own (another seed), so the training batches stay as they are
-    bn_batches = training_batches(train_records[runtime.rank::runtime.world_size], work_dir, cfg,
+    bn_batches = training_batches(train_records[runtime.rank::runtime.world_size], work_dir, data,
                                   seed=cfg.SEED + BN_STREAM_SEED_OFFSET + state.epoch) \
         if cfg.BN_REESTIMATE_BATCHES > 0 else None
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
@@ -310,11 +323,11 @@ def fit(state: TrainingState, train_records: list[SliceRecord], val_records: lis
         metrics = {}
         if val_records:
             val_batches = fixed_val_batches if fixed_val_batches is not None else validation_batches(
-                val_records, work_dir, cfg, seed=cfg.SEED, epoch=epoch)
+                val_records, work_dir, data, seed=cfg.SEED, epoch=epoch)
             with torch.no_grad():
                 penalty = float(penalty_of(kept)) if cfg.VAL_LOSS_WITH_L2 else 0.0
             metrics = validate(network if state.average is None else kept, val_batches, loss_fn, runtime,
-                               cfg.N_CLASSES, cfg.FLUIDS, penalty)
+                               cfg.N_CLASSES, cfg.FLUIDS, penalty, cfg.IGNORE_LABEL)
             if math.isnan(metrics["val_loss"]):  # not one full validation batch: as without validation cases
                 if not warned_empty_validation:
                     log.info(f"note: the validation cases gave no full batch of {cfg.BATCH_SIZE} patches; "
@@ -350,7 +363,7 @@ def run(args: argparse.Namespace) -> Path:
     check_training_settings(cfg, checkpoint)
     init_state = initial_weights(args.init_from, cfg) if args.init_from else None
     work_dir = Path(cfg.WORK_DIR)
-    check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg))],
+    check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg.RUNS_SUBDIR))],
                   [("data root", cfg.DATA_ROOT), ("prepared slices folder", work_dir / cfg.SLICES_SUBDIR)])
     train_records, val_records = read_records(work_dir, cfg)
     runtime = select_runtime(cfg)

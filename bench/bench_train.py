@@ -4,12 +4,13 @@ both together.
     python bench/bench_train.py [--models rmit_unet,smp_unet] [--encoders resnet18] [--batches 10]
                                 [--work-dir DIR | --no-pipeline] [--device auto] [--set NAME=VALUE]
 
-**Model step** (forward + loss + backward + Adam step, as ``utils.train.loop.train_epoch`` runs it: targets
-centre-cropped to an unpadded network's output, the configured ``LOSS``, rmit_unet's L2 on conv kernels) on random
-batches of ``BATCH_SIZE`` patches of ``PATCH_SHAPE``, for each of ``--models`` (smp_unet once per ``--encoders``
-entry), in bf16 autocast (where the device supports it) and in fp32, both with ``CHANNELS_LAST``. Each row gives
-patches/s and the achieved GFLOP/s (FLOPs of one step counted with ``torch.utils.flop_counter``) as a share of the
-bf16 and fp32 ``torch.matmul`` peaks measured in the same run (``bench/flops.py``).
+**Model step** (forward + loss + backward + optimiser step: ``utils.train.loop.train_step``, which train.py runs, with
+train.py's network, ``OPTIMIZER``, ``LOSS`` and rmit_unet's L2 on conv kernels; targets centre-cropped to an unpadded
+network's output) on random batches of ``BATCH_SIZE`` patches of ``PATCH_SHAPE``, for each of ``--models`` (smp_unet
+once per ``--encoders`` entry), in bf16 autocast (where the device supports it) and in fp32, both with
+``CHANNELS_LAST``. Each row gives patches/s and the achieved GFLOP/s (FLOPs of one step counted with
+``torch.utils.flop_counter``) as a share of the bf16 and fp32 ``torch.matmul`` peaks measured in the same run
+(``bench/flops.py``).
 
 **Pipeline**: without ``--work-dir``, a full-size synthetic set (one case per vendor) is generated and prepared in a
 temporary folder first; ``--no-pipeline`` skips it. The pipeline is timed alone and feeding the model step of the
@@ -32,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare_data  # noqa: E402
 from flops import count_flops, device_name, markdown_table, matmul_peaks, peak_shares, precision_name  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
-from utils.model.networks import MODELS, build_unet, centre_crop, network_label, unet_arguments  # noqa: E402
+from utils.model.networks import MODELS, network_label, unet_arguments  # noqa: E402
 from utils.model.runtime import select_runtime  # noqa: E402
 from utils.synthetic import generate_dataset  # noqa: E402
-from utils.train.data_pipeline import (loader_workers, read_split_slices, slice_records,  # noqa: E402
-                                       training_batches, training_loader)
-from utils.train.losses import make_loss  # noqa: E402
+from utils.train.data_pipeline import (TrainingDataSettings, loader_workers, read_split_slices,  # noqa: E402
+                                       slice_records, training_batches, training_loader)
+from utils.train.loop import new_segmenter, train_step  # noqa: E402
+from utils.train.losses import LossSettings, make_loss  # noqa: E402
+from utils.train.optimizers import make_optimizer, weight_penalty  # noqa: E402
 
 
 def prepared_synthetic(folder: Path) -> Path:
@@ -51,7 +54,7 @@ def prepared_synthetic(folder: Path) -> Path:
 
 def time_pipeline(records, work_dir, cfg, n_batches: int) -> float:
     """Patches per second of the in-process pipeline."""
-    batches = training_batches(records, work_dir, cfg, seed=0)
+    batches = training_batches(records, work_dir, TrainingDataSettings.from_config(cfg), seed=0)
     next(batches)  # warm-up (file cache, first imports)
     start = time.perf_counter()
     for _ in range(n_batches):
@@ -60,33 +63,22 @@ def time_pipeline(records, work_dir, cfg, n_batches: int) -> float:
 
 
 class ModelStep:
-    """One training step of a freshly initialised network as ``utils.train.loop.train_epoch`` runs it: forward
-    (autocast), targets centre-cropped to the output, the configured loss in float32 plus rmit_unet's L2 penalty
-    (as train.py adds it), backward, Adam step."""
+    """One training step of a freshly initialised network as train.py takes it (``utils.train.loop.train_step``):
+    train.py's network, optimiser, loss and weight penalty, built by the same functions; no adversary, learning-rate
+    schedule or moving average."""
 
     def __init__(self, cfg, runtime):
         torch.manual_seed(0)
         self.runtime = runtime
-        self.model = build_unet(unet_arguments(cfg)).to(runtime.device)
-        if runtime.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = new_segmenter(unet_arguments(cfg), runtime)
         self.model.train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.LEARNING_RATE)
-        self.loss_fn = make_loss(cfg)
-        self.weight_penalty = MODELS[cfg.MODEL].weight_penalty
-        self.l2_weight = cfg.L2_WEIGHT
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.loss_fn = make_loss(LossSettings.from_config(cfg))
+        self.penalty = weight_penalty(cfg.MODEL, cfg.L2_WEIGHT)
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> None:
-        images, masks = self.runtime.to_device(images), masks.to(self.runtime.device, non_blocking=True)
-        with self.runtime.autocast():
-            logits = self.model(images)
-        masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
-        loss = self.loss_fn(logits.float(), masks)
-        if self.weight_penalty is not None and self.l2_weight:
-            loss = loss + self.weight_penalty(self.model, self.l2_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        train_step(self.model, (images, masks), self.optimizer, self.loss_fn, self.runtime,
+                   regulariser=lambda: self.penalty(self.model))
 
 
 def time_model(cfg, runtime, n_batches: int) -> tuple[float, float]:
@@ -119,7 +111,8 @@ def time_together(records, work_dir, cfg, runtime, n_batches: int) -> float:
     workers = loader_workers(cfg, runtime.device.type)
     if runtime.device.type == "cpu" and workers > 0:
         torch.set_num_threads(max(1, threads - workers))  # as train.py does
-    batches = iter(training_loader(records, work_dir, cfg, seed=0, workers=workers))
+    batches = iter(training_loader(records, work_dir, TrainingDataSettings.from_config(cfg), seed=0,
+                                   workers=workers))
     for _ in range(2):
         step(*next(batches))
     _synchronise(runtime)
@@ -183,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         encoders = args.encoders.split(",") if args.encoders else [cfg.ENCODER]
         variants = model_configs(overrides, models, encoders)
         for variant in variants:
-            make_loss(load_config(variant))
+            make_loss(LossSettings.from_config(load_config(variant)))
         runtime = select_runtime(cfg)
     except ConfigError as error:
         parser.error(str(error))

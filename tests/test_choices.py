@@ -4,12 +4,11 @@ registry only dispatches)."""
 
 import pytest
 
-import train
 from utils.configuration import CHOICES
 from utils.model import input_scale, networks
 from utils.predict import band, inference
 from utils.prepare import preprocessing
-from utils.train import data_pipeline, loop, losses, patch_sampling, schedule
+from utils.train import data_pipeline, loop, losses, optimizers, patch_sampling, schedule
 
 REGISTRIES = {
     "MODEL": networks.MODELS,
@@ -23,7 +22,7 @@ REGISTRIES = {
     "LR_SCHEDULE": schedule.LR_SCHEDULES,
     "BEST_BY": loop.BEST_BY,
     "ADVERSARIAL_STEP": loop.ADVERSARIAL_STEPS,
-    "OPTIMIZER": train.OPTIMIZERS,
+    "OPTIMIZER": optimizers.OPTIMIZERS,
     "PREDICT_REGION": band.PREDICT_REGIONS,
     "UNPADDED_BORDER": inference.UNPADDED_BORDERS,
     "HISTOGRAM_ROUNDING": preprocessing.HISTOGRAM_ROUNDINGS,

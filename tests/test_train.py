@@ -1,6 +1,7 @@
 """train.py on the small synthetic set: loss goes down, checkpoints reload, --resume continues, DDP on CPU."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -70,6 +71,32 @@ def test_resume_continues_from_the_saved_epoch(trained_run, prepared_work, tmp_p
     steps_after = max(int(s["step"]) for s in after["optimizer_state"]["state"].values())
     assert steps_after == steps_before + 10  # Adam went on from its saved state: 10 more batches, not 10 fresh
     assert after["config"]["BATCHES_PER_EPOCH"] == 10  # the run's own settings were kept
+
+
+def test_resume_refuses_a_change_to_the_trained_model_and_takes_the_others(trained_run, prepared_work, tmp_path,
+                                                                           capsys):
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(trained_run, run_dir)
+    resume = ["--work-dir", str(prepared_work), "--run-dir", str(run_dir), "--resume"]
+    assert train.main([*resume, "--set", "MODEL=smp_unet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: MODEL='smp_unet': the run was trained with MODEL='rmit_unet', "
+                                               "a setting of its model, which --resume keeps")
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3 and "resuming" not in (run_dir / "train.log").read_text()
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    refused = {"N_CLASSES=5": "N_CLASSES=5: the run was trained with N_CLASSES=4,",
+               "PATCH_SHAPE=(256, 128)": "PATCH_SHAPE=(256, 128): the run was trained with PATCH_SHAPE=(128, 96),",
+               "BN_MOMENTUM=0.5": "BN_MOMENTUM=0.5: the run was trained with BN_MOMENTUM=",
+               "DEPTH_SCALE=spacing": "DEPTH_SCALE='spacing': the run was trained with DEPTH_SCALE='height_table',",
+               "MEDIAN_SLICES=5": "MEDIAN_SLICES=5: the run was trained with MEDIAN_SLICES="}
+    for change, message in refused.items():
+        cfg, _, _ = train.resolve_run(train.parse_args([*resume, "--set", change]))
+        with pytest.raises(train.ConfigError, match=re.escape(message)):
+            train.check_training_settings(cfg, checkpoint)
+    for change in ("EPOCHS=9", "TRAIN_BUDGET_MINUTES=5.0", "LOADER_WORKERS=2", "DEVICE=cpu", "LEARNING_RATE=1e-4",
+                   "PATCH_SHAPE=(128, 96)"):  # not the model's, or its own value
+        cfg, _, _ = train.resolve_run(train.parse_args([*resume, "--set", change]))
+        train.check_training_settings(cfg, checkpoint)
 
 
 def test_resume_without_a_run_is_an_error(prepared_work, tmp_path, capsys):
@@ -185,12 +212,29 @@ def test_time_budget_stops_within_a_long_epoch(prepared_work, tmp_path):
     assert load_checkpoint(tmp_path / "budget" / "best.pt")["epoch"] == 1
 
 
-def test_blank_columns_left_out_of_the_loss_train_and_validate(prepared_work, tmp_path):
+def test_blank_columns_left_out_of_the_loss_train_and_validate(prepared_work, tmp_path, monkeypatch):
+    """With --set IGNORE_LABEL=200 the blank columns are marked 200, and the loss and the metrics leave 200 out (not
+    config.py's 255)."""
+    seen = []
+
+    def recording_loader(records, work_dir, settings, *args):
+        seen.append(("data", settings.ignore_label))
+        return training_loader(records, work_dir, settings, *args)
+
+    def recording_validate(model, batches, loss_fn, *args):
+        seen.extend([("loss", loss_fn.ignore_label), ("metrics", args[-1])])
+        return validate(model, batches, loss_fn, *args)
+
+    training_loader, validate = train.training_loader, train.validate
+    monkeypatch.setattr(train, "training_loader", recording_loader)
+    monkeypatch.setattr(train, "validate", recording_validate)
     assert _train(prepared_work, tmp_path / "blank", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=2",
-                  "--set", "MODEL=smp_unet", "--set", "LOSS=ce_dice", "--set", "BLANK_COLUMNS_IGNORED=True") == 0
+                  "--set", "MODEL=smp_unet", "--set", "LOSS=ce_dice", "--set", "BLANK_COLUMNS_IGNORED=True",
+                  "--set", "IGNORE_LABEL=200") == 0
     log = pd.read_csv(tmp_path / "blank" / "log.csv")
     assert log["train_loss"].notna().all() and log["val_loss"].notna().all()
     assert "; smp_unet (resnet18) on cpu" in (tmp_path / "blank" / "train.log").read_text()  # the network's label
+    assert seen == [("data", 200), ("loss", 200), ("metrics", 200)]
 
 
 def test_a_patch_shape_the_network_cannot_take_is_refused_in_one_line(prepared_work, tmp_path, capsys):
@@ -204,7 +248,7 @@ def test_a_patch_shape_the_network_cannot_take_is_refused_in_one_line(prepared_w
 def test_blank_columns_with_the_authors_loss_are_refused_in_one_line(prepared_work, tmp_path, capsys):
     assert _train(prepared_work, tmp_path / "blank", "--set", "BLANK_COLUMNS_IGNORED=True") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "BLANK_COLUMNS_IGNORED=True needs LOSS 'ce_dice' or 'balanced_ce_dice'" in err[0]
+    assert len(err) == 1 and "BLANK_COLUMNS_IGNORED=True needs LOSS 'balanced_ce_dice' or 'ce_dice'" in err[0]
     assert not (tmp_path / "blank" / "last.pt").exists()
 
 

@@ -12,6 +12,7 @@ from utils.train.data_pipeline import (LoadedSlice, SliceRecord, TrainingDataSet
 from utils.io.files import read_png
 
 SMALL = ["PATCH_SHAPE=(128, 64)", "PATCH_BORDER=8", "BATCH_SIZE=6", "VAL_BSCANS=8"]
+settings_of = TrainingDataSettings.from_config  # a config's training-data settings, as train.py builds them once
 
 
 @pytest.fixture
@@ -51,9 +52,9 @@ def test_training_data_settings_are_the_config_settings_of_the_same_names():
 
 
 def test_training_batches_shape_dtype_range_and_seed(prepared_work, cfg, train_records):
-    first = next(training_batches(train_records, prepared_work, cfg, seed=5))
-    again = next(training_batches(train_records, prepared_work, cfg, seed=5))
-    other = next(training_batches(train_records, prepared_work, cfg, seed=6))
+    first = next(training_batches(train_records, prepared_work, settings_of(cfg), seed=5))
+    again = next(training_batches(train_records, prepared_work, settings_of(cfg), seed=5))
+    other = next(training_batches(train_records, prepared_work, settings_of(cfg), seed=6))
     images, masks = first
     assert images.shape == (6, 3, 128, 64) and images.dtype == torch.float32
     assert masks.shape == (6, 128, 64) and masks.dtype == torch.int64
@@ -65,7 +66,7 @@ def test_training_batches_shape_dtype_range_and_seed(prepared_work, cfg, train_r
 
 def test_patches_without_fluid_are_dropped(prepared_work, train_records):
     cfg = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=1.0"])
-    batches = training_batches(train_records, prepared_work, cfg, seed=1)
+    batches = training_batches(train_records, prepared_work, settings_of(cfg), seed=1)
     for _ in range(3):
         _, masks = next(batches)
         inner = masks[:, 8:-8, 8:-8]
@@ -111,8 +112,8 @@ def test_validation_choice_is_fixed_and_half_with_fluid_where_possible(n_with_fl
 def test_validation_batches_are_fixed(prepared_work):
     cfg = load_config(SMALL + ["VAL_FRESH_PATCHES=False"])
     records = slice_records(read_split_slices(prepared_work, "val", cfg), cfg.FLUIDS)
-    first = validation_batches(records, prepared_work, cfg, seed=0)
-    second = validation_batches(records, prepared_work, cfg, seed=0)
+    first = validation_batches(records, prepared_work, settings_of(cfg), seed=0)
+    second = validation_batches(records, prepared_work, settings_of(cfg), seed=0)
     assert len(first) == len(second) > 0
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
 
@@ -155,7 +156,8 @@ def test_a_persistent_worker_gives_the_same_passes_as_the_training_process(prepa
     process itself would, epoch by epoch."""
     from utils.train.data_pipeline import PatchBatches, training_loader
 
-    loader = training_loader(train_records, prepared_work, cfg, seed=0, start_epoch=1, workers=1, endless=False)
+    loader = training_loader(train_records, prepared_work, settings_of(cfg), seed=0, start_epoch=1, workers=1,
+                             endless=False)
     in_worker = [_batches(loader), _batches(loader)]
     settings = TrainingDataSettings.from_config(cfg)
     expected = [_batches(PatchBatches(train_records, prepared_work, settings, seed=0, start_epoch=epoch,
@@ -270,13 +272,13 @@ def test_epoch_records_by_vendor_up_samples_and_by_fluid_down_samples():
 def test_one_pass_ends_and_endless_goes_on(prepared_work, train_records):
     cfg = load_config(SMALL + ["EMPTY_PATCH_DROP_PROB=0.0", "FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
     records = [r for r in train_records if r.vendor == "Spectralis"][:3]  # one vendor: the pass is these 3 B-scans
-    one_pass = list(training_batches(records, prepared_work, cfg, seed=0, endless=False))
+    one_pass = list(training_batches(records, prepared_work, settings_of(cfg), seed=0, endless=False))
     n_patches = sum(len(masks) for _, masks in one_pass)
     assert 0 < n_patches <= 3 * (cfg.PATCHES_PER_BSCAN + int(cfg.RANDOM_PATCH_SHARE * cfg.PATCHES_PER_BSCAN))
     assert all(len(masks) == cfg.BATCH_SIZE for _, masks in one_pass[:-1])
-    endless = training_batches(records, prepared_work, cfg, seed=0, endless=True)
+    endless = training_batches(records, prepared_work, settings_of(cfg), seed=0, endless=True)
     assert len([next(endless) for _ in range(len(one_pass) + 2)]) == len(one_pass) + 2
-    assert list(training_batches([], prepared_work, cfg, seed=0, endless=True)) == []
+    assert list(training_batches([], prepared_work, settings_of(cfg), seed=0, endless=True)) == []
 
 
 def _count_patches(batches) -> tuple[int, int]:
@@ -292,11 +294,12 @@ def test_validation_drops_empty_patches_only_when_asked(prepared_work):
     keep = load_config(whole + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=False"])
     none_dropped = load_config(whole + ["EMPTY_PATCH_DROP_PROB=0.0", "DROP_EMPTY_IN_VALIDATION=True"])
     records = slice_records(read_split_slices(prepared_work, "val", drop), drop.FLUIDS)
-    n_drop, empty_drop = _count_patches(validation_batches(records, prepared_work, drop, seed=0))
-    n_keep, empty_keep = _count_patches(validation_batches(records, prepared_work, keep, seed=0))
+    n_drop, empty_drop = _count_patches(validation_batches(records, prepared_work, settings_of(drop), seed=0))
+    n_keep, empty_keep = _count_patches(validation_batches(records, prepared_work, settings_of(keep), seed=0))
     assert empty_drop == 0 and n_drop > 0
     assert empty_keep > 0 and n_keep == n_drop + empty_keep
-    assert _count_patches(validation_batches(records, prepared_work, none_dropped, seed=0)) == (n_keep, empty_keep)
+    none_dropped_batches = validation_batches(records, prepared_work, settings_of(none_dropped), seed=0)
+    assert _count_patches(none_dropped_batches) == (n_keep, empty_keep)
 
 
 def test_intensity_augmentation_changes_the_look_but_not_the_layout():
@@ -319,9 +322,9 @@ def test_intensity_augmentation_changes_the_look_but_not_the_layout():
 def test_intensity_augmentation_is_off_by_default_and_on_when_set(prepared_work, train_records):
     cfg = load_config(SMALL + ["FLIP_PROB=0.0", "ROTATE_PROB=0.0"])
     on = load_config(SMALL + ["FLIP_PROB=0.0", "ROTATE_PROB=0.0", "INTENSITY_AUGMENT=True"])
-    plain = next(training_batches(train_records, prepared_work, cfg, seed=3))
-    again = next(training_batches(train_records, prepared_work, cfg, seed=3))
-    varied = next(training_batches(train_records, prepared_work, on, seed=3))
+    plain = next(training_batches(train_records, prepared_work, settings_of(cfg), seed=3))
+    again = next(training_batches(train_records, prepared_work, settings_of(cfg), seed=3))
+    varied = next(training_batches(train_records, prepared_work, settings_of(on), seed=3))
     assert torch.equal(plain[0], again[0])
     assert not torch.equal(plain[0], varied[0])
 
@@ -333,14 +336,20 @@ def test_blank_columns_are_marked_out_of_the_targets_as_the_slice_is_read(prepar
     image[:, 0, 1] = 0  # column 0 of the B-scan itself has no signal (its neighbours' do)
     image[1, 3] = 0  # one dark pixel: the column still has signal
     mask = np.ones((4, 5), np.uint8)
-    marked = ignore_blank_columns(image, mask)
+    marked = ignore_blank_columns(image, mask, config.IGNORE_LABEL)
     assert (marked[:, 0] == config.IGNORE_LABEL).all() and (marked[:, 1:] == 1).all() and (mask == 1).all()
     _, masks = collate([LoadedSlice(image, marked, mask, 1, 0, 0, 0.0039)])
     assert masks.dtype == torch.int64 and (masks[0, :, 0] == config.IGNORE_LABEL).all()
     record = train_records[0]
     plain = load_slice(record, prepared_work, TrainingDataSettings(blank_columns_ignored=False))
     blanked = load_slice(record, prepared_work, TrainingDataSettings(blank_columns_ignored=True))
-    assert np.array_equal(blanked.mask, ignore_blank_columns(plain.image, plain.mask))
+    assert np.array_equal(blanked.mask, ignore_blank_columns(plain.image, plain.mask, config.IGNORE_LABEL))
+    # --set IGNORE_LABEL reaches the marks
+    given = settings_of(load_config(SMALL + ["BLANK_COLUMNS_IGNORED=True", "IGNORE_LABEL=200"]))
+    assert given.ignore_label == 200
+    assert (ignore_blank_columns(image, mask, given.ignore_label)[:, 0] == 200).all()
+    assert np.array_equal(load_slice(record, prepared_work, given).mask, ignore_blank_columns(plain.image, plain.mask,
+                                                                                              200))
 
 
 def test_batch_norm_reestimation_is_the_average_over_its_batches():
@@ -375,7 +384,7 @@ def test_the_earlier_mixing_settings_give_the_earlier_batches(prepared_work, tra
     """The presets measured with the earlier mixing keep their exact batches through these four settings."""
     earlier = load_config(SMALL + ["BSCAN_SHUFFLE_BUFFER=0", "PATCH_SHUFFLE_BUFFER=0", "KEPT_PATCH_SHUFFLE_BUFFER=24",
                                    "DROP_PARTIAL_BATCH=False"])
-    ours, reference = training_batches(train_records, prepared_work, earlier, seed=4), \
+    ours, reference = training_batches(train_records, prepared_work, settings_of(earlier), seed=4), \
         _earlier_pipeline(train_records, prepared_work, earlier, seed=4)
     for _ in range(3):
         (images, masks), (ref_images, ref_masks) = next(ours), next(reference)
@@ -383,10 +392,10 @@ def test_the_earlier_mixing_settings_give_the_earlier_batches(prepared_work, tra
 
 
 def test_the_original_mixing_drops_a_partial_last_batch(prepared_work, cfg, train_records):
-    one_pass = list(training_batches(train_records[:3], prepared_work, cfg, seed=0, endless=False))
+    one_pass = list(training_batches(train_records[:3], prepared_work, settings_of(cfg), seed=0, endless=False))
     assert one_pass and all(len(masks) == cfg.BATCH_SIZE for _, masks in one_pass)
     kept = load_config(SMALL + ["DROP_PARTIAL_BATCH=False"])
-    sizes = [len(masks) for _, masks in training_batches(train_records[:3], prepared_work, kept, seed=0,
+    sizes = [len(masks) for _, masks in training_batches(train_records[:3], prepared_work, settings_of(kept), seed=0,
                                                           endless=False)]
     assert sum(sizes) >= sum(len(masks) for _, masks in one_pass) and all(size <= kept.BATCH_SIZE for size in sizes)
 
@@ -395,16 +404,17 @@ def test_validation_as_the_original_takes_every_bscan_with_fresh_patches_each_ep
     cfg = load_config(SMALL + ["VAL_BSCANS=0", "DROP_EMPTY_IN_VALIDATION=False"])
     records = slice_records(read_split_slices(prepared_work, "val", cfg), cfg.FLUIDS)
     assert choose_validation_records(records, 0, seed=0) == sorted(records)
-    first, again, second = (list(validation_batches(records, prepared_work, cfg, seed=0, epoch=epoch))
+    first, again, second = (list(validation_batches(records, prepared_work, settings_of(cfg), seed=0, epoch=epoch))
                             for epoch in (1, 1, 2))
     n_patches = sum(len(masks) for _, masks in first)
     partial = load_config(SMALL + ["VAL_BSCANS=0", "DROP_EMPTY_IN_VALIDATION=False", "DROP_PARTIAL_BATCH=False"])
-    n_all = sum(len(masks) for _, masks in validation_batches(records, prepared_work, partial, seed=0, epoch=1))
+    n_all = sum(len(masks) for _, masks in validation_batches(records, prepared_work, settings_of(partial), seed=0,
+                                                              epoch=1))
     assert n_all >= len(records) and n_patches == n_all // cfg.BATCH_SIZE * cfg.BATCH_SIZE  # partial batch dropped
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))  # seeded by the epoch
     assert any(not torch.equal(a[0], b[0]) for a, b in zip(first, second))  # new patches the next epoch
     fixed = load_config(SMALL + ["VAL_FRESH_PATCHES=False"])
-    assert isinstance(validation_batches(records, prepared_work, fixed, seed=0), list)
+    assert isinstance(validation_batches(records, prepared_work, settings_of(fixed), seed=0), list)
 
 
 def test_scale_augmentation_magnifies_image_and_masks_about_the_centre():

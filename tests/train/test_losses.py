@@ -1,13 +1,14 @@
 """Hand-computed tables for utils/train/losses.py and the loss base in utils/train/base.py."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import config
+from utils.configuration import load_config
 from utils.train import losses
+from utils.train.losses import LossSettings
 from utils.train.base import Loss, WeightedSum, check_segmentation_inputs
 
 # One row of 4 pixels: three background, one IRF; SRF and PED absent.
@@ -73,8 +74,8 @@ def test_combination_equals_half_ce_plus_half_dice():
     dice = losses.DiceLoss()(logits, target)
     assert combined(logits, target).item() == pytest.approx(0.5 * ce.item() + 0.5 * dice.item())
     assert combined.name == "0.5*balanced_ce + 0.5*dice"
-    made = losses.make_loss(SimpleNamespace(LOSS="balanced_ce_dice", CE_WEIGHT=0.25, DICE_WEIGHT=0.75,
-                                                DICE_BACKGROUND=True, FLUIDS=config.FLUIDS))
+    made = losses.make_loss(LossSettings(loss="balanced_ce_dice", ce_weight=0.25, dice_weight=0.75,
+                                         dice_background=True))
     assert made.name == "0.25*balanced_ce + 0.75*dice"
 
 
@@ -89,8 +90,7 @@ def test_ce_dice_is_plain_cross_entropy_plus_dice():
     balanced = -(log_p[0] + log_p[1]) / 2
     assert losses.CrossEntropyLoss()(logits, target).item() == pytest.approx(plain.item())
     assert losses.BalancedCrossEntropyLoss()(logits, target).item() == pytest.approx(balanced.item())
-    made = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.5, DICE_WEIGHT=0.5, DICE_BACKGROUND=True,
-                                                FLUIDS=config.FLUIDS))
+    made = losses.make_loss(LossSettings(loss="ce_dice", ce_weight=0.5, dice_weight=0.5, dice_background=True))
     dice = losses.DiceLoss()(logits, target)
     assert made.name == "0.5*ce + 0.5*dice"
     assert made(logits, target).item() == pytest.approx(0.5 * plain.item() + 0.5 * dice.item())
@@ -103,10 +103,10 @@ def test_dice_without_background_averages_the_fluids_present():
     logits = torch.zeros(1, 4, 1, 4)
     logits[:, 0] = math.log(3.0)
     target = torch.tensor([[[0, 0, 0, 1]]])
-    fluid_only = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.0, DICE_WEIGHT=1.0,
-                                                  DICE_BACKGROUND=False, FLUIDS=config.FLUIDS))
-    every_class = losses.make_loss(SimpleNamespace(LOSS="ce_dice", CE_WEIGHT=0.0, DICE_WEIGHT=1.0,
-                                                   DICE_BACKGROUND=True, FLUIDS=config.FLUIDS))
+    fluid_only = losses.make_loss(LossSettings(loss="ce_dice", ce_weight=0.0, dice_weight=1.0,
+                                               dice_background=False))
+    every_class = losses.make_loss(LossSettings(loss="ce_dice", ce_weight=0.0, dice_weight=1.0,
+                                                dice_background=True))
     assert fluid_only(logits, target).item() == pytest.approx((1 - 1 / 5) / 3, abs=1e-5)
     assert every_class(logits, target).item() == pytest.approx((1 - 3 / 5 + 1 - 1 / 5) / 4, abs=1e-5)
 
@@ -179,18 +179,57 @@ IGNORING_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.bala
                    losses.CrossEntropyLoss, losses.ce_dice_loss]
 
 
+@pytest.mark.parametrize("ignore_label", [config.IGNORE_LABEL, 7])
 @pytest.mark.parametrize("make", IGNORING_LOSSES)
-def test_ignored_pixels_count_nowhere(make):
-    """With IGNORE_LABEL pixels, the loss equals the loss of the other pixels alone, whatever the scores there."""
+def test_ignored_pixels_count_nowhere(make, ignore_label):
+    """With pixels of the code a loss is given, the loss equals the loss of the other pixels alone, whatever the
+    scores there."""
     logits, target = random_batch(seed=3, shape=(2, config.N_CLASSES, 4, 6))
     ignored = target.clone()
-    ignored[:, :, :2] = config.IGNORE_LABEL  # the first two columns of every image
-    loss = make()
+    ignored[:, :, :2] = ignore_label  # the first two columns of every image
+    loss = make(ignore_label=ignore_label)
+    assert loss.ignore_label == ignore_label
     kept = loss(logits[..., 2:], target[..., 2:])
     assert loss(logits, ignored).item() == pytest.approx(kept.item(), rel=1e-5)
     changed = logits.detach().clone()
     changed[..., :2] = 50.0 * torch.randn_like(changed[..., :2])
     assert loss(changed, ignored).item() == pytest.approx(kept.item(), rel=1e-5)
+
+
+def test_a_loss_given_no_ignored_code_refuses_the_config_default():
+    logits, target = random_batch()
+    target[0, 0, 0] = config.IGNORE_LABEL
+    with pytest.raises(ValueError, match="expected label codes 0..3"):
+        losses.ce_dice_loss()(logits, target)
+
+
+def test_ignore_label_and_background_given_through_the_config_reach_the_losses():
+    """``--set IGNORE_LABEL=...`` and label codes other than config.py's reach the loss train.py builds
+    (LossSettings.from_config of the effective config), not config.py's values."""
+    cfg = load_config(["LOSS=ce_dice", "IGNORE_LABEL=200"])
+    loss = losses.make_loss(LossSettings.from_config(cfg))
+    assert loss.ignore_label == 200 != config.IGNORE_LABEL
+    logits, target = random_batch(seed=4)
+    ignored = target.clone()
+    ignored[..., :2] = 200
+    assert loss(logits, ignored).item() == pytest.approx(loss(logits[..., 2:], target[..., 2:]).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="expected label codes 0..3"):
+        loss(logits, torch.full_like(target, config.IGNORE_LABEL))
+
+    # the authors' loss on background code 3 (and PED 0) is its loss on code 0 with the classes swapped
+    swapped = load_config(["BACKGROUND=3", "PED=0", "FLUIDS={'IRF': 1, 'SRF': 2, 'PED': 0}"])
+    rmit = losses.make_loss(LossSettings.from_config(swapped))
+    assert rmit.background == 3
+    order = [3, 1, 2, 0]
+    expected = losses.make_loss(LossSettings())(logits, target).item()
+    assert rmit(logits[:, order], torch.tensor(order)[target]).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.RmitLoss()(logits[:, order], torch.tensor(order)[target]).item() != pytest.approx(expected)
+
+
+def test_a_loss_entry_says_whether_its_loss_leaves_the_ignored_code_out():
+    for name, entry in losses.LOSSES.items():
+        loss = entry.build(LossSettings(loss=name, ignore_label=200))
+        assert loss.ignore_label == (200 if entry.ignores_label else None), name
 
 
 def test_the_authors_loss_takes_no_ignored_code():

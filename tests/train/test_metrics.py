@@ -221,10 +221,16 @@ def test_meter_under_two_gloo_processes(tmp_path):
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
 
-def test_ignored_reference_pixels_are_counted_nowhere():
+@pytest.mark.parametrize("ignore_label", [config.IGNORE_LABEL, 200])
+def test_ignored_reference_pixels_are_counted_nowhere(ignore_label):
     reference = REFERENCE.clone()
-    reference[0, :, 2] = config.IGNORE_LABEL  # the last column left out
-    tp, fp, fn, tn = metrics.confusion_counts(PREDICTION, reference, N_CLASSES)
+    reference[0, :, 2] = ignore_label  # the last column left out
+    tp, fp, fn, tn = metrics.confusion_counts(PREDICTION, reference, N_CLASSES, ignore_label)
     kept = metrics.confusion_counts(PREDICTION[..., :2].contiguous(), REFERENCE[..., :2].contiguous(), N_CLASSES)
     for counts, expected in zip((tp, fp, fn, tn), kept):
         assert counts.tolist() == expected.tolist()
+    meter = metrics.SegmentationMeter(N_CLASSES, FLUIDS, ignore_label=ignore_label)
+    meter.update(one_hot_logits(PREDICTION), reference)
+    assert meter.counts.tolist() == torch.stack([count.sum(dim=0) for count in kept]).tolist()
+    with pytest.raises(ValueError, match="expected label codes 0..3"):  # a code the meter was not given
+        metrics.SegmentationMeter(N_CLASSES, FLUIDS).update(PREDICTION, reference)

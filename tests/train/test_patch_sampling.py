@@ -77,6 +77,15 @@ def test_fluid_flags_ignore_the_border():
     assert fluid_flags(np.zeros((8, 8), np.uint8), 2) == (0, 0, 0)
 
 
+def test_the_flags_test_the_fluid_codes_given():
+    mask = np.full((32, 32), 3, np.uint8)  # PED by config.py's codes, IRF by the given ones
+    img, roi = np.full((32, 32), 100, np.uint8), np.ones((32, 32), np.uint8)
+    patches = list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 4, 2, 0.0, rng=0))
+    swapped = list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 4, 2, 0.0, rng=0, fluid_codes=(3, 2, 1)))
+    assert patches and all(patch[3:] == (0, 0, 1) for patch in patches)
+    assert len(swapped) == len(patches) and all(patch[3:] == (1, 0, 0) for patch in swapped)
+
+
 def test_fluid_flags_rejects_a_border_that_leaves_nothing():
     with pytest.raises(ValueError, match="border"):
         fluid_flags(np.zeros((8, 16), np.uint8), 4)

@@ -55,11 +55,13 @@ def slice_file_name(case: str, z: int) -> str:
     return f"{case}_{z:03d}.png"
 
 
-def run_dir(work_dir: str | Path, run_name: str, cfg) -> Path:
-    """The folder of the training run ``run_name``: ``WORK_DIR/<RUNS_SUBDIR>/<run_name>``."""
-    return Path(work_dir) / cfg.RUNS_SUBDIR / run_name
+def run_dir(work_dir: str | Path, run_name: str, runs_subdir: str) -> Path:
+    """The folder of the training run ``run_name``: ``<work_dir>/<runs_subdir>/<run_name>`` (``WORK_DIR``,
+    ``RUNS_SUBDIR``; ``run_name`` empty: the folder of all runs)."""
+    return Path(work_dir) / runs_subdir / run_name
 
 
-def predictions_dir(work_dir: str | Path, run_name: str, cfg) -> Path:
-    """The default folder of the predictions of run ``run_name``: ``WORK_DIR/<PREDICTIONS_SUBDIR>/<run_name>``."""
-    return Path(work_dir) / cfg.PREDICTIONS_SUBDIR / run_name
+def predictions_dir(work_dir: str | Path, run_name: str, predictions_subdir: str) -> Path:
+    """The default folder of the predictions of run ``run_name``: ``<work_dir>/<predictions_subdir>/<run_name>``
+    (``WORK_DIR``, ``PREDICTIONS_SUBDIR``)."""
+    return Path(work_dir) / predictions_subdir / run_name

@@ -20,6 +20,13 @@ from utils.io.files import atomic_path
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import N_LEVELS
 
+# The settings that turn a volume into a trained network's input and its output into labels: a checkpoint's, never
+# changed after training (train.py --resume keeps them; the members of an ensemble must agree on them).
+MODEL_INPUT_SETTINGS = ("VENDORS", "N_CLASSES", "BACKGROUND", "FLUIDS", "HISTOGRAM_MATCH_VENDORS",
+                        "HISTOGRAM_ROUNDING", "MEDIAN_VENDORS", "MEDIAN_SLICES_VENDORS", "MEDIAN_SLICES",
+                        "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "DEPTH_SCALE",
+                        "IMAGE_RESAMPLING", "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD", "CLOSING_DISK_RADIUS")
+
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     """Writes ``checkpoint`` with ``torch.save``, atomically (temp file + rename)."""

@@ -16,14 +16,10 @@ import torch
 from torch import nn
 
 from utils.configuration import config_from_dict
+from utils.model.checkpoints import MODEL_INPUT_SETTINGS
 from utils.model.networks import output_margin
 from utils.predict.tiling import input_multiple
 
-# The settings that turn a volume into the network's input and its output into labels: equal in every member.
-MODEL_INPUT_SETTINGS = ("VENDORS", "N_CLASSES", "BACKGROUND", "FLUIDS", "HISTOGRAM_MATCH_VENDORS",
-                        "HISTOGRAM_ROUNDING", "MEDIAN_VENDORS", "MEDIAN_SLICES_VENDORS", "MEDIAN_SLICES",
-                        "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "DEPTH_SCALE",
-                        "IMAGE_RESAMPLING", "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD", "CLOSING_DISK_RADIUS")
 
 
 def _comparable(value):

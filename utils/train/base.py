@@ -54,7 +54,7 @@ def check_segmentation_inputs(logits: torch.Tensor, target: torch.Tensor, n_clas
         logits: ``(N, C, H, W)`` float, raw scores (or probabilities) of ``C >= 2`` classes.
         target: ``(N, H, W)`` int64 label codes in ``0..C-1`` (or ``ignore_label``, when given), at least one pixel.
         n_classes: the ``C`` expected; None takes it from ``logits``.
-        ignore_label: a code that marks pixels to leave out (``config.IGNORE_LABEL``), or None.
+        ignore_label: a code that marks pixels to leave out (``IGNORE_LABEL``), or None.
 
     Raises:
         ValueError: a tensor has the wrong type, dtype or shape, the shapes disagree, the batch holds no pixel,
@@ -91,7 +91,7 @@ class Loss(nn.Module):
     """
 
     name: str = "loss"
-    ignore_label: int | None = None  # a target code this loss leaves out (config.IGNORE_LABEL), or None
+    ignore_label: int | None = None  # a target code this loss leaves out (IGNORE_LABEL, given to it), or None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss of ``logits`` against ``target`` (see :func:`check_segmentation_inputs` for what they hold).

@@ -71,8 +71,8 @@ _SLICE_COLUMN = {name: index for index, name in enumerate(LoadedSlice._fields)}
 
 @dataclasses.dataclass(frozen=True)
 class TrainingDataSettings:
-    """What the training and validation pipelines read of the config, built once per stream (:meth:`from_config`)
-    by the functions train.py calls. Each field is the config.py setting of the same name in upper case (see
+    """What the training and validation pipelines read of the config, built once per run (:meth:`from_config`)
+    and given to the functions train.py calls. Each field is the config.py setting of the same name in upper case (see
     config.py for its meaning); the defaults are config.py's, so a test names only what it changes.
 
     Attributes:
@@ -80,7 +80,8 @@ class TrainingDataSettings:
         irf, srf, ped: the label codes a slice's fluid flags test.
         depth_scale, spectralis_axial_spacing_mm: the spacing patches are scaled by
             (:func:`utils.model.input_scale.scaling_spacing_mm`).
-        blank_columns_ignored: the A-scans without signal marked out of the targets (:func:`ignore_blank_columns`).
+        blank_columns_ignored, ignore_label: the A-scans without signal marked out of the targets, with that code
+            (:func:`ignore_blank_columns`).
         augment ... speckle_looks: the augmentation (:data:`AUGMENT`, :func:`intensity_augment`).
         patch_shape ... image_resampling: the patches (:func:`utils.train.patch_sampling.ResampledRoiPatches`).
         stratify_by ... drop_partial_batch: the order, mixing, empty-patch drop and batching of the stream.
@@ -94,6 +95,7 @@ class TrainingDataSettings:
     depth_scale: str = config.DEPTH_SCALE
     spectralis_axial_spacing_mm: float = config.SPECTRALIS_AXIAL_SPACING_MM
     blank_columns_ignored: bool = config.BLANK_COLUMNS_IGNORED
+    ignore_label: int = config.IGNORE_LABEL
     augment: str = config.AUGMENT
     flip_prob: float = config.FLIP_PROB
     rotate_prob: float = config.ROTATE_PROB
@@ -154,7 +156,8 @@ def load_slice(record: SliceRecord, work_dir: str | Path, settings: TrainingData
 
     Args:
         record: from :func:`slice_records`.
-        settings: the slice folders, the fluids' label codes, ``DEPTH_SCALE`` and ``BLANK_COLUMNS_IGNORED``.
+        settings: the slice folders, the fluids' label codes, ``DEPTH_SCALE``, ``BLANK_COLUMNS_IGNORED`` and
+            ``IGNORE_LABEL``.
 
     Returns:
         ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_irf, is_srf, is_ped,
@@ -175,7 +178,7 @@ def load_slice(record: SliceRecord, work_dir: str | Path, settings: TrainingData
                                  settings.spectralis_axial_spacing_mm)
     image = np.stack(channels, axis=-1)
     if settings.blank_columns_ignored:
-        mask = ignore_blank_columns(image, mask)
+        mask = ignore_blank_columns(image, mask, settings.ignore_label)
     return LoadedSlice(image, mask, roi, *flags, spacing)
 
 
@@ -265,25 +268,26 @@ def normalise(image: np.ndarray) -> np.ndarray:
 
 def collate(patches: list[LoadedSlice]) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch samples -> ``(images (B, 3, H, W) float32 in [-1, 1), masks (B, H, W) int64 labels)`` (labels 0..3, or
-    ``config.IGNORE_LABEL`` where :func:`ignore_blank_columns` marked them)."""
+    ``IGNORE_LABEL`` where :func:`ignore_blank_columns` marked them)."""
     images = torch.from_numpy(np.stack([normalise(patch.image) for patch in patches]))
     masks = torch.from_numpy(np.stack([patch.mask for patch in patches]).astype(np.int64))
     return images, masks
 
 
-def ignore_blank_columns(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``BLANK_COLUMNS_IGNORED``: the mask with ``config.IGNORE_LABEL`` in the A-scans without signal of the B-scan
-    (:func:`utils.model.input_scale.signal_columns` of ``image``'s middle channel), marked as the slice is read, so
-    that flips, rotations, intensity augmentation and patch resizing carry the mark with the labels.
+def ignore_blank_columns(image: np.ndarray, mask: np.ndarray, ignore_label: int) -> np.ndarray:
+    """``BLANK_COLUMNS_IGNORED``: the mask with ``ignore_label`` (``IGNORE_LABEL``) in the A-scans without signal of
+    the B-scan (:func:`utils.model.input_scale.signal_columns` of ``image``'s middle channel), marked as the slice is
+    read, so that flips, rotations, intensity augmentation and patch resizing carry the mark with the labels.
 
     Args:
         image: ``(H, W, 3)`` uint8, the B-scan and its neighbours. mask: ``(H, W)`` uint8 labels.
+        ignore_label: the code of the pixels that count nowhere, in ``N_CLASSES..255``.
 
     Returns:
         A new ``(H, W)`` uint8 mask.
     """
     marked = mask.copy()
-    marked[:, ~signal_columns(image[..., 1])[0]] = config.IGNORE_LABEL
+    marked[:, ~signal_columns(image[..., 1])[0]] = ignore_label
     return marked
 
 
@@ -415,15 +419,16 @@ def _patch_nut(settings: TrainingDataSettings, rng: np.random.Generator):
         PEDcol=col["is_ped"], spacingcol=col["scaling_spacing_mm"],
         random_share=settings.random_patch_share, reference_spacing_mm=settings.spectralis_axial_spacing_mm,
         centres=settings.patch_centres, jitter=settings.patch_jitter, jitter_px=settings.patch_jitter_px, rng=rng,
-        image_order=IMAGE_ORDERS[settings.image_resampling])
+        image_order=IMAGE_ORDERS[settings.image_resampling], fluid_codes=(settings.irf, settings.srf, settings.ped))
 
 
-def training_batches(records: list[SliceRecord], work_dir: str | Path, cfg, seed: int, endless: bool = True,
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def training_batches(records: list[SliceRecord], work_dir: str | Path, settings: TrainingDataSettings, seed: int,
+                     endless: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Training batches from slice records (see module docstring), reproducible for a seed: the stream of
-    :class:`PatchBatches` with the settings of ``cfg`` (:meth:`TrainingDataSettings.from_config`).
+    :class:`PatchBatches`.
 
     Args:
+        settings: the config's (:meth:`TrainingDataSettings.from_config`).
         endless: pass after pass (``BATCHES_PER_EPOCH`` > 0), or one pass (the original's epoch).
 
     Mixing, as the original's ``train_model.py``: the augmented B-scans pass a shuffle buffer of
@@ -433,15 +438,9 @@ def training_batches(records: list[SliceRecord], work_dir: str | Path, cfg, seed
 
     Yields:
         ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` (or
-        ``IGNORE_LABEL``, :func:`ignore_blank_columns`) with ``(h, w) = cfg.PATCH_SHAPE`` (without
+        ``IGNORE_LABEL``, :func:`ignore_blank_columns`) with ``(h, w) = PATCH_SHAPE`` (without
         ``DROP_PARTIAL_BATCH`` the last batch of a pass may be smaller).
     """
-    return _training_batches(records, work_dir, TrainingDataSettings.from_config(cfg), seed, endless)
-
-
-def _training_batches(records: list[SliceRecord], work_dir: str | Path, settings: TrainingDataSettings, seed: int,
-                      endless: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`training_batches` of settings built once."""
     rand = random.Random(seed)
     rng = np.random.default_rng(seed)
     keep_empty = 1.0 - settings.empty_patch_drop_prob
@@ -485,20 +484,20 @@ def choose_validation_records(records: list[SliceRecord], n_bscans: int, seed: i
     return sorted(chosen)
 
 
-def validation_batches(records: list[SliceRecord], work_dir: str | Path, cfg, seed: int = 0, epoch: int = 0,
-                       ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def validation_batches(records: list[SliceRecord], work_dir: str | Path, settings: TrainingDataSettings,
+                       seed: int = 0, epoch: int = 0) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """The validation patches of ``VAL_BSCANS`` B-scans (0: all, the original; no augmentation), as batches.
 
     Patches without fluid are dropped with ``EMPTY_PATCH_DROP_PROB`` (seeded) when ``DROP_EMPTY_IN_VALIDATION``
     (the original's validation stream drops them as its training stream does), else all are kept; a last partial
     batch is dropped with ``DROP_PARTIAL_BATCH`` (the original). With ``VAL_FRESH_PATCHES`` (the original) each
     epoch samples its own patches (seeded by ``seed`` and ``epoch``) and the batches stream from disk; without, the
-    same patches every epoch, kept in memory (call once).
+    same patches every epoch, kept in memory (call once). ``settings``: the config's
+    (:meth:`TrainingDataSettings.from_config`).
 
     Returns:
         A generator of batches (fresh patches), or a list of them (fixed patches).
     """
-    settings = TrainingDataSettings.from_config(cfg)
     chosen = choose_validation_records(records, settings.val_bscans, seed)
     fresh = settings.val_fresh_patches
     patch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) if fresh else seed
@@ -542,8 +541,8 @@ class PatchBatches(torch.utils.data.IterableDataset):
         seed = int(np.random.SeedSequence([self.seed, self.rank, worker, epoch_index]).generate_state(1)[0])
         if not self.endless:  # one pass per worker: each worker takes every n-th B-scan of the split
             n = info.num_workers if info else 1
-            return _training_batches(self.records[worker::n], self.work_dir, self.settings, seed, endless=False)
-        return _training_batches(self.records, self.work_dir, self.settings, seed, endless=True)
+            return training_batches(self.records[worker::n], self.work_dir, self.settings, seed, endless=False)
+        return training_batches(self.records, self.work_dir, self.settings, seed, endless=True)
 
 
 def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
@@ -555,12 +554,12 @@ def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
     return max(1, min(8, default_workers() // max(1, processes_per_node) - 1))
 
 
-def training_loader(records: list[SliceRecord], work_dir: str | Path, cfg, seed: int, rank: int = 0,
-                    start_epoch: int = 0, workers: int = 0, endless: bool = True) -> torch.utils.data.DataLoader:
-    """A DataLoader over :class:`PatchBatches` (with the settings of ``cfg``) running the pipeline in ``workers``
+def training_loader(records: list[SliceRecord], work_dir: str | Path, settings: TrainingDataSettings, seed: int,
+                    rank: int = 0, start_epoch: int = 0, workers: int = 0, endless: bool = True,
+                    ) -> torch.utils.data.DataLoader:
+    """A DataLoader over :class:`PatchBatches` (with the config's ``settings``) running the pipeline in ``workers``
     processes (0: in this one; worker processes are started once and kept for the loader's life); endless, or one
     pass per iteration (epochs ``start_epoch + 1``, ``+ 2``, ...)."""
-    settings = TrainingDataSettings.from_config(cfg)
     return torch.utils.data.DataLoader(
         PatchBatches(records, work_dir, settings, seed, rank, start_epoch, endless), batch_size=None,
         num_workers=workers,

@@ -1,6 +1,8 @@
-"""One training epoch, one validation pass, the adversarial step, and the run folder's log and plot.
+"""The segmenter's training step, one training epoch, one validation pass, the adversarial step, and the run
+folder's log and plot.
 
-train.py wires these together; they are functions of explicit arguments so tests can drive them directly.
+train.py wires these together (bench/bench_train.py times :func:`train_step` of :func:`new_segmenter`); they are
+functions of explicit arguments so tests can drive them directly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.io.files import atomic_path, atomic_write_csv
-from utils.model.networks import centre_crop
+from utils.model.networks import build_unet, centre_crop
 from utils.model.rmit_unet import l2_penalty
 from utils.model.runtime import Runtime, collective_device
 from utils.train.metrics import SegmentationMeter
@@ -144,13 +146,57 @@ def _separate(adversary: Adversary, images: torch.Tensor, logits: torch.Tensor, 
 ADVERSARIAL_STEPS = {"discriminator_first": _discriminator_first, "separate": _separate}
 
 
+def new_segmenter(model_args: dict[str, Any], runtime: Runtime) -> nn.Module:
+    """A freshly initialised network of ``model_args`` (:func:`utils.model.networks.unet_arguments`) on the
+    runtime's device, in channels-last memory format where the runtime says (``CHANNELS_LAST``)."""
+    model = build_unet(model_args).to(runtime.device)
+    return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
+
+
+def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
+               loss_fn: nn.Module, runtime: Runtime, adversary: Adversary | None = None,
+               regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0,
+               before_step: Callable[[], None] = lambda: None, after_step: Callable[[], None] = lambda: None,
+               ) -> torch.Tensor:
+    """One optimiser step of the segmenter on one batch (and the adversary's, when there is one): forward under the
+    runtime's autocast, the targets centre-cropped to an unpadded network's output, ``loss_fn`` in float32 plus the
+    ``regulariser`` (and the adversarial loss), backward into the segmenter's parameters only, the optimiser step.
+
+    Args:
+        batch: ``(images (N, 3, H, W) float32, masks (N, H, W) int64)`` on any device.
+        regulariser, before_step, after_step: as :func:`train_epoch`.
+
+    Returns:
+        The segmentation loss (without the regulariser): a 0-d tensor on the runtime's device, detached (reading it
+        waits for the device).
+    """
+    images, masks = runtime.to_device(batch[0]), batch[1].to(runtime.device, non_blocking=True)
+    with runtime.autocast():
+        logits = model(images)
+    masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
+    loss = loss_fn(logits.float(), masks)
+    objective, discriminator_after = loss + regulariser(), None
+    if adversary is not None:
+        adversarial_loss, discriminator_after = ADVERSARIAL_STEPS[adversary.step](
+            adversary, images, logits, masks, runtime)
+        objective = objective + adversary.weight * adversarial_loss.float()
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
+    before_step()
+    optimizer.step()
+    after_step()
+    if discriminator_after is not None:
+        discriminator_after()
+    return loss.detach()
+
+
 def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 runtime: Runtime, adversary: Adversary | None = None, description: str = "train",
                 regulariser: Callable[[], torch.Tensor | float] = lambda: 0.0, n_batches: int | None = None,
                 deadline: float | None = None, before_step: Callable[[], None] = lambda: None,
                 after_step: Callable[[], None] = lambda: None) -> float:
-    """Trains on the batches (``n_batches`` of them, or all the iterable holds when None), stopping early at
-    ``deadline``.
+    """Trains on the batches (``n_batches`` of them, or all the iterable holds when None, a :func:`train_step`
+    each), stopping early at ``deadline``.
 
     Under DDP the ranks stay in step: before each batch they agree (:func:`all_ranks_go`) to go on only while every
     rank has a batch and none has passed the deadline, so all run the same steps and reach the closing mean
@@ -176,24 +222,8 @@ def train_epoch(model: nn.Module, batches: Iterable, optimizer: torch.optim.Opti
             batch = None if timed_out else next(batches, None)  # no batch drawn to be thrown away
             if not all_ranks_go(batch is not None and not timed_out, runtime):
                 break
-            images, masks = runtime.to_device(batch[0]), batch[1].to(runtime.device, non_blocking=True)
-            with runtime.autocast():
-                logits = model(images)
-            masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
-            loss = loss_fn(logits.float(), masks)
-            objective, discriminator_after = loss + regulariser(), None
-            if adversary is not None:
-                adversarial_loss, discriminator_after = ADVERSARIAL_STEPS[adversary.step](
-                    adversary, images, logits, masks, runtime)
-                objective = objective + adversary.weight * adversarial_loss.float()
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward(inputs=list(model.parameters()))  # the discriminator is not trained by this loss
-            before_step()
-            optimizer.step()
-            after_step()
-            if discriminator_after is not None:
-                discriminator_after()
-            total += float(loss.detach())
+            total += float(train_step(model, batch, optimizer, loss_fn, runtime, adversary, regulariser,
+                                      before_step, after_step))
             count += 1
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}")
@@ -212,19 +242,20 @@ def all_ranks_go(go: bool, runtime: Runtime) -> bool:
 
 @torch.no_grad()
 def validate(model: nn.Module, batches: Iterable, loss_fn: nn.Module, runtime: Runtime, n_classes: int,
-             fluids: dict[str, int], penalty: float = 0.0) -> dict[str, float]:
+             fluids: dict[str, int], penalty: float = 0.0, ignore_label: int | None = None) -> dict[str, float]:
     """Loss and per-class / mean-fluid metrics over the validation batches (each rank scores every
     ``world_size``-th batch).
 
     Args:
         penalty: added to the mean loss (the L2 on conv kernels, as the original's Keras test loss holds it).
+        ignore_label: the target code of pixels the metrics count nowhere (``IGNORE_LABEL``), or None.
 
     Returns:
         ``{"val_loss": ..., "dice_IRF": ..., "dice_mean_fluid": ..., "iou_...": ..., ...}`` (see
         :class:`utils.train.metrics.SegmentationMeter`; NaN where a fluid is absent from prediction and reference).
     """
     model.eval()
-    meter = SegmentationMeter(n_classes, fluids)
+    meter = SegmentationMeter(n_classes, fluids, ignore_label=ignore_label)
     total, count = 0.0, 0
     for images, masks in itertools.islice(batches, runtime.rank, None, runtime.world_size):
         images, masks = runtime.to_device(images), masks.to(runtime.device)

@@ -11,8 +11,9 @@ raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` 
   (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the background/fluid
   ratio, which favours over-segmentation; this option leaves the balance to the Dice term.
 
-Pixels whose target is ``config.IGNORE_LABEL`` (``BLANK_COLUMNS_IGNORED``) count in neither the cross-entropies nor
-the Dice; the authors' loss takes no such code.
+Pixels whose target is the ``ignore_label`` a loss is given (``IGNORE_LABEL``, for ``BLANK_COLUMNS_IGNORED``) count in
+neither the cross-entropies nor the Dice; the authors' loss takes no such code. :func:`make_loss` builds the loss of
+``LOSS`` from :class:`LossSettings`, the config's values (``--set`` included), once per run.
 
 Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
 is taken over the whole batch, a class absent from the batch's target contributes 0 (so false positives of an
@@ -21,7 +22,8 @@ absent class are left to the cross-entropy), and the loss is the mean over the c
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import segmentation_models_pytorch as smp
 import torch
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 
 import config
 from utils.train.base import Loss, WeightedSum
+from utils.stage_settings import settings_from_config
 from utils.train.method_loss import RmitLoss
 
 
@@ -51,7 +54,13 @@ def class_balanced_weights(target: torch.Tensor, n_classes: int) -> torch.Tensor
     return inverse / inverse.sum().clamp_min(torch.finfo(inverse.dtype).tiny)
 
 
-def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _ignore_index(ignore_label: int | None) -> int:
+    """``F.cross_entropy``'s ``ignore_index`` for ``ignore_label``: its default -100 (no target holds it) for None."""
+    return -100 if ignore_label is None else ignore_label
+
+
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None
+                           ) -> torch.Tensor:
     """Cross-entropy with :func:`class_balanced_weights` computed from this batch's ``target``.
 
     With PyTorch's weighted mean (``sum_i w[y_i] * ce_i / sum_i w[y_i]``) and ``w_c`` proportional to
@@ -60,33 +69,48 @@ def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
 
     Args:
         logits: ``(N, C, H, W)`` float raw scores.
-        target: ``(N, H, W)`` int64 label codes in ``0..C-1`` (or ``config.IGNORE_LABEL``: left out), not empty.
+        target: ``(N, H, W)`` int64 label codes in ``0..C-1`` (or ``ignore_label``: left out), not empty.
+        ignore_label: the code of pixels that count nowhere (``IGNORE_LABEL``), or None.
 
     Returns:
         0-d tensor, >= 0, differentiable with respect to ``logits`` (the weights are constants).
     """
     weight = class_balanced_weights(target, logits.shape[1]).to(logits.dtype)  # bincount: ignored codes drop out
-    return F.cross_entropy(logits, target, weight=weight, ignore_index=config.IGNORE_LABEL)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=_ignore_index(ignore_label))
 
 
 class BalancedCrossEntropyLoss(Loss):
-    """:func:`balanced_cross_entropy` as a :class:`~utils.train.base.Loss` named ``"balanced_ce"``."""
+    """:func:`balanced_cross_entropy` as a :class:`~utils.train.base.Loss` named ``"balanced_ce"``.
+
+    Args:
+        ignore_label: the target code of pixels that count nowhere (``IGNORE_LABEL``), or None (every code counts).
+    """
 
     name = "balanced_ce"
-    ignore_label = config.IGNORE_LABEL
+
+    def __init__(self, ignore_label: int | None = None):
+        super().__init__()
+        self.ignore_label = ignore_label
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return balanced_cross_entropy(logits, target)
+        return balanced_cross_entropy(logits, target, self.ignore_label)
 
 
 class CrossEntropyLoss(Loss):
-    """Plain cross-entropy (``F.cross_entropy``, mean over pixels, no class weights), named ``"ce"``."""
+    """Plain cross-entropy (``F.cross_entropy``, mean over pixels, no class weights), named ``"ce"``.
+
+    Args:
+        ignore_label: the target code of pixels that count nowhere (``IGNORE_LABEL``), or None (every code counts).
+    """
 
     name = "ce"
-    ignore_label = config.IGNORE_LABEL
+
+    def __init__(self, ignore_label: int | None = None):
+        super().__init__()
+        self.ignore_label = ignore_label
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, ignore_index=config.IGNORE_LABEL)
+        return F.cross_entropy(logits, target, ignore_index=_ignore_index(self.ignore_label))
 
 
 class DiceLoss(Loss):
@@ -97,64 +121,109 @@ class DiceLoss(Loss):
         smooth: added to the numerator and denominator of each soft Dice.
         eps: lower bound of each denominator.
         log_loss: ``-log(Dice)`` instead of ``1 - Dice``.
+        ignore_label: the target code of pixels that count nowhere (``IGNORE_LABEL``), or None (every code counts).
 
     Returns (forward):
         0-d tensor in ``[0, 1]`` (``1 - Dice``), near 0 for confident correct logits.
     """
 
     name = "dice"
-    ignore_label = config.IGNORE_LABEL
 
     def __init__(self, classes: Sequence[int] | None = None, smooth: float = 0.0, eps: float = 1e-7,
-                 log_loss: bool = False):
+                 log_loss: bool = False, ignore_label: int | None = None):
         super().__init__()
+        self.ignore_label = ignore_label
         self.smp_loss = smp.losses.DiceLoss(mode="multiclass", classes=None if classes is None else list(classes),
                                             log_loss=log_loss, from_logits=True, smooth=smooth, eps=eps,
-                                            ignore_index=config.IGNORE_LABEL)
+                                            ignore_index=ignore_label)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.smp_loss(logits, target)
 
 
 def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
-                          dice_classes: Sequence[int] | None = None) -> WeightedSum:
+                          dice_classes: Sequence[int] | None = None, ignore_label: int | None = None) -> WeightedSum:
     """``LOSS = "balanced_ce_dice"``: ``ce_weight * balanced cross-entropy + dice_weight * Dice``.
 
     Args:
         dice_classes: the class codes the Dice term averages over; None: all, background included.
+        ignore_label: the target code of pixels that count nowhere in either term (``IGNORE_LABEL``), or None.
 
     Returns:
         a :class:`~utils.train.base.WeightedSum` named ``"0.5*balanced_ce + 0.5*dice"``.
     """
-    return ce_weight * BalancedCrossEntropyLoss() + dice_weight * DiceLoss(dice_classes)
+    return (ce_weight * BalancedCrossEntropyLoss(ignore_label)
+            + dice_weight * DiceLoss(dice_classes, ignore_label=ignore_label))
 
 
 def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
-                 dice_classes: Sequence[int] | None = None) -> WeightedSum:
+                 dice_classes: Sequence[int] | None = None, ignore_label: int | None = None) -> WeightedSum:
     """``LOSS = "ce_dice"``: ``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by
     0.5 with the default weights; nnU-Net's Dice leaves the background out: ``dice_classes`` = the fluid codes).
 
     Args:
         dice_classes: the class codes the Dice term averages over; None: all, background included.
+        ignore_label: the target code of pixels that count nowhere in either term (``IGNORE_LABEL``), or None.
 
     Returns:
         a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <dice_weight>*dice"``.
     """
-    return ce_weight * CrossEntropyLoss() + dice_weight * DiceLoss(dice_classes)
+    return (ce_weight * CrossEntropyLoss(ignore_label)
+            + dice_weight * DiceLoss(dice_classes, ignore_label=ignore_label))
 
 
-# LOSS -> the loss, given the weights of its cross-entropy and Dice terms (CE_WEIGHT, DICE_WEIGHT) and the classes
-# its Dice averages over (DICE_BACKGROUND); the authors' loss has its own; the names are utils/configuration.py's
-# CHOICES["LOSS"], checked there
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """What the losses read of the config, built once per run (:meth:`from_config`). Each field is the config.py
+    setting of the same name in upper case (see config.py for its meaning); the defaults are config.py's, so a test
+    names only what it changes."""
+
+    loss: str = config.LOSS
+    ce_weight: float = config.CE_WEIGHT
+    dice_weight: float = config.DICE_WEIGHT
+    dice_background: bool = config.DICE_BACKGROUND
+    background: int = config.BACKGROUND
+    fluids: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(config.FLUIDS))
+    ignore_label: int = config.IGNORE_LABEL
+
+    @classmethod
+    def from_config(cls, cfg) -> LossSettings:
+        """The loss settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        return settings_from_config(cls, cfg)
+
+    @property
+    def dice_classes(self) -> list[int] | None:
+        """The classes the Dice terms average over: all (None) with ``DICE_BACKGROUND``, else the fluid codes."""
+        return None if self.dice_background else sorted(self.fluids.values())
+
+
+class LossEntry(NamedTuple):
+    """How a ``LOSS`` is made and what training asks of it, so that train.py asks the loss instead of its name.
+
+    Fields:
+        build: the loss of the settings.
+        ignores_label: whether it leaves ``IGNORE_LABEL`` pixels out (its ``ignore_label``): ``BLANK_COLUMNS_IGNORED``
+            needs a loss that does.
+    """
+
+    build: Callable[[LossSettings], Loss]
+    ignores_label: bool
+
+
+# LOSS -> the loss, from the weights of its cross-entropy and Dice terms (CE_WEIGHT, DICE_WEIGHT), the classes its
+# Dice averages over (DICE_BACKGROUND) and the code it leaves out (IGNORE_LABEL); the authors' loss has its own terms,
+# no ignored code, and takes the background's code. The names are utils/configuration.py's CHOICES["LOSS"], checked
+# there
 LOSSES = {
-    "rmit": lambda ce_weight, dice_weight, dice_classes: RmitLoss(),
-    "balanced_ce_dice": balanced_ce_dice_loss,
-    "ce_dice": ce_dice_loss,
+    "rmit": LossEntry(lambda settings: RmitLoss(background=settings.background), ignores_label=False),
+    "balanced_ce_dice": LossEntry(lambda settings: balanced_ce_dice_loss(
+        settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label), ignores_label=True),
+    "ce_dice": LossEntry(lambda settings: ce_dice_loss(
+        settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label), ignores_label=True),
 }
 
 
-def make_loss(cfg) -> Loss:
-    """The training loss the config names in ``LOSS`` (:data:`LOSSES`), its Dice over the fluid codes only where
-    ``DICE_BACKGROUND`` is False."""
-    dice_classes = None if cfg.DICE_BACKGROUND else sorted(cfg.FLUIDS.values())
-    return LOSSES[cfg.LOSS](cfg.CE_WEIGHT, cfg.DICE_WEIGHT, dice_classes)
+def make_loss(settings: LossSettings) -> Loss:
+    """The training loss ``LOSS`` names (:data:`LOSSES`), its Dice over the fluid codes only where ``DICE_BACKGROUND``
+    is False, leaving ``IGNORE_LABEL`` pixels out where it can."""
+    return LOSSES[settings.loss].build(settings)

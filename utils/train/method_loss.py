@@ -4,7 +4,8 @@ Follows ``multiclass_balanced_cross_entropy_loss_unet`` in ``custom_networks.py`
 (github.com/RuwanT/retouch, the version with the Dice term, commit 7f7797a, compiled by ``train_model.py`` there,
 whose notes say "added dice loss"). In that Keras code ``y_pred`` is the softmax output ``(N, H, W, C)``,
 ``y_true`` the one-hot reference and ``KB.epsilon()`` Keras' default ``eps = 1e-7``. Written here for
-``(N, C, H, W)``, with ``g`` the one-hot reference and ``n[b, c]`` the count of class ``c`` in image ``b``::
+``(N, C, H, W)``, with ``g`` the one-hot reference and ``n[b, c]`` the count of class ``c`` in image ``b``; the
+original's background is class 0, here the ``background`` code each function is given (``BACKGROUND``, 0 by default)::
 
     p   = clip(softmax(logits), eps, 1 - eps)                                  clipped before log AND Dice
     LL[b, c] = sum_pixels g[b, c] * log p[b, c] / (n[b, c] + eps)              per image, per class
@@ -88,38 +89,43 @@ def class_normalised_log_likelihood(probs: torch.Tensor, target: torch.Tensor,
     return summed / (counts + eps)
 
 
-def fluid_dice_loss(background_prob: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPSILON) -> torch.Tensor:
-    """The original's ``dice_loss``: ``1 - soft Dice`` of fluid (any class but 0) over the whole batch.
+def fluid_dice_loss(background_prob: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPSILON,
+                    background: int = 0) -> torch.Tensor:
+    """The original's ``dice_loss``: ``1 - soft Dice`` of fluid (any class but the background) over the whole batch.
 
-    ``1 - 2 sum(pf gf) / (sum(pf) + sum(gf))`` with ``pf = 1 - clip(p0, eps, 1 - eps)`` and ``gf = [target != 0]``,
+    ``1 - 2 sum(pf gf) / (sum(pf) + sum(gf))`` with ``pf = 1 - clip(p0, eps, 1 - eps)`` and
+    ``gf = [target != background]``,
     from ``smp.losses.DiceLoss(mode="binary")``; 1 (with zero gradient) when the batch holds no fluid pixel, as in
     the original, where smp alone would return 0.
 
     Args:
-        background_prob: ``(N, H, W)`` float probability of class 0, unclipped.
-        target: ``(N, H, W)`` int64 label codes, 0 = background.
+        background_prob: ``(N, H, W)`` float probability of the background class, unclipped.
+        target: ``(N, H, W)`` int64 label codes.
         eps: clip bound of ``p0``; also smp's floor of the Dice denominator.
+        background: the background's label code (``BACKGROUND``; the original's 0).
 
     Returns:
         0-d tensor of ``background_prob``'s dtype, in ``[0, 1]``.
     """
     fluid_prob = 1.0 - background_prob.clamp(eps, 1.0 - eps)
-    fluid_target = (target != 0).to(fluid_prob.dtype)
+    fluid_target = (target != background).to(fluid_prob.dtype)
     smp_dice = smp.losses.DiceLoss(mode="binary", from_logits=False, smooth=0.0, eps=eps)
     no_fluid = (fluid_target.sum() == 0).to(fluid_prob.dtype)  # a tensor test: no host synchronisation
     return smp_dice(fluid_prob.unsqueeze(1), fluid_target) + no_fluid
 
 
-def rmit_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPSILON) -> torch.Tensor:
+def rmit_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPSILON, background: int = 0
+              ) -> torch.Tensor:
     """The authors' loss: ``-0.5 * mean_{b,c} LL[b, c] + 0.5 * (1 - fluid Dice)`` (see the module docstring), of
     inputs already checked (:class:`RmitLoss` checks them).
 
     The softmax and everything after it run in float32, also under bf16/fp16 autocast.
 
     Args:
-        logits: ``(N, C, H, W)`` float raw class scores (C >= 2, class 0 = background), any float dtype.
+        logits: ``(N, C, H, W)`` float raw class scores (C >= 2), any float dtype.
         target: ``(N, H, W)`` int64 label codes in ``0..C-1``.
         eps: Keras' epsilon: probability clip bound, class-count guard and Dice denominator guard.
+        background: the background's label code and channel (``BACKGROUND``; the original's 0).
 
     Returns:
         0-d float32 tensor, in ``[0, 0.5 * (-log eps) + 0.5]``; near 0 for confident correct logits on a batch
@@ -128,7 +134,7 @@ def rmit_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = KERAS_EPS
     with torch.autocast(device_type=logits.device.type, enabled=False):
         probs = logits.float().softmax(dim=1)
         log_likelihood = class_normalised_log_likelihood(probs, target, eps)
-        return -0.5 * log_likelihood.mean() + 0.5 * fluid_dice_loss(probs[:, 0], target, eps)
+        return -0.5 * log_likelihood.mean() + 0.5 * fluid_dice_loss(probs[:, background], target, eps, background)
 
 
 class RmitLoss(Loss):
@@ -138,16 +144,17 @@ class RmitLoss(Loss):
 
     Args:
         eps: as :func:`rmit_loss` (Keras' default 1e-7).
+        background: the background's label code (``BACKGROUND``; the original's 0).
     """
 
     name = "rmit"
 
-    def __init__(self, eps: float = KERAS_EPSILON):
+    def __init__(self, eps: float = KERAS_EPSILON, background: int = 0):
         super().__init__()
-        self.eps = eps
+        self.eps, self.background = eps, background
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return rmit_loss(logits, target, self.eps)
+        return rmit_loss(logits, target, self.eps, self.background)
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps:g}"
+        return f"eps={self.eps:g}, background={self.background}"

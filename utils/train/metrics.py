@@ -34,21 +34,22 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
 
-import config
 from utils.model.runtime import collective_device
 from utils.train.base import check_label_map, check_segmentation_inputs
 
 METRICS = ("dice", "iou", "precision", "recall")
 
 
-def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int) -> torch.Tensor:
+def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int,
+                 ignore_label: int | None = None) -> torch.Tensor:
     """Checks a prediction and its reference, and returns the prediction as labels.
 
     Args:
         prediction: ``(N, C, H, W)`` float logits or probabilities (the argmax over ``C`` is taken), or
             ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
-        reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``.
+        reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1`` (or ``ignore_label``).
         n_classes: number of classes ``C`` (``N_CLASSES``).
+        ignore_label: a reference code of pixels that count nowhere (``IGNORE_LABEL``), or None.
 
     Returns:
         ``(N, H, W)`` int64 label codes on ``prediction``'s device.
@@ -57,28 +58,28 @@ def to_label_map(prediction: torch.Tensor, reference: torch.Tensor, n_classes: i
         ValueError: wrong type, dtype or shape, shapes that disagree, or codes out of range.
     """
     if isinstance(prediction, torch.Tensor) and prediction.is_floating_point():
-        check_segmentation_inputs(prediction, reference, n_classes, ignore_label=config.IGNORE_LABEL)
+        check_segmentation_inputs(prediction, reference, n_classes, ignore_label=ignore_label)
         return prediction.detach().argmax(dim=1)
     if not isinstance(prediction, torch.Tensor) or prediction.dtype != torch.int64:
         got = f"dtype {prediction.dtype}" if isinstance(prediction, torch.Tensor) else type(prediction).__name__
         raise ValueError(f"prediction: expected (N, C, H, W) float scores or (N, H, W) int64 labels, got {got}")
     check_label_map(prediction, n_classes, "prediction")
-    check_label_map(reference, n_classes, "reference", config.IGNORE_LABEL)
+    check_label_map(reference, n_classes, "reference", ignore_label)
     if prediction.shape != reference.shape:
         raise ValueError(f"reference: expected the shape of prediction {tuple(prediction.shape)}, "
                          f"got {tuple(reference.shape)}")
     return prediction
 
 
-def confusion_counts(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def confusion_counts(prediction: torch.Tensor, reference: torch.Tensor, n_classes: int,
+                     ignore_label: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """True positives, false positives, false negatives and true negatives per image and class.
 
     Args:
         prediction: ``(N, C, H, W)`` float scores or ``(N, H, W)`` int64 labels (see :func:`to_label_map`).
-        reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``; ``config.IGNORE_LABEL`` pixels are
-            counted nowhere.
+        reference: ``(N, H, W)`` int64 label codes in ``0..n_classes-1``, or ``ignore_label``.
         n_classes: number of classes ``C`` (``N_CLASSES``).
+        ignore_label: the reference code of pixels that are counted nowhere (``IGNORE_LABEL``), or None.
 
     Returns:
         ``(tp, fp, fn, tn)``, each ``(N, C)`` int64 pixel counts on the CPU (where ``smp.metrics.get_stats``
@@ -87,10 +88,10 @@ def confusion_counts(prediction: torch.Tensor, reference: torch.Tensor, n_classe
     Raises:
         ValueError: as :func:`to_label_map`.
     """
-    labels = to_label_map(prediction, reference, n_classes)
+    labels = to_label_map(prediction, reference, n_classes, ignore_label)
     # contiguous: with ignore_index, get_stats views the maps flat (an arg-max of channels-last logits is strided)
     tp, fp, fn, tn = smp.metrics.get_stats(labels.contiguous(), reference.contiguous(), mode="multiclass",
-                                           num_classes=n_classes, ignore_index=config.IGNORE_LABEL)
+                                           num_classes=n_classes, ignore_index=ignore_label)
     # get_stats runs under inference_mode; clone so the counts can be updated in place and all-reduced.
     return tp.clone(), fp.clone(), fn.clone(), tn.clone()
 
@@ -182,7 +183,7 @@ class SegmentationMeter:
 
     Example::
 
-        meter = SegmentationMeter(cfg.N_CLASSES, cfg.FLUIDS)
+        meter = SegmentationMeter(cfg.N_CLASSES, cfg.FLUIDS, ignore_label=cfg.IGNORE_LABEL)
         for images, reference in val_loader:
             meter.update(model(images), reference)
         results = meter.compute()  # {"dice_IRF": ..., "dice_mean_fluid": ..., ...}
@@ -191,15 +192,18 @@ class SegmentationMeter:
         n_classes: number of classes ``C`` (``N_CLASSES``).
         fluids: fluid name -> class code (``FLUIDS``); the classes that are named and averaged.
         empty_score: the score of a class absent from prediction and reference over the whole epoch.
+        ignore_label: the reference code of pixels counted nowhere (``IGNORE_LABEL``), or None.
     """
 
-    def __init__(self, n_classes: int, fluids: Mapping[str, int], empty_score: float = math.nan):
+    def __init__(self, n_classes: int, fluids: Mapping[str, int], empty_score: float = math.nan,
+                 ignore_label: int | None = None):
         bad = {name: code for name, code in fluids.items() if not 0 <= code < n_classes}
         if bad:
             raise ValueError(f"fluids: expected class codes in 0..{n_classes - 1}, got {bad}")
         self.n_classes = n_classes
         self.fluids = dict(fluids)
         self.empty_score = empty_score
+        self.ignore_label = ignore_label
         self.reset()
 
     def reset(self) -> None:
@@ -212,12 +216,12 @@ class SegmentationMeter:
 
         Args:
             prediction: ``(N, C, H, W)`` float logits or probabilities, or ``(N, H, W)`` int64 labels.
-            reference: ``(N, H, W)`` int64 label codes in ``0..C-1``.
+            reference: ``(N, H, W)`` int64 label codes in ``0..C-1``, or the meter's ``ignore_label``.
 
         Raises:
             ValueError: as :func:`to_label_map`.
         """
-        batch_counts = confusion_counts(prediction, reference, self.n_classes)
+        batch_counts = confusion_counts(prediction, reference, self.n_classes, self.ignore_label)
         self.counts += torch.stack([count.sum(dim=0) for count in batch_counts])
 
     def all_reduce_counts(self) -> torch.Tensor:

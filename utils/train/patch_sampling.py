@@ -31,7 +31,7 @@ from nutsflow import nut_processor
 import config
 from utils.model.input_scale import check_patch_shape, physical_patch_shape, resize_patch
 
-FLUID_CODES = (config.IRF, config.SRF, config.PED)  # the order of the flags every function here returns
+FLUID_CODES = (config.IRF, config.SRF, config.PED)  # the default codes of the flags, in the order they are returned
 
 RngLike = np.random.Generator | int | None
 
@@ -299,6 +299,7 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
                                 npos: int, patch_border: int, random_share: float, pos: int = 1,
                                 out_shape: Sequence[int] | None = None, centres: str = "rmit", jitter: float = 0.1,
                                 jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
+                                fluid_codes: Sequence[int] = FLUID_CODES,
                                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]]:
     """Patches of one B-scan around its ROI (the entropy mask), with the fluids each holds: the original's
     ``sample_patches_entropy_mask``, and the one sampler the training and validation pipelines use.
@@ -327,6 +328,7 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
         rng: numpy Generator, or a seed for one.
         image_order: how the image crop is resized: 1 anti-aliased linear (``IMAGE_RESAMPLING = "linear"``) or 0
             nearest neighbour (the original's ``skimage.transform.resize(order=0)``).
+        fluid_codes: the label codes of IRF, SRF and PED (``IRF``, ``SRF``, ``PED``), which the flags test.
 
     Yields:
         ``(img_patch, mask_patch, roi_patch, is_IRF, is_SRF, is_PED)``: ``(h, w[, C])`` image of the input dtype,
@@ -346,7 +348,7 @@ def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.n
         img_patch = resize_patch(crop_patch(img, center, pshape), out_shape, order=image_order)
         mask_patch = resize_patch(crop_patch(mask, center, pshape), out_shape, order=0)
         roi_patch = resize_patch(crop_patch(roi, center, pshape), out_shape, order=0).view(np.uint8)
-        yield (img_patch, mask_patch, roi_patch) + fluid_flags(mask_patch, patch_border)
+        yield (img_patch, mask_patch, roi_patch) + fluid_flags(mask_patch, patch_border, fluid_codes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -382,7 +384,7 @@ def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npo
                         maskcol: int = 1, roicol: int = 2, IRFcol: int | None = 3, SRFcol: int | None = 4,
                         PEDcol: int | None = 5, spacingcol: int | None = 6, centres: str = "rmit",
                         jitter: float = 0.1, jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
-                        ) -> Iterator[tuple]:
+                        fluid_codes: Sequence[int] = FLUID_CODES) -> Iterator[tuple]:
     """samples >> ResampledRoiPatches(pshape, npos, ...) >> ...: one output sample per patch (the original's
     ``ImagePatchesByMaskRetouch_resampled``, RuwanT/retouch ``custom_nuts.py``).
 
@@ -403,7 +405,7 @@ def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npo
         iterable: samples (tuples or lists) with the columns above; image ``(H, W)`` or ``(H, W, C)``, mask and
             roimask ``(H, W)``; any height (a B-scan smaller than the crop is zero-padded).
         pshape: ``(h, w)`` output patch shape in pixels, e.g. ``cfg.PATCH_SHAPE``.
-        npos, patch_border, random_share, pos, centres, jitter, jitter_px, image_order: as
+        npos, patch_border, random_share, pos, centres, jitter, jitter_px, image_order, fluid_codes: as
             :func:`sample_patches_entropy_mask`.
         reference_spacing_mm: axial spacing that ``pshape[0]`` refers to (Spectralis), > 0.
         imagecol, maskcol, roicol: columns of image, mask and ROI mask (replaced by patches).
@@ -417,7 +419,8 @@ def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npo
             the sampler before each B-scan's patches), mismatched sizes or a spacing that is not a positive number.
     """
     sampler_args = {"npos": npos, "patch_border": patch_border, "random_share": random_share, "pos": pos,
-                    "centres": centres, "jitter": jitter, "jitter_px": jitter_px, "image_order": image_order}
+                    "centres": centres, "jitter": jitter, "jitter_px": jitter_px, "image_order": image_order,
+                    "fluid_codes": tuple(fluid_codes)}
     return _resampled_patches(iterable, (imagecol, maskcol, roicol), (IRFcol, SRFcol, PEDcol), spacingcol,
                               check_patch_shape(pshape), reference_spacing_mm, np.random.default_rng(rng),
                               sampler_args)
