@@ -7,9 +7,8 @@ import pytest
 from nutsflow import Collect
 
 import config
-from utils.train.patch_sampling import (FLUID_CODES, ResampledRoiPatches, clamp_centers, crop_patch, fluid_flags,
-                                         pad_to_shape, sample_oct_patch_centers, sample_patches_entropy_mask,
-                                         stratified_patch_centers)
+from utils.train.patch_sampling import (FLUID_CODES, ResampledRoiPatches, band_middle_patch_centers, clamp_centers,
+                                         crop_patch, fluid_flags, pad_to_shape, roi_patches, stratified_patch_centers)
 
 REF_MM = config.SPECTRALIS_AXIAL_SPACING_MM  # 0.0039
 
@@ -80,8 +79,8 @@ def test_fluid_flags_ignore_the_border():
 def test_the_flags_test_the_fluid_codes_given():
     mask = np.full((32, 32), 3, np.uint8)  # PED by config.py's codes, IRF by the given ones
     img, roi = np.full((32, 32), 100, np.uint8), np.ones((32, 32), np.uint8)
-    patches = list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 4, 2, 0.0, rng=0))
-    swapped = list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 4, 2, 0.0, rng=0, fluid_codes=(3, 2, 1)))
+    patches = list(roi_patches(img, mask, roi, (16, 16), 4, 2, 0.0, rng=0))
+    swapped = list(roi_patches(img, mask, roi, (16, 16), 4, 2, 0.0, rng=0, fluid_codes=(3, 2, 1)))
     assert patches and all(patch[3:] == (0, 0, 1) for patch in patches)
     assert len(swapped) == len(patches) and all(patch[3:] == (1, 0, 0) for patch in swapped)
 
@@ -106,7 +105,7 @@ def flat_band(shape: tuple[int, int], first: int, last: int) -> np.ndarray:
 def test_oct_patch_centers_are_on_the_every_10th_column_grid_and_the_band_middle():
     roi = flat_band((128, 256), 40, 80)  # the middle of every column's ROI is row 60
     pshape = (32, 32)
-    centers = sample_oct_patch_centers(roi, pshape, 12, rng=1, jitter_px=0)
+    centers = band_middle_patch_centers(roi, pshape, 12, rng=1, jitter_px=0)
     assert centers.shape == (12, 2) and centers.dtype == np.int64
     rows, cols = centers[:, 0], centers[:, 1]
     grid = np.arange(pshape[1] // 2, 256 - pshape[1] // 2, 10)  # 16, 26, ..., 236
@@ -119,7 +118,7 @@ def test_oct_patch_centers_are_on_the_every_10th_column_grid_and_the_band_middle
 
 def test_oct_patch_centers_jitter_rows_within_10_px_of_the_middle():
     roi = flat_band((128, 256), 40, 80)
-    rows = np.concatenate([sample_oct_patch_centers(roi, (32, 32), 12, rng=seed)[:, 0] for seed in range(40)])
+    rows = np.concatenate([band_middle_patch_centers(roi, (32, 32), 12, rng=seed)[:, 0] for seed in range(40)])
     assert ((rows >= 60 - 10) & (rows < 60 + 10)).all()
     assert rows.min() == 50 and rows.max() == 69  # the whole range [-10, 10) is used, and only it
     assert len(np.unique(rows)) == 20
@@ -127,36 +126,36 @@ def test_oct_patch_centers_jitter_rows_within_10_px_of_the_middle():
 
 def test_oct_patch_centers_follow_a_slanted_band():
     roi = slanted_band((128, 256), top=20, thickness=40)  # rows 20 + c // 4 .. 59 + c // 4
-    centers = sample_oct_patch_centers(roi, (32, 32), 8, rng=1, jitter_px=0)
+    centers = band_middle_patch_centers(roi, (32, 32), 8, rng=1, jitter_px=0)
     band_top = 20 + (centers[:, 1] * 0.25).astype(int)
     assert set((centers[:, 0] - band_top).tolist()) <= {19, 20}  # int(first + 19.5 + u), u in [0, 1)
 
 
 def test_oct_patch_centers_of_a_wide_roi_are_npos_and_fewer_where_few_columns_hold_roi():
     wide = flat_band((64, 256), 20, 40)
-    assert len(sample_oct_patch_centers(wide, (16, 32), 12, rng=0)) == 12
+    assert len(band_middle_patch_centers(wide, (16, 32), 12, rng=0)) == 12
     narrow = np.zeros((64, 256), np.uint8)
     narrow[20:41, 100:121] = 1  # holds the grid columns 106 and 116 only (grid 16, 26, ..., 236)
-    centers = sample_oct_patch_centers(narrow, (16, 32), 12, rng=0)
+    centers = band_middle_patch_centers(narrow, (16, 32), 12, rng=0)
     assert sorted(centers[:, 1].tolist()) == [106, 116]
 
 
 def test_oct_patch_centers_skip_columns_without_roi():
     roi = np.zeros((64, 256), np.uint8)
     roi[20:41, 150:] = 1
-    centers = sample_oct_patch_centers(roi, (16, 32), 16, rng=0)
+    centers = band_middle_patch_centers(roi, (16, 32), 16, rng=0)
     assert len(centers) == 9  # grid columns 156..236
     assert (centers[:, 1] >= 150).all()
     assert ((centers[:, 0] >= 20) & (centers[:, 0] < 40)).all()
 
 
-@pytest.mark.parametrize("sampler", [sample_oct_patch_centers, stratified_patch_centers])
+@pytest.mark.parametrize("sampler", [band_middle_patch_centers, stratified_patch_centers])
 def test_patch_centers_of_an_empty_roi_are_none(sampler):
     centers = sampler(np.zeros((64, 64), np.uint8), (16, 16), 8, rng=0)
     assert centers.shape == (0, 2)
 
 
-@pytest.mark.parametrize("sampler", [sample_oct_patch_centers, stratified_patch_centers])
+@pytest.mark.parametrize("sampler", [band_middle_patch_centers, stratified_patch_centers])
 def test_patch_centers_reject_a_roi_smaller_than_the_patch_and_negative_counts(sampler):
     with pytest.raises(ValueError, match="pad"):
         sampler(np.ones((16, 64), np.uint8), (32, 32), 4, rng=0)
@@ -208,12 +207,12 @@ def test_stratified_patch_centers_skip_columns_without_roi():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# sample_patches_entropy_mask
+# roi_patches
 # ----------------------------------------------------------------------------------------------------------------
 def test_sample_patches_shapes_flags_and_counts():
     img, mask, roi = make_bscan((128, 256))
     pshape, border = (48, 32), 6
-    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 10, border, 0.2, rng=4))
+    patches = list(roi_patches(img, mask, roi, pshape, 10, border, 0.2, rng=4))
     assert len(patches) == 10 + 2
     seen = np.zeros(3, int)
     for img_patch, mask_patch, roi_patch, *flags in patches:
@@ -233,7 +232,7 @@ def test_sample_patches_are_12_centred_and_2_random_per_wide_bscan():
     img = np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.uint8)  # each pixel tells where it is
     mask = np.zeros((h, w), np.uint8)
     pshape = (32, 32)
-    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 12, 4, 0.2, rng=0))
+    patches = list(roi_patches(img, mask, roi, pshape, 12, 4, 0.2, rng=0))
     assert len(patches) == 12 + int(0.2 * 12) == 14
     centres = np.array([p[0][pshape[0] // 2, pshape[1] // 2, :2] for p in patches], dtype=int)
     # first the 12 ROI-centred patches: grid columns 16, 26, ..., 236, rows within [60 - 10, 60 + 10)
@@ -247,11 +246,11 @@ def test_sample_patches_fewer_where_few_columns_hold_roi_and_none_for_an_empty_r
     img, mask, _ = make_bscan((64, 256))
     narrow = np.zeros((64, 256), np.uint8)
     narrow[20:41, 100:121] = 1  # 2 grid columns
-    patches = list(sample_patches_entropy_mask(img, mask, narrow, (16, 32), 12, 2, 0.2, rng=0))
+    patches = list(roi_patches(img, mask, narrow, (16, 32), 12, 2, 0.2, rng=0))
     assert len(patches) == 2 + 2
     empty = np.zeros((64, 256), np.uint8)
-    assert list(sample_patches_entropy_mask(img, mask, empty, (16, 32), 12, 2, 0.2, rng=0)) == []
-    assert list(sample_patches_entropy_mask(img, mask, empty, (16, 32), 12, 2, 0.2, centres="stratified",
+    assert list(roi_patches(img, mask, empty, (16, 32), 12, 2, 0.2, rng=0)) == []
+    assert list(roi_patches(img, mask, empty, (16, 32), 12, 2, 0.2, centres="stratified",
                                             rng=0)) == []
 
 
@@ -262,7 +261,7 @@ def test_sample_patches_are_all_centred_in_the_roi(centres):
     img = np.repeat((roi * 255)[..., None], 3, axis=2)  # the image shows the ROI: its centre pixel tells where
     mask = np.zeros((h, w), np.uint8)
     pshape = (16, 16)
-    patches = list(sample_patches_entropy_mask(img, mask, roi, pshape, 6, 2, 0.5, centres=centres, rng=0))
+    patches = list(roi_patches(img, mask, roi, pshape, 6, 2, 0.5, centres=centres, rng=0))
     assert len(patches) == 6 + 3
     assert [p[0][pshape[0] // 2, pshape[1] // 2, 0] for p in patches] == [255] * 9
     assert all(np.array_equal(p[2], p[0][..., 0] // 255) for p in patches)  # the ROI patch is cut at the same place
@@ -271,7 +270,7 @@ def test_sample_patches_are_all_centred_in_the_roi(centres):
 def test_sample_patches_random_share_sets_the_number_of_random_patches():
     img, mask, roi = make_bscan((64, 64))  # 5 grid columns 8, 18, ..., 48, all in the ROI
     for share, expected in [(0, 5), (0.2, 5 + 1), (2, 5 + 10)]:
-        assert len(list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 5, 2, share, rng=0))) == expected
+        assert len(list(roi_patches(img, mask, roi, (16, 16), 5, 2, share, rng=0))) == expected
 
 
 def test_sample_patches_of_an_image_smaller_than_the_patch_are_padded():
@@ -279,7 +278,7 @@ def test_sample_patches_of_an_image_smaller_than_the_patch_are_padded():
     mask = np.zeros((20, 30), np.uint8)
     mask[5:10, 5:10] = config.SRF
     roi = np.ones((20, 30), np.uint8)
-    patches = list(sample_patches_entropy_mask(img, mask, roi, (32, 64), 3, 2, 1, centres="stratified", rng=0))
+    patches = list(roi_patches(img, mask, roi, (32, 64), 3, 2, 1, centres="stratified", rng=0))
     assert len(patches) == 3 + 3
     for img_patch, mask_patch, roi_patch, is_irf, is_srf, is_ped in patches:
         assert img_patch.shape == (32, 64, 3) and mask_patch.shape == (32, 64)
@@ -290,7 +289,7 @@ def test_sample_patches_of_an_image_smaller_than_the_patch_are_padded():
 
 def test_sample_patches_resize_to_out_shape_before_flagging():
     img, mask, roi = make_bscan((128, 256))
-    patches = list(sample_patches_entropy_mask(img, mask, roi, (64, 32), 4, 4, 0, out_shape=(32, 16), rng=0))
+    patches = list(roi_patches(img, mask, roi, (64, 32), 4, 4, 0, out_shape=(32, 16), rng=0))
     assert len(patches) == 4
     for img_patch, mask_patch, roi_patch, *flags in patches:
         assert img_patch.shape == (32, 16, 3) and mask_patch.shape == roi_patch.shape == (32, 16)
@@ -300,11 +299,11 @@ def test_sample_patches_resize_to_out_shape_before_flagging():
 def test_sample_patches_reject_bad_settings():
     img, mask, roi = make_bscan((64, 64))
     with pytest.raises(ValueError, match="same size"):
-        list(sample_patches_entropy_mask(img, mask[:-1], roi, (16, 16), 2, 2, 0.2, rng=0))
+        list(roi_patches(img, mask[:-1], roi, (16, 16), 2, 2, 0.2, rng=0))
     with pytest.raises(ValueError, match="random_share"):
-        list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 2, -0.2, rng=0))
+        list(roi_patches(img, mask, roi, (16, 16), 2, 2, -0.2, rng=0))
     with pytest.raises(ValueError, match="border"):
-        list(sample_patches_entropy_mask(img, mask, roi, (16, 16), 2, 8, 0.2, rng=0))
+        list(roi_patches(img, mask, roi, (16, 16), 2, 8, 0.2, rng=0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -426,8 +425,8 @@ def test_nearest_image_resampling_keeps_only_input_values():
     mask = np.zeros((300, 200), np.uint8)
     roi = np.zeros((300, 200), np.uint8)
     roi[100:200] = 1
-    linear = list(sample_patches_entropy_mask(img, mask, roi, (240, 100), 2, 8, 0.0, out_shape=(120, 100), rng=1))
-    nearest = list(sample_patches_entropy_mask(img, mask, roi, (240, 100), 2, 8, 0.0, out_shape=(120, 100), rng=1,
+    linear = list(roi_patches(img, mask, roi, (240, 100), 2, 8, 0.0, out_shape=(120, 100), rng=1))
+    nearest = list(roi_patches(img, mask, roi, (240, 100), 2, 8, 0.0, out_shape=(120, 100), rng=1,
                                                image_order=0))
     values = set(np.unique(img))
     for (lin, *_), (near, *_) in zip(linear, nearest):

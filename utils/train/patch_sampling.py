@@ -1,14 +1,14 @@
 """Patch sampling for training, as nuts-ml nuts: ROI-centred patches of B-scans, resampled to one physical depth.
 
-Follows the authors' ``custom_nuts.py`` (RuwanT/retouch): ``sample_oct_patch_centers``,
-``sample_patches_entropy_mask`` and the nut ``ImagePatchesByMaskRetouch_resampled`` (here :func:`ResampledRoiPatches`,
-also importable under the original's name).
+Follows the authors' ``custom_nuts.py`` (RuwanT/retouch): ``sample_oct_patch_centers`` (here
+:func:`band_middle_patch_centers`), ``sample_patches_entropy_mask`` (:func:`roi_patches`) and the nut
+``ImagePatchesByMaskRetouch_resampled`` (:func:`ResampledRoiPatches`, also importable under the original's name).
 
 A sample of the training stream is one B-scan with its labels and ROI (the retina band found by its entropy, see
 ``prepare_data.py``'s ``roi`` step). :func:`ResampledRoiPatches` turns each sample into several patch samples:
 
 - ``npos`` patches centred in the middle of the ROI band: by default as the original, at columns drawn from every
-  10th column (:func:`sample_oct_patch_centers`), or stratified across the width (:func:`stratified_patch_centers`);
+  10th column (:func:`band_middle_patch_centers`), or stratified across the width (:func:`stratified_patch_centers`);
 - ``int(npos * random_share)`` patches centred on random ROI pixels (the original added these, 20 %, through
   nuts-ml's ``sample_patch_centers``).
 
@@ -149,8 +149,8 @@ def _check_counts(**values: float) -> None:
 COLUMN_STEP = 10  # the original draws centre columns from every 10th column
 
 
-def sample_oct_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: int, pos: int = 1,
-                             rng: RngLike = None, jitter_px: int = 10) -> np.ndarray:
+def band_middle_patch_centers(roimask: np.ndarray, pshape: Sequence[int], npos: int, pos: int = 1,
+                              rng: RngLike = None, jitter_px: int = 10) -> np.ndarray:
     """The original's ``sample_oct_patch_centers`` (RuwanT/retouch ``custom_nuts.py``): centres in the middle of
     the retina at columns drawn from every 10th column.
 
@@ -268,7 +268,7 @@ def _sample_region_centers(region: np.ndarray, pshape: tuple[int, int], n: int,
 # PATCH_CENTRES -> the ROI-centred centres of a bool ROI: (roi, pshape, npos, rng, jitter, jitter_px) -> (n, 2)
 # (the names are utils/configuration.py's CHOICES["PATCH_CENTRES"], checked there)
 PATCH_CENTRES = {
-    "rmit": lambda roi, pshape, npos, rng, jitter, jitter_px: sample_oct_patch_centers(
+    "rmit": lambda roi, pshape, npos, rng, jitter, jitter_px: band_middle_patch_centers(
         roi, pshape, npos, pos=True, rng=rng, jitter_px=jitter_px),
     "stratified": lambda roi, pshape, npos, rng, jitter, jitter_px: stratified_patch_centers(
         roi, pshape, npos, pos=True, rng=rng, jitter=jitter),
@@ -295,16 +295,16 @@ def _prepare_arrays(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pos:
     return pad_to_shape(img, pshape), pad_to_shape(mask, pshape), pad_to_shape(roimask == pos, pshape)
 
 
-def sample_patches_entropy_mask(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int],
-                                npos: int, patch_border: int, random_share: float, pos: int = 1,
-                                out_shape: Sequence[int] | None = None, centres: str = "rmit", jitter: float = 0.1,
-                                jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
-                                fluid_codes: Sequence[int] = FLUID_CODES,
-                                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]]:
+def roi_patches(img: np.ndarray, mask: np.ndarray, roimask: np.ndarray, pshape: Sequence[int],
+                npos: int, patch_border: int, random_share: float, pos: int = 1,
+                out_shape: Sequence[int] | None = None, centres: str = "rmit", jitter: float = 0.1,
+                jitter_px: int = 10, rng: RngLike = None, image_order: int = 1,
+                fluid_codes: Sequence[int] = FLUID_CODES,
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]]:
     """Patches of one B-scan around its ROI (the entropy mask), with the fluids each holds: the original's
     ``sample_patches_entropy_mask``, and the one sampler the training and validation pipelines use.
 
-    Yields, in this order: the ROI-centred patches (``PATCH_CENTRES``: :func:`sample_oct_patch_centers`, the
+    Yields, in this order: the ROI-centred patches (``PATCH_CENTRES``: :func:`band_middle_patch_centers`, the
     original, or :func:`stratified_patch_centers`), then ``int(npos * random_share)`` patches centred on random ROI
     pixels where the whole patch fits (nuts-ml's ``sample_patch_centers``, as the original). An empty ROI yields
     nothing, so a B-scan whose ROI detection failed adds no patch. Crops are resized to ``out_shape`` (the image as
@@ -361,8 +361,8 @@ def _resampled_patches(iterable: Iterable[Sequence], columns: tuple[int, ...], f
         spacing = reference_spacing_mm if spacingcol is None else sample[spacingcol]
         crop_shape = physical_patch_shape(pshape, spacing, reference_spacing_mm)
         imagecol, maskcol, roicol = columns
-        patches = sample_patches_entropy_mask(sample[imagecol], sample[maskcol], sample[roicol], crop_shape,
-                                              out_shape=pshape, rng=rng, **sampler_args)
+        patches = roi_patches(sample[imagecol], sample[maskcol], sample[roicol], crop_shape,
+                              out_shape=pshape, rng=rng, **sampler_args)
         for img_patch, mask_patch, roi_patch, *flags in patches:
             out = list(sample)
             out[imagecol], out[maskcol], out[roicol] = img_patch, mask_patch, roi_patch
@@ -393,7 +393,7 @@ def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npo
         (image, mask, roimask, is_IRF, is_SRF, is_PED, axial_spacing_mm, ...)
          0      1     2        3       4       5       6
 
-    For each B-scan, patches are sampled by :func:`sample_patches_entropy_mask` with a crop of
+    For each B-scan, patches are sampled by :func:`roi_patches` with a crop of
     :func:`physical_patch_shape` (``pshape`` height scaled by ``reference_spacing_mm / axial_spacing_mm``, so a
     patch spans the same depth on every vendor; the spacing column holds the spacing of ``DEPTH_SCALE``, the
     original's factor per B-scan height by default), resized to ``pshape``. Output columns: image ``(h, w[, C])``
@@ -406,7 +406,7 @@ def ResampledRoiPatches(iterable: Iterable[Sequence], pshape: Sequence[int], npo
             roimask ``(H, W)``; any height (a B-scan smaller than the crop is zero-padded).
         pshape: ``(h, w)`` output patch shape in pixels, e.g. ``cfg.PATCH_SHAPE``.
         npos, patch_border, random_share, pos, centres, jitter, jitter_px, image_order, fluid_codes: as
-            :func:`sample_patches_entropy_mask`.
+            :func:`roi_patches`.
         reference_spacing_mm: axial spacing that ``pshape[0]`` refers to (Spectralis), > 0.
         imagecol, maskcol, roicol: columns of image, mask and ROI mask (replaced by patches).
         IRFcol, SRFcol, PEDcol: columns replaced by the patch flags; None to not write that flag.
