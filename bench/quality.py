@@ -230,6 +230,13 @@ CONFIGS: dict[str, dict] = {
     # ... with the test-time flip: each member segments each B-scan as it is and mirrored, all four softmaxes averaged
     "improved_strips_wide_ens2_tta": {"train_as": "improved_strips_wide",
                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1)},
+    # ... other pairs of seeds, and all three, with the test-time flip: the spread between ensembles
+    "improved_strips_wide_ens2_02_tta": {"train_as": "improved_strips_wide",
+                                         "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 2)},
+    "improved_strips_wide_ens2_12_tta": {"train_as": "improved_strips_wide",
+                                         "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (1, 2)},
+    "improved_strips_wide_ens3_tta": {"train_as": "improved_strips_wide",
+                                      "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1, 2)},
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
