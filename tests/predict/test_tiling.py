@@ -52,3 +52,27 @@ def test_tiling_settings_are_checked():
         tiling.check_tiling((64, 100), 16)
     with pytest.raises(ValueError, match="INFERENCE_TILE_OVERLAP must be in"):
         tiling.check_tiling((64, 64), 64)
+
+
+class NanUnderAutocast(nn.Module):
+    """A 1x1 convolution whose output is NaN when it runs under autocast, as oneDNN's bf16 convolutions sometimes
+    are on AMX CPUs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, config.N_CLASSES, kernel_size=1)
+
+    def forward(self, images):
+        logits = self.conv(images)
+        return logits * float("nan") if torch.is_autocast_enabled("cpu") else logits
+
+
+def test_a_mixed_precision_pass_that_is_not_finite_is_done_again_in_float32():
+    torch.manual_seed(0)
+    model = NanUnderAutocast().eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    bf16 = Runtime(torch.device("cpu"), autocast_dtype=torch.bfloat16, channels_last=False)
+    with torch.inference_mode():
+        probabilities = tiling.forward_probabilities(model, images, bf16)
+        expected = torch.softmax(model.conv(images), dim=1)
+    torch.testing.assert_close(probabilities, expected)

@@ -73,10 +73,18 @@ def blend_weights(shape: tuple[int, int], overlap: int) -> np.ndarray:
 
 def forward_probabilities(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """Softmax of the model's logits: ``(n, 3, H, W)`` -> ``(n, C, H, W)`` float32 in [0, 1] (mixed precision
-    forward, softmax in float32)."""
+    forward, softmax in float32).
+
+    A mixed-precision pass whose output is not finite everywhere is done again in float32: oneDNN's bf16
+    convolutions on AMX CPUs (torch 2.14.1) now and then return NaN for some input shapes (seen on the test suite's
+    random networks; a float32 pass of the same batch is finite and reproducible).
+    """
     with runtime.autocast():
         logits = model(images)
-    return torch.softmax(logits.float(), dim=1)
+    probabilities = torch.softmax(logits.float(), dim=1)
+    if runtime.autocast_dtype is not None and not bool(torch.isfinite(probabilities).all()):
+        probabilities = torch.softmax(model(images).float(), dim=1)
+    return probabilities
 
 
 def sliding_window_probabilities(model: nn.Module, images: torch.Tensor, tile_shape: tuple[int, int],
