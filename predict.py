@@ -51,6 +51,7 @@ from utils.io.layout import predictions_dir
 from utils.io.mhd_io import VOLUME_FORMATS
 from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.model.checkpoints import latest_checkpoint
+from utils.model.runtime import RuntimeSettings
 from utils.predict.inputs import collect_cases
 from utils.predict.markers import ensemble_identity
 from utils.predict.out_dir import check_out_dir, prepare_out_dir
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(local_cfg.WORK_DIR) / local_cfg.RUNS_SUBDIR, local_cfg.BEST_CHECKPOINT,
             "; train one with `python train.py`, or name a checkpoint with --checkpoint FILE")]
         checkpoints, cfg, settings, notes = load_trained(checkpoint_paths, local_cfg, args.set_names)
-        out_dir = args.out or predictions_dir(
-            cfg.WORK_DIR, "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths)), cfg.PREDICTIONS_SUBDIR)
+        run_names = "+".join(dict.fromkeys(path.resolve().parent.name for path in checkpoint_paths))
+        out_dir = args.out or predictions_dir(cfg.WORK_DIR, run_names, cfg.PREDICTIONS_SUBDIR)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
         check_out_dir(out_dir, cases, args.inputs, settings, checkpoint_paths, local_cfg.DATA_ROOT)
         reference, reference_supplied, reference_notes = model_histogram_reference(checkpoints[0], local_cfg,
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     try:
-        runtime, model = load_network(checkpoint_paths, checkpoints, cfg, settings)
+        runtime, model = load_network(checkpoint_paths, checkpoints, RuntimeSettings.from_config(cfg), settings)
     except ConfigError as error:  # no such device, or inference settings the network cannot work with
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if reference_supplied:  # cases matched to another supplied reference are redone
         identity["histogram_reference"] = {"path": reference["path"], "counts": reference["counts"]}
     # the run holds --out until its tables are written: a second run on the folder is refused (exit 2)
-    with prepare_out_dir(out_dir, cfg, runtime) as status:
+    with prepare_out_dir(out_dir, cfg, settings.config_json, runtime) as status:
         if status:
             return status
         models = "; ".join(f"{path} (epoch {member.get('epoch')})"

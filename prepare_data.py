@@ -39,7 +39,7 @@ from utils.io.parallel import default_workers
 from utils.io.run_lock import run_lock
 from utils.io.tables import read_slice_index
 from utils.io.vendor_files import VENDOR_SUFFIXES
-from utils.prepare.preprocessing import load_histogram_reference, write_preprocessed_slices
+from utils.prepare.preprocessing import PreprocessSettings, load_histogram_reference, write_preprocessed_slices
 from utils.prepare.roi import write_roi_masks
 from utils.prepare.splits import write_split
 
@@ -133,7 +133,8 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
         print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
             f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
         try:
-            reference_path, reference, notes = load_histogram_reference(cases, cfg, data_root)
+            reference_path, reference, notes = load_histogram_reference(
+                cases, cfg.HISTOGRAM_REFERENCE, PreprocessSettings.from_config(cfg), data_root)
         except (OSError, ValueError) as error:
             return [error_line(error)]
         for note in notes:

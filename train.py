@@ -42,14 +42,15 @@ from utils.io.run_lock import run_lock
 from utils.io import layout
 from utils.model.checkpoints import (MODEL_INPUT_SETTINGS, latest_checkpoint, load_checkpoint, make_checkpoint,
                                      save_checkpoint)
-from utils.model.networks import MODELS, UNNAMED_MODEL, build_discriminator, network_label, unet_arguments
-from utils.model.runtime import Runtime, select_runtime
+from utils.model.networks import (MODELS, UNNAMED_MODEL, NetworkSettings, build_discriminator, network_label,
+                                  network_setting_names, unet_arguments)
+from utils.model.runtime import Runtime, RuntimeSettings, select_runtime
 from utils.train.data_pipeline import (SliceRecord, TrainingDataSettings, loader_workers, read_split_slices,
                                        slice_records, training_batches, training_loader, validation_batches)
 from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, new_segmenter,
                               plot_curves, reestimate_batch_norms, score_of, train_epoch, validate)
 from utils.train.losses import LOSSES, LossSettings, make_loss
-from utils.train.optimizers import make_optimizer, weight_penalty
+from utils.train.optimizers import OptimizerSettings, make_optimizer, weight_penalty
 from utils.train.schedule import LearningRateSchedule
 
 log = logging.getLogger("train")
@@ -125,11 +126,12 @@ def read_records(work_dir: Path, cfg) -> tuple[list[SliceRecord], list[SliceReco
     Raises:
         ValueError: the split has no labelled training B-scan.
     """
-    train_records = slice_records(read_split_slices(work_dir, "train", cfg), cfg.FLUIDS)
+    train_records = slice_records(read_split_slices(work_dir, "train", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
     if not train_records:
         raise ValueError(f"{work_dir / cfg.SPLIT_SLICES_CSV.format(split='train')}: no labelled B-scans to train "
                          f"on; check the split")
-    return train_records, slice_records(read_split_slices(work_dir, "val", cfg), cfg.FLUIDS)
+    return train_records, slice_records(read_split_slices(work_dir, "val", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS),
+                                        cfg.FLUIDS)
 
 
 def open_run_dir(run_dir: Path | None, cfg, runtime: Runtime) -> Path:
@@ -178,7 +180,7 @@ def initial_weights(path: Path, cfg) -> dict:
         ConfigError: a checkpoint of another network, class count or patch shape; the message names the file.
     """
     checkpoint = load_checkpoint(path)
-    theirs, ours = checkpoint["model_args"], unet_arguments(cfg)
+    theirs, ours = checkpoint["model_args"], unet_arguments(NetworkSettings.from_config(cfg))
     their_shape = tuple((checkpoint.get("config") or {}).get("PATCH_SHAPE") or ())
     problems = [f"{what} {a!r} (this run: {b!r})" for what, a, b in (
         ("network", theirs.get("name", UNNAMED_MODEL), ours["name"]),
@@ -190,27 +192,14 @@ def initial_weights(path: Path, cfg) -> dict:
     return checkpoint["model_state"]
 
 
-def network_settings(cfg) -> tuple[str, ...]:
-    """The settings the network of ``cfg`` is built from: those its constructor arguments, which checkpoints store
-    (:func:`utils.model.networks.unet_arguments`), are read from (``MODEL``, ``N_CLASSES``, ``ENCODER``, ...)."""
-    read = []
-
-    class Reads:  # the config, noting each setting read
-        def __getattr__(self, name: str):
-            read.append(name)
-            return getattr(cfg, name)
-
-    unet_arguments(Reads())
-    return tuple(dict.fromkeys(read))
-
-
 def model_settings(saved, cfg) -> tuple[str, ...]:
     """The settings that belong to the model a run trains, which ``--resume`` keeps: those its network is built
-    from (:func:`network_settings`, of the run's config and of the given one), and those that turn a volume into the
-    network's input and its output into labels, which the models of an ensemble share
-    (``utils/model/checkpoints.py`` ``MODEL_INPUT_SETTINGS``: label codes, preprocessing, patch shape, input
-    scaling)."""
-    return tuple(dict.fromkeys((*network_settings(saved), *network_settings(cfg), *MODEL_INPUT_SETTINGS)))
+    from (:func:`utils.model.networks.network_setting_names` of the run's ``MODEL`` and of the given one: ``MODEL``,
+    ``N_CLASSES``, ``ENCODER``, ...), and those that turn a volume into the network's input and its output into
+    labels, which the models of an ensemble share (``utils/model/checkpoints.py`` ``MODEL_INPUT_SETTINGS``: label
+    codes, preprocessing, patch shape, input scaling)."""
+    return tuple(dict.fromkeys((*network_setting_names(saved.MODEL), *network_setting_names(cfg.MODEL),
+                                *MODEL_INPUT_SETTINGS)))
 
 
 def check_training_settings(cfg, checkpoint: dict | None) -> None:
@@ -235,15 +224,15 @@ def check_training_settings(cfg, checkpoint: dict | None) -> None:
 
 def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
     """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
-    model_args = unet_arguments(cfg)
+    model_args = unet_arguments(NetworkSettings.from_config(cfg))
     network = MODELS[cfg.MODEL]
     if not network.accepts_patch(cfg.PATCH_SHAPE):
         raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: {cfg.MODEL} needs {network.patch_rule}")
     model = new_segmenter(model_args, runtime)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, OptimizerSettings.from_config(cfg))
     adversary = None
     if cfg.ADVERSARIAL:
-        discriminator = build_discriminator(cfg).to(runtime.device)
+        discriminator = build_discriminator(cfg.DISCRIMINATOR, cfg.N_CLASSES).to(runtime.device)
         adversary = Adversary(discriminator, torch.optim.Adam(discriminator.parameters(),
                                                               lr=cfg.DISCRIMINATOR_LEARNING_RATE,
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT,
@@ -366,7 +355,7 @@ def run(args: argparse.Namespace) -> Path:
     check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg.RUNS_SUBDIR))],
                   [("data root", cfg.DATA_ROOT), ("prepared slices folder", work_dir / cfg.SLICES_SUBDIR)])
     train_records, val_records = read_records(work_dir, cfg)
-    runtime = select_runtime(cfg)
+    runtime = select_runtime(RuntimeSettings.from_config(cfg))
     run_dir = open_run_dir(run_dir, cfg, runtime)
     with contextlib.ExitStack() as held:
         if runtime.is_main:  # one run at a time in a run folder: a second is refused, naming the first
@@ -377,7 +366,7 @@ def run(args: argparse.Namespace) -> Path:
             if removed:
                 log.info(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {run_dir}")
         seed_everything(cfg.SEED + runtime.rank)
-        workers = loader_workers(cfg, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        workers = loader_workers(cfg.LOADER_WORKERS, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         if runtime.device.type == "cpu" and workers > 0:
             torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
         if not val_records:

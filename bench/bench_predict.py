@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import sys
 import tempfile
 import time
@@ -61,7 +62,8 @@ from utils.predict.band import PREDICT_REGIONS  # noqa: E402
 from utils.configuration import DEVICES, ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.io.cases import Case  # noqa: E402
 from utils.io.mhd_io import Geometry, read_volume, write_volume  # noqa: E402
-from utils.model.networks import MODELS, build_unet, network_label, output_margin, unet_arguments  # noqa: E402
+from utils.model.networks import (MODELS, NetworkSettings, build_unet, network_label, output_margin,  # noqa: E402
+                                  unet_arguments)
 from utils.predict.markers import run_identity  # noqa: E402
 from utils.predict.outputs import Outputs  # noqa: E402
 from utils.predict.predictor import inference_model  # noqa: E402
@@ -69,7 +71,7 @@ from utils.predict.settings import InferenceSettings, PredictSettings  # noqa: E
 from utils.predict.segment import (load_case, predict_case, prepare_volume, segment_cases,  # noqa: E402
                                    segment_volume)
 from utils.prepare.preprocessing import intensity_histogram, to_uint8_intensity  # noqa: E402
-from utils.model.runtime import Runtime, select_runtime  # noqa: E402
+from utils.model.runtime import Runtime, RuntimeSettings, select_runtime  # noqa: E402
 
 # The vendors' usual RETOUCH volumes: (z, y, x), dtype, spacing (x, y, z) mm. Benchmark inputs only: predict.py
 # reads every spacing from the header.
@@ -250,12 +252,19 @@ def region_shape(region: str, cfg) -> tuple[int, int]:
     return (min(int(cfg.PATCH_SHAPE[0]), height), width) if region in ("band", "roi") else (height, width)
 
 
+def bench_runtime(cfg, device: str | None) -> Runtime:
+    """The runtime of the config (:func:`utils.model.runtime.select_runtime`), on ``device`` (``--device``, one of
+    ``DEVICES``, checked by argparse) instead of ``DEVICE`` when given."""
+    settings = RuntimeSettings.from_config(cfg)
+    return select_runtime(dataclasses.replace(settings, device=device) if device else settings)
+
+
 def counting_network(cfg, runtime: Runtime) -> CountingModel:
     """A freshly initialised network of the config as predict.py runs it
     (:func:`utils.predict.predictor.inference_model`: eval mode, batch norms folded, the runtime's device and
     layout), counted."""
     torch.manual_seed(cfg.SEED)
-    model_args = unet_arguments(cfg)
+    model_args = unet_arguments(NetworkSettings.from_config(cfg))
     fresh = {"model_args": model_args, "model_state": build_unet(model_args).state_dict()}
     return CountingModel(inference_model(fresh, runtime), runtime.device)
 
@@ -280,8 +289,8 @@ def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batc
     flops = sum(forward_flops(model.model, shape, runtime) * count for shape, count in model.calls.items())
     gflops = flops / model.seconds / 1e9
     shapes = sorted({shape[2:] for shape in model.calls})
-    return {"model": network_label(unet_arguments(cfg)), "precision": precision_name(runtime.autocast_dtype),
-            "region": region,
+    label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
+    return {"model": label, "precision": precision_name(runtime.autocast_dtype), "region": region,
             "B-scan": f"{height}x{width}", "net input": ", ".join(f"{h}x{w}" for h, w in shapes),
             "B-scans/s": n_bscans / seconds, "ms/B-scan": 1000 * seconds / n_bscans,
             "GFLOP/B-scan": flops / n_bscans / 1e9, "forward share": model.seconds / seconds, "GFLOP/s": gflops,
@@ -293,7 +302,7 @@ def network_rows(args, batch_size: int, peaks: dict[str, float], rng: np.random.
     for name in args.models:
         for mixed in (True, False):
             cfg = load_config(args.overrides + [f"MODEL={name}", f"MIXED_PRECISION={mixed}"])
-            runtime = select_runtime(cfg, args.device)
+            runtime = bench_runtime(cfg, args.device)
             if mixed and runtime.autocast_dtype is None:
                 continue
             model = counting_network(cfg, runtime)
@@ -334,10 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"--many >= 0")
     try:
         cfg = load_config(args.overrides)
-        runtime = select_runtime(cfg, args.device)
-        peak_runtime = select_runtime(load_config(args.overrides + ["MIXED_PRECISION=True"]), args.device)
+        runtime = bench_runtime(cfg, args.device)
+        peak_runtime = bench_runtime(load_config(args.overrides + ["MIXED_PRECISION=True"]), args.device)
         for name in args.models:
-            unet_arguments(load_config(args.overrides + [f"MODEL={name}"]))
+            unet_arguments(NetworkSettings.from_config(load_config(args.overrides + [f"MODEL={name}"])))
     except ConfigError as error:
         parser.error(str(error))
     batch_size = args.batch_size or cfg.INFERENCE_BATCH_SIZE
@@ -354,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     model = counting_network(cfg, runtime)
+    label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
     reference_counts = intensity_histogram(to_uint8_intensity(noise_volume("Spectralis", 4, rng)[0]))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as folder:
@@ -361,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             row = bench_vendor(vendor, model, cfg, runtime, Path(folder), reference_counts, args.bscans, rng)
             rows.append({**row, **peak_shares(row["GFLOP/s"], peaks)})
             print(f"{vendor}: {rows[-1]['total s']:.1f} s", file=sys.stderr)
-    print(f"\nVolumes through predict.py's steps: {network_label(unet_arguments(cfg))}, "
+    print(f"\nVolumes through predict.py's steps: {label}, "
           f"{precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
     print(markdown_table(rows), flush=True)
     if not args.many:
@@ -371,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = write_noise_cases(vendors, args.many, args.bscans, Path(folder), rng)
         many_rows = bench_many(cases, model, cfg, runtime, reference_counts, Path(folder))
     print(f"\nMany volumes ({args.many} per vendor: {', '.join(vendors)}) through predict.py's per-case path: "
-          f"{network_label(unet_arguments(cfg))}, {precision_name(runtime.autocast_dtype)}, "
+          f"{label}, {precision_name(runtime.autocast_dtype)}, "
           f"PREDICT_REGION {cfg.PREDICT_REGION}\n")
     print(markdown_table(many_rows))
     return 0

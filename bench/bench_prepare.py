@@ -29,6 +29,7 @@ import prepare_data  # noqa: E402
 from utils.configuration import load_config  # noqa: E402
 from utils.io.files import atomic_write_png  # noqa: E402
 from utils.io.mhd_io import read_volume  # noqa: E402
+from utils.io.vendor_files import VendorFileSettings  # noqa: E402
 from utils.prepare.preparer import Preparer  # noqa: E402
 from utils.prepare.preprocessing import PreprocessSettings, histogram_reference, vendor_steps  # noqa: E402
 from utils.prepare.roi import (ENTROPY_LEVELS, binary_closing_disk, fill_columns, local_entropy,  # noqa: E402
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         spectralis, labels, geometry = generate_volume("Spectralis", np.random.default_rng(9),
                                                        case_spec("Spectralis", 0))
         write_volume(folder / "reference" / "oct.mhd", spectralis, geometry)
-        reference = histogram_reference(folder / "reference" / "oct.mhd", cfg)
+        reference = histogram_reference(folder / "reference" / "oct.mhd", VendorFileSettings.from_config(cfg))
         for vendor in args.vendors.split(","):
             rows += bench_vendor(vendor, folder, reference, cfg, args.baseline_bscans)
     print("\n| vendor | volume (z x y x x) | stage | per B-scan (ms) | per volume (s) |")

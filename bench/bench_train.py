@@ -33,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare_data  # noqa: E402
 from flops import count_flops, device_name, markdown_table, matmul_peaks, peak_shares, precision_name  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
-from utils.model.networks import MODELS, network_label, unet_arguments  # noqa: E402
-from utils.model.runtime import select_runtime  # noqa: E402
+from utils.model.networks import MODELS, NetworkSettings, network_label, unet_arguments  # noqa: E402
+from utils.model.runtime import RuntimeSettings, select_runtime  # noqa: E402
 from utils.synthetic import generate_dataset  # noqa: E402
 from utils.train.data_pipeline import (TrainingDataSettings, loader_workers, read_split_slices,  # noqa: E402
                                        slice_records, training_batches, training_loader)
 from utils.train.loop import new_segmenter, train_step  # noqa: E402
 from utils.train.losses import LossSettings, make_loss  # noqa: E402
-from utils.train.optimizers import make_optimizer, weight_penalty  # noqa: E402
+from utils.train.optimizers import OptimizerSettings, make_optimizer, weight_penalty  # noqa: E402
 
 
 def prepared_synthetic(folder: Path) -> Path:
@@ -70,9 +70,9 @@ class ModelStep:
     def __init__(self, cfg, runtime):
         torch.manual_seed(0)
         self.runtime = runtime
-        self.model = new_segmenter(unet_arguments(cfg), runtime)
+        self.model = new_segmenter(unet_arguments(NetworkSettings.from_config(cfg)), runtime)
         self.model.train()
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizer = make_optimizer(self.model, OptimizerSettings.from_config(cfg))
         self.loss_fn = make_loss(LossSettings.from_config(cfg))
         self.penalty = weight_penalty(cfg.MODEL, cfg.L2_WEIGHT)
 
@@ -108,7 +108,7 @@ def time_together(records, work_dir, cfg, runtime, n_batches: int) -> float:
     """Patches per second of the real loop: DataLoader (LOADER_WORKERS processes) feeding model steps."""
     step = ModelStep(cfg, runtime)
     threads = torch.get_num_threads()
-    workers = loader_workers(cfg, runtime.device.type)
+    workers = loader_workers(cfg.LOADER_WORKERS, runtime.device.type)
     if runtime.device.type == "cpu" and workers > 0:
         torch.set_num_threads(max(1, threads - workers))  # as train.py does
     batches = iter(training_loader(records, work_dir, TrainingDataSettings.from_config(cfg), seed=0,
@@ -138,12 +138,12 @@ def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batche
     for overrides in variants:
         for mixed in (True, False):
             cfg = load_config(overrides + [f"MIXED_PRECISION={mixed}"])
-            runtime = select_runtime(cfg)
+            runtime = select_runtime(RuntimeSettings.from_config(cfg))
             if mixed and runtime.autocast_dtype is None:
                 continue
             patches_per_s, flops_per_patch = time_model(cfg, runtime, n_batches)
             gflops = patches_per_s * flops_per_patch / 1e9
-            label = network_label(unet_arguments(cfg))
+            label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
             yield {"model": label, "precision": precision_name(runtime.autocast_dtype),
                    "patches/s": patches_per_s, "GFLOP/patch": flops_per_patch / 1e9, "GFLOP/s": gflops,
                    **peak_shares(gflops, peaks)}
@@ -177,11 +177,12 @@ def main(argv: list[str] | None = None) -> None:
         variants = model_configs(overrides, models, encoders)
         for variant in variants:
             make_loss(LossSettings.from_config(load_config(variant)))
-        runtime = select_runtime(cfg)
+        runtime = select_runtime(RuntimeSettings.from_config(cfg))
     except ConfigError as error:
         parser.error(str(error))
     if variants:
-        peaks = matmul_peaks(select_runtime(load_config(overrides + ["MIXED_PRECISION=True"])), args.matmul_size)
+        peak_settings = RuntimeSettings.from_config(load_config(overrides + ["MIXED_PRECISION=True"]))
+        peaks = matmul_peaks(select_runtime(peak_settings), args.matmul_size)
         print(f"\nmodel step: batch {cfg.BATCH_SIZE} x {tuple(cfg.PATCH_SHAPE)} patches, {runtime.device} "
               f"({device_name(runtime.device)}), channels_last {runtime.channels_last}; matmul peak "
               + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()) + "\n")
@@ -191,16 +192,16 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work_dir = Path(args.work_dir) if args.work_dir else prepared_synthetic(Path(tmp))
-        records = slice_records(read_split_slices(work_dir, "train", cfg), cfg.FLUIDS)
+        records = slice_records(read_split_slices(work_dir, "train", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
         precision = precision_name(runtime.autocast_dtype)
-        label = network_label(unet_arguments(cfg))
+        label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
         print(f"\npipeline: {len(records)} training B-scans, {label} model step, {precision}\n")
         print("| stage | model | precision | loader workers | patches/s |")
         print("|---|---|---|---|---|")
         print(f"| data pipeline alone | - | - | 0 | {time_pipeline(records, work_dir, cfg, args.batches):.1f} |")
         for workers in (int(w) for w in args.loader_workers.split(",")):
             loop_cfg = load_config(overrides + [f"LOADER_WORKERS={workers}"])
-            shown = f"auto = {loader_workers(loop_cfg, runtime.device.type)}" if workers < 0 else workers
+            shown = f"auto = {loader_workers(loop_cfg.LOADER_WORKERS, runtime.device.type)}" if workers < 0 else workers
             print(f"| pipeline + model step | {label} | {precision} | {shown} | "
                   f"{time_together(records, work_dir, loop_cfg, runtime, args.batches):.1f} |", flush=True)
 

@@ -57,19 +57,24 @@ LOCK_FILES = {".prepare_data.lock", ".predict.lock", ".tables.lock"}
 WORK_PLACEHOLDER = b"<WORK>"
 
 # Run in the repository under test: a fresh network, saved where argv[1] says, for argv[2] (MODEL), with the
-# histogram reference of the prepared folder argv[3], its path made relative to argv[4].
+# histogram reference of the prepared folder argv[3], its path made relative to argv[4]. The code under test may be
+# from before unet_arguments took a NetworkSettings (it took the config then).
 CHECKPOINT_CODE = """
 import json, sys
 from pathlib import Path
 import torch
 from utils.configuration import config_to_dict, load_config
 from utils.model.networks import build_unet, unet_arguments
+try:
+    from utils.model.networks import NetworkSettings
+except ImportError:
+    NetworkSettings = None
 path, model, prepared, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 cfg = load_config([f"MODEL={model}"])
 reference = json.loads((prepared / cfg.HISTOGRAM_REFERENCE_JSON).read_text())
 reference["path"] = str(Path(reference["path"]).relative_to(work))
 torch.manual_seed(0)
-args = unet_arguments(cfg)
+args = unet_arguments(NetworkSettings.from_config(cfg) if NetworkSettings else cfg)
 torch.save({"model_args": args, "model_state": build_unet(args).state_dict(), "epoch": 1,
             "config": config_to_dict(cfg), "metrics": {}, "histogram_reference": reference}, path)
 """

@@ -19,6 +19,7 @@ import config
 import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, read_volume, write_volume
+from utils.io.vendor_files import VendorFileSettings
 from utils.predict import etdrs, label_tables
 from utils.predict.markers import MARKER_FILE
 from utils.predict.outputs import OVERLAY_FOLDER
@@ -66,7 +67,7 @@ def checkpoint(data, tmp_path_factory):
     spectralis = next(data.glob("*Spectralis/*/oct.mhd"))
     save_checkpoint(path, {"model_args": UNET, "model_state": build_unet(UNET).state_dict(), "epoch": 4,
                            "config": config_to_dict(cfg), "metrics": {},
-                           "histogram_reference": histogram_reference(spectralis, cfg)})
+                           "histogram_reference": histogram_reference(spectralis, VendorFileSettings())})
     return path
 
 

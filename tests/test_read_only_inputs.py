@@ -22,6 +22,7 @@ import evaluate
 import predict
 import prepare_data
 from utils.configuration import config_to_dict, load_config
+from utils.io.vendor_files import VendorFileSettings
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
 from utils.prepare.preprocessing import histogram_reference
@@ -99,7 +100,7 @@ def test_a_read_only_data_root_is_prepared_predicted_and_evaluated(tiny_tree, tm
     torch.manual_seed(0)
     save_checkpoint(checkpoint, {"model_args": UNET, "model_state": build_unet(UNET).state_dict(), "epoch": 1,
                                  "config": config_to_dict(cfg), "metrics": {},
-                                 "histogram_reference": histogram_reference(spectralis, cfg)})
+                                 "histogram_reference": histogram_reference(spectralis, VendorFileSettings())})
     before = {path: path.read_bytes() for path in tiny_tree.rglob("*") if path.is_file()}
     _make_read_only(tiny_tree)
     try:

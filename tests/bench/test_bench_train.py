@@ -8,7 +8,7 @@ import torch
 import train
 from bench.bench_train import ModelStep
 from utils.configuration import load_config
-from utils.model.runtime import select_runtime
+from utils.model.runtime import RuntimeSettings, select_runtime
 from utils.train.loop import train_epoch
 from utils.train.losses import LossSettings, make_loss
 from utils.train.optimizers import weight_penalty
@@ -19,7 +19,7 @@ SMALL = ["PATCH_SHAPE=(96, 96)", "BATCH_SIZE=2", "DEVICE=cpu", "MIXED_PRECISION=
 @pytest.mark.parametrize("overrides", [[], ["OPTIMIZER=sgd", "LOSS=ce_dice"]])
 def test_the_model_step_updates_the_weights_as_a_training_step_of_train_py(overrides):
     cfg = load_config(SMALL + overrides)
-    runtime = select_runtime(cfg)
+    runtime = select_runtime(RuntimeSettings.from_config(cfg))
     generator = torch.Generator().manual_seed(1)
     batch = (torch.rand(2, 3, 96, 96, generator=generator) * 2 - 1,
              torch.randint(0, cfg.N_CLASSES, (2, 96, 96), generator=generator))

@@ -1,5 +1,6 @@
 """utils/model: the network the config describes, checkpoints round trip, the discriminator."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,8 +10,8 @@ import torch
 
 from utils.configuration import load_config
 from utils.model.checkpoints import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
-from utils.model.networks import (MODELS, Discriminator, build_unet, fold_batch_norms, network_label, output_margin,
-                                  unet_arguments)
+from utils.model.networks import (MODELS, Discriminator, NetworkSettings, build_unet, fold_batch_norms, network_label,
+                                  network_setting_names, output_margin, unet_arguments)
 from utils.model.rmit_unet import l2_penalty
 from utils.train.loop import Adversary, adversarial_losses, one_hot
 
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_smp_network_is_the_one_the_config_describes():
-    model_args = unet_arguments(load_config(["MODEL=smp_unet", "ENCODER=resnet34", "N_CLASSES=5"]))
+    settings = NetworkSettings.from_config(load_config(["MODEL=smp_unet", "ENCODER=resnet34", "N_CLASSES=5"]))
+    assert settings == NetworkSettings(model="smp_unet", encoder="resnet34", n_classes=5)
+    model_args = unet_arguments(settings)
     assert model_args["encoder_weights"] is None  # random initialisation: nothing is downloaded
     model = build_unet(model_args).eval()
     assert model.name == "u-resnet34"
@@ -34,7 +37,7 @@ def test_the_smp_network_is_the_one_the_config_describes():
 
 @pytest.mark.parametrize("relu", [True, False])
 def test_the_authors_network_is_the_one_the_config_describes(relu):
-    model_args = unet_arguments(load_config(["MODEL=rmit_unet", "N_CLASSES=5", f"RELU_BEFORE_SOFTMAX={relu}"]))
+    model_args = unet_arguments(NetworkSettings(model="rmit_unet", n_classes=5, relu_before_softmax=relu))
     assert model_args["relu_before_softmax"] is relu
     torch.manual_seed(0)
     model = build_unet(model_args).eval()
@@ -54,10 +57,23 @@ def test_each_network_says_what_training_asks_of_it():
     assert rmit.patch_rule == "sides that are multiples of 8 and at least 96, e.g. (256, 128)"
     assert smp_unet.accepts_patch((100, 128))  # not checked before training
     assert rmit.weight_penalty is l2_penalty and smp_unet.weight_penalty is None
-    assert network_label(unet_arguments(load_config(["MODEL=rmit_unet"]))) == "rmit_unet"
-    assert network_label(unet_arguments(load_config(["MODEL=smp_unet", "ENCODER=resnet34"]))) == "smp_unet (resnet34)"
+    assert network_label(unet_arguments(NetworkSettings(model="rmit_unet"))) == "rmit_unet"
+    assert network_label(unet_arguments(NetworkSettings(model="smp_unet", encoder="resnet34"))) == "smp_unet (resnet34)"
     unnamed = {key: value for key, value in TINY_UNET.items() if key != "name"}  # a checkpoint from before MODEL
     assert network_label(unnamed) == "smp_unet (resnet18)"
+
+
+def test_a_network_is_built_from_the_settings_it_names_and_no_other():
+    """``network_setting_names`` (what train.py --resume keeps of a run's network) lists exactly the settings a
+    network's constructor arguments change with."""
+    assert network_setting_names("rmit_unet") == ("MODEL", "N_CLASSES", "RELU_BEFORE_SOFTMAX", "BN_MOMENTUM")
+    assert network_setting_names("smp_unet") == ("MODEL", "ENCODER", "N_CLASSES")
+    changed = {"n_classes": 5, "encoder": "resnet34", "relu_before_softmax": False, "bn_momentum": 0.5}
+    for model in MODELS:
+        base = NetworkSettings(model=model)
+        differ = [name.upper() for name, value in changed.items()
+                  if unet_arguments(dataclasses.replace(base, **{name: value})) != unet_arguments(base)]
+        assert set(differ) == set(network_setting_names(model)) - {"MODEL"}
 
 
 def test_a_checkpoint_naming_an_unknown_network_is_refused():
@@ -200,16 +216,16 @@ def test_the_authors_critic_passes_gradient_to_the_segmenter_and_crops_the_image
 
 
 def test_bn_momentum_reaches_every_batch_norm_of_the_authors_network():
-    model = build_unet(unet_arguments(load_config(["BN_MOMENTUM=0.1"])))
+    model = build_unet(unet_arguments(NetworkSettings(model="rmit_unet", bn_momentum=0.1)))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(m.momentum == 0.1 for m in norms)
-    default = build_unet(unet_arguments(load_config([])))
+    default = build_unet(unet_arguments(NetworkSettings(model="rmit_unet")))
     assert all(m.momentum == 0.01 for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d))  # Keras 0.99
 
 
 def test_folding_batch_norms_keeps_the_eval_outputs():
     torch.manual_seed(0)
-    model = build_unet(unet_arguments(load_config(["MODEL=rmit_unet"])))
+    model = build_unet(unet_arguments(NetworkSettings(model="rmit_unet")))
     model.train()
     with torch.no_grad():
         model(torch.randn(2, 3, 96, 104))  # running statistics away from their start values
@@ -225,4 +241,4 @@ def test_folding_batch_norms_keeps_the_eval_outputs():
         assert folded is model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
         torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="eval mode"):
-        fold_batch_norms(build_unet(unet_arguments(load_config(["MODEL=rmit_unet"]))).train())
+        fold_batch_norms(build_unet(unet_arguments(NetworkSettings(model="rmit_unet"))).train())

@@ -1,4 +1,4 @@
-"""utils/model/runtime.py: the device a config asks for, and the one-line error when it cannot be had."""
+"""utils/model/runtime.py: the device the settings ask for, and the one-line error when it cannot be had."""
 
 import io
 
@@ -7,11 +7,14 @@ import torch
 
 from utils.configuration import ConfigError, load_config
 from utils.model import runtime
+from utils.model.runtime import RuntimeSettings
 
 
 def test_cpu_runtime_follows_the_config(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
-    chosen = runtime.select_runtime(load_config(["DEVICE=cpu", "CHANNELS_LAST=False"]))
+    settings = RuntimeSettings.from_config(load_config(["DEVICE=cpu", "CHANNELS_LAST=False"]))
+    assert settings == RuntimeSettings(device="cpu", channels_last=False)
+    chosen = runtime.select_runtime(settings)
     assert chosen.device == torch.device("cpu") and chosen.autocast_dtype is None and not chosen.channels_last
     assert chosen.is_main and not chosen.distributed
 
@@ -19,8 +22,8 @@ def test_cpu_runtime_follows_the_config(monkeypatch):
 def test_cuda_without_a_gpu_is_a_configuration_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"^DEVICE='cuda' but torch sees no CUDA device .*--set DEVICE=cpu$"):
-        runtime.select_runtime(load_config(["DEVICE=cuda"]))
-    assert runtime.select_runtime(load_config(["DEVICE=auto"])).device == torch.device("cpu")
+        runtime.select_runtime(RuntimeSettings(device="cuda"))
+    assert runtime.select_runtime(RuntimeSettings(device="auto")).device == torch.device("cpu")
 
 
 def test_an_unknown_device_is_refused_where_it_is_given(capsys):
@@ -40,7 +43,7 @@ def test_a_onednn_cap_below_bf16_turns_bf16_autocast_off(monkeypatch, variable):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, "avx2")
     assert not runtime.cpu_supports_bf16()
-    assert runtime.select_runtime(load_config(["DEVICE=cpu", "MIXED_PRECISION=True"])).autocast_dtype is None
+    assert runtime.select_runtime(RuntimeSettings(device="cpu", mixed_precision=True)).autocast_dtype is None
     monkeypatch.setenv(variable, "AVX512_CORE_AMX")  # a cap that keeps bf16: the CPU's own flags decide
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA" if variable == "DNNL_MAX_CPU_ISA" else "DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(runtime, "open", lambda *args, **kwargs: io.StringIO("flags : avx2 amx_bf16"), raising=False)

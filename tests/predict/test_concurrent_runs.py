@@ -17,6 +17,7 @@ import config
 import predict
 from utils.configuration import config_to_dict, load_config
 from utils.io.mhd_io import Geometry, write_volume
+from utils.io.vendor_files import VendorFileSettings
 from utils.model.checkpoints import load_checkpoint, save_checkpoint
 from utils.model.networks import build_unet
 from utils.model.runtime import Runtime
@@ -56,7 +57,8 @@ def _checkpoint(data, folder: Path, seed: int) -> Path:
     cfg = load_config(["SPECTRALIS_AXIAL_SPACING_MM=0.03"])
     save_checkpoint(path, {"model_args": UNET, "model_state": build_unet(UNET).state_dict(), "epoch": 1,
                            "config": config_to_dict(cfg), "metrics": {},
-                           "histogram_reference": histogram_reference(next(data.glob("*Spectralis/*/oct.mhd")), cfg)})
+                           "histogram_reference": histogram_reference(next(data.glob("*Spectralis/*/oct.mhd")),
+                                                                      VendorFileSettings())})
     return path
 
 
@@ -123,7 +125,8 @@ def test_a_run_killed_after_config_json_before_any_marker_reruns_to_the_same_out
     first, _ = checkpoints
     out = tmp_path / "interrupted"
     cfg, _ = inference_config(load_checkpoint(first), load_config(["DEVICE=cpu"]), ["DEVICE"])
-    with prepare_out_dir(out, cfg, Runtime(torch.device("cpu"), None, False)) as status:  # the killed run's start
+    runtime = Runtime(torch.device("cpu"), None, False)
+    with prepare_out_dir(out, cfg, cfg.CONFIG_JSON, runtime) as status:  # the killed run's start
         assert status == 0
     assert (out / config.CONFIG_JSON).is_file() and not list(out.glob(f"*/{MARKER_FILE}"))
     assert _predict(first, out, data) == 0

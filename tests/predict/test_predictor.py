@@ -13,6 +13,7 @@ import config
 import predict
 from utils.configuration import ConfigError, config_to_dict, load_config
 from utils.io.mhd_io import VOLUME_FORMATS, Geometry, read_volume, write_volume
+from utils.io.vendor_files import VendorFileSettings
 from utils.io.tables import presence_column, volume_column
 from utils.model.checkpoints import save_checkpoint
 from utils.model.networks import build_unet
@@ -47,7 +48,7 @@ def checkpoints(data, tmp_path_factory):
     """Two checkpoints of random U-Net weights (seeds 0 and 1) with the config and histogram reference train.py
     saves: ``work/runs/seed<k>/best.pt``."""
     cfg = load_config(TRAINING)
-    reference = histogram_reference(next(data.glob("*Spectralis/*/oct.mhd")), cfg)
+    reference = histogram_reference(next(data.glob("*Spectralis/*/oct.mhd")), VendorFileSettings())
     runs = tmp_path_factory.mktemp("work") / "runs"
     paths = []
     for seed in (0, 1):

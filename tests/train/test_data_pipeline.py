@@ -22,7 +22,7 @@ def cfg():
 
 @pytest.fixture
 def train_records(prepared_work, cfg):
-    return slice_records(read_split_slices(prepared_work, "train", cfg), cfg.FLUIDS)
+    return slice_records(read_split_slices(prepared_work, "train", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
 
 
 def test_load_slice_stacks_neighbours_and_repeats_edges(prepared_work, cfg, train_records):
@@ -111,7 +111,7 @@ def test_validation_choice_is_fixed_and_half_with_fluid_where_possible(n_with_fl
 
 def test_validation_batches_are_fixed(prepared_work):
     cfg = load_config(SMALL + ["VAL_FRESH_PATCHES=False"])
-    records = slice_records(read_split_slices(prepared_work, "val", cfg), cfg.FLUIDS)
+    records = slice_records(read_split_slices(prepared_work, "val", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
     first = validation_batches(records, prepared_work, settings_of(cfg), seed=0)
     second = validation_batches(records, prepared_work, settings_of(cfg), seed=0)
     assert len(first) == len(second) > 0
@@ -168,10 +168,10 @@ def test_a_persistent_worker_gives_the_same_passes_as_the_training_process(prepa
 def test_loader_workers_auto_choice():
     from utils.train.data_pipeline import loader_workers
 
-    assert loader_workers(load_config(["LOADER_WORKERS=-1"]), "cpu") == 0
-    assert 1 <= loader_workers(load_config(["LOADER_WORKERS=-1"]), "cuda") <= 8
-    assert loader_workers(load_config(["LOADER_WORKERS=-1"]), "cuda", processes_per_node=64) == 1
-    assert loader_workers(load_config(["LOADER_WORKERS=3"]), "cpu") == 3
+    assert loader_workers(-1, "cpu") == 0
+    assert 1 <= loader_workers(-1, "cuda") <= 8
+    assert loader_workers(-1, "cuda", processes_per_node=64) == 1
+    assert loader_workers(3, "cpu") == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_validation_drops_empty_patches_only_when_asked(prepared_work):
     drop = load_config(whole + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=True"])
     keep = load_config(whole + ["EMPTY_PATCH_DROP_PROB=1.0", "DROP_EMPTY_IN_VALIDATION=False"])
     none_dropped = load_config(whole + ["EMPTY_PATCH_DROP_PROB=0.0", "DROP_EMPTY_IN_VALIDATION=True"])
-    records = slice_records(read_split_slices(prepared_work, "val", drop), drop.FLUIDS)
+    records = slice_records(read_split_slices(prepared_work, "val", drop.SPLIT_SLICES_CSV, drop.FLUIDS), drop.FLUIDS)
     n_drop, empty_drop = _count_patches(validation_batches(records, prepared_work, settings_of(drop), seed=0))
     n_keep, empty_keep = _count_patches(validation_batches(records, prepared_work, settings_of(keep), seed=0))
     assert empty_drop == 0 and n_drop > 0
@@ -402,7 +402,7 @@ def test_the_original_mixing_drops_a_partial_last_batch(prepared_work, cfg, trai
 
 def test_validation_as_the_original_takes_every_bscan_with_fresh_patches_each_epoch(prepared_work):
     cfg = load_config(SMALL + ["VAL_BSCANS=0", "DROP_EMPTY_IN_VALIDATION=False"])
-    records = slice_records(read_split_slices(prepared_work, "val", cfg), cfg.FLUIDS)
+    records = slice_records(read_split_slices(prepared_work, "val", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
     assert choose_validation_records(records, 0, seed=0) == sorted(records)
     first, again, second = (list(validation_batches(records, prepared_work, settings_of(cfg), seed=0, epoch=epoch))
                             for epoch in (1, 1, 2))

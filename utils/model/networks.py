@@ -1,9 +1,10 @@
 """The segmentation networks and the adversarial discriminator, built from plain constructor arguments (which
-checkpoints store, so prediction rebuilds the network without config.py), and what training asks of each network
-(:class:`Network`)."""
+checkpoints store, so prediction rebuilds the network without config.py; :func:`unet_arguments` makes them from a
+:class:`NetworkSettings`), and what training asks of each network (:class:`Network`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple, Sequence
 
 import segmentation_models_pytorch as smp
@@ -11,7 +12,37 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+import config
 from utils.model.rmit_unet import RmitDiscriminator, RmitUNet, l2_penalty, valid_input
+from utils.stage_settings import settings_from_config
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSettings:
+    """What the segmentation networks are built from (:func:`unet_arguments`), built once from the config
+    (:meth:`from_config`). Each field is the config.py setting of the same name in upper case (see config.py for its
+    meaning); the defaults are config.py's, so a test names only what it changes. A network reads ``model`` and the
+    fields its :class:`Network` names in ``settings``: the settings of a trained model's network
+    (:func:`network_setting_names`), which ``train.py --resume`` keeps.
+
+    Attributes:
+        model: ``MODEL``, a name in :data:`MODELS` (``"rmit_unet"``, ``"smp_unet"``).
+        n_classes: ``N_CLASSES``, output channels (background and fluids), >= 2.
+        encoder: ``ENCODER``, smp_unet's backbone (an encoder name segmentation_models_pytorch knows).
+        relu_before_softmax: ``RELU_BEFORE_SOFTMAX``, rmit_unet's ReLU on its logits.
+        bn_momentum: ``BN_MOMENTUM``, rmit_unet's batch-norm momentum (PyTorch's convention), in (0, 1].
+    """
+
+    model: str = config.MODEL
+    n_classes: int = config.N_CLASSES
+    encoder: str = config.ENCODER
+    relu_before_softmax: bool = config.RELU_BEFORE_SOFTMAX
+    bn_momentum: float = config.BN_MOMENTUM
+
+    @classmethod
+    def from_config(cls, cfg) -> NetworkSettings:
+        """The network settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        return settings_from_config(cls, cfg)
 
 
 class Network(NamedTuple):
@@ -19,7 +50,9 @@ class Network(NamedTuple):
     network instead of comparing names.
 
     Fields:
-        arguments: config -> the constructor arguments (what checkpoints store).
+        settings: the :class:`NetworkSettings` fields the network is built from, in the order ``arguments`` reads
+            them (with ``MODEL``: :func:`network_setting_names`).
+        arguments: those fields, by keyword -> the constructor arguments (what checkpoints store).
         build: the network with fresh weights from those arguments.
         accepts_patch: whether the network takes training patches of a ``(height, width)`` shape
             (``PATCH_SHAPE``); ``patch_rule`` says what it needs, for the error message.
@@ -30,7 +63,8 @@ class Network(NamedTuple):
             encoder).
     """
 
-    arguments: Callable[[Any], dict[str, Any]]
+    settings: tuple[str, ...]
+    arguments: Callable[..., dict[str, Any]]
     build: Callable[..., nn.Module]
     accepts_patch: Callable[[Sequence[int]], bool] = lambda shape: True
     patch_rule: str = ""
@@ -44,13 +78,16 @@ class Network(NamedTuple):
 # even when an old checkpoint asks for pretrained weights). The names are utils/configuration.py's
 # CHOICES["MODEL"], checked there.
 MODELS: dict[str, Network] = {
-    "rmit_unet": Network(lambda cfg: {"in_channels": 3, "n_classes": cfg.N_CLASSES,
-                                      "relu_before_softmax": cfg.RELU_BEFORE_SOFTMAX, "bn_momentum": cfg.BN_MOMENTUM},
+    "rmit_unet": Network(("n_classes", "relu_before_softmax", "bn_momentum"),
+                         lambda n_classes, relu_before_softmax, bn_momentum: {
+                             "in_channels": 3, "n_classes": n_classes, "relu_before_softmax": relu_before_softmax,
+                             "bn_momentum": bn_momentum},
                          RmitUNet, accepts_patch=valid_input,
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
                          weight_penalty=l2_penalty),
-    "smp_unet": Network(lambda cfg: {"encoder_name": cfg.ENCODER, "encoder_weights": None, "in_channels": 3,
-                                     "classes": cfg.N_CLASSES},
+    "smp_unet": Network(("encoder", "n_classes"),
+                        lambda encoder, n_classes: {"encoder_name": encoder, "encoder_weights": None,
+                                                    "in_channels": 3, "classes": n_classes},
                         lambda **args: smp.Unet(**{**args, "encoder_weights": None}),
                         detail=lambda args: args["encoder_name"], takes_encoder=True),
 }
@@ -59,12 +96,22 @@ MODELS: dict[str, Network] = {
 UNNAMED_MODEL = "smp_unet"  # the network of model arguments without a name: checkpoints from before MODEL existed
 
 
-def unet_arguments(cfg) -> dict[str, Any]:
-    """Constructor arguments of the U-Net the config describes (:data:`MODELS`).
+def unet_arguments(settings: NetworkSettings) -> dict[str, Any]:
+    """Constructor arguments of the U-Net the settings describe (:data:`MODELS`).
 
-    ``name`` says which network (``MODEL``); the rest are that network's constructor arguments.
+    ``name`` says which network (``settings.model``: ``MODEL``); the rest are that network's constructor arguments,
+    made from the fields its :class:`Network` names in ``settings``.
     """
-    return {"name": cfg.MODEL, **MODELS[cfg.MODEL].arguments(cfg)}
+    network = MODELS[settings.model]
+    return {"name": settings.model,
+            **network.arguments(**{name: getattr(settings, name) for name in network.settings})}
+
+
+def network_setting_names(model: str) -> tuple[str, ...]:
+    """The config settings the network of ``model`` (``MODEL``, a name in :data:`MODELS`) is built from: ``MODEL``,
+    then those its constructor arguments are made from (its :class:`Network`'s ``settings``, in upper case), e.g.
+    ``("MODEL", "ENCODER", "N_CLASSES")`` for ``smp_unet``."""
+    return ("MODEL", *(name.upper() for name in MODELS[model].settings))
 
 
 def network_label(model_args: dict[str, Any]) -> str:
@@ -183,7 +230,12 @@ class RmitCritic(nn.Module):
 DISCRIMINATORS: dict[str, Callable[[int], nn.Module]] = {"rmit": RmitCritic, "strided": Discriminator}
 
 
-def build_discriminator(cfg) -> nn.Module:
-    """The critic of adversarial training (:data:`DISCRIMINATORS`): ``DISCRIMINATOR = "rmit"`` (the authors') or
-    ``"strided"``."""
-    return DISCRIMINATORS[cfg.DISCRIMINATOR](cfg.N_CLASSES)
+def build_discriminator(discriminator: str, n_classes: int) -> nn.Module:
+    """The critic of adversarial training (:data:`DISCRIMINATORS`), with fresh weights.
+
+    Args:
+        discriminator: ``DISCRIMINATOR``, a name in :data:`DISCRIMINATORS`: ``"rmit"`` (the authors') or
+            ``"strided"``.
+        n_classes: ``N_CLASSES``, the channels of the segmentations it judges.
+    """
+    return DISCRIMINATORS[discriminator](n_classes)

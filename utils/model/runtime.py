@@ -9,7 +9,9 @@ import os
 import torch
 import torch.distributed as dist
 
+import config
 from utils.configuration import DEVICES, ConfigError
+from utils.stage_settings import settings_from_config
 
 
 # oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA) below which it has no
@@ -80,16 +82,38 @@ def collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def select_runtime(cfg, device: str | None = None) -> Runtime:
-    """The runtime for this process from the config (``DEVICE``, ``MIXED_PRECISION``) and torchrun's variables.
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """What :func:`select_runtime` reads of the config, built once per run (:meth:`from_config`). Each field is the
+    config.py setting of the same name in upper case (see config.py for its meaning); the defaults are config.py's, so
+    a test names only what it changes.
+
+    Attributes:
+        device: ``DEVICE``, one of ``DEVICES``: ``"auto"`` (CUDA when torch sees it, else the CPU), ``"cuda"`` or
+            ``"cpu"`` (checked when the config loads; a value given otherwise is checked by whoever gives it).
+        mixed_precision: ``MIXED_PRECISION``: bf16/fp16 autocast where the device has it.
+        channels_last: ``CHANNELS_LAST``: NHWC memory layout on CPU and CUDA.
+    """
+
+    device: str = config.DEVICE
+    mixed_precision: bool = config.MIXED_PRECISION
+    channels_last: bool = config.CHANNELS_LAST
+
+    @classmethod
+    def from_config(cls, cfg) -> RuntimeSettings:
+        """The runtime settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        return settings_from_config(cls, cfg)
+
+
+def select_runtime(settings: RuntimeSettings) -> Runtime:
+    """The runtime for this process from the settings (``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``) and
+    torchrun's variables.
 
     Under torchrun (``WORLD_SIZE`` > 1) this initialises the process group (nccl on GPU, gloo on CPU) and gives
     each rank its own GPU.
 
     Args:
-        cfg: the config (``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``).
-        device: overrides ``cfg.DEVICE`` when given: one of ``DEVICES``, checked by the caller (the config's
-            value is checked when it loads).
+        settings: the device, mixed precision and memory layout asked for (:class:`RuntimeSettings`).
 
     Raises:
         ConfigError: the device is ``cuda`` and torch sees no CUDA device.
@@ -97,7 +121,7 @@ def select_runtime(cfg, device: str | None = None) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    name = device or cfg.DEVICE
+    name = settings.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -111,10 +135,10 @@ def select_runtime(cfg, device: str | None = None) -> Runtime:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
     autocast_dtype = None
-    if cfg.MIXED_PRECISION:
+    if settings.mixed_precision:
         if torch_device.type == "cuda":
             autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif torch_device.type == "cpu" and cpu_supports_bf16():
             autocast_dtype = torch.bfloat16
-    channels_last = cfg.CHANNELS_LAST and torch_device.type in ("cpu", "cuda")
+    channels_last = settings.channels_last and torch_device.type in ("cpu", "cuda")
     return Runtime(torch_device, autocast_dtype, channels_last, rank, world_size, local_rank)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import types
 from pathlib import Path
 from typing import Iterator
 
@@ -91,9 +92,11 @@ def _csv_header(path: Path) -> list[str] | None:
 
 
 @contextlib.contextmanager
-def prepare_out_dir(out_dir: Path, cfg, runtime: Runtime) -> Iterator[int]:
+def prepare_out_dir(out_dir: Path, effective_config: types.SimpleNamespace, config_json: str, runtime: Runtime
+                    ) -> Iterator[int]:
     """Holds ``out_dir`` for this run while the block runs: creates it, takes its run lock (``RUN_LOCK``), removes an
-    interrupted run's temporaries and saves ``cfg``, the effective config, whole as its ``CONFIG_JSON``. Yields 0,
+    interrupted run's temporaries and saves ``effective_config`` whole (the run's settings, for evaluate.py and for
+    reproducing the run; no setting of it is read here) as ``out_dir / config_json`` (``CONFIG_JSON``). Yields 0,
     2 after one line when another run holds the folder (nothing in it changed), or 1 after one line when the folder
     cannot be written.
 
@@ -109,7 +112,7 @@ def prepare_out_dir(out_dir: Path, cfg, runtime: Runtime) -> Iterator[int]:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 held.enter_context(run_lock(out_dir / RUN_LOCK, "predict.py", "--out"))
                 removed = remove_stale_temporaries(out_dir)
-                save_config(cfg, out_dir / cfg.CONFIG_JSON)
+                save_config(effective_config, out_dir / config_json)
                 if removed:
                     print(f"note: removed {len(removed)} temporary file(s) an interrupted run left in {out_dir}")
             except FolderInUse as error:

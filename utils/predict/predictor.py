@@ -29,7 +29,7 @@ from utils.configuration import keyword_overrides, load_config
 from utils.io.mhd_io import Geometry, check_array_volume
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 from utils.model.networks import fold_batch_norms
-from utils.model.runtime import Runtime, select_runtime
+from utils.model.runtime import Runtime, RuntimeSettings, select_runtime
 from utils.predict import tiling
 from utils.predict.ensemble import ProbabilityEnsemble, check_members
 from utils.predict.inference import fluid_volumes_mm3
@@ -111,10 +111,11 @@ def load_trained(checkpoint_paths: Sequence[Path], local_cfg, set_names: Sequenc
     return checkpoints, cfg, PredictSettings.from_config(cfg), notes
 
 
-def load_network(checkpoint_paths: Sequence[Path], checkpoints: Sequence[dict], cfg, settings: PredictSettings,
-                 ) -> tuple[Runtime, nn.Module]:
-    """The device, precision and layout (:func:`utils.model.runtime.select_runtime` of ``cfg``, the effective
-    config) and the network on it (:func:`inference_network`), its inference settings checked against it
+def load_network(checkpoint_paths: Sequence[Path], checkpoints: Sequence[dict], runtime_settings: RuntimeSettings,
+                 settings: PredictSettings) -> tuple[Runtime, nn.Module]:
+    """The device, precision and layout (:func:`utils.model.runtime.select_runtime` of ``runtime_settings``: the
+    effective config's ``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``) and the network on it
+    (:func:`inference_network`), its inference settings (``settings``) checked against it
     (:func:`utils.predict.settings.check_inference_settings`).
 
     Raises:
@@ -122,7 +123,7 @@ def load_network(checkpoint_paths: Sequence[Path], checkpoints: Sequence[dict], 
         ValueError: a network that cannot be built from its checkpoint, or members that cannot form an ensemble;
             the message starts with the path(s).
     """
-    runtime = select_runtime(cfg)
+    runtime = select_runtime(runtime_settings)
     model = inference_network(checkpoint_paths, checkpoints, runtime)
     check_inference_settings(settings, tiling.input_multiple(model))
     return runtime, model
@@ -194,7 +195,8 @@ class Predictor:
         for note in self.notes:
             warnings.warn(note, stacklevel=2)
         self.reference_counts = reference_counts(reference)
-        self.runtime, self.model = load_network(self.checkpoint_paths, self.checkpoints, self.cfg, self.settings)
+        self.runtime, self.model = load_network(self.checkpoint_paths, self.checkpoints,
+                                                RuntimeSettings.from_config(self.cfg), self.settings)
 
     def segment(self, volume: str | os.PathLike | np.ndarray, geometry: Geometry | None = None,
                 vendor: str | None = None, keep_probabilities: bool = False) -> Segmentation:

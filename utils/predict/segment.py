@@ -24,7 +24,7 @@ from utils.io.files import error_line
 from utils.io.mhd_io import Geometry, read_volume
 from utils.io.parallel import CASE_ERRORS
 from utils.io.tables import presence_column, volume_column, volumes_case_cells
-from utils.io.vendor_files import read_oct_volume
+from utils.io.vendor_files import VendorFileSettings, read_oct_volume
 from utils.model.runtime import Runtime
 from utils.predict import band, etdrs, inference, postprocess, report
 from utils.predict.markers import finished_result, remove_marker, write_marker
@@ -60,7 +60,7 @@ def model_histogram_reference(checkpoint: dict, local_cfg, set_names: list[str] 
     elif not reference and given:
         if not Path(given).is_file():
             raise FileNotFoundError(f"{given}: HISTOGRAM_REFERENCE names no file")
-        reference, supplied = histogram_reference(given, local_cfg), True
+        reference, supplied = histogram_reference(given, VendorFileSettings.from_config(local_cfg)), True
     vendor = (reference or {}).get("vendor", "Spectralis")  # checkpoints before the vendor was recorded: Spectralis
     if vendor != "Spectralis" and any(case.vendor == "Spectralis" for case in cases):
         notes.append(f"the model's histogram reference is a {vendor} volume ({reference.get('path')}; it was "

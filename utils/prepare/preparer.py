@@ -88,14 +88,19 @@ def _checked_reference(reference: Any, source: str) -> dict:
             "counts": [int(value) for value in values]}
 
 
-def load_reference(given: str | os.PathLike | Mapping | None, cfg) -> dict | None:
+def load_reference(given: str | os.PathLike | Mapping | None, reference_setting: str, settings: PreprocessSettings,
+                   data_root: str | Path) -> dict | None:
     """The histogram reference Cirrus and Topcon volumes are matched to.
 
     Args:
         given: a volume (a Spectralis ``oct.mhd``, as ``HISTOGRAM_REFERENCE``), the ``histogram_reference.json``
-            prepare_data.py writes in its work dir, or that JSON's dict; None: ``cfg.HISTOGRAM_REFERENCE`` (absolute,
-            or relative to where Python runs or to ``DATA_ROOT``, as prepare_data.py reads it) when set, else none.
-        cfg: the effective config.
+            prepare_data.py writes in its work dir, or that JSON's dict; None: ``reference_setting`` when set, else
+            none.
+        reference_setting: ``HISTOGRAM_REFERENCE``: a volume, absolute or relative to where Python runs or to
+            ``data_root``, as prepare_data.py reads it; or ``""``.
+        settings: how a volume is read (``vendor_files``) and which vendors are matched
+            (``histogram_match_vendors``) (:class:`utils.prepare.preprocessing.PreprocessSettings`).
+        data_root: ``DATA_ROOT``, the folder ``reference_setting`` may be relative to.
 
     Returns:
         ``{"path", "vendor", "counts"}`` (:func:`utils.prepare.preprocessing.histogram_reference`), or None.
@@ -105,7 +110,7 @@ def load_reference(given: str | os.PathLike | Mapping | None, cfg) -> dict | Non
         ValueError, VolumeError: a file or dict that is not a histogram reference nor a readable volume.
     """
     if given is None:
-        return load_histogram_reference([], cfg, cfg.DATA_ROOT)[1]
+        return load_histogram_reference([], reference_setting, settings, data_root)[1]
     if isinstance(given, Mapping):
         return _checked_reference(given, "histogram_reference")
     path = Path(given)
@@ -118,7 +123,7 @@ def load_reference(given: str | os.PathLike | Mapping | None, cfg) -> dict | Non
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}: not a readable JSON file ({error.__class__.__name__}: {error})") from None
         return _checked_reference(reference, str(path))
-    return histogram_reference(path, cfg)
+    return histogram_reference(path, settings.vendor_files)
 
 
 def file_case(path: Path, vendors, vendor: str | None = None) -> Case:
@@ -165,7 +170,8 @@ class Preparer:
     def __init__(self, histogram_reference: str | os.PathLike | Mapping | None = None, **overrides: Any):
         self.cfg: types.SimpleNamespace = load_config(keyword_overrides(overrides))
         self.settings = PreprocessSettings.from_config(self.cfg)
-        self.reference = load_reference(histogram_reference, self.cfg)
+        self.reference = load_reference(histogram_reference, self.cfg.HISTOGRAM_REFERENCE, self.settings,
+                                        self.cfg.DATA_ROOT)
 
     def prepare(self, volume: str | os.PathLike | np.ndarray, geometry: Geometry | None = None,
                 vendor: str | None = None, labels: np.ndarray | None = None, name: str | None = None,

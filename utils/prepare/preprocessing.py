@@ -271,12 +271,12 @@ def preprocess_volume(volume: np.ndarray, vendor: str, reference_counts: np.ndar
     return volume
 
 
-def histogram_reference(path: str | Path, cfg, vendor: str = "Spectralis") -> dict:
+def histogram_reference(path: str | Path, vendor_files: VendorFileSettings, vendor: str = "Spectralis") -> dict:
     """The histogram-matching reference: ``{"path": str, "vendor": str, "counts": [256 ints]}`` of a volume (an
-    ``oct.mhd`` or a vendor file; of ``cfg``, the effective config, only the vendor files' settings are read:
-    :class:`utils.io.vendor_files.VendorFileSettings`). ``vendor`` is the volume's vendor: Spectralis as the method
-    has it, another one only for a data set without Spectralis scans."""
-    volume, _, _ = read_oct_volume(path, VendorFileSettings.from_config(cfg))
+    ``oct.mhd`` or a vendor file, read with ``vendor_files``: :class:`utils.io.vendor_files.VendorFileSettings`, the
+    vendor-file settings of the config). ``vendor`` is the volume's vendor: Spectralis as the method has it, another
+    one only for a data set without Spectralis scans."""
+    volume, _, _ = read_oct_volume(path, vendor_files)
     return {"path": str(path), "vendor": vendor,
             "counts": intensity_histogram(to_uint8_intensity(volume, str(path))).tolist()}
 
@@ -336,14 +336,17 @@ def choose_histogram_reference(cases: list[Case], reference_setting: str, matche
     return None
 
 
-def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
-                             ) -> tuple[Path | None, dict | None, list[str]]:
+def load_histogram_reference(cases: list[Case], reference_setting: str, settings: PreprocessSettings,
+                             data_root: str | Path) -> tuple[Path | None, dict | None, list[str]]:
     """The histogram reference to match Cirrus and Topcon to, read: ``HISTOGRAM_REFERENCE`` when set, else the
     first case (by path) of :func:`choose_histogram_reference`'s vendor that can be read.
 
     Args:
         cases: the cases found under ``data_root``.
-        cfg: the effective config (``HISTOGRAM_REFERENCE``, ``HISTOGRAM_MATCH_VENDORS``, the vendor files' settings).
+        reference_setting: ``HISTOGRAM_REFERENCE``, a volume (relative to ``data_root`` or absolute), or ``""`` to
+            choose among the cases.
+        settings: ``histogram_match_vendors`` (``HISTOGRAM_MATCH_VENDORS``) and ``vendor_files`` (how the volume
+            is read) of :class:`PreprocessSettings`.
         data_root: the folder ``HISTOGRAM_REFERENCE`` may be relative to.
 
     Returns:
@@ -355,17 +358,17 @@ def load_histogram_reference(cases: list[Case], cfg, data_root: str | Path
         FileNotFoundError, VolumeError, ValueError: the set reference cannot be used, or no candidate can be read
             while cases need matching.
     """
-    matched_vendors = cfg.HISTOGRAM_MATCH_VENDORS
-    chosen = choose_histogram_reference(cases, cfg.HISTOGRAM_REFERENCE, matched_vendors, data_root)
+    matched_vendors = settings.histogram_match_vendors
+    chosen = choose_histogram_reference(cases, reference_setting, matched_vendors, data_root)
     if chosen is None:
         return None, None, []
     path, vendor = chosen
-    if cfg.HISTOGRAM_REFERENCE:
-        return path, histogram_reference(path, cfg), []
+    if reference_setting:
+        return path, histogram_reference(path, settings.vendor_files), []
     passed_over = []
     for candidate in _reference_candidates(cases, (vendor,)):
         try:
-            reference = histogram_reference(candidate.oct_path, cfg, vendor)
+            reference = histogram_reference(candidate.oct_path, settings.vendor_files, vendor)
         except (OSError, ValueError):  # the case itself is reported by the preprocess step
             passed_over.append(str(candidate.oct_path))
             continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -132,14 +132,21 @@ class TrainingDataSettings:
         return settings_from_config(cls, cfg, slice_layout=layout.SliceLayout.from_config(cfg))
 
 
-def read_split_slices(work_dir: str | Path, split: str, cfg) -> pd.DataFrame:
+def read_split_slices(work_dir: str | Path, split: str, split_slices_csv: str, fluids: Mapping[str, int]
+                      ) -> pd.DataFrame:
     """The slice-index rows of one split (``WORK_DIR/slices_<split>.csv``), labelled cases only.
+
+    Args:
+        work_dir: ``WORK_DIR``, where prepare_data.py wrote the split's slice list.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        split_slices_csv: ``SPLIT_SLICES_CSV``, the list's file name with ``{split}`` to fill in.
+        fluids: ``FLUIDS``, fluid name -> label code (the ``is_<fluid>`` columns).
 
     Raises:
         FileNotFoundError: the split's slice list does not exist (prepare_data.py has not run).
     """
-    path = Path(work_dir) / cfg.SPLIT_SLICES_CSV.format(split=split)
-    rows = read_slice_index(path, cfg.FLUIDS)
+    path = Path(work_dir) / split_slices_csv.format(split=split)
+    rows = read_slice_index(path, fluids)
     return rows[rows["has_reference"].astype(bool)].reset_index(drop=True)
 
 
@@ -545,10 +552,12 @@ class PatchBatches(torch.utils.data.IterableDataset):
         return training_batches(self.records, self.work_dir, self.settings, seed, endless=True)
 
 
-def loader_workers(cfg, device_type: str, processes_per_node: int = 1) -> int:
-    """DataLoader worker processes: ``cfg.LOADER_WORKERS``, or with -1 the automatic choice (see config.py)."""
-    if cfg.LOADER_WORKERS >= 0:
-        return cfg.LOADER_WORKERS
+def loader_workers(requested: int, device_type: str, processes_per_node: int = 1) -> int:
+    """DataLoader worker processes: ``requested`` (``LOADER_WORKERS``) when >= 0, or with -1 the automatic choice
+    (see config.py): 0 off CUDA; on CUDA the cores per process (of ``processes_per_node`` on this node) less one,
+    clipped to 1..8."""
+    if requested >= 0:
+        return requested
     if device_type != "cuda":
         return 0
     return max(1, min(8, default_workers() // max(1, processes_per_node) - 1))
