@@ -108,6 +108,10 @@ PATCH_JITTER = 0.1  # "stratified" centres: row offset as a share of the patch h
 # (anti-aliased; halving a Cirrus B-scan's depth by nearest neighbour drops every other row) or "nearest" (the
 # original's skimage resize with order=0). Masks are always resized nearest neighbour.
 IMAGE_RESAMPLING = "linear"
+# The network's three input channels: "neighbours" (the original: B-scans z-1, z, z+1, the edge B-scan repeated at
+# either end) or "repeat" (B-scan z in all three: for scans whose B-scans lie far apart, where a neighbour shows
+# other anatomy). Belongs to the trained model: predict.py takes it from the checkpoint.
+INPUT_CHANNELS = "neighbours"
 PATCH_BORDER = 42  # pixels ignored on each side of a patch when flagging its fluids (the original: 42)
 
 # --------------------------------------------------------------------------------------------------------------

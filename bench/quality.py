@@ -220,6 +220,12 @@ CONFIGS: dict[str, dict] = {
     # ... a moving average of its weights validated and saved (decay 0.99: about the last 100 steps)
     "improved_strips_wide_ema": {"train": with_settings(IMPROVED_WIDE, "EMA_DECAY=0.99"),
                                  "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... each B-scan alone in all three input channels (INPUT_CHANNELS="repeat"): the development set's 11 B-scans lie
+    # far apart, so the original's neighbour channels show other anatomy
+    "improved_strips_wide_repeat": {"train": with_settings(IMPROVED_WIDE, "INPUT_CHANNELS=repeat"),
+                                    "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_repeat_tta": {"train_as": "improved_strips_wide_repeat",
+                                        "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
     # ... a ResNet34 encoder in place of the ResNet18
     "improved_strips_wide_r34": {"train": with_settings(IMPROVED_WIDE, "ENCODER=resnet34"),
                                  "predict": ["PREDICT_REGION=all"], "no_validation": True},

@@ -15,6 +15,7 @@ REGISTRIES = {
     "DISCRIMINATOR": networks.DISCRIMINATORS,
     "IMAGE_RESAMPLING": input_scale.IMAGE_ORDERS,
     "DEPTH_SCALE": input_scale.DEPTH_SCALES,
+    "INPUT_CHANNELS": input_scale.CHANNEL_OFFSETS,
     "PATCH_CENTRES": patch_sampling.PATCH_CENTRES,
     "STRATIFY_BY": data_pipeline.STRATIFY_BY,
     "AUGMENT": data_pipeline.AUGMENT,

@@ -98,6 +98,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "IMAGE_RESAMPLING": ("linear", "nearest"), "DEPTH_SCALE": ("height_table", "spacing"),
     "UNPADDED_BORDER": ("background", "padded"), "OPTIMIZER": ("adam", "sgd"),
     "ADVERSARIAL_STEP": ("discriminator_first", "separate"), "DEVICE": ("auto", "cpu", "cuda"),
+    "INPUT_CHANNELS": ("neighbours", "repeat"),
 }
 DEVICES = CHOICES["DEVICE"]
 # The MODEL names whose backbone ENCODER chooses (utils/model/networks.py's Network.takes_encoder; kept here so that

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import config
+from utils.model import input_scale
 from utils.model.input_scale import normalise_input, physical_patch_shape, resize_patch
 
 REF_MM = config.SPECTRALIS_AXIAL_SPACING_MM  # 0.0039
@@ -99,3 +100,11 @@ def test_the_original_height_table_sets_the_crop_height_of_the_retouch_devices()
     assert physical_patch_shape((256, 128), scaling_spacing_mm(0.0026, 885, "height_table", reference),
                                 reference) == (round(256 * 0.004 / 0.0026), 128)
     assert scaling_spacing_mm(0.005, 700, "height_table", reference) == 0.005  # a height the original lacked
+
+
+def test_channel_bscans_are_the_neighbours_clamped_or_the_bscan_itself():
+    z = np.arange(4)
+    assert [list(index) for index in input_scale.channel_bscans(z, 4, "neighbours")] == [
+        [0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 3]]
+    assert [list(index) for index in input_scale.channel_bscans(z, 4, "repeat")] == [[0, 1, 2, 3]] * 3
+    assert [int(index) for index in input_scale.channel_bscans(0, 1, "neighbours")] == [0, 0, 0]

@@ -51,6 +51,33 @@ def test_stack_neighbours_repeats_the_edge_bscans():
         inference.stack_neighbours(volume, 2, 5)
 
 
+def test_stack_neighbours_with_input_channels_repeat_gives_each_bscan_three_times():
+    volume = np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((4, 2, 3), np.uint8)
+    stacked = inference.stack_neighbours(volume, 1, 4, "repeat")
+    assert stacked.shape == (3, 2, 3, 3) and stacked[:, 1, 2].tolist() == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+
+
+@pytest.mark.parametrize("input_channels", ["neighbours", "repeat"])
+def test_inference_feeds_the_channels_input_channels_names(input_channels):
+    class Recorder(nn.Module):  # a 1x1 convolution that keeps what it was given
+        def __init__(self):
+            super().__init__()
+            self.conv, self.inputs = _pointwise_model(), []
+
+        def forward(self, x):
+            self.inputs.append(x.detach().clone())
+            return self.conv(x)
+
+    volume = np.arange(1, 4, dtype=np.uint8)[:, None, None] * np.full((3, 64, 64), 40, np.uint8)
+    model = Recorder()
+    _volume_probabilities(model, volume, 0.0039, _settings(input_channels=input_channels, patch_shape=(64, 64)), 3)
+    given = torch.cat(model.inputs)[:, :, 32, 32]  # (B-scan, channel): each B-scan is one intensity
+    channels = [(0, 0, 1), (0, 1, 2), (1, 2, 2)] if input_channels == "neighbours" else [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+    expected = [[(40.0 * (index + 1) - 128) / 128 for index in bscans] for bscans in channels]
+    np.testing.assert_allclose(given.numpy(), expected)
+
+
+
 @pytest.mark.parametrize("height, axial_mm, expected", [
     (1024, 0.001953125, 513),  # Cirrus: crop 511 rows -> 256, as training resized its patches
     (496, 0.003872, 492),      # Spectralis: crop 258 -> 256

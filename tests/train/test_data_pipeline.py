@@ -43,6 +43,16 @@ def test_load_slice_stacks_neighbours_and_repeats_edges(prepared_work, cfg, trai
     np.testing.assert_array_equal(last[..., 2], bscan(first.n_slices - 1))
 
 
+def test_load_slice_repeats_the_bscan_itself_with_input_channels_repeat(prepared_work, train_records):
+    record = next(record for record in train_records if 0 < record.z < record.n_slices - 1)
+    repeated = load_slice(record, prepared_work, TrainingDataSettings(input_channels="repeat"))
+    neighbours = load_slice(record, prepared_work, TrainingDataSettings(input_channels="neighbours"))
+    for channel in range(3):  # B-scan z in every channel; the mask and ROI are the same B-scan's
+        np.testing.assert_array_equal(repeated.image[..., channel], neighbours.image[..., 1])
+    np.testing.assert_array_equal(repeated.mask, neighbours.mask)
+    assert not np.array_equal(neighbours.image[..., 0], neighbours.image[..., 1])  # the neighbour differs
+
+
 def test_training_data_settings_are_the_config_settings_of_the_same_names():
     cfg = load_config(SMALL + ["FLIP_PROB=0.25", "SLICE_ROI_FOLDER=masks_roi", "VAL_FRESH_PATCHES=False"])
     settings = TrainingDataSettings.from_config(cfg)

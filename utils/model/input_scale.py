@@ -21,6 +21,29 @@ INPUT_SCALE = 128.0
 
 ArrayOrTensor = TypeVar("ArrayOrTensor")
 
+# INPUT_CHANNELS -> the B-scans behind the network's three input channels, as offsets from B-scan z (clamped to the
+# volume): the original's neighbours, or the B-scan itself three times. The names are utils/configuration.py's
+# CHOICES["INPUT_CHANNELS"], checked there.
+CHANNEL_OFFSETS: dict[str, tuple[int, int, int]] = {"neighbours": (-1, 0, 1), "repeat": (0, 0, 0)}
+
+
+def channel_bscans(z: np.ndarray, n_bscans: int, input_channels: str) -> list[np.ndarray]:
+    """The B-scan indices of the three input channels of B-scans ``z`` of an ``n_bscans``-B-scan volume.
+
+    The one definition: training slices (:func:`utils.train.data_pipeline.load_slice`) and inference
+    (:func:`utils.predict.inference.stack_neighbours`) both call it.
+
+    Args:
+        z: B-scan indices, any integer array (or one int), each in ``0..n_bscans-1``.
+        n_bscans: the volume's B-scan count, >= 1.
+        input_channels: ``INPUT_CHANNELS``, a name in :data:`CHANNEL_OFFSETS`.
+
+    Returns:
+        Three integer arrays shaped as ``z`` (0-d for an int): the channels' B-scans, clamped to ``0..n_bscans-1``
+        (the edge B-scan repeats itself).
+    """
+    return [np.clip(np.asarray(z) + offset, 0, n_bscans - 1) for offset in CHANNEL_OFFSETS[input_channels]]
+
 
 def normalise_input(intensities: ArrayOrTensor) -> ArrayOrTensor:
     """The network's input scale, ``(x - 128) / 128``: 0..255 preprocessed intensities -> [-1, 1).

@@ -3,8 +3,9 @@
 A preprocessed volume (:func:`utils.prepare.preprocessing.preprocess_volume`, ``(z, y, x)`` = (B-scan, depth,
 width) uint8) is segmented in batches of B-scans (:func:`iter_probabilities`); per batch:
 
-1. :func:`stack_neighbours`: each B-scan with B-scans z-1 and z+1 as channels, ``(n, H, W, 3)`` uint8, the edge
-   B-scan repeated at either end (as :func:`utils.train.data_pipeline.load_slice` reads training slices).
+1. :func:`stack_neighbours`: each B-scan with B-scans z-1 and z+1 as channels (``INPUT_CHANNELS``), ``(n, H, W,
+   3)`` uint8, the edge B-scan repeated at either end (as :func:`utils.train.data_pipeline.load_slice` reads
+   training slices).
 2. :func:`scale_depth`: rows resized from ``H`` to :func:`scaled_height` ``(H)``, the width kept. Training crops
    :func:`utils.model.input_scale.physical_patch_shape` rows (``PATCH_SHAPE[0]`` rows at
    ``SPECTRALIS_AXIAL_SPACING_MM``) and resizes them to ``PATCH_SHAPE[0]``; we apply that same factor to the whole
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.io.mhd_io import Geometry
-from utils.model.input_scale import (IMAGE_ORDERS, normalise_input, physical_patch_shape, resize_patch,
+from utils.model.input_scale import (IMAGE_ORDERS, channel_bscans, normalise_input, physical_patch_shape, resize_patch,
                                      scaling_spacing_mm, signal_columns)
 from utils.model.networks import output_margin
 from utils.model.rmit_unet import input_shape_for as rmit_input_shape_for
@@ -56,22 +57,23 @@ from utils.predict.tiling import (check_tiling, forward_probabilities, input_mul
 # --------------------------------------------------------------------------------------------------------------
 # Inputs: neighbours, depth scaling, scaling to the network's input
 # --------------------------------------------------------------------------------------------------------------
-def stack_neighbours(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """B-scans ``start..stop-1`` of a volume, each with its two neighbours as channels.
+def stack_neighbours(volume: np.ndarray, start: int, stop: int, input_channels: str = "neighbours") -> np.ndarray:
+    """B-scans ``start..stop-1`` of a volume as the network's three input channels, as training slices are read.
 
     Args:
         volume: ``(z, y, x)`` preprocessed volume, uint8.
         start, stop: B-scan range, ``0 <= start < stop <= z``.
+        input_channels: ``INPUT_CHANNELS`` (:func:`utils.model.input_scale.channel_bscans`): ``"neighbours"``, the
+            channels are B-scans ``z - 1, z, z + 1``, clamped to the volume (the first and last B-scans repeat
+            themselves); ``"repeat"``, B-scan ``z`` three times.
 
     Returns:
-        ``(stop - start, y, x, 3)`` uint8: channels are B-scans ``z - 1, z, z + 1``, clamped to the volume (the
-        first and last B-scans repeat themselves), as training slices are read.
+        ``(stop - start, y, x, 3)`` uint8.
     """
     if not 0 <= start < stop <= volume.shape[0]:
         raise ValueError(f"B-scan range {start}..{stop} outside a volume of {volume.shape[0]} B-scans")
-    index = np.arange(start, stop)
-    last = volume.shape[0] - 1
-    return np.stack([volume[np.maximum(index - 1, 0)], volume[index], volume[np.minimum(index + 1, last)]], axis=-1)
+    channels = channel_bscans(np.arange(start, stop), volume.shape[0], input_channels)
+    return np.stack([volume[index] for index in channels], axis=-1)
 
 
 def depth_scale_factor(axial_spacing_mm: float, settings: InferenceSettings, height: int = 0) -> float:
@@ -180,7 +182,7 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
     region = PREDICT_REGIONS[settings.predict_region]
     for start in range(0, n_bscans, int(batch_size)):
         stop = min(start + int(batch_size), n_bscans)
-        images = scale_depth(stack_neighbours(volume, start, stop), scaled, image_order)
+        images = scale_depth(stack_neighbours(volume, start, stop, settings.input_channels), scaled, image_order)
         if region.band:
             tops = [band_top(roi_of(z), band, scaled, height) for z in range(start, stop)]
             images = np.stack([image[top:top + band] for image, top in zip(images, tops)])

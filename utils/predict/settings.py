@@ -58,6 +58,7 @@ class InferenceSettings:
     spectralis_axial_spacing_mm: float = config.SPECTRALIS_AXIAL_SPACING_MM
     depth_scale: str = config.DEPTH_SCALE
     image_resampling: str = config.IMAGE_RESAMPLING
+    input_channels: str = config.INPUT_CHANNELS  # the B-scans behind the network's three input channels
     predict_region: str = config.PREDICT_REGION
     unpadded_border: str = config.UNPADDED_BORDER
     tta_flip: bool = config.TTA_FLIP

@@ -34,7 +34,7 @@ from utils.io import layout
 from utils.io.files import read_png
 from utils.io.parallel import default_workers
 from utils.io.tables import fluid_flag_columns, read_slice_index
-from utils.model.input_scale import IMAGE_ORDERS, normalise_input, scaling_spacing_mm, signal_columns
+from utils.model.input_scale import IMAGE_ORDERS, channel_bscans, normalise_input, scaling_spacing_mm, signal_columns
 from utils.train.patch_sampling import ResampledRoiPatches
 from utils.stage_settings import settings_from_config
 
@@ -56,7 +56,7 @@ class LoadedSlice(NamedTuple):
     (:func:`utils.train.patch_sampling.ResampledRoiPatches`, which keeps the class and addresses the fields by
     column: a tuple)."""
 
-    image: np.ndarray  # (H, W, 3) uint8: B-scans z-1, z, z+1
+    image: np.ndarray  # (H, W, 3) uint8: B-scans z-1, z, z+1 (INPUT_CHANNELS)
     mask: np.ndarray  # (H, W) uint8 labels 0..3 (or IGNORE_LABEL, ignore_blank_columns)
     roi: np.ndarray  # (H, W) uint8 0/1
     is_irf: int  # 1 if the slice (a patch: its inside, away from PATCH_BORDER) holds IRF, else 0
@@ -115,6 +115,7 @@ class TrainingDataSettings:
     patch_jitter: float = config.PATCH_JITTER
     patch_jitter_px: int = config.PATCH_JITTER_PX
     image_resampling: str = config.IMAGE_RESAMPLING
+    input_channels: str = config.INPUT_CHANNELS
     stratify_by: str = config.STRATIFY_BY
     bscan_shuffle_buffer: int = config.BSCAN_SHUFFLE_BUFFER
     patch_shuffle_buffer: int = config.PATCH_SHUFFLE_BUFFER
@@ -163,20 +164,21 @@ def load_slice(record: SliceRecord, work_dir: str | Path, settings: TrainingData
 
     Args:
         record: from :func:`slice_records`.
-        settings: the slice folders, the fluids' label codes, ``DEPTH_SCALE``, ``BLANK_COLUMNS_IGNORED`` and
-            ``IGNORE_LABEL``.
+        settings: the slice folders, the fluids' label codes, ``INPUT_CHANNELS``, ``DEPTH_SCALE``,
+            ``BLANK_COLUMNS_IGNORED`` and ``IGNORE_LABEL``.
 
     Returns:
         ``(image (H, W, 3) uint8, mask (H, W) uint8 labels, roi (H, W) uint8 0/1, is_irf, is_srf, is_ped,
-        scaling_spacing_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end; the
+        scaling_spacing_mm)``; the channels are B-scans z-1, z, z+1, the edge B-scan repeated at either end (with
+        ``INPUT_CHANNELS = "repeat"``: B-scan z three times: :func:`utils.model.input_scale.channel_bscans`); the
         spacing is the one patches are scaled by (``DEPTH_SCALE``: :func:`utils.model.input_scale.scaling_spacing_mm`).
     """
     case, root, z, n_slices = record.case, record.root, record.z, record.n_slices
     slice_layout = settings.slice_layout
-    channels = []
-    for neighbour in (max(z - 1, 0), z, min(z + 1, n_slices - 1)):
-        image_path, _, _ = slice_layout.slice_paths(work_dir, root, layout.slice_file_name(case, neighbour))
-        channels.append(read_png(image_path))
+    indices = [int(index) for index in channel_bscans(z, n_slices, settings.input_channels)]
+    images = {index: read_png(slice_layout.slice_paths(work_dir, root, layout.slice_file_name(case, index))[0])
+              for index in dict.fromkeys(indices)}  # each B-scan read once ("repeat": one read)
+    channels = [images[index] for index in indices]
     _, mask_path, roi_path = slice_layout.slice_paths(work_dir, root, layout.slice_file_name(case, z))
     mask = read_png(mask_path)
     roi = (read_png(roi_path) > 0).astype(np.uint8)
