@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train
+from session_cache import built_once
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +27,13 @@ def _train(work, run_dir, *extra):
 
 @pytest.fixture(scope="module")
 def trained_run(prepared_work, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "quick"
-    assert _train(prepared_work, run_dir, "--set", "EPOCHS=3", "--set", "BATCHES_PER_EPOCH=10",
-                  "--set", "LOADER_WORKERS=1") == 0
-    return run_dir
+    """A 3-epoch run of the authors' network, trained once per session (the xdist workers share it: tests copy it
+    before they change it)."""
+    def build(run_dir):
+        assert _train(prepared_work, run_dir, "--set", "EPOCHS=3", "--set", "BATCHES_PER_EPOCH=10",
+                      "--set", "LOADER_WORKERS=1") == 0
+
+    return built_once(tmp_path_factory, "trained_run", build)
 
 
 def test_short_run_lowers_the_loss_and_writes_the_run_folder(trained_run):
