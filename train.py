@@ -47,8 +47,8 @@ from utils.model.networks import (MODELS, UNNAMED_MODEL, NetworkSettings, build_
 from utils.model.runtime import Runtime, RuntimeSettings, select_runtime
 from utils.train.data_pipeline import (SliceRecord, TrainingDataSettings, loader_workers, read_split_slices,
                                        slice_records, training_batches, training_loader, validation_batches)
-from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, new_segmenter,
-                              plot_curves, reestimate_batch_norms, score_of, train_epoch, validate)
+from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, broadcast_buffers,
+                              new_segmenter, plot_curves, reestimate_batch_norms, score_of, train_epoch, validate)
 from utils.train.losses import LOSSES, LossSettings, make_loss
 from utils.train.optimizers import OptimizerSettings, make_optimizer, weight_penalty
 from utils.train.schedule import LearningRateSchedule
@@ -315,8 +315,10 @@ def fit(state: TrainingState, train_records: list[SliceRecord], val_records: lis
                 val_records, work_dir, data, seed=cfg.SEED, epoch=epoch)
             with torch.no_grad():
                 penalty = float(penalty_of(kept)) if cfg.VAL_LOSS_WITH_L2 else 0.0
-            metrics = validate(network if state.average is None else kept, val_batches, loss_fn, runtime,
-                               cfg.N_CLASSES, cfg.FLUIDS, penalty, cfg.IGNORE_LABEL)
+            if state.average is None:  # the ranks validate with rank 0's running statistics, as DDP's forward had
+                broadcast_buffers(kept, runtime)
+            metrics = validate(kept, val_batches, loss_fn, runtime, cfg.N_CLASSES, cfg.FLUIDS, penalty,
+                               cfg.IGNORE_LABEL)
             if math.isnan(metrics["val_loss"]):  # not one full validation batch: as without validation cases
                 if not warned_empty_validation:
                     log.info(f"note: the validation cases gave no full batch of {cfg.BATCH_SIZE} patches; "

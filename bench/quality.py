@@ -243,6 +243,10 @@ CONFIGS: dict[str, dict] = {
                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (1, 2)},
     "improved_strips_wide_ens3_tta": {"train_as": "improved_strips_wide",
                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1, 2)},
+    # the two INPUT_CHANNELS="repeat" models (seeds 0 and 1) as an ensemble, with the test-time flip
+    "improved_strips_wide_repeat_ens2_tta": {"train_as": "improved_strips_wide_repeat",
+                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
+                                             "ensemble_seeds": (0, 1)},
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }

@@ -244,7 +244,9 @@ def all_ranks_go(go: bool, runtime: Runtime) -> bool:
 def validate(model: nn.Module, batches: Iterable, loss_fn: nn.Module, runtime: Runtime, n_classes: int,
              fluids: dict[str, int], penalty: float = 0.0, ignore_label: int | None = None) -> dict[str, float]:
     """Loss and per-class / mean-fluid metrics over the validation batches (each rank scores every
-    ``world_size``-th batch).
+    ``world_size``-th batch, so the ranks' batch counts may differ by one, or be 0 on some: ``model`` is the bare
+    network, not its DistributedDataParallel wrapper, whose every forward pass is a collective; the metrics are
+    summed over the ranks at the end).
 
     Args:
         penalty: added to the mean loss (the L2 on conv kernels, as the original's Keras test loss holds it).
@@ -318,6 +320,15 @@ def average_gradients(module: nn.Module) -> None:
         if parameter.grad is not None:
             dist.all_reduce(parameter.grad)
             parameter.grad /= dist.get_world_size()
+
+
+def broadcast_buffers(model: nn.Module, runtime: Runtime) -> None:
+    """Every rank's buffers (batch-norm running statistics) set to rank 0's, as DistributedDataParallel does before
+    each forward pass; nothing without DDP. :func:`validate` takes the bare network, so that ranks with different
+    numbers of validation batches do not wait on each other's per-batch broadcasts (a hang)."""
+    if runtime.distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _mean_over_ranks(total: float, count: int) -> float:
