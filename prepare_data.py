@@ -40,7 +40,7 @@ from utils.io.run_lock import run_lock
 from utils.io.tables import read_slice_index
 from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.prepare.preprocessing import PreprocessSettings, load_histogram_reference, write_preprocessed_slices
-from utils.prepare.roi import write_roi_masks
+from utils.prepare.roi import RoiSettings, write_roi_masks
 from utils.prepare.splits import write_split
 
 STEPS = ("preprocess", "split", "roi")
@@ -159,7 +159,7 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
             print("split (cases): " + ", ".join(
                 f"{name} {count}" for name, count in split["split"].value_counts().sort_index().items()))
     if "roi" in steps:
-        errors += write_roi_masks(index, work_dir, cfg, args.workers)
+        errors += write_roi_masks(index, work_dir, RoiSettings.from_config(cfg), args.workers)
     save_config(cfg, work_dir / CONFIG_JSON)
     print(f"{len(index)} B-scans of {index['case'].nunique()} case(s) prepared in {work_dir}")
     return errors

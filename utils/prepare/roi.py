@@ -298,19 +298,21 @@ def roi_masks_of_case(rows: pd.DataFrame, work_dir: str | Path, settings: RoiSet
     return len(rows)
 
 
-def write_roi_masks(slice_index: pd.DataFrame, work_dir: str | Path, cfg, workers: int = 1) -> list[str]:
+def write_roi_masks(slice_index: pd.DataFrame, work_dir: str | Path, settings: RoiSettings, workers: int = 1
+                    ) -> list[str]:
     """The method's roi step (the original's ``create_roi_masks``): one ROI mask PNG per B-scan of the slice index.
 
     Args:
         slice_index: rows written by :func:`utils.prepare.preprocessing.write_preprocessed_slices`.
         work_dir: where the slices are.
-        cfg: effective config (:class:`RoiSettings` are built from it once).
+        settings: the entropy and closing radii, the threshold, the PNG level and the slice folders
+            (:class:`RoiSettings`, built once per run from the config).
         workers: processes.
 
     Returns:
         One line per case that failed.
     """
     groups = [rows for _, rows in slice_index.groupby("case", sort=False)]
-    function = functools.partial(roi_masks_of_case, work_dir=work_dir, settings=RoiSettings.from_config(cfg))
+    function = functools.partial(roi_masks_of_case, work_dir=work_dir, settings=settings)
     _, errors = map_cases(function, groups, workers, desc="roi masks")
     return errors
