@@ -132,9 +132,10 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
     if "preprocess" in steps:
         print(f"{len(cases)} case(s) under {data_root}: " + ", ".join(
             f"{sum(case.vendor == vendor for case in cases)} {vendor}" for vendor in cfg.VENDORS))
+        settings = PreprocessSettings.from_config(cfg)
         try:
-            reference_path, reference, notes = load_histogram_reference(
-                cases, cfg.HISTOGRAM_REFERENCE, PreprocessSettings.from_config(cfg), data_root)
+            reference_path, reference, notes = load_histogram_reference(cases, cfg.HISTOGRAM_REFERENCE, settings,
+                                                                        data_root)
         except (OSError, ValueError) as error:
             return [error_line(error)]
         for note in notes:
@@ -142,7 +143,8 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
         cfg.HISTOGRAM_REFERENCE = str(reference_path or "")
         if reference:
             atomic_write_text(work_dir / cfg.HISTOGRAM_REFERENCE_JSON, json.dumps(reference) + "\n")
-        index, errors = write_preprocessed_slices(cases, work_dir, cfg, reference, args.workers)
+        index, errors = write_preprocessed_slices(cases, work_dir, settings, cfg.SLICE_INDEX_CSV, reference,
+                                                  args.workers)
     else:
         try:
             index = read_slice_index(work_dir / cfg.SLICE_INDEX_CSV, cfg.FLUIDS)

@@ -512,14 +512,17 @@ def preprocess_case(case: Case, work_dir: str | Path, settings: PreprocessSettin
     return frame
 
 
-def write_preprocessed_slices(cases: list[Case], work_dir: str | Path, cfg, reference: dict | None,
-                          workers: int = 1) -> tuple[pd.DataFrame, list[str]]:
+def write_preprocessed_slices(cases: list[Case], work_dir: str | Path, settings: PreprocessSettings,
+                              slice_index_csv: str, reference: dict | None, workers: int = 1
+                              ) -> tuple[pd.DataFrame, list[str]]:
     """The method's preprocess step (the original's ``preprocess_oct_images``) over all cases, in ``workers`` processes.
 
     Args:
         cases: from :func:`utils.io.cases.find_cases`.
         work_dir: output root (never inside the data root).
-        cfg: effective config (:class:`PreprocessSettings` are built from it once; ``SLICE_INDEX_CSV``).
+        settings: how volumes are read, matched, filtered and written (:class:`PreprocessSettings`, built once per
+            run from the config).
+        slice_index_csv: ``SLICE_INDEX_CSV``, the slice index's file name in ``work_dir``.
         reference: :func:`histogram_reference` of the Spectralis volume Cirrus/Topcon are matched to, or None.
         workers: processes.
 
@@ -527,13 +530,12 @@ def write_preprocessed_slices(cases: list[Case], work_dir: str | Path, cfg, refe
         ``(slice_index, errors)``: the slice index of the cases that succeeded (written to
         ``work_dir/SLICE_INDEX_CSV`` too), and one line per failed case.
     """
-    settings = PreprocessSettings.from_config(cfg)
     function = functools.partial(preprocess_case, work_dir=work_dir, settings=settings, reference=reference)
     frames, errors = map_cases(function, cases, workers, desc="preprocess")
     frames = [frame for frame in frames if frame is not None]
     index = (pd.concat(frames, ignore_index=True) if frames
              else pd.DataFrame(columns=slice_index_columns(settings.fluids)))
-    atomic_write_csv(Path(work_dir) / cfg.SLICE_INDEX_CSV, index)
+    atomic_write_csv(Path(work_dir) / slice_index_csv, index)
     return index, errors
 
 
