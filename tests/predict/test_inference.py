@@ -72,7 +72,8 @@ def test_inference_feeds_the_channels_input_channels_names(input_channels):
     model = Recorder()
     _volume_probabilities(model, volume, 0.0039, _settings(input_channels=input_channels, patch_shape=(64, 64)), 3)
     given = torch.cat(model.inputs)[:, :, 32, 32]  # (B-scan, channel): each B-scan is one intensity
-    channels = [(0, 0, 1), (0, 1, 2), (1, 2, 2)] if input_channels == "neighbours" else [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+    channels = {"neighbours": [(0, 0, 1), (0, 1, 2), (1, 2, 2)], "repeat": [(0, 0, 0), (1, 1, 1), (2, 2, 2)]}[
+        input_channels]
     expected = [[(40.0 * (index + 1) - 128) / 128 for index in bscans] for bscans in channels]
     np.testing.assert_allclose(given.numpy(), expected)
 

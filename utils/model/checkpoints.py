@@ -25,7 +25,8 @@ from utils.prepare.preprocessing import N_LEVELS
 MODEL_INPUT_SETTINGS = ("VENDORS", "N_CLASSES", "BACKGROUND", "FLUIDS", "HISTOGRAM_MATCH_VENDORS",
                         "HISTOGRAM_ROUNDING", "MEDIAN_VENDORS", "MEDIAN_SLICES_VENDORS", "MEDIAN_SLICES",
                         "MEDIAN_INPLANE", "PATCH_SHAPE", "SPECTRALIS_AXIAL_SPACING_MM", "DEPTH_SCALE",
-                        "IMAGE_RESAMPLING", "INPUT_CHANNELS", "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD", "CLOSING_DISK_RADIUS")
+                        "IMAGE_RESAMPLING", "INPUT_CHANNELS", "ENTROPY_DISK_RADIUS", "ENTROPY_THRESHOLD",
+                        "CLOSING_DISK_RADIUS")
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
