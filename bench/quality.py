@@ -229,6 +229,13 @@ CONFIGS: dict[str, dict] = {
     # ... a ResNet34 encoder in place of the ResNet18
     "improved_strips_wide_r34": {"train": with_settings(IMPROVED_WIDE, "ENCODER=resnet34"),
                                  "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... the A-scans without signal left out of the loss in training and never fluid at inference
+    "improved_strips_wide_blankloss": {"train": with_settings(IMPROVED_WIDE, "BLANK_COLUMNS_IGNORED=True"),
+                                       "predict": ["PREDICT_REGION=all", *BLANK_PREDICT], "no_validation": True},
+    # ... intensity augmentation (gamma, contrast, speckle-like noise; INTENSITY_AUGMENT): other scanners' and
+    # patients' contrast, against the overfitting of 22-33 training B-scans
+    "improved_strips_wide_intensity": {"train": with_settings(IMPROVED_WIDE, "INTENSITY_AUGMENT=True"),
+                                       "predict": ["PREDICT_REGION=all"], "no_validation": True},
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],
                              "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens2": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all"],
