@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import types
 from pathlib import Path
 
 from tqdm import tqdm
 
 from utils.configuration import ConfigError, add_config_arguments, load_config, save_config, set_names
-from utils.evaluate.evaluator import EVALUATION_LOCAL_SETTINGS, Evaluation, evaluation_config, score_folder
+from utils.evaluate.evaluator import (EVALUATION_LOCAL_SETTINGS, Evaluation, EvaluationSettings, evaluation_config,
+                                      score_folder)
 from utils.io.files import atomic_write_csv, error_line, remove_stale_temporaries
 from utils.io.outputs import check_outputs
 
@@ -64,9 +66,10 @@ def print_line(line: str, problem: bool) -> None:
     tqdm.write(line, file=sys.stderr if problem else sys.stdout)
 
 
-def write_outputs(result: Evaluation, out_dir: Path) -> None:
-    """Writes ``PER_CASE_CSV``, ``SUMMARY_CSV`` and ``CONFIG_JSON`` to ``out_dir`` and prints the summary table."""
-    cfg, per_case, summary = result.cfg, result.per_case, result.summary
+def write_outputs(result: Evaluation, cfg: types.SimpleNamespace, out_dir: Path) -> None:
+    """Writes ``PER_CASE_CSV``, ``SUMMARY_CSV`` and ``CONFIG_JSON`` (``cfg``, the effective settings) to ``out_dir``
+    and prints the summary table."""
+    per_case, summary = result.per_case, result.summary
     atomic_write_csv(out_dir / PER_CASE_CSV, per_case)
     atomic_write_csv(out_dir / SUMMARY_CSV, summary)
     save_config(cfg, out_dir / cfg.CONFIG_JSON)
@@ -104,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     remove_stale_temporaries(out_dir, recursive=False)
     try:
-        result = score_folder(args.pred, cfg, data_root, args.split_file, args.split, print_line, progress=True)
+        result = score_folder(args.pred, EvaluationSettings.from_config(cfg), data_root, args.split_file, args.split,
+                              print_line, progress=True)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
-        write_outputs(result, out_dir)
+        write_outputs(result, cfg, out_dir)
     except OSError as error:
         print(f"error: {error_line(error)}; each file in {out_dir} is complete or absent: rerun after fixing this",
               file=sys.stderr)

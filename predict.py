@@ -49,7 +49,7 @@ import torch.distributed as dist
 from utils.configuration import ConfigError, add_config_arguments, load_config, set_names
 from utils.io.layout import predictions_dir
 from utils.io.mhd_io import VOLUME_FORMATS
-from utils.io.vendor_files import VENDOR_SUFFIXES
+from utils.io.vendor_files import VENDOR_SUFFIXES, VendorFileSettings
 from utils.model.checkpoints import latest_checkpoint
 from utils.model.runtime import RuntimeSettings
 from utils.predict.inputs import collect_cases
@@ -126,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = args.out or predictions_dir(cfg.WORK_DIR, run_names, cfg.PREDICTIONS_SUBDIR)
         cases, errors = collect_cases(args.inputs, cfg.VENDORS)
         check_out_dir(out_dir, cases, args.inputs, settings, checkpoint_paths, local_cfg.DATA_ROOT)
-        reference, reference_supplied, reference_notes = model_histogram_reference(checkpoints[0], local_cfg,
-                                                                                   args.set_names, cases)
+        given_reference = local_cfg.HISTOGRAM_REFERENCE if "HISTOGRAM_REFERENCE" in args.set_names else ""
+        reference, reference_supplied, reference_notes = model_histogram_reference(
+            checkpoints[0], given_reference, VendorFileSettings.from_config(local_cfg), cases)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

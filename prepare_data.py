@@ -41,7 +41,7 @@ from utils.io.tables import read_slice_index
 from utils.io.vendor_files import VENDOR_SUFFIXES
 from utils.prepare.preprocessing import PreprocessSettings, load_histogram_reference, write_preprocessed_slices
 from utils.prepare.roi import RoiSettings, write_roi_masks
-from utils.prepare.splits import write_split
+from utils.prepare.splits import SplitSettings, write_split
 
 STEPS = ("preprocess", "split", "roi")
 CONFIG_JSON = "prepare_config.json"
@@ -153,7 +153,7 @@ def run_steps(steps: list[str], cases: list[Case], data_root: Path, work_dir: Pa
 
     if "split" in steps:
         try:
-            split, split_errors = write_split(index, work_dir, cfg, args.split_file)
+            split, split_errors = write_split(index, work_dir, SplitSettings.from_config(cfg), args.split_file)
         except ValueError as error:
             split, split_errors = None, [str(error)]
         errors += split_errors

@@ -25,7 +25,9 @@ import random
 import sys
 import time
 import types
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,20 +174,21 @@ def histogram_reference(work_dir: Path, cfg, checkpoint: dict | None) -> dict | 
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def initial_weights(path: Path, cfg) -> dict:
-    """The network weights of ``--init-from``, checked against this run's network before any training.
+def initial_weights(path: Path, model_args: dict[str, Any], patch_shape: Sequence[int]) -> dict:
+    """The network weights of ``--init-from``, checked against this run's network (``model_args``:
+    :func:`utils.model.networks.unet_arguments`) and ``PATCH_SHAPE`` before any training.
 
     Raises:
         FileNotFoundError, ValueError: not a readable checkpoint.
         ConfigError: a checkpoint of another network, class count or patch shape; the message names the file.
     """
     checkpoint = load_checkpoint(path)
-    theirs, ours = checkpoint["model_args"], unet_arguments(NetworkSettings.from_config(cfg))
+    theirs, ours = checkpoint["model_args"], model_args
     their_shape = tuple((checkpoint.get("config") or {}).get("PATCH_SHAPE") or ())
     problems = [f"{what} {a!r} (this run: {b!r})" for what, a, b in (
         ("network", theirs.get("name", UNNAMED_MODEL), ours["name"]),
         ("arguments", {k: v for k, v in theirs.items() if k != "name"}, {k: v for k, v in ours.items() if k != "name"}),
-        ("patch shape", their_shape, tuple(cfg.PATCH_SHAPE))) if a != b]
+        ("patch shape", their_shape, tuple(patch_shape))) if a != b]
     if problems:
         raise ConfigError(f"{path}: --init-from needs a checkpoint of the same network; it holds "
                           + "; ".join(problems))
@@ -222,9 +225,10 @@ def check_training_settings(cfg, checkpoint: dict | None) -> None:
                                   f"model, which --resume keeps; start a new run to change it")
 
 
-def build_training(cfg, runtime: Runtime, checkpoint: dict | None, init_state: dict | None = None) -> TrainingState:
-    """The network, its optimiser and the optional adversary, restored from ``checkpoint`` when resuming."""
-    model_args = unet_arguments(NetworkSettings.from_config(cfg))
+def build_training(cfg, model_args: dict[str, Any], runtime: Runtime, checkpoint: dict | None,
+                   init_state: dict | None = None) -> TrainingState:
+    """The network of ``model_args`` (:func:`utils.model.networks.unet_arguments`), its optimiser and the optional
+    adversary, restored from ``checkpoint`` when resuming."""
     network = MODELS[cfg.MODEL]
     if not network.accepts_patch(cfg.PATCH_SHAPE):
         raise ConfigError(f"PATCH_SHAPE={tuple(cfg.PATCH_SHAPE)}: {cfg.MODEL} needs {network.patch_rule}")
@@ -352,7 +356,8 @@ def run(args: argparse.Namespace) -> Path:
     """Trains as the arguments say; returns the run folder."""
     cfg, run_dir, checkpoint = resolve_run(args)
     check_training_settings(cfg, checkpoint)
-    init_state = initial_weights(args.init_from, cfg) if args.init_from else None
+    model_args = unet_arguments(NetworkSettings.from_config(cfg))
+    init_state = initial_weights(args.init_from, model_args, cfg.PATCH_SHAPE) if args.init_from else None
     work_dir = Path(cfg.WORK_DIR)
     check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg.RUNS_SUBDIR))],
                   [("data root", cfg.DATA_ROOT), ("prepared slices folder", work_dir / cfg.SLICES_SUBDIR)])
@@ -373,7 +378,7 @@ def run(args: argparse.Namespace) -> Path:
             torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
         if not val_records:
             log.info(f"note: the split has no val cases; no validation, and {cfg.BEST_CHECKPOINT} is the last epoch")
-        state = build_training(cfg, runtime, checkpoint, init_state)
+        state = build_training(cfg, model_args, runtime, checkpoint, init_state)
         if checkpoint:
             log.info(f"resuming {run_dir} after epoch {state.epoch}")
         if init_state is not None:

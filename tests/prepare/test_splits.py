@@ -1,15 +1,9 @@
-import types
-
 import pandas as pd
 import pytest
 
 import config
 from utils.io.tables import SPLITS
-from utils.prepare.splits import write_split, make_split, split_counts
-
-
-def _cfg():
-    return types.SimpleNamespace(**{name: getattr(config, name) for name in dir(config) if name.isupper()})
+from utils.prepare.splits import SplitSettings, write_split, make_split, split_counts
 
 
 def _index(cases_per_vendor=6, unlabelled=()):
@@ -50,14 +44,14 @@ def test_split_is_by_case_stratified_and_seeded():
 
 
 def test_unlabelled_cases_go_to_test(tmp_path):
-    split, errors = write_split(_index(4, unlabelled={"Cir00", "Top03"}), tmp_path, _cfg())
+    split, errors = write_split(_index(4, unlabelled={"Cir00", "Top03"}), tmp_path, SplitSettings())
     assert errors == []
     assert set(split.loc[split["case"].isin(["Cir00", "Top03"]), "split"]) == {"test"}
 
 
 def test_slice_lists_follow_the_split(tmp_path):
     index = _index(5)
-    split, _ = write_split(index, tmp_path, _cfg())
+    split, _ = write_split(index, tmp_path, SplitSettings())
     seen = []
     for name in SPLITS:
         rows = pd.read_csv(tmp_path / f"slices_{name}.csv")
@@ -69,12 +63,12 @@ def test_slice_lists_follow_the_split(tmp_path):
 
 def test_existing_split_file_is_used_as_it_is(tmp_path):
     index = _index(4)
-    split, _ = write_split(index, tmp_path, _cfg())
+    split, _ = write_split(index, tmp_path, SplitSettings())
     edited = split.copy()
     edited["split"] = "train"
     edited.loc[edited["case"] == "Spe01", "split"] = "val"
     edited.to_csv(tmp_path / "split.csv", index=False)
-    again, errors = write_split(index, tmp_path, _cfg())
+    again, errors = write_split(index, tmp_path, SplitSettings())
     assert errors == []
     assert list(again.loc[again["split"] == "val", "case"]) == ["Spe01"]
     assert pd.read_csv(tmp_path / "split.csv")["split"].tolist() == edited["split"].tolist()  # not regenerated
@@ -85,7 +79,7 @@ def test_split_file_with_unknown_cases_and_splits(tmp_path):
     given = tmp_path / "mine.csv"
     pd.DataFrame({"case": ["Cir00", "Cir01", "Nobody", "Top00"],
                   "split": ["train", "Test", "val", "holdout"]}).to_csv(given, index=False)
-    split, errors = write_split(index, tmp_path, _cfg(), split_file=given)
+    split, errors = write_split(index, tmp_path, SplitSettings(), split_file=given)
     assert any("mine.csv: names case(s) that are not among the prepared cases: Nobody" in e for e in errors)
     assert any("mine.csv: split must be one of" in e and "holdout" in e for e in errors)
     assert dict(zip(split["case"], split["split"])) == {"Cir00": "train", "Cir01": "test"}
@@ -95,7 +89,7 @@ def test_split_file_with_unknown_cases_and_splits(tmp_path):
 def test_split_file_without_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("name,fold\nA,1\n")
     with pytest.raises(ValueError, match=r"bad\.csv: split file lacks the column\(s\) \['case', 'split'\]"):
-        write_split(_index(1), tmp_path, _cfg(), split_file=tmp_path / "bad.csv")
+        write_split(_index(1), tmp_path, SplitSettings(), split_file=tmp_path / "bad.csv")
 
 
 def _cases(index):
@@ -106,9 +100,9 @@ def test_automatic_split_takes_in_cases_prepared_later(tmp_path):
     """A case that failed in the first run (missing .raw, disk full) and is fixed later must not stay out."""
     full = _index(6)
     late = {"Cir02", "Spe05", "Top00", "Top01"}
-    first, errors = write_split(full[~full["case"].isin(late)], tmp_path, _cfg())
+    first, errors = write_split(full[~full["case"].isin(late)], tmp_path, SplitSettings())
     assert errors == [] and set(first["case"]) == set(full["case"]) - late
-    again, errors = write_split(full, tmp_path, _cfg())
+    again, errors = write_split(full, tmp_path, SplitSettings())
     assert errors == []
     assert sorted(again["case"]) == _cases(full)  # every prepared case is in a split
     kept = again.set_index("case")["split"]
@@ -124,24 +118,22 @@ def test_automatic_split_takes_in_cases_prepared_later(tmp_path):
 
 def test_an_edited_split_is_a_users_split(tmp_path):
     full = _index(3)
-    write_split(full[full["case"] != "Cir01"], tmp_path, _cfg())
+    write_split(full[full["case"] != "Cir01"], tmp_path, SplitSettings())
     edited = pd.read_csv(tmp_path / "split.csv")
     edited.loc[0, "split"] = "val"
     edited.to_csv(tmp_path / "split.csv", index=False)
-    split, errors = write_split(full, tmp_path, _cfg())
+    split, errors = write_split(full, tmp_path, SplitSettings())
     assert "Cir01" not in set(split["case"])
     assert len(errors) == 1 and "split.csv: does not list 1 prepared case(s): Cir01; add them" in errors[0]
     assert "--allow-unlisted" in errors[0]
-    cfg = _cfg()
-    cfg.SPLIT_ALLOW_UNLISTED = True
-    split, errors = write_split(full, tmp_path, cfg)
+    split, errors = write_split(full, tmp_path, SplitSettings(split_allow_unlisted=True))
     assert errors == [] and "Cir01" not in set(split["case"])
 
 
 def test_unlisted_case_in_a_given_split_file_is_an_error(tmp_path):
     given = tmp_path / "mine.csv"
     pd.DataFrame({"case": ["Cir00", "Spe00"], "split": ["train", "test"]}).to_csv(given, index=False)
-    _, errors = write_split(_index(1), tmp_path, _cfg(), split_file=given)
+    _, errors = write_split(_index(1), tmp_path, SplitSettings(), split_file=given)
     assert errors == [f"{given}: does not list 1 prepared case(s): Top00; add them to a split, or leave them out on "
                       f"purpose with --allow-unlisted (SPLIT_ALLOW_UNLISTED)"]
 
@@ -153,7 +145,7 @@ def test_unlisted_case_in_a_given_split_file_is_an_error(tmp_path):
 def test_a_case_listed_twice_is_refused(tmp_path, rows, message):
     given = tmp_path / "mine.csv"
     pd.DataFrame(rows + [("Top00", "val")], columns=["case", "split"]).to_csv(given, index=False)
-    split, errors = write_split(_index(1), tmp_path, _cfg(), split_file=given)
+    split, errors = write_split(_index(1), tmp_path, SplitSettings(), split_file=given)
     assert any(e.startswith(f"{given}: case(s) listed more than once: {message}; a case belongs to exactly one")
                for e in errors)
     assert "Cir00" not in set(split["case"])  # in no split: never in train and test at once
@@ -166,7 +158,7 @@ def test_blank_cells_and_text_names(tmp_path):
     index.loc[index["case"] == "Cir00", "case"] = "NA"
     given = tmp_path / "mine.csv"
     given.write_text("case,split\nNA,train\n,val\nSpe00,\nTop00,test\n")
-    split, errors = write_split(index, tmp_path, _cfg(), split_file=given)
+    split, errors = write_split(index, tmp_path, SplitSettings(), split_file=given)
     assert dict(zip(split["case"], split["split"])) == {"NA": "train", "Top00": "test"}
     assert any("line(s) 3 have a blank case cell" in e for e in errors)
     assert any("rows of case(s) Spe00 say (blank)" in e for e in errors)

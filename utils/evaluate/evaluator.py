@@ -88,7 +88,8 @@ class Evaluation:
             ``presence_score`` in [0, 1].
         summary: one row per vendor (then ``"all"``) and fluid, the columns ``volume_metrics.SUMMARY_COLUMNS``
             (evaluate.py's ``summary.csv``; :func:`utils.evaluate.volume_metrics.summarize`).
-        cfg: the effective settings (evaluate.py's ``config.json``).
+        cfg: the effective settings (evaluate.py's ``config.json``); None from :func:`score_folder`, which is given
+            only the settings it uses (its callers add theirs with ``dataclasses.replace``).
         failed: the inputs that could not be used, each named by its file (evaluate.py then exits with 1; the
             other cases are scored).
         messages: the lines evaluate.py prints while scoring (notes, warnings, one ``error: ...`` line per input
@@ -101,7 +102,7 @@ class Evaluation:
 
     per_case: pd.DataFrame
     summary: pd.DataFrame
-    cfg: types.SimpleNamespace
+    cfg: types.SimpleNamespace | None = None
     failed: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
     settings_source: str = "config.py"
@@ -289,7 +290,7 @@ class _Collected:
         return tuple(line for line, _ in self.lines)
 
 
-def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike | None = None,
+def score_folder(pred_dir: str | os.PathLike, settings: EvaluationSettings, data_root: str | os.PathLike,
                  split_file: str | os.PathLike | None = None, split: str | None = None, report: Report | None = None,
                  progress: bool = False) -> Evaluation:
     """Scores a prediction folder with settings already chosen (:func:`evaluation_config`), as evaluate.py does.
@@ -297,8 +298,9 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
     Args:
         pred_dir: predict.py's output folder: ``<case>/SEGMENTATION_FILE`` (or the same name ending ``.mha`` or
             ``.nii.gz``), and ``VOLUMES_CSV`` for the presence scores when it holds one.
-        cfg: the effective settings.
-        data_root: the folder holding the cases' ``reference.mhd`` (default: ``cfg.DATA_ROOT``).
+        settings: the model's label codes and file names and the scoring settings (:class:`EvaluationSettings`
+            of the settings :func:`evaluation_config` chose).
+        data_root: the folder holding the cases' ``reference.mhd``, at any depth (evaluate.py's ``DATA_ROOT``).
         split_file: a CSV with columns ``case`` and ``split``: score only the cases of ``split``.
         split: the split to score (default: ``"test"`` with a split file).
         report: gets the lines evaluate.py prints while scoring (:data:`Report`); default: collected in
@@ -306,7 +308,8 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
         progress: show a progress bar over the cases (on stderr).
 
     Returns:
-        :class:`Evaluation`; a prediction that cannot be used is left out and named in ``failed``.
+        :class:`Evaluation` (its ``cfg`` None); a prediction that cannot be used is left out and named in
+        ``failed``.
 
     Raises:
         FileNotFoundError, ValueError: no prediction folder or data root, an unusable split file, or no case with
@@ -315,9 +318,7 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
     collected = None
     if report is None:
         collected = report = _Collected()
-    pred_dir = Path(pred_dir)
-    settings = EvaluationSettings.from_config(cfg)
-    data_root = Path(data_root if data_root is not None else cfg.DATA_ROOT)
+    pred_dir, data_root = Path(pred_dir), Path(data_root)
     if split_file is not None and split is None:
         split = "test"
     if split is not None and split_file is None:
@@ -334,7 +335,7 @@ def score_folder(pred_dir: str | os.PathLike, cfg, data_root: str | os.PathLike 
     scores, failed = read_presence(pred_dir, settings, report)
     per_case, failed_cases, pooled_fluid_dice = score_cases(pairs, scores, settings, report, progress)
     presence_source = str(pred_dir / settings.volumes_csv) if scores is not None else "the predicted label volumes"
-    return Evaluation(per_case, summary_table(per_case, settings), cfg,
+    return Evaluation(per_case, summary_table(per_case, settings), None,
                       tuple(failed + failed_cases + [line.split(": ")[0] for line in unusable]),
                       collected.messages() if collected is not None else (), presence_source=presence_source,
                       pooled_fluid_dice=pooled_fluid_dice)
@@ -373,11 +374,12 @@ def evaluate_folder(pred_dir: str | os.PathLike, data_root: str | os.PathLike | 
     for note in notes:
         collected(f"note: {note}", True)
     try:
-        result = score_folder(pred_dir, cfg, data_root, split_file, split, collected)
+        result = score_folder(pred_dir, EvaluationSettings.from_config(cfg),
+                              data_root if data_root is not None else cfg.DATA_ROOT, split_file, split, collected)
     except (FileNotFoundError, ValueError):
         collected.messages()  # the notes, and the warnings about unmatched cases that tell why none is left
         raise
-    return dataclasses.replace(result, messages=collected.messages(), settings_source=source)
+    return dataclasses.replace(result, cfg=cfg, messages=collected.messages(), settings_source=source)
 
 
 def _given_presence(case: str, scores: Any, fluids: list[str]) -> dict[str, float]:

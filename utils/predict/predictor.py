@@ -26,14 +26,15 @@ import torch
 from torch import nn
 
 from utils.configuration import keyword_overrides, load_config
+from utils.io.cases import file_case
 from utils.io.mhd_io import Geometry, check_array_volume
+from utils.io.vendor_files import VendorFileSettings
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 from utils.model.networks import fold_batch_norms
 from utils.model.runtime import Runtime, RuntimeSettings, select_runtime
 from utils.predict import tiling
 from utils.predict.ensemble import ProbabilityEnsemble, check_members
 from utils.predict.inference import fluid_volumes_mm3
-from utils.predict.inputs import file_case
 from utils.predict.segment import (load_case, model_histogram_reference, prepare_volume, reference_counts,
                                    segment_volume)
 from utils.predict.settings import PredictSettings, check_inference_settings, inference_config
@@ -190,7 +191,9 @@ class Predictor:
         local_cfg = load_config(keyword_overrides(overrides))
         self.checkpoints, self.cfg, self.settings, self.notes = load_trained(self.checkpoint_paths, local_cfg,
                                                                              list(overrides))
-        reference, _, reference_notes = model_histogram_reference(self.checkpoints[0], local_cfg, list(overrides))
+        given_reference = local_cfg.HISTOGRAM_REFERENCE if "HISTOGRAM_REFERENCE" in overrides else ""
+        reference, _, reference_notes = model_histogram_reference(self.checkpoints[0], given_reference,
+                                                                  VendorFileSettings.from_config(local_cfg))
         self.notes += reference_notes
         for note in self.notes:
             warnings.warn(note, stacklevel=2)

@@ -33,34 +33,35 @@ from utils.predict.settings import PredictSettings
 from utils.prepare.preprocessing import histogram_reference, preprocess_volume
 
 
-def model_histogram_reference(checkpoint: dict, local_cfg, set_names: list[str] = (),
-                              cases: list[Case] = ()) -> tuple[dict | None, bool, list[str]]:
+def model_histogram_reference(checkpoint: dict, given: str | Path = "",
+                              vendor_files: VendorFileSettings = VendorFileSettings(),
+                              cases: Sequence[Case] = ()) -> tuple[dict | None, bool, list[str]]:
     """The histogram reference predict.py matches Cirrus and Topcon volumes to (``{"path", "counts", "vendor"}``):
     the checkpoint's; for a checkpoint made without one (trained on cases none of which needed matching, before
-    prepare_data.py recorded it always), the volume ``--set HISTOGRAM_REFERENCE=FILE`` names, read here.
+    prepare_data.py recorded it always), the volume ``given`` names (``--set HISTOGRAM_REFERENCE=FILE``), read here.
 
     Args:
         checkpoint: a loaded checkpoint.
-        local_cfg: config.py with this command's ``--set`` overrides (``HISTOGRAM_REFERENCE``: a path, relative to
-            where the command runs, or empty).
-        set_names: the names this command's ``--set`` overrides.
+        given: the volume this command's ``--set HISTOGRAM_REFERENCE`` names (a path, relative to where the command
+            runs), or empty when it names none.
+        vendor_files: how that volume's file is read (:class:`utils.io.vendor_files.VendorFileSettings`).
         cases: the cases to segment (a note when Spectralis ones meet a reference of another vendor).
 
     Returns:
-        ``(reference, supplied, notes)``: the reference or None, whether ``--set`` supplied it, and notes to print.
+        ``(reference, supplied, notes)``: the reference or None, whether ``given`` supplied it, and notes to print.
 
     Raises:
         FileNotFoundError, ValueError: the supplied file cannot be read as a volume; the message names it.
     """
     reference, notes, supplied = checkpoint.get("histogram_reference"), [], False
-    given = local_cfg.HISTOGRAM_REFERENCE if "HISTOGRAM_REFERENCE" in set_names else ""
+    given = str(given or "")
     if reference and given and Path(given).resolve() != Path(reference.get("path", "")).resolve():
         notes.append(f"--set HISTOGRAM_REFERENCE={given} ignored: the checkpoint holds the histogram reference it "
                      f"was trained with ({reference.get('path')})")
     elif not reference and given:
         if not Path(given).is_file():
             raise FileNotFoundError(f"{given}: HISTOGRAM_REFERENCE names no file")
-        reference, supplied = histogram_reference(given, VendorFileSettings.from_config(local_cfg)), True
+        reference, supplied = histogram_reference(given, vendor_files), True
     vendor = (reference or {}).get("vendor", "Spectralis")  # checkpoints before the vendor was recorded: Spectralis
     if vendor != "Spectralis" and any(case.vendor == "Spectralis" for case in cases):
         notes.append(f"the model's histogram reference is a {vendor} volume ({reference.get('path')}; it was "

@@ -20,8 +20,8 @@ from utils.stage_settings import settings_from_config
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
 INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3",
                       "BLANK_COLUMNS_BACKGROUND", "INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE",
-                      "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3", "ETDRS_DIAMETERS_MM", "FOVEA_SEARCH_RADIUS_MM",
-                      "FOVEA_MIN_DEPTH_MM")
+                      "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3", "ETDRS_DIAMETERS_MM",
+                      "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
 # The vendor-file settings say how to read an input, not how the model was trained.
 VENDOR_FILE_SETTINGS = ("CIRRUS_IMG_SHAPE", "CIRRUS_IMG_SPACING_MM", "TOPCON_SPACING_MM", "E2E_SPACING_XZ_MM")
 # Settings a checkpoint may lack: segment.model_histogram_reference takes HISTOGRAM_REFERENCE from --set only then.

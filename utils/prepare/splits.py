@@ -8,15 +8,47 @@ are written on every run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import config
 from utils.io.files import atomic_write_csv, atomic_write_text
 from utils.io.tables import SPLIT_COLUMNS, SPLITS, read_split_table
+from utils.stage_settings import settings_from_config
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSettings:
+    """What the split step (:func:`write_split`) reads of the config, built once per run (:meth:`from_config`).
+    Each field is the config.py setting of the same name in upper case; the defaults are config.py's, so a test
+    names only what it changes.
+
+    Attributes:
+        split_csv: ``WORK_DIR/<this>``, the case split (one row per case).
+        split_slices_csv: ``WORK_DIR/<this>`` with ``{split}`` filled in: the slice index rows of one split.
+        split_fractions: split name (train, val, test) -> its share of the cases, each >= 0.
+        split_seed: the automatic split's random seed.
+        split_by_vendor: whether the automatic split is stratified by vendor.
+        split_allow_unlisted: whether a given split file may leave prepared cases out (``--allow-unlisted``).
+    """
+
+    split_csv: str = config.SPLIT_CSV
+    split_slices_csv: str = config.SPLIT_SLICES_CSV
+    split_fractions: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(config.SPLIT_FRACTIONS))
+    split_seed: int = config.SPLIT_SEED
+    split_by_vendor: bool = config.SPLIT_BY_VENDOR
+    split_allow_unlisted: bool = config.SPLIT_ALLOW_UNLISTED
+
+    @classmethod
+    def from_config(cls, cfg) -> SplitSettings:
+        """The split settings of an effective config (config.py with ``--set``, or a loaded config)."""
+        return settings_from_config(cls, cfg)
 
 
 def case_table(slice_index: pd.DataFrame) -> pd.DataFrame:
@@ -174,30 +206,29 @@ def read_split_file(path: str | Path, known_cases: set[str]) -> tuple[pd.DataFra
     return usable, errors
 
 
-def write_split(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
-                          split_file: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
+def write_split(slice_index: pd.DataFrame, work_dir: str | Path, settings: SplitSettings,
+                split_file: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The method's split step (the original's ``create_test_train_set``): the case split and the per-split slice lists.
 
     An automatic split (made here, recorded in ``split.auto.json`` beside it, unedited since) takes in every case
     prepared since it was made (:func:`extend_split`), so a case that failed in a first run and was fixed later is
     not left out. A user's split (an edited ``split.csv``, or ``split_file``) is used as it is; a prepared case it
-    does not list is an error unless ``cfg.SPLIT_ALLOW_UNLISTED`` (``prepare_data.py --allow-unlisted``).
+    does not list is an error unless ``settings.split_allow_unlisted`` (``prepare_data.py --allow-unlisted``).
 
     Args:
         slice_index: the slice index of the prepared cases.
-        work_dir: where ``cfg.SPLIT_CSV`` and ``cfg.SPLIT_SLICES_CSV`` files are written.
-        cfg: effective config (SPLIT_CSV, SPLIT_SLICES_CSV, SPLIT_FRACTIONS, SPLIT_SEED, SPLIT_BY_VENDOR,
-            SPLIT_ALLOW_UNLISTED).
+        work_dir: where the ``split_csv`` and ``split_slices_csv`` files are written.
+        settings: the split settings (:class:`SplitSettings`).
         split_file: a split CSV to use as it is; default ``work_dir/SPLIT_CSV``, made when it does not exist.
 
     Returns:
         ``(split, errors)``: one row per case with its split, and one line per problem in a given split file.
     """
     work_dir = Path(work_dir)
-    fractions, seed, by_vendor = cfg.SPLIT_FRACTIONS, cfg.SPLIT_SEED, cfg.SPLIT_BY_VENDOR
+    fractions, seed, by_vendor = dict(settings.split_fractions), settings.split_seed, settings.split_by_vendor
     cases = case_table(slice_index)
     errors: list[str] = []
-    path = Path(split_file) if split_file else work_dir / cfg.SPLIT_CSV
+    path = Path(split_file) if split_file else work_dir / settings.split_csv
     if not split_file and path.is_file() and is_automatic_split(path):
         made = read_split_table(path)
         new = cases[~cases["case"].isin(made["case"])]
@@ -220,7 +251,7 @@ def write_split(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
         unlisted = sorted(set(cases["case"]) - listed)
         if unlisted:
             shown = f"{', '.join(unlisted[:10])}{', ...' if len(unlisted) > 10 else ''}"
-            if cfg.SPLIT_ALLOW_UNLISTED:
+            if settings.split_allow_unlisted:
                 print(f"note: {path} does not list {len(unlisted)} prepared case(s) ({shown}); they are left out "
                       f"of every split (SPLIT_ALLOW_UNLISTED)")
             else:
@@ -232,6 +263,6 @@ def write_split(slice_index: pd.DataFrame, work_dir: str | Path, cfg,
         _write_automatic_split(path, split, fractions, seed, by_vendor)
     for name in SPLITS:
         members = set(split.loc[split["split"] == name, "case"])
-        atomic_write_csv(work_dir / cfg.SPLIT_SLICES_CSV.format(split=name),
+        atomic_write_csv(work_dir / settings.split_slices_csv.format(split=name),
                          slice_index[slice_index["case"].isin(members)])
     return split, errors
