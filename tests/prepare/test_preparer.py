@@ -164,7 +164,7 @@ def test_bad_inputs_are_refused_naming_what_was_expected(data, preparer, tmp_pat
         ((path, geometry), {}, ValueError, "holds its own geometry"),
         ((path,), {"labels": labels}, ValueError, "holds its own geometry"),
         ((path.parent,), {}, FileNotFoundError, "no such file"),
-        ((path.with_suffix(".raw"),), {}, VolumeError, "oct.raw"),
+        ((path.with_suffix(".raw"),), {}, ValueError, "oct.raw: not a MetaImage header"),  # as Predictor refuses it
     ]
     for args, keywords, error, message in cases:
         with pytest.raises(error, match=message):

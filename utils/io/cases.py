@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.io.mhd_io import VolumeError, read_volume_info
-from utils.io.vendor_files import KNOWN_VENDORS, found_in_folder, is_vendor_file, vendor_file_vendor
+from utils.io.vendor_files import (KNOWN_VENDORS, VENDOR_SUFFIXES, found_in_folder, is_vendor_file,
+                                   vendor_file_vendor)
 from utils.io.vendors import vendor_from_array, vendor_from_path
 
 OCT_FILE = "oct.mhd"
 REFERENCE_FILE = "reference.mhd"
+# The volume files (besides vendor files) a case may be named by on its own: what SimpleITK reads as one 3-D volume
+VOLUME_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +172,31 @@ def case_names(volume_paths: Sequence[Path], data_root: Path) -> dict[Path, str]
                 names[path] = name
         taken = set(names.values())
     return names
+
+
+def file_case(path: Path, vendors: Sequence[str], vendor: str | None = None) -> Case:
+    """The case of one file named on its own (predict.py's inputs, ``Predictor.segment``, ``Preparer.prepare``),
+    named as :func:`find_cases` names the files it finds: an ``oct.mhd`` by its folder, with the ``reference.mhd``
+    beside it when there is one; another volume file (``VOLUME_SUFFIXES``) and a vendor file by its file name
+    without suffix. Its vendor comes from the vendor file, or from the folders or the header
+    (:func:`detect_vendor`); ``vendor`` replaces it.
+
+    Raises:
+        VolumeError, ValueError, OSError: neither a volume file nor a vendor file, or a vendor that cannot be told
+            or that ``vendors`` leaves out; the message names the file.
+    """
+    if is_vendor_file(path):
+        return Case(path.stem, vendor or vendor_file_vendor(path, vendors), path, None)
+    suffix = next((suffix for suffix in VOLUME_SUFFIXES if path.name.lower().endswith(suffix)), None)
+    if suffix is None:
+        raise ValueError(f"{path}: not a MetaImage header (.mhd) nor a vendor file ({' '.join(VENDOR_SUFFIXES)}) "
+                         f"nor another volume file ({' '.join(VOLUME_SUFFIXES[1:])}); give oct.mhd files, vendor "
+                         f"files or folders")
+    if path.name == OCT_FILE:
+        reference = path.parent / REFERENCE_FILE
+        return Case(path.resolve().parent.name, vendor or detect_vendor(path, vendors), path,
+                    reference if reference.is_file() else None)
+    return Case(path.name[:-len(suffix)], vendor or detect_vendor(path, vendors), path, None)
 
 
 def find_cases(data_root: str | Path, vendors: Sequence[str]) -> tuple[list[Case], list[str]]:

@@ -5,31 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils.io.cases import OCT_FILE, Case, detect_vendor, find_cases
+from utils.io.cases import OCT_FILE, Case, file_case, find_cases
 from utils.io.parallel import CASE_ERRORS
-from utils.io.vendor_files import VENDOR_SUFFIXES, is_vendor_file, vendor_file_vendor
-
-
-def file_case(path: Path, vendors) -> Case:
-    """The case of one file, as the command line names it: a vendor file named by its stem, its vendor from the
-    file; an ``.mhd`` named by its folder, its vendor from the folders or the header
-    (:func:`utils.io.cases.detect_vendor`).
-
-    Raises:
-        VolumeError, ValueError, OSError: neither an ``.mhd`` nor a vendor file, or a vendor that cannot be told or
-            that ``vendors`` leaves out; the message names the file.
-    """
-    if is_vendor_file(path):
-        return Case(path.stem, vendor_file_vendor(path, vendors), path, None)
-    if path.suffix.lower() != ".mhd":
-        raise ValueError(f"{path}: not a MetaImage header (.mhd) nor a vendor file ({' '.join(VENDOR_SUFFIXES)}); "
-                         f"give oct.mhd files, vendor files or folders")
-    return Case(path.resolve().parent.name, detect_vendor(path, vendors), path, None)
 
 
 def collect_cases(inputs: list[Path], vendors) -> tuple[list[Case], list[str]]:
-    """The cases named by the command line: ``.mhd`` files, vendor files (named by their stem), and every
-    ``oct.mhd`` below folders.
+    """The cases named by the command line: volume files and vendor files (:func:`utils.io.cases.file_case`), and
+    every ``oct.mhd`` and vendor file below folders (:func:`utils.io.cases.find_cases`).
 
     Returns:
         ``(cases, errors)``: cases with distinct names (the same file named twice counts once), and one line per

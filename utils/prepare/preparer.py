@@ -35,12 +35,11 @@ import numpy as np
 import pandas as pd
 
 from utils.configuration import keyword_overrides, load_config
-from utils.io.cases import OCT_FILE, REFERENCE_FILE, Case, detect_vendor
+from utils.io.cases import REFERENCE_FILE, file_case
 from utils.io.mhd_io import Geometry, check_array_volume
-from utils.io.vendor_files import is_vendor_file, vendor_file_vendor
 from utils.prepare.preprocessing import (N_LEVELS, PreprocessSettings, check_reference_labels, histogram_reference,
                                          load_histogram_reference, preprocess_volume, read_case, slice_rows)
-from utils.prepare.roi import roi_png, volume_roi_masks
+from utils.prepare.roi import RoiSettings, roi_png, volume_roi_masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,23 +125,6 @@ def load_reference(given: str | os.PathLike | Mapping | None, reference_setting:
     return histogram_reference(path, settings.vendor_files)
 
 
-def file_case(path: Path, vendors, vendor: str | None = None) -> Case:
-    """The case prepare_data.py makes of one file: an ``oct.mhd`` named by its folder, with the ``reference.mhd``
-    beside it, its vendor from its folders or its type and size; another MetaImage/NIfTI file named by its file
-    name; a vendor file named by its file name without suffix, its vendor from the file. ``vendor`` replaces the
-    vendor found.
-
-    Raises:
-        VolumeError: a vendor that cannot be told or that ``vendors`` leaves out; the message names the file.
-    """
-    if is_vendor_file(path):
-        return Case(path.stem, vendor or vendor_file_vendor(path, vendors), path, None)
-    reference = path.parent / REFERENCE_FILE
-    name = path.resolve().parent.name if path.name == OCT_FILE else path.name.split(".")[0]
-    return Case(name, vendor or detect_vendor(path, vendors), path,
-                reference if path.name == OCT_FILE and reference.is_file() else None)
-
-
 class Preparer:
     """prepare_data.py's settings and histogram reference, loaded once, preparing any number of volumes as
     prepare_data.py prepares a case.
@@ -159,6 +141,7 @@ class Preparer:
         cfg: the effective config: config.py with the overrides, as prepare_data.py's ``--set`` makes it.
         settings: what the preprocess step reads of ``cfg``
             (:class:`utils.prepare.preprocessing.PreprocessSettings`), built once.
+        roi_settings: what the roi step reads of ``cfg`` (:class:`utils.prepare.roi.RoiSettings`), built once.
         reference: the histogram reference, ``{"path", "vendor", "counts": 256 ints}``, or None.
 
     Raises:
@@ -170,6 +153,7 @@ class Preparer:
     def __init__(self, histogram_reference: str | os.PathLike | Mapping | None = None, **overrides: Any):
         self.cfg: types.SimpleNamespace = load_config(keyword_overrides(overrides))
         self.settings = PreprocessSettings.from_config(self.cfg)
+        self.roi_settings = RoiSettings.from_config(self.cfg)
         self.reference = load_reference(histogram_reference, self.cfg.HISTOGRAM_REFERENCE, self.settings,
                                         self.cfg.DATA_ROOT)
 
@@ -226,8 +210,9 @@ class Preparer:
                 labels = check_reference_labels(np.asarray(labels), raw.shape, settings.label_codes, "labels")
         counts = np.asarray(self.reference["counts"]) if self.reference else None
         image = preprocess_volume(raw, vendor, counts, settings, source or "array")
-        roi = (volume_roi_masks(image, labels, cfg.ENTROPY_DISK_RADIUS, cfg.ENTROPY_THRESHOLD, cfg.CLOSING_DISK_RADIUS)
-               if with_roi else None)
+        roi_settings = self.roi_settings
+        roi = (volume_roi_masks(image, labels, roi_settings.entropy_disk_radius, roi_settings.entropy_threshold,
+                                roi_settings.closing_disk_radius) if with_roi else None)
         rows = slice_rows(name, vendor, source, image.shape, geometry, labels, settings)
         return PreparedVolume(name, vendor, geometry, image, labels, roi, rows)
 
