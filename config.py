@@ -127,6 +127,9 @@ RELU_BEFORE_SOFTMAX = True  # rmit_unet: the original's ReLU on the logits befor
 BN_MOMENTUM = 0.01
 L2_WEIGHT = 1e-4  # rmit_unet: L2 penalty on conv kernels added to the loss (Keras kernel_regularizer l2(1e-4))
 ENCODER = "resnet18"  # smp_unet only: an encoder name segmentation_models_pytorch knows (rmit_unet has none)
+# Beyond the method: smp_unet's decoder widths, five channel counts from the deepest decoder block to the last
+# (smp's default (256, 128, 64, 32, 16); narrower decoders train faster)
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
 EPOCHS = 100  # the original's 100
 BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training stream (the original); N: N batches
 TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop training (mid-epoch; it is then validated and saved) after this many minutes

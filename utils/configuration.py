@@ -134,7 +134,7 @@ def _spacing_or_unset(value, length: int) -> bool:
 
 
 def _sizes(value, length: int = 2) -> bool:
-    """``length`` integers >= 1 (a shape in pixels)."""
+    """``length`` integers >= 1 (a shape in pixels, or channel counts)."""
     return len(value) == length and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
 
 
@@ -225,6 +225,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ENTROPY_THRESHOLD": (lambda value: 0 <= value < 1, "a share of the B-scan's largest entropy in [0, 1)"),
     "CLOSING_DISK_RADIUS": (lambda value: value >= 0, "a radius in pixels >= 0 (0: no closing)"),
     "PATCH_SHAPE": (_sizes, "a patch size (height, width) in pixels, e.g. (256, 128)"),
+    "DECODER_CHANNELS": (lambda value: _sizes(value, 5),
+                         "five channel counts >= 1, deepest decoder block first, e.g. (256, 128, 64, 32, 16)"),
     "SPECTRALIS_AXIAL_SPACING_MM": (lambda value: math.isfinite(value) and value > 0, "a spacing in mm > 0"),
     "PATCHES_PER_BSCAN": _COUNT,
     "RANDOM_PATCH_SHARE": (lambda value: value >= 0, "a share of PATCHES_PER_BSCAN >= 0"),

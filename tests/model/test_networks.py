@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import config
 from utils.configuration import load_config
 from utils.model.checkpoints import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
-from utils.model.networks import (MODELS, Discriminator, NetworkSettings, build_unet, fold_batch_norms, network_label,
-                                  network_setting_names, output_margin, unet_arguments)
+from utils.model.networks import (MODELS, SMP_DECODER_CHANNELS, Discriminator, NetworkSettings, build_unet,
+                                  fold_batch_norms, network_label, network_setting_names, output_margin,
+                                  unet_arguments)
 from utils.model.rmit_unet import l2_penalty
 from utils.train.loop import Adversary, adversarial_losses, one_hot
 
@@ -60,15 +62,29 @@ def test_each_network_says_what_training_asks_of_it():
     assert network_label(unet_arguments(NetworkSettings(model="rmit_unet"))) == "rmit_unet"
     assert network_label(unet_arguments(NetworkSettings(model="smp_unet", encoder="resnet34"))) == "smp_unet (resnet34)"
     unnamed = {key: value for key, value in TINY_UNET.items() if key != "name"}  # a checkpoint from before MODEL
-    assert network_label(unnamed) == "smp_unet (resnet18)"
+    assert network_label(unnamed) == "smp_unet (resnet18, decoder (16, 8, 4))"
+
+
+def test_decoder_channels_narrow_the_smp_decoder_and_are_left_out_of_a_default_models_arguments():
+    """DECODER_CHANNELS: smp's default is not written into the arguments, so a default model's checkpoint is one
+    made before the setting existed (--init-from and ensembles compare them)."""
+    assert "decoder_channels" not in unet_arguments(NetworkSettings(model="smp_unet"))
+    narrow = unet_arguments(NetworkSettings(model="smp_unet", decoder_channels=(128, 64, 32, 16, 8)))
+    assert narrow["decoder_channels"] == [128, 64, 32, 16, 8]
+    model = build_unet(narrow).eval()
+    assert model.segmentation_head[0].in_channels == 8
+    with torch.no_grad():
+        assert model(IMAGES).shape == (2, 4, 64, 32)
+    assert network_label(narrow) == "smp_unet (resnet18, decoder (128, 64, 32, 16, 8))"
 
 
 def test_a_network_is_built_from_the_settings_it_names_and_no_other():
     """``network_setting_names`` (what train.py --resume keeps of a run's network) lists exactly the settings a
     network's constructor arguments change with."""
     assert network_setting_names("rmit_unet") == ("MODEL", "N_CLASSES", "RELU_BEFORE_SOFTMAX", "BN_MOMENTUM")
-    assert network_setting_names("smp_unet") == ("MODEL", "ENCODER", "N_CLASSES")
-    changed = {"n_classes": 5, "encoder": "resnet34", "relu_before_softmax": False, "bn_momentum": 0.5}
+    assert network_setting_names("smp_unet") == ("MODEL", "ENCODER", "N_CLASSES", "DECODER_CHANNELS")
+    changed = {"n_classes": 5, "encoder": "resnet34", "relu_before_softmax": False, "bn_momentum": 0.5,
+               "decoder_channels": (128, 64, 32, 16, 8)}
     for model in MODELS:
         base = NetworkSettings(model=model)
         differ = [name.upper() for name, value in changed.items()
@@ -242,3 +258,8 @@ def test_folding_batch_norms_keeps_the_eval_outputs():
         torch.testing.assert_close(folded(images), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norms(build_unet(unet_arguments(NetworkSettings(model="rmit_unet"))).train())
+
+
+def test_config_decoder_channels_are_smps_default():
+    """A default config builds smp's own U-Net, whose checkpoints omit decoder_channels."""
+    assert tuple(config.DECODER_CHANNELS) == SMP_DECODER_CHANNELS

@@ -5,6 +5,7 @@ checkpoints store, so prediction rebuilds the network without config.py; :func:`
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, NamedTuple, Sequence
 
 import segmentation_models_pytorch as smp
@@ -29,6 +30,7 @@ class NetworkSettings:
         model: ``MODEL``, a name in :data:`MODELS` (``"rmit_unet"``, ``"smp_unet"``).
         n_classes: ``N_CLASSES``, output channels (background and fluids), >= 2.
         encoder: ``ENCODER``, smp_unet's backbone (an encoder name segmentation_models_pytorch knows).
+        decoder_channels: ``DECODER_CHANNELS``, smp_unet's five decoder widths, deepest block first.
         relu_before_softmax: ``RELU_BEFORE_SOFTMAX``, rmit_unet's ReLU on its logits.
         bn_momentum: ``BN_MOMENTUM``, rmit_unet's batch-norm momentum (PyTorch's convention), in (0, 1].
     """
@@ -36,6 +38,7 @@ class NetworkSettings:
     model: str = config.MODEL
     n_classes: int = config.N_CLASSES
     encoder: str = config.ENCODER
+    decoder_channels: tuple[int, ...] = config.DECODER_CHANNELS
     relu_before_softmax: bool = config.RELU_BEFORE_SOFTMAX
     bn_momentum: float = config.BN_MOMENTUM
 
@@ -73,6 +76,8 @@ class Network(NamedTuple):
     takes_encoder: bool = False
 
 
+SMP_DECODER_CHANNELS = tuple(inspect.signature(smp.Unet).parameters["decoder_channels"].default)  # smp's default
+
 # MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
 # its kernels, or an smp U-Net with an ENCODER whose weights are never downloaded (no network access at run time,
 # even when an old checkpoint asks for pretrained weights). The names are utils/configuration.py's
@@ -85,12 +90,23 @@ MODELS: dict[str, Network] = {
                          RmitUNet, accepts_patch=valid_input,
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
                          weight_penalty=l2_penalty),
-    "smp_unet": Network(("encoder", "n_classes"),
-                        lambda encoder, n_classes: {"encoder_name": encoder, "encoder_weights": None,
-                                                    "in_channels": 3, "classes": n_classes},
+    "smp_unet": Network(("encoder", "n_classes", "decoder_channels"),
+                        lambda encoder, n_classes, decoder_channels: {
+                            "encoder_name": encoder, "encoder_weights": None, "in_channels": 3, "classes": n_classes,
+                            **_decoder_arguments(decoder_channels)},
                         lambda **args: smp.Unet(**{**args, "encoder_weights": None}),
-                        detail=lambda args: args["encoder_name"], takes_encoder=True),
+                        detail=lambda args: args["encoder_name"] + (
+                            f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else ""),
+                        takes_encoder=True),
 }
+
+
+def _decoder_arguments(decoder_channels: Sequence[int]) -> dict[str, Any]:
+    """smp_unet's ``decoder_channels`` argument, left out at smp's default: a default model's arguments (and so its
+    checkpoint) are those of the checkpoints made before ``DECODER_CHANNELS`` existed, which ``--init-from`` and
+    ensembles compare."""
+    channels = [int(count) for count in decoder_channels]
+    return {} if channels == list(SMP_DECODER_CHANNELS) else {"decoder_channels": channels}
 
 
 UNNAMED_MODEL = "smp_unet"  # the network of model arguments without a name: checkpoints from before MODEL existed
