@@ -62,8 +62,8 @@ HISTOGRAM_ROUNDING = "truncate"  # matched intensities cut to integers ("truncat
 # cross-B-scan median on Cirrus; we apply it to both (MEDIAN_SLICES_VENDORS = ("Topcon",) is the original).
 MEDIAN_VENDORS = ("Cirrus", "Topcon")
 MEDIAN_SLICES_VENDORS = ("Cirrus", "Topcon")
-MEDIAN_SLICES = 3  # median over each B-scan and its neighbours (odd; 1 = off)
-MEDIAN_INPLANE = 3  # then an in-plane median of this size (odd; 1 = off)
+MEDIAN_SLICES = 3  # median over each B-scan and its neighbours (odd; 1 = off; the original: 3)
+MEDIAN_INPLANE = 3  # then an in-plane median of this size (odd; 1 = off; the original: 3)
 PNG_COMPRESS_LEVEL = 1  # 0-9: slice PNGs are lossless whatever the level; 1 is fast and about 2x smaller than 0
 
 # --------------------------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ CLOSING_DISK_RADIUS = 55  # pixels: the binary closing's disk (the original's di
 # --------------------------------------------------------------------------------------------------------------
 # Patches (train.py)
 # --------------------------------------------------------------------------------------------------------------
-PATCH_SHAPE = (256, 128)  # (height, width) in pixels at Spectralis depth resolution
+PATCH_SHAPE = (256, 128)  # (height, width) in pixels at Spectralis depth resolution (the original: 256 x 128)
 SPECTRALIS_AXIAL_SPACING_MM = 0.0039  # depth covered by one patch row: patches span the same mm on every vendor
 # How a volume's patch crop height is found: "height_table" (the original's factor per B-scan height: Cirrus 1024
 # rows x2, Spectralis 496 x1, Topcon 650 and 885 rows 0.004 / 0.0035 and 0.004 / 0.0026; other heights by the
@@ -161,7 +161,7 @@ BEST_BY = "val_loss"  # what picks best.pt: "val_loss" (the original) or "dice_m
 # Adversarial training, the original's schedule (train_adversarial.py): from a finished segmentation run,
 # `train.py --init-from RUN/best.pt --set ADVERSARIAL=True --set EPOCHS=50 --set PATCHES_PER_BSCAN=7
 # --set EMPTY_PATCH_DROP_PROB=0.9 --set STRATIFY_BY=none` (no vendor stratification there). The critic sees softmax
-# probabilities, as in the authors' script (a Python 3 port's arg-max one-hots pass no gradient to the segmenter).
+# probabilities, as in the authors' script.
 ADVERSARIAL = False
 DISCRIMINATOR = "rmit"  # "rmit": the authors' discriminator; "strided": a small strided-conv critic
 ADVERSARIAL_WEIGHT = 1.0  # lambda: segmenter loss += lambda x adversarial loss (the original: 1:1)
@@ -169,11 +169,11 @@ DISCRIMINATOR_LEARNING_RATE = 2e-4  # its Adam rate (the port's; the authors' ow
 DISCRIMINATOR_L2_WEIGHT = 1e-4  # L2 on the discriminator's conv and dense kernels (the original's l2(1e-4)); 0 = none
 # "discriminator_first" (the original): each step the discriminator trains first on one concatenated batch of the
 # real (reference) and fake (softmax) pairs, then the segmenter against it; "separate": the segmenter first, then
-# the discriminator on separate real and fake passes (the pipeline's earlier step)
+# the discriminator on separate real and fake passes
 ADVERSARIAL_STEP = "discriminator_first"
 # Batch mixing (train_model.py): shuffle buffers of the augmented B-scans and of their patches (before the
 # empty-patch drop), as the original (100, 1000); of the kept patches (the original: none, 0); a last partial batch
-# dropped (the original). The pipeline's earlier mixing: 0, 0, 4 x BATCH_SIZE, False (the presets keep it).
+# dropped (the original).
 BSCAN_SHUFFLE_BUFFER = 100
 PATCH_SHUFFLE_BUFFER = 1000
 KEPT_PATCH_SHUFFLE_BUFFER = 0
@@ -210,8 +210,8 @@ SPECKLE_LOOKS = 8.0
 BLANK_COLUMNS_IGNORED = False
 # Beyond the method (0 = off): before each epoch's validation and save, re-estimate the batch norms' running
 # statistics over this many training batches (their own stream) with the current weights (torch.optim.swa_utils.
-# update_bn); training is untouched. With BN_MOMENTUM 0.01 the statistics trail the weights by about 100 steps, so
-# a run of a few hundred steps of the authors' network needs it to segment in eval mode (docs/quality.md).
+# update_bn); training is untouched. For short runs of the authors' network, whose running statistics
+# (BN_MOMENTUM 0.01) trail its weights by about 100 steps.
 BN_REESTIMATE_BATCHES = 0
 VAL_BSCANS = 0  # validation B-scans: 0 = all (the original); N = a fixed choice of N, half with fluid where possible
 VAL_FRESH_PATCHES = True  # each epoch samples new validation patches (the original); False: the same every epoch
@@ -220,22 +220,19 @@ SEED = 0  # train.py's random generators: initial weights, patch sampling, augme
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
 MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU (the original: fp32)
 CHANNELS_LAST = True  # NHWC memory layout for the network
-# Processes running the patch pipeline beside the model; 0 = in the training process; -1 = auto: 0 on CPU (on 2
-# cores the pipeline outruns the model step, and a worker process only takes a core from it: bench/bench_train.py),
-# on GPU up to 8 per process, as the cores allow (there the model step outruns one pipeline).
+# Processes running the patch pipeline beside the model; 0 = in the training process; -1 = auto: 0 on CPU (a
+# worker would take a core from the model step), on GPU up to 8 per process, as the cores allow.
 LOADER_WORKERS = -1
 # `make demo` (demo.py) trains and predicts with the preset DEMO_PRESET (a name in PRESETS below; "": config.py's
 # own settings, the authors' method) for at most DEMO_EPOCHS epochs and DEMO_TRAIN_MINUTES of training, with
-# DEMO_OVERRIDES on top. "improved_patches" (smp's U-Net) trains about 4x faster than the authors' network, in fp32
-# too, and 40 of its batches segment the synthetic set (docs/quality.md, config demo_improved). For the authors'
-# network: DEMO_PRESET="" with DEMO_OVERRIDES=AUTHORS_DEMO_OVERRIDES (about 3 minutes of training on a 2-core bf16 CPU).
+# DEMO_OVERRIDES on top. For the authors' network: DEMO_PRESET="" with DEMO_OVERRIDES=AUTHORS_DEMO_OVERRIDES (the
+# two demos' figures: docs/quality.md, bench/quality.py configs demo_improved and demo_bnre).
 DEMO_PRESET = "improved_patches"
 DEMO_EPOCHS = 1
 DEMO_TRAIN_MINUTES = 6.0  # a cap for slow machines; 0: none
 DEMO_OVERRIDES = ("BATCHES_PER_EPOCH=40",)
-# The authors' network in about 40 steps: the batch-norm statistics re-estimated over 20 batches before the save
-# (with the original's momentum alone, 40 steps leave them near their start and the model marks no fluid), and
-# validation on 48 fixed B-scans rather than all of the synthetic set's (minutes per epoch on a CPU)
+# The authors' network in 40 steps: its batch-norm statistics re-estimated over 20 batches before the save, and
+# validation on 48 fixed B-scans rather than all of the synthetic set's
 AUTHORS_DEMO_OVERRIDES = ("BATCHES_PER_EPOCH=40", "BN_REESTIMATE_BATCHES=20", "VAL_BSCANS=48",
                           "VAL_FRESH_PATCHES=False")
 
@@ -289,8 +286,8 @@ SPACING_RTOL = 1e-4  # relative tolerance when a prediction's voxel spacing is c
 # every labelled case, without validation cases (then best.pt is the last epoch, where the decayed rate has settled
 # the weights): prepare with SPLIT_FRACTIONS={'train': ..., 'val': 0.0, ...} to do the same; with validation cases,
 # BEST_BY picks the epoch. Each carries its measured budget: EPOCHS=15 of BATCHES_PER_EPOCH=50 batches.
-# "improved_patches" (bench config smp_unet_cedice_all_poly): smp's U-Net with plain cross-entropy + Dice, the
-# earlier pipeline's sampling of 256 x 128 patches and 50-batch epochs, nnU-Net's polynomial learning-rate decay over
+# "improved_patches" (bench config smp_unet_cedice_all_poly): smp's U-Net with plain cross-entropy + Dice, 256 x 128
+# patches stratified across each B-scan's ROI and 50-batch epochs, nnU-Net's polynomial learning-rate decay over
 # the budget, whole B-scans at inference. `make demo` trains it (DEMO_PRESET).
 PRESETS = {
     "improved_patches": (

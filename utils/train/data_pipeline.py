@@ -442,8 +442,8 @@ def training_batches(records: list[SliceRecord], work_dir: str | Path, settings:
 
     Mixing, as the original's ``train_model.py``: the augmented B-scans pass a shuffle buffer of
     ``BSCAN_SHUFFLE_BUFFER`` (100), their patches one of ``PATCH_SHUFFLE_BUFFER`` (1000) before the empty-patch
-    drop, the kept patches one of ``KEPT_PATCH_SHUFFLE_BUFFER`` (0: none; the pipeline's earlier mixing: 4 x
-    ``BATCH_SIZE`` here and nothing before), and a last partial batch is dropped when ``DROP_PARTIAL_BATCH``.
+    drop, the kept patches one of ``KEPT_PATCH_SHUFFLE_BUFFER`` (0: none, the original's), and a last partial batch
+    is dropped when ``DROP_PARTIAL_BATCH``.
 
     Yields:
         ``(images (BATCH_SIZE, 3, h, w) float32 in [-1, 1), masks (BATCH_SIZE, h, w) int64 0..3)`` (or

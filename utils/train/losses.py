@@ -5,7 +5,7 @@ int64 label codes ``0..C-1`` (config: 0 background, 1 IRF, 2 SRF, 3 PED) and ret
 raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` names one of :data:`LOSSES`:
 
 - ``"rmit"`` (default): the authors' loss (:class:`utils.train.method_loss.RmitLoss`);
-- ``"balanced_ce_dice"``: the pipeline's earlier ``CE_WEIGHT * class-balanced cross-entropy + DICE_WEIGHT * Dice``
+- ``"balanced_ce_dice"``: ``CE_WEIGHT * class-balanced cross-entropy + DICE_WEIGHT * Dice``
   (:func:`balanced_ce_dice_loss`);
 - ``"ce_dice"``: ``CE_WEIGHT * plain (unweighted) cross-entropy + DICE_WEIGHT * Dice``, like nnU-Net's Dice + CE
   (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the background/fluid
@@ -124,7 +124,8 @@ class DiceLoss(Loss):
         ignore_label: the target code of pixels that count nowhere (``IGNORE_LABEL``), or None (every code counts).
 
     Returns (forward):
-        0-d tensor in ``[0, 1]`` (``1 - Dice``), near 0 for confident correct logits.
+        0-d tensor: ``1 - Dice`` in ``[0, 1]``, or ``-log(Dice)`` in ``[0, inf)`` with ``log_loss``; near 0 for
+        confident correct logits.
     """
 
     name = "dice"
