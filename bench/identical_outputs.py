@@ -1,5 +1,6 @@
-"""Whether a change leaves prepare_data.py's and predict.py's outputs byte-identical: SHA-256 of every file they
-write on the small synthetic set, and a comparison of two such records.
+"""Whether a change leaves the pipeline's outputs identical: SHA-256 of every file prepare_data.py, predict.py and
+evaluate.py write on the small synthetic set, and of the weights two short seeded train.py runs learn; and a
+comparison of two such records.
 
     python bench/identical_outputs.py --out HASHES.json [--repo DIR] [--work DIR]
     python bench/identical_outputs.py --compare A.json B.json
@@ -18,7 +19,14 @@ temporary folder, removed afterwards):
    reason;
 4. ``predict.py --save-probabilities --overlays all --report`` on WORK/data into ``WORK/predictions/<run>``, once
    per entry of :data:`PREDICT_RUNS`; between them they take every path of whole-volume inference (the test-time
-   band, the unpadded network's centre and its padded input, the ROI, tiles, flip TTA, blank columns).
+   band, the unpadded network's centre and its padded input, the ROI, tiles, flip TTA, blank columns);
+5. ``evaluate.py --pred WORK/predictions/<run> --data-root WORK/data --out WORK/evaluations/<run>`` for each;
+6. ``train.py --work-dir WORK/prepared --run-dir WORK/training/<run>``, once per entry of :data:`TRAIN_RUNS`: two
+   epochs of two batches from ``SEED=0`` in fp32, the authors' method and ``--preset improved``. A checkpoint's
+   bytes vary from run to run (``torch.save`` archives hold the temporary name it was written under) and
+   ``log.csv`` and ``train.log`` hold times, so for these the record holds instead a digest of each checkpoint's
+   learned weights (``model_state``, in key order, ``<file>#weights``) and of ``log.csv`` without its ``seconds``
+   column (``<file>#values``); ``train.log`` is left out.
 
 Every file under WORK is hashed (the inputs and checkpoints as well, so a difference there shows up) after the
 absolute path of WORK, wherever a file spells it (slice_index.csv's ``oct_path``, the case markers
@@ -53,7 +61,15 @@ PREDICT_RUNS = {
                                         "INFERENCE_TILE_OVERLAP=32", "TTA_FLIP=True",
                                         "BLANK_COLUMNS_BACKGROUND=True"]),
 }
-LOCK_FILES = {".prepare_data.lock", ".predict.lock", ".tables.lock"}
+# train.py run name -> its --preset (or none) and --set overrides: two epochs of two small batches, fp32, seeded
+TRAIN_SETTINGS = ["DEVICE=cpu", "MIXED_PRECISION=False", "SEED=0", "EPOCHS=2", "BATCHES_PER_EPOCH=2",
+                  "VAL_BSCANS=4", "VAL_FRESH_PATCHES=False", "LOADER_WORKERS=0"]
+TRAIN_RUNS = {
+    "rmit_unet": ([], [*TRAIN_SETTINGS, "BATCH_SIZE=2"]),
+    "improved": (["--preset", "improved"], [*TRAIN_SETTINGS, "PATCH_SHAPE=(256, 128)", "BATCH_SIZE=2"]),
+}
+TRAINING_FOLDER = "training"
+LOCK_FILES = {".prepare_data.lock", ".predict.lock", ".tables.lock", ".train.lock"}
 WORK_PLACEHOLDER = b"<WORK>"
 
 # Run in the repository under test: a fresh network, saved where argv[1] says, for argv[2] (MODEL), with the
@@ -111,21 +127,57 @@ def run_pipeline(repo: Path, work: Path) -> None:
         run_step(f"predict.py {run}", [python, "predict.py", "--checkpoint", str(checkpoint_path(work, network)),
                                        "--out", str(work / "predictions" / run), "--save-probabilities",
                                        "--overlays", "all", "--report", *overrides, str(data)], repo)
+        run_step(f"evaluate.py {run}", [python, "evaluate.py", "--pred", str(work / "predictions" / run),
+                                        "--data-root", str(data), "--out", str(work / "evaluations" / run)], repo)
+    for run, (preset, settings) in TRAIN_RUNS.items():
+        overrides = [option for setting in settings for option in ("--set", setting)]
+        run_step(f"train.py {run}", [python, "train.py", "--work-dir", str(prepared), "--run-dir",
+                                     str(work / TRAINING_FOLDER / run), *preset, *overrides], repo)
 
 
 def checkpoint_path(work: Path, network: str) -> Path:
     return work / "checkpoints" / f"{network}.pt"
 
 
+def weights_digest(path: Path) -> str:
+    """SHA-256 (hex) of a checkpoint's ``model_state``: each tensor's name, dtype, shape and bytes, in key order."""
+    import torch  # only here: recording the other outputs needs no torch in this process
+
+    digest = hashlib.sha256()
+    for name, tensor in torch.load(path, map_location="cpu", weights_only=False)["model_state"].items():
+        tensor = tensor.detach().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode("utf-8"))
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def log_digest(path: Path) -> str:
+    """SHA-256 (hex) of a ``log.csv`` without its ``seconds`` column."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as file:
+        rows = [{key: value for key, value in row.items() if key != "seconds"} for row in csv.DictReader(file)]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def file_hashes(work: Path) -> dict[str, str]:
     """Relative path -> SHA-256 (hex) of every file under ``work`` but the run locks, with ``work``'s absolute path
-    replaced by ``<WORK>`` first."""
+    replaced by ``<WORK>`` first; under the training folder, the weights of each checkpoint and the values of
+    ``log.csv`` (``train.log`` left out: it holds times)."""
     spelled = str(work.resolve()).encode("utf-8")
     hashes = {}
     for path in sorted(work.rglob("*")):
-        if path.is_file() and path.name not in LOCK_FILES:
-            content = path.read_bytes().replace(spelled, WORK_PLACEHOLDER)
-            hashes[path.relative_to(work).as_posix()] = hashlib.sha256(content).hexdigest()
+        if not path.is_file() or path.name in LOCK_FILES:
+            continue
+        name = path.relative_to(work).as_posix()
+        if name.startswith(f"{TRAINING_FOLDER}/") and path.suffix in (".pt", ".log", ".csv"):
+            if path.suffix == ".pt":
+                hashes[f"{name}#weights"] = weights_digest(path)
+            elif path.suffix == ".csv":
+                hashes[f"{name}#values"] = log_digest(path)
+            continue
+        content = path.read_bytes().replace(spelled, WORK_PLACEHOLDER)
+        hashes[name] = hashlib.sha256(content).hexdigest()
     return hashes
 
 

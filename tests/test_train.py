@@ -14,6 +14,8 @@ import torch
 
 import train
 from session_cache import built_once
+from utils.train import session
+from utils.configuration import ConfigError
 from utils.model.checkpoints import load_checkpoint, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,13 +96,13 @@ def test_resume_refuses_a_change_to_the_trained_model_and_takes_the_others(train
                "DEPTH_SCALE=spacing": "DEPTH_SCALE='spacing': the run was trained with DEPTH_SCALE='height_table',",
                "MEDIAN_SLICES=5": "MEDIAN_SLICES=5: the run was trained with MEDIAN_SLICES="}
     for change, message in refused.items():
-        cfg, _, _ = train.resolve_run(train.parse_args([*resume, "--set", change]))
-        with pytest.raises(train.ConfigError, match=re.escape(message)):
-            train.check_training_settings(cfg, checkpoint)
+        cfg, _, _ = session.resolve_run(train.parse_args([*resume, "--set", change]))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            session.check_training_settings(cfg, checkpoint)
     for change in ("EPOCHS=9", "TRAIN_BUDGET_MINUTES=5.0", "LOADER_WORKERS=2", "DEVICE=cpu", "LEARNING_RATE=1e-4",
                    "PATCH_SHAPE=(128, 96)"):  # not the model's, or its own value
-        cfg, _, _ = train.resolve_run(train.parse_args([*resume, "--set", change]))
-        train.check_training_settings(cfg, checkpoint)
+        cfg, _, _ = session.resolve_run(train.parse_args([*resume, "--set", change]))
+        session.check_training_settings(cfg, checkpoint)
 
 
 def test_resume_without_a_run_is_an_error(prepared_work, tmp_path, capsys):
@@ -232,9 +234,9 @@ def test_blank_columns_left_out_of_the_loss_train_and_validate(prepared_work, tm
         seen.extend([("loss", loss_fn.ignore_label), ("metrics", args[-1])])
         return validate(model, batches, loss_fn, *args)
 
-    training_loader, validate = train.training_loader, train.validate
-    monkeypatch.setattr(train, "training_loader", recording_loader)
-    monkeypatch.setattr(train, "validate", recording_validate)
+    training_loader, validate = session.training_loader, session.validate
+    monkeypatch.setattr(session, "training_loader", recording_loader)
+    monkeypatch.setattr(session, "validate", recording_validate)
     assert _train(prepared_work, tmp_path / "blank", "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=2",
                   "--set", "MODEL=smp_unet", "--set", "LOSS=ce_dice", "--set", "BLANK_COLUMNS_IGNORED=True",
                   "--set", "IGNORE_LABEL=200") == 0
@@ -354,14 +356,14 @@ def test_a_second_run_on_a_run_folder_in_use_is_refused_naming_the_first(prepare
                                "import sys, time\nfrom utils.io.run_lock import run_lock\n"
                                "with run_lock(sys.argv[1], 'train.py', '--run-dir'):\n"
                                "    print('held', flush=True)\n    time.sleep(600)\n",
-                               str(run_dir / train.RUN_LOCK)],
+                               str(run_dir / session.RUN_LOCK)],
                               cwd=REPO, text=True, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert holder.stdout.readline().strip() == "held"
         assert _train(prepared_work, run_dir, "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1") == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--run-dir {run_dir} is in use by another run (train.py, pid {holder.pid}" in err[0]
-        assert sorted(path.name for path in run_dir.iterdir()) == [train.RUN_LOCK, "train.log"]
+        assert sorted(path.name for path in run_dir.iterdir()) == [session.RUN_LOCK, "train.log"]
     finally:
         holder.kill()
         holder.wait()
@@ -372,7 +374,8 @@ def test_a_second_run_on_a_run_folder_in_use_is_refused_naming_the_first(prepare
 KILLED_IN_EPOCH_2 = """
 import os, signal, sys
 import train
-real_train_epoch, calls = train.train_epoch, []
+from utils.train import session
+real_train_epoch, calls = session.train_epoch, []
 
 def killed_in_the_second_epoch(model, batches, *args, **kwargs):
     calls.append(1)
@@ -385,7 +388,7 @@ def killed_in_the_second_epoch(model, batches, *args, **kwargs):
             yield batch
     return real_train_epoch(model, two_then_killed(), *args, **kwargs)
 
-train.train_epoch = killed_in_the_second_epoch
+session.train_epoch = killed_in_the_second_epoch
 sys.exit(train.main(sys.argv[1:]))
 """
 
@@ -406,3 +409,25 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_saved_epoch(prepared_work,
     after = load_checkpoint(run_dir / "last.pt")
     assert after["epoch"] == 2
     assert max(int(s["step"]) for s in after["optimizer_state"]["state"].values()) == steps_saved + 3
+
+
+def test_train_model_trains_as_train_py(prepared_work, tmp_path, monkeypatch, capsys):
+    """utils/train/session.py's example: train_model is train.py from Python (the same run folder and weights)."""
+    from docs_examples import docstring_example
+
+    code = docstring_example(session)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(prepared_work, tmp_path / "work")
+    exec(compile(code, "session.py", "exec"), {"__name__": "docstring_example"})
+    run_dir = tmp_path / "work" / "runs" / "quick"
+    printed = capsys.readouterr().out.splitlines()[-1]  # after the log lines
+    assert {"best.pt", "last.pt", "log.csv", "config.json", "train.log"} <= set(eval(printed))
+    by_script = tmp_path / "by_script"
+    assert train.main(["--work-dir", "work", "--run-dir", str(by_script), "--preset", "improved", "--set", "EPOCHS=1",
+                       "--set", "BATCHES_PER_EPOCH=2", "--set", "VAL_BSCANS=4"]) == 0
+    ours, theirs = (load_checkpoint(folder / "last.pt")["model_state"] for folder in (run_dir, by_script))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[name], theirs[name]) for name in ours)
+    with pytest.raises(ConfigError, match="preset 'improve': expected one of"):
+        session.train_model("work", preset="improve")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        session.train_model("work", run_dir, EPOCHS=1)

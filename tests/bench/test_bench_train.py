@@ -1,16 +1,16 @@
-"""bench/bench_train.py: its model step is the training step train.py takes."""
+"""bench/bench_train.py: its model step is the training step train.py takes (utils/train/session.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import train
 from bench.bench_train import ModelStep
 from utils.configuration import load_config
 from utils.model.networks import NetworkSettings, unet_arguments
 from utils.model.runtime import RuntimeSettings, select_runtime
 from utils.train.loop import train_epoch
+from utils.train import session
 from utils.train.losses import LossSettings, make_loss
 from utils.train.optimizers import weight_penalty
 
@@ -29,7 +29,7 @@ def test_the_model_step_updates_the_weights_as_a_training_step_of_train_py(overr
 
     model_args = unet_arguments(NetworkSettings.from_config(cfg))
     torch.manual_seed(0)  # as ModelStep: the same initial weights
-    state = train.build_training(cfg, model_args, runtime, None)
+    state = session.build_training(cfg, model_args, runtime, None)
     penalty = weight_penalty(cfg.MODEL, cfg.L2_WEIGHT)
     train_epoch(state.model, [batch], state.optimizer, make_loss(LossSettings.from_config(cfg)), runtime,
                 regulariser=lambda: penalty(state.model))
@@ -40,5 +40,5 @@ def test_the_model_step_updates_the_weights_as_a_training_step_of_train_py(overr
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[name], theirs[name]) for name in ours)
     torch.manual_seed(0)
-    initial = train.build_training(cfg, model_args, runtime, None).model.state_dict()  # the step changed the weights
+    initial = session.build_training(cfg, model_args, runtime, None).model.state_dict()  # the step changed the weights
     assert any(not torch.equal(ours[name], initial[name]) for name in ours if ours[name].is_floating_point())
