@@ -240,6 +240,9 @@ CONFIGS: dict[str, dict] = {
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": {"train": with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)"),
                                       "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... deep supervision (nnU-Net's): heads on the decoder at 1/2, 1/4 and 1/8 of the strip share the loss
+    "improved_strips_wide_ds": {"train": with_settings(IMPROVED_WIDE, "DEEP_SUPERVISION=True"),
+                                "predict": ["PREDICT_REGION=all"], "no_validation": True},
     "improved_strips_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all"],
                              "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens2": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all"],

@@ -350,3 +350,13 @@ def test_the_models_whose_encoder_is_checked_are_those_that_take_one():
     from utils.configuration import ENCODER_MODELS
     from utils.model.networks import MODELS
     assert sorted(ENCODER_MODELS) == sorted(name for name, network in MODELS.items() if network.takes_encoder)
+
+
+def test_deep_supervision_is_allowed_for_the_models_whose_network_reads_it():
+    from utils.configuration import DEEP_SUPERVISION_MODELS
+    from utils.model.networks import MODELS
+    assert sorted(DEEP_SUPERVISION_MODELS) == sorted(name for name, network in MODELS.items()
+                                                     if "deep_supervision" in network.settings)
+    with pytest.raises(ConfigError, match="^DEEP_SUPERVISION=True: expected False with MODEL='rmit_unet'"):
+        load_config(["DEEP_SUPERVISION=True"])
+    assert load_config(["MODEL=smp_unet", "DEEP_SUPERVISION=True"]).DEEP_SUPERVISION is True

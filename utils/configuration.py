@@ -104,6 +104,7 @@ DEVICES = CHOICES["DEVICE"]
 # The MODEL names whose backbone ENCODER chooses (utils/model/networks.py's Network.takes_encoder; kept here so that
 # loading a config imports no network code; tests/test_configuration.py ties the two)
 ENCODER_MODELS = ("smp_unet",)
+DEEP_SUPERVISION_MODELS = ("smp_unet",)  # the MODEL names whose Network reads deep_supervision
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
 _LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
 
@@ -273,6 +274,9 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
                            f"{ {name: getattr(cfg, name) for name in FLUID_LABELS} }"),
     "IGNORE_LABEL": (lambda value, cfg: cfg.N_CLASSES <= value <= 255,
                      lambda cfg: f"a code in [N_CLASSES={cfg.N_CLASSES}, 255] (no class has it; masks are uint8)"),
+    "DEEP_SUPERVISION": (lambda value, cfg: not value or cfg.MODEL in DEEP_SUPERVISION_MODELS,
+                         lambda cfg: f"False with MODEL={cfg.MODEL!r}: deep supervision needs "
+                                     f"{' or '.join(DEEP_SUPERVISION_MODELS)} (heads on its decoder blocks)"),
     "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                    lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import config
+from utils.model.deep_supervision import DeepSupervisedUnet
 from utils.model.rmit_unet import RmitDiscriminator, RmitUNet, l2_penalty, valid_input
 from utils.stage_settings import settings_from_config
 
@@ -31,6 +32,8 @@ class NetworkSettings:
         n_classes: ``N_CLASSES``, output channels (background and fluids), >= 2.
         encoder: ``ENCODER``, smp_unet's backbone (an encoder name segmentation_models_pytorch knows).
         decoder_channels: ``DECODER_CHANNELS``, smp_unet's five decoder widths, deepest block first.
+        deep_supervision: ``DEEP_SUPERVISION``, smp_unet's heads on three decoder blocks
+            (:class:`utils.model.deep_supervision.DeepSupervisedUnet`).
         relu_before_softmax: ``RELU_BEFORE_SOFTMAX``, rmit_unet's ReLU on its logits.
         bn_momentum: ``BN_MOMENTUM``, rmit_unet's batch-norm momentum (PyTorch's convention), in (0, 1].
     """
@@ -39,6 +42,7 @@ class NetworkSettings:
     n_classes: int = config.N_CLASSES
     encoder: str = config.ENCODER
     decoder_channels: tuple[int, ...] = config.DECODER_CHANNELS
+    deep_supervision: bool = config.DEEP_SUPERVISION
     relu_before_softmax: bool = config.RELU_BEFORE_SOFTMAX
     bn_momentum: float = config.BN_MOMENTUM
 
@@ -90,13 +94,16 @@ MODELS: dict[str, Network] = {
                          RmitUNet, accepts_patch=valid_input,
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
                          weight_penalty=l2_penalty),
-    "smp_unet": Network(("encoder", "n_classes", "decoder_channels"),
-                        lambda encoder, n_classes, decoder_channels: {
+    "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "deep_supervision"),
+                        lambda encoder, n_classes, decoder_channels, deep_supervision: {
                             "encoder_name": encoder, "encoder_weights": None, "in_channels": 3, "classes": n_classes,
-                            **_decoder_arguments(decoder_channels)},
-                        lambda **args: smp.Unet(**{**args, "encoder_weights": None}),
+                            **_decoder_arguments(decoder_channels),
+                            **({"deep_supervision": True} if deep_supervision else {})},
+                        lambda deep_supervision=False, **args: (DeepSupervisedUnet if deep_supervision else smp.Unet)(
+                            **{**args, "encoder_weights": None}),
                         detail=lambda args: args["encoder_name"] + (
-                            f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else ""),
+                            f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else "") + (
+                            ", deep supervision" if args.get("deep_supervision") else ""),
                         takes_encoder=True),
 }
 

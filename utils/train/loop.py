@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.io.files import atomic_path, atomic_write_csv
+from utils.model.deep_supervision import DeepOutputs, deep_supervision_loss
 from utils.model.networks import build_unet, centre_crop
 from utils.model.rmit_unet import l2_penalty
 from utils.model.runtime import Runtime, collective_device
@@ -173,8 +174,13 @@ def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optim
     images, masks = runtime.to_device(batch[0]), batch[1].to(runtime.device, non_blocking=True)
     with runtime.autocast():
         logits = model(images)
+    auxiliary = ()
+    if isinstance(logits, DeepOutputs):  # DEEP_SUPERVISION: the coarser outputs join the loss
+        logits, auxiliary = logits
     masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
     loss = loss_fn(logits.float(), masks)
+    if auxiliary:
+        loss = deep_supervision_loss(loss, auxiliary, masks, loss_fn)
     objective, discriminator_after = loss + regulariser(), None
     if adversary is not None:
         adversarial_loss, discriminator_after = ADVERSARIAL_STEPS[adversary.step](
