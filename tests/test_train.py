@@ -420,6 +420,7 @@ def test_train_model_trains_as_train_py(prepared_work, tmp_path, monkeypatch, ca
     shutil.copytree(prepared_work, tmp_path / "work")
     exec(compile(code, "session.py", "exec"), {"__name__": "docstring_example"})
     run_dir = tmp_path / "work" / "runs" / "quick"
+    assert session.log.handlers == []  # train.log closed: a second run in this process writes its own
     printed = capsys.readouterr().out.splitlines()[-1]  # after the log lines
     assert {"best.pt", "last.pt", "log.csv", "config.json", "train.log"} <= set(eval(printed))
     by_script = tmp_path / "by_script"

@@ -44,7 +44,7 @@ def test_the_loss_weighs_each_coarser_output_half_as_much():
     assert deep_supervision_weights(3) == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])
     masks = torch.zeros(1, 8, 8, dtype=torch.long)
     masks[:, :4, :4] = 1
-    masks[:, 0, 0] = 255  # IGNORE_LABEL survives the resizing
+    masks[:, 1, 1] = masks[:, 2, 2] = 255  # IGNORE_LABEL survives the resizing (each block's middle pixel is taken)
     seen = []
 
     def recording_loss(logits, targets):
@@ -55,8 +55,21 @@ def test_the_loss_weighs_each_coarser_output_half_as_much():
     total = deep_supervision_loss(torch.tensor(8.0), auxiliary, masks, recording_loss)
     weights = deep_supervision_weights(2)
     assert float(total) == pytest.approx(weights[0] * 8 + weights[1] * 4 + weights[2] * 2)
-    assert seen[0].tolist() == [[[255, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]]
-    assert seen[1].tolist() == [[[255, 0], [0, 0]]]
+    assert seen[0].tolist() == [[[255, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]]  # rows, columns 1 3 5 7
+    assert seen[1].tolist() == [[[255, 0], [0, 0]]]  # rows, columns 2 6
+
+
+def test_a_copy_of_the_network_keeps_its_own_outputs():
+    """A moving average of the weights (AveragedModel: a deep copy) runs in train mode for the batch-norm
+    re-estimation; its hooks must fill its own blocks, not the original's."""
+    from torch.optim.swa_utils import AveragedModel
+
+    model = build_unet(unet_arguments(SETTINGS))
+    average = AveragedModel(model).module.train()
+    outputs = average(IMAGES)
+    assert isinstance(outputs, DeepOutputs) and len(outputs.auxiliary) == 3
+    assert all(getattr(block, "supervised_output", None) is None for block in model.decoder.blocks)
+    assert all(getattr(block, "supervised_output", None) is None for block in average.decoder.blocks)
 
 
 def test_a_training_step_trains_the_heads_and_a_checkpoint_segments_without_them():
@@ -68,8 +81,9 @@ def test_a_training_step_trains_the_heads_and_a_checkpoint_segments_without_them
     heads_before = [head.weight.detach().clone() for head in model.auxiliary_heads]
     masks = torch.zeros(2, 64, 96, dtype=torch.long)
     masks[:, 20:40, 30:60] = 1
-    loss = train_step(model.train(), (IMAGES, masks), optimizer, make_loss(LossSettings(loss="ce_dice")), runtime)
-    assert torch.isfinite(loss)
+    loss_fn = make_loss(LossSettings(loss="ce_dice"))
+    loss = train_step(model.train(), (IMAGES, masks), optimizer, loss_fn, runtime)
+    assert torch.isfinite(loss)  # the full output's loss, as validation's
     assert all(not torch.equal(before, head.weight) for before, head in zip(heads_before, model.auxiliary_heads))
     checkpoint = make_checkpoint(model_args, model, optimizer, 1, {}, {}, 0.0, None)
     restored = model_from_checkpoint(checkpoint)

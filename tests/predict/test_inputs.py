@@ -25,3 +25,10 @@ def test_folders_files_and_unusable_inputs(tmp_path):
     assert errors[0] == f"{tmp_path / 'empty'}: no oct.mhd nor vendor file below this folder"
     assert errors[1].startswith(f"{tmp_path / 'notes.txt'}: not a MetaImage header (.mhd) nor a vendor file")
     assert errors[2] == f"{tmp_path / 'missing'}: no such file or folder"
+
+
+def test_a_reference_volume_is_refused_as_an_input(tmp_path):
+    write_case(tmp_path / "Spectralis" / "TRAIN001", "Spectralis", np.random.default_rng(0))
+    reference = tmp_path / "Spectralis" / "TRAIN001" / "reference.mhd"
+    cases, errors = collect_cases([reference], config.VENDORS)
+    assert cases == [] and errors == [f"{reference}: a case's reference labels, not a scan; give the oct.mhd beside it"]

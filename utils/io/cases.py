@@ -187,6 +187,8 @@ def file_case(path: Path, vendors: Sequence[str], vendor: str | None = None) -> 
     """
     if is_vendor_file(path):
         return Case(path.stem, vendor or vendor_file_vendor(path, vendors), path, None)
+    if path.name == REFERENCE_FILE:
+        raise ValueError(f"{path}: a case's reference labels, not a scan; give the {OCT_FILE} beside it")
     suffix = next((suffix for suffix in VOLUME_SUFFIXES if path.name.lower().endswith(suffix)), None)
     if suffix is None:
         raise ValueError(f"{path}: not a MetaImage header (.mhd) nor a vendor file ({' '.join(VENDOR_SUFFIXES)}) "

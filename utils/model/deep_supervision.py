@@ -48,23 +48,27 @@ class DeepSupervisedUnet(smp.Unet):
         classes = self.segmentation_head[0].out_channels
         self.auxiliary_heads = nn.ModuleList(nn.Conv2d(widths[index], classes, kernel_size=1)
                                              for index in SUPERVISED_BLOCKS)
-        self._block_outputs: dict[int, torch.Tensor] = {}
         for index in SUPERVISED_BLOCKS:
-            self.decoder.blocks[index].register_forward_hook(self._keeper(index))
-
-    def _keeper(self, index: int):
-        def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            if self.training:
-                self._block_outputs[index] = output
-        return keep
+            self.decoder.blocks[index].register_forward_hook(_keep_training_output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | DeepOutputs:
-        main = super().forward(x)
-        if not self.training:
-            return main
-        outputs, self._block_outputs = self._block_outputs, {}
-        return DeepOutputs(main, tuple(head(outputs[index])
-                                       for head, index in zip(self.auxiliary_heads, SUPERVISED_BLOCKS)))
+        blocks = [self.decoder.blocks[index] for index in SUPERVISED_BLOCKS]
+        try:
+            main = super().forward(x)
+            if not self.training:
+                return main
+            return DeepOutputs(main, tuple(head(block.supervised_output)
+                                           for head, block in zip(self.auxiliary_heads, blocks)))
+        finally:
+            for block in blocks:  # no activation outlives the call
+                block.supervised_output = None
+
+
+def _keep_training_output(block: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+    """A supervised decoder block's forward hook: its output, kept on the block for the head during training. A
+    module-level function (it holds no model), so a copy of the network (``copy.deepcopy``: a moving average of the
+    weights) keeps its own outputs."""
+    block.supervised_output = output if block.training else None
 
 
 def deep_supervision_weights(n_auxiliary: int) -> list[float]:
@@ -77,7 +81,8 @@ def deep_supervision_weights(n_auxiliary: int) -> list[float]:
 def deep_supervision_loss(main_loss: torch.Tensor, auxiliary: tuple[torch.Tensor, ...], masks: torch.Tensor,
                           loss_fn: nn.Module) -> torch.Tensor:
     """The weighted sum of ``main_loss`` (the loss of the full-resolution logits) and ``loss_fn`` of each auxiliary
-    output against the targets resized to it by nearest neighbour (a code stays a code, ``IGNORE_LABEL`` included).
+    output against the targets resized to it by nearest neighbour, each pixel's from the middle of its block (a code
+    stays a code, ``IGNORE_LABEL`` included).
 
     Args:
         main_loss: 0-d float32 tensor.
@@ -88,6 +93,6 @@ def deep_supervision_loss(main_loss: torch.Tensor, auxiliary: tuple[torch.Tensor
     weights = deep_supervision_weights(len(auxiliary))
     total = weights[0] * main_loss
     for weight, logits in zip(weights[1:], auxiliary):
-        targets = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        targets = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0].long()
         total = total + weight * loss_fn(logits.float(), targets)
     return total

@@ -168,8 +168,9 @@ def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optim
         regulariser, before_step, after_step: as :func:`train_epoch`.
 
     Returns:
-        The segmentation loss (without the regulariser): a 0-d tensor on the runtime's device, detached (reading it
-        waits for the device).
+        The segmentation loss of the network's output (without the regulariser, and with ``DEEP_SUPERVISION`` without
+        the coarser outputs' share, which the step also minimises: so it compares with the validation loss): a 0-d
+        tensor on the runtime's device, detached (reading it waits for the device).
     """
     images, masks = runtime.to_device(batch[0]), batch[1].to(runtime.device, non_blocking=True)
     with runtime.autocast():
@@ -179,9 +180,8 @@ def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optim
         logits, auxiliary = logits
     masks = centre_crop(masks, logits.shape[-2:])  # an unpadded network labels only the patch's centre
     loss = loss_fn(logits.float(), masks)
-    if auxiliary:
-        loss = deep_supervision_loss(loss, auxiliary, masks, loss_fn)
-    objective, discriminator_after = loss + regulariser(), None
+    supervised = deep_supervision_loss(loss, auxiliary, masks, loss_fn) if auxiliary else loss
+    objective, discriminator_after = supervised + regulariser(), None
     if adversary is not None:
         adversarial_loss, discriminator_after = ADVERSARIAL_STEPS[adversary.step](
             adversary, images, logits, masks, runtime)

@@ -101,8 +101,11 @@ def train_model(work_dir: str | os.PathLike | None = None, run_dir: str | os.Pat
     if preset is not None and preset not in config.PRESETS:
         raise ConfigError(f"preset {preset!r}: expected one of {', '.join(config.PRESETS)}")
     overrides = [*(config.PRESETS[preset] if preset else ()), *keyword_overrides(settings)]
-    return run_training(TrainingRequest(overrides, work_dir, run_dir, resume,
-                                        Path(init_from) if init_from is not None else None))
+    try:
+        return run_training(TrainingRequest(overrides, work_dir, run_dir, resume,
+                                            Path(init_from) if init_from is not None else None))
+    finally:
+        close_log_handlers()  # the run's train.log is complete and closed
 
 
 @dataclasses.dataclass
@@ -180,7 +183,8 @@ def open_run_dir(run_dir: Path | None, cfg, runtime: Runtime) -> Path:
     if runtime.distributed:
         dist.barrier()
     log.setLevel(logging.INFO if runtime.is_main else logging.WARNING)
-    log.handlers.clear()
+    close_log_handlers()
+    log.propagate = False  # its own console handler prints each line once
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
@@ -189,6 +193,14 @@ def open_run_dir(run_dir: Path | None, cfg, runtime: Runtime) -> Path:
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(file_handler)
     return run_dir
+
+
+def close_log_handlers() -> None:
+    """Closes and removes the training log's handlers (its ``train.log`` file above all): at the end of a run, so a
+    second run in the same process neither writes into the first's file nor keeps it open."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
 
 
 def seed_everything(seed: int) -> None:
@@ -412,6 +424,7 @@ def run_training(args: TrainingRequest) -> Path:
         seed_everything(cfg.SEED + runtime.rank)
         workers = loader_workers(cfg.LOADER_WORKERS, runtime.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         if runtime.device.type == "cpu" and workers > 0:
+            held.callback(torch.set_num_threads, torch.get_num_threads())  # as it was, after the run
             torch.set_num_threads(max(1, torch.get_num_threads() - workers))  # leave the workers their cores
         if not val_records:
             log.info(f"note: the split has no val cases; no validation, and {cfg.BEST_CHECKPOINT} is the last epoch")
