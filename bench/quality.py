@@ -217,6 +217,9 @@ CONFIGS: dict[str, dict] = {
     # ... segmented twice, as it is and mirrored left-right, the two softmaxes averaged (test-time flip)
     "improved_strips_wide_tta": {"train_as": "improved_strips_wide",
                                  "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
+    # ... and the post-processing of round 1 (POST: the flip, fluids with presence < 0.5 removed, components under
+    # 0.0005 mm³ removed)
+    "improved_strips_wide_post": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all", *POST]},
     # ... a moving average of its weights validated and saved (decay 0.99: about the last 100 steps)
     "improved_strips_wide_ema": {"train": with_settings(IMPROVED_WIDE, "EMA_DECAY=0.99"),
                                  "predict": ["PREDICT_REGION=all"], "no_validation": True},
