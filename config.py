@@ -258,6 +258,9 @@ UNPADDED_BORDER = "background"
 TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
+# Each fluid closed per B-scan by an ellipse of this radius in mm (0: off): pockets closer than about twice it join
+# into one region, as graders who outline a whole cluster of cysts draw them (utils/predict/postprocess.py)
+FLUID_CLOSING_MM = 0.0
 # A-scans without signal (every pixel 0 after preprocessing: a device's black border, an export's blanked edge) lie
 # outside the scan: True labels them background whatever the network says (the method labels every column)
 BLANK_COLUMNS_BACKGROUND = False

@@ -218,6 +218,20 @@ def test_presence_gate_and_component_minimum_reach_the_label_volumes(data, check
     assert json.loads((out / config.CONFIG_JSON).read_text())["PRESENCE_GATE"] == 1.0
 
 
+def test_fluid_closing_reaches_the_label_volumes_and_only_adds_fluid(data, checkpoint, tmp_path):
+    cirrus = next(data.glob("*Cirrus/*/oct.mhd"))
+    plain, closed = tmp_path / "plain", tmp_path / "closed"
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(plain), str(cirrus)]) == 0
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(closed), "--set", "FLUID_CLOSING_MM=0.2",
+                         str(cirrus)]) == 0
+    case = cirrus.parent.name
+    before, _ = read_volume(plain / case / config.SEGMENTATION_FILE)
+    after, _ = read_volume(closed / case / config.SEGMENTATION_FILE)
+    assert before.any(), "the test model must mark some fluid for the closing to act on"
+    assert (after[before > 0] == before[before > 0]).all() and (after > 0).sum() > (before > 0).sum()
+    assert json.loads((closed / config.CONFIG_JSON).read_text())["FLUID_CLOSING_MM"] == 0.2
+
+
 @pytest.mark.parametrize("where", ["data root", "case folder", "file's folder", "run folder", "input's ancestor",
                                    "file's ancestor", "another vendor's folder", "link into the data"])
 def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, capsys, where):

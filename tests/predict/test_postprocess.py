@@ -1,9 +1,9 @@
-"""Tests of utils/predict/postprocess.py: presence gating and small-component removal, hand-made volumes."""
+"""Tests of utils/predict/postprocess.py: presence gating, closing and small-component removal, hand-made volumes."""
 
 import numpy as np
 import pytest
 
-from utils.predict.postprocess import gate_absent_fluids, remove_small_components
+from utils.predict.postprocess import close_fluids, gate_absent_fluids, remove_small_components
 
 FLUIDS = {"IRF": 1, "SRF": 2, "PED": 3}
 
@@ -30,3 +30,41 @@ def test_small_components_go_and_large_ones_stay():
     assert remove_small_components(labels, FLUIDS, 0.5, 0.0) is labels
     with pytest.raises(ValueError, match="MIN_COMPONENT_MM3"):
         remove_small_components(labels, FLUIDS, 0.5, -1.0)
+
+
+def test_closing_joins_near_pockets_in_mm_and_leaves_far_ones_and_other_fluids():
+    # pixels 0.01 mm wide (x) and 0.005 mm deep (y): a 0.02 mm radius spans 2 columns and 4 rows
+    spacing = (0.01, 0.005, 0.1)
+    labels = np.zeros((2, 20, 20), np.uint8)
+    labels[0, 5:9, 2:5] = 1  # two IRF pockets 2 columns (0.02 mm) apart ...
+    labels[0, 5:9, 7:10] = 1
+    labels[0, 5:9, 16:19] = 1  # ... and a third 6 columns (0.06 mm) from them
+    labels[1, 2:4, 2:9] = 2  # SRF pockets 3 rows (0.015 mm) apart, with IRF beside the gap
+    labels[1, 7:9, 2:9] = 2
+    labels[1, 4:7, 10] = 1
+    closed = close_fluids(labels, FLUIDS, spacing, radius_mm=0.02)
+    assert closed.dtype == np.uint8 and closed.shape == labels.shape
+    assert (closed[0, 6:8, 2:10] == 1).all()  # the near pockets joined (the ellipse leaves the gap's corners)
+    assert not closed[0, :, 11:15].any() and (closed[0, 5:9, 16:19] == 1).all()  # the far one alone
+    assert (closed[1, 4:7, 4:7] == 2).all()  # the SRF gap closed
+    assert (closed[1, 4:7, 10] == 1).all()  # the IRF kept
+    assert (closed[labels > 0] == labels[labels > 0]).all()  # only background is ever relabelled
+    assert set(np.unique(closed[0, :, :2])) == {0}  # nothing at the edge grows
+
+
+def test_closing_splits_a_contested_gap_by_distance_and_is_off_at_zero():
+    labels = np.zeros((1, 15, 15), np.uint8)
+    labels[0, 4:11, 0:5] = 1  # IRF left and right of (7, 7), 3 pixels from it ...
+    labels[0, 4:11, 10:15] = 1
+    labels[0, 0:3, 4:11] = 2  # ... SRF above and below it, 5 pixels from it
+    labels[0, 12:15, 4:11] = 2
+    closed = close_fluids(labels, FLUIDS, (1.0, 1.0, 1.0), radius_mm=6.0)
+    assert closed[0, 7, 7] == 1  # both closings claim it: the nearer fluid's
+    rows, columns = np.nonzero(closed[0] != labels[0])
+    assert rows.size > 0
+    for y, x in zip(rows, columns):  # every added pixel went to a fluid at least as near as the other
+        nearest = {code: np.hypot(*(np.argwhere(labels[0] == code) - (y, x)).T).min() for code in (1, 2)}
+        assert nearest[closed[0, y, x]] <= min(nearest.values())
+    assert close_fluids(labels, FLUIDS, (1.0, 1.0, 1.0), 0.0) is labels
+    with pytest.raises(ValueError, match="FLUID_CLOSING_MM"):
+        close_fluids(labels, FLUIDS, (1.0, 1.0, 1.0), -0.1)

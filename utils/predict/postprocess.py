@@ -1,8 +1,11 @@
-"""Clean-up of predicted label volumes beyond the method (both off by default): removing a fluid the volume's
-presence score says is absent, and removing connected fluid components smaller than a physical volume.
+"""Post-processing of predicted label volumes beyond the method (all off by default): removing a fluid the volume's
+presence score says is absent, closing each fluid's gaps within a B-scan, and removing connected fluid components
+smaller than a physical volume.
 
-Both target the stray voxels that score Dice 0 in volumes without that fluid (the RETOUCH rule) and the small
-false detections along dark retinal layers. Label volumes are ``(z, y, x)`` uint8 codes (0 background).
+The first and last target the stray voxels that score Dice 0 in volumes without that fluid (the RETOUCH rule) and
+the small false detections along dark retinal layers. The closing draws a cluster of cysts as one region, as
+graders who outline the whole oedematous zone do (the Duke DME masks): the network marks the dark cysts and leaves
+the tissue between them. Label volumes are ``(z, y, x)`` uint8 codes (0 background).
 """
 
 from __future__ import annotations
@@ -30,6 +33,61 @@ def gate_absent_fluids(labels: np.ndarray, presence: Mapping[str, float], fluids
     if not absent:
         return labels
     return np.where(np.isin(labels, absent), 0, labels).astype(labels.dtype)
+
+
+def close_fluids(labels: np.ndarray, fluids: Mapping[str, int], spacing_mm: tuple[float, ...],
+                 radius_mm: float) -> np.ndarray:
+    """``labels`` with each fluid's gaps closed, B-scan by B-scan: a morphological closing (dilation, then erosion)
+    of each fluid's pixels by an ellipse of ``radius_mm`` in both directions of the B-scan (so many pixels of each
+    axis as its spacing gives), which joins the fluid's pockets closer than about twice the radius and fills their
+    concavities. Only background pixels are added, never another fluid's; a pixel that two fluids' closings both
+    claim goes to the nearer fluid (in mm). Per B-scan, because B-scans lie far apart compared with the pixels
+    within one (0.05-0.24 mm against 0.004-0.012 mm).
+
+    Args:
+        labels: ``(z, y, x)`` integer label codes.
+        fluids: fluid name -> label code.
+        spacing_mm: the volume's spacing ``(x, y, z)`` in mm (:class:`utils.io.mhd_io.Geometry`).
+        radius_mm: the ellipse's radius in mm, >= 0; 0 keeps everything.
+
+    Returns:
+        A new array of the same shape and dtype (``labels`` itself when ``radius_mm`` is 0).
+
+    Raises:
+        ValueError: a negative radius or a spacing that is not positive.
+    """
+    if not radius_mm >= 0 or not all(value > 0 for value in spacing_mm[:2]):
+        raise ValueError(f"FLUID_CLOSING_MM must be >= 0 and the spacing > 0, got {radius_mm!r} mm and spacing "
+                         f"(x, y, z) {tuple(spacing_mm)!r} mm")
+    if radius_mm == 0:
+        return labels
+    x_mm, y_mm = spacing_mm[0], spacing_mm[1]
+    half_x, half_y = int(radius_mm / x_mm), int(radius_mm / y_mm)  # the ellipse's half-width in pixels
+    ys, xs = np.ogrid[-half_y:half_y + 1, -half_x:half_x + 1]
+    ellipse = (ys * y_mm) ** 2 + (xs * x_mm) ** 2 <= radius_mm ** 2
+    pad = ((half_y + 1, half_y + 1), (half_x + 1, half_x + 1))  # so the erosion does not eat the B-scan's edges
+    out = labels.copy()
+    for z, bscan in enumerate(labels):
+        claims = []
+        for code in fluids.values():
+            mask = bscan == code
+            if not mask.any():
+                continue
+            closed = ndimage.binary_closing(np.pad(mask, pad), ellipse)[pad[0][0]:-pad[0][1], pad[1][0]:-pad[1][1]]
+            added = closed & (bscan == 0)
+            if added.any():
+                claims.append((code, mask, added))
+        if len(claims) == 1:
+            code, _, added = claims[0]
+            out[z][added] = code
+        elif claims:  # each added pixel to the nearest of the fluids that claim it
+            distances = np.stack([np.where(added, ndimage.distance_transform_edt(~mask, sampling=(y_mm, x_mm)),
+                                           np.inf) for _, mask, added in claims])
+            nearest = distances.argmin(axis=0)
+            claimed = np.isfinite(distances.min(axis=0))
+            codes = np.array([code for code, _, _ in claims], dtype=labels.dtype)
+            out[z][claimed] = codes[nearest[claimed]]
+    return out
 
 
 def remove_small_components(labels: np.ndarray, fluids: Mapping[str, int], voxel_volume_mm3: float,

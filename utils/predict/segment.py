@@ -152,14 +152,14 @@ def segment_volume(model: torch.nn.Module, loaded: LoadedCase, settings: Predict
                    keep_probabilities: bool = False,
                    on_batch: Callable[[int], Any] | None = None) -> inference.VolumePrediction:
     """The labels of a loaded volume as predict.py writes them: :func:`utils.predict.inference.predict_volume` in
-    batches of ``INFERENCE_BATCH_SIZE``, then ``PRESENCE_GATE`` and ``MIN_COMPONENT_MM3``
+    batches of ``INFERENCE_BATCH_SIZE``, then ``PRESENCE_GATE``, ``FLUID_CLOSING_MM`` and ``MIN_COMPONENT_MM3``
     (:mod:`utils.predict.postprocess`).
 
     Args:
         model: the network (or ensemble) in eval mode on ``runtime.device``.
         loaded: the volume from :func:`load_case` or :func:`prepare_volume`.
         settings: the run's settings (``inference``, ``inference_batch_size``, ``presence_gate``,
-            ``min_component_mm3``).
+            ``fluid_closing_mm``, ``min_component_mm3``).
         runtime: device, autocast and memory layout.
         keep_probabilities: also keep each fluid's uint8-scaled probability volume.
         on_batch: called with the number of B-scans after each batch (a progress bar's ``update``).
@@ -172,6 +172,7 @@ def segment_volume(model: torch.nn.Module, loaded: LoadedCase, settings: Predict
                                       settings.inference_batch_size, on_batch=on_batch,
                                       keep_probabilities=keep_probabilities, rois=loaded.rois)
     labels = postprocess.gate_absent_fluids(result.labels, result.presence, settings.fluids, settings.presence_gate)
+    labels = postprocess.close_fluids(labels, settings.fluids, loaded.geometry.spacing_mm, settings.fluid_closing_mm)
     labels = postprocess.remove_small_components(labels, settings.fluids, loaded.geometry.voxel_volume_mm3,
                                                  settings.min_component_mm3)
     return dataclasses.replace(result, labels=labels)

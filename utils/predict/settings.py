@@ -19,6 +19,7 @@ from utils.stage_settings import settings_from_config
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
 INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "PRESENCE_GATE", "MIN_COMPONENT_MM3",
+                      "FLUID_CLOSING_MM",
                       "BLANK_COLUMNS_BACKGROUND", "INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE",
                       "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3", "ETDRS_DIAMETERS_MM",
                       "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")
@@ -94,6 +95,7 @@ class PredictSettings:
         inference_batch_size: B-scans per forward pass, >= 1.
         presence_gate: a fluid whose presence score (in [0, 1]) is below this is removed (0: off).
         min_component_mm3: connected fluid components smaller than this are removed (0: off).
+        fluid_closing_mm: each fluid closed per B-scan by an ellipse of this radius in mm (0: off).
         etdrs_diameters_mm: the ETDRS circles' diameters, increasing.
         fovea_search_radius_mm, fovea_min_depth_mm: where and how deep the fovea is looked for.
         segmentation_file, probability_file: a case's label volume and its fluids' probability volumes
@@ -109,6 +111,7 @@ class PredictSettings:
     inference_batch_size: int = config.INFERENCE_BATCH_SIZE
     presence_gate: float = config.PRESENCE_GATE
     min_component_mm3: float = config.MIN_COMPONENT_MM3
+    fluid_closing_mm: float = config.FLUID_CLOSING_MM
     etdrs_diameters_mm: tuple[float, ...] = config.ETDRS_DIAMETERS_MM
     fovea_search_radius_mm: float = config.FOVEA_SEARCH_RADIUS_MM
     fovea_min_depth_mm: float = config.FOVEA_MIN_DEPTH_MM
