@@ -89,3 +89,36 @@ def test_a_training_step_trains_the_heads_and_a_checkpoint_segments_without_them
     restored = model_from_checkpoint(checkpoint)
     with torch.no_grad():
         assert torch.equal(restored(IMAGES), model.eval()(IMAGES))
+
+
+def test_init_from_crosses_deep_supervision_both_ways(tmp_path):
+    from utils.configuration import ConfigError, load_config
+    from utils.model.checkpoints import save_checkpoint
+    from utils.train import session
+
+    small = ["MODEL=smp_unet", "DECODER_CHANNELS=(32, 16, 16, 8, 8)", "PATCH_SHAPE=(64, 96)", "PATCH_BORDER=8",
+             "DEVICE=cpu", "MIXED_PRECISION=False"]
+    runtime = select_runtime(RuntimeSettings(device="cpu", mixed_precision=False))
+    saved = {}
+    for name, extra in (("plain", []), ("deep", ["DEEP_SUPERVISION=True"])):
+        cfg = load_config(small + extra)
+        model_args = unet_arguments(NetworkSettings.from_config(cfg))
+        torch.manual_seed(len(name))
+        state = session.build_training(cfg, model_args, runtime, None)
+        saved[name] = (cfg, model_args, state.model.state_dict())
+        save_checkpoint(tmp_path / f"{name}.pt", make_checkpoint(model_args, state.model, state.optimizer, 1,
+                                                                 {"PATCH_SHAPE": [64, 96]}, {}, 0.0, None))
+    for source, target in (("plain", "deep"), ("deep", "plain"), ("deep", "deep")):
+        cfg, model_args, _ = saved[target]
+        weights = session.initial_weights(tmp_path / f"{source}.pt", model_args, (64, 96))
+        model = session.build_training(cfg, model_args, runtime, None, weights).model.state_dict()
+        source_state = saved[source][2]
+        shared = [key for key in model if not key.startswith("auxiliary_heads.")]
+        assert all(torch.equal(model[key], source_state[key]) for key in shared), (source, target)
+        heads = [key for key in model if key.startswith("auxiliary_heads.")]
+        assert bool(heads) == (target == "deep")
+        if source == "deep" and target == "deep":  # its trained heads are kept
+            assert all(torch.equal(model[key], source_state[key]) for key in heads)
+    other = unet_arguments(NetworkSettings.from_config(load_config(small + ["DECODER_CHANNELS=(32, 16, 16, 8, 4)"])))
+    with pytest.raises(ConfigError, match="plain.pt: --init-from needs a checkpoint of the same network"):
+        session.initial_weights(tmp_path / "plain.pt", other, (64, 96))

@@ -20,6 +20,8 @@ from torch import nn
 # The decoder blocks whose outputs get a head, finest first: of smp's five, those at 1/2, 1/4 and 1/8 of the input
 # (nnU-Net supervises every resolution but the two coarsest)
 SUPERVISED_BLOCKS = (3, 2, 1)
+# The heads' weights in a state dict: ``auxiliary_heads.<i>.weight``, ``.bias``
+HEADS_PREFIX = "auxiliary_heads."
 
 
 class DeepOutputs(NamedTuple):
@@ -46,6 +48,7 @@ class DeepSupervisedUnet(smp.Unet):
         super().__init__(**arguments)
         widths = [block.conv2[0].out_channels for block in self.decoder.blocks]
         classes = self.segmentation_head[0].out_channels
+        # (its state dict keys start with HEADS_PREFIX)
         self.auxiliary_heads = nn.ModuleList(nn.Conv2d(widths[index], classes, kernel_size=1)
                                              for index in SUPERVISED_BLOCKS)
         for index in SUPERVISED_BLOCKS:
@@ -69,6 +72,11 @@ def _keep_training_output(block: nn.Module, inputs: Any, output: torch.Tensor) -
     module-level function (it holds no model), so a copy of the network (``copy.deepcopy``: a moving average of the
     weights) keeps its own outputs."""
     block.supervised_output = output if block.training else None
+
+
+def without_heads(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict of :class:`DeepSupervisedUnet` without its heads' weights: the plain ``smp.Unet``'s."""
+    return {key: value for key, value in state.items() if not key.startswith(HEADS_PREFIX)}
 
 
 def deep_supervision_weights(n_auxiliary: int) -> list[float]:

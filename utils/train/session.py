@@ -42,6 +42,7 @@ from utils.io.run_lock import run_lock
 from utils.io import layout
 from utils.model.checkpoints import (MODEL_INPUT_SETTINGS, latest_checkpoint, load_checkpoint, make_checkpoint,
                                      save_checkpoint)
+from utils.model.deep_supervision import HEADS_PREFIX, without_heads
 from utils.model.networks import (MODELS, UNNAMED_MODEL, NetworkSettings, build_discriminator, network_label,
                                   network_setting_names, unet_arguments)
 from utils.model.runtime import Runtime, RuntimeSettings, select_runtime
@@ -221,6 +222,10 @@ def initial_weights(path: Path, model_args: dict[str, Any], patch_shape: Sequenc
     """The network weights of ``--init-from``, checked against this run's network (``model_args``:
     :func:`utils.model.networks.unet_arguments`) and ``PATCH_SHAPE`` before any training.
 
+    ``DEEP_SUPERVISION`` may differ: its heads train beside the network and are not used at inference, so a run with
+    them starts from a network trained without (its heads start fresh: :func:`build_training`), and a run without
+    them from one trained with (its heads' weights are left out).
+
     Raises:
         FileNotFoundError, ValueError: not a readable checkpoint.
         ConfigError: a checkpoint of another network, class count or patch shape; the message names the file.
@@ -228,14 +233,18 @@ def initial_weights(path: Path, model_args: dict[str, Any], patch_shape: Sequenc
     checkpoint = load_checkpoint(path)
     theirs, ours = checkpoint["model_args"], model_args
     their_shape = tuple((checkpoint.get("config") or {}).get("PATCH_SHAPE") or ())
+
+    def compared(args: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in args.items() if key not in ("name", "deep_supervision")}
+
     problems = [f"{what} {a!r} (this run: {b!r})" for what, a, b in (
         ("network", theirs.get("name", UNNAMED_MODEL), ours["name"]),
-        ("arguments", {k: v for k, v in theirs.items() if k != "name"}, {k: v for k, v in ours.items() if k != "name"}),
+        ("arguments", compared(theirs), compared(ours)),
         ("patch shape", their_shape, tuple(patch_shape))) if a != b]
     if problems:
         raise ConfigError(f"{path}: --init-from needs a checkpoint of the same network; it holds "
                           + "; ".join(problems))
-    return checkpoint["model_state"]
+    return checkpoint["model_state"] if ours.get("deep_supervision") else without_heads(checkpoint["model_state"])
 
 
 def model_settings(saved, cfg) -> tuple[str, ...]:
@@ -285,8 +294,11 @@ def build_training(cfg, model_args: dict[str, Any], runtime: Runtime, checkpoint
                                                               betas=tuple(cfg.ADAM_BETAS)), cfg.ADVERSARIAL_WEIGHT,
                               cfg.DISCRIMINATOR_L2_WEIGHT, cfg.ADVERSARIAL_STEP)
     state = TrainingState(model_args, model, optimizer, adversary)
-    if init_state is not None:
-        model.load_state_dict(init_state)
+    if init_state is not None:  # (initial_weights); deep supervision's heads start fresh when it holds none
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if unexpected or any(not key.startswith(HEADS_PREFIX) for key in missing):
+            raise ConfigError(f"--init-from: the weights do not fit the network; missing {missing}, unexpected "
+                              f"{unexpected}")
     if cfg.EMA_DECAY > 0:
         state.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.EMA_DECAY), use_buffers=True)
     if checkpoint:
