@@ -271,6 +271,10 @@ CONFIGS: dict[str, dict] = {
                                             "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens3_tta": {"train_as": "improved_strips_wide",
                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1, 2)},
+    # two deep-supervision models (seeds 0 and 2; run with --epochs 30) as an ensemble, with the test-time flip
+    "improved_strips_wide_ds_ens2_02_tta": {"train_as": "improved_strips_wide_ds",
+                                            "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
+                                            "ensemble_seeds": (0, 2)},
     # the two INPUT_CHANNELS="repeat" models (seeds 0 and 1) as an ensemble, with the test-time flip
     "improved_strips_wide_repeat_ens2_tta": {"train_as": "improved_strips_wide_repeat",
                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
