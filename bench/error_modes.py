@@ -18,7 +18,8 @@ Error modes, each pixel counted once:
   unannotated edges are labelled background);
 - ``below`` / ``above`` / ``beside`` (FP): the rest of the false pixels, in components that touch reference fluid:
   deeper than the deepest reference fluid pixel of their column (a pocket drawn down into the layer beneath it),
-  higher than its highest, or in a column (or between pockets) that the reference fluid spans otherwise.
+  higher than its highest, or beside it (in a column without reference fluid, or between two pockets of one
+  column).
 
 For each mode the table gives its pixels, its share of all errors (FP + FN) and the pooled Dice if those pixels
 alone were right: ``2 TP' / (2 TP' + FP' + FN')``. Printed as Markdown, one table over all cases of all folds given
