@@ -140,7 +140,8 @@ CLOSE = ["FLUID_CLOSING_MM=0.1"]
 # runs of config NAME (a predict-only variant: no training of its own); "prepare": prepare_data.py overrides;
 # "no_validation": True trains a real-set fold on its validation patient too (no validation: best.pt is the last
 # epoch), so fold 2 learns from two patients instead of one; "ensemble_seeds": (0, 1) predicts with the models of
-# those seeds together (predict.py --checkpoint A B: an ensemble).
+# those seeds together (predict.py --checkpoint A B: an ensemble); "ensemble_members": ((NAME, SEED, EPOCHS), ...)
+# predicts with the models of other configs, each trained (or reused) at its own budget (EPOCHS; None: --epochs).
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
@@ -279,6 +280,14 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide_repeat_ens2_tta": {"train_as": "improved_strips_wide_repeat",
                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
                                              "ensemble_seeds": (0, 1)},
+    # a preset model (15 epochs) and a deep-supervision model (30 epochs) as one ensemble, with the test-time flip:
+    # the two recipes' errors differ by fold (deep supervision gains on fold 2). The preset's seed 0 with deep
+    # supervision's 2, its seed 1 with deep supervision's 0; run each as seed 0 (the members name their own seeds)
+    "improved_mix_ds_tta": {"ensemble_members": (("improved_strips_wide", 0, 15), ("improved_strips_wide_ds", 2, 30)),
+                            "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
+    "improved_mix_ds_10_tta": {"ensemble_members": (("improved_strips_wide", 1, 15),
+                                                    ("improved_strips_wide_ds", 0, 30)),
+                               "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
@@ -634,10 +643,20 @@ class Plan:
     data_roots: dict[str, Path] = dataclasses.field(default_factory=dict)
     prepared: dict[tuple, Fold] = dataclasses.field(default_factory=dict)
 
-    def train_overrides(self, config: str, seed: int) -> list[str]:
+    def train_overrides(self, config: str, seed: int, epochs: int | None = None) -> list[str]:
+        """train.py's settings of trained config ``config`` at ``seed``, trained ``epochs`` (None: ``--epochs``)."""
         budget = [f"{BUDGET_SETTING}={self.budget_minutes:g}"] if self.budget_minutes > 0 else []
-        return [*CONFIGS[config]["train"], *(SMOKE_TRAIN if self.smoke else []), f"EPOCHS={self.epochs}",
+        return [*CONFIGS[config]["train"], *(SMOKE_TRAIN if self.smoke else []), f"EPOCHS={epochs or self.epochs}",
                 *self.extra_train, *budget, f"SEED={seed}"]
+
+    def members(self, config: str, seed: int) -> list[tuple[str, int, int]]:
+        """The models ``config`` predicts with at ``seed``: (trained config, seed, epochs) each; one for a plain
+        config, several for an ensemble (``ensemble_seeds``, ``ensemble_members``)."""
+        if "ensemble_members" in CONFIGS[config]:
+            return [(name, member_seed, epochs or self.epochs)
+                    for name, member_seed, epochs in CONFIGS[config]["ensemble_members"]]
+        return [(trained_as(config), member_seed, self.epochs)
+                for member_seed in CONFIGS[config].get("ensemble_seeds", (seed,))]
 
     def identity(self, dataset: str, config: str, seed: int) -> dict:
         """What a run's result depends on: a result JSON made otherwise is not reused."""
@@ -645,14 +664,15 @@ class Plan:
                 "epochs": self.epochs, "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
                 "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
-                "train_overrides": self.train_overrides(CONFIGS[config].get("train_as", config), seed),
+                **({"ensemble_members": [list(member) for member in self.members(config, seed)]}
+                   if "ensemble_members" in CONFIGS[config] else {}),
+                "train_overrides": self.train_overrides(trained_as(config), seed),
                 "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),
                 "folds": [fold.as_dict() for fold in self.folds_of(config)] if dataset == "real" else SYNTHETIC_FOLD}
 
     def folds_of(self, config: str) -> list[Fold]:
         """The real set's folds as ``config`` trains them (``no_validation``: validation patients train too)."""
-        trained_as = CONFIGS[config].get("train_as", config)
-        if CONFIGS[trained_as].get("no_validation"):
+        if CONFIGS[trained_as(config)].get("no_validation"):
             return [fold.without_validation() for fold in self.real_folds]
         return self.real_folds
 
@@ -665,6 +685,13 @@ class Plan:
         an ``--out``."""
         folds = "".join(f"-{fold.name}" for fold in self.real_folds) if self.only_fold and dataset == "real" else ""
         return self.out / "results" / f"{dataset}-{self.run_name(config)}-seed{seed}{folds}.json"
+
+
+def trained_as(config: str) -> str:
+    """The config whose training ``config`` uses: its own, its ``train_as``, or its first ensemble member's."""
+    if "ensemble_members" in CONFIGS[config]:
+        return CONFIGS[config]["ensemble_members"][0][0]
+    return CONFIGS[config].get("train_as", config)
 
 
 def run_name(config: str, epochs: int, budget_minutes: float, smoke: bool) -> str:
@@ -736,16 +763,18 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
     if not fold.test:
         raise StepFailed("split", f"{split_file}: no test case")
     fold_dir = plan.out / dataset / plan.run_name(config) / f"seed{seed}" / fold.name
-    trained_as = CONFIGS[config].get("train_as", config)  # predict-only variants reuse that config's training
-    # an ensemble predicts with the models of several seeds (each trained, or reused, as its own run)
-    member_seeds = CONFIGS[config].get("ensemble_seeds", (seed,))
+    # predict-only variants reuse their config's training; an ensemble predicts with the models of several seeds or
+    # configs (each trained, or reused, as its own run)
     run_dirs, commands, trainings = [], {}, []
-    for member_seed in member_seeds:
-        train_dir = plan.out / dataset / plan.run_name(trained_as) / f"seed{member_seed}" / fold.name
+    for member, member_seed, epochs in plan.members(config, seed):
+        member_run = run_name(member, epochs, plan.budget_minutes, plan.smoke)
+        train_dir = plan.out / dataset / member_run / f"seed{member_seed}" / fold.name
         run_dirs.append(train_dir / "run")
         command = script("train.py", "--work-dir", work_dir, "--run-dir", run_dirs[-1],
-                         *_sets(plan.train_overrides(trained_as, member_seed)))
-        commands["train" if member_seed == seed else f"train_seed{member_seed}"] = command
+                         *_sets(plan.train_overrides(member, member_seed, epochs)))
+        key = (f"train_seed{member_seed}" if member_run == plan.run_name(trained_as(config))
+               else f"train_{member_run}_seed{member_seed}")
+        commands["train" if key == f"train_seed{seed}" else key] = command
         trainings.append(train_fold(command, train_dir, run_dirs[-1], label))
     # an ensemble's training time and epochs: its members' summed
     training = trainings[0] if len(trainings) == 1 else {
