@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--table-only", action="store_true", help="print the table of the results under --out")
     args = parser.parse_args(argv)
     try:
-        if args.config not in CONFIGS or CONFIGS[args.config].get("train_as") or CONFIGS[args.config].get(
+        if args.config not in CONFIGS or "train" not in CONFIGS[args.config] or CONFIGS[args.config].get(
                 "ensemble_seeds"):
             raise UsageError(f"--config {args.config}: expected a trained config of bench/quality.py's CONFIGS "
                              f"(not a predict-only variant nor an ensemble)")

@@ -54,9 +54,12 @@ def bscan_errors(pred: np.ndarray, ref: np.ndarray, columns: tuple[int, int], sm
         pred, ref: ``(y, x)`` bool fluid masks of one B-scan.
         columns: ``(start, stop)`` of the annotated columns.
         small_px: a missed pocket under this many pixels is small.
+
+    Returns:
+        Pixel counts: ``tp`` and one per mode of :data:`MODES` that occurs (a Counter: absent modes read 0).
     """
     counts = Counter(tp=int(np.count_nonzero(pred & ref)))
-    ref_parts, n_ref = ndimage.label(ref, CONNECTIVITY)
+    ref_parts, _ = ndimage.label(ref, CONNECTIVITY)
     for index, part in enumerate(ndimage.find_objects(ref_parts), start=1):
         pocket = ref_parts[part] == index
         size, hit = int(pocket.sum()), int(np.count_nonzero(pocket & pred[part]))
@@ -120,11 +123,15 @@ def mode_rows(counts: Counter) -> list[list[str]]:
         # fixing a missed pixel makes it a TP (one FN less); fixing a false one removes it (one FP less)
         fixed = (dice(tp + pixels, pred + pixels, ref) if mode in FN_MODES else dice(tp, pred - pixels, ref))
         rows.append([mode, "FN" if mode in FN_MODES else "FP", str(pixels),
-                     f"{pixels / errors:.1%}" if errors else "-", f"{fixed:.3f}" if fixed is not None else "-"])
-    whole = dice(tp, pred, ref)
+                     f"{pixels / errors:.1%}" if errors else "-", _fmt(fixed)])
     rows.append(["all (the pooled Dice as measured)", "", str(errors), "100%" if errors else "-",
-                 f"{whole:.3f}" if whole is not None else "-"])
+                 _fmt(dice(tp, pred, ref))])
     return rows
+
+
+def _fmt(value: float | None) -> str:
+    """A Dice with 3 decimals; ``-`` when undefined (neither side holds fluid)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -148,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         start, stop = (int(value) for value in args.columns.split(","))
     except ValueError:
         parser.error(f"--columns {args.columns!r}: expected START,STOP, two integers")
+    if not 0 <= start < stop:
+        parser.error(f"--columns {args.columns!r}: expected 0 <= START < STOP")
     args.columns = (start, stop)
     return args
 
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         header = ["error mode", "kind", "pixels", "share of errors", "pooled Dice without it"]
         print(f"\n## {run}: {', '.join(sorted(per_case))}\n\n{markdown(header, mode_rows(total))}\n")
         case_header = ["case", "Dice", *MODES]
-        rows = [[case, f"{dice(c['tp'], c['pred'], c['ref']) or 0:.3f}", *(str(c[mode]) for mode in MODES)]
+        rows = [[case, _fmt(dice(c["tp"], c["pred"], c["ref"])), *(str(c[mode]) for mode in MODES)]
                 for case, c in sorted(per_case.items())]
         print(f"error pixels per case:\n\n{markdown(case_header, rows)}")
     return 1 if failed else 0

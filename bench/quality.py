@@ -668,7 +668,8 @@ class Plan:
                 "epochs": self.epochs, "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
                 "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
-                **({"ensemble_members": [list(member) for member in self.members(config, seed)]}
+                **({"ensemble_members": [[*member, self.train_overrides(*member)]
+                                         for member in self.members(config, seed)]}
                    if "ensemble_members" in CONFIGS[config] else {}),
                 "train_overrides": self.train_overrides(trained_as(config), seed),
                 "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),

@@ -78,3 +78,10 @@ def test_table_has_a_row_per_training_vendor_and_a_column_per_test_vendor(cross_
     assert len(rows) == 3
     assert rows[1].split(" | ")[4:7] == ["0.300", "0.800", "0.200"]
     assert "2.0" in rows[0]  # 120 s of training, in minutes
+
+
+@pytest.mark.parametrize("config", ["smp_unet_roi", "improved_strips_wide_ens2_tta", "improved_mix_ds_tta", "nope"])
+def test_a_config_without_training_of_its_own_is_a_usage_error(cross_vendor, capsys, config):
+    with pytest.raises(SystemExit) as exit_info:
+        cross_vendor.parse_args(["--config", config])
+    assert exit_info.value.code == 2 and f"--config {config}: expected a trained config" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from bench.error_modes import MODES, bscan_errors, main, mode_rows
@@ -72,3 +73,9 @@ def test_script_reads_quality_layout_and_names_a_missing_reference(tmp_path, cap
     _write(run / "fold2" / "pred" / "CASE2" / "segmentation.mhd", pred[None] * 1)
     assert main([str(run)]) == 1
     assert "no reference.mhd of case CASE2" in capsys.readouterr().err
+
+
+def test_bad_columns_are_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--columns", "650,100"])
+    assert exit_info.value.code == 2 and "expected 0 <= START < STOP" in capsys.readouterr().err

@@ -122,9 +122,12 @@ def test_an_ensemble_config_names_trained_seeds(quality):
     for name, config in quality.CONFIGS.items():
         if "ensemble_seeds" in config:
             assert len(config["ensemble_seeds"]) >= 2 and config["train_as"] in quality.CONFIGS, name
-        if "ensemble_members" in config:
-            assert len(config["ensemble_members"]) >= 2 and "ensemble_seeds" not in config, name
-            assert all("train" in quality.CONFIGS[member] for member, _, _ in config["ensemble_members"]), name
+        if "ensemble_members" in config:  # trained configs, on the same folds and prepared data
+            members = [quality.CONFIGS[member] for member, _, _ in config["ensemble_members"]]
+            assert len(members) >= 2 and "ensemble_seeds" not in config, name
+            assert all("train" in member for member in members), name
+            shared = {(bool(member.get("no_validation")), tuple(member.get("prepare", ()))) for member in members}
+            assert len(shared) == 1, name
 
 
 def test_an_ensemble_of_configs_trains_each_member_at_its_own_budget(quality, tmp_path):
@@ -135,7 +138,9 @@ def test_an_ensemble_of_configs_trains_each_member_at_its_own_budget(quality, tm
     assert quality.trained_as("improved_mix_ds_tta") == "improved_strips_wide"
     assert plan.folds_of("improved_mix_ds_tta") == plan.folds_of("improved_strips_wide")
     identity = plan.identity("real", "improved_mix_ds_tta", 0)
-    assert identity["ensemble_members"] == [["improved_strips_wide", 0, 15], ["improved_strips_wide_ds", 2, 30]]
+    assert [member[:3] for member in identity["ensemble_members"]] == [["improved_strips_wide", 0, 15],
+                                                                       ["improved_strips_wide_ds", 2, 30]]
+    assert identity["ensemble_members"][1][3] == plan.train_overrides("improved_strips_wide_ds", 2, 30)
     # ensembles of seeds and single configs as before
     assert plan.members("improved_strips_wide_ens2_tta", 0) == [("improved_strips_wide", 0, 15),
                                                                  ("improved_strips_wide", 1, 15)]

@@ -68,3 +68,24 @@ def test_closing_splits_a_contested_gap_by_distance_and_is_off_at_zero():
     assert close_fluids(labels, FLUIDS, (1.0, 1.0, 1.0), 0.0) is labels
     with pytest.raises(ValueError, match="FLUID_CLOSING_MM"):
         close_fluids(labels, FLUIDS, (1.0, 1.0, 1.0), -0.1)
+
+
+def test_closing_is_the_infinite_planes_at_the_edges():
+    labels = np.zeros((1, 12, 12), np.uint8)
+    labels[0, 0:4, 0:4] = 1  # two pockets on the top edge, 2 columns apart: the gap closes as inside the B-scan,
+    labels[0, 0:4, 6:10] = 1  # its corners left (nothing lies beyond the edge to close them)
+    labels[0, 9:11, 3:8] = 2  # a pocket 1 row above the bottom edge: nothing grows towards the edge
+    closed = close_fluids(labels, FLUIDS, (1.0, 1.0, 1.0), radius_mm=2.0)
+    assert (closed[0, 1:3, 4:6] == 1).all() and not closed[0, 0, 4:6].any() and not closed[0, 3, 4:6].any()
+    assert not closed[0, 11].any() and (closed[0, 9:11] == labels[0, 9:11]).all()
+
+
+def test_contested_pixels_go_by_distance_in_mm_not_in_pixels():
+    # columns 1 mm wide, rows 0.25 mm deep: (20, 20) is 4 columns (4 mm) from IRF, 5 rows (1.25 mm) from SRF
+    labels = np.zeros((1, 40, 40), np.uint8)
+    labels[0, 10:31, 0:17] = 1
+    labels[0, 10:31, 24:40] = 1
+    labels[0, 13:16, 18:23] = 2
+    labels[0, 25:28, 18:23] = 2
+    closed = close_fluids(labels, FLUIDS, (1.0, 0.25, 1.0), radius_mm=5.0)
+    assert closed[0, 20, 20] == 2

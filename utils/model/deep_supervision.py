@@ -48,7 +48,6 @@ class DeepSupervisedUnet(smp.Unet):
         super().__init__(**arguments)
         widths = [block.conv2[0].out_channels for block in self.decoder.blocks]
         classes = self.segmentation_head[0].out_channels
-        # (its state dict keys start with HEADS_PREFIX)
         self.auxiliary_heads = nn.ModuleList(nn.Conv2d(widths[index], classes, kernel_size=1)
                                              for index in SUPERVISED_BLOCKS)
         for index in SUPERVISED_BLOCKS:

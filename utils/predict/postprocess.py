@@ -62,10 +62,10 @@ def close_fluids(labels: np.ndarray, fluids: Mapping[str, int], spacing_mm: tupl
     if radius_mm == 0:
         return labels
     x_mm, y_mm = spacing_mm[0], spacing_mm[1]
-    half_x, half_y = int(radius_mm / x_mm), int(radius_mm / y_mm)  # the ellipse's half-width in pixels
-    ys, xs = np.ogrid[-half_y:half_y + 1, -half_x:half_x + 1]
-    ellipse = (ys * y_mm) ** 2 + (xs * x_mm) ** 2 <= radius_mm ** 2
-    pad = ((half_y + 1, half_y + 1), (half_x + 1, half_x + 1))  # so the erosion does not eat the B-scan's edges
+    # padded by the radius (in pixels of each axis), so that the B-scan's edges neither stop the growing nor the
+    # shrinking: the closing is the infinite plane's, cut back to the B-scan
+    pad_y, pad_x = int(radius_mm / y_mm) + 1, int(radius_mm / x_mm) + 1
+    inner = (slice(pad_y, -pad_y), slice(pad_x, -pad_x))
     out = labels.copy()
     for z, bscan in enumerate(labels):
         claims = []
@@ -73,7 +73,7 @@ def close_fluids(labels: np.ndarray, fluids: Mapping[str, int], spacing_mm: tupl
             mask = bscan == code
             if not mask.any():
                 continue
-            closed = ndimage.binary_closing(np.pad(mask, pad), ellipse)[pad[0][0]:-pad[0][1], pad[1][0]:-pad[1][1]]
+            closed = _closed(np.pad(mask, ((pad_y, pad_y), (pad_x, pad_x))), (y_mm, x_mm), radius_mm)[inner]
             added = closed & (bscan == 0)
             if added.any():
                 claims.append((code, mask, added))
@@ -88,6 +88,14 @@ def close_fluids(labels: np.ndarray, fluids: Mapping[str, int], spacing_mm: tupl
             codes = np.array([code for code, _, _ in claims], dtype=labels.dtype)
             out[z][claimed] = codes[nearest[claimed]]
     return out
+
+
+def _closed(mask: np.ndarray, sampling_mm: tuple[float, float], radius_mm: float) -> np.ndarray:
+    """The closing of a ``(y, x)`` bool mask by the disk of ``radius_mm`` in mm (an ellipse in pixels), from two
+    Euclidean distance transforms: grown to every pixel within the radius, then shrunk to those farther than the
+    radius from what was not grown. Exact, and as fast for any radius."""
+    grown = ndimage.distance_transform_edt(~mask, sampling=sampling_mm) <= radius_mm
+    return ndimage.distance_transform_edt(grown, sampling=sampling_mm) > radius_mm
 
 
 def remove_small_components(labels: np.ndarray, fluids: Mapping[str, int], voxel_volume_mm3: float,
