@@ -323,7 +323,7 @@ def test_the_demo_and_the_quality_benchmark_configurations_pass_the_checks(monke
     assert sorted(item for item in quality.CONFIGS["demo_improved"]["train"]) == sorted(
         item for item in demo if not item.startswith("EPOCHS=") and not item.startswith("PREDICT_REGION="))
     for name, measured in quality.CONFIGS.items():
-        train = quality.CONFIGS[measured.get("train_as", name)]["train"]
+        train = quality.CONFIGS[quality.trained_as(name)]["train"]
         for overrides in (measured.get("prepare", []),
                           [*train, *quality.SMOKE_TRAIN, f"EPOCHS={quality.DEFAULT_EPOCHS}", "SEED=1"],
                           measured["predict"]):
