@@ -38,7 +38,8 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_measures import MeasureError, dice, read_labels  # noqa: E402
+from quality import _fmt, _markdown  # noqa: E402
+from quality_measures import MeasureError, dice, read_fluid_masks  # noqa: E402
 
 MODES = ("missed pocket, small", "missed pocket, large", "boundary miss",
          "false pocket, annotated columns", "false pocket, edge columns", "below", "above", "beside")
@@ -98,15 +99,11 @@ def case_errors(prediction: Path, reference: Path, columns: tuple[int, int], sma
     """:func:`bscan_errors` summed over a case's B-scans, with ``pred`` and ``ref`` fluid pixel counts.
 
     Raises:
-        MeasureError: unreadable volume, or a prediction of another size than its reference.
+        MeasureError: as :func:`quality_measures.read_fluid_masks`.
     """
-    pred_labels, _ = read_labels(prediction)
-    ref_labels, _ = read_labels(reference)
-    if pred_labels.shape != ref_labels.shape:
-        raise MeasureError(f"{prediction}: size (z, y, x) {pred_labels.shape} differs from the reference's "
-                           f"{ref_labels.shape} ({reference})")
+    preds, refs, _ = read_fluid_masks(prediction, reference)
     total = Counter()
-    for pred, ref in zip(pred_labels > 0, ref_labels > 0):
+    for pred, ref in zip(preds, refs):
         total += bscan_errors(pred, ref, columns, small_px)
         total["pred"] += int(pred.sum())
         total["ref"] += int(ref.sum())
@@ -123,20 +120,10 @@ def mode_rows(counts: Counter) -> list[list[str]]:
         # fixing a missed pixel makes it a TP (one FN less); fixing a false one removes it (one FP less)
         fixed = (dice(tp + pixels, pred + pixels, ref) if mode in FN_MODES else dice(tp, pred - pixels, ref))
         rows.append([mode, "FN" if mode in FN_MODES else "FP", str(pixels),
-                     f"{pixels / errors:.1%}" if errors else "-", _fmt(fixed)])
+                     f"{pixels / errors:.1%}" if errors else "-", _fmt(fixed, 3)])
     rows.append(["all (the pooled Dice as measured)", "", str(errors), "100%" if errors else "-",
-                 _fmt(dice(tp, pred, ref))])
+                 _fmt(dice(tp, pred, ref), 3)])
     return rows
-
-
-def _fmt(value: float | None) -> str:
-    """A Dice with 3 decimals; ``-`` when undefined (neither side holds fluid)."""
-    return "-" if value is None else f"{value:.3f}"
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(row) + " |" for row in rows)])
 
 
 def find_references(data: Path) -> dict[str, Path]:
@@ -188,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             total += per_case[case]
         header = ["error mode", "kind", "pixels", "share of errors", "pooled Dice without it"]
-        print(f"\n## {run}: {', '.join(sorted(per_case))}\n\n{markdown(header, mode_rows(total))}\n")
+        print(f"\n## {run}: {', '.join(sorted(per_case))}\n\n{_markdown(header, mode_rows(total))}\n")
         case_header = ["case", "Dice", *MODES]
-        rows = [[case, _fmt(dice(c["tp"], c["pred"], c["ref"])), *(str(c[mode]) for mode in MODES)]
+        rows = [[case, _fmt(dice(c["tp"], c["pred"], c["ref"]), 3), *(str(c[mode]) for mode in MODES)]
                 for case, c in sorted(per_case.items())]
-        print(f"error pixels per case:\n\n{markdown(case_header, rows)}")
+        print(f"error pixels per case:\n\n{_markdown(case_header, rows)}")
     return 1 if failed else 0
 
 

@@ -54,6 +54,28 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def read_fluid_masks(prediction_path: str | Path, reference_path: str | Path
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A case's predicted and reference fluid, merged (label > 0), checked against each other.
+
+    Returns:
+        ``(pred, ref, spacing_mm)``: bool arrays ``(z, y, x)`` and the reference's SimpleITK spacing ``(x, y, z)``.
+
+    Raises:
+        MeasureError: unreadable volume, or a prediction of another size than its reference, or of a spacing that
+            differs from the reference's by more than ``config.SPACING_RTOL`` (relative, per component).
+    """
+    pred_labels, pred_spacing = read_labels(prediction_path)
+    ref_labels, ref_spacing = read_labels(reference_path)
+    if pred_labels.shape != ref_labels.shape:
+        raise MeasureError(f"{prediction_path}: size (z, y, x) {pred_labels.shape} differs from the reference's "
+                           f"{ref_labels.shape} ({reference_path})")
+    if not np.allclose(pred_spacing, ref_spacing, rtol=config.SPACING_RTOL, atol=0):
+        raise MeasureError(f"{prediction_path}: spacing (x, y, z) {pred_spacing} mm differs from the reference's "
+                           f"{ref_spacing} mm ({reference_path})")
+    return pred_labels > 0, ref_labels > 0, ref_spacing
+
+
 def case_measures(prediction_path: str | Path, reference_path: str | Path,
                   columns: tuple[int, int]) -> dict:
     """Counts and measures of one case, fluid merged (label > 0).
@@ -72,18 +94,9 @@ def case_measures(prediction_path: str | Path, reference_path: str | Path,
         ``area_ratio`` (predicted / reference fluid pixels, None without reference fluid).
 
     Raises:
-        MeasureError: unreadable volume, or a prediction of another size than its reference, or of a spacing
-            that differs from the reference's by more than ``config.SPACING_RTOL`` (relative, per component).
+        MeasureError: as :func:`read_fluid_masks`.
     """
-    pred_labels, pred_spacing = read_labels(prediction_path)
-    ref_labels, ref_spacing = read_labels(reference_path)
-    if pred_labels.shape != ref_labels.shape:
-        raise MeasureError(f"{prediction_path}: size (z, y, x) {pred_labels.shape} differs from the reference's "
-                           f"{ref_labels.shape} ({reference_path})")
-    if not np.allclose(pred_spacing, ref_spacing, rtol=config.SPACING_RTOL, atol=0):
-        raise MeasureError(f"{prediction_path}: spacing (x, y, z) {pred_spacing} mm differs from the reference's "
-                           f"{ref_spacing} mm ({reference_path})")
-    pred, ref = pred_labels > 0, ref_labels > 0
+    pred, ref, ref_spacing = read_fluid_masks(prediction_path, reference_path)
     start, stop = (min(max(column, 0), ref.shape[-1]) for column in columns)  # clipped to the B-scan width
     counts = {"tp": int(np.count_nonzero(pred & ref)), "pred": int(np.count_nonzero(pred)),
               "ref": int(np.count_nonzero(ref)),

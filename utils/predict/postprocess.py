@@ -61,41 +61,36 @@ def close_fluids(labels: np.ndarray, fluids: Mapping[str, int], spacing_mm: tupl
                          f"(x, y, z) {tuple(spacing_mm)!r} mm")
     if radius_mm == 0:
         return labels
-    x_mm, y_mm = spacing_mm[0], spacing_mm[1]
+    sampling = (spacing_mm[1], spacing_mm[0])  # (y, x) mm per pixel
     # padded by the radius (in pixels of each axis), so that the B-scan's edges neither stop the growing nor the
     # shrinking: the closing is the infinite plane's, cut back to the B-scan
-    pad_y, pad_x = int(radius_mm / y_mm) + 1, int(radius_mm / x_mm) + 1
+    pad_y, pad_x = int(radius_mm / sampling[0]) + 1, int(radius_mm / sampling[1]) + 1
     inner = (slice(pad_y, -pad_y), slice(pad_x, -pad_x))
     out = labels.copy()
     for z, bscan in enumerate(labels):
-        claims = []
+        claims = []  # (code, distance in mm to the fluid, the background pixels its closing adds)
         for code in fluids.values():
             mask = bscan == code
             if not mask.any():
                 continue
-            closed = _closed(np.pad(mask, ((pad_y, pad_y), (pad_x, pad_x))), (y_mm, x_mm), radius_mm)[inner]
-            added = closed & (bscan == 0)
+            # the closing from two Euclidean distance transforms (exact in mm, as fast for any radius): grown to
+            # every pixel within the radius, then shrunk to those farther than the radius from what was not grown
+            distance = ndimage.distance_transform_edt(~np.pad(mask, ((pad_y, pad_y), (pad_x, pad_x))),
+                                                      sampling=sampling)
+            closed = ndimage.distance_transform_edt(distance <= radius_mm, sampling=sampling) > radius_mm
+            added = closed[inner] & (bscan == 0)
             if added.any():
-                claims.append((code, mask, added))
+                claims.append((code, distance[inner], added))
         if len(claims) == 1:
             code, _, added = claims[0]
             out[z][added] = code
         elif claims:  # each added pixel to the nearest of the fluids that claim it
-            distances = np.stack([np.where(added, ndimage.distance_transform_edt(~mask, sampling=(y_mm, x_mm)),
-                                           np.inf) for _, mask, added in claims])
+            distances = np.stack([np.where(added, distance, np.inf) for _, distance, added in claims])
             nearest = distances.argmin(axis=0)
             claimed = np.isfinite(distances.min(axis=0))
             codes = np.array([code for code, _, _ in claims], dtype=labels.dtype)
             out[z][claimed] = codes[nearest[claimed]]
     return out
-
-
-def _closed(mask: np.ndarray, sampling_mm: tuple[float, float], radius_mm: float) -> np.ndarray:
-    """The closing of a ``(y, x)`` bool mask by the disk of ``radius_mm`` in mm (an ellipse in pixels), from two
-    Euclidean distance transforms: grown to every pixel within the radius, then shrunk to those farther than the
-    radius from what was not grown. Exact, and as fast for any radius."""
-    grown = ndimage.distance_transform_edt(~mask, sampling=sampling_mm) <= radius_mm
-    return ndimage.distance_transform_edt(grown, sampling=sampling_mm) > radius_mm
 
 
 def remove_small_components(labels: np.ndarray, fluids: Mapping[str, int], voxel_volume_mm3: float,
