@@ -154,10 +154,12 @@ LR_SCHEDULE = "constant"
 # "rmit": the original's 0.5 x (class-normalised log-likelihood loss + (1 - soft Dice of fluid vs background))
 # (utils/train/method_loss.py); "balanced_ce_dice": CE_WEIGHT x class-balanced CE + DICE_WEIGHT x 4-class Dice;
 # "ce_dice": CE_WEIGHT x plain (unweighted) CE + DICE_WEIGHT x 4-class Dice (nnU-Net's loss; no balancing that
-# favours over-segmentation).
+# favours over-segmentation); "ce_lovasz": CE_WEIGHT x plain CE + LOVASZ_WEIGHT x Lovasz-softmax (the Jaccard
+# index's convex surrogate, Berman et al. 2018, over the classes present), in place of the Dice.
 LOSS = "rmit"
-CE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
+CE_WEIGHT = 0.5  # balanced_ce_dice, ce_dice and ce_lovasz only
 DICE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
+LOVASZ_WEIGHT = 0.5  # ce_lovasz only
 # balanced_ce_dice and ce_dice: their Dice term averages over all classes, background included (True), or over the
 # fluids only (False, nnU-Net's choice: the background, most of every patch, then takes no share of the Dice)
 DICE_BACKGROUND = True

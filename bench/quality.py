@@ -242,6 +242,10 @@ CONFIGS: dict[str, dict] = {
     # patients' contrast, against the overfitting of 22-33 training B-scans
     "improved_strips_wide_intensity": {"train": with_settings(IMPROVED_WIDE, "INTENSITY_AUGMENT=True"),
                                        "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... the Lovasz-softmax (the Jaccard index's surrogate) in place of the soft Dice (LOSS=ce_lovasz): most of the
+    # preset's errors are the outlines of pockets it found, and the Lovasz gradient goes to the worst-ranked pixels
+    "improved_strips_wide_lovasz": {"train": with_settings(IMPROVED_WIDE, "LOSS=ce_lovasz"),
+                                    "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": {"train": with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)"),

@@ -90,7 +90,7 @@ def apply_overrides(settings: dict[str, Any], overrides: list[str]) -> dict[str,
 # implements them (MODEL: utils/model/networks.py MODELS; PREDICT_REGION: utils/predict/band.py PREDICT_REGIONS; ...),
 # which tests/test_choices.py ties to these names; DEVICE names a torch device (utils/model/runtime.py).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice"),
+    "MODEL": ("rmit_unet", "smp_unet"), "LOSS": ("rmit", "balanced_ce_dice", "ce_dice", "ce_lovasz"),
     "PATCH_CENTRES": ("rmit", "stratified"), "LR_SCHEDULE": ("constant", "poly"),
     "STRATIFY_BY": ("vendor", "fluid", "none"), "AUGMENT": ("rmit", "replace"),
     "BEST_BY": ("val_loss", "dice_mean_fluid"), "PREDICT_REGION": ("band", "roi", "all"),
@@ -241,6 +241,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "WEIGHT_DECAY": (lambda value: value >= 0, "a number >= 0"),
     "CE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "DICE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
+    "LOVASZ_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "ADVERSARIAL_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "DISCRIMINATOR_LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     **{name: _PROBABILITY for name in default_settings() if name.endswith("_PROB")},

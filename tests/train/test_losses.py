@@ -28,7 +28,7 @@ def random_batch(seed=0, shape=(2, config.N_CLASSES, 8, 6)):
 
 
 ALL_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
-              losses.CrossEntropyLoss, losses.ce_dice_loss]
+              losses.CrossEntropyLoss, losses.ce_dice_loss, losses.LovaszSoftmaxLoss, losses.ce_lovasz_loss]
 
 
 def test_class_balanced_weights_inverse_frequency_and_absent_classes():
@@ -56,12 +56,17 @@ def test_balanced_cross_entropy_hand_value():
     (losses.DiceLoss(classes=[1, 2, 3]), 0.75 / 3),
     # Every class at p = 1/4: each class mean CE is ln 4.
     (losses.BalancedCrossEntropyLoss(), math.log(4.0)),
+    # Lovasz-softmax, classes present only. Background: errors |1 - p| = 3/4 on its three pixels, 1/4 on the IRF one;
+    # ranked, the Jaccard loss steps 1/3, 2/3, 1, 1, so its increments (1/3, 1/3, 1/3, 0) weigh the errors: 3/4.
+    # IRF: the error 3/4 of its one pixel ranks first, and one missed pixel of one already loses the whole Jaccard:
+    # increments (1, 0, 0, 0), 3/4. The mean: 3/4.
+    (losses.LovaszSoftmaxLoss(), 0.75),
 ])
 def test_loss_hand_values_on_uniform_scores(loss, expected):
     assert loss(torch.zeros(1, config.N_CLASSES, 1, 4), TARGET).item() == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("make", [losses.DiceLoss, losses.BalancedCrossEntropyLoss])
+@pytest.mark.parametrize("make", [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.LovaszSoftmaxLoss])
 def test_perfect_logits_give_near_zero_loss(make):
     target = torch.tensor([[[0, 1, 2], [3, 3, 0]], [[2, 2, 1], [0, 0, 0]]])
     assert make()(one_hot_logits(target), target).item() == pytest.approx(0.0, abs=1e-6)
@@ -94,6 +99,19 @@ def test_ce_dice_is_plain_cross_entropy_plus_dice():
     dice = losses.DiceLoss()(logits, target)
     assert made.name == "0.5*ce + 0.5*dice"
     assert made(logits, target).item() == pytest.approx(0.5 * plain.item() + 0.5 * dice.item())
+
+
+def test_ce_lovasz_is_plain_cross_entropy_plus_lovasz():
+    logits, target = random_batch(seed=5)
+    made = losses.make_loss(LossSettings(loss="ce_lovasz", ce_weight=0.25, lovasz_weight=0.75))
+    assert made.name == "0.25*ce + 0.75*lovasz"
+    expected = 0.25 * losses.CrossEntropyLoss()(logits, target) + 0.75 * losses.LovaszSoftmaxLoss()(logits, target)
+    assert made(logits, target).item() == pytest.approx(expected.item())
+    # the Lovasz term ranks a worse pixel above a better one: moving one wrong pixel further from its class raises it
+    worse = logits.detach().clone()
+    wrong = (worse.argmax(1) != target).nonzero()[0]
+    worse[wrong[0], target[tuple(wrong)], wrong[1], wrong[2]] -= 5.0
+    assert losses.LovaszSoftmaxLoss()(worse, target) > losses.LovaszSoftmaxLoss()(logits, target)
 
 
 def test_dice_without_background_averages_the_fluids_present():
@@ -176,7 +194,7 @@ def test_base_loss_needs_compute():
 
 
 IGNORING_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
-                   losses.CrossEntropyLoss, losses.ce_dice_loss]
+                   losses.CrossEntropyLoss, losses.ce_dice_loss, losses.LovaszSoftmaxLoss, losses.ce_lovasz_loss]
 
 
 @pytest.mark.parametrize("ignore_label", [config.IGNORE_LABEL, 7])

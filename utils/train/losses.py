@@ -9,7 +9,10 @@ raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` 
   (:func:`balanced_ce_dice_loss`);
 - ``"ce_dice"``: ``CE_WEIGHT * plain (unweighted) cross-entropy + DICE_WEIGHT * Dice``, like nnU-Net's Dice + CE
   (:func:`ce_dice_loss`). The class balancing pushes every fluid pixel's weight up by about the background/fluid
-  ratio, which favours over-segmentation; this option leaves the balance to the Dice term.
+  ratio, which favours over-segmentation; this option leaves the balance to the Dice term;
+- ``"ce_lovasz"``: ``CE_WEIGHT * plain cross-entropy + LOVASZ_WEIGHT * Lovasz-softmax`` (:func:`ce_lovasz_loss`), the
+  Lovasz extension of the Jaccard index (Berman et al., CVPR 2018) in place of the soft Dice: its gradient goes to
+  the pixels ranked worst, where the region's outline is decided.
 
 Pixels whose target is the ``ignore_label`` a loss is given (``IGNORE_LABEL``, for ``BLANK_COLUMNS_IGNORED``) count in
 neither the cross-entropies nor the Dice; the authors' loss takes no such code. :func:`make_loss` builds the loss of
@@ -113,6 +116,30 @@ class CrossEntropyLoss(Loss):
         return F.cross_entropy(logits, target, ignore_index=_ignore_index(self.ignore_label))
 
 
+class LovaszSoftmaxLoss(Loss):
+    """``smp.losses.LovaszLoss`` in multiclass mode, from logits: the Lovasz-softmax surrogate of ``1 - Jaccard`` per
+    class, over the whole batch (not per image: the metric pools B-scans too), averaged over the classes present in
+    the target.
+
+    Args:
+        ignore_label: the target code of pixels that count nowhere (``IGNORE_LABEL``), or None (every code counts).
+
+    Returns (forward):
+        0-d tensor in ``[0, 1]``: 0 for confident correct logits, ``1 - p`` on average for a uniform ``p`` per class.
+    """
+
+    name = "lovasz"
+
+    def __init__(self, ignore_label: int | None = None):
+        super().__init__()
+        self.ignore_label = ignore_label
+        self.smp_loss = smp.losses.LovaszLoss(mode="multiclass", per_image=False, ignore_index=ignore_label,
+                                              from_logits=True)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.smp_loss(logits, target)
+
+
 class DiceLoss(Loss):
     """``1 - soft Dice`` per class, averaged over classes: ``smp.losses.DiceLoss`` in multiclass mode, from logits.
 
@@ -173,6 +200,19 @@ def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
             + dice_weight * DiceLoss(dice_classes, ignore_label=ignore_label))
 
 
+def ce_lovasz_loss(ce_weight: float = 0.5, lovasz_weight: float = 0.5, ignore_label: int | None = None
+                   ) -> WeightedSum:
+    """``LOSS = "ce_lovasz"``: ``ce_weight * plain cross-entropy + lovasz_weight * Lovasz-softmax``.
+
+    Args:
+        ignore_label: the target code of pixels that count nowhere in either term (``IGNORE_LABEL``), or None.
+
+    Returns:
+        a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <lovasz_weight>*lovasz"``.
+    """
+    return ce_weight * CrossEntropyLoss(ignore_label) + lovasz_weight * LovaszSoftmaxLoss(ignore_label)
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
     """What the losses read of the config, built once per run (:meth:`from_config`). Each field is the config.py
@@ -182,6 +222,7 @@ class LossSettings:
     loss: str = config.LOSS
     ce_weight: float = config.CE_WEIGHT
     dice_weight: float = config.DICE_WEIGHT
+    lovasz_weight: float = config.LOVASZ_WEIGHT
     dice_background: bool = config.DICE_BACKGROUND
     background: int = config.BACKGROUND
     fluids: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(config.FLUIDS))
@@ -211,7 +252,7 @@ class LossEntry(NamedTuple):
     ignores_label: bool
 
 
-# LOSS -> the loss, from the weights of its cross-entropy and Dice terms (CE_WEIGHT, DICE_WEIGHT), the classes its
+# LOSS -> the loss, from the weights of its terms (CE_WEIGHT, DICE_WEIGHT, LOVASZ_WEIGHT), the classes its
 # Dice averages over (DICE_BACKGROUND) and the code it leaves out (IGNORE_LABEL); the authors' loss has its own terms,
 # no ignored code, and takes the background's code. The names are utils/configuration.py's CHOICES["LOSS"], checked
 # there
@@ -221,6 +262,8 @@ LOSSES = {
         settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label), ignores_label=True),
     "ce_dice": LossEntry(lambda settings: ce_dice_loss(
         settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label), ignores_label=True),
+    "ce_lovasz": LossEntry(lambda settings: ce_lovasz_loss(
+        settings.ce_weight, settings.lovasz_weight, settings.ignore_label), ignores_label=True),
 }
 
 
