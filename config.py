@@ -130,6 +130,10 @@ ENCODER = "resnet18"  # smp_unet only: an encoder name segmentation_models_pytor
 # Beyond the method: smp_unet's decoder widths, five channel counts from the deepest decoder block to the last
 # (smp's default (256, 128, 64, 32, 16); narrower decoders train faster)
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
+# Beyond the method (smp_unet only): "scse" adds concurrent spatial and channel squeeze-and-excitation (Roy et al.,
+# MICCAI 2018) to each decoder block (smp's decoder_attention_type), reweighting the merged skip features per pixel
+# and per channel; "" leaves smp's plain decoder
+DECODER_ATTENTION = ""
 # Beyond the method (smp_unet only): deep supervision, nnU-Net's: 1x1 heads on the decoder's outputs at 1/2, 1/4 and
 # 1/8 of the patch, each trained with LOSS on the targets at its size, weighted 1/2, 1/4, 1/8 against the full
 # output's 1 (normalised); inference uses the full output alone

@@ -246,6 +246,10 @@ CONFIGS: dict[str, dict] = {
     # preset's errors are the outlines of pockets it found, and the Lovasz gradient goes to the worst-ranked pixels
     "improved_strips_wide_lovasz": {"train": with_settings(IMPROVED_WIDE, "LOSS=ce_lovasz"),
                                     "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... squeeze-and-excitation (spatial and channel) in each decoder block (DECODER_ATTENTION=scse): the merged skip
+    # features reweighted per pixel, as a cyst's wall is told from the septa between cysts
+    "improved_strips_wide_scse": {"train": with_settings(IMPROVED_WIDE, "DECODER_ATTENTION=scse"),
+                                  "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": {"train": with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)"),

@@ -227,6 +227,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ENTROPY_THRESHOLD": (lambda value: 0 <= value < 1, "a share of the B-scan's largest entropy in [0, 1)"),
     "CLOSING_DISK_RADIUS": (lambda value: value >= 0, "a radius in pixels >= 0 (0: no closing)"),
     "PATCH_SHAPE": (_sizes, "a patch size (height, width) in pixels, e.g. (256, 128)"),
+    "DECODER_ATTENTION": (lambda value: value in ("", "scse"), "'' (smp's plain decoder) or 'scse'"),
     "DECODER_CHANNELS": (lambda value: _sizes(value, 5),
                          "five channel counts >= 1, deepest decoder block first, e.g. (256, 128, 64, 32, 16)"),
     "SPECTRALIS_AXIAL_SPACING_MM": (lambda value: math.isfinite(value) and value > 0, "a spacing in mm > 0"),

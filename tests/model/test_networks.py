@@ -10,6 +10,7 @@ import torch
 
 import config
 from utils.configuration import load_config
+from utils.errors import ConfigError
 from utils.model.checkpoints import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from utils.model.networks import (MODELS, SMP_DECODER_CHANNELS, Discriminator, NetworkSettings, build_unet,
                                   fold_batch_norms, network_label, network_setting_names, output_margin,
@@ -78,14 +79,33 @@ def test_decoder_channels_narrow_the_smp_decoder_and_are_left_out_of_a_default_m
     assert network_label(narrow) == "smp_unet (resnet18, decoder (128, 64, 32, 16, 8))"
 
 
+def test_decoder_attention_adds_scse_to_each_decoder_block_and_is_left_out_when_off():
+    """DECODER_ATTENTION="scse": smp's squeeze-and-excitation in every decoder block (a default model's arguments,
+    and so its checkpoints, are unchanged); deep supervision builds on the same decoder."""
+    assert "decoder_attention_type" not in unet_arguments(NetworkSettings(model="smp_unet"))
+    for deep_supervision in (False, True):
+        arguments = unet_arguments(NetworkSettings(model="smp_unet", decoder_attention="scse",
+                                                   decoder_channels=(64, 32, 32, 16, 16),
+                                                   deep_supervision=deep_supervision))
+        model = build_unet(arguments).eval()
+        attention = [module for module in model.decoder.modules() if type(module).__name__ == "SCSEModule"]
+        assert len(attention) == 2 * len(model.decoder.blocks)  # after the merge and after the second conv
+        with torch.no_grad():
+            assert model(IMAGES).shape == (2, 4, 64, 32)
+    assert network_label(arguments) == ("smp_unet (resnet18, decoder (64, 32, 32, 16, 16), scse attention, "
+                                        "deep supervision)")
+    with pytest.raises(ConfigError, match="DECODER_ATTENTION"):
+        load_config(["DECODER_ATTENTION=cbam"])
+
+
 def test_a_network_is_built_from_the_settings_it_names_and_no_other():
     """``network_setting_names`` (what train.py --resume keeps of a run's network) lists exactly the settings a
     network's constructor arguments change with."""
     assert network_setting_names("rmit_unet") == ("MODEL", "N_CLASSES", "RELU_BEFORE_SOFTMAX", "BN_MOMENTUM")
     assert network_setting_names("smp_unet") == ("MODEL", "ENCODER", "N_CLASSES", "DECODER_CHANNELS",
-                                                 "DEEP_SUPERVISION")
+                                                 "DECODER_ATTENTION", "DEEP_SUPERVISION")
     changed = {"n_classes": 5, "encoder": "resnet34", "relu_before_softmax": False, "bn_momentum": 0.5,
-               "decoder_channels": (128, 64, 32, 16, 8), "deep_supervision": True}
+               "decoder_channels": (128, 64, 32, 16, 8), "decoder_attention": "scse", "deep_supervision": True}
     for model in MODELS:
         base = NetworkSettings(model=model)
         differ = [name.upper() for name, value in changed.items()

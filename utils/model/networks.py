@@ -32,6 +32,8 @@ class NetworkSettings:
         n_classes: ``N_CLASSES``, output channels (background and fluids), >= 2.
         encoder: ``ENCODER``, smp_unet's backbone (an encoder name segmentation_models_pytorch knows).
         decoder_channels: ``DECODER_CHANNELS``, smp_unet's five decoder widths, deepest block first.
+        decoder_attention: ``DECODER_ATTENTION``, smp_unet's attention in each decoder block: ``""`` (none) or
+            ``"scse"``.
         deep_supervision: ``DEEP_SUPERVISION``, smp_unet's heads on three decoder blocks
             (:class:`utils.model.deep_supervision.DeepSupervisedUnet`).
         relu_before_softmax: ``RELU_BEFORE_SOFTMAX``, rmit_unet's ReLU on its logits.
@@ -42,6 +44,7 @@ class NetworkSettings:
     n_classes: int = config.N_CLASSES
     encoder: str = config.ENCODER
     decoder_channels: tuple[int, ...] = config.DECODER_CHANNELS
+    decoder_attention: str = config.DECODER_ATTENTION
     deep_supervision: bool = config.DEEP_SUPERVISION
     relu_before_softmax: bool = config.RELU_BEFORE_SOFTMAX
     bn_momentum: float = config.BN_MOMENTUM
@@ -94,15 +97,18 @@ MODELS: dict[str, Network] = {
                          RmitUNet, accepts_patch=valid_input,
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
                          weight_penalty=l2_penalty),
-    "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "deep_supervision"),
-                        lambda encoder, n_classes, decoder_channels, deep_supervision: {
+    "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "decoder_attention", "deep_supervision"),
+                        lambda encoder, n_classes, decoder_channels, decoder_attention, deep_supervision: {
                             "encoder_name": encoder, "encoder_weights": None, "in_channels": 3, "classes": n_classes,
                             **_decoder_arguments(decoder_channels),
+                            **({"decoder_attention_type": decoder_attention} if decoder_attention else {}),
                             **({"deep_supervision": True} if deep_supervision else {})},
                         lambda deep_supervision=False, **args: (DeepSupervisedUnet if deep_supervision else smp.Unet)(
                             **{**args, "encoder_weights": None}),
                         detail=lambda args: args["encoder_name"] + (
                             f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else "") + (
+                            f", {args['decoder_attention_type']} attention" if "decoder_attention_type" in args
+                            else "") + (
                             ", deep supervision" if args.get("deep_supervision") else ""),
                         takes_encoder=True),
 }
