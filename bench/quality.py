@@ -664,22 +664,28 @@ class Plan:
     def members(self, config: str, seed: int) -> list[tuple[str, int, int]]:
         """The models ``config`` predicts with at ``seed``: (trained config, seed, epochs) each; one for a plain
         config, several for an ensemble (``ensemble_seeds``, ``ensemble_members``)."""
-        if "ensemble_members" in CONFIGS[config]:
-            return [(name, member_seed, epochs or self.epochs)
+        if "ensemble_members" in CONFIGS[config]:  # --smoke: every member at the smoke budget
+            return [(name, member_seed, self.epochs if self.smoke or not epochs else epochs)
                     for name, member_seed, epochs in CONFIGS[config]["ensemble_members"]]
         return [(trained_as(config), member_seed, self.epochs)
                 for member_seed in CONFIGS[config].get("ensemble_seeds", (seed,))]
 
+    def epochs_of(self, config: str) -> int:
+        """The epochs ``config``'s result depends on: ``--epochs``; for an ensemble whose members all fix their own
+        (outside ``--smoke``), the standard budget, so that its name and identity do not follow ``--epochs``."""
+        fixed = [epochs for _, _, epochs in CONFIGS[config].get("ensemble_members", ())]
+        return DEFAULT_EPOCHS if fixed and all(fixed) and not self.smoke else self.epochs
+
     def identity(self, dataset: str, config: str, seed: int) -> dict:
         """What a run's result depends on: a result JSON made otherwise is not reused."""
         return {"version": RESULT_VERSION, "dataset": dataset, "config": config, "seed": seed, "smoke": self.smoke,
-                "epochs": self.epochs, "budget_minutes": self.budget_minutes,
+                "epochs": self.epochs_of(config), "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
                 "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
                 **({"ensemble_members": [[*member, self.train_overrides(*member)]
                                          for member in self.members(config, seed)]}
                    if "ensemble_members" in CONFIGS[config] else {}),
-                "train_overrides": self.train_overrides(trained_as(config), seed),
+                "train_overrides": self.train_overrides(trained_as(config), seed, self.epochs_of(config)),
                 "predict_overrides": CONFIGS[config]["predict"], "columns": list(COLUMNS),
                 "folds": [fold.as_dict() for fold in self.folds_of(config)] if dataset == "real" else SYNTHETIC_FOLD}
 
@@ -691,7 +697,7 @@ class Plan:
 
     def run_name(self, config: str) -> str:
         """``config`` with this plan's budget when that is not the standard one (see :func:`run_name`)."""
-        return run_name(config, self.epochs, self.budget_minutes, self.smoke)
+        return run_name(config, self.epochs_of(config), self.budget_minutes, self.smoke)
 
     def result_path(self, dataset: str, config: str, seed: int) -> Path:
         """The result JSON; a run of some folds only (``--only-fold``) names them, so several such runs can share

@@ -148,6 +148,17 @@ def test_an_ensemble_of_configs_trains_each_member_at_its_own_budget(quality, tm
     assert "ensemble_members" not in plan.identity("real", "improved_strips_wide_tta", 0)
 
 
+def test_an_ensemble_of_configs_at_fixed_budgets_does_not_follow_epochs_and_shrinks_under_smoke(quality, tmp_path):
+    standard, longer = _plan(quality, tmp_path, quality.DEFAULT_EPOCHS), _plan(quality, tmp_path, 30)
+    assert longer.members("improved_mix_ds_tta", 0) == standard.members("improved_mix_ds_tta", 0)
+    assert longer.run_name("improved_mix_ds_tta") == "improved_mix_ds_tta"
+    assert longer.identity("real", "improved_mix_ds_tta", 0) == standard.identity("real", "improved_mix_ds_tta", 0)
+    assert longer.run_name("improved_strips_wide_tta") == "improved_strips_wide_tta-30ep"  # a plain config does
+    smoke = _plan(quality, tmp_path, quality.SMOKE_EPOCHS, quality.SMOKE_BUDGET_MINUTES, smoke=True)
+    assert [epochs for _, _, epochs in smoke.members("improved_mix_ds_tta", 0)] == [quality.SMOKE_EPOCHS] * 2
+    assert smoke.run_name("improved_mix_ds_tta") == "improved_mix_ds_tta"
+
+
 def _result(config, seed, epochs, dice, minutes=15.0):
     fold = {"dice_pooled": dice, "cases_by_split": {"test": ["DUKE01"], "val": ["DUKE02"], "train": ["DUKE03"]},
             "train": {"epochs_done": epochs}, "evaluate_summary": []}
@@ -175,7 +186,7 @@ def test_only_fold_runs_one_fold_under_its_own_name(quality, tmp_path):
     assert [fold.name for fold in args.fold_list] == ["fold2"] and args.fold_list[0].test[0] == "DUKE03"
     plan = quality.Plan(tmp_path, False, 15, 0.0, "CPU", extra_train=[], real_folds=args.fold_list, real_data=None,
                         only_fold=True)
-    assert plan.result_path("real", "improved", 0).name == "real-improved-seed0-fold2.json"
+    assert plan.result_path("real", "improved_strips_wide", 0).name == "real-improved_strips_wide-seed0-fold2.json"
     with pytest.raises(SystemExit):
         quality.parse_args(["--only-fold", "3"])
 
