@@ -39,6 +39,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import quality  # noqa: E402
 from quality import CONFIGS, Fold, StepFailed, UsageError  # noqa: E402
 from quality_measures import MeasureError, case_measures, pooled_measures  # noqa: E402
+from report_tables import format_number, markdown_table  # noqa: E402
 
 VENDORS = ("Cirrus", "Spectralis", "Topcon")  # config.VENDORS, in the synthetic set's folder names
 TRAIN_CASES, VAL_CASES = 3, 1  # of each vendor's cases, in name order; the rest are its test cases
@@ -117,7 +118,7 @@ def run_vendor(args: argparse.Namespace, all_octs: dict[str, Path], vendor: str,
                 except MeasureError as error:
                     raise StepFailed("measures", str(error)) from None
         by_test_vendor[test_vendor] = {**pooled_measures(list(cases.values())), "cases": sorted(cases)}
-    print(f"{label} Dice " + ", ".join(f"{test_vendor} {quality._fmt(measures['dice_pooled'], 3)}"
+    print(f"{label} Dice " + ", ".join(f"{test_vendor} {format_number(measures['dice_pooled'], 3)}"
                                        for test_vendor, measures in by_test_vendor.items()), flush=True)
     return {"cases_by_split": fold.as_dict(), "train": training, "by_test_vendor": by_test_vendor}
 
@@ -131,12 +132,12 @@ def table(results: list[dict]) -> str:
         for vendor, run in result["by_train_vendor"].items():
             measures = run["by_test_vendor"]
             rows.append([vendor, str(result["seed"]), str(run["train"].get("epochs_done")),
-                         quality._fmt(run["train"]["wall_seconds"] / 60, 1),
-                         *[quality._fmt(measures[test]["dice_pooled"], 3) for test in VENDORS],
-                         *[quality._fmt(measures[test]["area_ratio"], 2) for test in VENDORS]])
+                         format_number(run["train"]["wall_seconds"] / 60, 1),
+                         *[format_number(measures[test]["dice_pooled"], 3) for test in VENDORS],
+                         *[format_number(measures[test]["area_ratio"], 2) for test in VENDORS]])
     machines = sorted({result.get("machine", "?") for result in results})
     runs = sorted({f"{result['config']}, {result['epochs']} epochs" for result in results})
-    return f"{'; '.join(runs)}; {'; '.join(machines)}\n\n" + quality._markdown(header, rows)
+    return f"{'; '.join(runs)}; {'; '.join(machines)}\n\n" + markdown_table(header, rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -38,7 +38,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import _fmt, _markdown  # noqa: E402
+from report_tables import format_number, markdown_table  # noqa: E402
 from quality_measures import MeasureError, dice, read_fluid_masks  # noqa: E402
 
 MODES = ("missed pocket, small", "missed pocket, large", "boundary miss",
@@ -120,9 +120,9 @@ def mode_rows(counts: Counter) -> list[list[str]]:
         # fixing a missed pixel makes it a TP (one FN less); fixing a false one removes it (one FP less)
         fixed = (dice(tp + pixels, pred + pixels, ref) if mode in FN_MODES else dice(tp, pred - pixels, ref))
         rows.append([mode, "FN" if mode in FN_MODES else "FP", str(pixels),
-                     f"{pixels / errors:.1%}" if errors else "-", _fmt(fixed, 3)])
+                     f"{pixels / errors:.1%}" if errors else "-", format_number(fixed, 3)])
     rows.append(["all (the pooled Dice as measured)", "", str(errors), "100%" if errors else "-",
-                 _fmt(dice(tp, pred, ref), 3)])
+                 format_number(dice(tp, pred, ref), 3)])
     return rows
 
 
@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             total += per_case[case]
         header = ["error mode", "kind", "pixels", "share of errors", "pooled Dice without it"]
-        print(f"\n## {run}: {', '.join(sorted(per_case))}\n\n{_markdown(header, mode_rows(total))}\n")
+        print(f"\n## {run}: {', '.join(sorted(per_case))}\n\n{markdown_table(header, mode_rows(total))}\n")
         case_header = ["case", "Dice", *MODES]
-        rows = [[case, _fmt(dice(c["tp"], c["pred"], c["ref"]), 3), *(str(c[mode]) for mode in MODES)]
+        rows = [[case, format_number(dice(c["tp"], c["pred"], c["ref"]), 3), *(str(c[mode]) for mode in MODES)]
                 for case, c in sorted(per_case.items())]
-        print(f"error pixels per case:\n\n{_markdown(case_header, rows)}")
+        print(f"error pixels per case:\n\n{markdown_table(case_header, rows)}")
     return 1 if failed else 0
 
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from error_modes import find_references  # noqa: E402
-from quality import DEFAULT_OUT, _fmt, _markdown  # noqa: E402
+from report_tables import format_number, markdown_table  # noqa: E402
+from quality import DEFAULT_OUT  # noqa: E402
 from quality_measures import MeasureError, dice, ratio, read_labels  # noqa: E402
 from utils.predict.postprocess import close_fluids  # noqa: E402
 
@@ -69,14 +70,14 @@ def joined_pockets(mask: np.ndarray, spacing_mm: tuple[float, float, float], rad
 
 def redrawings(pixels: list[int], closings_mm: list[float]) -> dict[str, callable]:
     """Name -> function ``(mask, spacing_mm) -> redrawn mask``, in the order printed."""
-    table = {}
+    redraw_by_name = {}
     for step in pixels:
-        table[f"outline {step} px out"] = lambda mask, spacing, step=step: moved_outline(mask, step)
-        table[f"outline {step} px in"] = lambda mask, spacing, step=step: moved_outline(mask, -step)
+        redraw_by_name[f"outline {step} px out"] = lambda mask, spacing, step=step: moved_outline(mask, step)
+        redraw_by_name[f"outline {step} px in"] = lambda mask, spacing, step=step: moved_outline(mask, -step)
     for radius in closings_mm:
-        table[f"pockets joined, {radius:g} mm"] = lambda mask, spacing, radius=radius: joined_pockets(
+        redraw_by_name[f"pockets joined, {radius:g} mm"] = lambda mask, spacing, radius=radius: joined_pockets(
             mask, spacing, radius)
-    return table
+    return redraw_by_name
 
 
 def redrawn_counts(mask: np.ndarray, redrawn: np.ndarray) -> tuple[int, int, int]:
@@ -130,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, redraw in redrawings(args.pixels, args.closings_mm).items():
         per_case = {case: redrawn_counts(mask, redraw(mask, spacing)) for case, (mask, spacing) in cases.items()}
         pooled = [sum(column) for column in zip(*per_case.values())]
-        rows.append([name, _fmt(dice(*pooled), 3), _fmt(ratio(pooled[1], pooled[2]), 2),
-                     *(_fmt(dice(*counts), 3) for counts in per_case.values())])
+        rows.append([name, format_number(dice(*pooled), 3), format_number(ratio(pooled[1], pooled[2]), 2),
+                     *(format_number(dice(*counts), 3) for counts in per_case.values())])
     print(f"\n## The reference masks of {args.data} against themselves redrawn (fluid merged, every B-scan)\n\n"
-          f"{_markdown(header, rows)}\n")
+          f"{markdown_table(header, rows)}\n")
     return 1 if failed else 0
 
 

@@ -90,6 +90,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository: utils (machine_description)
 
+from report_tables import format_number, markdown_table  # noqa: E402
 from quality_measures import MeasureError, case_measures, pooled_measures  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -387,7 +388,7 @@ def parse_folds(text: str) -> list[Fold]:
     each patient once.
     """
     folds, tested = [], set()
-    for number, part in enumerate([p for p in text.split(";") if p.strip()], 1):
+    for fold_number, part in enumerate([p for p in text.split(";") if p.strip()], 1):
         test_text, _, val_text = part.partition(":")
         test = [c.strip() for c in test_text.split("+") if c.strip()]
         val = [c.strip() for c in val_text.split("+") if c.strip()]
@@ -395,25 +396,25 @@ def parse_folds(text: str) -> list[Fold]:
             if case not in REAL_CASES:
                 raise UsageError(f"--folds {text!r}: unknown case {case!r}; the real set has {', '.join(REAL_CASES)}")
         if not test:
-            raise UsageError(f"--folds {text!r}: fold {number} has no test case")
+            raise UsageError(f"--folds {text!r}: fold {fold_number} has no test case")
         repeated = sorted({case for group in (test, val) for case, count in Counter(group).items() if count > 1})
         if repeated:
-            raise UsageError(f"--folds {text!r}: fold {number} names {', '.join(repeated)} more than once")
+            raise UsageError(f"--folds {text!r}: fold {fold_number} names {', '.join(repeated)} more than once")
         if tested & set(test):
             raise UsageError(f"--folds {text!r}: {', '.join(sorted(tested & set(test)))} tested in two folds; "
                              f"patient-level folds test each patient once")
         if set(val) & set(test):
-            raise UsageError(f"--folds {text!r}: fold {number} validates on a test case")
+            raise UsageError(f"--folds {text!r}: fold {fold_number} validates on a test case")
         tested |= set(test)
         rest = [case for case in REAL_CASES if case not in test and case not in val]
         if not val:
             if len(rest) < 2:
-                raise UsageError(f"--folds {text!r}: fold {number} leaves {len(rest)} patient(s) for training and "
+                raise UsageError(f"--folds {text!r}: fold {fold_number} leaves {len(rest)} patient(s) for training and "
                                  f"validation; give its validation case with TEST:VAL, or test fewer patients")
             val, rest = [rest[-1]], rest[:-1]
         if not rest:
-            raise UsageError(f"--folds {text!r}: fold {number} leaves no patient to train on")
-        folds.append(Fold(f"fold{number}", tuple(test), tuple(val), tuple(rest)))
+            raise UsageError(f"--folds {text!r}: fold {fold_number} leaves no patient to train on")
+        folds.append(Fold(f"fold{fold_number}", tuple(test), tuple(val), tuple(rest)))
     if not folds:
         raise UsageError(f"--folds {text!r}: expected at least one fold, e.g. {REAL_FOLDS}")
     return folds
@@ -827,8 +828,8 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
         except MeasureError as error:
             raise StepFailed("measures", str(error)) from None
     pooled = pooled_measures(list(cases.values()))
-    print(f"{label} Dice {_fmt(pooled['dice_pooled'], 3)} (columns {COLUMNS[0]}-{COLUMNS[1] - 1}: "
-          f"{_fmt(pooled['dice_pooled_cols'], 3)})", flush=True)
+    print(f"{label} Dice {format_number(pooled['dice_pooled'], 3)} (columns {COLUMNS[0]}-{COLUMNS[1] - 1}: "
+          f"{format_number(pooled['dice_pooled_cols'], 3)})", flush=True)
     return {"cases_by_split": fold.as_dict(), "work_dir": str(work_dir), "split_file": str(split_file),
             "run_dir": " ".join(map(str, run_dirs)), "pred_dir": str(pred_dir),
             "commands": {step: shlex.join(command) for step, command in commands.items()},
@@ -868,15 +869,6 @@ def run_one(plan: Plan, dataset: str, config: str, seed: int) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------------------
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def _summary_value(result: dict, fluid: str, key: str) -> float | None:
     """Mean over folds of evaluate.py's summary value (all vendors) for one fluid."""
     values = [row[key] for fold in result["folds"].values() for row in fold.get("evaluate_summary", [])
@@ -929,7 +921,7 @@ def tables(results: list[dict]) -> str:
                      + (f"; train.py overrides for every config: {' / '.join(e or '-' for e in extra)}"
                         if any(extra) else ""))
         header = ["config", "seed"] + [name for name, _, _ in row_values(runs[0], fold_names)]
-        parts.append(_markdown(header, [[name, str(r["seed"])] + [_fmt(v, d) for _, v, d in row_values(r, fold_names)]
+        parts.append(markdown_table(header, [[name, str(r["seed"])] + [format_number(v, d) for _, v, d in row_values(r, fold_names)]
                                         for name, r in zip(names, runs)]))
         rows = []
         for name in dict.fromkeys(names):
@@ -938,16 +930,16 @@ def tables(results: list[dict]) -> str:
             for column in range(len(group[0])):
                 values = [g[column][1] for g in group if g[column][1] is not None]
                 digits = group[0][column][2]
-                cells.append("-" if not values else f"{_fmt(sum(values) / len(values), digits)} "
-                             f"({_fmt(max(values) - min(values), digits)})")
+                cells.append("-" if not values else f"{format_number(sum(values) / len(values), digits)} "
+                             f"({format_number(max(values) - min(values), digits)})")
             rows.append([name, str(len(group))] + cells)
-        parts.append("mean (max - min) over seeds:\n\n" + _markdown(["config", "seeds"] + header[2:], rows))
+        parts.append("mean (max - min) over seeds:\n\n" + markdown_table(["config", "seeds"] + header[2:], rows))
         patients = sorted({case for r in runs for fold in r["folds"].values() for case in fold.get("cases", {})})
         if patients:
-            dice = [[name, str(r["seed"])] + [_fmt(next((fold["cases"][case]["dice"] for fold in r["folds"].values()
+            dice = [[name, str(r["seed"])] + [format_number(next((fold["cases"][case]["dice"] for fold in r["folds"].values()
                                                          if case in fold.get("cases", {})), None), 3)
                                               for case in patients] for name, r in zip(names, runs)]
-            parts.append("Dice per patient (case):\n\n" + _markdown(["config", "seed", *patients], dice))
+            parts.append("Dice per patient (case):\n\n" + markdown_table(["config", "seed", *patients], dice))
     return "\n\n".join(parts)
 
 
