@@ -34,7 +34,7 @@ import prepare_data  # noqa: E402
 from flops import count_flops, device_name, markdown_table, matmul_peaks, peak_shares, precision_name  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.model.networks import MODELS, NetworkSettings, network_label, unet_arguments  # noqa: E402
-from utils.model.runtime import RuntimeSettings, select_runtime  # noqa: E402
+from utils.model.runtime import RuntimeSettings, select_runtime, training_runtime  # noqa: E402
 from utils.synthetic import generate_dataset  # noqa: E402
 from utils.train.data_pipeline import (TrainingDataSettings, loader_workers, read_split_slices,  # noqa: E402
                                        slice_records, training_batches, training_loader)
@@ -138,13 +138,15 @@ def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batche
     for overrides in variants:
         for mixed in (True, False):
             cfg = load_config(overrides + [f"MIXED_PRECISION={mixed}"])
-            runtime = select_runtime(RuntimeSettings.from_config(cfg))
+            runtime = training_runtime(select_runtime(RuntimeSettings.from_config(cfg)),
+                                       MODELS[cfg.MODEL].trains_faster_nchw_on_avx2)  # the layout train.py uses
             if mixed and runtime.autocast_dtype is None:
                 continue
             patches_per_s, flops_per_patch = time_model(cfg, runtime, n_batches)
             gflops = patches_per_s * flops_per_patch / 1e9
             label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
             yield {"model": label, "precision": precision_name(runtime.autocast_dtype),
+                   "layout": "NHWC" if runtime.channels_last else "NCHW",
                    "patches/s": patches_per_s, "GFLOP/patch": flops_per_patch / 1e9, "GFLOP/s": gflops,
                    **peak_shares(gflops, peaks)}
 

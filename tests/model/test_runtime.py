@@ -1,6 +1,10 @@
 """utils/model/runtime.py: the device the settings ask for, and the one-line error when it cannot be had."""
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +54,35 @@ def test_a_onednn_cap_below_bf16_turns_bf16_autocast_off(monkeypatch, variable):
     assert runtime.cpu_supports_bf16()
     monkeypatch.setattr(runtime, "open", lambda *args, **kwargs: io.StringIO("flags : avx2"), raising=False)
     assert not runtime.cpu_supports_bf16()
+
+
+@pytest.mark.parametrize("isa, autocast, channels_last, trains_faster_nchw, expected", [
+    ("AVX2", None, True, True, False),  # the authors' network in fp32 on an AVX2-only CPU: NCHW
+    ("AVX512", None, True, True, True),  # ... with AVX-512: NHWC
+    ("AVX2", torch.bfloat16, True, True, True),  # ... in bf16: NHWC
+    ("AVX2", None, True, False, True),  # smp's U-Net: NHWC
+    ("AVX2", None, False, False, False),  # CHANNELS_LAST=False: NCHW everywhere
+])
+def test_a_network_trains_in_the_layout_measured_faster_for_it(monkeypatch, isa, autocast, channels_last,
+                                                                trains_faster_nchw, expected):
+    monkeypatch.setattr(runtime, "cpu_vector_isa", lambda: isa)
+    base = runtime.Runtime(torch.device("cpu"), autocast, channels_last)
+    trained = runtime.training_runtime(base, trains_faster_nchw)
+    assert trained.channels_last is expected
+    assert (trained.device, trained.autocast_dtype) == (base.device, base.autocast_dtype)
+    on_gpu = runtime.Runtime(torch.device("cuda", 0), None, True)
+    assert runtime.training_runtime(on_gpu, True) is on_gpu
+
+
+def test_the_authors_network_alone_trains_faster_in_nchw_on_avx2():
+    from utils.model.networks import MODELS
+    assert {name for name, network in MODELS.items() if network.trains_faster_nchw_on_avx2} == {"rmit_unet"}
+
+
+def test_aten_capped_to_avx2_reports_avx2():
+    """The cap docs/benchmarks.md emulates an AVX2-only CPU with (ATEN_CPU_CAPABILITY=avx2) is what
+    cpu_vector_isa reads."""
+    code = "from utils.model.runtime import cpu_vector_isa; print(cpu_vector_isa())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() in ("AVX2", "DEFAULT")  # DEFAULT on a CPU without AVX2

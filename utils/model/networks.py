@@ -71,6 +71,9 @@ class Network(NamedTuple):
         detail: constructor arguments -> what the network's name alone does not say (its encoder), for logs.
         takes_encoder: whether ``ENCODER`` chooses the network's backbone (the benchmarks time it once per
             encoder).
+        trains_faster_nchw_on_avx2: whether, in fp32 on a CPU whose widest vector instructions are AVX2, the
+            network trains faster in NCHW than in NHWC (:func:`utils.model.runtime.training_runtime` then trains it
+            NCHW under ``CHANNELS_LAST``).
     """
 
     settings: tuple[str, ...]
@@ -81,6 +84,7 @@ class Network(NamedTuple):
     weight_penalty: Callable[[nn.Module, float], torch.Tensor] | None = None
     detail: Callable[[dict[str, Any]], str] = lambda args: ""
     takes_encoder: bool = False
+    trains_faster_nchw_on_avx2: bool = False
 
 
 SMP_DECODER_CHANNELS = tuple(inspect.signature(smp.Unet).parameters["decoder_channels"].default)  # smp's default
@@ -96,7 +100,7 @@ MODELS: dict[str, Network] = {
                              "bn_momentum": bn_momentum},
                          RmitUNet, accepts_patch=valid_input,
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
-                         weight_penalty=l2_penalty),
+                         weight_penalty=l2_penalty, trains_faster_nchw_on_avx2=True),
     "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "decoder_attention", "deep_supervision"),
                         lambda encoder, n_classes, decoder_channels, decoder_attention, deep_supervision: {
                             "encoder_name": encoder, "encoder_weights": None, "in_channels": 3, "classes": n_classes,

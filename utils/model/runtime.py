@@ -74,6 +74,24 @@ class Runtime:
         return tensor
 
 
+def cpu_vector_isa() -> str:
+    """ATen's widest vector instruction set on this CPU: ``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, ... (capped by
+    ``ATEN_CPU_CAPABILITY``, e.g. ``avx2`` to run as an AVX2-only CPU would)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def training_runtime(runtime: Runtime, trains_faster_nchw_on_avx2: bool) -> Runtime:
+    """The runtime a network trains with: ``runtime``, but in NCHW where ``CHANNELS_LAST`` asks for NHWC and the
+    network trains faster in NCHW (``trains_faster_nchw_on_avx2``, its
+    :class:`~utils.model.networks.Network`'s): in fp32 on a CPU whose widest vector instructions are AVX2. There
+    oneDNN's NHWC weight gradients of wide, shallow convolutions run at about half the speed of its NCHW ones
+    (bench/bench_train.py; docs/benchmarks.md). Inference keeps NHWC, faster there on every CPU measured."""
+    if (runtime.channels_last and trains_faster_nchw_on_avx2 and runtime.device.type == "cpu"
+            and runtime.autocast_dtype is None and cpu_vector_isa() == "AVX2"):
+        return dataclasses.replace(runtime, channels_last=False)
+    return runtime
+
+
 def collective_device() -> torch.device:
     """Where a tensor for a collective (all_reduce, broadcast) must live in the initialised process group: this
     rank's GPU under NCCL, which reduces only CUDA tensors, else the CPU (gloo)."""

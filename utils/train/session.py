@@ -45,7 +45,7 @@ from utils.model.checkpoints import (MODEL_INPUT_SETTINGS, latest_checkpoint, lo
 from utils.model.deep_supervision import HEADS_PREFIX, without_heads
 from utils.model.networks import (MODELS, UNNAMED_MODEL, NetworkSettings, build_discriminator, network_label,
                                   network_setting_names, unet_arguments)
-from utils.model.runtime import Runtime, RuntimeSettings, select_runtime
+from utils.model.runtime import Runtime, RuntimeSettings, select_runtime, training_runtime
 from utils.train.data_pipeline import (SliceRecord, TrainingDataSettings, loader_workers, read_split_slices,
                                        slice_records, training_batches, training_loader, validation_batches)
 from utils.train.loop import (CURVES_PNG, Adversary, EpochTimer, all_ranks_go, append_log, broadcast_buffers,
@@ -423,7 +423,8 @@ def run_training(args: TrainingRequest) -> Path:
     check_outputs([("--run-dir", run_dir or layout.run_dir(cfg.WORK_DIR, "", cfg.RUNS_SUBDIR))],
                   [("data root", cfg.DATA_ROOT), ("prepared slices folder", work_dir / cfg.SLICES_SUBDIR)])
     train_records, val_records = read_records(work_dir, cfg)
-    runtime = select_runtime(RuntimeSettings.from_config(cfg))
+    runtime = training_runtime(select_runtime(RuntimeSettings.from_config(cfg)),
+                               MODELS[cfg.MODEL].trains_faster_nchw_on_avx2)
     run_dir = open_run_dir(run_dir, cfg, runtime)
     with contextlib.ExitStack() as held:
         if runtime.is_main:  # one run at a time in a run folder: a second is refused, naming the first
@@ -449,7 +450,8 @@ def run_training(args: TrainingRequest) -> Path:
             save_config(cfg, run_dir / cfg.CONFIG_JSON)
         log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; "
                  f"{network_label(state.model_args)} on {runtime.device} ({runtime.autocast_dtype or 'fp32'}, "
-                 f"{runtime.world_size} process(es)); run folder {run_dir}")
+                 f"{'NHWC' if runtime.channels_last else 'NCHW'}, {runtime.world_size} process(es)); run folder "
+                 f"{run_dir}")
         fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
             histogram_reference(work_dir, cfg, checkpoint), workers)
     if runtime.distributed:
