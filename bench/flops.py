@@ -53,32 +53,52 @@ def default_matmul_size(device: torch.device) -> int:
     return 8192 if device.type == "cuda" else 4096
 
 
+# oneDNN's GEMM on a CPU, timed as a 1x1 convolution in NHWC: channels in = out, and pixels (a square image's side);
+# 1024 channels over 64 x 64 pixels reach its peak on the 2-core CPUs measured (wider ones spill the caches)
+ONEDNN_GEMM_CHANNELS, ONEDNN_GEMM_SIDE = 1024, 64
+
+
 def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> float:
-    """Best GFLOP/s of an ``n x n`` by ``n x n`` ``torch.matmul`` in ``dtype`` (no autocast), after a warm-up.
+    """Best GFLOP/s of a matrix product in ``dtype`` (no autocast), after a warm-up.
+
+    Timed as ``torch.matmul`` of two ``n x n`` matrices (MKL's GEMM in fp32 on a CPU, cuBLAS on a GPU) and, on a CPU,
+    also as a 1x1 convolution through oneDNN (:data:`ONEDNN_GEMM_CHANNELS` channels in and out over
+    :data:`ONEDNN_GEMM_SIDE` squared pixels in NHWC: the library that runs the networks' convolutions); the faster
+    counts. On some AMD CPUs MKL's fp32 GEMM runs at half the speed oneDNN reaches (210 against 490 GFLOP/s on a
+    2-core AMD EPYC), which would put the networks' convolutions above their "peak".
 
     Args:
         device: where to multiply.
         dtype: the matrices' dtype (bf16 for the mixed-precision peak, fp32 for the full-precision one).
-        n: side of the matrices (default :func:`default_matmul_size`).
-        repeats: timed multiplies; the fastest counts.
+        n: side of ``torch.matmul``'s matrices (default :func:`default_matmul_size`).
+        repeats: timed products of each kind; the fastest counts.
 
     Returns:
-        ``2 n^3 / best seconds / 1e9``.
+        GFLOP/s: ``2 M N K`` multiply-adds of the product over its best seconds, / 1e9.
     """
     n = n or default_matmul_size(device)
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, generator=generator).to(dtype)
     b = torch.randn(n, n, device=device, generator=generator).to(dtype)
-    with torch.autocast(device_type=device.type, enabled=False):
-        torch.matmul(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            torch.matmul(a, b)
-            synchronize(device)
-            best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    products = [(2 * n ** 3, lambda: torch.matmul(a, b))]  # (FLOPs, the product)
+    if device.type == "cpu":
+        channels, side = ONEDNN_GEMM_CHANNELS, ONEDNN_GEMM_SIDE
+        image = torch.randn(1, channels, side, side, generator=generator).to(dtype)
+        image = image.contiguous(memory_format=torch.channels_last)
+        kernel = torch.randn(channels, channels, 1, 1, generator=generator).to(dtype)
+        kernel = kernel.contiguous(memory_format=torch.channels_last)
+        products.append((2 * side * side * channels * channels, lambda: torch.nn.functional.conv2d(image, kernel)))
+    best = 0.0
+    with torch.autocast(device_type=device.type, enabled=False), torch.inference_mode():
+        for flops, product in products:
+            product()
+            for _ in range(repeats):
+                synchronize(device)
+                start = time.perf_counter()
+                product()
+                synchronize(device)
+                best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def matmul_peaks(runtime: Runtime, n: int | None = None, repeats: int = 5) -> dict[str, float]:
