@@ -179,14 +179,15 @@ def main(argv: list[str] | None = None) -> None:
         variants = model_configs(overrides, models, encoders)
         for variant in variants:
             make_loss(LossSettings.from_config(load_config(variant)))
-        runtime = select_runtime(RuntimeSettings.from_config(cfg))
+        runtime = training_runtime(select_runtime(RuntimeSettings.from_config(cfg)),
+                                   MODELS[cfg.MODEL].trains_faster_nchw_on_avx2)  # the pipeline rows' model step
     except ConfigError as error:
         parser.error(str(error))
     if variants:
         peak_settings = RuntimeSettings.from_config(load_config(overrides + ["MIXED_PRECISION=True"]))
         peaks = matmul_peaks(select_runtime(peak_settings), args.matmul_size)
         print(f"\nmodel step: batch {cfg.BATCH_SIZE} x {tuple(cfg.PATCH_SHAPE)} patches, {runtime.device} "
-              f"({device_name(runtime.device)}), channels_last {runtime.channels_last}; matmul peak "
+              f"({device_name(runtime.device)}), CHANNELS_LAST {cfg.CHANNELS_LAST}; matmul peak "
               + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()) + "\n")
         print(markdown_table(model_step_rows(variants, peaks, args.batches)), flush=True)
     if args.no_pipeline:
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         records = slice_records(read_split_slices(work_dir, "train", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
         precision = precision_name(runtime.autocast_dtype)
         label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
-        print(f"\npipeline: {len(records)} training B-scans, {label} model step, {precision}\n")
+        print(f"\npipeline: {len(records)} training B-scans, {label} model step, {precision}, "
+              f"{'NHWC' if runtime.channels_last else 'NCHW'}\n")
         print("| stage | model | precision | loader workers | patches/s |")
         print("|---|---|---|---|---|")
         print(f"| data pipeline alone | - | - | 0 | {time_pipeline(records, work_dir, cfg, args.batches):.1f} |")

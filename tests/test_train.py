@@ -47,6 +47,18 @@ def test_short_run_lowers_the_loss_and_writes_the_run_folder(trained_run):
         assert (trained_run / name).is_file(), name
 
 
+@pytest.mark.parametrize("avx2, channels_last, layout", [(True, True, "NCHW"), (False, True, "NHWC"),
+                                                          (False, False, "NCHW")])
+def test_the_authors_network_trains_in_nchw_in_fp32_where_onednn_runs_avx2(prepared_work, tmp_path, monkeypatch,
+                                                                             avx2, channels_last, layout):
+    from utils.model import runtime
+    monkeypatch.setattr(runtime, "onednn_runs_avx2", lambda: avx2)
+    run_dir = tmp_path / "run"
+    assert _train(prepared_work, run_dir, "--set", "EPOCHS=1", "--set", "BATCHES_PER_EPOCH=1",
+                  "--set", "MIXED_PRECISION=False", "--set", f"CHANNELS_LAST={channels_last}") == 0
+    assert f"(fp32, {layout}, 1 process(es))" in (run_dir / "train.log").read_text()
+
+
 def test_checkpoint_reloads_with_weights_only(trained_run, prepared_work):
     checkpoint = load_checkpoint(trained_run / "last.pt")  # torch.load(weights_only=True) inside
     assert checkpoint["epoch"] == 3

@@ -1,10 +1,6 @@
 """utils/model/runtime.py: the device the settings ask for, and the one-line error when it cannot be had."""
 
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -56,16 +52,16 @@ def test_a_onednn_cap_below_bf16_turns_bf16_autocast_off(monkeypatch, variable):
     assert not runtime.cpu_supports_bf16()
 
 
-@pytest.mark.parametrize("isa, autocast, channels_last, trains_faster_nchw, expected", [
-    ("AVX2", None, True, True, False),  # the authors' network in fp32 on an AVX2-only CPU: NCHW
-    ("AVX512", None, True, True, True),  # ... with AVX-512: NHWC
-    ("AVX2", torch.bfloat16, True, True, True),  # ... in bf16: NHWC
-    ("AVX2", None, True, False, True),  # smp's U-Net: NHWC
-    ("AVX2", None, False, False, False),  # CHANNELS_LAST=False: NCHW everywhere
+@pytest.mark.parametrize("avx2, autocast, channels_last, trains_faster_nchw, expected", [
+    (True, None, True, True, False),  # the authors' network in fp32 where oneDNN runs AVX2: NCHW
+    (False, None, True, True, True),  # ... with AVX-512: NHWC
+    (True, torch.bfloat16, True, True, True),  # ... in bf16: NHWC
+    (True, None, True, False, True),  # smp's U-Net: NHWC
+    (True, None, False, True, False),  # CHANNELS_LAST=False: NCHW everywhere
 ])
-def test_a_network_trains_in_the_layout_measured_faster_for_it(monkeypatch, isa, autocast, channels_last,
+def test_a_network_trains_in_the_layout_measured_faster_for_it(monkeypatch, avx2, autocast, channels_last,
                                                                 trains_faster_nchw, expected):
-    monkeypatch.setattr(runtime, "cpu_vector_isa", lambda: isa)
+    monkeypatch.setattr(runtime, "onednn_runs_avx2", lambda: avx2)
     base = runtime.Runtime(torch.device("cpu"), autocast, channels_last)
     trained = runtime.training_runtime(base, trains_faster_nchw)
     assert trained.channels_last is expected
@@ -79,10 +75,21 @@ def test_the_authors_network_alone_trains_faster_in_nchw_on_avx2():
     assert {name for name, network in MODELS.items() if network.trains_faster_nchw_on_avx2} == {"rmit_unet"}
 
 
-def test_aten_capped_to_avx2_reports_avx2():
-    """The cap docs/benchmarks.md emulates an AVX2-only CPU with (ATEN_CPU_CAPABILITY=avx2) is what
-    cpu_vector_isa reads."""
-    code = "from utils.model.runtime import cpu_vector_isa; print(cpu_vector_isa())"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
-                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() in ("AVX2", "DEFAULT")  # DEFAULT on a CPU without AVX2
+@pytest.mark.parametrize("flags, environment, expected", [
+    ("fpu avx avx2 fma", {}, True),  # an AVX2-only CPU
+    ("fpu avx avx2 fma avx512f avx512_bf16", {}, False),  # AVX-512
+    ("fpu avx avx2 fma avx512f", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),  # capped to AVX2, as the benchmarks emulate
+    ("fpu avx avx2 fma avx512f", {"DNNL_MAX_CPU_ISA": "avx2_vnni"}, True),  # the older name, any case
+    ("fpu avx avx2 fma avx512f", {"ATEN_CPU_CAPABILITY": "avx2"}, False),  # ATen's cap alone: oneDNN still AVX-512
+    ("fpu avx avx2 fma", {"ONEDNN_MAX_CPU_ISA": "AVX"}, False),  # capped below AVX2
+    ("fpu avx avx2 fma", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True),  # a cap above the CPU changes nothing
+    ("fpu sse4_1", {}, False),  # no AVX2
+    ("", {}, False),  # /proc/cpuinfo unreadable
+])
+def test_onednn_runs_avx2_reads_the_cpu_and_onednns_cap(monkeypatch, flags, environment, expected):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert runtime.onednn_runs_avx2() is expected

@@ -29,6 +29,7 @@ def random_batch(seed=0, shape=(2, config.N_CLASSES, 8, 6)):
 
 ALL_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
               losses.CrossEntropyLoss, losses.ce_dice_loss, losses.LovaszSoftmaxLoss, losses.ce_lovasz_loss]
+IGNORING_LOSSES = ALL_LOSSES  # every loss here takes an ignored code (the authors' loss, which does not, is apart)
 
 
 def test_class_balanced_weights_inverse_frequency_and_absent_classes():
@@ -114,6 +115,26 @@ def test_ce_lovasz_is_plain_cross_entropy_plus_lovasz():
     assert losses.LovaszSoftmaxLoss()(worse, target) > losses.LovaszSoftmaxLoss()(logits, target)
 
 
+def test_lovasz_is_taken_over_the_whole_batch_not_per_image():
+    """The metric pools B-scans, and so does the Lovasz term: smp's per_image=False, not the mean of each image's."""
+    import segmentation_models_pytorch as smp
+    logits, target = random_batch(seed=6, shape=(3, config.N_CLASSES, 6, 5))
+    target[0] = 0  # images with different classes present
+    ours = losses.LovaszSoftmaxLoss()(logits, target).item()
+    assert ours == pytest.approx(smp.losses.LovaszLoss("multiclass", per_image=False)(logits, target).item())
+    assert ours != pytest.approx(smp.losses.LovaszLoss("multiclass", per_image=True)(logits, target).item())
+
+
+@pytest.mark.parametrize("make", IGNORING_LOSSES)
+def test_a_batch_with_every_pixel_ignored_gives_a_zero_loss(make):
+    """A patch wholly in blank columns (BLANK_COLUMNS_IGNORED): nothing to learn, not a NaN that ends training."""
+    logits, target = random_batch(seed=7)
+    value = make(ignore_label=config.IGNORE_LABEL)(logits, torch.full_like(target, config.IGNORE_LABEL))
+    assert value.shape == () and value.item() == 0.0
+    value.backward()
+    assert (logits.grad == 0).all()
+
+
 def test_dice_without_background_averages_the_fluids_present():
     # Logits that give every pixel probabilities (1/2, 1/6, 1/6, 1/6) and targets (0, 0, 0, 1): the soft Dice of class 1
     # is 2 * (1/6) / (4/6 + 1) = 1/5; classes 2 and 3 are absent from the target and count a loss of 0 in the mean
@@ -191,10 +212,6 @@ def test_check_segmentation_inputs_n_classes():
 def test_base_loss_needs_compute():
     with pytest.raises(NotImplementedError):
         Loss()(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.int64))
-
-
-IGNORING_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
-                   losses.CrossEntropyLoss, losses.ce_dice_loss, losses.LovaszSoftmaxLoss, losses.ce_lovasz_loss]
 
 
 @pytest.mark.parametrize("ignore_label", [config.IGNORE_LABEL, 7])

@@ -22,8 +22,7 @@ ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AV
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off, and
     oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run as an AVX2-only CPU would)."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
-    if cap in ISA_CAPS_WITHOUT_BF16:
+    if onednn_cap() in ISA_CAPS_WITHOUT_BF16:
         return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
@@ -74,20 +73,44 @@ class Runtime:
         return tensor
 
 
-def cpu_vector_isa() -> str:
-    """ATen's widest vector instruction set on this CPU: ``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``, ... (capped by
-    ``ATEN_CPU_CAPABILITY``, e.g. ``avx2`` to run as an AVX2-only CPU would)."""
-    return torch.backends.cpu.get_cpu_capability()
+# oneDNN's instruction-set caps at the AVX2 level: under one, its convolutions run AVX2 kernels whatever the CPU has
+ISA_CAPS_AT_AVX2 = ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def cpu_flags() -> str:
+    """The flags line(s) of /proc/cpuinfo ("" where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            return " ".join(line for line in cpuinfo if line.startswith("flags"))
+    except OSError:
+        return ""
+
+
+def onednn_cap() -> str:
+    """oneDNN's instruction-set cap (``ONEDNN_MAX_CPU_ISA``, or its older name ``DNNL_MAX_CPU_ISA``), upper case;
+    "" when none is set."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+
+
+def onednn_runs_avx2() -> bool:
+    """True when oneDNN's convolutions run AVX2 kernels here: on a CPU with AVX2 and without AVX-512 (its flags), or
+    under a oneDNN cap at the AVX2 level (``ONEDNN_MAX_CPU_ISA=AVX2``, as docs/benchmarks.md emulates an AVX2-only
+    CPU). oneDNN's cap decides, not ATen's ``ATEN_CPU_CAPABILITY``: oneDNN runs the convolutions."""
+    flags = cpu_flags().split()
+    if "avx2" not in flags or onednn_cap() in ("SSE41", "AVX"):
+        return False
+    return onednn_cap() in ISA_CAPS_AT_AVX2 or "avx512f" not in flags
 
 
 def training_runtime(runtime: Runtime, trains_faster_nchw_on_avx2: bool) -> Runtime:
     """The runtime a network trains with: ``runtime``, but in NCHW where ``CHANNELS_LAST`` asks for NHWC and the
-    network trains faster in NCHW (``trains_faster_nchw_on_avx2``, its
-    :class:`~utils.model.networks.Network`'s): in fp32 on a CPU whose widest vector instructions are AVX2. There
-    oneDNN's NHWC weight gradients of wide, shallow convolutions run at about half the speed of its NCHW ones
-    (bench/bench_train.py; docs/benchmarks.md). Inference keeps NHWC, faster there on every CPU measured."""
+    network trains faster in NCHW on AVX2 (``trains_faster_nchw_on_avx2``, its
+    :class:`~utils.model.networks.Network`'s): in fp32 where oneDNN runs AVX2 kernels (:func:`onednn_runs_avx2`).
+    Measured on the whole network (bench/bench_train.py, docs/benchmarks.md: the authors' network about 10% faster in
+    NCHW there); bench/conv_layouts.py shows NHWC's weak point, the weight gradient of its 64-channel convolutions.
+    Inference keeps NHWC, faster there on every CPU measured."""
     if (runtime.channels_last and trains_faster_nchw_on_avx2 and runtime.device.type == "cpu"
-            and runtime.autocast_dtype is None and cpu_vector_isa() == "AVX2"):
+            and runtime.autocast_dtype is None and onednn_runs_avx2()):
         return dataclasses.replace(runtime, channels_last=False)
     return runtime
 

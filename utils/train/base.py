@@ -87,7 +87,9 @@ class Loss(nn.Module):
     """A segmentation loss: ``logits`` ``(N, C, H, W)`` float and ``target`` ``(N, H, W)`` int64 -> scalar.
 
     Subclasses set :attr:`name` and implement :meth:`compute`; :meth:`forward` checks the inputs once and then
-    calls it. ``w * loss`` and ``loss_a + loss_b`` build a :class:`WeightedSum`.
+    calls it, except for a target whose every pixel is the loss's :attr:`ignore_label` (a patch wholly in blank
+    columns): nothing to learn from, a loss of 0 with zero gradients (the means over no pixel would be NaN).
+    ``w * loss`` and ``loss_a + loss_b`` build a :class:`WeightedSum`.
     """
 
     name: str = "loss"
@@ -100,6 +102,8 @@ class Loss(nn.Module):
             ValueError: bad shapes, dtypes or label codes.
         """
         check_segmentation_inputs(logits, target, ignore_label=self.ignore_label)
+        if self.ignore_label is not None and bool((target == self.ignore_label).all()):
+            return logits.sum() * 0.0
         return self.compute(logits, target)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

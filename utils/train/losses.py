@@ -15,7 +15,7 @@ raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` 
   the pixels ranked worst, where the region's outline is decided.
 
 Pixels whose target is the ``ignore_label`` a loss is given (``IGNORE_LABEL``, for ``BLANK_COLUMNS_IGNORED``) count in
-neither the cross-entropies nor the Dice; the authors' loss takes no such code. :func:`make_loss` builds the loss of
+none of the cross-entropies, the Dice and the Lovasz term; the authors' loss takes no such code. :func:`make_loss` builds the loss of
 ``LOSS`` from :class:`LossSettings`, the config's values (``--set`` included), once per run.
 
 Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
@@ -133,8 +133,8 @@ class LovaszSoftmaxLoss(Loss):
     def __init__(self, ignore_label: int | None = None):
         super().__init__()
         self.ignore_label = ignore_label
-        self.smp_loss = smp.losses.LovaszLoss(mode="multiclass", per_image=False, ignore_index=ignore_label,
-                                              from_logits=True)
+        # multiclass mode takes the softmax of the logits itself (smp's from_logits changes nothing there)
+        self.smp_loss = smp.losses.LovaszLoss(mode="multiclass", per_image=False, ignore_index=ignore_label)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.smp_loss(logits, target)
