@@ -55,8 +55,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flops import (device_name, forward_flops, markdown_table, matmul_peaks, peak_shares,  # noqa: E402
+from flops import (device_name, forward_flops, matmul_peaks, peak_shares,  # noqa: E402
                    precision_name, synchronize)
+from report_tables import records_table  # noqa: E402
 from utils.predict import inference  # noqa: E402
 from utils.predict.band import PREDICT_REGIONS  # noqa: E402
 from utils.configuration import DEVICES, ConfigError, add_config_arguments, load_config  # noqa: E402
@@ -328,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         "with read-ahead (default: %(default)s; 0 skips them)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: config INFERENCE_BATCH_SIZE")
     parser.add_argument("--matmul-size", type=int, default=None,
-                        help="side of the matrices of the matmul peak (default: 4096 on CPU, 8192 on GPU)")
+                        help="side of torch.matmul's matrices for the peak (default: 4096 on CPU, 8192 on GPU; "
+                             "oneDNN's product beside it on a CPU has a fixed size)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{batch_size}; matmul peak " + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()))
     if args.models:
         print("\nNetworks on whole B-scans (utils.predict.inference.network_probabilities):\n")
-        print(markdown_table(network_rows(args, batch_size, peaks, rng)), flush=True)
+        print(records_table(network_rows(args, batch_size, peaks, rng)), flush=True)
     if not vendors:
         return 0
 
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{vendor}: {rows[-1]['total s']:.1f} s", file=sys.stderr)
     print(f"\nVolumes through predict.py's steps: {label}, "
           f"{precision_name(runtime.autocast_dtype)}, PREDICT_REGION {cfg.PREDICT_REGION}\n")
-    print(markdown_table(rows), flush=True)
+    print(records_table(rows), flush=True)
     if not args.many:
         return 0
 
@@ -383,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMany volumes ({args.many} per vendor: {', '.join(vendors)}) through predict.py's per-case path: "
           f"{label}, {precision_name(runtime.autocast_dtype)}, "
           f"PREDICT_REGION {cfg.PREDICT_REGION}\n")
-    print(markdown_table(many_rows))
+    print(records_table(many_rows))
     return 0
 
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prepare_data  # noqa: E402
-from flops import count_flops, device_name, markdown_table, matmul_peaks, peak_shares, precision_name  # noqa: E402
+from flops import count_flops, device_name, matmul_peaks, peak_shares, precision_name  # noqa: E402
+from report_tables import records_table  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.model.networks import MODELS, NetworkSettings, network_label, unet_arguments  # noqa: E402
 from utils.model.runtime import RuntimeSettings, select_runtime, training_runtime  # noqa: E402
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement (default: 10)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--matmul-size", type=int, default=None,
-                        help="side of the matrices of the matmul peak (default: 4096 on CPU, 8192 on GPU)")
+                        help="side of torch.matmul's matrices for the peak (default: 4096 on CPU, 8192 on GPU; "
+                             "oneDNN's product beside it on a CPU has a fixed size)")
     parser.add_argument("--work-dir", help="a prepared work dir for the pipeline rows (default: prepare a "
                         "synthetic one)")
     parser.add_argument("--no-pipeline", action="store_true", help="time the model step only (no data needed)")
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nmodel step: batch {cfg.BATCH_SIZE} x {tuple(cfg.PATCH_SHAPE)} patches, {runtime.device} "
               f"({device_name(runtime.device)}), CHANNELS_LAST {cfg.CHANNELS_LAST}; matmul peak "
               + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()) + "\n")
-        print(markdown_table(model_step_rows(variants, peaks, args.batches)), flush=True)
+        print(records_table(model_step_rows(variants, peaks, args.batches)), flush=True)
     if args.no_pipeline:
         return
 

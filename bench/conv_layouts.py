@@ -80,7 +80,8 @@ def rows(batch: int, repeats: int, dtype: torch.dtype) -> list[list[str]]:
         gflop = conv_gflop(shape, batch)
         for channels_last in (True, False):
             seconds = time_passes(shape, batch, channels_last, dtype, repeats)
-            table_rows.append([f"{shape[0]} -> {shape[1]}, {shape[2]} x {shape[3]}", "NHWC" if channels_last else "NCHW",
+            name = f"{shape[0]} -> {shape[1]}, {shape[2]} x {shape[3]}"
+            table_rows.append([name, "NHWC" if channels_last else "NCHW",
                           *(format_number(gflop / seconds[name], 0) for name in PASSES),
                           format_number(3 * gflop / sum(seconds.values()), 0)])
     return table_rows

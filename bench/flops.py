@@ -1,15 +1,16 @@
-"""What the benchmarks share: FLOP counts of the networks, the matrix-multiply peak they are set against, and the
-Markdown tables they print.
+"""What the speed benchmarks share: FLOP counts of the networks and the matrix-product peak they are set against
+(their tables: bench/report_tables.py).
 
 A network's speed is given as achieved GFLOP/s (FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode`,
-a multiply-add counting 2, over the time measured) and as a share of the best GFLOP/s of a large ``torch.matmul``
-measured in the same process, on the same device and threads: the most a dense kernel gets out of this machine.
+a multiply-add counting 2, over the time measured) and as a share of the best GFLOP/s of a large matrix product
+measured in the same process, on the same device and threads (:func:`matmul_peak_gflops`): the most a dense kernel
+gets out of this machine.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -74,7 +75,7 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int | None =
         repeats: timed products of each kind; the fastest counts.
 
     Returns:
-        GFLOP/s: ``2 M N K`` multiply-adds of the product over its best seconds, / 1e9.
+        GFLOP/s: the product's FLOPs (``2 M N K``: M N K multiply-adds) over its best seconds, / 1e9.
     """
     n = n or default_matmul_size(device)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -119,21 +120,3 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU, {torch.get_num_threads()} threads"
-
-
-def format_value(value: Any) -> str:
-    """A table cell: floats to 3 significant digits below 100, whole numbers from 100 on (no exponents)."""
-    if isinstance(value, float):
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return str(value)
-
-
-def markdown_table(rows: Iterable[dict[str, Any]]) -> str:
-    """Rows with the same keys as a Markdown table (the keys are the header)."""
-    rows = list(rows)
-    if not rows:
-        return ""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_value(row[column]) for column in columns) + " |" for row in rows]
-    return "\n".join(lines)

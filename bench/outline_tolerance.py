@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -68,7 +69,8 @@ def joined_pockets(mask: np.ndarray, spacing_mm: tuple[float, float, float], rad
     return close_fluids(mask.astype(np.uint8), FLUID, spacing_mm, radius_mm) > 0
 
 
-def redrawings(pixels: list[int], closings_mm: list[float]) -> dict[str, callable]:
+def redrawings(pixels: list[int], closings_mm: list[float]
+               ) -> dict[str, Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]]:
     """Name -> function ``(mask, spacing_mm) -> redrawn mask``, in the order printed."""
     redraw_by_name = {}
     for step in pixels:
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if not references:
         print(f"{args.data}: no reference.mhd below it (expected the built real set, bench/quality.py's "
               f"OUT/data/duke_dev)", file=sys.stderr)
-        return 1
+        return 2
     cases, failed = {}, False
     for case, path in references.items():
         try:
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         cases[case] = (labels > 0, spacing)
+    if not cases:
+        return 1
     header = ["reference redrawn", "pooled Dice", "area ratio redrawn/drawn", *cases]
     rows = []
     for name, redraw in redrawings(args.pixels, args.closings_mm).items():

@@ -921,8 +921,9 @@ def tables(results: list[dict]) -> str:
                      + (f"; train.py overrides for every config: {' / '.join(e or '-' for e in extra)}"
                         if any(extra) else ""))
         header = ["config", "seed"] + [name for name, _, _ in row_values(runs[0], fold_names)]
-        parts.append(markdown_table(header, [[name, str(r["seed"])] + [format_number(v, d) for _, v, d in row_values(r, fold_names)]
-                                        for name, r in zip(names, runs)]))
+        parts.append(markdown_table(header, [[name, str(r["seed"])]
+                                             + [format_number(v, d) for _, v, d in row_values(r, fold_names)]
+                                             for name, r in zip(names, runs)]))
         rows = []
         for name in dict.fromkeys(names):
             group = [row_values(r, fold_names) for other, r in zip(names, runs) if other == name]
@@ -936,8 +937,9 @@ def tables(results: list[dict]) -> str:
         parts.append("mean (max - min) over seeds:\n\n" + markdown_table(["config", "seeds"] + header[2:], rows))
         patients = sorted({case for r in runs for fold in r["folds"].values() for case in fold.get("cases", {})})
         if patients:
-            dice = [[name, str(r["seed"])] + [format_number(next((fold["cases"][case]["dice"] for fold in r["folds"].values()
-                                                         if case in fold.get("cases", {})), None), 3)
+            dice = [[name, str(r["seed"])] + [format_number(next((fold["cases"][case]["dice"]
+                                                                  for fold in r["folds"].values()
+                                                                  if case in fold.get("cases", {})), None), 3)
                                               for case in patients] for name, r in zip(names, runs)]
             parts.append("Dice per patient (case):\n\n" + markdown_table(["config", "seed", *patients], dice))
     return "\n\n".join(parts)

@@ -360,3 +360,13 @@ def test_deep_supervision_is_allowed_for_the_models_whose_network_reads_it():
     with pytest.raises(ConfigError, match="^DEEP_SUPERVISION=True: expected False with MODEL='rmit_unet'"):
         load_config(["DEEP_SUPERVISION=True"])
     assert load_config(["MODEL=smp_unet", "DEEP_SUPERVISION=True"]).DEEP_SUPERVISION is True
+
+
+def test_decoder_attention_is_allowed_for_the_models_whose_network_reads_it():
+    from utils.configuration import DECODER_ATTENTION_MODELS
+    from utils.model.networks import MODELS
+    assert sorted(DECODER_ATTENTION_MODELS) == sorted(name for name, network in MODELS.items()
+                                                      if "decoder_attention" in network.settings)
+    with pytest.raises(ConfigError, match="^DECODER_ATTENTION='scse': expected '' with MODEL='rmit_unet'"):
+        load_config(["DECODER_ATTENTION=scse"])
+    assert load_config(["MODEL=smp_unet", "DECODER_ATTENTION=scse"]).DECODER_ATTENTION == "scse"

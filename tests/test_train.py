@@ -269,7 +269,8 @@ def test_a_patch_shape_the_network_cannot_take_is_refused_in_one_line(prepared_w
 def test_blank_columns_with_the_authors_loss_are_refused_in_one_line(prepared_work, tmp_path, capsys):
     assert _train(prepared_work, tmp_path / "blank", "--set", "BLANK_COLUMNS_IGNORED=True") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "BLANK_COLUMNS_IGNORED=True needs LOSS 'balanced_ce_dice' or 'ce_dice' or 'ce_lovasz'" in err[0]
+    assert len(err) == 1
+    assert "BLANK_COLUMNS_IGNORED=True needs LOSS 'balanced_ce_dice' or 'ce_dice' or 'ce_lovasz'" in err[0]
     assert not (tmp_path / "blank" / "last.pt").exists()
 
 

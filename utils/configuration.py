@@ -105,6 +105,7 @@ DEVICES = CHOICES["DEVICE"]
 # loading a config imports no network code; tests/test_configuration.py ties the two)
 ENCODER_MODELS = ("smp_unet",)
 DEEP_SUPERVISION_MODELS = ("smp_unet",)  # the MODEL names whose Network reads deep_supervision
+DECODER_ATTENTION_MODELS = ("smp_unet",)  # ... and decoder_attention
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
 _LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
 
@@ -280,6 +281,9 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
     "DEEP_SUPERVISION": (lambda value, cfg: not value or cfg.MODEL in DEEP_SUPERVISION_MODELS,
                          lambda cfg: f"False with MODEL={cfg.MODEL!r}: deep supervision needs "
                                      f"{' or '.join(DEEP_SUPERVISION_MODELS)} (heads on its decoder blocks)"),
+    "DECODER_ATTENTION": (lambda value, cfg: not value or cfg.MODEL in DECODER_ATTENTION_MODELS,
+                          lambda cfg: f"'' with MODEL={cfg.MODEL!r}: decoder attention needs "
+                                      f"{' or '.join(DECODER_ATTENTION_MODELS)} (smp's decoder blocks)"),
     "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                    lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),

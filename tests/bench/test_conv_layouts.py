@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench import conv_layouts
 
@@ -18,8 +19,16 @@ def test_a_row_per_shape_and_layout_with_each_pass(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 4 -> 8, 12 x 10 |")]
     assert [row.split(" | ")[1] for row in rows] == ["NHWC", "NCHW"]
-    assert all(float(cell) > 0 for row in rows for cell in row.strip(" |").split(" | ")[2:])
+    assert all(float(cell) >= 0 for row in rows for cell in row.strip(" |").split(" | ")[2:])  # whole GFLOP/s
     assert "| conv (channels, input size) | layout | forward | input gradient | weight gradient | all three |" in out
+
+
+def test_each_pass_is_timed_apart(monkeypatch):
+    """time_passes gives the forward pass and each gradient's own seconds: the gradient calls minus the forward."""
+    calls = iter([1.0, 3.0, 2.5])  # best seconds of forward, forward + input gradient, forward + weight gradient
+    monkeypatch.setattr(conv_layouts, "best_seconds", lambda work, repeats: next(calls))
+    seconds = conv_layouts.time_passes((2, 2, 5, 5), batch=1, channels_last=True, dtype=torch.float32, repeats=1)
+    assert seconds == {"forward": 1.0, "input gradient": 2.0, "weight gradient": 1.5}
 
 
 def test_bad_counts_are_usage_errors(capsys):

@@ -58,8 +58,13 @@ def test_script_prints_the_pooled_dice_of_each_redrawing(tmp_path, capsys):
 
 
 def test_no_reference_or_a_bad_list_is_a_clear_error(tmp_path, capsys):
-    assert main(["--data", str(tmp_path)]) == 1
+    assert main(["--data", str(tmp_path)]) == 2
     assert "no reference.mhd below it" in capsys.readouterr().err
+    unreadable = tmp_path / "CASE1" / "reference.mhd"
+    unreadable.parent.mkdir()
+    unreadable.write_text("not a MetaImage header")
+    assert main(["--data", str(tmp_path)]) == 1
+    assert f"{unreadable}: cannot read the volume" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(tmp_path), "--pixels", "1,x"])
     assert exit_info.value.code == 2 and "--pixels '1,x': expected comma-separated ints" in capsys.readouterr().err

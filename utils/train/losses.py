@@ -15,8 +15,8 @@ raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` 
   the pixels ranked worst, where the region's outline is decided.
 
 Pixels whose target is the ``ignore_label`` a loss is given (``IGNORE_LABEL``, for ``BLANK_COLUMNS_IGNORED``) count in
-none of the cross-entropies, the Dice and the Lovasz term; the authors' loss takes no such code. :func:`make_loss` builds the loss of
-``LOSS`` from :class:`LossSettings`, the config's values (``--set`` included), once per run.
+none of the cross-entropies, the Dice and the Lovasz term; the authors' loss takes no such code. :func:`make_loss`
+builds the loss of ``LOSS`` from :class:`LossSettings`, the config's values (``--set`` included), once per run.
 
 Dice wraps ``segmentation_models_pytorch.losses`` (multiclass mode, from logits): a class's soft score
 is taken over the whole batch, a class absent from the batch's target contributes 0 (so false positives of an
