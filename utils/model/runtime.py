@@ -108,7 +108,7 @@ def training_runtime(runtime: Runtime, trains_faster_nchw_on_avx2: bool) -> Runt
     :class:`~utils.model.networks.Network`'s): in fp32 where oneDNN runs AVX2 kernels (:func:`onednn_runs_avx2`).
     Measured on the whole network (bench/bench_train.py, docs/benchmarks.md: the authors' network about 10% faster in
     NCHW there); bench/conv_layouts.py shows NHWC's weak point, the weight gradient of its 64-channel convolutions
-    (83 GFLOP/s against NCHW's 129), though its 3x3 convolutions alone come out about even.
+    (83 GFLOP/s against NCHW's 129), though over its encoder's 3x3 convolutions alone NHWC is a little ahead.
     Inference keeps NHWC, faster there on every CPU measured."""
     if (runtime.channels_last and trains_faster_nchw_on_avx2 and runtime.device.type == "cpu"
             and runtime.autocast_dtype is None and onednn_runs_avx2()):
