@@ -251,6 +251,14 @@ CONFIGS: dict[str, dict] = {
     # features reweighted per pixel, as a cyst's wall is told from the septa between cysts
     "improved_strips_wide_scse": {"train": with_settings(IMPROVED_WIDE, "DECODER_ATTENTION=scse"),
                                   "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... without the authors' rotations (ROTATE_PROB=0; the flips stay): B-scans of one device come level, and a
+    # rotated strip tilts the retina's layers the grader's outlines follow
+    "improved_strips_wide_norotate": {"train": with_settings(IMPROVED_WIDE, "ROTATE_PROB=0.0"),
+                                      "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    # ... more strips without fluid kept (EMPTY_PATCH_DROP_PROB 0.5 instead of 0.8): false pockets are a sixth of
+    # the errors
+    "improved_strips_wide_keep_empty": {"train": with_settings(IMPROVED_WIDE, "EMPTY_PATCH_DROP_PROB=0.5"),
+                                        "predict": ["PREDICT_REGION=all"], "no_validation": True},
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": {"train": with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)"),
