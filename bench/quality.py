@@ -117,6 +117,12 @@ SMP_UNET_CE_DICE = ["LOSS=ce_dice" if item.startswith("LOSS=") else item for ite
 IMPROVED = SMP_UNET_CE_DICE + ["LR_SCHEDULE=poly"]
 
 
+def preset_like(train: list[str], *predict: str) -> dict:
+    """A trained config as the presets were measured: train.py's ``train`` settings, every non-test patient trained
+    on (``no_validation``), whole B-scans segmented (``PREDICT_REGION=all``, then ``predict``'s settings)."""
+    return {"train": train, "predict": ["PREDICT_REGION=all", *predict], "no_validation": True}
+
+
 def with_settings(base: list[str], *items: str) -> list[str]:
     """``base`` --set items with ``items`` in place of those of the same names (added at the end when new)."""
     names = {item.partition("=")[0] for item in items}
@@ -143,6 +149,7 @@ CLOSE = ["FLUID_CLOSING_MM=0.1"]
 # epoch), so fold 2 learns from two patients instead of one; "ensemble_seeds": (0, 1) predicts with the models of
 # those seeds together (predict.py --checkpoint A B: an ensemble); "ensemble_members": ((NAME, SEED, EPOCHS), ...)
 # predicts with the models of other configs, each trained (or reused) at its own budget (EPOCHS; None: --epochs).
+# preset_like(TRAIN, *PREDICT) is a trained config with no_validation and whole B-scans segmented.
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
@@ -178,44 +185,36 @@ CONFIGS: dict[str, dict] = {
     # nnU-Net's polynomial learning-rate decay over the budget
     "smp_unet_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"]},
     # ... training on every non-test patient, the last (annealed) weights kept, as nnU-Net's final checkpoint
-    "smp_unet_all_poly": {"train": SMP_UNET + ["LR_SCHEDULE=poly"], "predict": ["PREDICT_REGION=all"],
-                          "no_validation": True},
+    "smp_unet_all_poly": preset_like(SMP_UNET + ["LR_SCHEDULE=poly"]),
     # the plain CE + Dice loss with both of the above
-    "smp_unet_cedice_all_poly": {"train": IMPROVED, "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "smp_unet_cedice_all_poly": preset_like(IMPROVED),
     # ... trained on full-depth strips (512 x 128: the whole depth of a Spectralis B-scan, zero-padded) in batches
     # of 8, the same pixels per batch: the patch sees where a pocket ends and what lies around a faint cyst
-    "improved_strips": {"train": IMPROVED_STRIPS, "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips": preset_like(IMPROVED_STRIPS),
     # ... never fluid in A-scans without signal (all-zero columns: the real set's unannotated edges, black borders)
     "improved_strips_blank": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
     "improved_blank": {"train_as": "smp_unet_cedice_all_poly", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT]},
     # ... and those A-scans left out of the loss in training too
-    "improved_strips_blankloss": {"train": with_settings(IMPROVED_STRIPS, "BLANK_COLUMNS_IGNORED=True"),
-                                  "predict": ["PREDICT_REGION=all", *BLANK_PREDICT], "no_validation": True},
+    "improved_strips_blankloss": preset_like(
+        with_settings(IMPROVED_STRIPS, "BLANK_COLUMNS_IGNORED=True"), *BLANK_PREDICT),
     # nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 1e-2 with the poly decay, weight decay 3e-5)
-    "improved_strips_sgd": {"train": with_settings(IMPROVED_STRIPS, "OPTIMIZER=sgd", "LEARNING_RATE=1e-2"),
-                            "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_sgd": preset_like(with_settings(IMPROVED_STRIPS, "OPTIMIZER=sgd", "LEARNING_RATE=1e-2")),
     # a moving average of the weights validated and saved (decay 0.99: about the last 100 steps)
-    "improved_strips_ema": {"train": with_settings(IMPROVED_STRIPS, "EMA_DECAY=0.99"),
-                            "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_ema": preset_like(with_settings(IMPROVED_STRIPS, "EMA_DECAY=0.99")),
     # a 5x higher Adam rate: the budget is short
-    "improved_strips_lr1e3": {"train": with_settings(IMPROVED_STRIPS, "LEARNING_RATE=1e-3"),
-                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_lr1e3": preset_like(with_settings(IMPROVED_STRIPS, "LEARNING_RATE=1e-3")),
     # lateral context: strips twice as wide (512 x 256) in batches of 4, the same pixels per batch, so a patch sees a
     # large pocket's neighbours and both of its ends
-    "improved_strips_wide": {"train": IMPROVED_WIDE,
-                             "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide": preset_like(IMPROVED_WIDE),
     # ... and twice as wide again (512 x 512 in batches of 2, the same pixels per batch): most of a B-scan's width
-    "improved_strips_wider": {"train": with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 512)", "BATCH_SIZE=2",
-                                                     "KEPT_PATCH_SHUFFLE_BUFFER=8"),
-                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wider": preset_like(
+        with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 512)", "BATCH_SIZE=2", "KEPT_PATCH_SHUFFLE_BUFFER=8")),
     # ... their Dice term over the fluids only (DICE_BACKGROUND=False, nnU-Net's): the background, most of every
     # patch, no longer takes a quarter of the Dice
-    "improved_strips_wide_fgdice": {"train": with_settings(IMPROVED_WIDE, "DICE_BACKGROUND=False"),
-                                    "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_fgdice": preset_like(with_settings(IMPROVED_WIDE, "DICE_BACKGROUND=False")),
     # nnU-Net-style scaling: half the B-scans magnified by 0.8-1.25, depth and width apart (other retinal thicknesses,
     # pockets of other sizes)
-    "improved_strips_scale": {"train": with_settings(IMPROVED_STRIPS, "SCALE_PROB=0.5", "SCALE_ANISOTROPIC=True"),
-                              "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_scale": preset_like(with_settings(IMPROVED_STRIPS, "SCALE_PROB=0.5", "SCALE_ANISOTROPIC=True")),
     # the models of seeds 0 and 1 as one ensemble (their softmax averaged; run it as seed 0): its training is
     # both seeds' (the table's minutes and epochs are their sums)
     # ... segmented twice, as it is and mirrored left-right, the two softmaxes averaged (test-time flip)
@@ -225,53 +224,41 @@ CONFIGS: dict[str, dict] = {
     # 0.0005 mm³ removed)
     "improved_strips_wide_post": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all", *POST]},
     # ... a moving average of its weights validated and saved (decay 0.99: about the last 100 steps)
-    "improved_strips_wide_ema": {"train": with_settings(IMPROVED_WIDE, "EMA_DECAY=0.99"),
-                                 "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_ema": preset_like(with_settings(IMPROVED_WIDE, "EMA_DECAY=0.99")),
     # ... each B-scan alone in all three input channels (INPUT_CHANNELS="repeat"): the development set's 11 B-scans lie
     # far apart, so the original's neighbour channels show other anatomy
-    "improved_strips_wide_repeat": {"train": with_settings(IMPROVED_WIDE, "INPUT_CHANNELS=repeat"),
-                                    "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_repeat": preset_like(with_settings(IMPROVED_WIDE, "INPUT_CHANNELS=repeat")),
     "improved_strips_wide_repeat_tta": {"train_as": "improved_strips_wide_repeat",
                                         "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
     # ... a ResNet34 encoder in place of the ResNet18
-    "improved_strips_wide_r34": {"train": with_settings(IMPROVED_WIDE, "ENCODER=resnet34"),
-                                 "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_r34": preset_like(with_settings(IMPROVED_WIDE, "ENCODER=resnet34")),
     # ... the A-scans without signal left out of the loss in training and never fluid at inference
-    "improved_strips_wide_blankloss": {"train": with_settings(IMPROVED_WIDE, "BLANK_COLUMNS_IGNORED=True"),
-                                       "predict": ["PREDICT_REGION=all", *BLANK_PREDICT], "no_validation": True},
+    "improved_strips_wide_blankloss": preset_like(
+        with_settings(IMPROVED_WIDE, "BLANK_COLUMNS_IGNORED=True"), *BLANK_PREDICT),
     # ... intensity augmentation (gamma, contrast, speckle-like noise; INTENSITY_AUGMENT): other scanners' and
     # patients' contrast, against the overfitting of 22-33 training B-scans
-    "improved_strips_wide_intensity": {"train": with_settings(IMPROVED_WIDE, "INTENSITY_AUGMENT=True"),
-                                       "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_intensity": preset_like(with_settings(IMPROVED_WIDE, "INTENSITY_AUGMENT=True")),
     # ... the Lovasz-softmax (the Jaccard index's surrogate) in place of the soft Dice (LOSS=ce_lovasz): most of the
     # preset's errors are the outlines of pockets it found, and the Lovasz gradient goes to the worst-ranked pixels
-    "improved_strips_wide_lovasz": {"train": with_settings(IMPROVED_WIDE, "LOSS=ce_lovasz"),
-                                    "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_lovasz": preset_like(with_settings(IMPROVED_WIDE, "LOSS=ce_lovasz")),
     # ... squeeze-and-excitation (spatial and channel) in each decoder block (DECODER_ATTENTION=scse): the merged skip
     # features reweighted per pixel, as a cyst's wall is told from the septa between cysts
-    "improved_strips_wide_scse": {"train": with_settings(IMPROVED_WIDE, "DECODER_ATTENTION=scse"),
-                                  "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_scse": preset_like(with_settings(IMPROVED_WIDE, "DECODER_ATTENTION=scse")),
     # ... without the authors' rotations (ROTATE_PROB=0; the flips stay): B-scans of one device come level, and a
     # rotated strip tilts the retina's layers the grader's outlines follow
-    "improved_strips_wide_norotate": {"train": with_settings(IMPROVED_WIDE, "ROTATE_PROB=0.0"),
-                                      "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_norotate": preset_like(with_settings(IMPROVED_WIDE, "ROTATE_PROB=0.0")),
     # ... rotated more (the rotation proved to matter: without it fold 1 fell by a tenth): every strip rotated, or
     # by up to 20 degrees instead of 10
-    "improved_strips_wide_rotate_always": {"train": with_settings(IMPROVED_WIDE, "ROTATE_PROB=1.0"),
-                                           "predict": ["PREDICT_REGION=all"], "no_validation": True},
-    "improved_strips_wide_rotate20": {"train": with_settings(IMPROVED_WIDE, "ROTATE_MAX_DEGREES=20.0"),
-                                      "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_rotate_always": preset_like(with_settings(IMPROVED_WIDE, "ROTATE_PROB=1.0")),
+    "improved_strips_wide_rotate20": preset_like(with_settings(IMPROVED_WIDE, "ROTATE_MAX_DEGREES=20.0")),
     # ... more strips without fluid kept (EMPTY_PATCH_DROP_PROB 0.5 instead of 0.8): false pockets are a sixth of
     # the errors
-    "improved_strips_wide_keep_empty": {"train": with_settings(IMPROVED_WIDE, "EMPTY_PATCH_DROP_PROB=0.5"),
-                                        "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_keep_empty": preset_like(with_settings(IMPROVED_WIDE, "EMPTY_PATCH_DROP_PROB=0.5")),
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
-    "improved_strips_wide_dec_half": {"train": with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)"),
-                                      "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_dec_half": preset_like(with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)")),
     # ... deep supervision (nnU-Net's): heads on the decoder at 1/2, 1/4 and 1/8 of the strip share the loss
-    "improved_strips_wide_ds": {"train": with_settings(IMPROVED_WIDE, "DEEP_SUPERVISION=True"),
-                                "predict": ["PREDICT_REGION=all"], "no_validation": True},
+    "improved_strips_wide_ds": preset_like(with_settings(IMPROVED_WIDE, "DEEP_SUPERVISION=True")),
     # ... each fluid closed per B-scan by an ellipse of 0.1 mm (FLUID_CLOSING_MM; predict only): pockets up to about
     # 0.2 mm apart joined into one region, as the Duke grader outlines some clusters of cysts
     "improved_strips_wide_close": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all", *CLOSE]},
