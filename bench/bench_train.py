@@ -147,7 +147,7 @@ def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batche
             gflops = patches_per_s * flops_per_patch / 1e9
             label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
             yield {"model": label, "precision": precision_name(runtime.autocast_dtype),
-                   "layout": "NHWC" if runtime.channels_last else "NCHW",
+                   "layout": runtime.layout,
                    "patches/s": patches_per_s, "GFLOP/patch": flops_per_patch / 1e9, "GFLOP/s": gflops,
                    **peak_shares(gflops, peaks)}
 
@@ -200,8 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         records = slice_records(read_split_slices(work_dir, "train", cfg.SPLIT_SLICES_CSV, cfg.FLUIDS), cfg.FLUIDS)
         precision = precision_name(runtime.autocast_dtype)
         label = network_label(unet_arguments(NetworkSettings.from_config(cfg)))
-        print(f"\npipeline: {len(records)} training B-scans, {label} model step, {precision}, "
-              f"{'NHWC' if runtime.channels_last else 'NCHW'}\n")
+        print(f"\npipeline: {len(records)} training B-scans, {label} model step, {precision}, {runtime.layout}\n")
         print("| stage | model | precision | loader workers | patches/s |")
         print("|---|---|---|---|---|")
         print(f"| data pipeline alone | - | - | 0 | {time_pipeline(records, work_dir, cfg, args.batches):.1f} |")

@@ -91,5 +91,5 @@ def test_onednn_runs_avx2_reads_the_cpu_and_onednns_cap(monkeypatch, flags, envi
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: set(flags.split()) if flags else None)
     assert runtime.onednn_runs_avx2() is expected

@@ -19,15 +19,29 @@ from utils.stage_settings import settings_from_config
 ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
+def cpu_flags() -> set[str] | None:
+    """The words of /proc/cpuinfo's flags lines (``avx2``, ``avx512f``, ``amx_bf16``, ...); None where it cannot be
+    read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            return {word for line in cpuinfo if line.startswith("flags") for word in line.split()}
+    except OSError:
+        return None
+
+
+def onednn_cap() -> str:
+    """oneDNN's instruction-set cap (``ONEDNN_MAX_CPU_ISA``, or its older name ``DNNL_MAX_CPU_ISA``), upper case;
+    "" when none is set."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+
+
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off, and
     oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run as an AVX2-only CPU would)."""
     if onednn_cap() in ISA_CAPS_WITHOUT_BF16:
         return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
-            flags = cpuinfo.read()
-    except OSError:
+    flags = cpu_flags()
+    if flags is None:
         return torch.backends.cpu.get_cpu_capability() in ("AMX", "AVX512_BF16")
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
@@ -65,6 +79,11 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    @property
+    def layout(self) -> str:
+        """``"NHWC"`` (channels_last) or ``"NCHW"``, for logs and tables."""
+        return "NHWC" if self.channels_last else "NCHW"
+
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """Moves a batch to the device, NHWC when channels_last (4-D tensors only)."""
         tensor = tensor.to(self.device, non_blocking=True)
@@ -77,29 +96,14 @@ class Runtime:
 ISA_CAPS_AT_AVX2 = ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
-def cpu_flags() -> str:
-    """The flags line(s) of /proc/cpuinfo ("" where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
-            return " ".join(line for line in cpuinfo if line.startswith("flags"))
-    except OSError:
-        return ""
-
-
-def onednn_cap() -> str:
-    """oneDNN's instruction-set cap (``ONEDNN_MAX_CPU_ISA``, or its older name ``DNNL_MAX_CPU_ISA``), upper case;
-    "" when none is set."""
-    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
-
-
 def onednn_runs_avx2() -> bool:
     """True when oneDNN's convolutions run AVX2 kernels here: on a CPU with AVX2 and without AVX-512 (its flags), or
     under a oneDNN cap at the AVX2 level (``ONEDNN_MAX_CPU_ISA=AVX2``, as docs/benchmarks.md emulates an AVX2-only
     CPU). oneDNN's cap decides, not ATen's ``ATEN_CPU_CAPABILITY``: oneDNN runs the convolutions."""
-    flags = cpu_flags().split()
-    if "avx2" not in flags or onednn_cap() in ("SSE41", "AVX"):
+    flags, cap = cpu_flags() or set(), onednn_cap()
+    if "avx2" not in flags or cap in ("SSE41", "AVX"):
         return False
-    return onednn_cap() in ISA_CAPS_AT_AVX2 or "avx512f" not in flags
+    return cap in ISA_CAPS_AT_AVX2 or "avx512f" not in flags
 
 
 def training_runtime(runtime: Runtime, trains_faster_nchw_on_avx2: bool) -> Runtime:

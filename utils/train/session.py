@@ -450,8 +450,7 @@ def run_training(args: TrainingRequest) -> Path:
             save_config(cfg, run_dir / cfg.CONFIG_JSON)
         log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; "
                  f"{network_label(state.model_args)} on {runtime.device} ({runtime.autocast_dtype or 'fp32'}, "
-                 f"{'NHWC' if runtime.channels_last else 'NCHW'}, {runtime.world_size} process(es)); run folder "
-                 f"{run_dir}")
+                 f"{runtime.layout}, {runtime.world_size} process(es)); run folder {run_dir}")
         fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
             histogram_reference(work_dir, cfg, checkpoint), workers)
     if runtime.distributed:
