@@ -207,6 +207,13 @@ ROTATE_MAX_DEGREES = 10.0  # degrees (the original: 10)
 SCALE_PROB = 0.0
 SCALE_RANGE = (0.8, 1.25)
 SCALE_ANISOTROPIC = False
+# Beyond the method (AUGMENT = "replace" only; 0 = off): with this probability a B-scan is also deformed elastically
+# (after the flip, rotation and scaling): a displacement of up to ELASTIC_MAX_PX pixels in depth and in width, drawn
+# uniformly at control points ELASTIC_GRID_PX pixels apart and interpolated cubically between them (TorchIO's
+# RandomElasticDeformation; nnU-Net's is a smoothed noise field): pockets and layers of other shapes.
+ELASTIC_PROB = 0.0
+ELASTIC_MAX_PX = 8.0
+ELASTIC_GRID_PX = 64
 # Beyond the method (off by default): intensity augmentation of training B-scans, each part with p = 0.5: gamma
 # up to INTENSITY_GAMMA either way, contrast 1 +- INTENSITY_CONTRAST, speckle-like Gamma noise of SPECKLE_LOOKS looks.
 INTENSITY_AUGMENT = False

@@ -254,6 +254,12 @@ CONFIGS: dict[str, dict] = {
     # ... more strips without fluid kept (EMPTY_PATCH_DROP_PROB 0.5 instead of 0.8): false pockets are a sixth of
     # the errors
     "improved_strips_wide_keep_empty": preset_like(with_settings(IMPROVED_WIDE, "EMPTY_PATCH_DROP_PROB=0.5")),
+    # ... half the B-scans deformed elastically (ELASTIC_PROB; up to 8 pixels at control points 64 pixels apart, or
+    # up to 16): pockets and layers of other shapes, the one kind of augmentation not yet tried beside the rotation
+    # that proved to matter
+    "improved_strips_wide_elastic": preset_like(with_settings(IMPROVED_WIDE, "ELASTIC_PROB=0.5")),
+    "improved_strips_wide_elastic16": preset_like(with_settings(IMPROVED_WIDE, "ELASTIC_PROB=0.5",
+                                                                "ELASTIC_MAX_PX=16.0")),
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": preset_like(with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)")),

@@ -250,6 +250,9 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ROTATE_MAX_DEGREES": (lambda value: 0 <= value <= 180, "an angle in degrees in [0, 180]"),
     "SCALE_RANGE": (lambda value: len(value) == 2 and 0 < value[0] <= value[1],
                     "two magnifications (low, high), 0 < low <= high, e.g. (0.8, 1.25)"),
+    "ELASTIC_MAX_PX": (lambda value: value >= 0, "a displacement in pixels >= 0"),
+    "ELASTIC_GRID_PX": (lambda value: isinstance(value, int) and value >= 2,
+                        "a control-point spacing in whole pixels >= 2"),
     "INTENSITY_GAMMA": (lambda value: value >= 1, "a gamma >= 1 (1: no change)"),
     "INTENSITY_CONTRAST": (lambda value: 0 <= value <= 1, "a share in [0, 1]"),
     "SPECKLE_LOOKS": (lambda value: value > 0, "a number of looks > 0"),
@@ -286,6 +289,8 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
                                       f"{' or '.join(DECODER_ATTENTION_MODELS)} (smp's decoder blocks)"),
     "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                    lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
+    "ELASTIC_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
+                     lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the deformation is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),
                      lambda cfg: f"a number of pixels >= 0 that leaves pixels inside PATCH_SHAPE="
                                  f"{tuple(cfg.PATCH_SHAPE)} (2 x PATCH_BORDER < {min(cfg.PATCH_SHAPE)})"),

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from nutsflow import Chunk, Filter, Map, Shuffle, nut_processor
 from nutsml import Stratify
-from scipy.ndimage import affine_transform
+from scipy.ndimage import affine_transform, map_coordinates
 from skimage.transform import rotate
 
 import config
@@ -103,6 +103,9 @@ class TrainingDataSettings:
     scale_prob: float = config.SCALE_PROB
     scale_range: tuple[float, float] = config.SCALE_RANGE
     scale_anisotropic: bool = config.SCALE_ANISOTROPIC
+    elastic_prob: float = config.ELASTIC_PROB
+    elastic_max_px: float = config.ELASTIC_MAX_PX
+    elastic_grid_px: int = config.ELASTIC_GRID_PX
     intensity_augment: bool = config.INTENSITY_AUGMENT
     intensity_gamma: float = config.INTENSITY_GAMMA
     intensity_contrast: float = config.INTENSITY_CONTRAST
@@ -240,14 +243,47 @@ def zoomed(array: np.ndarray, zoom: tuple[float, float], order: int) -> np.ndarr
     return np.clip(np.rint(out), 0, 255).astype(array.dtype)
 
 
+def elastic_displacement(shape: tuple[int, int], rng: np.random.Generator, max_px: float, grid_px: int
+                         ) -> np.ndarray:
+    """A smooth random displacement field over a ``shape`` = (H, W) B-scan: at control points ``grid_px`` pixels
+    apart (the grid spread evenly from edge to edge) each of the two components is uniform in ``[-max_px, max_px]``; between them it is
+    interpolated cubically (TorchIO's ``RandomElasticDeformation``).
+
+    Returns:
+        (2, H, W) float32: the row and column displacement of each pixel, in pixels.
+    """
+    points = [max(2, int(np.ceil((size - 1) / grid_px)) + 1) for size in shape]  # the grid spans the B-scan
+    coarse = rng.uniform(-max_px, max_px, size=(2, *points))
+    # each pixel's place on the control-point grid: the first and last pixels fall on its first and last points
+    at = [np.arange(size) * ((n - 1) / max(size - 1, 1)) for size, n in zip(shape, points)]
+    where = np.stack(np.meshgrid(*at, indexing="ij"))
+    return np.stack([map_coordinates(component, where, order=3, mode="nearest") for component in coarse]
+                    ).astype(np.float32)
+
+
+def elastically_deformed(array: np.ndarray, displacement: np.ndarray, order: int) -> np.ndarray:
+    """``array`` (H, W) or (H, W, C) sampled at each pixel plus ``displacement`` (2, H, W) (zeros outside), the same
+    shape and dtype; ``order`` 1 bilinear, 0 nearest (labels)."""
+    rows, cols = np.meshgrid(np.arange(array.shape[0], dtype=np.float32), np.arange(array.shape[1], dtype=np.float32),
+                             indexing="ij")
+    coordinates = np.stack([rows + displacement[0], cols + displacement[1]])
+    planes = array[..., None] if array.ndim == 2 else array
+    out = np.stack([map_coordinates(planes[..., c].astype(np.float32), coordinates, order=order, mode="constant",
+                                    cval=0.0) for c in range(planes.shape[-1])], axis=-1)
+    out = np.clip(np.rint(out), 0, 255).astype(array.dtype)
+    return out[..., 0] if array.ndim == 2 else out
+
+
 def augment_slice(sample: LoadedSlice, rng: np.random.Generator, flip_prob: float, rotate_prob: float,
                   rotate_max_degrees: float, scale_prob: float, scale_range: tuple[float, float],
-                  scale_anisotropic: bool) -> LoadedSlice:
+                  scale_anisotropic: bool, elastic_prob: float = 0.0, elastic_max_px: float = config.ELASTIC_MAX_PX,
+                  elastic_grid_px: int = config.ELASTIC_GRID_PX) -> LoadedSlice:
     """``AUGMENT = "replace"``: random left-right flip (probability ``flip_prob``) and rotation (``rotate_prob``,
     an angle uniform in ``+-rotate_max_degrees``) of a loaded slice, in place of the original, and beyond it
     (``scale_prob`` > 0) a magnification, its factor log-uniform in ``scale_range``, drawn for depth and width
-    independently with ``scale_anisotropic`` (image bilinear, mask and ROI nearest-neighbour). The arguments are
-    the config.py settings of the same names in upper case.
+    independently with ``scale_anisotropic``, then (``elastic_prob`` > 0) an elastic deformation
+    (:func:`elastic_displacement`); image bilinear, mask and ROI nearest-neighbour. The arguments are the config.py
+    settings of the same names in upper case.
 
     Returns:
         The augmented slice: image, mask and ROI new arrays of the same shapes and dtypes, the other fields
@@ -266,6 +302,10 @@ def augment_slice(sample: LoadedSlice, rng: np.random.Generator, flip_prob: floa
         factors = np.exp(rng.uniform(low, high, size=2 if scale_anisotropic else 1))
         zoom = (float(factors[0]), float(factors[-1]))
         image, mask, roi = zoomed(image, zoom, order=1), zoomed(mask, zoom, order=0), zoomed(roi, zoom, order=0)
+    if elastic_prob > 0 and rng.random() < elastic_prob:
+        displacement = elastic_displacement(mask.shape, rng, elastic_max_px, elastic_grid_px)
+        image = elastically_deformed(image, displacement, order=1)
+        mask, roi = elastically_deformed(mask, displacement, order=0), elastically_deformed(roi, displacement, order=0)
     return sample._replace(image=np.ascontiguousarray(image), mask=np.ascontiguousarray(mask),
                            roi=np.ascontiguousarray(roi))
 
@@ -398,7 +438,8 @@ AUGMENT = {
         sample, rng, settings.flip_prob, settings.rotate_prob, settings.rotate_max_degrees),
     "replace": lambda sample, rng, settings: [augment_slice(
         sample, rng, settings.flip_prob, settings.rotate_prob, settings.rotate_max_degrees, settings.scale_prob,
-        settings.scale_range, settings.scale_anisotropic)],
+        settings.scale_range, settings.scale_anisotropic, settings.elastic_prob, settings.elastic_max_px,
+        settings.elastic_grid_px)],
 }
 
 
