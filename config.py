@@ -271,6 +271,10 @@ PREDICT_REGION = "band"
 UNPADDED_BORDER = "background"
 # Beyond the method (off by default; measured in bench/quality.py, docs/quality.md):
 TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
+# Beyond the method (() = off): also segment each B-scan rotated about its centre by each of these angles in degrees
+# (in pixels, as training rotates; zeros outside), its softmax rotated back and averaged in where it reaches (with
+# TTA_FLIP each rotated B-scan mirrored too), e.g. (-5.0, 5.0): the training rotations (ROTATE_MAX_DEGREES) at test time
+TTA_ROTATE_DEGREES = ()
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
 # Each fluid closed per B-scan by an ellipse of this radius in mm (0: off): pockets closer than about twice it join

@@ -140,6 +140,7 @@ BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 DEMO_BUDGET = ["BATCHES_PER_EPOCH=40", "VAL_BSCANS=48", "VAL_FRESH_PATCHES=False"]
 # Post-processing beyond the method (predict.py settings only): flip TTA, presence gating, small components removed
 # (0.0005 mm³ is about 100 voxels of the real set, a cyst of 10 x 10 pixels).
+ROTATE_TTA = ["TTA_ROTATE_DEGREES=(-5.0, 5.0)"]  # test-time rotations, both ways
 POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
 # Each fluid closed per B-scan by an ellipse of 0.1 mm (predict.py only): 9 columns by 26 rows of the real set
 CLOSE = ["FLUID_CLOSING_MM=0.1"]
@@ -220,6 +221,9 @@ CONFIGS: dict[str, dict] = {
     # ... segmented twice, as it is and mirrored left-right, the two softmaxes averaged (test-time flip)
     "improved_strips_wide_tta": {"train_as": "improved_strips_wide",
                                  "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
+    # ... and rotated by -5 and +5 degrees (TTA_ROTATE_DEGREES; each mirrored too), the six softmaxes averaged
+    "improved_strips_wide_tta_rot": {"train_as": "improved_strips_wide",
+                                     "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
     # ... and the post-processing of round 1 (POST: the flip, fluids with presence < 0.5 removed, components under
     # 0.0005 mm³ removed)
     "improved_strips_wide_post": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all", *POST]},
@@ -288,6 +292,11 @@ CONFIGS: dict[str, dict] = {
                                             "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens3_tta": {"train_as": "improved_strips_wide",
                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1, 2)},
+    # ... each B-scan also segmented rotated by -5 and +5 degrees (TTA_ROTATE_DEGREES; each mirrored too), the softmaxes
+    # rotated back and averaged: the training rotations, the one augmentation that proved to matter, at test time
+    "improved_strips_wide_ens3_tta_rot": {"train_as": "improved_strips_wide",
+                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                          "ensemble_seeds": (0, 1, 2)},
     # two deep-supervision models (seeds 0 and 2; run with --epochs 30) as an ensemble, with the test-time flip
     "improved_strips_wide_ds_ens2_02_tta": {"train_as": "improved_strips_wide_ds",
                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],

@@ -250,6 +250,9 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ROTATE_MAX_DEGREES": (lambda value: 0 <= value <= 180, "an angle in degrees in [0, 180]"),
     "SCALE_RANGE": (lambda value: len(value) == 2 and 0 < value[0] <= value[1],
                     "two magnifications (low, high), 0 < low <= high, e.g. (0.8, 1.25)"),
+    "TTA_ROTATE_DEGREES": (lambda value: isinstance(value, tuple) and len(set(value)) == len(value) and all(
+                               isinstance(angle, (int, float)) and 0 < abs(angle) <= 45 for angle in value),
+                           "a tuple of distinct angles in degrees, each nonzero and within +-45, e.g. (-5.0, 5.0)"),
     "ELASTIC_MAX_PX": (lambda value: value >= 0, "a displacement in pixels >= 0"),
     "ELASTIC_GRID_PX": (lambda value: isinstance(value, int) and value >= 2,
                         "a control-point spacing in whole pixels >= 2"),

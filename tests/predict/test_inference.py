@@ -8,6 +8,9 @@ import torch
 from torch import nn
 
 import config
+from skimage.transform import rotate
+
+from utils.configuration import ConfigError, load_config
 from utils.predict import band, inference, tiling
 from utils.predict.presence import presence_voxel_count
 from utils.predict.settings import InferenceSettings
@@ -253,3 +256,55 @@ def test_flip_tta_averages_the_mirrored_pass():
     mirrored = inference.network_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), _settings(), CPU)
     torch.testing.assert_close(tta, (plain + mirrored.flip(-1)) / 2)
     assert not torch.allclose(tta, plain)
+
+
+def test_rotated_images_turn_as_training_rotates():
+    images = np.zeros((1, 60, 90, 3), np.uint8)
+    images[0, 10:20, 60:70] = 200
+    out = inference.rotated_images(images, 20.0)
+    expected = rotate(images[0, ..., 0], 20.0, order=1, preserve_range=True, mode="constant")
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert np.abs(out[0, ..., 0].astype(float) - expected).max() <= 1.0  # the same turn, up to rounding
+
+
+def test_rotated_back_undoes_the_rotation_and_marks_what_it_covers():
+    rows, cols = np.mgrid[0:64, 0:96].astype(np.float32)
+    smooth = torch.from_numpy(np.stack([np.sin(rows / 9), np.cos(cols / 13)]))[None]  # (1, 2, 64, 96)
+    turned = inference._rotation(smooth, 8.0, mode="bilinear")
+    back, covered = inference.rotated_back(turned, 8.0)
+    assert back.shape == smooth.shape and covered.shape == (1, 1, 64, 96)
+    torch.testing.assert_close(back[..., 12:-12, 12:-12], smooth[..., 12:-12, 12:-12], atol=0.02, rtol=0)
+    assert covered[0, 0, 32, 48] == pytest.approx(1.0) and covered[0, 0, 0, 0] < 0.5  # a corner turns out of view
+
+
+def test_rotation_tta_averages_the_rotated_passes_where_they_reach():
+    images = np.random.default_rng(7).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+
+    class PlaceModel(nn.Module):  # logits depend on the row and the column: rotated and mirrored passes differ
+        def forward(self, x):
+            rows = torch.arange(x.shape[2], dtype=x.dtype)[:, None].expand(x.shape[0], 1, -1, x.shape[-1])
+            columns = torch.arange(x.shape[-1], dtype=x.dtype).expand(x.shape[0], 1, x.shape[2], -1)
+            return torch.cat([rows / 10, columns / 7, x[:, :2]], dim=1)
+
+    model = PlaceModel()
+    plain = inference.network_probabilities(model, images, _settings(), CPU)
+    tta = inference.network_probabilities(model, images, _settings(tta_rotate_degrees=(-6.0, 6.0)), CPU)
+    torch.testing.assert_close(tta.sum(1), torch.ones_like(tta[:, 0]))  # still probabilities
+    assert tta.shape == plain.shape and not torch.allclose(tta, plain)
+    # by hand: each rotated pass rotated back, weighted by what it covers, averaged with the plain pass
+    total, weight = plain.clone(), torch.ones_like(plain[:, :1])
+    for angle in (-6.0, 6.0):
+        turned = inference.network_probabilities(model, inference.rotated_images(images, angle), _settings(), CPU)
+        back, covered = inference.rotated_back(turned, angle)
+        total, weight = total + back * covered, weight + covered
+    torch.testing.assert_close(tta, total / weight)
+    flipped = inference.network_probabilities(model, images, _settings(tta_rotate_degrees=(6.0,), tta_flip=True),
+                                              CPU)
+    assert not torch.allclose(flipped, inference.network_probabilities(
+        model, images, _settings(tta_rotate_degrees=(6.0,)), CPU))
+
+
+@pytest.mark.parametrize("value", ["(0.0,)", "(5.0, 5.0)", "(90.0,)", "5.0"])
+def test_rotation_tta_refuses_bad_angles(value):
+    with pytest.raises(ConfigError, match="TTA_ROTATE_DEGREES"):
+        load_config([f"TTA_ROTATE_DEGREES={value}"])

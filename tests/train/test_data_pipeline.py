@@ -6,9 +6,9 @@ from utils.configuration import ConfigError, load_config
 import random
 
 from utils.train.data_pipeline import (LoadedSlice, SliceRecord, TrainingDataSettings, augment_slice,
-                                       augmented_copies, choose_validation_records, epoch_records, load_slice,
-                                       read_split_slices, slice_records, training_batches, upsample_by_label,
-                                       validation_batches)
+                                       augmented_copies, choose_validation_records, elastic_displacement,
+                                       epoch_records, load_slice, read_split_slices, slice_records,
+                                       training_batches, upsample_by_label, validation_batches)
 from utils.io.files import read_png
 
 SMALL = ["PATCH_SHAPE=(128, 64)", "PATCH_BORDER=8", "BATCH_SIZE=6", "VAL_BSCANS=8"]
@@ -457,3 +457,37 @@ def test_scale_augmentation_needs_the_replace_augmentation():
         load_config(["SCALE_PROB=0.5"])
     with pytest.raises(ConfigError, match="SCALE_RANGE"):
         load_config(["AUGMENT=replace", "SCALE_RANGE=(1.2, 0.8)"])
+
+
+def test_elastic_displacement_is_smooth_and_bounded_by_its_control_points():
+    field = elastic_displacement((100, 150), np.random.default_rng(0), max_px=6.0, grid_px=50)
+    assert field.shape == (2, 100, 150) and field.dtype == np.float32
+    assert np.abs(field).max() <= 6.0 * 1.3  # cubic interpolation overshoots its control points a little
+    assert np.abs(field).max() > 1.0 and np.abs(np.diff(field, axis=2)).max() < 1.0  # moves, smoothly
+    assert not np.allclose(field[0], field[1])  # depth and width drawn apart
+
+
+def test_elastic_augmentation_moves_image_and_masks_together():
+    image = np.zeros((80, 120, 3), np.uint8)
+    image[30:50, 40:80] = 200
+    mask = (image[..., 0] > 0).astype(np.uint8) * 3
+    sample = LoadedSlice(image, mask, (mask > 0).astype(np.uint8), 0, 0, 1, 0.0039)
+    still = {"flip_prob": 0.0, "rotate_prob": 0.0, "rotate_max_degrees": 10.0, "scale_prob": 0.0,
+             "scale_range": (0.8, 1.25), "scale_anisotropic": False}
+    unchanged = augment_slice(sample, np.random.default_rng(0), elastic_prob=1.0, elastic_max_px=0.0, **still)
+    np.testing.assert_array_equal(unchanged.image, image)
+    np.testing.assert_array_equal(unchanged.mask, mask)
+    out = augment_slice(sample, np.random.default_rng(1), elastic_prob=1.0, elastic_max_px=8.0, elastic_grid_px=30,
+                        **still)
+    assert out.image.shape == image.shape and out.image.dtype == np.uint8 and out[3:] == sample[3:]
+    assert set(np.unique(out.mask)) == {0, 3} and not np.array_equal(out.mask, mask)
+    bright, marked = out.image[..., 0] >= 100, out.mask > 0  # the image bilinear, the mask nearest: the same shape
+    assert (bright & marked).sum() / (bright | marked).sum() > 0.9
+    np.testing.assert_array_equal(out.roi > 0, marked)
+
+
+def test_elastic_augmentation_needs_the_replace_augmentation():
+    with pytest.raises(ConfigError, match="ELASTIC_PROB=0.5: expected 0 with AUGMENT='rmit'"):
+        load_config(["ELASTIC_PROB=0.5"])
+    with pytest.raises(ConfigError, match="ELASTIC_GRID_PX"):
+        load_config(["AUGMENT=replace", "ELASTIC_GRID_PX=1"])

@@ -18,7 +18,8 @@ width) uint8) is segmented in batches of B-scans (:func:`iter_probabilities`); p
    (``UNPADDED_BORDER = "background"``, the original) or sees the images zero-padded by its margin (``"padded"``:
    :data:`UNPADDED_BORDERS`), in one pass; a padded one (smp_unet) sees them padded to its input multiple, whole or
    in blended tiles (:mod:`utils.predict.tiling`). Inputs are :func:`utils.model.input_scale.normalise_input`'d as
-   in training (:func:`to_network_input`); with ``TTA_FLIP`` the mirrored pass is averaged in.
+   in training (:func:`to_network_input`); with ``TTA_FLIP`` the mirrored pass is averaged in, with
+   ``TTA_ROTATE_DEGREES`` the rotated passes.
 5. The padding cropped, the band placed in a background canvas, :func:`restore_depth` scales the class
    probabilities back to ``H`` rows (bilinear: they still sum to 1); with ``"roi"`` the pixels outside the ROI and
    with ``BLANK_COLUMNS_BACKGROUND`` the A-scans without signal (:func:`utils.model.input_scale.signal_columns`)
@@ -201,13 +202,60 @@ def iter_probabilities(model: nn.Module, volume: np.ndarray, axial_spacing_mm: f
 
 def network_probabilities(model: nn.Module, images: np.ndarray, settings: InferenceSettings, runtime: Runtime,
                           ) -> torch.Tensor:
-    """Class probabilities of whole (depth-scaled) B-scans (:func:`single_pass_probabilities`), with
-    ``TTA_FLIP`` the mean of those of the B-scans and of their left-right mirrors (mirrored back)."""
+    """Class probabilities of whole (depth-scaled) B-scans (:func:`flip_averaged_probabilities`), with
+    ``TTA_ROTATE_DEGREES`` also those of the B-scans rotated by each angle, rotated back (:func:`rotated_images`,
+    :func:`rotated_back`) and averaged in, each pixel weighted by how much of it the rotated pass covers."""
+    probabilities = flip_averaged_probabilities(model, images, settings, runtime)
+    if not settings.tta_rotate_degrees:
+        return probabilities
+    total, weight = probabilities.clone(), torch.ones_like(probabilities[:, :1])
+    for angle in settings.tta_rotate_degrees:
+        rotated = flip_averaged_probabilities(model, rotated_images(images, angle), settings, runtime)
+        back, covered = rotated_back(rotated, angle)
+        total += back * covered
+        weight += covered
+    return total / weight
+
+
+def flip_averaged_probabilities(model: nn.Module, images: np.ndarray, settings: InferenceSettings, runtime: Runtime,
+                                ) -> torch.Tensor:
+    """Class probabilities of whole (depth-scaled) B-scans (:func:`single_pass_probabilities`), with ``TTA_FLIP``
+    the mean of those of the B-scans and of their left-right mirrors (mirrored back)."""
     probabilities = single_pass_probabilities(model, images, settings, runtime)
     if settings.tta_flip:
         mirrored = single_pass_probabilities(model, np.ascontiguousarray(images[:, :, ::-1]), settings, runtime)
         probabilities = (probabilities + mirrored.flip(-1)) / 2
     return probabilities
+
+
+def _rotation(tensor: torch.Tensor, angle: float, mode: str) -> torch.Tensor:
+    """``tensor`` (n, C, H, W) float rotated by ``angle`` degrees anticlockwise about its centre, in pixels (the
+    rows and columns taken as equal steps, as training's ``skimage.transform.rotate``), zeros outside."""
+    height, width = tensor.shape[-2:]
+    radians = np.deg2rad(angle)
+    cos, sin = float(np.cos(radians)), float(np.sin(radians))
+    # affine_grid works in coordinates normalised to [-1, 1] per axis: the rotation in pixels, rescaled to them
+    theta = torch.tensor([[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]],
+                         dtype=tensor.dtype, device=tensor.device)
+    grid = F.affine_grid(theta.expand(tensor.shape[0], 2, 3), list(tensor.shape), align_corners=False)
+    return F.grid_sample(tensor, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def rotated_images(images: np.ndarray, angle: float) -> np.ndarray:
+    """``(n, H, W, 3)`` uint8 B-scans rotated by ``angle`` degrees about their centres (bilinear, zeros outside),
+    the same shape and dtype."""
+    planes = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    rotated = _rotation(planes, angle, mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(rotated.permute(0, 2, 3, 1).numpy())
+
+
+def rotated_back(probabilities: torch.Tensor, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probabilities ``(n, C, H, W)`` of B-scans rotated by ``angle``, rotated back by ``-angle`` (bilinear),
+    and ``(n, 1, H, W)`` the share in [0, 1] of each pixel they cover (0 where the rotated B-scan did not reach)."""
+    back = _rotation(torch.cat([probabilities, torch.ones_like(probabilities[:, :1])], dim=1), -angle,
+                     mode="bilinear")
+    covered = back[:, -1:]
+    return back[:, :-1] / covered.clamp_min(1e-6), covered
 
 
 def single_pass_probabilities(model: nn.Module, images: np.ndarray, settings: InferenceSettings, runtime: Runtime,
