@@ -164,6 +164,11 @@ LOSS = "rmit"
 CE_WEIGHT = 0.5  # balanced_ce_dice, ce_dice and ce_lovasz only
 DICE_WEIGHT = 0.5  # balanced_ce_dice and ce_dice only
 LOVASZ_WEIGHT = 0.5  # ce_lovasz only
+# Beyond the method (ce_dice and ce_lovasz; 0 = off): ReLayNet's boundary weighting (Roy et al. 2017) of the plain
+# cross-entropy: a pixel within CE_BOUNDARY_RADIUS_PX pixels of a change of label weighs 1 + CE_BOUNDARY_WEIGHT
+# (ReLayNet: 10, one pixel), the others 1 (a weighted mean): the outline of a pocket, where most errors lie
+CE_BOUNDARY_WEIGHT = 0.0
+CE_BOUNDARY_RADIUS_PX = 1
 # balanced_ce_dice and ce_dice: their Dice term averages over all classes, background included (True), or over the
 # fluids only (False, nnU-Net's choice: the background, most of every patch, then takes no share of the Dice)
 DICE_BACKGROUND = True

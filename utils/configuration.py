@@ -106,6 +106,8 @@ DEVICES = CHOICES["DEVICE"]
 ENCODER_MODELS = ("smp_unet",)
 DEEP_SUPERVISION_MODELS = ("smp_unet",)  # the MODEL names whose Network reads deep_supervision
 DECODER_ATTENTION_MODELS = ("smp_unet",)  # ... and decoder_attention
+# The LOSS names with a plain cross-entropy that CE_BOUNDARY_WEIGHT weights (utils/train/losses.py; tied by a test)
+BOUNDARY_WEIGHTED_LOSSES = ("ce_dice", "ce_lovasz")
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
 _LABEL_CODES = ("BACKGROUND",) + FLUID_LABELS
 
@@ -244,6 +246,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "CE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "DICE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "LOVASZ_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
+    "CE_BOUNDARY_WEIGHT": (lambda value: value >= 0, "an extra weight >= 0 (0: off)"),
+    "CE_BOUNDARY_RADIUS_PX": (lambda value: isinstance(value, int) and value >= 1, "a whole number of pixels >= 1"),
     "ADVERSARIAL_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "DISCRIMINATOR_LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     **{name: _PROBABILITY for name in default_settings() if name.endswith("_PROB")},
@@ -292,6 +296,9 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
                                       f"{' or '.join(DECODER_ATTENTION_MODELS)} (smp's decoder blocks)"),
     "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                    lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
+    "CE_BOUNDARY_WEIGHT": (lambda value, cfg: value == 0 or cfg.LOSS in BOUNDARY_WEIGHTED_LOSSES,
+                           lambda cfg: f"0 with LOSS={cfg.LOSS!r}: the outline weighting is of the plain "
+                                       f"cross-entropy of {' or '.join(BOUNDARY_WEIGHTED_LOSSES)}"),
     "ELASTIC_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                      lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the deformation is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),

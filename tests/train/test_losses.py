@@ -27,8 +27,14 @@ def random_batch(seed=0, shape=(2, config.N_CLASSES, 8, 6)):
     return logits, target
 
 
+def boundary_ce(ignore_label=None):
+    """The cross-entropy with ReLayNet's outline weighting (CE_BOUNDARY_WEIGHT)."""
+    return losses.CrossEntropyLoss(ignore_label, boundary_weight=10.0)
+
+
 ALL_LOSSES = [losses.DiceLoss, losses.BalancedCrossEntropyLoss, losses.balanced_ce_dice_loss,
-              losses.CrossEntropyLoss, losses.ce_dice_loss, losses.LovaszSoftmaxLoss, losses.ce_lovasz_loss]
+              losses.CrossEntropyLoss, losses.ce_dice_loss, losses.LovaszSoftmaxLoss, losses.ce_lovasz_loss,
+              boundary_ce]
 IGNORING_LOSSES = ALL_LOSSES  # every loss here takes an ignored code (the authors' loss, which does not, is apart)
 
 
@@ -272,3 +278,44 @@ def test_the_authors_loss_takes_no_ignored_code():
     target[0, 0, 0] = config.IGNORE_LABEL
     with pytest.raises(ValueError, match="expected label codes 0..3"):
         losses.RmitLoss()(logits, target)
+
+
+def test_boundary_band_marks_both_sides_of_each_outline_and_no_edge():
+    target = torch.zeros(1, 7, 9, dtype=torch.int64)
+    target[0, 2:5, 3:6] = 2  # a 3 x 3 pocket
+    band = losses.boundary_band(target, radius_px=1)
+    expected = torch.zeros(7, 9, dtype=torch.bool)
+    expected[1:6, 2:7] = True  # the pocket's ring and the background ring around it
+    expected[3, 4] = False  # the pocket's centre sees no other code
+    assert torch.equal(band[0], expected)
+    assert losses.boundary_band(target, radius_px=2)[0].sum() > band[0].sum()
+    ignored = target.clone()
+    ignored[0, :, :2] = config.IGNORE_LABEL  # an ignored strip is no outline, nor is the image's edge
+    assert torch.equal(losses.boundary_band(ignored, 1, config.IGNORE_LABEL), band)
+    assert not losses.boundary_band(torch.full_like(target, 1), 1).any()
+
+
+def test_boundary_weighted_cross_entropy_is_relaynets_weighted_mean():
+    logits, target = random_batch(seed=8)
+    weight = 1.0 + 10.0 * losses.boundary_band(target, 1).float()
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    expected = (weight * per_pixel).sum() / weight.sum()
+    made = losses.make_loss(LossSettings(loss="ce_dice", ce_boundary_weight=10.0))
+    assert made.name == "0.5*boundary_ce + 0.5*dice"
+    assert boundary_ce()(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    dice = losses.DiceLoss()(logits, target)
+    assert made(logits, target).item() == pytest.approx(0.5 * expected.item() + 0.5 * dice.item(), rel=1e-6)
+    unweighted = losses.CrossEntropyLoss(boundary_weight=0.0)
+    assert unweighted.name == "ce" and unweighted(logits, target).item() == pytest.approx(per_pixel.mean().item())
+    lovasz = losses.make_loss(LossSettings(loss="ce_lovasz", ce_boundary_weight=10.0, ce_boundary_radius_px=2))
+    assert lovasz.name == "0.5*boundary_ce + 0.5*lovasz"
+
+
+def test_boundary_weighting_needs_a_plain_cross_entropy():
+    from utils.configuration import BOUNDARY_WEIGHTED_LOSSES, ConfigError
+    for name, entry in losses.LOSSES.items():  # configuration.py's list is the losses that read the weight
+        built = entry.build(LossSettings(loss=name, ce_boundary_weight=10.0))
+        assert ("boundary_ce" in built.name) == (name in BOUNDARY_WEIGHTED_LOSSES), name
+    with pytest.raises(ConfigError, match="CE_BOUNDARY_WEIGHT=10.0: expected 0 with LOSS='rmit'"):
+        load_config(["CE_BOUNDARY_WEIGHT=10.0"])
+    assert load_config(["LOSS=ce_dice", "CE_BOUNDARY_WEIGHT=10.0"]).CE_BOUNDARY_WEIGHT == 10.0

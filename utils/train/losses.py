@@ -14,6 +14,9 @@ raise ValueError (:func:`utils.train.base.check_segmentation_inputs`). ``LOSS`` 
   Lovasz extension of the Jaccard index (Berman et al., CVPR 2018) in place of the soft Dice: its gradient goes to
   the pixels ranked worst, where the region's outline is decided.
 
+With ``CE_BOUNDARY_WEIGHT`` > 0 the plain cross-entropy of the last two weighs the pixels near an outline more
+(ReLayNet's weighting, :class:`CrossEntropyLoss`).
+
 Pixels whose target is the ``ignore_label`` a loss is given (``IGNORE_LABEL``, for ``BLANK_COLUMNS_IGNORED``) count in
 none of the cross-entropies, the Dice and the Lovasz term; the authors' loss takes no such code. :func:`make_loss`
 builds the loss of ``LOSS`` from :class:`LossSettings`, the config's values (``--set`` included), once per run.
@@ -99,21 +102,56 @@ class BalancedCrossEntropyLoss(Loss):
         return balanced_cross_entropy(logits, target, self.ignore_label)
 
 
+def boundary_band(target: torch.Tensor, radius_px: int, ignore_label: int | None = None) -> torch.Tensor:
+    """The pixels within ``radius_px`` of a change of label: those whose ``(2 radius_px + 1)`` square neighbourhood
+    holds another code (both sides of every outline, so the band is ``2 radius_px`` wide). Ignored pixels and the
+    outside of the image hold no code, so the edge of an ignored region or of the image is no outline.
+
+    Args:
+        target: ``(N, H, W)`` int64 label codes (or ``ignore_label``).
+        radius_px: >= 1.
+
+    Returns:
+        ``(N, H, W)`` bool on ``target``'s device.
+    """
+    codes = target[:, None].float()
+    ignored = torch.zeros_like(codes, dtype=torch.bool) if ignore_label is None else codes == ignore_label
+    size = 2 * int(radius_px) + 1
+    # max_pool2d pads with -inf: the outside never raises the highest code, nor (negated) lowers the lowest
+    highest = F.max_pool2d(codes.masked_fill(ignored, -torch.inf), size, stride=1, padding=radius_px)
+    lowest = -F.max_pool2d((-codes).masked_fill(ignored, -torch.inf), size, stride=1, padding=radius_px)
+    return ((highest != lowest) & torch.isfinite(highest) & torch.isfinite(lowest))[:, 0]
+
+
 class CrossEntropyLoss(Loss):
-    """Plain cross-entropy (``F.cross_entropy``, mean over pixels, no class weights), named ``"ce"``.
+    """Plain cross-entropy (``F.cross_entropy``, mean over pixels, no class weights), named ``"ce"``; with
+    ``boundary_weight`` > 0, ReLayNet's boundary weighting (Roy et al., Biomed. Opt. Express 2017): the pixels of
+    :func:`boundary_band` weigh ``1 + boundary_weight``, the others 1 (a weighted mean), named ``"boundary_ce"``.
 
     Args:
         ignore_label: the target code of pixels that count nowhere (``IGNORE_LABEL``), or None (every code counts).
+        boundary_weight: the extra weight of outline pixels (``CE_BOUNDARY_WEIGHT``), >= 0; 0: plain.
+        boundary_radius_px: the band's half-width (``CE_BOUNDARY_RADIUS_PX``), >= 1.
     """
 
     name = "ce"
 
-    def __init__(self, ignore_label: int | None = None):
+    def __init__(self, ignore_label: int | None = None, boundary_weight: float = 0.0, boundary_radius_px: int = 1):
         super().__init__()
         self.ignore_label = ignore_label
+        self.boundary_weight = float(boundary_weight)
+        self.boundary_radius_px = int(boundary_radius_px)
+        if self.boundary_weight:
+            self.name = "boundary_ce"
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, ignore_index=_ignore_index(self.ignore_label))
+        ignore_index = _ignore_index(self.ignore_label)
+        if not self.boundary_weight:
+            return F.cross_entropy(logits, target, ignore_index=ignore_index)
+        per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+        band = boundary_band(target, self.boundary_radius_px, self.ignore_label)
+        weight = (1.0 + self.boundary_weight * band.to(per_pixel.dtype)) * (target != ignore_index)
+        return (per_pixel * weight).sum() / weight.sum()
 
 
 class LovaszSoftmaxLoss(Loss):
@@ -185,32 +223,38 @@ def balanced_ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
 
 
 def ce_dice_loss(ce_weight: float = 0.5, dice_weight: float = 0.5,
-                 dice_classes: Sequence[int] | None = None, ignore_label: int | None = None) -> WeightedSum:
+                 dice_classes: Sequence[int] | None = None, ignore_label: int | None = None,
+                 boundary_weight: float = 0.0, boundary_radius_px: int = 1) -> WeightedSum:
     """``LOSS = "ce_dice"``: ``ce_weight * plain cross-entropy + dice_weight * Dice`` (nnU-Net's Dice + CE, scaled by
     0.5 with the default weights; nnU-Net's Dice leaves the background out: ``dice_classes`` = the fluid codes).
 
     Args:
         dice_classes: the class codes the Dice term averages over; None: all, background included.
         ignore_label: the target code of pixels that count nowhere in either term (``IGNORE_LABEL``), or None.
+        boundary_weight, boundary_radius_px: the cross-entropy's outline weighting (:class:`CrossEntropyLoss`).
 
     Returns:
-        a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <dice_weight>*dice"``.
+        a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <dice_weight>*dice"`` (``boundary_ce``
+        with the weighting).
     """
-    return (ce_weight * CrossEntropyLoss(ignore_label)
+    return (ce_weight * CrossEntropyLoss(ignore_label, boundary_weight, boundary_radius_px)
             + dice_weight * DiceLoss(dice_classes, ignore_label=ignore_label))
 
 
-def ce_lovasz_loss(ce_weight: float = 0.5, lovasz_weight: float = 0.5, ignore_label: int | None = None
-                   ) -> WeightedSum:
+def ce_lovasz_loss(ce_weight: float = 0.5, lovasz_weight: float = 0.5, ignore_label: int | None = None,
+                   boundary_weight: float = 0.0, boundary_radius_px: int = 1) -> WeightedSum:
     """``LOSS = "ce_lovasz"``: ``ce_weight * plain cross-entropy + lovasz_weight * Lovasz-softmax``.
 
     Args:
         ignore_label: the target code of pixels that count nowhere in either term (``IGNORE_LABEL``), or None.
+        boundary_weight, boundary_radius_px: the cross-entropy's outline weighting (:class:`CrossEntropyLoss`).
 
     Returns:
-        a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <lovasz_weight>*lovasz"``.
+        a :class:`~utils.train.base.WeightedSum` named ``"<ce_weight>*ce + <lovasz_weight>*lovasz"`` (``boundary_ce``
+        with the weighting).
     """
-    return ce_weight * CrossEntropyLoss(ignore_label) + lovasz_weight * LovaszSoftmaxLoss(ignore_label)
+    return (ce_weight * CrossEntropyLoss(ignore_label, boundary_weight, boundary_radius_px)
+            + lovasz_weight * LovaszSoftmaxLoss(ignore_label))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +267,8 @@ class LossSettings:
     ce_weight: float = config.CE_WEIGHT
     dice_weight: float = config.DICE_WEIGHT
     lovasz_weight: float = config.LOVASZ_WEIGHT
+    ce_boundary_weight: float = config.CE_BOUNDARY_WEIGHT
+    ce_boundary_radius_px: int = config.CE_BOUNDARY_RADIUS_PX
     dice_background: bool = config.DICE_BACKGROUND
     background: int = config.BACKGROUND
     fluids: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(config.FLUIDS))
@@ -261,9 +307,11 @@ LOSSES = {
     "balanced_ce_dice": LossEntry(lambda settings: balanced_ce_dice_loss(
         settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label), ignores_label=True),
     "ce_dice": LossEntry(lambda settings: ce_dice_loss(
-        settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label), ignores_label=True),
+        settings.ce_weight, settings.dice_weight, settings.dice_classes, settings.ignore_label,
+        settings.ce_boundary_weight, settings.ce_boundary_radius_px), ignores_label=True),
     "ce_lovasz": LossEntry(lambda settings: ce_lovasz_loss(
-        settings.ce_weight, settings.lovasz_weight, settings.ignore_label), ignores_label=True),
+        settings.ce_weight, settings.lovasz_weight, settings.ignore_label, settings.ce_boundary_weight,
+        settings.ce_boundary_radius_px), ignores_label=True),
 }
 
 
