@@ -258,12 +258,10 @@ CONFIGS: dict[str, dict] = {
     # ... more strips without fluid kept (EMPTY_PATCH_DROP_PROB 0.5 instead of 0.8): false pockets are a sixth of
     # the errors
     "improved_strips_wide_keep_empty": preset_like(with_settings(IMPROVED_WIDE, "EMPTY_PATCH_DROP_PROB=0.5")),
-    # ... half the B-scans deformed elastically (ELASTIC_PROB; up to 8 pixels at control points 64 pixels apart, or
-    # up to 16): pockets and layers of other shapes, the one kind of augmentation not yet tried beside the rotation
-    # that proved to matter
+    # ... half the B-scans deformed elastically (ELASTIC_PROB; up to 8 pixels at control points 64 pixels apart):
+    # pockets and layers of other shapes, the one kind of augmentation not yet tried beside the rotation that proved
+    # to matter
     "improved_strips_wide_elastic": preset_like(with_settings(IMPROVED_WIDE, "ELASTIC_PROB=0.5")),
-    "improved_strips_wide_elastic16": preset_like(with_settings(IMPROVED_WIDE, "ELASTIC_PROB=0.5",
-                                                                "ELASTIC_MAX_PX=16.0")),
     # ... ReLayNet's outline weighting of its cross-entropy (CE_BOUNDARY_WEIGHT=10: the pixels beside a change of
     # label weigh 11): three quarters of the errors lie on the outlines of pockets found
     "improved_strips_wide_boundary": preset_like(with_settings(IMPROVED_WIDE, "CE_BOUNDARY_WEIGHT=10.0")),
