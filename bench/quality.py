@@ -56,6 +56,8 @@ Outputs under OUT (default work/quality):
                                              evaluate.py), train.log, predict.log, evaluate.log (the scripts'
                                              output), train_time.json
     <dataset>/prepared/<fold>/, <dataset>/splits/, data/   prepare_data.py work dirs, split CSVs, the data sets
+    synthetic/pretrain-<config>/seed<s>/    a "pretrain" config's run on the whole synthetic set (its folds'
+                                             --init-from)
 A rerun skips every run whose result JSON exists (and was made with the same settings: otherwise it stops with
 status 2) and reuses finished training; an interrupted run is simply started again. Markdown tables are printed
 at the end: one row per config and seed, then the mean and spread (max - min) over seeds per config.
@@ -150,6 +152,9 @@ CLOSE = ["FLUID_CLOSING_MM=0.1"]
 # epoch), so fold 2 learns from two patients instead of one; "ensemble_seeds": (0, 1) predicts with the models of
 # those seeds together (predict.py --checkpoint A B: an ensemble); "ensemble_members": ((NAME, SEED, EPOCHS), ...)
 # predicts with the models of other configs, each trained (or reused) at its own budget (EPOCHS; None: --epochs).
+# "pretrain": EPOCHS first trains the config on the whole synthetic set (every case trained on, EPOCHS epochs, the
+# same settings and seed) and starts each real-set fold from those weights (train.py --init-from): transfer from the
+# built-in generator's anatomy, no real scan involved.
 # preset_like(TRAIN, *PREDICT) is a trained config with no_validation and whole B-scans segmented.
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
@@ -265,6 +270,9 @@ CONFIGS: dict[str, dict] = {
     # ... ReLayNet's outline weighting of its cross-entropy (CE_BOUNDARY_WEIGHT=10: the pixels beside a change of
     # label weigh 11): three quarters of the errors lie on the outlines of pockets found
     "improved_strips_wide_boundary": preset_like(with_settings(IMPROVED_WIDE, "CE_BOUNDARY_WEIGHT=10.0")),
+    # ... started from weights trained 10 epochs on the whole synthetic set ("pretrain"): layers, cysts and domes of
+    # the built-in generator before the 22-33 real B-scans of a fold
+    "improved_strips_wide_synpre": {**preset_like(IMPROVED_WIDE), "pretrain": 10},
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": preset_like(with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)")),
@@ -699,6 +707,8 @@ class Plan:
         return {"version": RESULT_VERSION, "dataset": dataset, "config": config, "seed": seed, "smoke": self.smoke,
                 "epochs": self.epochs_of(config), "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
+                **({"pretrain_epochs": CONFIGS[trained_as(config)]["pretrain"]}
+                   if CONFIGS[trained_as(config)].get("pretrain") else {}),
                 "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
                 **({"ensemble_members": [[*member, self.train_overrides(*member)]
                                          for member in self.members(config, seed)]}
@@ -792,6 +802,31 @@ def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str) ->
     return {"wall_seconds": round(seconds, 1), "reused": False, **epochs}
 
 
+PRETRAIN_SPLIT = "SPLIT_FRACTIONS={'train': 1.0, 'val': 0.0, 'test': 0.0}"  # pretraining: every synthetic case
+
+
+def pretrained_checkpoint(plan: Plan, config: str, seed: int) -> Path:
+    """The weights a ``pretrain`` config's real-set folds start from: ``config`` trained at ``seed`` on the whole
+    synthetic set for its ``pretrain`` epochs (the set made, prepared and trained once per invocation; finished
+    training reused as in :func:`train_fold`). Returns its best.pt."""
+    epochs = SMOKE_EPOCHS if plan.smoke else CONFIGS[config]["pretrain"]
+    if "synthetic" not in plan.data_roots:
+        plan.data_roots["synthetic"] = make_synthetic(plan.out, plan.smoke)
+    work_dir = plan.out / "synthetic" / "prepared" / "pretrain"
+    if ("synthetic", "pretrain") not in plan.prepared:
+        seconds = run_step("prepare_data.py", script("prepare_data.py", "--data-root", plan.data_roots["synthetic"],
+                                                     "--work-dir", work_dir, "--set", PRETRAIN_SPLIT),
+                           work_dir.parent / "pretrain.prepare.log")
+        print(f"[synthetic pretrain] prepared in {seconds:.0f} s", flush=True)
+        plan.prepared[("synthetic", "pretrain")] = Fold("pretrain")
+    train_dir = plan.out / "synthetic" / f"pretrain-{run_name(config, epochs, plan.budget_minutes, plan.smoke)}" \
+        / f"seed{seed}"
+    command = script("train.py", "--work-dir", work_dir, "--run-dir", train_dir / "run",
+                     *_sets(plan.train_overrides(config, seed, epochs)))
+    train_fold(command, train_dir, train_dir / "run", f"[synthetic pretrain {config} seed {seed}]")
+    return train_dir / "run" / "best.pt"
+
+
 def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> dict:
     """Prepare, train, predict, evaluate and score one fold of one run."""
     label = f"[{dataset} {plan.run_name(config)} seed {seed} {fold.name}]"
@@ -809,6 +844,8 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
         run_dirs.append(train_dir / "run")
         command = script("train.py", "--work-dir", work_dir, "--run-dir", run_dirs[-1],
                          *_sets(plan.train_overrides(member, member_seed, epochs)))
+        if CONFIGS[member].get("pretrain"):
+            command += ["--init-from", str(pretrained_checkpoint(plan, member, member_seed))]
         key = (f"train_seed{member_seed}" if member_run == plan.run_name(trained_as(config))
                else f"train_{member_run}_seed{member_seed}")
         commands["train" if key == f"train_seed{seed}" else key] = command

@@ -230,3 +230,30 @@ def test_tables_give_each_patients_dice(quality):
     text = quality.tables(quality.join_fold_results([one, two]))
     per_patient = text.split("Dice per patient (case):")[1]
     assert "| config | seed | DUKE01 | DUKE03 |" in per_patient and "| improved | 0 | 0.500 | 0.800 |" in per_patient
+
+
+def test_a_pretrained_config_starts_each_fold_from_its_synthetic_run(quality, tmp_path, monkeypatch):
+    """``pretrain``: the config trained once per seed on the whole synthetic set, its best.pt each fold's
+    --init-from; the pretraining's epochs are part of the result's identity."""
+    plan = _plan(quality, tmp_path, quality.DEFAULT_EPOCHS)
+    steps = []
+
+    def fake_step(step, command, log):
+        steps.append((step, command))
+        if step == "train.py":  # a finished run
+            run_dir = Path(command[command.index("--run-dir") + 1])
+            run_dir.mkdir(parents=True)
+            (run_dir / "best.pt").write_bytes(b"")
+        return 1.0
+
+    monkeypatch.setattr(quality, "run_step", fake_step)
+    monkeypatch.setattr(quality, "make_synthetic", lambda out, small: tmp_path / "synthetic-data")
+    first = quality.pretrained_checkpoint(plan, "improved_strips_wide_synpre", 1)
+    again = quality.pretrained_checkpoint(plan, "improved_strips_wide_synpre", 1)
+    assert first == again and first.name == "best.pt" and "seed1" in str(first)
+    assert [step for step, _ in steps] == ["prepare_data.py", "train.py"]  # prepared and trained once, then reused
+    prepare, train = steps[0][1], steps[1][1]
+    assert quality.PRETRAIN_SPLIT in prepare and str(tmp_path / "synthetic-data") in prepare
+    assert train[-2:] == ["--set", "SEED=1"] and "EPOCHS=10" in train
+    assert plan.identity("real", "improved_strips_wide_synpre", 1)["pretrain_epochs"] == 10
+    assert "pretrain_epochs" not in plan.identity("real", "improved_strips_wide", 1)
