@@ -306,6 +306,16 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide_ens3_tta_rot": {"train_as": "improved_strips_wide",
                                           "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
                                           "ensemble_seeds": (0, 1, 2)},
+    # ... two models (each pair of the three seeds): the README's recipe with the test-time rotations
+    "improved_strips_wide_ens2_tta_rot": {"train_as": "improved_strips_wide",
+                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                          "ensemble_seeds": (0, 1)},
+    "improved_strips_wide_ens2_02_tta_rot": {"train_as": "improved_strips_wide",
+                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                             "ensemble_seeds": (0, 2)},
+    "improved_strips_wide_ens2_12_tta_rot": {"train_as": "improved_strips_wide",
+                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                             "ensemble_seeds": (1, 2)},
     # two deep-supervision models (seeds 0 and 2; run with --epochs 30) as an ensemble, with the test-time flip
     "improved_strips_wide_ds_ens2_02_tta": {"train_as": "improved_strips_wide_ds",
                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
