@@ -213,9 +213,10 @@ SCALE_PROB = 0.0
 SCALE_RANGE = (0.8, 1.25)
 SCALE_ANISOTROPIC = False
 # Beyond the method (AUGMENT = "replace" only; 0 = off): with this probability a B-scan is also deformed elastically
-# (after the flip, rotation and scaling): a displacement of up to ELASTIC_MAX_PX pixels in depth and in width, drawn
-# uniformly at control points ELASTIC_GRID_PX pixels apart and interpolated cubically between them (TorchIO's
-# RandomElasticDeformation; nnU-Net's is a smoothed noise field): pockets and layers of other shapes.
+# (after the flip, rotation and scaling): a displacement of up to ELASTIC_MAX_PX pixels of the B-scan in depth and in
+# width, drawn uniformly at control points ELASTIC_GRID_PX pixels apart and interpolated cubically between them (a
+# little more between points; TorchIO's RandomElasticDeformation; nnU-Net's is a smoothed noise field): pockets and
+# layers of other shapes.
 ELASTIC_PROB = 0.0
 ELASTIC_MAX_PX = 8.0
 ELASTIC_GRID_PX = 64
@@ -276,9 +277,11 @@ PREDICT_REGION = "band"
 UNPADDED_BORDER = "background"
 # Beyond the method (off by default; measured in bench/quality.py, docs/quality.md):
 TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the two softmaxes
-# Beyond the method (() = off): also segment each B-scan rotated about its centre by each of these angles in degrees
-# (in pixels, as training rotates; zeros outside), its softmax rotated back and averaged in where it reaches (with
-# TTA_FLIP each rotated B-scan mirrored too), e.g. (-5.0, 5.0): the training rotations (ROTATE_MAX_DEGREES) at test time
+# Beyond the method (() = off; PREDICT_REGION "roi" or "all"): also segment each B-scan rotated about its centre by
+# each of these angles in degrees (in the network's pixels, after the depth scaling; zeros outside), its softmax
+# rotated back and averaged in where both passes have the network's own scores (with TTA_FLIP each rotated B-scan
+# mirrored too), e.g. (-5.0, 5.0): training's rotations (ROTATE_MAX_DEGREES, on Spectralis the same pixels) at test
+# time
 TTA_ROTATE_DEGREES = ()
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)

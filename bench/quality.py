@@ -56,8 +56,8 @@ Outputs under OUT (default work/quality):
                                              evaluate.py), train.log, predict.log, evaluate.log (the scripts'
                                              output), train_time.json
     <dataset>/prepared/<fold>/, <dataset>/splits/, data/   prepare_data.py work dirs, split CSVs, the data sets
-    synthetic/pretrain-<config>/seed<s>/    a "pretrain" config's run on the whole synthetic set (its folds'
-                                             --init-from)
+    synthetic/pretrain-<config>[-<E>ep]/seed<s>/   a "pretrain" config's run on the whole synthetic set (E
+                                             epochs; its real folds' --init-from)
 A rerun skips every run whose result JSON exists (and was made with the same settings: otherwise it stops with
 status 2) and reuses finished training; an interrupted run is simply started again. Markdown tables are printed
 at the end: one row per config and seed, then the mean and spread (max - min) over seeds per config.
@@ -76,6 +76,7 @@ import csv
 import dataclasses
 import datetime
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -488,6 +489,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.datasets = list(DATASETS) if args.dataset == "both" else [args.dataset]
         args.config_names = _names(args.configs, tuple(CONFIGS), "configs")
+        pretrained = [name for name in args.config_names if pretrain_epochs(name)]
+        if pretrained and "synthetic" in args.datasets:
+            raise UsageError(f"--configs {','.join(pretrained)}: pretrained on the whole synthetic set, so they "
+                             f"cannot be scored on it; use --dataset real")
         args.seed_list = parse_seeds(args.seeds)
         args.fold_list = parse_folds(args.folds)
         if args.only_fold is not None:
@@ -717,8 +722,7 @@ class Plan:
         return {"version": RESULT_VERSION, "dataset": dataset, "config": config, "seed": seed, "smoke": self.smoke,
                 "epochs": self.epochs_of(config), "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
-                **({"pretrain_epochs": CONFIGS[trained_as(config)]["pretrain"]}
-                   if CONFIGS[trained_as(config)].get("pretrain") else {}),
+                **({"pretrain_epochs": pretrained} if (pretrained := pretrain_epochs(config)) else {}),
                 "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
                 **({"ensemble_members": [[*member, self.train_overrides(*member)]
                                          for member in self.members(config, seed)]}
@@ -742,6 +746,13 @@ class Plan:
         an ``--out``."""
         folds = "".join(f"-{fold.name}" for fold in self.real_folds) if self.only_fold and dataset == "real" else ""
         return self.out / "results" / f"{dataset}-{self.run_name(config)}-seed{seed}{folds}.json"
+
+
+def pretrain_epochs(config: str) -> dict[str, int]:
+    """The synthetic pretraining epochs of each trained config ``config`` predicts with that has one ("pretrain")."""
+    members = ([name for name, _, _ in CONFIGS[config]["ensemble_members"]] if "ensemble_members" in CONFIGS[config]
+               else [trained_as(config)])
+    return {name: CONFIGS[name]["pretrain"] for name in members if CONFIGS[name].get("pretrain")}
 
 
 def trained_as(config: str) -> str:
@@ -788,14 +799,16 @@ def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Pat
     return work_dir, split_file, plan.prepared[key]
 
 
-def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str) -> dict:
-    """train.py, or its finished run reused when trained with the same command; returns time and epochs."""
+def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str, starts_from: str = "") -> dict:
+    """train.py, or its finished run reused when trained with the same command (and, for a run started from other
+    weights, the same ``starts_from``: their digest); returns time and epochs."""
     marker = fold_dir / TRAIN_MARKER
     try:
         done = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         done = None
-    if done and done.get("command") == command[1:] and (run_dir / "best.pt").is_file():
+    if (done and done.get("command") == command[1:] and done.get("starts_from", "") == starts_from
+            and (run_dir / "best.pt").is_file()):
         print(f"{label} train.py: done before ({done['wall_seconds'] / 60:.1f} min), reused", flush=True)
         return {"wall_seconds": done["wall_seconds"], "reused": True, **read_epoch_log(run_dir)}
     marker.unlink(missing_ok=True)
@@ -805,8 +818,9 @@ def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str) ->
     seconds = run_step("train.py", command, fold_dir / "train.log")
     if not (run_dir / "best.pt").is_file():
         raise StepFailed("train.py", f"train.py left no {run_dir / 'best.pt'}", fold_dir / "train.log")
-    marker.write_text(json.dumps({"command": command[1:], "wall_seconds": round(seconds, 1)}, indent=2) + "\n",
-                      encoding="utf-8")
+    record = {"command": command[1:], "wall_seconds": round(seconds, 1), **({"starts_from": starts_from}
+                                                                            if starts_from else {})}
+    marker.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     epochs = read_epoch_log(run_dir)
     print(f"{label} trained in {seconds / 60:.1f} min, {epochs['epochs_done']} epoch(s)", flush=True)
     return {"wall_seconds": round(seconds, 1), "reused": False, **epochs}
@@ -822,19 +836,29 @@ def pretrained_checkpoint(plan: Plan, config: str, seed: int) -> Path:
     epochs = SMOKE_EPOCHS if plan.smoke else CONFIGS[config]["pretrain"]
     if "synthetic" not in plan.data_roots:
         plan.data_roots["synthetic"] = make_synthetic(plan.out, plan.smoke)
-    work_dir = plan.out / "synthetic" / "prepared" / "pretrain"
-    if ("synthetic", "pretrain") not in plan.prepared:
+    prepare = CONFIGS[config].get("prepare", [])  # prepared as the config's real folds are
+    work_dir = plan.out / "synthetic" / "prepared" / ("pretrain" + (f"-{config}" if prepare else ""))
+    if ("synthetic", "pretrain", work_dir.name) not in plan.prepared:
         seconds = run_step("prepare_data.py", script("prepare_data.py", "--data-root", plan.data_roots["synthetic"],
-                                                     "--work-dir", work_dir, "--set", PRETRAIN_SPLIT),
-                           work_dir.parent / "pretrain.prepare.log")
+                                                     "--work-dir", work_dir, *_sets([*prepare, PRETRAIN_SPLIT])),
+                           work_dir.parent / f"{work_dir.name}.prepare.log")
         print(f"[synthetic pretrain] prepared in {seconds:.0f} s", flush=True)
-        plan.prepared[("synthetic", "pretrain")] = Fold("pretrain")
+        plan.prepared[("synthetic", "pretrain", work_dir.name)] = Fold("pretrain")
     train_dir = plan.out / "synthetic" / f"pretrain-{run_name(config, epochs, plan.budget_minutes, plan.smoke)}" \
         / f"seed{seed}"
     command = script("train.py", "--work-dir", work_dir, "--run-dir", train_dir / "run",
                      *_sets(plan.train_overrides(config, seed, epochs)))
     train_fold(command, train_dir, train_dir / "run", f"[synthetic pretrain {config} seed {seed}]")
     return train_dir / "run" / "best.pt"
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex): which weights a run started from, so that retrained ones are noticed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> dict:
@@ -854,12 +878,15 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
         run_dirs.append(train_dir / "run")
         command = script("train.py", "--work-dir", work_dir, "--run-dir", run_dirs[-1],
                          *_sets(plan.train_overrides(member, member_seed, epochs)))
+        starts_from = ""
         if CONFIGS[member].get("pretrain"):
-            command += ["--init-from", str(pretrained_checkpoint(plan, member, member_seed))]
+            checkpoint = pretrained_checkpoint(plan, member, member_seed)
+            command += ["--init-from", str(checkpoint)]
+            starts_from = file_digest(checkpoint)
         key = (f"train_seed{member_seed}" if member_run == plan.run_name(trained_as(config))
                else f"train_{member_run}_seed{member_seed}")
         commands["train" if key == f"train_seed{seed}" else key] = command
-        trainings.append(train_fold(command, train_dir, run_dirs[-1], label))
+        trainings.append(train_fold(command, train_dir, run_dirs[-1], label, starts_from))
     # an ensemble's training time and epochs: its members' summed
     training = trainings[0] if len(trainings) == 1 else {
         "wall_seconds": round(sum(t["wall_seconds"] for t in trainings), 1), "reused": True,

@@ -247,7 +247,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DICE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "LOVASZ_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "CE_BOUNDARY_WEIGHT": (lambda value: value >= 0, "an extra weight >= 0 (0: off)"),
-    "CE_BOUNDARY_RADIUS_PX": (lambda value: isinstance(value, int) and value >= 1, "a whole number of pixels >= 1"),
+    "CE_BOUNDARY_RADIUS_PX": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                              "a whole number of pixels >= 1"),
     "ADVERSARIAL_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "DISCRIMINATOR_LEARNING_RATE": (lambda value: value > 0, "a number > 0"),
     **{name: _PROBABILITY for name in default_settings() if name.endswith("_PROB")},
@@ -255,10 +256,11 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "SCALE_RANGE": (lambda value: len(value) == 2 and 0 < value[0] <= value[1],
                     "two magnifications (low, high), 0 < low <= high, e.g. (0.8, 1.25)"),
     "TTA_ROTATE_DEGREES": (lambda value: isinstance(value, tuple) and len(set(value)) == len(value) and all(
-                               isinstance(angle, (int, float)) and 0 < abs(angle) <= 45 for angle in value),
+                               isinstance(angle, (int, float)) and not isinstance(angle, bool)
+                               and 0 < abs(angle) <= 45 for angle in value),
                            "a tuple of distinct angles in degrees, each nonzero and within +-45, e.g. (-5.0, 5.0)"),
     "ELASTIC_MAX_PX": (lambda value: value >= 0, "a displacement in pixels >= 0"),
-    "ELASTIC_GRID_PX": (lambda value: isinstance(value, int) and value >= 2,
+    "ELASTIC_GRID_PX": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 2,
                         "a control-point spacing in whole pixels >= 2"),
     "INTENSITY_GAMMA": (lambda value: value >= 1, "a gamma >= 1 (1: no change)"),
     "INTENSITY_CONTRAST": (lambda value: 0 <= value <= 1, "a share in [0, 1]"),
@@ -299,6 +301,9 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
     "CE_BOUNDARY_WEIGHT": (lambda value, cfg: value == 0 or cfg.LOSS in BOUNDARY_WEIGHTED_LOSSES,
                            lambda cfg: f"0 with LOSS={cfg.LOSS!r}: the outline weighting is of the plain "
                                        f"cross-entropy of {' or '.join(BOUNDARY_WEIGHTED_LOSSES)}"),
+    "TTA_ROTATE_DEGREES": (lambda value, cfg: not value or cfg.PREDICT_REGION != "band",
+                           lambda cfg: "() with PREDICT_REGION='band': a rotated band shows black wedges where the "
+                                       "retina goes on; segment whole B-scans (PREDICT_REGION='all' or 'roi')"),
     "ELASTIC_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                      lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the deformation is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),

@@ -255,5 +255,37 @@ def test_a_pretrained_config_starts_each_fold_from_its_synthetic_run(quality, tm
     prepare, train = steps[0][1], steps[1][1]
     assert quality.PRETRAIN_SPLIT in prepare and str(tmp_path / "synthetic-data") in prepare
     assert train[-2:] == ["--set", "SEED=1"] and "EPOCHS=10" in train
-    assert plan.identity("real", "improved_strips_wide_synpre", 1)["pretrain_epochs"] == 10
+    assert plan.identity("real", "improved_strips_wide_synpre", 1)["pretrain_epochs"] == {
+        "improved_strips_wide_synpre": 10}
     assert "pretrain_epochs" not in plan.identity("real", "improved_strips_wide", 1)
+
+
+def test_a_run_started_from_other_weights_is_trained_again(quality, tmp_path, monkeypatch):
+    """A finished fold is reused only when the weights it started from are the same bytes: a pretraining redone
+    in place (same path, other weights) retrains the folds that started from it."""
+    trained = []
+
+    def fake_step(step, command, log):
+        trained.append(command)
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "run" / "best.pt").write_bytes(b"")
+        return 1.0
+
+    monkeypatch.setattr(quality, "run_step", fake_step)
+    command = ["python", "train.py", "--init-from", "pre/best.pt"]
+    for starts_from in ("aaa", "aaa", "bbb", ""):
+        quality.train_fold(command, tmp_path, tmp_path / "run", "[test]", starts_from)
+    assert len(trained) == 3  # the second call reused the first's run
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"one")
+    first = quality.file_digest(weights)
+    weights.write_bytes(b"two")
+    assert quality.file_digest(weights) != first and len(first) == 64
+
+
+def test_pretrained_configs_are_refused_on_the_synthetic_set(quality, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        quality.parse_args(["--dataset", "synthetic", "--configs", "improved_strips_wide_synpre"])
+    assert exit_info.value.code == 2 and "cannot be scored on it" in capsys.readouterr().err
+    assert quality.parse_args(["--dataset", "real", "--configs", "improved_strips_wide_synpre"]).config_names == [
+        "improved_strips_wide_synpre"]

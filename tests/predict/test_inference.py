@@ -5,11 +5,10 @@ presence scores and fluid volumes."""
 import numpy as np
 import pytest
 import torch
+from skimage.transform import rotate
 from torch import nn
 
 import config
-from skimage.transform import rotate
-
 from utils.configuration import ConfigError, load_config
 from utils.predict import band, inference, tiling
 from utils.predict.presence import presence_voxel_count
@@ -304,7 +303,38 @@ def test_rotation_tta_averages_the_rotated_passes_where_they_reach():
         model, images, _settings(tta_rotate_degrees=(6.0,)), CPU))
 
 
-@pytest.mark.parametrize("value", ["(0.0,)", "(5.0, 5.0)", "(90.0,)", "5.0"])
+@pytest.mark.parametrize("value", ["(0.0,)", "(5.0, 5.0)", "(90.0,)", "5.0", "(True,)"])
 def test_rotation_tta_refuses_bad_angles(value):
     with pytest.raises(ConfigError, match="TTA_ROTATE_DEGREES"):
-        load_config([f"TTA_ROTATE_DEGREES={value}"])
+        load_config(["PREDICT_REGION=all", f"TTA_ROTATE_DEGREES={value}"])
+
+
+def test_rotation_tta_refuses_the_band_region():
+    with pytest.raises(ConfigError, match="TTA_ROTATE_DEGREES=.*PREDICT_REGION='band'"):
+        load_config(["TTA_ROTATE_DEGREES=(-5.0, 5.0)"])
+    assert load_config(["PREDICT_REGION=roi", "TTA_ROTATE_DEGREES=(-5.0, 5.0)"]).TTA_ROTATE_DEGREES == (-5.0, 5.0)
+
+
+def test_rotation_tta_of_an_unpadded_network_keeps_its_border_out():
+    """The authors' network labels the border its output cannot reach background (UNPADDED_BORDER="background"): a
+    rotated pass's border, turned back, must not outvote the plain pass inside, and the border stays background."""
+    margin = 6
+
+    class FluidEverywhere(nn.Module):  # unpadded: its output lacks ``margin`` pixels on each side
+        def __init__(self):
+            super().__init__()
+            self.margin = margin
+
+        def forward(self, x):
+            inner = x[:, :1, margin:-margin, margin:-margin]
+            return torch.cat([torch.zeros_like(inner), 10 + torch.zeros_like(inner), torch.zeros_like(inner),
+                              torch.zeros_like(inner)], dim=1)
+
+    images = np.full((1, 40, 60, 3), 100, np.uint8)
+    settings = _settings(tta_rotate_degrees=(-8.0, 8.0), unpadded_border="background")
+    with torch.no_grad():
+        plain = inference.network_probabilities(FluidEverywhere(), images, _settings(), CPU)
+        tta = inference.network_probabilities(FluidEverywhere(), images, settings, CPU)
+    inside = (slice(None), slice(None), slice(margin, -margin), slice(margin, -margin))
+    torch.testing.assert_close(tta[inside], plain[inside], atol=1e-4, rtol=0)  # fluid, as certain as the plain pass
+    assert (tta[:, 0, :margin] == 1.0).all() and (tta[:, 0, :, -margin:] == 1.0).all()  # the border background

@@ -208,13 +208,28 @@ def network_probabilities(model: nn.Module, images: np.ndarray, settings: Infere
     probabilities = flip_averaged_probabilities(model, images, settings, runtime)
     if not settings.tta_rotate_degrees:
         return probabilities
+    reach = output_reach(model, images.shape[1:3], settings, probabilities.device)
     total, weight = probabilities.clone(), torch.ones_like(probabilities[:, :1])
     for angle in settings.tta_rotate_degrees:
         rotated = flip_averaged_probabilities(model, rotated_images(images, angle), settings, runtime)
-        back, covered = rotated_back(rotated, angle)
+        back, covered = rotated_back(rotated, angle, reach)
+        covered = covered * reach  # where both passes have the network's own scores
         total += back * covered
         weight += covered
     return total / weight
+
+
+def output_reach(model: nn.Module, shape: tuple[int, int], settings: InferenceSettings, device: torch.device
+                 ) -> torch.Tensor:
+    """``(1, 1, H, W)`` float32: 1 where a pass over images of ``shape`` = (H, W) gives the network's own scores, 0
+    on the border an unpadded network cannot reach and labels background (``UNPADDED_BORDER = "background"``)."""
+    height, width = shape
+    margin = output_margin(model)
+    if not margin or settings.unpadded_border != "background":
+        return torch.ones((1, 1, height, width), device=device)
+    reach = torch.zeros((1, 1, height, width), device=device)
+    reach[..., margin:max(margin, height - margin), margin:max(margin, width - margin)] = 1.0
+    return reach
 
 
 def flip_averaged_probabilities(model: nn.Module, images: np.ndarray, settings: InferenceSettings, runtime: Runtime,
@@ -249,11 +264,13 @@ def rotated_images(images: np.ndarray, angle: float) -> np.ndarray:
     return np.ascontiguousarray(rotated.permute(0, 2, 3, 1).numpy())
 
 
-def rotated_back(probabilities: torch.Tensor, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
+def rotated_back(probabilities: torch.Tensor, angle: float, reach: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The probabilities ``(n, C, H, W)`` of B-scans rotated by ``angle``, rotated back by ``-angle`` (bilinear),
-    and ``(n, 1, H, W)`` the share in [0, 1] of each pixel they cover (0 where the rotated B-scan did not reach)."""
-    back = _rotation(torch.cat([probabilities, torch.ones_like(probabilities[:, :1])], dim=1), -angle,
-                     mode="bilinear")
+    and ``(n, 1, H, W)`` the share in [0, 1] of each pixel they cover: 0 where the rotated B-scan did not reach, or
+    where its pass had no scores of its own (``reach``, ``(1, 1, H, W)``: :func:`output_reach`; None: everywhere)."""
+    valid = torch.ones_like(probabilities[:, :1]) if reach is None else reach.expand_as(probabilities[:, :1])
+    back = _rotation(torch.cat([probabilities * valid, valid], dim=1), -angle, mode="bilinear")
     covered = back[:, -1:]
     return back[:, :-1] / covered.clamp_min(1e-6), covered
 

@@ -18,8 +18,8 @@ from utils.stage_settings import settings_from_config
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
-INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "TTA_ROTATE_DEGREES", "PRESENCE_GATE", "MIN_COMPONENT_MM3",
-                      "FLUID_CLOSING_MM",
+INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "TTA_ROTATE_DEGREES", "PRESENCE_GATE",
+                      "MIN_COMPONENT_MM3", "FLUID_CLOSING_MM",
                       "BLANK_COLUMNS_BACKGROUND", "INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE",
                       "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3", "ETDRS_DIAMETERS_MM",
                       "FOVEA_SEARCH_RADIUS_MM", "FOVEA_MIN_DEPTH_MM")

@@ -276,8 +276,9 @@ def elastically_deformed(array: np.ndarray, displacement: np.ndarray, order: int
 
 def augment_slice(sample: LoadedSlice, rng: np.random.Generator, flip_prob: float, rotate_prob: float,
                   rotate_max_degrees: float, scale_prob: float, scale_range: tuple[float, float],
-                  scale_anisotropic: bool, elastic_prob: float = 0.0, elastic_max_px: float = config.ELASTIC_MAX_PX,
-                  elastic_grid_px: int = config.ELASTIC_GRID_PX) -> LoadedSlice:
+                  scale_anisotropic: bool, elastic_prob: float = config.ELASTIC_PROB,
+                  elastic_max_px: float = config.ELASTIC_MAX_PX, elastic_grid_px: int = config.ELASTIC_GRID_PX,
+                  ) -> LoadedSlice:
     """``AUGMENT = "replace"``: random left-right flip (probability ``flip_prob``) and rotation (``rotate_prob``,
     an angle uniform in ``+-rotate_max_degrees``) of a loaded slice, in place of the original, and beyond it
     (``scale_prob`` > 0) a magnification, its factor log-uniform in ``scale_range``, drawn for depth and width
