@@ -155,6 +155,12 @@ EMA_DECAY = 0.0
 # "constant": LEARNING_RATE throughout (the method); "poly": nnU-Net's LEARNING_RATE x (1 - progress) ** 0.9, progress
 # the share of the training done: the larger of the share of EPOCHS done and (TRAIN_BUDGET_MINUTES > 0) of the budget
 LR_SCHEDULE = "constant"
+# Beyond the method (1 = off; LR_SCHEDULE "poly", no TRAIN_BUDGET_MINUTES): a snapshot ensemble (Huang et al., ICLR
+# 2017) in one run: the EPOCHS split into this many equal cycles, the poly decay restarting at LEARNING_RATE in each,
+# and each cycle's last weights saved as SNAPSHOT_CHECKPOINT (cycle 1, 2, ...) beside best.pt, for
+# predict.py --checkpoint RUN/snapshot1.pt RUN/snapshot2.pt ... to average
+SNAPSHOT_CYCLES = 1
+SNAPSHOT_CHECKPOINT = "snapshot{cycle}.pt"
 # "rmit": the original's 0.5 x (class-normalised log-likelihood loss + (1 - soft Dice of fluid vs background))
 # (utils/train/method_loss.py); "balanced_ce_dice": CE_WEIGHT x class-balanced CE + DICE_WEIGHT x 4-class Dice;
 # "ce_dice": CE_WEIGHT x plain (unweighted) CE + DICE_WEIGHT x 4-class Dice (nnU-Net's loss; no balancing that

@@ -153,6 +153,7 @@ CLOSE = ["FLUID_CLOSING_MM=0.1"]
 # epoch), so fold 2 learns from two patients instead of one; "ensemble_seeds": (0, 1) predicts with the models of
 # those seeds together (predict.py --checkpoint A B: an ensemble); "ensemble_members": ((NAME, SEED, EPOCHS), ...)
 # predicts with the models of other configs, each trained (or reused) at its own budget (EPOCHS; None: --epochs).
+# "snapshots": K predicts with the K cycle-end snapshots of its (SNAPSHOT_CYCLES=K) training run as an ensemble.
 # "pretrain": EPOCHS first trains the config on the whole synthetic set (every case trained on, EPOCHS epochs, the
 # same settings and seed) and starts each real-set fold from those weights (train.py --init-from): transfer from the
 # built-in generator's anatomy, no real scan involved.
@@ -274,6 +275,12 @@ CONFIGS: dict[str, dict] = {
     # ... started from weights trained 10 epochs on the whole synthetic set ("pretrain"): layers, cysts and domes of
     # the built-in generator before the 22-33 real B-scans of a fold
     "improved_strips_wide_synpre": {**preset_like(IMPROVED_WIDE), "pretrain": 10},
+    # ... its 15 epochs as three cycles of 5, the poly decay restarting in each (SNAPSHOT_CYCLES=3): the last weights
+    # alone, and the three cycles' snapshots as an ensemble (Huang et al. 2017), with the test-time flip: an
+    # ensemble for the training of one model
+    "improved_strips_wide_snap3": preset_like(with_settings(IMPROVED_WIDE, "SNAPSHOT_CYCLES=3"), "TTA_FLIP=True"),
+    "improved_strips_wide_snap3_ens": {"train_as": "improved_strips_wide_snap3",
+                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "snapshots": 3},
     # ... its decoder half as wide (DECODER_CHANNELS (128, 64, 32, 16, 8)): about a third faster per batch on a CPU,
     # fewer weights for 22-33 training B-scans
     "improved_strips_wide_dec_half": preset_like(with_settings(IMPROVED_WIDE, "DECODER_CHANNELS=(128, 64, 32, 16, 8)")),
@@ -723,6 +730,7 @@ class Plan:
                 "epochs": self.epochs_of(config), "budget_minutes": self.budget_minutes,
                 "prepare_overrides": CONFIGS[config].get("prepare", []),
                 **({"pretrain_epochs": pretrained} if (pretrained := pretrain_epochs(config)) else {}),
+                **({"snapshots": CONFIGS[config]["snapshots"]} if CONFIGS[config].get("snapshots") else {}),
                 "ensemble_seeds": list(CONFIGS[config].get("ensemble_seeds", [])),
                 **({"ensemble_members": [[*member, self.train_overrides(*member)]
                                          for member in self.members(config, seed)]}
@@ -897,7 +905,10 @@ def run_fold(plan: Plan, dataset: str, config: str, seed: int, fold: Fold) -> di
     missing = [case for case in fold.test if case not in octs]
     if missing:
         raise StepFailed("predict.py", f"no oct.mhd under {data_root} for test case(s) {', '.join(missing)}")
-    commands["predict"] = script("predict.py", "--checkpoint", *[run_dir / "best.pt" for run_dir in run_dirs],
+    snapshots = CONFIGS[config].get("snapshots", 0)  # a snapshot ensemble: each run's cycle-end weights
+    checkpoints = [run_dir / (f"snapshot{cycle}.pt" if snapshots else "best.pt")  # config.py's SNAPSHOT_CHECKPOINT
+                   for run_dir in run_dirs for cycle in range(1, max(snapshots, 1) + 1)]
+    commands["predict"] = script("predict.py", "--checkpoint", *checkpoints,
                                  "--out", pred_dir,
                                  *_sets(CONFIGS[config]["predict"]), *[octs[case] for case in fold.test])
     seconds = run_step("predict.py", commands["predict"], fold_dir / "predict.log")

@@ -445,3 +445,16 @@ def test_train_model_trains_as_train_py(prepared_work, tmp_path, monkeypatch, ca
         session.train_model("work", preset="improve")
     with pytest.raises(ConfigError, match="already holds a run"):
         session.train_model("work", run_dir, EPOCHS=1)
+
+
+def test_snapshot_cycles_save_each_cycles_last_weights(prepared_work, tmp_path, capsys):
+    run = tmp_path / "snapshots"
+    assert _train(prepared_work, run, "--set", "MODEL=smp_unet", "--set", "BATCHES_PER_EPOCH=1", "--set", "EPOCHS=4",
+                  "--set", "LR_SCHEDULE=poly", "--set", "SNAPSHOT_CYCLES=2") == 0
+    first, second = load_checkpoint(run / "snapshot1.pt"), load_checkpoint(run / "snapshot2.pt")
+    assert (first["epoch"], second["epoch"]) == (2, 4) and not (run / "snapshot3.pt").exists()
+    assert torch.equal(second["model_state"]["segmentation_head.0.weight"],
+                       load_checkpoint(run / "last.pt")["model_state"]["segmentation_head.0.weight"])
+    assert _train(prepared_work, tmp_path / "odd", "--set", "LR_SCHEDULE=poly", "--set", "EPOCHS=3",
+                  "--set", "SNAPSHOT_CYCLES=2") == 2  # cycles that do not divide the epochs: refused in one line
+    assert "SNAPSHOT_CYCLES=2: expected 1, or a divisor of EPOCHS=3" in capsys.readouterr().err

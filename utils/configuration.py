@@ -214,6 +214,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # one file per split or fluid: without the placeholder they would all overwrite one file
     "SPLIT_SLICES_CSV": (lambda value: _template(value, "split"),
                          "a file name with the placeholder {split} (and no other), e.g. slices_{split}.csv"),
+    "SNAPSHOT_CHECKPOINT": (lambda value: _template(value, "cycle"),
+                            "a file name with the placeholder {cycle} (and no other), e.g. snapshot{cycle}.pt"),
     "PROBABILITY_FILE": (lambda value: _template(value, "fluid"),
                          "a file name with the placeholder {fluid} (and no other), e.g. probability_{fluid}.mhd"),
     "N_CLASSES": (lambda value: value >= 2, "a number of classes >= 2 (background and the fluids: RETOUCH's 4)"),
@@ -247,6 +249,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "DICE_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "LOVASZ_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
     "CE_BOUNDARY_WEIGHT": (lambda value: value >= 0, "an extra weight >= 0 (0: off)"),
+    "SNAPSHOT_CYCLES": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                        "a whole number of cycles >= 1 (1: off)"),
     "CE_BOUNDARY_RADIUS_PX": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                               "a whole number of pixels >= 1"),
     "ADVERSARIAL_WEIGHT": (lambda value: value >= 0, "a weight >= 0"),
@@ -304,6 +308,10 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
     "TTA_ROTATE_DEGREES": (lambda value, cfg: not value or cfg.PREDICT_REGION != "band",
                            lambda cfg: "() with PREDICT_REGION='band': a rotated band shows black wedges where the "
                                        "retina goes on; segment whole B-scans (PREDICT_REGION='all' or 'roi')"),
+    "SNAPSHOT_CYCLES": (lambda value, cfg: value == 1 or (cfg.LR_SCHEDULE == "poly" and cfg.EPOCHS % value == 0
+                                                          and not cfg.TRAIN_BUDGET_MINUTES),
+                        lambda cfg: f"1, or a divisor of EPOCHS={cfg.EPOCHS} with LR_SCHEDULE='poly' and no "
+                                    f"TRAIN_BUDGET_MINUTES (the cycles restart the poly decay, epoch by epoch)"),
     "ELASTIC_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                      lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the deformation is part of AUGMENT='replace')"),
     "PATCH_BORDER": (lambda value, cfg: 0 <= value and 2 * value < min(cfg.PATCH_SHAPE),

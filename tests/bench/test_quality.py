@@ -289,3 +289,11 @@ def test_pretrained_configs_are_refused_on_the_synthetic_set(quality, capsys):
     assert exit_info.value.code == 2 and "cannot be scored on it" in capsys.readouterr().err
     assert quality.parse_args(["--dataset", "real", "--configs", "improved_strips_wide_synpre"]).config_names == [
         "improved_strips_wide_synpre"]
+
+
+def test_a_snapshot_ensemble_predicts_with_its_runs_cycle_snapshots(quality, tmp_path):
+    plan = _plan(quality, tmp_path, quality.DEFAULT_EPOCHS)
+    assert "SNAPSHOT_CYCLES=3" in plan.train_overrides("improved_strips_wide_snap3", 0)
+    assert quality.trained_as("improved_strips_wide_snap3_ens") == "improved_strips_wide_snap3"
+    assert plan.identity("real", "improved_strips_wide_snap3_ens", 0)["snapshots"] == 3
+    assert "snapshots" not in plan.identity("real", "improved_strips_wide_snap3", 0)

@@ -43,3 +43,20 @@ def test_poly_follows_the_larger_of_epoch_and_time_progress(monkeypatch):
     clock[0] = 200.0  # past the budget
     schedule.step()
     assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_snapshot_cycles_restart_the_poly_decay_in_each_cycle():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    schedule = LearningRateSchedule(optimizer, "poly", 1e-3, epochs=15, budget_minutes=0, cycles=3)
+    rates = []
+    for epoch in range(1, 16):
+        schedule.epoch = epoch
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    one_cycle = [poly_learning_rate(1e-3, k / 5) for k in range(5)]
+    assert rates == pytest.approx(one_cycle * 3)  # three times the decay of 5 epochs, from the full rate
+    assert rates[5] == pytest.approx(1e-3) and rates[4] < 0.3e-3
+    with pytest.raises(ValueError, match="SNAPSHOT_CYCLES=4"):
+        LearningRateSchedule(optimizer, "poly", 1e-3, epochs=15, budget_minutes=0, cycles=4)
+    with pytest.raises(ValueError, match="without a time budget"):
+        LearningRateSchedule(optimizer, "poly", 1e-3, epochs=15, budget_minutes=5.0, cycles=3)

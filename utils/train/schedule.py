@@ -35,20 +35,28 @@ class LearningRateSchedule:
     near a learning rate of 0. A resumed run's budget starts again (as ``TRAIN_BUDGET_MINUTES`` does): its rate
     rises back to that of its epoch.
 
+    With ``cycles`` > 1 (``SNAPSHOT_CYCLES``, a snapshot ensemble) the epochs form that many equal cycles and the
+    schedule starts again in each: the progress is that of the epochs within the current cycle.
+
     Args:
         optimizer: its parameter groups all get the scheduled rate.
         schedule: a name of :data:`LR_SCHEDULES`: ``"constant"`` (the rate is never changed) or ``"poly"``.
         base: the starting learning rate (``LEARNING_RATE``).
         epochs: ``EPOCHS``.
-        budget_minutes: ``TRAIN_BUDGET_MINUTES`` (0: no budget).
+        budget_minutes: ``TRAIN_BUDGET_MINUTES`` (0: no budget; with ``cycles`` > 1 it must be 0).
         runtime: the device and, under torchrun, the process group the progress is broadcast in (None: one
             process).
+        cycles: ``SNAPSHOT_CYCLES``, >= 1, dividing ``epochs``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: str, base: float, epochs: int,
-                 budget_minutes: float, runtime: Runtime | None = None):
+                 budget_minutes: float, runtime: Runtime | None = None, cycles: int = 1):
+        if cycles < 1 or epochs % cycles or (cycles > 1 and budget_minutes > 0):
+            raise ValueError(f"SNAPSHOT_CYCLES={cycles}: expected 1, or a divisor of EPOCHS={epochs} without a time "
+                             f"budget")
         self.optimizer, self.rate_at, self.base = optimizer, LR_SCHEDULES[schedule], base
         self.epochs, self.budget_seconds = epochs, 60.0 * budget_minutes
+        self.cycle_epochs = epochs // cycles
         self.start = time.perf_counter()
         self.epoch = 1
         self.runtime = runtime
@@ -63,10 +71,16 @@ class LearningRateSchedule:
             by_time = float(shared.item())
         return min(1.0, max(by_epochs, by_time))
 
+    def cycle_progress(self) -> float:
+        """Share of the current cycle done, in [0, 1]: :meth:`progress` itself with one cycle."""
+        if self.cycle_epochs == self.epochs:
+            return self.progress()
+        return ((self.epoch - 1) % self.cycle_epochs) / self.cycle_epochs  # whole epochs: no rounding at a restart
+
     def step(self) -> None:
         """Sets the rate for the next optimiser step (nothing for ``"constant"``)."""
         if self.rate_at is None:
             return
-        rate = self.rate_at(self.base, self.progress())
+        rate = self.rate_at(self.base, self.cycle_progress())
         for group in self.optimizer.param_groups:
             group["lr"] = rate

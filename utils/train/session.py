@@ -349,7 +349,7 @@ def fit(state: TrainingState, train_records: list[SliceRecord], val_records: lis
         if cfg.BN_REESTIMATE_BATCHES > 0 else None
     deadline = time.perf_counter() + 60 * cfg.TRAIN_BUDGET_MINUTES if cfg.TRAIN_BUDGET_MINUTES > 0 else None
     schedule = LearningRateSchedule(state.optimizer, cfg.LR_SCHEDULE, cfg.LEARNING_RATE, cfg.EPOCHS,
-                                    cfg.TRAIN_BUDGET_MINUTES, runtime)
+                                    cfg.TRAIN_BUDGET_MINUTES, runtime, cycles=cfg.SNAPSHOT_CYCLES)
     warned_empty_validation = False
     for epoch in range(state.epoch + 1, cfg.EPOCHS + 1):
         timer = EpochTimer()
@@ -401,10 +401,17 @@ def fit(state: TrainingState, train_records: list[SliceRecord], val_records: lis
             if improved:
                 save_checkpoint(run_dir / cfg.BEST_CHECKPOINT, checkpoint)
             save_checkpoint(run_dir / cfg.LAST_CHECKPOINT, checkpoint)
+            if cfg.SNAPSHOT_CYCLES > 1 and epoch % schedule.cycle_epochs == 0:  # a cycle's end: its snapshot
+                save_checkpoint(run_dir / snapshot_name(cfg, epoch // schedule.cycle_epochs), checkpoint)
         # the ranks agree, as within an epoch: one rank's clock past the deadline stops them all
         if deadline is not None and epoch < cfg.EPOCHS and not all_ranks_go(time.perf_counter() < deadline, runtime):
             log.info(f"time budget of {cfg.TRAIN_BUDGET_MINUTES:g} min reached in epoch {epoch} (validated and saved)")
             break
+
+
+def snapshot_name(cfg, cycle: int) -> str:
+    """The file name of cycle ``cycle``'s snapshot (1-based; ``SNAPSHOT_CHECKPOINT``)."""
+    return cfg.SNAPSHOT_CHECKPOINT.format(cycle=cycle)
 
 
 def run_training(args: TrainingRequest) -> Path:
