@@ -297,3 +297,16 @@ def test_a_snapshot_ensemble_predicts_with_its_runs_cycle_snapshots(quality, tmp
     assert quality.trained_as("improved_strips_wide_snap3_ens") == "improved_strips_wide_snap3"
     assert plan.identity("real", "improved_strips_wide_snap3_ens", 0)["snapshots"] == 3
     assert "snapshots" not in plan.identity("real", "improved_strips_wide_snap3", 0)
+
+
+def test_the_readme_recipe_predicts_as_the_benchmark_config_measured_it(quality):
+    """The README's recommended predict.py line segments as improved_strips_wide_ens2_tta_rot was measured: the
+    preset's own settings (PREDICT_REGION=all) and the config's test-time settings."""
+    readme = (BENCH.parent / "README.md").read_text(encoding="utf-8")
+    line = next(text for text in readme.splitlines()
+                if text.startswith("python predict.py --checkpoint WORK/runs/improved0/best.pt WORK/runs/improved1"))
+    given = re.findall(r'--set "([^"]+)"|--set (\S+)', line)
+    sets = {quoted or plain for quoted, plain in given}
+    config = quality.CONFIGS["improved_strips_wide_ens2_tta_rot"]
+    assert "--preset improved" in line and config["ensemble_seeds"] == (0, 1)
+    assert sets | {"PREDICT_REGION=all"} == set(config["predict"])
