@@ -324,6 +324,20 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide_ens2_12_tta_rot": {"train_as": "improved_strips_wide",
                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
                                              "ensemble_seeds": (1, 2)},
+    # ... the fourth pair and a second triple (seeds 3 and 4 trained later), and all five models: what models beyond
+    # three still buy, within the hour of training (5 x 7-8 minutes per fold on a 2-core bf16 CPU)
+    "improved_strips_wide_ens2_34_tta_rot": {"train_as": "improved_strips_wide",
+                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                             "ensemble_seeds": (3, 4)},
+    "improved_strips_wide_ens3_234_tta_rot": {"train_as": "improved_strips_wide",
+                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                              "ensemble_seeds": (2, 3, 4)},
+    "improved_strips_wide_ens5_tta": {"train_as": "improved_strips_wide",
+                                      "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
+                                      "ensemble_seeds": (0, 1, 2, 3, 4)},
+    "improved_strips_wide_ens5_tta_rot": {"train_as": "improved_strips_wide",
+                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                          "ensemble_seeds": (0, 1, 2, 3, 4)},
     # two deep-supervision models (seeds 0 and 2; run with --epochs 30) as an ensemble, with the test-time flip
     "improved_strips_wide_ds_ens2_02_tta": {"train_as": "improved_strips_wide_ds",
                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
@@ -344,6 +358,16 @@ CONFIGS: dict[str, dict] = {
     "improved_mix_ds_20_tta": {"ensemble_members": (("improved_strips_wide", 2, 15),
                                                     ("improved_strips_wide_ds", 0, 30)),
                                "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
+    # ... the three mixed pairs with the test-time rotations too
+    "improved_mix_ds_tta_rot": {"ensemble_members": (("improved_strips_wide", 0, 15),
+                                                     ("improved_strips_wide_ds", 2, 30)),
+                                "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
+    "improved_mix_ds_10_tta_rot": {"ensemble_members": (("improved_strips_wide", 1, 15),
+                                                        ("improved_strips_wide_ds", 0, 30)),
+                                   "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
+    "improved_mix_ds_20_tta_rot": {"ensemble_members": (("improved_strips_wide", 2, 15),
+                                                        ("improved_strips_wide_ds", 0, 30)),
+                                   "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
