@@ -138,6 +138,11 @@ DECODER_ATTENTION = ""
 # 1/8 of the patch, each trained with LOSS on the targets at its size, weighted 1/2, 1/4, 1/8 against the full
 # output's 1 (normalised); inference uses the full output alone
 DEEP_SUPERVISION = False
+# Beyond the method (smp_unet only): the normalisation of its encoder and decoder. "batch" is smp's (batch norms,
+# their running statistics at inference: those of the 2-3 training patients of a real fold); "instance" puts an
+# instance norm (per image and channel, with a learnt scale and shift) in place of each, nnU-Net's choice: a scan's
+# features are normalised by its own statistics in training and at inference alike
+NORMALIZATION = "batch"
 EPOCHS = 100  # the original's 100
 BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training stream (the original); N: N batches
 TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop training (mid-epoch; it is then validated and saved) after this many minutes

@@ -275,6 +275,9 @@ CONFIGS: dict[str, dict] = {
     # ... started from weights trained 10 epochs on the whole synthetic set ("pretrain"): layers, cysts and domes of
     # the built-in generator before the 22-33 real B-scans of a fold
     "improved_strips_wide_synpre": {**preset_like(IMPROVED_WIDE), "pretrain": 10},
+    # ... instance norms in place of its batch norms (NORMALIZATION=instance, nnU-Net's): a test patient's features
+    # normalised by its own statistics, not by the running statistics of the 2-3 training patients
+    "improved_strips_wide_instnorm": preset_like(with_settings(IMPROVED_WIDE, "NORMALIZATION=instance")),
     # ... its 15 epochs as three cycles of 5, the poly decay restarting in each (SNAPSHOT_CYCLES=3): the last weights
     # alone, and the three cycles' snapshots as an ensemble (Huang et al. 2017), with the test-time flip: an
     # ensemble for the training of one model

@@ -106,6 +106,7 @@ DEVICES = CHOICES["DEVICE"]
 ENCODER_MODELS = ("smp_unet",)
 DEEP_SUPERVISION_MODELS = ("smp_unet",)  # the MODEL names whose Network reads deep_supervision
 DECODER_ATTENTION_MODELS = ("smp_unet",)  # ... and decoder_attention
+NORMALIZATION_MODELS = ("smp_unet",)  # ... and normalization
 # The LOSS names with a plain cross-entropy that CE_BOUNDARY_WEIGHT weights (utils/train/losses.py; tied by a test)
 BOUNDARY_WEIGHTED_LOSSES = ("ce_dice", "ce_lovasz")
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
@@ -233,6 +234,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "CLOSING_DISK_RADIUS": (lambda value: value >= 0, "a radius in pixels >= 0 (0: no closing)"),
     "PATCH_SHAPE": (_sizes, "a patch size (height, width) in pixels, e.g. (256, 128)"),
     "DECODER_ATTENTION": (lambda value: value in ("", "scse"), "'' (smp's plain decoder) or 'scse'"),
+    "NORMALIZATION": (lambda value: value in ("batch", "instance"), "'batch' (smp's batch norms) or 'instance'"),
     "DECODER_CHANNELS": (lambda value: _sizes(value, 5),
                          "five channel counts >= 1, deepest decoder block first, e.g. (256, 128, 64, 32, 16)"),
     "SPECTRALIS_AXIAL_SPACING_MM": (lambda value: math.isfinite(value) and value > 0, "a spacing in mm > 0"),
@@ -300,6 +302,9 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
     "DECODER_ATTENTION": (lambda value, cfg: not value or cfg.MODEL in DECODER_ATTENTION_MODELS,
                           lambda cfg: f"'' with MODEL={cfg.MODEL!r}: decoder attention needs "
                                       f"{' or '.join(DECODER_ATTENTION_MODELS)} (smp's decoder blocks)"),
+    "NORMALIZATION": (lambda value, cfg: value == "batch" or cfg.MODEL in NORMALIZATION_MODELS,
+                      lambda cfg: f"'batch' with MODEL={cfg.MODEL!r}: another normalisation needs "
+                                  f"{' or '.join(NORMALIZATION_MODELS)} (rmit_unet keeps the authors' batch norms)"),
     "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                    lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
     "CE_BOUNDARY_WEIGHT": (lambda value, cfg: value == 0 or cfg.LOSS in BOUNDARY_WEIGHTED_LOSSES,

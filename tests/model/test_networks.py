@@ -98,14 +98,46 @@ def test_decoder_attention_adds_scse_to_each_decoder_block_and_is_left_out_when_
         load_config(["DECODER_ATTENTION=cbam"])
 
 
+def test_instance_normalization_replaces_every_batch_norm_and_normalises_each_image_by_itself():
+    """NORMALIZATION="instance": no batch norm is left in smp_unet (deep supervision too), a default model's arguments
+    are unchanged, and an image's output does not depend on the other images of its batch, in training as at
+    inference (no batch or running statistics)."""
+    assert "normalization" not in unet_arguments(NetworkSettings(model="smp_unet"))
+    for deep_supervision in (False, True):
+        arguments = unet_arguments(NetworkSettings(model="smp_unet", normalization="instance",
+                                                   deep_supervision=deep_supervision))
+        model = build_unet(arguments)
+        kinds = {type(module).__name__ for module in model.modules()}
+        assert "BatchNorm2d" not in kinds and "InstanceNorm2d" in kinds
+        norms = [module for module in model.modules() if isinstance(module, torch.nn.InstanceNorm2d)]
+        assert all(norm.affine and not norm.track_running_stats for norm in norms)
+    assert network_label(arguments) == "smp_unet (resnet18, deep supervision, instance norm)"
+    model = build_unet(unet_arguments(NetworkSettings(model="smp_unet", normalization="instance"))).train()
+    images = torch.randn(2, 3, 128, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        alone = model(images[:1])
+        beside_another = model(images)[:1]
+        assert torch.allclose(alone, beside_another, atol=1e-4)  # batched convolutions round otherwise
+        assert torch.allclose(model.eval()(images[:1]), alone, atol=1e-4)
+    with pytest.raises(ConfigError, match="^NORMALIZATION='instance': expected 'batch' with MODEL='rmit_unet'"):
+        load_config(["NORMALIZATION=instance"])
+    assert load_config(["MODEL=smp_unet", "NORMALIZATION=instance"]).NORMALIZATION == "instance"
+    with pytest.raises(ConfigError, match="^NORMALIZATION='group': expected 'batch'"):
+        load_config(["MODEL=smp_unet", "NORMALIZATION=group"])
+    from utils.model.networks import NORMALIZATIONS
+    for name in NORMALIZATIONS:
+        assert load_config(["MODEL=smp_unet", f"NORMALIZATION={name}"]).NORMALIZATION == name
+
+
 def test_a_network_is_built_from_the_settings_it_names_and_no_other():
     """``network_setting_names`` (what train.py --resume keeps of a run's network) lists exactly the settings a
     network's constructor arguments change with."""
     assert network_setting_names("rmit_unet") == ("MODEL", "N_CLASSES", "RELU_BEFORE_SOFTMAX", "BN_MOMENTUM")
     assert network_setting_names("smp_unet") == ("MODEL", "ENCODER", "N_CLASSES", "DECODER_CHANNELS",
-                                                 "DECODER_ATTENTION", "DEEP_SUPERVISION")
+                                                 "DECODER_ATTENTION", "DEEP_SUPERVISION", "NORMALIZATION")
     changed = {"n_classes": 5, "encoder": "resnet34", "relu_before_softmax": False, "bn_momentum": 0.5,
-               "decoder_channels": (128, 64, 32, 16, 8), "decoder_attention": "scse", "deep_supervision": True}
+               "decoder_channels": (128, 64, 32, 16, 8), "decoder_attention": "scse", "deep_supervision": True,
+               "normalization": "instance"}
     for model in MODELS:
         base = NetworkSettings(model=model)
         differ = [name.upper() for name, value in changed.items()

@@ -36,6 +36,7 @@ class NetworkSettings:
             ``"scse"``.
         deep_supervision: ``DEEP_SUPERVISION``, smp_unet's heads on three decoder blocks
             (:class:`utils.model.deep_supervision.DeepSupervisedUnet`).
+        normalization: ``NORMALIZATION``, smp_unet's normalisation layers: a name in :data:`NORMALIZATIONS`.
         relu_before_softmax: ``RELU_BEFORE_SOFTMAX``, rmit_unet's ReLU on its logits.
         bn_momentum: ``BN_MOMENTUM``, rmit_unet's batch-norm momentum (PyTorch's convention), in (0, 1].
     """
@@ -46,6 +47,7 @@ class NetworkSettings:
     decoder_channels: tuple[int, ...] = config.DECODER_CHANNELS
     decoder_attention: str = config.DECODER_ATTENTION
     deep_supervision: bool = config.DEEP_SUPERVISION
+    normalization: str = config.NORMALIZATION
     relu_before_softmax: bool = config.RELU_BEFORE_SOFTMAX
     bn_momentum: float = config.BN_MOMENTUM
 
@@ -87,6 +89,30 @@ class Network(NamedTuple):
     trains_faster_nchw_on_avx2: bool = False
 
 
+def with_instance_norms(model: nn.Module) -> nn.Module:
+    """``model`` with each ``nn.BatchNorm2d`` replaced, in place, by an ``nn.InstanceNorm2d`` of as many channels
+    with a learnt scale and shift and no running statistics (nnU-Net's normalisation): each image's features are
+    normalised over its own height and width, in training and at inference alike.
+
+    Args:
+        model: a freshly built network (its batch norms' weights are not carried over).
+
+    Returns:
+        ``model``, for chaining.
+    """
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.BatchNorm2d:
+                setattr(parent, name, nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=True))
+    return model
+
+
+# NORMALIZATION -> what it does to a freshly built smp_unet (the names utils/configuration.py checks)
+NORMALIZATIONS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "batch": lambda model: model,  # smp's own batch norms
+    "instance": with_instance_norms,
+}
+
 SMP_DECODER_CHANNELS = tuple(inspect.signature(smp.Unet).parameters["decoder_channels"].default)  # smp's default
 
 # MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
@@ -101,19 +127,24 @@ MODELS: dict[str, Network] = {
                          RmitUNet, accepts_patch=valid_input,
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
                          weight_penalty=l2_penalty, trains_faster_nchw_on_avx2=True),
-    "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "decoder_attention", "deep_supervision"),
-                        lambda encoder, n_classes, decoder_channels, decoder_attention, deep_supervision: {
+    "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "decoder_attention", "deep_supervision",
+                         "normalization"),
+                        lambda encoder, n_classes, decoder_channels, decoder_attention, deep_supervision,
+                        normalization: {
                             "encoder_name": encoder, "encoder_weights": None, "in_channels": 3, "classes": n_classes,
                             **_decoder_arguments(decoder_channels),
                             **({"decoder_attention_type": decoder_attention} if decoder_attention else {}),
-                            **({"deep_supervision": True} if deep_supervision else {})},
-                        lambda deep_supervision=False, **args: (DeepSupervisedUnet if deep_supervision else smp.Unet)(
-                            **{**args, "encoder_weights": None}),
+                            **({"deep_supervision": True} if deep_supervision else {}),
+                            **({"normalization": normalization} if normalization != "batch" else {})},
+                        lambda deep_supervision=False, normalization="batch", **args: NORMALIZATIONS[normalization](
+                            (DeepSupervisedUnet if deep_supervision else smp.Unet)(
+                                **{**args, "encoder_weights": None})),
                         detail=lambda args: args["encoder_name"] + (
                             f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else "") + (
                             f", {args['decoder_attention_type']} attention" if "decoder_attention_type" in args
                             else "") + (
-                            ", deep supervision" if args.get("deep_supervision") else ""),
+                            ", deep supervision" if args.get("deep_supervision") else "") + (
+                            f", {args['normalization']} norm" if "normalization" in args else ""),
                         takes_encoder=True),
 }
 
