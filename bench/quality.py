@@ -278,6 +278,9 @@ CONFIGS: dict[str, dict] = {
     # ... instance norms in place of its batch norms (NORMALIZATION=instance, nnU-Net's): a test patient's features
     # normalised by its own statistics, not by the running statistics of the 2-3 training patients
     "improved_strips_wide_instnorm": preset_like(with_settings(IMPROVED_WIDE, "NORMALIZATION=instance")),
+    # ... Adam's first moment at the usual 0.9 (ADAM_BETAS=(0.9, 0.999)) instead of the method's 0.5, a GAN's setting
+    # that the authors' adversarial training took from DCGAN: a steadier gradient for a network trained without one
+    "improved_strips_wide_beta9": preset_like(with_settings(IMPROVED_WIDE, "ADAM_BETAS=(0.9, 0.999)")),
     # ... its 15 epochs as three cycles of 5, the poly decay restarting in each (SNAPSHOT_CYCLES=3): the last weights
     # alone, and the three cycles' snapshots as an ensemble (Huang et al. 2017), with the test-time flip: an
     # ensemble for the training of one model
