@@ -295,6 +295,10 @@ TTA_FLIP = False  # also segment each B-scan mirrored left-right and average the
 # time
 TTA_ROTATE_DEGREES = ()
 PRESENCE_GATE = 0.0  # a fluid whose presence score is below this is removed from the volume (0: off)
+# Beyond the method (0: off, the arg-max of the softmax, as the original): a pixel is fluid where the softmax gives
+# all fluids together at least this probability (1 - background), labelled its most probable fluid; above 0.5 a model
+# that marks too much fluid marks less (chosen on patients other than those it is measured on: docs/quality.md)
+FLUID_THRESHOLD = 0.0
 MIN_COMPONENT_MM3 = 0.0  # connected fluid components smaller than this many mm³ are removed (0: off)
 # Each fluid closed per B-scan by an ellipse of this radius in mm (0: off): pockets closer than about twice it join
 # into one region, as graders who outline a whole cluster of cysts draw them (utils/predict/postprocess.py)

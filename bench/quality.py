@@ -285,6 +285,15 @@ CONFIGS: dict[str, dict] = {
     # gradient, and every training B-scan seen twice as often, without the longer schedule that over-fitted
     "improved_strips_wide_b8": preset_like(with_settings(IMPROVED_WIDE, "BATCH_SIZE=8",
                                                          "KEPT_PATCH_SHUFFLE_BUFFER=32")),
+    # ... at half the depth resolution (SPECTRALIS_AXIAL_SPACING_MM=0.0078: one network row spans two Spectralis rows,
+    # 7.8 um, still finer than an A-scan's 11 um): a 256 x 256 strip still holds the whole depth, so batches of 8
+    # carry the preset's pixels with twice its strips (twice the B-scans per step, the same time per step) ...
+    "improved_half_depth": preset_like(with_settings(IMPROVED_WIDE, "SPECTRALIS_AXIAL_SPACING_MM=0.0078",
+                                                     "PATCH_SHAPE=(256, 256)", "BATCH_SIZE=8",
+                                                     "KEPT_PATCH_SHUFFLE_BUFFER=32")),
+    # ... or batches of 4 (the preset's strips per step at half its pixels: about half the time per epoch)
+    "improved_half_depth_b4": preset_like(with_settings(IMPROVED_WIDE, "SPECTRALIS_AXIAL_SPACING_MM=0.0078",
+                                                        "PATCH_SHAPE=(256, 256)")),
     # ... its 15 epochs as three cycles of 5, the poly decay restarting in each (SNAPSHOT_CYCLES=3): the last weights
     # alone, and the three cycles' snapshots as an ensemble (Huang et al. 2017), with the test-time flip: an
     # ensemble for the training of one model
@@ -381,6 +390,14 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_blank_ens2": {"train_as": "improved_strips", "predict": ["PREDICT_REGION=all", *BLANK_PREDICT],
                                    "ensemble_seeds": (0, 1)},
 }
+# The preset's models with the flip, labelled by a fluid threshold (FLUID_THRESHOLD: fluid where 1 - p(background)
+# reaches it) instead of the arg-max: improved_strips_wide_tta_thr30 ... _thr70. A threshold is only honest when chosen
+# on other patients than those it is measured on: bench/threshold_choice.py picks each fold's from the other fold.
+FLUID_THRESHOLD_PERCENTS = (30, 40, 50, 60, 70)
+CONFIGS.update({f"improved_strips_wide_tta_thr{percent}": {
+    "train_as": "improved_strips_wide",
+    "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", f"FLUID_THRESHOLD={percent / 100}"]}
+    for percent in FLUID_THRESHOLD_PERCENTS})
 # config.PRESETS[name] is the config's train and predict overrides with EPOCHS at DEFAULT_EPOCHS: the budget it was
 # measured at (tests/test_configuration.py keeps them equal)
 PRESET_CONFIGS = {"improved_patches": "smp_unet_cedice_all_poly", "improved_strips": "improved_strips",

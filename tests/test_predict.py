@@ -232,6 +232,19 @@ def test_fluid_closing_reaches_the_label_volumes_and_only_adds_fluid(data, check
     assert json.loads((closed / config.CONFIG_JSON).read_text())["FLUID_CLOSING_MM"] == 0.2
 
 
+def test_a_fluid_threshold_reaches_the_label_volumes_and_nests_them(data, checkpoint, tmp_path):
+    cirrus = next(data.glob("*Cirrus/*/oct.mhd"))
+    case = cirrus.parent.name
+    fluid = {}
+    for threshold in (0.2, 0.8):
+        out = tmp_path / f"t{threshold}"
+        assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set",
+                             f"FLUID_THRESHOLD={threshold}", str(cirrus)]) == 0
+        fluid[threshold] = read_volume(out / case / config.SEGMENTATION_FILE)[0] > 0
+        assert json.loads((out / config.CONFIG_JSON).read_text())["FLUID_THRESHOLD"] == threshold
+    assert fluid[0.2].sum() > fluid[0.8].sum() and not (fluid[0.8] & ~fluid[0.2]).any()  # a higher bar marks less
+
+
 @pytest.mark.parametrize("where", ["data root", "case folder", "file's folder", "run folder", "input's ancestor",
                                    "file's ancestor", "another vendor's folder", "link into the data"])
 def test_out_never_lands_in_the_data_or_the_run(data, checkpoint, tmp_path, capsys, where):

@@ -194,6 +194,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BN_MOMENTUM": (lambda value: 0 < value <= 1, "a momentum in (0, 1]"),
     "MIN_COMPONENT_MM3": (lambda value: value >= 0, "a number of mm³ >= 0"),
     "FLUID_CLOSING_MM": (lambda value: value >= 0, "a radius in mm >= 0 (0: off)"),
+    "FLUID_THRESHOLD": (lambda value: 0 <= value < 1, "a probability in [0, 1) (0: off, arg-max labels)"),
     "ETDRS_DIAMETERS_MM": (lambda value: len(value) == 3 and 0 < value[0] < value[1] < value[2],
                            "three increasing diameters in mm, e.g. (1.0, 3.0, 6.0)"),
     "FOVEA_SEARCH_RADIUS_MM": (lambda value: value > 0, "a radius in mm > 0"),

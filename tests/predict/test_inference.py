@@ -191,6 +191,37 @@ def test_arg_max_labels_in_either_layout_take_the_first_of_equal_probabilities()
         assert labels.dtype == torch.uint8 and labels.tolist() == [[[1, 0, 3]]]
 
 
+def test_fluid_threshold_marks_fluid_where_the_fluids_together_reach_it():
+    # per pixel (background, IRF, SRF, PED): arg-max background but 0.6 fluid; 0.7 background; a tie of two fluids
+    probabilities = torch.tensor([[0.4, 0.3, 0.3, 0.0], [0.7, 0.1, 0.0, 0.2], [0.2, 0.4, 0.4, 0.0],
+                                  [0.55, 0.45, 0.0, 0.0]]).T.reshape(1, 4, 1, 4)
+    assert inference.thresholded_fluid_labels(probabilities, 0.0).tolist() == [[[0, 0, 1, 0]]]  # the arg-max
+    assert inference.thresholded_fluid_labels(probabilities, 0.5).tolist() == [[[1, 0, 1, 0]]]
+    assert inference.thresholded_fluid_labels(probabilities, 0.3).tolist() == [[[1, 3, 1, 1]]]
+    assert inference.thresholded_fluid_labels(probabilities, 0.7).tolist() == [[[0, 0, 1, 0]]]
+    assert inference.thresholded_fluid_labels(probabilities, 0.9).tolist() == [[[0, 0, 0, 0]]]
+
+
+def test_predict_volume_labels_by_the_fluid_threshold():
+    rng = np.random.default_rng(5)
+    volume = rng.integers(0, 256, (2, 40, 48), dtype=np.uint8)
+    geometry = Geometry(spacing_mm=(0.01, 0.004, 0.05))
+    model = _pointwise_model(6)
+    whole = _volume_probabilities(model, volume, geometry.axial_spacing_mm, _settings(), batch_size=2)
+    for threshold in np.quantile(1.0 - whole[0], [0.3, 0.7]):  # some pixels on each side
+        result = inference.predict_volume(model, volume, geometry, _settings(fluid_threshold=float(threshold)), CPU,
+                                          batch_size=2)
+        expected = np.where(1.0 - whole[0] >= threshold, whole[1:].argmax(axis=0) + 1, 0)
+        assert (expected > 0).any() and (expected == 0).any()
+        np.testing.assert_array_equal(result.labels, expected)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_fluid_threshold_outside_zero_to_one_is_refused(value):
+    with pytest.raises(ConfigError, match="FLUID_THRESHOLD"):
+        load_config([f"FLUID_THRESHOLD={value}"])
+
+
 class _MarginModel(nn.Module):
     """A pointwise model that, like rmit_unet, drops ``margin`` pixels on each side."""
 

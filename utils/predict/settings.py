@@ -18,7 +18,8 @@ from utils.stage_settings import settings_from_config
 
 # Settings that describe this machine or how inference runs, not the model: taken from config.py and --set. All
 # others come from the checkpoint, so the volumes are preprocessed and scaled exactly as in training.
-INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "TTA_ROTATE_DEGREES", "PRESENCE_GATE",
+INFERENCE_SETTINGS = ("PREDICT_REGION", "UNPADDED_BORDER", "TTA_FLIP", "TTA_ROTATE_DEGREES", "FLUID_THRESHOLD",
+                      "PRESENCE_GATE",
                       "MIN_COMPONENT_MM3", "FLUID_CLOSING_MM",
                       "BLANK_COLUMNS_BACKGROUND", "INFERENCE_BATCH_SIZE", "INFERENCE_TILE_SHAPE",
                       "INFERENCE_TILE_OVERLAP", "PRESENCE_MIN_VOLUME_MM3", "ETDRS_DIAMETERS_MM",
@@ -65,6 +66,7 @@ class InferenceSettings:
     tta_flip: bool = config.TTA_FLIP
     tta_rotate_degrees: tuple[float, ...] = config.TTA_ROTATE_DEGREES
     blank_columns_background: bool = config.BLANK_COLUMNS_BACKGROUND
+    fluid_threshold: float = config.FLUID_THRESHOLD  # 0: arg-max labels; else fluid where 1 - p(background) >= it
     inference_tile_shape: tuple[int, int] = config.INFERENCE_TILE_SHAPE
     inference_tile_overlap: int = config.INFERENCE_TILE_OVERLAP
     n_classes: int = config.N_CLASSES
