@@ -137,6 +137,10 @@ def with_settings(base: list[str], *items: str) -> list[str]:
 IMPROVED_STRIPS = with_settings(IMPROVED, "PATCH_SHAPE=(512, 128)", "BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
 # ... on strips twice as wide: 512 x 256 in batches of 4 (`--preset improved`)
 IMPROVED_WIDE = with_settings(IMPROVED_STRIPS, "PATCH_SHAPE=(512, 256)", "BATCH_SIZE=4", "KEPT_PATCH_SHUFFLE_BUFFER=16")
+# ... in batches of 8 strips, the kept strips shuffled in 4 x BATCH_SIZE
+BATCHES_OF_8 = ("BATCH_SIZE=8", "KEPT_PATCH_SHUFFLE_BUFFER=32")
+# ... at half the depth resolution: one network row spans two Spectralis rows; a 256-row strip holds the whole depth
+HALF_DEPTH = with_settings(IMPROVED_WIDE, "SPECTRALIS_AXIAL_SPACING_MM=0.0078", "PATCH_SHAPE=(256, 256)")
 BLANK_PREDICT = ["BLANK_COLUMNS_BACKGROUND=True"]
 # `make demo`'s budget as work (--epochs 1): 40 batches, about its 3 minutes of rmit_unet on a 2-core bf16 CPU,
 # validated on its 48 fixed B-scans
@@ -283,17 +287,13 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide_beta9": preset_like(with_settings(IMPROVED_WIDE, "ADAM_BETAS=(0.9, 0.999)")),
     # ... in batches of 8 strips (twice the strips per step, the same steps: twice the training time): a steadier
     # gradient, and every training B-scan seen twice as often, without the longer schedule that over-fitted
-    "improved_strips_wide_b8": preset_like(with_settings(IMPROVED_WIDE, "BATCH_SIZE=8",
-                                                         "KEPT_PATCH_SHUFFLE_BUFFER=32")),
+    "improved_strips_wide_b8": preset_like(with_settings(IMPROVED_WIDE, *BATCHES_OF_8)),
     # ... at half the depth resolution (SPECTRALIS_AXIAL_SPACING_MM=0.0078: one network row spans two Spectralis rows,
     # 7.8 um, still finer than an A-scan's 11 um): a 256 x 256 strip still holds the whole depth, so batches of 8
     # carry the preset's pixels with twice its strips (twice the B-scans per step, the same time per step) ...
-    "improved_half_depth": preset_like(with_settings(IMPROVED_WIDE, "SPECTRALIS_AXIAL_SPACING_MM=0.0078",
-                                                     "PATCH_SHAPE=(256, 256)", "BATCH_SIZE=8",
-                                                     "KEPT_PATCH_SHUFFLE_BUFFER=32")),
+    "improved_half_depth": preset_like(with_settings(HALF_DEPTH, *BATCHES_OF_8)),
     # ... or batches of 4 (the preset's strips per step at half its pixels: about half the time per epoch)
-    "improved_half_depth_b4": preset_like(with_settings(IMPROVED_WIDE, "SPECTRALIS_AXIAL_SPACING_MM=0.0078",
-                                                        "PATCH_SHAPE=(256, 256)")),
+    "improved_half_depth_b4": preset_like(HALF_DEPTH),
     # ... its 15 epochs as three cycles of 5, the poly decay restarting in each (SNAPSHOT_CYCLES=3): the last weights
     # alone, and the three cycles' snapshots as an ensemble (Huang et al. 2017), with the test-time flip: an
     # ensemble for the training of one model

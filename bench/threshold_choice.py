@@ -6,8 +6,8 @@
 ``FLUID_THRESHOLD`` (predict.py: fluid where ``1 - p(background)`` reaches it) is a predict-only setting; picking
 the value that scores best on the development folds and reporting that score measures the folds, not the
 threshold. Here bench/quality.py's runs of one trained model at several thresholds (configs that differ only in
-``FLUID_THRESHOLD``, the same seed, trained ``--epochs`` without a wall-clock cap) are read, and for each fold the threshold is the one with the best pooled fluid
-Dice over the *other* folds' test patients (those the fold's model was trained on: its own test patients are never
+``FLUID_THRESHOLD``, the same seed, trained ``--epochs`` without a wall-clock cap) are read, and for each fold the
+threshold is the one with the best pooled fluid Dice over the *other* folds' test patients (those the fold's model was trained on: its own test patients are never
 looked at); the fold's patients are then scored at that threshold, and all folds pooled. The table gives, per seed,
 each threshold's own pooled Dice (the best of them is optimistic: chosen on the patients it is measured on) and the
 cross-chosen one's. Exit status 1 when no seed has every config on at least two folds.
@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import (CONFIGS, DEFAULT_EPOCHS, DEFAULT_OUT, FLUID_THRESHOLD_PERCENTS, REPO, UsageError,  # noqa: E402
                      load_results, parse_seeds)
+from utils.configuration import load_config  # noqa: E402  (quality.py puts the repository on the path)
 from quality_measures import pooled_measures  # noqa: E402
 from report_tables import format_number, markdown_table  # noqa: E402
 
 DEFAULT_CONFIGS = ",".join(f"improved_strips_wide_tta_thr{percent}" for percent in FLUID_THRESHOLD_PERCENTS)
-THRESHOLD_SETTING = "FLUID_THRESHOLD"
 
 
 def config_threshold(config: str) -> float:
@@ -34,11 +34,7 @@ def config_threshold(config: str) -> float:
     that is not a config."""
     if config not in CONFIGS:
         raise UsageError(f"--configs: {config!r} is not a bench/quality.py config")
-    for item in CONFIGS[config].get("predict", []):
-        name, _, value = item.partition("=")
-        if name == THRESHOLD_SETTING:
-            return float(value)
-    return 0.0
+    return float(load_config(CONFIGS[config].get("predict", [])).FLUID_THRESHOLD)
 
 
 def cross_chosen(by_threshold: dict[float, dict[str, dict]]) -> dict:
