@@ -253,6 +253,10 @@ VAL_LOSS_WITH_L2 = True  # the validation loss includes the L2 penalty (the orig
 SEED = 0  # train.py's random generators: initial weights, patch sampling, augmentation, validation choice
 DEVICE = "auto"  # auto (CUDA when present, else CPU), cuda or cpu
 MIXED_PRECISION = True  # bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), AMP on GPU (the original: fp32)
+# With MIXED_PRECISION on a CPU with native bf16: time a convolution in bf16 and in fp32 once per process (about 0.4 s)
+# and keep bf16 only where it is at least 1.1x as fast (utils/model/runtime.py): some CPUs with AVX512-BF16 run bf16
+# convolutions slower than fp32 ones (an Intel Xeon VM without AMX: 0.6-0.7x). False: bf16 wherever the CPU has it.
+BF16_SPEED_CHECK = True
 # NHWC memory layout for the network; in fp32 on a CPU whose widest vector instructions are AVX2, the authors' network
 # trains in NCHW even so (about 10% faster there; utils/model/runtime.py training_runtime). False: NCHW everywhere
 CHANNELS_LAST = True

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(cases)} case(s); {models}{' (ensemble)' if len(checkpoints) > 1 else ''} on {runtime.device} "
               f"({runtime.autocast_dtype or 'fp32'}"
               f"{f', {runtime.world_size} processes' if runtime.distributed else ''}); output in {out_dir}")
+        if runtime.note and runtime.is_main:
+            print(f"note: {runtime.note}")
 
         outputs = Outputs(args.format, args.overlays, args.save_probabilities, args.report)
         # under torchrun each rank segments its share of the cases; rank 0 alone writes the tables at the end

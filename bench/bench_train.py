@@ -135,10 +135,11 @@ def model_configs(overrides: list[str], models: list[str], encoders: list[str]) 
 
 
 def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batches: int):
-    """Yields one table row per network and precision (bf16 where the device has it, then fp32)."""
+    """Yields one table row per network and precision (bf16 where the device has it, even where it runs slower than
+    fp32 and train.py would not use it: BF16_SPEED_CHECK=False; then fp32)."""
     for overrides in variants:
         for mixed in (True, False):
-            cfg = load_config(overrides + [f"MIXED_PRECISION={mixed}"])
+            cfg = load_config(overrides + [f"MIXED_PRECISION={mixed}", "BF16_SPEED_CHECK=False"])
             runtime = training_runtime(select_runtime(RuntimeSettings.from_config(cfg)),
                                        MODELS[cfg.MODEL].trains_faster_nchw_on_avx2)  # the layout train.py uses
             if mixed and runtime.autocast_dtype is None:
@@ -186,11 +187,14 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         parser.error(str(error))
     if variants:
-        peak_settings = RuntimeSettings.from_config(load_config(overrides + ["MIXED_PRECISION=True"]))
+        peak_settings = RuntimeSettings.from_config(load_config(overrides + ["MIXED_PRECISION=True",
+                                                                             "BF16_SPEED_CHECK=False"]))
         peaks = matmul_peaks(select_runtime(peak_settings), args.matmul_size)
         print(f"\nmodel step: batch {cfg.BATCH_SIZE} x {tuple(cfg.PATCH_SHAPE)} patches, {runtime.device} "
               f"({device_name(runtime.device)}), CHANNELS_LAST {cfg.CHANNELS_LAST}; matmul peak "
-              + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items()) + "\n")
+              + ", ".join(f"{name} {peak:.0f} GFLOP/s" for name, peak in peaks.items())
+              + f"; train.py trains in {precision_name(runtime.autocast_dtype)}"
+              + (f" ({runtime.note})" if runtime.note else "") + "\n")
         print(records_table(model_step_rows(variants, peaks, args.batches)), flush=True)
     if args.no_pipeline:
         return

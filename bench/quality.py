@@ -595,11 +595,12 @@ def check_untracked(path: Path, what: str) -> None:
 
 
 def machine_description() -> str:
-    """What trained: the GPU's name, or the CPU's model, cores and precision ("bf16" where it has native bf16,
-    else "fp32 only"), as train.py's runtime would choose it."""
+    """What trained: the GPU's name, or the CPU's model, cores and precision ("bf16" where it has native bf16 that
+    runs faster than fp32, "fp32, bf16 slower" where its bf16 runs slower, else "fp32 only"), as train.py's runtime
+    would choose it with BF16_SPEED_CHECK."""
     import torch  # here: the table-only path needs no torch
 
-    from utils.model.runtime import cpu_supports_bf16
+    from utils.model.runtime import BF16_MIN_SPEEDUP, bf16_speedup, cpu_supports_bf16
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"
     model = platform.processor() or platform.machine()
@@ -610,7 +611,11 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"CPU {model}, {os.cpu_count()} cores, {'bf16' if cpu_supports_bf16() else 'fp32 only'}"
+    if not cpu_supports_bf16():
+        precision = "fp32 only"
+    else:
+        precision = "bf16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32, bf16 slower"
+    return f"CPU {model}, {os.cpu_count()} cores, {precision}"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -52,6 +52,32 @@ def test_a_onednn_cap_below_bf16_turns_bf16_autocast_off(monkeypatch, variable):
     assert not runtime.cpu_supports_bf16()
 
 
+def test_bf16_speedup_times_a_convolution_without_drawing_from_the_seeded_generators():
+    state = torch.get_rng_state()
+    speedup = runtime.bf16_speedup()
+    assert speedup > 0 and runtime.bf16_speedup() == speedup  # measured once per process
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("speedup, check, expected", [(0.6, True, None), (1.9, True, torch.bfloat16),
+                                                      (0.6, False, torch.bfloat16)])
+def test_bf16_is_kept_only_where_it_runs_faster_than_fp32(monkeypatch, speedup, check, expected):
+    """A CPU with AVX512-BF16 whose bf16 convolutions run slower than fp32 (an Intel Xeon VM without AMX) trains in
+    fp32 and says why; BF16_SPEED_CHECK=False keeps bf16 wherever the CPU has it, without timing anything."""
+    timed = []
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: timed.append(1) or speedup)
+    chosen = runtime.select_runtime(RuntimeSettings(device="cpu", mixed_precision=True, bf16_speed_check=check))
+    assert chosen.autocast_dtype is expected
+    assert len(timed) == int(check)
+    if expected is None:
+        assert chosen.note == ("fp32: this CPU has bf16 but ran a convolution 0.60x as fast in bf16 as in fp32 "
+                               "(BF16_SPEED_CHECK; --set BF16_SPEED_CHECK=False keeps bf16)")
+    else:
+        assert chosen.note == ""
+    assert runtime.select_runtime(RuntimeSettings(device="cpu", mixed_precision=False)).autocast_dtype is None
+
+
 @pytest.mark.parametrize("avx2, autocast, channels_last, trains_faster_nchw, expected", [
     (True, None, True, True, False),  # the authors' network in fp32 where oneDNN runs AVX2: NCHW
     (False, None, True, True, True),  # ... with AVX-512: NHWC

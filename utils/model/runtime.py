@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -46,6 +48,41 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# bf16 autocast stays on, on a CPU with native bf16, only where a convolution's training pass runs at least this many
+# times as fast in bf16 as in fp32 (:func:`bf16_speedup`, with BF16_SPEED_CHECK). Measured (docs/benchmarks.md):
+# about 2x on an AMD EPYC with AVX512-BF16 and more with AMX, but 0.6-0.7x on an Intel Xeon (a VM's: AVX512-BF16
+# without AMX), where fp32 trains both networks about 30% faster.
+BF16_MIN_SPEEDUP = 1.1
+# (N, C, H, W) of the convolution bf16_speedup times: 3x3, 64 channels in and out, NHWC (about 0.4 s for both)
+BF16_PROBE_SHAPE = (4, 64, 64, 128)
+
+
+@functools.cache
+def bf16_speedup() -> float:
+    """How many times as fast a convolution's forward and backward pass runs in bf16 autocast as in fp32 on this CPU
+    (> 1: bf16 is faster): a 3x3, 64-channel convolution of ``BF16_PROBE_SHAPE`` in NHWC, with torch's current
+    threads, the best of 3 passes in each precision after one to warm up. Measured once per process (about 0.4 s);
+    its tensors come from a generator of its own, so a seeded run draws the same numbers as without it."""
+    generator = torch.Generator().manual_seed(0)
+    batch, channels, height, width = BF16_PROBE_SHAPE
+    images = torch.randn(batch, channels, height, width, generator=generator)
+    images = images.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weight = (torch.randn(channels, channels, 3, 3, generator=generator) / (3 * channels ** 0.5))
+    weight = weight.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+
+    def best_seconds(dtype: torch.dtype | None) -> float:
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+                output = torch.nn.functional.conv2d(images, weight, padding=1)
+            output.float().sum().backward()
+            times.append(time.perf_counter() - start)
+        return min(times[1:])
+
+    return best_seconds(None) / best_seconds(torch.bfloat16)
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     """How this process runs the network.
@@ -55,6 +92,7 @@ class Runtime:
         autocast_dtype: bf16 on a bf16-capable CPU (when enabled), bf16/fp16 on GPU (when enabled), else None.
         channels_last: NHWC memory layout (faster convolutions on CPU with oneDNN and on tensor cores).
         rank, world_size, local_rank: the torchrun process layout (0, 1, 0 without torchrun).
+        note: why the precision is not the one asked for, for the log ("" when it is).
     """
 
     device: torch.device
@@ -63,6 +101,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    note: str = ""
 
     @property
     def is_main(self) -> bool:
@@ -139,11 +178,14 @@ class RuntimeSettings:
             ``"cpu"`` (checked when the config loads; a value given otherwise is checked by whoever gives it).
         mixed_precision: ``MIXED_PRECISION``: bf16/fp16 autocast where the device has it.
         channels_last: ``CHANNELS_LAST``: NHWC memory layout on CPU and CUDA.
+        bf16_speed_check: ``BF16_SPEED_CHECK``: on a CPU, bf16 only where :func:`bf16_speedup` reaches
+            ``BF16_MIN_SPEEDUP``.
     """
 
     device: str = config.DEVICE
     mixed_precision: bool = config.MIXED_PRECISION
     channels_last: bool = config.CHANNELS_LAST
+    bf16_speed_check: bool = config.BF16_SPEED_CHECK
 
     @classmethod
     def from_config(cls, cfg) -> RuntimeSettings:
@@ -180,11 +222,20 @@ def select_runtime(settings: RuntimeSettings) -> Runtime:
         torch_device = torch.device(name)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
-    autocast_dtype = None
+    autocast_dtype, note = None, ""
     if settings.mixed_precision:
         if torch_device.type == "cuda":
             autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif torch_device.type == "cpu" and cpu_supports_bf16():
-            autocast_dtype = torch.bfloat16
+            speedup = bf16_speedup() if settings.bf16_speed_check else None
+            if speedup is not None and world_size > 1:  # every rank takes rank 0's measure: one precision for all
+                shared = torch.tensor([speedup], dtype=torch.float64)
+                dist.broadcast(shared, src=0)
+                speedup = shared.item()
+            if speedup is None or speedup >= BF16_MIN_SPEEDUP:
+                autocast_dtype = torch.bfloat16
+            else:
+                note = (f"fp32: this CPU has bf16 but ran a convolution {speedup:.2f}x as fast in bf16 as in fp32 "
+                        f"(BF16_SPEED_CHECK; --set BF16_SPEED_CHECK=False keeps bf16)")
     channels_last = settings.channels_last and torch_device.type in ("cpu", "cuda")
-    return Runtime(torch_device, autocast_dtype, channels_last, rank, world_size, local_rank)
+    return Runtime(torch_device, autocast_dtype, channels_last, rank, world_size, local_rank, note)

@@ -6,7 +6,7 @@ Example::
 
     from utils.train.session import train_model
 
-    run_dir = train_model("work", "work/runs/quick", preset="improved", EPOCHS=1, BATCHES_PER_EPOCH=2, VAL_BSCANS=4)
+    run_dir = train_model("work", "work/runs/quick", preset="improved", EPOCHS=1, BATCHES_PER_EPOCH=2, VAL_BSCANS=1)
     print(sorted(path.name for path in run_dir.iterdir()))  # best.pt, config.json, curves.png, last.pt, log.csv, ...
 """
 
@@ -458,6 +458,8 @@ def run_training(args: TrainingRequest) -> Path:
         log.info(f"{len(train_records)} training and {len(val_records)} validation B-scans; "
                  f"{network_label(state.model_args)} on {runtime.device} ({runtime.autocast_dtype or 'fp32'}, "
                  f"{runtime.layout}, {runtime.world_size} process(es)); run folder {run_dir}")
+        if runtime.note:
+            log.info(f"note: {runtime.note}")
         fit(state, train_records, val_records, work_dir, run_dir, cfg, runtime,
             histogram_reference(work_dir, cfg, checkpoint), workers)
     if runtime.distributed:
