@@ -171,10 +171,11 @@ def _torchrun_train(prepared_work, run_dir, tmp_path, *sets: str) -> subprocess.
 
 
 def test_two_process_ddp_on_cpu(prepared_work, tmp_path):
-    # QUICK's 4 validation B-scans give the two ranks unequal numbers of validation batches here
+    # 4 validation B-scans in batches of 8 patches give the two ranks unequal numbers of validation batches here
     # (validating through the DDP wrapper, whose every forward is a collective, hung here)
     run_dir = tmp_path / "ddp"
-    result = _torchrun_train(prepared_work, run_dir, tmp_path, "EPOCHS=2", "BATCHES_PER_EPOCH=2")
+    result = _torchrun_train(prepared_work, run_dir, tmp_path, "EPOCHS=2", "BATCHES_PER_EPOCH=2", "VAL_BSCANS=4",
+                             "BATCH_SIZE=8")
     log = pd.read_csv(run_dir / "log.csv")
     assert log["epoch"].tolist() == [1, 2]  # one writer: rank 0
     assert log["val_loss"].notna().all()
