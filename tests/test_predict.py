@@ -148,6 +148,20 @@ def test_rerun_skips_finished_cases_and_redoes_changed_settings(data, checkpoint
     assert pd.read_csv(out / config.VOLUMES_CSV)["case"].tolist() == ["TRAIN001"]
 
 
+def test_a_cpu_whose_bf16_runs_slower_segments_in_fp32_and_says_why(data, checkpoint, predicted, tmp_path, capsys,
+                                                                       monkeypatch):
+    from utils.model import runtime
+    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: 0.5)
+    out = tmp_path / "pred"
+    shutil.copytree(predicted, out)
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", "MIXED_PRECISION=True",
+                         str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert "on cpu (fp32)" in printed
+    assert "note: fp32: this CPU has bf16 but ran a convolution 0.50x as fast in bf16 as in fp32" in printed
+
+
 def test_failing_case_is_reported_and_the_others_written(data, checkpoint, tmp_path, capsys):
     broken = tmp_path / "data"
     shutil.copytree(data, broken)
