@@ -182,6 +182,8 @@ CONFIGS: dict[str, dict] = {
     "demo_bnre": {"train": [*DEMO_BUDGET, "BN_REESTIMATE_BATCHES=20"], "predict": []},
     # the demo's preset (DEMO_PRESET, smp's U-Net) at the demo's work: fast on a CPU without bf16 too
     "demo_improved": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=40"), "predict": ["PREDICT_REGION=all"]},
+    # ... at twice its training batches: does the demo's one epoch then segment on every seed and precision?
+    "demo_improved_b80": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=80"), "predict": ["PREDICT_REGION=all"]},
     # ... and without the ReLU before its softmax
     "rmit_norelu": {"train": ["BN_MOMENTUM=0.1", "RELU_BEFORE_SOFTMAX=False"], "predict": []},
     "default_post": {"train_as": "default", "predict": POST},
