@@ -89,7 +89,8 @@ class Runtime:
 
     Attributes:
         device: ``cuda:<local rank>`` when CUDA is present, else ``cpu``.
-        autocast_dtype: bf16 on a bf16-capable CPU (when enabled), bf16/fp16 on GPU (when enabled), else None.
+        autocast_dtype: bf16 on a bf16-capable CPU where bf16 runs faster than fp32 (when enabled), bf16/fp16 on
+            GPU (when enabled), else None.
         channels_last: NHWC memory layout (faster convolutions on CPU with oneDNN and on tensor cores).
         rank, world_size, local_rank: the torchrun process layout (0, 1, 0 without torchrun).
         note: why the precision is not the one asked for, for the log ("" when it is).
@@ -193,6 +194,23 @@ class RuntimeSettings:
         return settings_from_config(cls, cfg)
 
 
+def _cpu_autocast(speed_check: bool, distributed: bool) -> tuple[torch.dtype | None, str]:
+    """bf16, or None (fp32) with the note saying why, on a CPU with native bf16: None where ``speed_check`` finds
+    bf16 under ``BF16_MIN_SPEEDUP`` times as fast as fp32. Under torchrun every rank takes rank 0's measure (one
+    precision for all; each rank calls this, as each reaches the same branch)."""
+    if not speed_check:
+        return torch.bfloat16, ""
+    speedup = bf16_speedup()
+    if distributed:
+        shared = torch.tensor([speedup], dtype=torch.float64)
+        dist.broadcast(shared, src=0)
+        speedup = shared.item()
+    if speedup >= BF16_MIN_SPEEDUP:
+        return torch.bfloat16, ""
+    return None, (f"fp32: this CPU has bf16 but ran a convolution {speedup:.2f}x as fast in bf16 as in fp32 "
+                  f"(BF16_SPEED_CHECK; --set BF16_SPEED_CHECK=False keeps bf16)")
+
+
 def select_runtime(settings: RuntimeSettings) -> Runtime:
     """The runtime for this process from the settings (``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``) and
     torchrun's variables.
@@ -227,15 +245,6 @@ def select_runtime(settings: RuntimeSettings) -> Runtime:
         if torch_device.type == "cuda":
             autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif torch_device.type == "cpu" and cpu_supports_bf16():
-            speedup = bf16_speedup() if settings.bf16_speed_check else None
-            if speedup is not None and world_size > 1:  # every rank takes rank 0's measure: one precision for all
-                shared = torch.tensor([speedup], dtype=torch.float64)
-                dist.broadcast(shared, src=0)
-                speedup = shared.item()
-            if speedup is None or speedup >= BF16_MIN_SPEEDUP:
-                autocast_dtype = torch.bfloat16
-            else:
-                note = (f"fp32: this CPU has bf16 but ran a convolution {speedup:.2f}x as fast in bf16 as in fp32 "
-                        f"(BF16_SPEED_CHECK; --set BF16_SPEED_CHECK=False keeps bf16)")
+            autocast_dtype, note = _cpu_autocast(settings.bf16_speed_check, world_size > 1)
     channels_last = settings.channels_last and torch_device.type in ("cpu", "cuda")
     return Runtime(torch_device, autocast_dtype, channels_last, rank, world_size, local_rank, note)
