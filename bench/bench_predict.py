@@ -299,10 +299,11 @@ def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batc
 
 
 def network_rows(args, batch_size: int, peaks: dict[str, float], rng: np.random.Generator):
-    """Yields a row per model, precision (bf16 where the device has it, then fp32) and region."""
+    """Yields a row per model, precision (bf16 where the device has it, even where it runs slower than fp32 and
+    predict.py would not use it: BF16_SPEED_CHECK=False; then fp32) and region."""
     for name in args.models:
         for mixed in (True, False):
-            cfg = load_config(args.overrides + [f"MODEL={name}", f"MIXED_PRECISION={mixed}"])
+            cfg = load_config(args.overrides + [f"MODEL={name}", f"MIXED_PRECISION={mixed}", "BF16_SPEED_CHECK=False"])
             runtime = bench_runtime(cfg, args.device)
             if mixed and runtime.autocast_dtype is None:
                 continue
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.overrides)
         runtime = bench_runtime(cfg, args.device)
-        peak_runtime = bench_runtime(load_config(args.overrides + ["MIXED_PRECISION=True"]), args.device)
+        peak_runtime = bench_runtime(load_config(args.overrides + ["MIXED_PRECISION=True", "BF16_SPEED_CHECK=False"]),
+                                     args.device)
         for name in args.models:
             unet_arguments(NetworkSettings.from_config(load_config(args.overrides + [f"MODEL={name}"])))
     except ConfigError as error:

@@ -160,6 +160,10 @@ def test_a_cpu_whose_bf16_runs_slower_segments_in_fp32_and_says_why(data, checkp
     printed = capsys.readouterr().out
     assert "on cpu (fp32)" in printed
     assert "note: fp32: this CPU has bf16 but ran a convolution 0.50x as fast in bf16 as in fp32" in printed
+    assert predict.main(["--checkpoint", str(checkpoint), "--out", str(out), "--set", "MIXED_PRECISION=True",
+                         "--set", "BF16_SPEED_CHECK=False", str(data)]) == 0  # a local setting: taken, not ignored
+    captured = capsys.readouterr()
+    assert "on cpu (torch.bfloat16)" in captured.out and "BF16_SPEED_CHECK" not in captured.err
 
 
 def test_failing_case_is_reported_and_the_others_written(data, checkpoint, tmp_path, capsys):

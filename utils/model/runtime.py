@@ -38,8 +38,8 @@ def onednn_cap() -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off, and
-    oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run as an AVX2-only CPU would)."""
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast may pay off
+    (:func:`bf16_speedup` tells whether it does), and oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run as an AVX2-only CPU would)."""
     if onednn_cap() in ISA_CAPS_WITHOUT_BF16:
         return False
     flags = cpu_flags()
@@ -62,7 +62,14 @@ def bf16_speedup() -> float:
     """How many times as fast a convolution's forward and backward pass runs in bf16 autocast as in fp32 on this CPU
     (> 1: bf16 is faster): a 3x3, 64-channel convolution of ``BF16_PROBE_SHAPE`` in NHWC, with torch's current
     threads, the best of 3 passes in each precision after one to warm up. Measured once per process (about 0.4 s);
-    its tensors come from a generator of its own, so a seeded run draws the same numbers as without it."""
+    its tensors come from a generator of its own, so a seeded run draws the same numbers as without it; it times
+    gradients even when called under ``torch.no_grad`` or ``torch.inference_mode``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _timed_speedup()
+
+
+def _timed_speedup() -> float:
+    """:func:`bf16_speedup`'s measure, with gradients on."""
     generator = torch.Generator().manual_seed(0)
     batch, channels, height, width = BF16_PROBE_SHAPE
     images = torch.randn(batch, channels, height, width, generator=generator)
@@ -70,17 +77,17 @@ def bf16_speedup() -> float:
     weight = (torch.randn(channels, channels, 3, 3, generator=generator) / (3 * channels ** 0.5))
     weight = weight.contiguous(memory_format=torch.channels_last).requires_grad_(True)
 
-    def best_seconds(dtype: torch.dtype | None) -> float:
+    def best_seconds(bf16: bool) -> float:
         times = []
         for _ in range(4):
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 output = torch.nn.functional.conv2d(images, weight, padding=1)
             output.float().sum().backward()
             times.append(time.perf_counter() - start)
         return min(times[1:])
 
-    return best_seconds(None) / best_seconds(torch.bfloat16)
+    return best_seconds(False) / best_seconds(True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,15 +201,17 @@ class RuntimeSettings:
         return settings_from_config(cls, cfg)
 
 
-def _cpu_autocast(speed_check: bool, distributed: bool) -> tuple[torch.dtype | None, str]:
+def _cpu_autocast(speed_check: bool, rank: int, distributed: bool) -> tuple[torch.dtype | None, str]:
     """bf16, or None (fp32) with the note saying why, on a CPU with native bf16: None where ``speed_check`` finds
-    bf16 under ``BF16_MIN_SPEEDUP`` times as fast as fp32. Under torchrun every rank takes rank 0's measure (one
-    precision for all; each rank calls this, as each reaches the same branch)."""
+    bf16 under ``BF16_MIN_SPEEDUP`` times as fast as fp32. Under torchrun rank 0 alone times it (the other ranks'
+    timings would compete with its) and every rank takes its measure: one precision for all. Each rank must reach
+    this call, as the ranks of one machine do (their flags and oneDNN caps alike; ranks on machines that differ in
+    bf16 are not supported)."""
     if not speed_check:
         return torch.bfloat16, ""
-    speedup = bf16_speedup()
+    speedup = bf16_speedup() if rank == 0 or not distributed else 0.0
     if distributed:
-        shared = torch.tensor([speedup], dtype=torch.float64)
+        shared = torch.tensor([speedup], dtype=torch.float64, device=collective_device())
         dist.broadcast(shared, src=0)
         speedup = shared.item()
     if speedup >= BF16_MIN_SPEEDUP:
@@ -212,14 +221,15 @@ def _cpu_autocast(speed_check: bool, distributed: bool) -> tuple[torch.dtype | N
 
 
 def select_runtime(settings: RuntimeSettings) -> Runtime:
-    """The runtime for this process from the settings (``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``) and
-    torchrun's variables.
+    """The runtime for this process from the settings (``DEVICE``, ``MIXED_PRECISION``, ``BF16_SPEED_CHECK``,
+    ``CHANNELS_LAST``) and torchrun's variables.
 
     Under torchrun (``WORLD_SIZE`` > 1) this initialises the process group (nccl on GPU, gloo on CPU) and gives
-    each rank its own GPU.
+    each rank its own GPU. On a CPU with native bf16 and the speed check on, it first times bf16 against fp32
+    (:func:`bf16_speedup`, about 0.4 s once per process; under torchrun on rank 0, its measure broadcast).
 
     Args:
-        settings: the device, mixed precision and memory layout asked for (:class:`RuntimeSettings`).
+        settings: the device, mixed precision, speed check and memory layout asked for (:class:`RuntimeSettings`).
 
     Raises:
         ConfigError: the device is ``cuda`` and torch sees no CUDA device.
@@ -245,6 +255,6 @@ def select_runtime(settings: RuntimeSettings) -> Runtime:
         if torch_device.type == "cuda":
             autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif torch_device.type == "cpu" and cpu_supports_bf16():
-            autocast_dtype, note = _cpu_autocast(settings.bf16_speed_check, world_size > 1)
+            autocast_dtype, note = _cpu_autocast(settings.bf16_speed_check, rank, world_size > 1)
     channels_last = settings.channels_last and torch_device.type in ("cpu", "cuda")
     return Runtime(torch_device, autocast_dtype, channels_last, rank, world_size, local_rank, note)

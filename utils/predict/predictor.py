@@ -115,7 +115,7 @@ def load_trained(checkpoint_paths: Sequence[Path], local_cfg, set_names: Sequenc
 def load_network(checkpoint_paths: Sequence[Path], checkpoints: Sequence[dict], runtime_settings: RuntimeSettings,
                  settings: PredictSettings) -> tuple[Runtime, nn.Module]:
     """The device, precision and layout (:func:`utils.model.runtime.select_runtime` of ``runtime_settings``: the
-    effective config's ``DEVICE``, ``MIXED_PRECISION``, ``CHANNELS_LAST``) and the network on it
+    effective config's ``DEVICE``, ``MIXED_PRECISION``, ``BF16_SPEED_CHECK``, ``CHANNELS_LAST``) and the network on it
     (:func:`inference_network`), its inference settings (``settings``) checked against it
     (:func:`utils.predict.settings.check_inference_settings`).
 

@@ -29,7 +29,7 @@ VENDOR_FILE_SETTINGS = ("CIRRUS_IMG_SHAPE", "CIRRUS_IMG_SPACING_MM", "TOPCON_SPA
 # Settings a checkpoint may lack: segment.model_histogram_reference takes HISTOGRAM_REFERENCE from --set only then.
 SUPPLIED_SETTINGS = ("HISTOGRAM_REFERENCE",)
 LOCAL_SETTINGS = ("WORK_DIR", "RUNS_SUBDIR", "PREDICTIONS_SUBDIR", "DEVICE", "MIXED_PRECISION",
-                  "CHANNELS_LAST") + INFERENCE_SETTINGS + VENDOR_FILE_SETTINGS
+                  "BF16_SPEED_CHECK", "CHANNELS_LAST") + INFERENCE_SETTINGS + VENDOR_FILE_SETTINGS
 
 
 def inference_config(checkpoint: dict, local_cfg, set_names: list[str] = ()) -> tuple[types.SimpleNamespace,
