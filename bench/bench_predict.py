@@ -55,7 +55,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flops import (device_name, forward_flops, matmul_peaks, peak_shares,  # noqa: E402
+from flops import (BF16_WHEREVER_AVAILABLE, device_name, forward_flops, matmul_peaks, peak_shares,  # noqa: E402
                    precision_name, synchronize)
 from report_tables import records_table  # noqa: E402
 from utils.predict import inference  # noqa: E402
@@ -300,10 +300,11 @@ def bench_network(model: CountingModel, cfg, runtime: Runtime, region: str, batc
 
 def network_rows(args, batch_size: int, peaks: dict[str, float], rng: np.random.Generator):
     """Yields a row per model, precision (bf16 where the device has it, even where it runs slower than fp32 and
-    predict.py would not use it: BF16_SPEED_CHECK=False; then fp32) and region."""
+    predict.py would not use it: BF16_WHEREVER_AVAILABLE; then fp32) and region."""
     for name in args.models:
         for mixed in (True, False):
-            cfg = load_config(args.overrides + [f"MODEL={name}", f"MIXED_PRECISION={mixed}", "BF16_SPEED_CHECK=False"])
+            precision = [*BF16_WHEREVER_AVAILABLE] if mixed else ["MIXED_PRECISION=False"]
+            cfg = load_config(args.overrides + [f"MODEL={name}", *precision])
             runtime = bench_runtime(cfg, args.device)
             if mixed and runtime.autocast_dtype is None:
                 continue
@@ -347,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.overrides)
         runtime = bench_runtime(cfg, args.device)
-        peak_runtime = bench_runtime(load_config(args.overrides + ["MIXED_PRECISION=True", "BF16_SPEED_CHECK=False"]),
-                                     args.device)
+        peak_runtime = bench_runtime(load_config(args.overrides + [*BF16_WHEREVER_AVAILABLE]), args.device)
         for name in args.models:
             unet_arguments(NetworkSettings.from_config(load_config(args.overrides + [f"MODEL={name}"])))
     except ConfigError as error:

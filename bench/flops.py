@@ -19,6 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from utils.model.runtime import Runtime
 
+# Overrides that time bf16 wherever the device has it, even on a CPU whose bf16 runs slower than fp32, where
+# train.py and predict.py would not use it (BF16_SPEED_CHECK): the benches time both precisions
+BF16_WHEREVER_AVAILABLE = ("MIXED_PRECISION=True", "BF16_SPEED_CHECK=False")
 PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 

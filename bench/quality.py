@@ -606,7 +606,7 @@ def machine_description() -> str:
     would choose it with BF16_SPEED_CHECK."""
     import torch  # here: the table-only path needs no torch
 
-    from utils.model.runtime import BF16_MIN_SPEEDUP, bf16_speedup, cpu_supports_bf16
+    from utils.model.runtime import RuntimeSettings, select_runtime
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"
     model = platform.processor() or platform.machine()
@@ -617,10 +617,8 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    if not cpu_supports_bf16():
-        precision = "fp32 only"
-    else:
-        precision = "bf16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32, bf16 slower"
+    runtime = select_runtime(RuntimeSettings(device="cpu", mixed_precision=True, bf16_speed_check=True))
+    precision = "bf16" if runtime.autocast_dtype else "fp32, bf16 slower" if runtime.note else "fp32 only"
     return f"CPU {model}, {os.cpu_count()} cores, {precision}"
 
 

@@ -39,7 +39,8 @@ def onednn_cap() -> str:
 
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast may pay off
-    (:func:`bf16_speedup` tells whether it does), and oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2`` to run as an AVX2-only CPU would)."""
+    (:func:`bf16_speedup` tells whether it does), and oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA``, e.g.
+    ``AVX2`` to run as an AVX2-only CPU would)."""
     if onednn_cap() in ISA_CAPS_WITHOUT_BF16:
         return False
     flags = cpu_flags()
