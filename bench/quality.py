@@ -184,6 +184,10 @@ CONFIGS: dict[str, dict] = {
     "demo_improved": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=40"), "predict": ["PREDICT_REGION=all"]},
     # ... at twice its training batches: does the demo's one epoch then segment on every seed and precision?
     "demo_improved_b80": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=80"), "predict": ["PREDICT_REGION=all"]},
+    # ... the same 80 steps as four epochs of 20 (run with --epochs 4): the poly decay then lowers the rate from
+    # epoch to epoch (within one epoch it stays), and validation picks the best of the four epochs' weights
+    "demo_improved_e4b20": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=20"),
+                            "predict": ["PREDICT_REGION=all"]},
     # ... its batch-norm running statistics re-estimated over 20 batches before the save: 40 steps at the method's
     # momentum (0.01) leave them a third of the way from their initial values, which eval-mode inference then uses
     "demo_improved_bnre": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=40", "BN_REESTIMATE_BATCHES=20"),
@@ -279,6 +283,10 @@ CONFIGS: dict[str, dict] = {
     # pockets and layers of other shapes, the one kind of augmentation not yet tried beside the rotation that proved
     # to matter
     "improved_strips_wide_elastic": preset_like(with_settings(IMPROVED_WIDE, "ELASTIC_PROB=0.5")),
+    # ... on strips twice as wide again: 512 x 512 in batches of 2 (the same pixels per batch, two thirds of a
+    # Duke B-scan's width): strips 128 -> 256 wide gave +0.05, so does more of the B-scan in view give more?
+    "improved_strips_wide512": preset_like(with_settings(IMPROVED_WIDE, "PATCH_SHAPE=(512, 512)", "BATCH_SIZE=2",
+                                                         "KEPT_PATCH_SHUFFLE_BUFFER=8")),
     # ... nnU-Net-style heavy augmentation: a third of the B-scans magnified (0.8-1.25, each axis its own factor), a
     # third deformed elastically, and gamma, contrast and speckle-like noise, beside the rotations and flips. Each
     # alone gave no gain at 15 epochs (elastic 0.679, intensity 0.674, scaling 0.636 on improved_strips); nnU-Net
