@@ -180,12 +180,14 @@ CONFIGS: dict[str, dict] = {
     "demo_plain": {"train": DEMO_BUDGET, "predict": []},
     "demo_bn": {"train": [*DEMO_BUDGET, "BN_MOMENTUM=0.1"], "predict": []},
     "demo_bnre": {"train": [*DEMO_BUDGET, "BN_REESTIMATE_BATCHES=20"], "predict": []},
-    # the demo's preset (DEMO_PRESET, smp's U-Net) at the demo's work: fast on a CPU without bf16 too
+    # the demo's preset (DEMO_PRESET, smp's U-Net) at the demo's former work, one epoch of 40 batches (--epochs 1):
+    # fast on a CPU without bf16 too
     "demo_improved": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=40"), "predict": ["PREDICT_REGION=all"]},
     # ... at twice its training batches: does the demo's one epoch then segment on every seed and precision?
     "demo_improved_b80": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=80"), "predict": ["PREDICT_REGION=all"]},
-    # ... the same 80 steps as four epochs of 20 (run with --epochs 4): the poly decay then lowers the rate from
-    # epoch to epoch (within one epoch it stays), and validation picks the best of the four epochs' weights
+    # ... the same 80 steps as four epochs of 20 (run with --epochs 4; the demo's work now): the poly decay then
+    # lowers the rate from epoch to epoch (within one epoch it stays), and validation picks the best of the four
+    # epochs' weights
     "demo_improved_e4b20": {"train": with_settings(IMPROVED, "BATCHES_PER_EPOCH=20"),
                             "predict": ["PREDICT_REGION=all"]},
     # ... its batch-norm running statistics re-estimated over 20 batches before the save: 40 steps at the method's

@@ -320,7 +320,7 @@ def test_the_demo_and_the_quality_benchmark_configurations_pass_the_checks(monke
     quality = importlib.import_module("quality")
     # the benchmark's demo config is the demo's training at --epochs DEMO_EPOCHS
     demo = quality.with_settings(list(config.PRESETS[config.DEMO_PRESET]), *config.DEMO_OVERRIDES)
-    assert sorted(item for item in quality.CONFIGS["demo_improved"]["train"]) == sorted(
+    assert sorted(item for item in quality.CONFIGS["demo_improved_e4b20"]["train"]) == sorted(
         item for item in demo if not item.startswith("EPOCHS=") and not item.startswith("PREDICT_REGION="))
     for name, measured in quality.CONFIGS.items():
         train = quality.CONFIGS[quality.trained_as(name)]["train"]

@@ -40,3 +40,5 @@ def test_without_a_preset_the_demo_trains_config_pys_own_settings(tmp_path, monk
     assert demo.main(["--set", f"WORK_DIR={tmp_path / 'work'}", "--set", "DEMO_PRESET=", "--set", overrides]) == 0
     assert "--preset" not in calls["train"] and "--preset" not in calls["predict"]
     assert "BN_REESTIMATE_BATCHES=20" in calls["train"]
+    epochs = [item for item in calls["train"] if item.startswith("EPOCHS=")]
+    assert epochs == [f"EPOCHS={config.DEMO_EPOCHS}", "EPOCHS=1"]  # the authors' demo keeps its one epoch of 40
