@@ -5,15 +5,16 @@
 #     bench/gpu_levers.sh [OUT]       # default OUT: work/quality-gpu-levers (git-ignored: results of real scans)
 #
 # The real set is built by ../shared/data/duke_dev/build.py into each process's folder (REAL_DATA=DIR: one built
-# set for all). Environment: CONFIGS (comma-separated bench/quality.py configs; default: the preset's strips and its levers),
-# SEEDS (default 0,1), EPOCHS (default 15, the preset's budget), PARALLEL (default 4), PYTHON, REAL_DATA.
+# set for all). Environment: CONFIGS (comma-separated bench/quality.py configs; default: the preset and the newest
+# lever, 512 x 512 strips), SEEDS (default 0,1,2), EPOCHS (default 15, the preset's budget), PARALLEL (default 4),
+# PYTHON, REAL_DATA.
 # Without a CUDA GPU it says so in one line and exits 0.
 set -euo pipefail
 source "$(dirname "$0")/gpu_common.sh"
 
 OUT="${1:-work/quality-gpu-levers}"
-CONFIGS="${CONFIGS:-improved_strips,improved_strips_sgd,improved_strips_ema,improved_strips_lr1e3,improved_strips_blankloss}"
-SEEDS="${SEEDS:-0,1}"
+CONFIGS="${CONFIGS:-improved_strips_wide,improved_strips_wide512}"
+SEEDS="${SEEDS:-0,1,2}"
 EPOCHS="${EPOCHS:-15}"
 PARALLEL="${PARALLEL:-4}"
 mkdir -p "$OUT"
