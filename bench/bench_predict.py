@@ -55,8 +55,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flops import (BF16_WHEREVER_AVAILABLE, device_name, forward_flops, matmul_peaks, peak_shares,  # noqa: E402
-                   precision_name, synchronize)
+from flops import (device_name, forward_flops, matmul_peaks, peak_shares, precision_name,  # noqa: E402
+                   precision_overrides, synchronize)
 from report_tables import records_table  # noqa: E402
 from utils.predict import inference  # noqa: E402
 from utils.predict.band import PREDICT_REGIONS  # noqa: E402
@@ -303,8 +303,7 @@ def network_rows(args, batch_size: int, peaks: dict[str, float], rng: np.random.
     predict.py would not use it: BF16_WHEREVER_AVAILABLE; then fp32) and region."""
     for name in args.models:
         for mixed in (True, False):
-            precision = [*BF16_WHEREVER_AVAILABLE] if mixed else ["MIXED_PRECISION=False"]
-            cfg = load_config(args.overrides + [f"MODEL={name}", *precision])
+            cfg = load_config(args.overrides + [f"MODEL={name}", *precision_overrides(mixed)])
             runtime = bench_runtime(cfg, args.device)
             if mixed and runtime.autocast_dtype is None:
                 continue
@@ -348,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.overrides)
         runtime = bench_runtime(cfg, args.device)
-        peak_runtime = bench_runtime(load_config(args.overrides + [*BF16_WHEREVER_AVAILABLE]), args.device)
+        peak_runtime = bench_runtime(load_config(args.overrides + precision_overrides(True)), args.device)
         for name in args.models:
             unet_arguments(NetworkSettings.from_config(load_config(args.overrides + [f"MODEL={name}"])))
     except ConfigError as error:

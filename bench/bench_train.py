@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prepare_data  # noqa: E402
-from flops import (BF16_WHEREVER_AVAILABLE, count_flops, device_name, matmul_peaks, peak_shares,  # noqa: E402
-                   precision_name)
+from flops import (count_flops, device_name, matmul_peaks, peak_shares, precision_name,  # noqa: E402
+                   precision_overrides)
 from report_tables import records_table  # noqa: E402
 from utils.configuration import ConfigError, add_config_arguments, load_config  # noqa: E402
 from utils.model.networks import MODELS, NetworkSettings, network_label, unet_arguments  # noqa: E402
@@ -140,8 +140,7 @@ def model_step_rows(variants: list[list[str]], peaks: dict[str, float], n_batche
     fp32 and train.py would not use it: BF16_WHEREVER_AVAILABLE; then fp32)."""
     for overrides in variants:
         for mixed in (True, False):
-            precision = [*BF16_WHEREVER_AVAILABLE] if mixed else ["MIXED_PRECISION=False"]
-            cfg = load_config(overrides + precision)
+            cfg = load_config(overrides + precision_overrides(mixed))
             runtime = training_runtime(select_runtime(RuntimeSettings.from_config(cfg)),
                                        MODELS[cfg.MODEL].trains_faster_nchw_on_avx2)  # the layout train.py uses
             if mixed and runtime.autocast_dtype is None:
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         parser.error(str(error))
     if variants:
-        peak_settings = RuntimeSettings.from_config(load_config(overrides + [*BF16_WHEREVER_AVAILABLE]))
+        peak_settings = RuntimeSettings.from_config(load_config(overrides + precision_overrides(True)))
         peaks = matmul_peaks(select_runtime(peak_settings), args.matmul_size)
         print(f"\nmodel step: batch {cfg.BATCH_SIZE} x {tuple(cfg.PATCH_SHAPE)} patches, {runtime.device} "
               f"({device_name(runtime.device)}), CHANNELS_LAST {cfg.CHANNELS_LAST}; matmul peak "

@@ -22,6 +22,12 @@ from utils.model.runtime import Runtime
 # Overrides that time bf16 wherever the device has it, even on a CPU whose bf16 runs slower than fp32, where
 # train.py and predict.py would not use it (BF16_SPEED_CHECK): the benches time both precisions
 BF16_WHEREVER_AVAILABLE = ("MIXED_PRECISION=True", "BF16_SPEED_CHECK=False")
+
+
+def precision_overrides(bf16: bool) -> list[str]:
+    """The ``--set`` items of a timed row's precision: bf16 wherever the device has it (BF16_WHEREVER_AVAILABLE),
+    else fp32."""
+    return [*BF16_WHEREVER_AVAILABLE] if bf16 else ["MIXED_PRECISION=False"]
 PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 

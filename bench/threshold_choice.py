@@ -8,9 +8,10 @@ the value that scores best on the development folds and reporting that score mea
 threshold. Here bench/quality.py's runs of one trained model at several thresholds (configs that differ only in
 ``FLUID_THRESHOLD``, the same seed, trained ``--epochs`` without a wall-clock cap) are read, and for each fold the
 threshold is the one with the best pooled fluid Dice over the *other* folds' test patients (those the fold's model
-was trained on: its own test patients are never looked at); the fold's patients are then scored at that threshold, and all folds pooled. The table gives, per seed,
-each threshold's own pooled Dice (the best of them is optimistic: chosen on the patients it is measured on) and the
-cross-chosen one's. Exit status 1 when no seed has every config on at least two folds.
+was trained on: its own test patients are never looked at); the fold's patients are then scored at that
+threshold, and all folds pooled. The table gives, per seed, each threshold's own pooled Dice (the best of them is
+optimistic: chosen on the patients it is measured on) and the cross-chosen one's. Exit status 1 when no seed has
+every config on at least two folds.
 """
 
 from __future__ import annotations
