@@ -143,6 +143,11 @@ DEEP_SUPERVISION = False
 # instance norm (per image and channel, with a learnt scale and shift) in place of each, nnU-Net's choice: a scan's
 # features are normalised by its own statistics in training and at inference alike
 NORMALIZATION = "batch"
+# Beyond the method (smp_unet only): N > 0 gives smp's last decoder block a skip from the input at full resolution,
+# N channels from two 3x3 convolutions (utils/model/full_resolution.py): smp's ResNet encoders start at half
+# resolution, so its finest decoder block otherwise only upsamples; the authors' and nnU-Net's U-Nets have a full-
+# resolution level. 0: smp's decoder. Not with DEEP_SUPERVISION
+FULL_RESOLUTION_CHANNELS = 0
 EPOCHS = 100  # the original's 100
 BATCHES_PER_EPOCH = 0  # 0: one pass over the stratified, augmented training stream (the original); N: N batches
 TRAIN_BUDGET_MINUTES = 0.0  # > 0: stop training (mid-epoch; it is then validated and saved) after this many minutes

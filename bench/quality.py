@@ -302,6 +302,11 @@ CONFIGS: dict[str, dict] = {
     # ... started from weights trained 10 epochs on the whole synthetic set ("pretrain"): layers, cysts and domes of
     # the built-in generator before the 22-33 real B-scans of a fold
     "improved_strips_wide_synpre": {**preset_like(IMPROVED_WIDE), "pretrain": 10},
+    # ... a skip from the input at full resolution into the last decoder block (FULL_RESOLUTION_CHANNELS=16, 16 as
+    # smp's last decoder block): smp's ResNet encoder starts at half resolution, so outlines (three quarters of the
+    # errors) and cysts a few pixels wide are drawn without features of full-resolution pixels; nnU-Net's and the
+    # authors' U-Nets have that level
+    "improved_strips_wide_fullres": preset_like(with_settings(IMPROVED_WIDE, "FULL_RESOLUTION_CHANNELS=16")),
     # ... instance norms in place of its batch norms (NORMALIZATION=instance, nnU-Net's): a test patient's features
     # normalised by its own statistics, not by the running statistics of the 2-3 training patients
     "improved_strips_wide_instnorm": preset_like(with_settings(IMPROVED_WIDE, "NORMALIZATION=instance")),

@@ -107,6 +107,7 @@ ENCODER_MODELS = ("smp_unet",)
 DEEP_SUPERVISION_MODELS = ("smp_unet",)  # the MODEL names whose Network reads deep_supervision
 DECODER_ATTENTION_MODELS = ("smp_unet",)  # ... and decoder_attention
 NORMALIZATION_MODELS = ("smp_unet",)  # ... and normalization
+FULL_RESOLUTION_MODELS = ("smp_unet",)  # ... and full_resolution_channels
 # The LOSS names with a plain cross-entropy that CE_BOUNDARY_WEIGHT weights (utils/train/losses.py; tied by a test)
 BOUNDARY_WEIGHTED_LOSSES = ("ce_dice", "ce_lovasz")
 FLUID_LABELS = ("IRF", "SRF", "PED")  # the label-code settings whose names FLUIDS uses
@@ -236,6 +237,7 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "PATCH_SHAPE": (_sizes, "a patch size (height, width) in pixels, e.g. (256, 128)"),
     "DECODER_ATTENTION": (lambda value: value in ("", "scse"), "'' (smp's plain decoder) or 'scse'"),
     "NORMALIZATION": (lambda value: value in ("batch", "instance"), "'batch' (smp's batch norms) or 'instance'"),
+    "FULL_RESOLUTION_CHANNELS": (lambda value: value >= 0, "a channel count >= 0 (0: no full-resolution skip)"),
     "DECODER_CHANNELS": (lambda value: _sizes(value, 5),
                          "five channel counts >= 1, deepest decoder block first, e.g. (256, 128, 64, 32, 16)"),
     "SPECTRALIS_AXIAL_SPACING_MM": (lambda value: math.isfinite(value) and value > 0, "a spacing in mm > 0"),
@@ -306,6 +308,10 @@ _RELATED_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]
     "NORMALIZATION": (lambda value, cfg: value == "batch" or cfg.MODEL in NORMALIZATION_MODELS,
                       lambda cfg: f"'batch' with MODEL={cfg.MODEL!r}: another normalisation needs "
                                   f"{' or '.join(NORMALIZATION_MODELS)} (rmit_unet keeps the authors' batch norms)"),
+    "FULL_RESOLUTION_CHANNELS": (
+        lambda value, cfg: not value or (cfg.MODEL in FULL_RESOLUTION_MODELS and not cfg.DEEP_SUPERVISION),
+        lambda cfg: f"0 with MODEL={cfg.MODEL!r} and DEEP_SUPERVISION={cfg.DEEP_SUPERVISION!r}: the full-resolution "
+                    f"skip needs {' or '.join(FULL_RESOLUTION_MODELS)} without deep supervision"),
     "SCALE_PROB": (lambda value, cfg: value == 0 or cfg.AUGMENT == "replace",
                    lambda cfg: f"0 with AUGMENT={cfg.AUGMENT!r} (the scaling is part of AUGMENT='replace')"),
     "CE_BOUNDARY_WEIGHT": (lambda value, cfg: value == 0 or cfg.LOSS in BOUNDARY_WEIGHTED_LOSSES,

@@ -134,10 +134,11 @@ def test_a_network_is_built_from_the_settings_it_names_and_no_other():
     network's constructor arguments change with."""
     assert network_setting_names("rmit_unet") == ("MODEL", "N_CLASSES", "RELU_BEFORE_SOFTMAX", "BN_MOMENTUM")
     assert network_setting_names("smp_unet") == ("MODEL", "ENCODER", "N_CLASSES", "DECODER_CHANNELS",
-                                                 "DECODER_ATTENTION", "DEEP_SUPERVISION", "NORMALIZATION")
+                                                 "DECODER_ATTENTION", "DEEP_SUPERVISION", "NORMALIZATION",
+                                                 "FULL_RESOLUTION_CHANNELS")
     changed = {"n_classes": 5, "encoder": "resnet34", "relu_before_softmax": False, "bn_momentum": 0.5,
                "decoder_channels": (128, 64, 32, 16, 8), "decoder_attention": "scse", "deep_supervision": True,
-               "normalization": "instance"}
+               "normalization": "instance", "full_resolution_channels": 16}
     for model in MODELS:
         base = NetworkSettings(model=model)
         differ = [name.upper() for name, value in changed.items()

@@ -15,6 +15,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import config
 from utils.model.deep_supervision import DeepSupervisedUnet
+from utils.model.full_resolution import FullResolutionUnet
 from utils.model.rmit_unet import RmitDiscriminator, RmitUNet, l2_penalty, valid_input
 from utils.stage_settings import settings_from_config
 
@@ -37,6 +38,8 @@ class NetworkSettings:
         deep_supervision: ``DEEP_SUPERVISION``, smp_unet's heads on three decoder blocks
             (:class:`utils.model.deep_supervision.DeepSupervisedUnet`).
         normalization: ``NORMALIZATION``, smp_unet's normalisation layers: a name in :data:`NORMALIZATIONS`.
+        full_resolution_channels: ``FULL_RESOLUTION_CHANNELS``, smp_unet's full-resolution skip (0: none;
+            :class:`utils.model.full_resolution.FullResolutionUnet`).
         relu_before_softmax: ``RELU_BEFORE_SOFTMAX``, rmit_unet's ReLU on its logits.
         bn_momentum: ``BN_MOMENTUM``, rmit_unet's batch-norm momentum (PyTorch's convention), in (0, 1].
     """
@@ -48,6 +51,7 @@ class NetworkSettings:
     decoder_attention: str = config.DECODER_ATTENTION
     deep_supervision: bool = config.DEEP_SUPERVISION
     normalization: str = config.NORMALIZATION
+    full_resolution_channels: int = config.FULL_RESOLUTION_CHANNELS
     relu_before_softmax: bool = config.RELU_BEFORE_SOFTMAX
     bn_momentum: float = config.BN_MOMENTUM
 
@@ -128,25 +132,42 @@ MODELS: dict[str, Network] = {
                          patch_rule="sides that are multiples of 8 and at least 96, e.g. (256, 128)",
                          weight_penalty=l2_penalty, trains_faster_nchw_on_avx2=True),
     "smp_unet": Network(("encoder", "n_classes", "decoder_channels", "decoder_attention", "deep_supervision",
-                         "normalization"),
+                         "normalization", "full_resolution_channels"),
                         lambda encoder, n_classes, decoder_channels, decoder_attention, deep_supervision,
-                        normalization: {
+                        normalization, full_resolution_channels: {
                             "encoder_name": encoder, "encoder_weights": None, "in_channels": 3, "classes": n_classes,
                             **_decoder_arguments(decoder_channels),
                             **({"decoder_attention_type": decoder_attention} if decoder_attention else {}),
                             **({"deep_supervision": True} if deep_supervision else {}),
-                            **({"normalization": normalization} if normalization != "batch" else {})},
-                        lambda deep_supervision=False, normalization="batch", **args: NORMALIZATIONS[normalization](
-                            (DeepSupervisedUnet if deep_supervision else smp.Unet)(
-                                **{**args, "encoder_weights": None})),
+                            **({"normalization": normalization} if normalization != "batch" else {}),
+                            **({"full_resolution_channels": full_resolution_channels}
+                               if full_resolution_channels else {})},
+                        lambda **args: _build_smp_unet(**args),
                         detail=lambda args: args["encoder_name"] + (
                             f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else "") + (
                             f", {args['decoder_attention_type']} attention" if "decoder_attention_type" in args
                             else "") + (
                             ", deep supervision" if args.get("deep_supervision") else "") + (
-                            f", {args['normalization']} norm" if "normalization" in args else ""),
+                            f", {args['normalization']} norm" if "normalization" in args else "") + (
+                            f", full-resolution skip of {args['full_resolution_channels']}"
+                            if "full_resolution_channels" in args else ""),
                         takes_encoder=True),
 }
+
+
+def _build_smp_unet(deep_supervision: bool = False, normalization: str = "batch", full_resolution_channels: int = 0,
+                    **arguments: Any) -> nn.Module:
+    """smp_unet with fresh weights (never downloaded) from its constructor arguments: ``smp.Unet``, or
+    :class:`DeepSupervisedUnet` with deep supervision, or :class:`FullResolutionUnet` with a full-resolution skip
+    (the configuration refuses both at once), its batch norms then replaced as ``normalization`` says."""
+    arguments = {**arguments, "encoder_weights": None}
+    if deep_supervision:
+        network = DeepSupervisedUnet(**arguments)
+    elif full_resolution_channels:
+        network = FullResolutionUnet(full_resolution_channels, **arguments)
+    else:
+        network = smp.Unet(**arguments)
+    return NORMALIZATIONS[normalization](network)
 
 
 def _decoder_arguments(decoder_channels: Sequence[int]) -> dict[str, Any]:
