@@ -289,6 +289,12 @@ CONFIGS: dict[str, dict] = {
     # Duke B-scan's width): strips 128 -> 256 wide gave +0.05, so does more of the B-scan in view give more?
     "improved_strips_wide512": preset_like(with_settings(IMPROVED_WIDE, "PATCH_SHAPE=(512, 512)", "BATCH_SIZE=2",
                                                          "KEPT_PATCH_SHUFFLE_BUFFER=8")),
+    # ... on whole B-scans (512 x 768: the whole depth and width of a Duke B-scan), one per batch and one per B-scan
+    # read (8 crops of a whole B-scan would be 8 copies): the end of the context axis (strips 128 -> 256 wide gave
+    # +0.05, 256 -> 512 nothing), at three quarters of the preset's pixels per batch; batch norms then see whole
+    # B-scans in training, as at inference
+    "improved_whole_bscans": preset_like(with_settings(IMPROVED_WIDE, "PATCH_SHAPE=(512, 768)", "BATCH_SIZE=1",
+                                                       "PATCHES_PER_BSCAN=1", "KEPT_PATCH_SHUFFLE_BUFFER=4")),
     # ... nnU-Net-style heavy augmentation: a third of the B-scans magnified (0.8-1.25, each axis its own factor), a
     # third deformed elastically, and gamma, contrast and speckle-like noise, beside the rotations and flips. Each
     # alone gave no gain at 15 epochs (elastic 0.679, intensity 0.674, scaling 0.636 on improved_strips); nnU-Net
