@@ -371,6 +371,13 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide_ens2_tta_rot": {"train_as": "improved_strips_wide",
                                           "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
                                           "ensemble_seeds": (0, 1)},
+    # the two 512 x 512 strip models (improved_strips_wide512, seeds 0 and 1) alone and as an ensemble, with the
+    # flip and rotations: does the wider context pay as averaged models, where single models are level?
+    "improved_strips_wide512_tta_rot": {"train_as": "improved_strips_wide512",
+                                        "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
+    "improved_strips_wide512_ens2_tta_rot": {"train_as": "improved_strips_wide512",
+                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+                                             "ensemble_seeds": (0, 1)},
     "improved_strips_wide_ens2_02_tta_rot": {"train_as": "improved_strips_wide",
                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
                                              "ensemble_seeds": (0, 2)},
@@ -895,6 +902,13 @@ def prepare_fold(plan: Plan, dataset: str, config: str, fold: Fold) -> tuple[Pat
     return work_dir, split_file, plan.prepared[key]
 
 
+def _training_key(arguments: list[str]) -> list[str]:
+    """What makes two trainings the same: train.py's arguments (``[script path, *arguments]``, the Python left out)
+    with the script's folder left out, so a run made from another checkout of the repository (another path to
+    train.py) is reused, not deleted and trained again."""
+    return [Path(arguments[0]).name, *arguments[1:]] if arguments else []
+
+
 def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str, starts_from: str = "") -> dict:
     """train.py, or its finished run reused when trained with the same command (and, for a run started from other
     weights, the same ``starts_from``: their digest); returns time and epochs."""
@@ -903,8 +917,8 @@ def train_fold(command: list[str], fold_dir: Path, run_dir: Path, label: str, st
         done = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         done = None
-    if (done and done.get("command") == command[1:] and done.get("starts_from", "") == starts_from
-            and (run_dir / "best.pt").is_file()):
+    if (done and _training_key(done.get("command") or []) == _training_key(command[1:])
+            and done.get("starts_from", "") == starts_from and (run_dir / "best.pt").is_file()):
         print(f"{label} train.py: done before ({done['wall_seconds'] / 60:.1f} min), reused", flush=True)
         return {"wall_seconds": done["wall_seconds"], "reused": True, **read_epoch_log(run_dir)}
     marker.unlink(missing_ok=True)

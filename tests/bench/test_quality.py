@@ -283,6 +283,28 @@ def test_a_run_started_from_other_weights_is_trained_again(quality, tmp_path, mo
     assert quality.file_digest(weights) != first and len(first) == 64
 
 
+def test_a_run_trained_from_another_checkout_is_reused(quality, tmp_path, monkeypatch):
+    """The same training run by another clone of the repository (another path to train.py, another Python) is the
+    same run: it is reused, not deleted and trained again; other arguments still retrain."""
+    trained = []
+
+    def fake_step(step, command, log):
+        trained.append(command)
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "run" / "best.pt").write_bytes(b"")
+        return 1.0
+
+    monkeypatch.setattr(quality, "run_step", fake_step)
+    arguments = ["--work-dir", "w", "--set", "SEED=0"]
+    quality.train_fold(["/a/.venv/bin/python", "/a/train.py", *arguments], tmp_path, tmp_path / "run", "[test]")
+    reused = quality.train_fold(["/b/.venv/bin/python", "/b/train.py", *arguments], tmp_path, tmp_path / "run",
+                                "[test]")
+    assert len(trained) == 1 and reused["reused"]
+    quality.train_fold(["/b/.venv/bin/python", "/b/train.py", *arguments[:-1], "SEED=1"], tmp_path,
+                       tmp_path / "run", "[test]")
+    assert len(trained) == 2
+
+
 def test_pretrained_configs_are_refused_on_the_synthetic_set(quality, capsys):
     with pytest.raises(SystemExit) as exit_info:
         quality.parse_args(["--dataset", "synthetic", "--configs", "improved_strips_wide_synpre"])
