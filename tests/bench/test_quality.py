@@ -260,9 +260,9 @@ def test_a_pretrained_config_starts_each_fold_from_its_synthetic_run(quality, tm
     assert "pretrain_epochs" not in plan.identity("real", "improved_strips_wide", 1)
 
 
-def test_a_run_started_from_other_weights_is_trained_again(quality, tmp_path, monkeypatch):
-    """A finished fold is reused only when the weights it started from are the same bytes: a pretraining redone
-    in place (same path, other weights) retrains the folds that started from it."""
+def faked_training(quality, tmp_path, monkeypatch) -> list:
+    """``quality.run_step`` replaced by a training that writes ``tmp_path/run/best.pt`` at once; returns the list
+    of the commands it is given."""
     trained = []
 
     def fake_step(step, command, log):
@@ -272,6 +272,13 @@ def test_a_run_started_from_other_weights_is_trained_again(quality, tmp_path, mo
         return 1.0
 
     monkeypatch.setattr(quality, "run_step", fake_step)
+    return trained
+
+
+def test_a_run_started_from_other_weights_is_trained_again(quality, tmp_path, monkeypatch):
+    """A finished fold is reused only when the weights it started from are the same bytes: a pretraining redone
+    in place (same path, other weights) retrains the folds that started from it."""
+    trained = faked_training(quality, tmp_path, monkeypatch)
     command = ["python", "train.py", "--init-from", "pre/best.pt"]
     for starts_from in ("aaa", "aaa", "bbb", ""):
         quality.train_fold(command, tmp_path, tmp_path / "run", "[test]", starts_from)
@@ -286,15 +293,7 @@ def test_a_run_started_from_other_weights_is_trained_again(quality, tmp_path, mo
 def test_a_run_trained_from_another_checkout_is_reused(quality, tmp_path, monkeypatch):
     """The same training run by another clone of the repository (another path to train.py, another Python) is the
     same run: it is reused, not deleted and trained again; other arguments still retrain."""
-    trained = []
-
-    def fake_step(step, command, log):
-        trained.append(command)
-        (tmp_path / "run").mkdir(exist_ok=True)
-        (tmp_path / "run" / "best.pt").write_bytes(b"")
-        return 1.0
-
-    monkeypatch.setattr(quality, "run_step", fake_step)
+    trained = faked_training(quality, tmp_path, monkeypatch)
     arguments = ["--work-dir", "w", "--set", "SEED=0"]
     quality.train_fold(["/a/.venv/bin/python", "/a/train.py", *arguments], tmp_path, tmp_path / "run", "[test]")
     reused = quality.train_fold(["/b/.venv/bin/python", "/b/train.py", *arguments], tmp_path, tmp_path / "run",
