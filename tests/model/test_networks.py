@@ -316,4 +316,9 @@ def test_folding_batch_norms_keeps_the_eval_outputs():
 
 def test_config_decoder_channels_are_smps_default():
     """A default config builds smp's own U-Net, whose checkpoints omit decoder_channels."""
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    assert SMP_DECODER_CHANNELS == tuple(inspect.signature(smp.Unet).parameters["decoder_channels"].default)
     assert tuple(config.DECODER_CHANNELS) == SMP_DECODER_CHANNELS

@@ -5,17 +5,13 @@ checkpoints store, so prediction rebuilds the network without config.py; :func:`
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable, NamedTuple, Sequence
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import config
-from utils.model.deep_supervision import DeepSupervisedUnet
-from utils.model.full_resolution import FullResolutionUnet
 from utils.model.rmit_unet import RmitDiscriminator, RmitUNet, l2_penalty, valid_input
 from utils.stage_settings import settings_from_config
 
@@ -117,7 +113,10 @@ NORMALIZATIONS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "instance": with_instance_norms,
 }
 
-SMP_DECODER_CHANNELS = tuple(inspect.signature(smp.Unet).parameters["decoder_channels"].default)  # smp's default
+# smp.Unet's default decoder_channels (tests/model/test_networks.py ties the two): written out, so that importing
+# this module does not import segmentation_models_pytorch, which imports timm, torchvision and torch._dynamo (about
+# 2 s per process: predict.py with the authors' network, each DDP rank, each DataLoader worker never needs them)
+SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 # MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
 # its kernels, or an smp U-Net with an ENCODER whose weights are never downloaded (no network access at run time,
@@ -160,6 +159,11 @@ def _build_smp_unet(deep_supervision: bool = False, normalization: str = "batch"
     """smp_unet with fresh weights (never downloaded) from its constructor arguments: ``smp.Unet``, or
     :class:`DeepSupervisedUnet` with deep supervision, or :class:`FullResolutionUnet` with a full-resolution skip
     (the configuration refuses both at once), its batch norms then replaced as ``normalization`` says."""
+    import segmentation_models_pytorch as smp  # here, not at the top: see SMP_DECODER_CHANNELS
+
+    from utils.model.deep_supervision import DeepSupervisedUnet
+    from utils.model.full_resolution import FullResolutionUnet
+
     arguments = {**arguments, "encoder_weights": None}
     if deep_supervision:
         network = DeepSupervisedUnet(**arguments)
