@@ -114,8 +114,8 @@ NORMALIZATIONS: dict[str, Callable[[nn.Module], nn.Module]] = {
 }
 
 # smp.Unet's default decoder_channels (tests/model/test_networks.py ties the two): written out, so that importing
-# this module does not import segmentation_models_pytorch, which imports timm, torchvision and torch._dynamo (about
-# 2 s per process: predict.py with the authors' network, each DDP rank, each DataLoader worker never needs them)
+# this module does not import segmentation_models_pytorch, which imports timm, torchvision and torch._dynamo: about
+# 2 s per process that predict.py with the authors' network does not need (training imports smp for its losses)
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 # MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
