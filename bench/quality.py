@@ -151,6 +151,15 @@ ROTATE_TTA = ["TTA_ROTATE_DEGREES=(-5.0, 5.0)"]  # test-time rotations, both way
 POST = ["TTA_FLIP=True", "PRESENCE_GATE=0.5", "MIN_COMPONENT_MM3=0.0005"]
 # Each fluid closed per B-scan by an ellipse of 0.1 mm (predict.py only): 9 columns by 26 rows of the real set
 CLOSE = ["FLUID_CLOSING_MM=0.1"]
+
+
+def tta_rot_of(trained: str, ensemble_seeds: tuple[int, ...] = ()) -> dict:
+    """A predict-only config: the runs of config ``trained`` segmenting whole B-scans with the test-time flip and
+    rotations, the models of ``ensemble_seeds`` as an ensemble when given (else each seed's model alone)."""
+    return {"train_as": trained, "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
+            **({"ensemble_seeds": ensemble_seeds} if ensemble_seeds else {})}
+
+
 # A config is {"train": train.py overrides, "predict": predict.py overrides}; "train_as": NAME reuses the trained
 # runs of config NAME (a predict-only variant: no training of its own); "prepare": prepare_data.py overrides;
 # "no_validation": True trains a real-set fold on its validation patient too (no validation: best.pt is the last
@@ -161,7 +170,8 @@ CLOSE = ["FLUID_CLOSING_MM=0.1"]
 # "pretrain": EPOCHS first trains the config on the whole synthetic set (every case trained on, EPOCHS epochs, the
 # same settings and seed) and starts each real-set fold from those weights (train.py --init-from): transfer from the
 # built-in generator's anatomy, no real scan involved.
-# preset_like(TRAIN, *PREDICT) is a trained config with no_validation and whole B-scans segmented.
+# preset_like(TRAIN, *PREDICT) is a trained config with no_validation and whole B-scans segmented; tta_rot_of(NAME)
+# is a predict-only config of NAME's runs with the test-time flip and rotations.
 CONFIGS: dict[str, dict] = {
     "default": {"train": [], "predict": []},
     "default_roi": {"train_as": "default", "predict": ["PREDICT_REGION=roi"]},
@@ -373,17 +383,10 @@ CONFIGS: dict[str, dict] = {
                                           "ensemble_seeds": (0, 1)},
     # the two 512 x 512 strip models (improved_strips_wide512, seeds 0 and 1) alone and as an ensemble, with the
     # flip and rotations: does the wider context pay as averaged models, where single models are level?
-    "improved_strips_wide512_tta_rot": {"train_as": "improved_strips_wide512",
-                                        "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
-    "improved_strips_wide512_ens2_tta_rot": {"train_as": "improved_strips_wide512",
-                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                             "ensemble_seeds": (0, 1)},
-    "improved_strips_wide512_ens2_02_tta_rot": {"train_as": "improved_strips_wide512",
-                                                "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                                "ensemble_seeds": (0, 2)},
-    "improved_strips_wide512_ens2_12_tta_rot": {"train_as": "improved_strips_wide512",
-                                                "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                                "ensemble_seeds": (1, 2)},
+    "improved_strips_wide512_tta_rot": tta_rot_of("improved_strips_wide512"),
+    "improved_strips_wide512_ens2_tta_rot": tta_rot_of("improved_strips_wide512", (0, 1)),
+    "improved_strips_wide512_ens2_02_tta_rot": tta_rot_of("improved_strips_wide512", (0, 2)),
+    "improved_strips_wide512_ens2_12_tta_rot": tta_rot_of("improved_strips_wide512", (1, 2)),
     "improved_strips_wide_ens2_02_tta_rot": {"train_as": "improved_strips_wide",
                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
                                              "ensemble_seeds": (0, 2)},
