@@ -255,8 +255,7 @@ CONFIGS: dict[str, dict] = {
     "improved_strips_wide_tta": {"train_as": "improved_strips_wide",
                                  "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"]},
     # ... and rotated by -5 and +5 degrees (TTA_ROTATE_DEGREES; each mirrored too), the six softmaxes averaged
-    "improved_strips_wide_tta_rot": {"train_as": "improved_strips_wide",
-                                     "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA]},
+    "improved_strips_wide_tta_rot": tta_rot_of("improved_strips_wide"),
     # ... and the post-processing of round 1 (POST: the flip, fluids with presence < 0.5 removed, components under
     # 0.0005 mm³ removed)
     "improved_strips_wide_post": {"train_as": "improved_strips_wide", "predict": ["PREDICT_REGION=all", *POST]},
@@ -374,39 +373,25 @@ CONFIGS: dict[str, dict] = {
                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"], "ensemble_seeds": (0, 1, 2)},
     # ... each B-scan also segmented rotated by -5 and +5 degrees (TTA_ROTATE_DEGREES; each mirrored too), the softmaxes
     # rotated back and averaged: the training rotations, the one augmentation that proved to matter, at test time
-    "improved_strips_wide_ens3_tta_rot": {"train_as": "improved_strips_wide",
-                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                          "ensemble_seeds": (0, 1, 2)},
+    "improved_strips_wide_ens3_tta_rot": tta_rot_of("improved_strips_wide", (0, 1, 2)),
     # ... two models (each pair of the three seeds): the README's recipe with the test-time rotations
-    "improved_strips_wide_ens2_tta_rot": {"train_as": "improved_strips_wide",
-                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                          "ensemble_seeds": (0, 1)},
+    "improved_strips_wide_ens2_tta_rot": tta_rot_of("improved_strips_wide", (0, 1)),
     # the two 512 x 512 strip models (improved_strips_wide512, seeds 0 and 1) alone and as an ensemble, with the
     # flip and rotations: does the wider context pay as averaged models, where single models are level?
     "improved_strips_wide512_tta_rot": tta_rot_of("improved_strips_wide512"),
     "improved_strips_wide512_ens2_tta_rot": tta_rot_of("improved_strips_wide512", (0, 1)),
     "improved_strips_wide512_ens2_02_tta_rot": tta_rot_of("improved_strips_wide512", (0, 2)),
     "improved_strips_wide512_ens2_12_tta_rot": tta_rot_of("improved_strips_wide512", (1, 2)),
-    "improved_strips_wide_ens2_02_tta_rot": {"train_as": "improved_strips_wide",
-                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                             "ensemble_seeds": (0, 2)},
-    "improved_strips_wide_ens2_12_tta_rot": {"train_as": "improved_strips_wide",
-                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                             "ensemble_seeds": (1, 2)},
+    "improved_strips_wide_ens2_02_tta_rot": tta_rot_of("improved_strips_wide", (0, 2)),
+    "improved_strips_wide_ens2_12_tta_rot": tta_rot_of("improved_strips_wide", (1, 2)),
     # ... the fourth pair and a second triple (seeds 3 and 4 trained later), and all five models: what models beyond
     # three still buy, within the hour of training (5 x 7-8 minutes per fold on a 2-core bf16 CPU)
-    "improved_strips_wide_ens2_34_tta_rot": {"train_as": "improved_strips_wide",
-                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                             "ensemble_seeds": (3, 4)},
-    "improved_strips_wide_ens3_234_tta_rot": {"train_as": "improved_strips_wide",
-                                              "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                              "ensemble_seeds": (2, 3, 4)},
+    "improved_strips_wide_ens2_34_tta_rot": tta_rot_of("improved_strips_wide", (3, 4)),
+    "improved_strips_wide_ens3_234_tta_rot": tta_rot_of("improved_strips_wide", (2, 3, 4)),
     "improved_strips_wide_ens5_tta": {"train_as": "improved_strips_wide",
                                       "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
                                       "ensemble_seeds": (0, 1, 2, 3, 4)},
-    "improved_strips_wide_ens5_tta_rot": {"train_as": "improved_strips_wide",
-                                          "predict": ["PREDICT_REGION=all", "TTA_FLIP=True", *ROTATE_TTA],
-                                          "ensemble_seeds": (0, 1, 2, 3, 4)},
+    "improved_strips_wide_ens5_tta_rot": tta_rot_of("improved_strips_wide", (0, 1, 2, 3, 4)),
     # two deep-supervision models (seeds 0 and 2; run with --epochs 30) as an ensemble, with the test-time flip
     "improved_strips_wide_ds_ens2_02_tta": {"train_as": "improved_strips_wide_ds",
                                             "predict": ["PREDICT_REGION=all", "TTA_FLIP=True"],
