@@ -28,6 +28,8 @@ def precision_overrides(bf16: bool) -> list[str]:
     """The ``--set`` items of a timed row's precision: bf16 wherever the device has it (BF16_WHEREVER_AVAILABLE),
     else fp32."""
     return [*BF16_WHEREVER_AVAILABLE] if bf16 else ["MIXED_PRECISION=False"]
+
+
 PRECISION_NAMES = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 

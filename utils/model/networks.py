@@ -118,6 +118,27 @@ NORMALIZATIONS: dict[str, Callable[[nn.Module], nn.Module]] = {
 # 2 s per process that predict.py with the authors' network does not need (training imports smp for its losses)
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
+
+def _build_smp_unet(deep_supervision: bool = False, normalization: str = "batch", full_resolution_channels: int = 0,
+                    **arguments: Any) -> nn.Module:
+    """smp_unet with fresh weights (never downloaded) from its constructor arguments: ``smp.Unet``, or
+    :class:`DeepSupervisedUnet` with deep supervision, or :class:`FullResolutionUnet` with a full-resolution skip
+    (the configuration refuses both at once), its batch norms then replaced as ``normalization`` says."""
+    import segmentation_models_pytorch as smp  # here, not at the top: see SMP_DECODER_CHANNELS
+
+    from utils.model.deep_supervision import DeepSupervisedUnet
+    from utils.model.full_resolution import FullResolutionUnet
+
+    arguments = {**arguments, "encoder_weights": None}
+    if deep_supervision:
+        network = DeepSupervisedUnet(**arguments)
+    elif full_resolution_channels:
+        network = FullResolutionUnet(full_resolution_channels, **arguments)
+    else:
+        network = smp.Unet(**arguments)
+    return NORMALIZATIONS[normalization](network)
+
+
 # MODEL -> the network (3 input channels: a B-scan and its neighbours): the authors' U-Net, with the L2 penalty on
 # its kernels, or an smp U-Net with an ENCODER whose weights are never downloaded (no network access at run time,
 # even when an old checkpoint asks for pretrained weights). The names are utils/configuration.py's
@@ -141,7 +162,7 @@ MODELS: dict[str, Network] = {
                             **({"normalization": normalization} if normalization != "batch" else {}),
                             **({"full_resolution_channels": full_resolution_channels}
                                if full_resolution_channels else {})},
-                        lambda **args: _build_smp_unet(**args),
+                        _build_smp_unet,
                         detail=lambda args: args["encoder_name"] + (
                             f", decoder {tuple(args['decoder_channels'])}" if "decoder_channels" in args else "") + (
                             f", {args['decoder_attention_type']} attention" if "decoder_attention_type" in args
@@ -152,26 +173,6 @@ MODELS: dict[str, Network] = {
                             if "full_resolution_channels" in args else ""),
                         takes_encoder=True),
 }
-
-
-def _build_smp_unet(deep_supervision: bool = False, normalization: str = "batch", full_resolution_channels: int = 0,
-                    **arguments: Any) -> nn.Module:
-    """smp_unet with fresh weights (never downloaded) from its constructor arguments: ``smp.Unet``, or
-    :class:`DeepSupervisedUnet` with deep supervision, or :class:`FullResolutionUnet` with a full-resolution skip
-    (the configuration refuses both at once), its batch norms then replaced as ``normalization`` says."""
-    import segmentation_models_pytorch as smp  # here, not at the top: see SMP_DECODER_CHANNELS
-
-    from utils.model.deep_supervision import DeepSupervisedUnet
-    from utils.model.full_resolution import FullResolutionUnet
-
-    arguments = {**arguments, "encoder_weights": None}
-    if deep_supervision:
-        network = DeepSupervisedUnet(**arguments)
-    elif full_resolution_channels:
-        network = FullResolutionUnet(full_resolution_channels, **arguments)
-    else:
-        network = smp.Unet(**arguments)
-    return NORMALIZATIONS[normalization](network)
 
 
 def _decoder_arguments(decoder_channels: Sequence[int]) -> dict[str, Any]:
