@@ -78,11 +78,27 @@ def read_fluid_masks(prediction_path: str | Path, reference_path: str | Path
 
 def case_measures(prediction_path: str | Path, reference_path: str | Path,
                   columns: tuple[int, int]) -> dict:
-    """Counts and measures of one case, fluid merged (label > 0).
+    """Counts and measures of one case, fluid merged (label > 0): :func:`mask_measures` of its files.
 
     Args:
         prediction_path: the predicted ``segmentation.mhd``.
         reference_path: the case's ``reference.mhd``; its spacing gives areas and volumes.
+        columns: as :func:`mask_measures`.
+
+    Raises:
+        MeasureError: as :func:`read_fluid_masks`.
+    """
+    pred, ref, ref_spacing = read_fluid_masks(prediction_path, reference_path)
+    return mask_measures(pred, ref, ref_spacing, columns)
+
+
+def mask_measures(pred: np.ndarray, ref: np.ndarray, ref_spacing: tuple[float, float, float],
+                  columns: tuple[int, int]) -> dict:
+    """Counts and measures of one case's fluid masks.
+
+    Args:
+        pred, ref: ``(z, y, x)`` bool, the predicted and the reference fluid, of one shape.
+        ref_spacing: the reference's spacing ``(x, y, z)`` mm: it gives areas and volumes.
         columns: ``(start, stop)`` of the column range (x, width) of the restricted counts, stop excluded; clipped
             to the B-scan width.
 
@@ -92,11 +108,7 @@ def case_measures(prediction_path: str | Path, reference_path: str | Path,
         ``dice_cols`` (None when 0/0), ``pred_area_mm2`` and ``ref_area_mm2`` (fluid area summed over the
         B-scans), ``pred_volume_mm3``, ``ref_volume_mm3``, ``abs_volume_diff_mm3`` and
         ``area_ratio`` (predicted / reference fluid pixels, None without reference fluid).
-
-    Raises:
-        MeasureError: as :func:`read_fluid_masks`.
     """
-    pred, ref, ref_spacing = read_fluid_masks(prediction_path, reference_path)
     start, stop = (min(max(column, 0), ref.shape[-1]) for column in columns)  # clipped to the B-scan width
     counts = {"tp": int(np.count_nonzero(pred & ref)), "pred": int(np.count_nonzero(pred)),
               "ref": int(np.count_nonzero(ref)),
