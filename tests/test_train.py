@@ -99,8 +99,9 @@ def test_resume_continues_from_the_saved_epoch(trained_run, prepared_work, tmp_p
     shutil.copytree(trained_run, run_dir)
     before = load_checkpoint(run_dir / "last.pt")
     steps_before = max(int(s["step"]) for s in before["optimizer_state"]["state"].values())
+    # in this process: a spawned loader worker (the run's LOADER_WORKERS=1) would import train.py's modules again
     assert train.main(["--work-dir", str(prepared_work), "--run-dir", str(run_dir), "--resume",
-                       "--set", "EPOCHS=4"]) == 0
+                       "--set", "EPOCHS=4", "--set", "LOADER_WORKERS=0"]) == 0
     log = pd.read_csv(run_dir / "log.csv")
     assert log["epoch"].tolist() == [1, 2, 3, 4]
     after = load_checkpoint(run_dir / "last.pt")
