@@ -21,7 +21,8 @@ bench/quality.py put the fold's predictions); images and masks come from ``--dat
 OUT/data/duke_dev). ``--set`` gives predict.py settings as ``--set`` does there, after ``PREDICT_REGION=all`` (the
 bench's configs segment whole B-scans); e.g. ``--set TTA_FLIP=True``. Printed per run folder: a Markdown table,
 each variant's fluid Dice per fold and pooled over all, on the annotated columns and per patient
-(bench/quality_measures.py; fluid merged). Exit status 1 when a run folder holds no fold to screen.
+(bench/quality_measures.py; fluid merged). Exit status 1 when a run folder holds no fold to screen, 2 for a
+setting that cannot be used (a wrong ``--set``; depth scales with a model that does not scale by spacing).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def adabn_fluid(predictor: Predictor, model: nn.Module, image: np.ndarray, geome
                 vendor: str) -> dict[str, np.ndarray]:
     """The case's fluid ``(z, y, x)`` bool as segmented by ``model`` as trained and by its adapted copy."""
     def segment(network: nn.Module) -> np.ndarray:
-        predictor.model = network
+        predictor.model = network  # Predictor.segment runs its .model: each variant's network in turn
         return predictor.segment(image, geometry, vendor).labels > 0
 
     return {"as trained": segment(model), "adapted": segment(adapted_copy(model, segment))}

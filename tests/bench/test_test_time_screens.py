@@ -92,6 +92,9 @@ def test_depth_scales_refuse_a_model_that_scales_by_its_height_table(tmp_path, c
     assert "best.pt: DEPTH_SCALE='height_table'" in error and "Traceback" not in error
 
 
-def test_a_folder_without_runs_fails_in_one_line(tmp_path, capsys):
+def test_a_folder_without_runs_or_an_unknown_setting_fails_in_one_line(tmp_path, capsys):
     assert main(["adabn", str(tmp_path / "real" / "config" / "seed0")]) == 1
     assert "no fold with run/best.pt" in capsys.readouterr().err
+    assert main(["adabn", str(tmp_path), "--set", "TTA_FLIPS=True"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --set: ") and "TTA_FLIPS" in error and "Traceback" not in error
