@@ -21,7 +21,8 @@ bench/quality.py put the fold's predictions); images and masks come from ``--dat
 OUT/data/duke_dev). ``--set`` gives predict.py settings as ``--set`` does there, after ``PREDICT_REGION=all`` (the
 bench's configs segment whole B-scans); e.g. ``--set TTA_FLIP=True``. Printed per run folder: a Markdown table,
 each variant's fluid Dice per fold and pooled over all, on the annotated columns and per patient
-(bench/quality_measures.py; fluid merged). Exit status 1 when a run folder holds no fold to screen, 2 for a
+(bench/quality_measures.py; fluid merged). Exit status 1 when a run folder holds no fold to screen or a case's
+files cannot be read (each such case left out in one line), 2 for a
 setting that cannot be used (a wrong ``--set``; depth scales with a model that does not scale by spacing).
 """
 
@@ -34,18 +35,19 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from error_modes import find_references  # noqa: E402
 from quality import COLUMNS, UsageError  # noqa: E402
-from quality_measures import mask_measures, pooled_measures  # noqa: E402
+from quality_measures import MeasureError, mask_measures, pooled_measures, read_labels  # noqa: E402
 from report_tables import format_number, markdown_table  # noqa: E402
 from utils.configuration import load_config  # noqa: E402  (quality.py puts the repository on the path)
 from utils.io.cases import file_case  # noqa: E402
-from utils.io.mhd_io import Geometry  # noqa: E402
+from utils.io.mhd_io import Geometry, VolumeError, read_volume  # noqa: E402
 from utils.model.checkpoints import model_from_checkpoint  # noqa: E402
+from utils.predict.inference import arg_max_labels  # noqa: E402
 from utils.predict.predictor import Predictor  # noqa: E402
 
 # depth_scales' variants: name -> the scales averaged (1.0 alone: the model as predict.py runs it)
@@ -76,7 +78,7 @@ def adapted_copy(model: nn.Module, run_inference: Callable[[nn.Module], object])
 
 def averaged_fluid(probabilities: list[dict[str, np.ndarray]]) -> np.ndarray:
     """Fluid where the mean over passes of each fluid's probability, beside the background's (1 - their sum),
-    wins the arg-max.
+    wins predict.py's arg-max (:func:`utils.predict.inference.arg_max_labels`: the background among equals).
 
     Args:
         probabilities: per pass, fluid name -> ``(z, y, x)`` uint8 probability (p = value / 255), one shape.
@@ -85,20 +87,25 @@ def averaged_fluid(probabilities: list[dict[str, np.ndarray]]) -> np.ndarray:
         ``(z, y, x)`` bool.
     """
     names = list(probabilities[0])
-    mean = sum(np.stack([np.asarray(one[name], np.float32) / 255.0 for name in names]) for one in probabilities)
-    mean = mean / len(probabilities)
-    return mean.max(axis=0) > 1.0 - mean.sum(axis=0)
+    fluids = sum(torch.stack([torch.from_numpy(np.asarray(one[name], np.float32)) for name in names], dim=1) / 255.0
+                 for one in probabilities) / len(probabilities)  # (z, fluids, y, x)
+    classes = torch.cat([1.0 - fluids.sum(dim=1, keepdim=True), fluids], dim=1)
+    return (arg_max_labels(classes) > 0).numpy()
 
 
-def read_case(reference: Path, vendors: tuple[str, ...]) -> tuple[np.ndarray, Geometry, str, np.ndarray]:
+def read_case(reference: Path, vendors: tuple[str, ...]
+              ) -> tuple[np.ndarray, Geometry, str, np.ndarray, tuple[float, float, float]]:
     """The case beside ``reference`` (``reference.mhd``, its ``oct.mhd`` in the same folder): the image
-    ``(z, y, x)``, its geometry, its vendor (of ``vendors``, from its folders as predict.py reads it) and the
-    reference fluid ``(z, y, x)`` bool."""
+    ``(z, y, x)``, its geometry, its vendor (of ``vendors``, from its folders as predict.py reads it), the
+    reference fluid ``(z, y, x)`` bool and the reference's spacing ``(x, y, z)`` mm.
+
+    Raises:
+        VolumeError, MeasureError: a file that cannot be read; the message names it.
+    """
     path = reference.parent / "oct.mhd"
-    image = sitk.ReadImage(str(path))
-    geometry = Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
-    return (sitk.GetArrayFromImage(image), geometry, file_case(path, vendors).vendor,
-            sitk.GetArrayFromImage(sitk.ReadImage(str(reference))) > 0)
+    image, geometry = read_volume(path)
+    labels, spacing = read_labels(reference)
+    return image, geometry, file_case(path, vendors).vendor, labels > 0, spacing
 
 
 def with_axial_scale(geometry: Geometry, scale: float) -> Geometry:
@@ -132,9 +139,12 @@ def unfolded_model(predictor: Predictor) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if predictor.runtime.channels_last else model
 
 
-def screen_run(screen: str, run: Path, references: dict[str, Path], settings: dict) -> dict[str, dict[str, list]]:
-    """Variant -> fold name -> the measures (:func:`quality_measures.mask_measures`) of its test patients."""
+def screen_run(screen: str, run: Path, references: dict[str, Path], settings: dict
+               ) -> tuple[dict[str, dict[str, list]], int]:
+    """Variant -> fold name -> the measures (:func:`quality_measures.mask_measures`) of its test patients, and the
+    number of cases left out because a file could not be read (each reported in one line)."""
     results: dict[str, dict[str, list]] = {}
+    unread = 0
     for fold_dir in sorted(path.parents[1] for path in run.glob("fold*/run/best.pt")):
         cases = sorted(path.name for path in (fold_dir / "pred").iterdir() if path.name in references) \
             if (fold_dir / "pred").is_dir() else []
@@ -148,17 +158,22 @@ def screen_run(screen: str, run: Path, references: dict[str, Path], settings: di
                              f"scales screen needs a model trained with DEPTH_SCALE='spacing' (the presets')")
         model = unfolded_model(predictor) if screen == "adabn" else None
         for case in cases:
-            image, geometry, vendor, reference = read_case(references[case],
-                                                           predictor.settings.preprocess.vendor_files.vendors)
+            try:
+                image, geometry, vendor, reference, spacing = read_case(
+                    references[case], predictor.settings.preprocess.vendor_files.vendors)
+            except (VolumeError, MeasureError) as error:
+                print(f"error: {error}; {case} left out", file=sys.stderr)
+                unread += 1
+                continue
             fluid = (adabn_fluid(predictor, model, image, geometry, vendor) if screen == "adabn"
                      else depth_scale_fluid(predictor, image, geometry, vendor))
             dice = []
             for variant, predicted in fluid.items():
-                measures = mask_measures(predicted, reference, geometry.spacing_mm, COLUMNS)
+                measures = mask_measures(predicted, reference, spacing, COLUMNS)
                 results.setdefault(variant, {}).setdefault(fold_dir.name, []).append({"case": case, **measures})
                 dice.append(f"{variant} {format_number(measures['dice'], 3)}")
             print(f"{fold_dir} {case}: {', '.join(dice)}", file=sys.stderr, flush=True)
-    return results
+    return results, unread
 
 
 def result_table(results: dict[str, dict[str, list]]) -> str:
@@ -201,15 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for run in args.runs:
         data = args.data or run.resolve().parents[2] / "data" / "duke_dev"
-        references = {path.parent.name: path for path in sorted(data.rglob("reference.mhd"))}
         try:
-            results = screen_run(args.screen, run, references, settings)
+            results, unread = screen_run(args.screen, run, find_references(data), settings)
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        failed = failed or unread > 0
         if not results:
-            print(f"{run}: no fold with run/best.pt and test cases in pred/ (expected a bench/quality.py run "
-                  f"folder, OUT/real/RUN/seedS)", file=sys.stderr)
+            if not unread:  # (cases that could not be read have said so)
+                print(f"{run}: no fold with run/best.pt and test cases in pred/ (expected a bench/quality.py run "
+                      f"folder, OUT/real/RUN/seedS)", file=sys.stderr)
             failed = True
             continue
         print(f"\n{run} ({args.screen}; {', '.join(items)})\n\n{result_table(results)}")

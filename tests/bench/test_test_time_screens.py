@@ -85,6 +85,17 @@ def test_each_screen_tables_its_variants_on_the_folds_test_cases(tmp_path, capsy
         assert f"| {variant} | " in table
 
 
+def test_a_case_that_cannot_be_read_is_one_line_and_the_status_is_1(tmp_path, capsys):
+    run = quality_layout(tmp_path, TRAINING)
+    raw = tmp_path / "data" / "duke_dev" / "RETOUCH-TrainingSet-Spectralis" / "DUKE02" / "oct.raw"
+    raw.write_bytes(raw.read_bytes()[:100])  # cut short
+    assert main(["adabn", str(run), "--set", "DEVICE='cpu'"]) == 1
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(error) == 1 and "oct.raw" in error[0] and error[0].endswith("DUKE02 left out")
+    assert "no fold with" not in err and "Traceback" not in err
+
+
 def test_depth_scales_refuse_a_model_that_scales_by_its_height_table(tmp_path, capsys):
     run = quality_layout(tmp_path, ["SPECTRALIS_AXIAL_SPACING_MM=0.03", "DEPTH_SCALE='height_table'"])
     assert main(["depth_scales", str(run)]) == 2
